@@ -1,0 +1,59 @@
+//! The crate's top-level error: every failure maps to a platform code.
+
+use crate::codes::Code;
+use crate::layout::LayoutError;
+use crate::pipeline::PipelineError;
+
+/// Any roomcast failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad layout input.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Media pipeline failure.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Bad user input other than layouts (preset, watermark, CLI values).
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+        /// Code to report.
+        code: Code,
+    },
+    /// File system failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The platform code this error is reported with.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Layout(e) => e.code,
+            Error::Pipeline(e) => e.code(),
+            Error::Invalid { code, .. } => *code,
+            Error::Io { .. } => Code::RecordError,
+        }
+    }
+
+    /// Whether retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.code().info().retryable
+    }
+
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

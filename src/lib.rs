@@ -1,0 +1,14 @@
+//! roomcast: record and stream video rooms natively with GStreamer.
+//!
+//! A job joins a room through a [`room::RoomConnector`], composites every participant into a
+//! [`layout::Layout`] with the [`pipeline`] and writes crash-safe MP4 segments.
+
+pub mod bench;
+pub mod codes;
+pub mod error;
+pub mod job;
+pub mod layout;
+pub mod pipeline;
+pub mod room;
+
+pub use error::{Error, Result};

@@ -1,0 +1,129 @@
+//! The media pipeline: GStreamer lives here and nowhere else.
+//!
+//! ```text
+//!  background (colour/image) ─────────────────┐
+//!  tile: src ─ queue ─ convert ─ crop ─ scale ─ caps ─ label ─┤ compositor ─ caps ─ [watermark] ─ queue ─ x264enc ─ h264parse ─┐
+//!  tile: …                                      ┘                                                                    │
+//!  silence ────────────────────────────────────┐                                                                     ├─ mp4mux (fragmented) ─ filesink
+//!  audio: src ─ queue ─ convert ─ resample ─ caps ─┤ audiomixer ─ convert ─ caps ─ queue ─ avenc_aac ─ aacparse ─────┘
+//! ```
+//!
+//! Tiles and audio inputs are added and removed while the pipeline plays; a layout change moves
+//! and resizes tiles in place. The MP4 is written fragmented (one fragment a second) so a killed
+//! process leaves a playable file, and a graceful stop rewrites it as a normal MP4 with the index
+//! at the front ([`mp4::finalize`]).
+
+pub mod mixer;
+pub mod mp4;
+pub mod preset;
+pub mod preview;
+pub mod source;
+
+pub use mixer::{Composite, CompositeOptions};
+pub use preset::Preset;
+
+use crate::codes::Code;
+
+/// A failure in the media pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// An element could not be created (plugin missing).
+    #[error("GStreamer element {factory:?} is not available: {reason}")]
+    MissingElement {
+        /// Factory name.
+        factory: String,
+        /// Cause.
+        reason: String,
+    },
+    /// Elements could not be linked or a state change failed.
+    #[error("pipeline setup failed: {0}")]
+    Setup(String),
+    /// An element reported an error while running.
+    #[error("element {element} failed: {message}")]
+    Runtime {
+        /// Element that posted the error.
+        element: String,
+        /// Its message and debug text.
+        message: String,
+    },
+    /// The pipeline did not finish within the allowed time.
+    #[error("pipeline did not {what} within {secs} s")]
+    Timeout {
+        /// What it was doing.
+        what: &'static str,
+        /// Limit.
+        secs: u64,
+    },
+    /// Bad preset or watermark input.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// File I/O around the recording.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl PipelineError {
+    /// The platform code for this failure.
+    pub fn code(&self) -> Code {
+        match self {
+            PipelineError::Invalid { .. } => Code::StateRecordingNameMissing,
+            PipelineError::Timeout { .. } => Code::RecordStopTimedOut,
+            _ => Code::RecordError,
+        }
+    }
+
+    pub(crate) fn setup(e: impl std::fmt::Display) -> Self {
+        PipelineError::Setup(e.to_string())
+    }
+}
+
+/// Creates an element, naming it `name`.
+pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory).name(name).build().map_err(|e| {
+        PipelineError::MissingElement { factory: factory.to_string(), reason: e.to_string() }
+    })
+}
+
+/// Makes a name safe to embed in an element name.
+pub(crate) fn element_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// Initialises GStreamer once and checks the elements roomcast needs.
+pub fn init() -> Result<(), PipelineError> {
+    gst::init().map_err(PipelineError::setup)?;
+    for f in [
+        "compositor",
+        "audiomixer",
+        "videotestsrc",
+        "audiotestsrc",
+        "videoconvert",
+        "videoscale",
+        "aspectratiocrop",
+        "textoverlay",
+        "x264enc",
+        "h264parse",
+        "avenc_aac",
+        "aacparse",
+        "mp4mux",
+        "qtdemux",
+    ] {
+        if gst::ElementFactory::find(f).is_none() {
+            return Err(PipelineError::MissingElement {
+                factory: f.to_string(),
+                reason: "plugin not installed (run `make setup`)".into(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Encoder presets: data files in `pipelines/` (built in) or a user's own TOML file.
+
+use super::PipelineError;
+use serde::Deserialize;
+use std::path::Path;
+
+/// Name of the default preset.
+pub const DEFAULT_PRESET: &str = "h264-720p30";
+
+/// Built-in presets, by name.
+pub const BUILTIN_PRESETS: &[(&str, &str)] = &[
+    ("h264-720p30", include_str!("../../pipelines/h264-720p30.toml")),
+    ("h264-1080p30", include_str!("../../pipelines/h264-1080p30.toml")),
+    ("h264-720p30-portrait", include_str!("../../pipelines/h264-720p30-portrait.toml")),
+    ("audio-only", include_str!("../../pipelines/audio-only.toml")),
+];
+
+/// An encoding preset.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// Preset name.
+    pub name: String,
+    /// Video settings; absent for audio-only output.
+    #[serde(default)]
+    pub video: Option<VideoPreset>,
+    /// Audio settings.
+    pub audio: AudioPreset,
+}
+
+/// H.264 output settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoPreset {
+    /// Output width (even).
+    pub width: u32,
+    /// Output height (even).
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// x264 speed preset (ultrafast … veryslow).
+    pub speed_preset: String,
+    /// Frames between keyframes.
+    pub keyframe_interval: u32,
+    /// H.264 profile (baseline, main, high).
+    pub profile: String,
+}
+
+/// AAC output settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioPreset {
+    /// Bitrate in bit/s.
+    pub bitrate: u32,
+    /// Sample rate in Hz.
+    pub rate: u32,
+    /// Channel count (1 or 2).
+    pub channels: u32,
+}
+
+const SPEED_PRESETS: &[&str] = &[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+];
+
+impl Preset {
+    /// A built-in preset name or a path to a TOML preset file.
+    pub fn resolve(spec: &str) -> Result<Preset, PipelineError> {
+        let text = match BUILTIN_PRESETS.iter().find(|(n, _)| *n == spec) {
+            Some((_, text)) => text.to_string(),
+            None if Path::new(spec).is_file() => std::fs::read_to_string(spec)
+                .map_err(|e| PipelineError::Io { context: format!("reading {spec}"), source: e })?,
+            None => {
+                let names: Vec<&str> = BUILTIN_PRESETS.iter().map(|(n, _)| *n).collect();
+                return Err(PipelineError::Invalid {
+                    field: "preset".into(),
+                    message: format!(
+                        "unknown preset {spec:?}: expected one of {} or a .toml file",
+                        names.join(", ")
+                    ),
+                });
+            }
+        };
+        let preset: Preset = toml::from_str(&text).map_err(|e| PipelineError::Invalid {
+            field: "preset".into(),
+            message: e.message().to_string(),
+        })?;
+        preset.validate()?;
+        Ok(preset)
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |field: &str, message: &str| PipelineError::Invalid {
+            field: field.to_string(),
+            message: message.to_string(),
+        };
+        if let Some(v) = &self.video {
+            if v.width < 16 || v.height < 16 || v.width > 3840 || v.height > 3840 {
+                return Err(bad("video.width", "width and height must be 16..3840"));
+            }
+            if v.width % 2 != 0 || v.height % 2 != 0 {
+                return Err(bad("video.width", "width and height must be even"));
+            }
+            if !(1..=60).contains(&v.fps) {
+                return Err(bad("video.fps", "must be 1..60"));
+            }
+            if !(100..=50_000).contains(&v.bitrate_kbps) {
+                return Err(bad("video.bitrate_kbps", "must be 100..50000"));
+            }
+            if !SPEED_PRESETS.contains(&v.speed_preset.as_str()) {
+                return Err(bad("video.speed_preset", "not an x264 speed preset"));
+            }
+            if !["baseline", "main", "high"].contains(&v.profile.as_str()) {
+                return Err(bad("video.profile", "must be baseline, main or high"));
+            }
+            if v.keyframe_interval == 0 {
+                return Err(bad("video.keyframe_interval", "must be at least 1"));
+            }
+        }
+        let a = &self.audio;
+        if ![8000, 16000, 24000, 32000, 44100, 48000].contains(&a.rate) {
+            return Err(bad("audio.rate", "must be 8000, 16000, 24000, 32000, 44100 or 48000"));
+        }
+        if !(1..=2).contains(&a.channels) {
+            return Err(bad("audio.channels", "must be 1 or 2"));
+        }
+        if !(32_000..=320_000).contains(&a.bitrate) {
+            return Err(bad("audio.bitrate", "must be 32000..320000"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_are_valid() {
+        for (name, _) in BUILTIN_PRESETS {
+            let p = Preset::resolve(name).unwrap();
+            assert_eq!(&p.name, name);
+        }
+        let p = Preset::resolve(DEFAULT_PRESET).unwrap();
+        let v = p.video.unwrap();
+        assert_eq!((v.width, v.height, v.fps, v.bitrate_kbps), (1280, 720, 30, 3000));
+        assert_eq!((p.audio.bitrate, p.audio.rate), (128_000, 48_000));
+        assert!(Preset::resolve("audio-only").unwrap().video.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Preset::resolve("8k").unwrap_err();
+        assert!(e.to_string().contains("h264-720p30"));
+        let dir = std::env::temp_dir().join(format!("roomcast-preset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("p.toml");
+        let text = include_str!("../../pipelines/h264-720p30.toml").replace("1280", "1281");
+        std::fs::write(&p, text).unwrap();
+        let e = Preset::resolve(p.to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, PipelineError::Invalid { ref field, .. } if field == "video.width"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

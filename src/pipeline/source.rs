@@ -1,0 +1,188 @@
+//! Generated sources: synthetic participants, placeholders, background and silence.
+//!
+//! Each returns a bin with one `src` ghost pad, timestamped in pipeline running time from
+//! [`SourceContext::start`], live or offline as the context says.
+
+use super::{element_safe, make, PipelineError};
+use gst::prelude::*;
+use crate::room::{SourceContext, Timing};
+
+/// Period of the sync marker (flash + beep).
+pub const MARKER_PERIOD: gst::ClockTime = gst::ClockTime::SECOND;
+/// How long each flash / beep lasts.
+pub const MARKER_LENGTH: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+/// Frequency of the sync beep, Hz.
+pub const MARKER_BEEP_HZ: f64 = 2000.0;
+/// Samples per generated audio buffer (20 ms at 48 kHz).
+const AUDIO_SAMPLES_PER_BUFFER: i32 = 960;
+/// Sample rate of generated audio.
+const AUDIO_RATE: i32 = 48_000;
+
+/// A generated video track.
+#[derive(Debug, Clone)]
+pub struct TestVideo {
+    /// Name used for element names.
+    pub name: String,
+    /// Solid colour 0xRRGGBB.
+    pub color: u32,
+    /// Draw a moving ball (the marker) over the colour.
+    pub moving_marker: bool,
+    /// Flash the whole frame white for [`MARKER_LENGTH`] once every [`MARKER_PERIOD`].
+    pub flash: bool,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+/// A generated audio track.
+#[derive(Debug, Clone)]
+pub struct TestAudio {
+    /// Name used for element names.
+    pub name: String,
+    /// Tone frequency, Hz.
+    pub freq: f64,
+    /// Volume 0..1.
+    pub volume: f64,
+    /// Sound only for [`MARKER_LENGTH`] once every [`MARKER_PERIOD`] (the sync beep).
+    pub beep_only: bool,
+    /// Silence instead of a tone.
+    pub silent: bool,
+}
+
+fn offset_ns(ctx: &SourceContext) -> i64 {
+    i64::try_from(ctx.start.nseconds()).unwrap_or(i64::MAX)
+}
+
+fn buffers_for(ctx: &SourceContext, per_second: f64) -> Option<i32> {
+    match ctx.timing {
+        Timing::Live => None,
+        Timing::Offline { duration } => {
+            let n = (duration.nseconds() as f64 / 1e9 * per_second).round();
+            Some(n.clamp(1.0, i32::MAX as f64) as i32)
+        }
+    }
+}
+
+fn in_marker(t: gst::ClockTime) -> bool {
+    t.nseconds() % MARKER_PERIOD.nseconds() < MARKER_LENGTH.nseconds()
+}
+
+fn ghost_bin(name: &str, elements: &[&gst::Element]) -> Result<gst::Element, PipelineError> {
+    let bin = gst::Bin::builder().name(name).build();
+    bin.add_many(elements).map_err(PipelineError::setup)?;
+    gst::Element::link_many(elements).map_err(PipelineError::setup)?;
+    let last = elements.last().ok_or_else(|| PipelineError::setup("empty bin"))?;
+    let pad = last.static_pad("src").ok_or_else(|| PipelineError::setup("no src pad"))?;
+    let ghost = gst::GhostPad::builder_with_target(&pad)
+        .map_err(PipelineError::setup)?
+        .name("src")
+        .build();
+    bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+    Ok(bin.upcast())
+}
+
+/// Builds a generated video source.
+pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+    let n = element_safe(&spec.name);
+    let src = make("videotestsrc", &format!("vsrc_{n}"))?;
+    src.set_property("is-live", ctx.timing == Timing::Live);
+    src.set_property("timestamp-offset", offset_ns(ctx));
+    let argb = 0xff00_0000 | spec.color;
+    if spec.moving_marker {
+        src.set_property_from_str("pattern", "ball");
+        src.set_property("background-color", argb);
+        src.set_property("foreground-color", 0xff10_1010u32);
+        src.set_property_from_str("motion", "sweep");
+    } else {
+        src.set_property_from_str("pattern", "solid-color");
+        src.set_property("foreground-color", argb);
+    }
+    if let Some(nb) = buffers_for(ctx, spec.fps as f64) {
+        src.set_property("num-buffers", nb);
+    }
+    let caps = make("capsfilter", &format!("vsrc_caps_{n}"))?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", spec.width as i32)
+            .field("height", spec.height as i32)
+            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    if spec.flash {
+        // I420 with default strides: the Y plane is round_up_4(width) * height bytes, then chroma.
+        let y_len = ((spec.width as usize + 3) & !3) * spec.height as usize;
+        let pad = caps.static_pad("src").ok_or_else(|| PipelineError::setup("caps src"))?;
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                if buffer.pts().is_some_and(in_marker) {
+                    let buf = buffer.make_mut();
+                    if let Ok(mut map) = buf.map_writable() {
+                        let data = map.as_mut_slice();
+                        let split = y_len.min(data.len());
+                        data[..split].fill(235);
+                        data[split..].fill(128);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    ghost_bin(&format!("video_src_{n}"), &[&src, &caps])
+}
+
+/// Builds a generated audio source (S16LE, 48 kHz, stereo).
+pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+    let n = element_safe(&spec.name);
+    let src = make("audiotestsrc", &format!("asrc_{n}"))?;
+    src.set_property("is-live", ctx.timing == Timing::Live);
+    src.set_property("timestamp-offset", offset_ns(ctx));
+    src.set_property("samplesperbuffer", AUDIO_SAMPLES_PER_BUFFER);
+    if spec.silent {
+        src.set_property_from_str("wave", "silence");
+    } else {
+        src.set_property("freq", spec.freq);
+        src.set_property("volume", spec.volume);
+    }
+    if let Some(nb) = buffers_for(ctx, AUDIO_RATE as f64 / AUDIO_SAMPLES_PER_BUFFER as f64) {
+        src.set_property("num-buffers", nb);
+    }
+    let caps = make("capsfilter", &format!("asrc_caps_{n}"))?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("audio/x-raw")
+            .field("format", "S16LE")
+            .field("layout", "interleaved")
+            .field("rate", AUDIO_RATE)
+            .field("channels", 2i32)
+            .build(),
+    );
+    if spec.beep_only {
+        let pad = caps.static_pad("src").ok_or_else(|| PipelineError::setup("caps src"))?;
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+                let buf = buffer.make_mut();
+                if let Ok(mut map) = buf.map_writable() {
+                    let data = map.as_mut_slice();
+                    // 4 bytes per stereo S16 frame.
+                    for (i, frame) in data.chunks_exact_mut(4).enumerate() {
+                        let t = pts + gst::ClockTime::from_nseconds(
+                            i as u64 * 1_000_000_000 / AUDIO_RATE as u64,
+                        );
+                        if !in_marker(t) {
+                            frame.fill(0);
+                        }
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    ghost_bin(&format!("audio_src_{n}"), &[&src, &caps])
+}

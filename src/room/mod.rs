@@ -1,0 +1,156 @@
+//! Rooms: where media comes from.
+//!
+//! A [`RoomConnector`] joins a room and reports what happens in it as [`RoomEvent`]s: people
+//! joining and leaving, tracks published (each with a [`TrackSource`] the pipeline can build),
+//! who is talking, the room ending. The job runner only knows this seam; the synthetic room
+//! ([`synthetic`]) implements it for demos, tests and benches.
+
+pub mod synthetic;
+
+use crate::pipeline::PipelineError;
+use std::fmt;
+use tokio::sync::mpsc;
+
+/// Identifies a participant within a room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub String);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// Microphone audio.
+    Audio,
+    /// Camera video.
+    Video,
+    /// Screen share video.
+    Screen,
+}
+
+/// How the pipeline runs sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// Real time, against the pipeline clock; sources may be added while running.
+    Live,
+    /// As fast as possible, every source producing exactly `duration`.
+    Offline {
+        /// Media duration each source produces.
+        duration: gst::ClockTime,
+    },
+}
+
+/// What a source needs to know when it is built.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceContext {
+    /// Live or offline.
+    pub timing: Timing,
+    /// Pipeline running time at which the source's first buffer belongs.
+    pub start: gst::ClockTime,
+}
+
+/// Something that builds the GStreamer element producing one track: a bin (or element) with a
+/// single `src` pad giving raw video or raw audio, timestamped in the pipeline's running time.
+pub trait TrackSource: Send + fmt::Debug {
+    /// Builds the element. Called on the job's pipeline thread, never on a streaming thread.
+    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError>;
+}
+
+/// Something that happened in the room.
+#[derive(Debug)]
+pub enum RoomEvent {
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        id: ParticipantId,
+        /// Name to show on their tile.
+        display_name: String,
+    },
+    /// Someone left; their tracks are gone too.
+    ParticipantLeft {
+        /// Who.
+        id: ParticipantId,
+    },
+    /// A track became available.
+    TrackPublished {
+        /// Whose.
+        id: ParticipantId,
+        /// What kind.
+        kind: TrackKind,
+        /// How to build it.
+        source: Box<dyn TrackSource>,
+    },
+    /// A track went away.
+    TrackUnpublished {
+        /// Whose.
+        id: ParticipantId,
+        /// What kind.
+        kind: TrackKind,
+    },
+    /// Someone started or stopped talking.
+    Talking {
+        /// Who.
+        id: ParticipantId,
+        /// Talking now or not.
+        talking: bool,
+    },
+    /// A moderator changed the spotlight list.
+    Spotlight {
+        /// Spotlighted participants.
+        ids: Vec<ParticipantId>,
+    },
+    /// A moderator changed the pinned list.
+    Pinned {
+        /// Pinned participants.
+        ids: Vec<ParticipantId>,
+    },
+    /// A moderator hard-muted or un-muted a participant's audio or video.
+    HardMute {
+        /// Who.
+        id: ParticipantId,
+        /// Audio or video (screen counts as video).
+        kind: TrackKind,
+        /// Muted now or not.
+        muted: bool,
+    },
+    /// A participant moved to a break-out room (paused) or came back.
+    Paused {
+        /// Who.
+        id: ParticipantId,
+        /// Paused now or not.
+        paused: bool,
+    },
+    /// The room was destroyed: the recording ends.
+    RoomDestroyed,
+    /// The connection to the room dropped.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A joined room: its events arrive on `events`; dropping the handle leaves the room.
+pub struct RoomHandle {
+    /// Room events, in order.
+    pub events: mpsc::Receiver<RoomEvent>,
+    /// Leaves the room when dropped or called.
+    pub leave: Box<dyn FnOnce() + Send>,
+}
+
+impl fmt::Debug for RoomHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomHandle").finish_non_exhaustive()
+    }
+}
+
+/// Joins rooms.
+pub trait RoomConnector: Send + Sync {
+    /// Joins the room, hidden, and starts reporting events.
+    fn connect(
+        &self,
+    ) -> impl std::future::Future<Output = Result<RoomHandle, crate::Error>> + Send;
+}
