@@ -1,1 +1,124 @@
-//! Benchmarks (filled in below).
+//! `roomcast bench composite`: the real composite pipeline, offline, as fast as it goes.
+//!
+//! Reports cores per real-time recording (process CPU seconds ÷ media seconds), the real-time
+//! factor (media seconds ÷ wall seconds) and peak RSS.
+
+use crate::layout::{parse_color, Layout, Tile, TileId};
+use crate::pipeline::mixer::Output;
+use crate::pipeline::{Composite, CompositeOptions, Preset};
+use crate::room::synthetic::SyntheticRoom;
+use crate::room::{Timing, TrackSource};
+use anyhow::Context;
+use gst::prelude::*;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What a bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompositeReport {
+    /// Participants composited.
+    pub participants: usize,
+    /// Preset name.
+    pub preset: String,
+    /// Input picture: "synthetic" (colour + marker) or a videotestsrc pattern.
+    pub inputs: String,
+    /// Media seconds produced.
+    pub media_seconds: f64,
+    /// Wall seconds taken.
+    pub wall_seconds: f64,
+    /// CPU seconds (user + system) used by the process.
+    pub cpu_seconds: f64,
+    /// CPU seconds per media second: cores one real-time recording needs.
+    pub cores_per_recording: f64,
+    /// Media seconds per wall second.
+    pub realtime_factor: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Output size in bytes.
+    pub output_bytes: u64,
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Runs the bench.
+pub fn composite(
+    layout: &Layout,
+    preset: &Preset,
+    participants: usize,
+    seconds: u32,
+    pattern: Option<&str>,
+) -> anyhow::Result<CompositeReport> {
+    let media = gst::ClockTime::from_seconds(seconds as u64);
+    let dir = std::env::temp_dir().join(format!("roomcast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("bench.mp4");
+    let def = layout.def().clone();
+    let opts = CompositeOptions {
+        preset: preset.clone(),
+        timing: Timing::Offline { duration: media },
+        output: Output::Mp4(out.clone()),
+        background: def.background.as_deref().and_then(parse_color).unwrap_or(0),
+        background_image: def.background_image.clone(),
+        label: def.label.clone(),
+        watermark: None,
+    };
+    let room = SyntheticRoom::steady(participants);
+    let mut comp = Composite::new(&opts)?;
+    let mut tiles = Vec::new();
+    for (i, p) in room.participants.iter().enumerate() {
+        let ctx = comp.source_context(gst::ClockTime::ZERO);
+        let mut camera = room.camera(p);
+        camera.0.pattern = pattern.map(str::to_string);
+        comp.add_video(&TileId::camera(&p.id), camera.build(&ctx)?)?;
+        let mut mic = room.microphone(p);
+        mic.0.beep_only = false;
+        comp.add_audio(&p.id, mic.build(&ctx)?)?;
+        tiles.push(Tile::new(&p.id, &p.name, i as u64));
+    }
+    let slots = layout.place(comp.canvas(), &tiles);
+    comp.apply(&slots)?;
+    let pipeline = comp.pipeline().clone();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    pipeline.set_state(gst::State::Playing)?;
+    let limit = Duration::from_secs(60 + seconds as u64 * 10);
+    let r = crate::pipeline::mp4::wait_eos(&pipeline, limit, "finish the bench");
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    pipeline.set_state(gst::State::Null)?;
+    r.context("bench pipeline failed")?;
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    std::fs::remove_dir_all(&dir).ok();
+    let media_s = seconds as f64;
+    Ok(CompositeReport {
+        participants,
+        preset: preset.name.clone(),
+        inputs: pattern.unwrap_or("synthetic").to_string(),
+        media_seconds: media_s,
+        wall_seconds: wall,
+        cpu_seconds: cpu,
+        cores_per_recording: cpu / media_s,
+        realtime_factor: media_s / wall,
+        peak_rss_mib: peak_rss_mib(),
+        output_bytes: bytes,
+    })
+}

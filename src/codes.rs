@@ -159,7 +159,10 @@ impl ResultBody {
             Some(d) if !d.is_empty() => format!("{} ({d})", code.message()),
             _ => code.message().to_string(),
         };
-        ResultBody { result: code.as_u16(), msg }
+        ResultBody {
+            result: code.as_u16(),
+            msg,
+        }
     }
 }
 

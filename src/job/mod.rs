@@ -1,1 +1,10 @@
-//! Jobs.
+//! Jobs: a recording of one room, from joining to a finished MP4 segment.
+//!
+//! [`RoomState`] folds room events into the tiles a layout needs; [`runner::record`] owns one
+//! pipeline and one room connection and is driven by [`JobCommand`]s.
+
+pub mod runner;
+pub mod state;
+
+pub use runner::{record, JobCommand, RecordingSpec};
+pub use state::RoomState;

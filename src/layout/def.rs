@@ -224,7 +224,10 @@ impl LayoutDef {
     /// Parses JSON text.
     pub fn from_json(text: &str) -> Result<LayoutDef, LayoutError> {
         serde_json::from_str(text).map_err(|e| {
-            LayoutError::unsupported("layout", format!("{e} (line {}, column {})", e.line(), e.column()))
+            LayoutError::unsupported(
+                "layout",
+                format!("{e} (line {}, column {})", e.line(), e.column()),
+            )
         })
     }
 
@@ -236,7 +239,10 @@ impl LayoutDef {
         if meta.len() > MAX_LAYOUT_FILE_BYTES {
             return Err(LayoutError::unsupported(
                 "layout",
-                format!("{} is larger than {MAX_LAYOUT_FILE_BYTES} bytes", path.display()),
+                format!(
+                    "{} is larger than {MAX_LAYOUT_FILE_BYTES} bytes",
+                    path.display()
+                ),
             ));
         }
         let text = std::fs::read_to_string(path)
@@ -287,10 +293,16 @@ impl LayoutDef {
             ));
         }
         if !(0.01..=0.2).contains(&self.label.size) {
-            return Err(LayoutError::unsupported("label.size", "must be between 0.01 and 0.2"));
+            return Err(LayoutError::unsupported(
+                "label.size",
+                "must be between 0.01 and 0.2",
+            ));
         }
         if self.regions.is_empty() {
-            return Err(LayoutError::unsupported("region", "a layout needs at least one region"));
+            return Err(LayoutError::unsupported(
+                "region",
+                "a layout needs at least one region",
+            ));
         }
         if self.regions.len() > MAX_REGIONS {
             return Err(LayoutError::unsupported(
@@ -303,20 +315,37 @@ impl LayoutDef {
             let f = |name: &str| format!("region[{i}].{name}");
             for (name, v) in [("x", r.x), ("y", r.y), ("w", r.w), ("h", r.h)] {
                 if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-                    return Err(LayoutError::unsupported(f(name), format!("{v} is not in 0..1")));
+                    return Err(LayoutError::unsupported(
+                        f(name),
+                        format!("{v} is not in 0..1"),
+                    ));
                 }
             }
             if r.w <= 0.0 || r.h <= 0.0 {
-                return Err(LayoutError::unsupported(f("w"), "width and height must be above 0"));
+                return Err(LayoutError::unsupported(
+                    f("w"),
+                    "width and height must be above 0",
+                ));
             }
             if r.x + r.w > 1.0 + EPS {
-                return Err(LayoutError::unsupported(f("w"), "x + w goes past the right edge"));
+                return Err(LayoutError::unsupported(
+                    f("w"),
+                    "x + w goes past the right edge",
+                ));
             }
             if r.y + r.h > 1.0 + EPS {
-                return Err(LayoutError::unsupported(f("h"), "y + h goes past the bottom edge"));
+                return Err(LayoutError::unsupported(
+                    f("h"),
+                    "y + h goes past the bottom edge",
+                ));
             }
             match r.max_tiles {
-                Some(0) => return Err(LayoutError::unsupported(f("max_tiles"), "must be at least 1")),
+                Some(0) => {
+                    return Err(LayoutError::unsupported(
+                        f("max_tiles"),
+                        "must be at least 1",
+                    ))
+                }
                 Some(n) if n > MAX_TILES_PER_REGION => {
                     return Err(LayoutError::unsupported(
                         f("max_tiles"),

@@ -38,12 +38,18 @@ pub struct TileId {
 impl TileId {
     /// The camera tile of `participant`.
     pub fn camera(participant: impl Into<String>) -> Self {
-        TileId { participant: participant.into(), screen: false }
+        TileId {
+            participant: participant.into(),
+            screen: false,
+        }
     }
 
     /// The screen-share tile of `participant`.
     pub fn screen(participant: impl Into<String>) -> Self {
-        TileId { participant: participant.into(), screen: true }
+        TileId {
+            participant: participant.into(),
+            screen: true,
+        }
     }
 }
 
@@ -172,7 +178,11 @@ pub struct LayoutError {
 
 impl LayoutError {
     pub(crate) fn unsupported(field: impl Into<String>, message: impl Into<String>) -> Self {
-        LayoutError { field: field.into(), message: message.into(), code: Code::UnsupportedLayout }
+        LayoutError {
+            field: field.into(),
+            message: message.into(),
+            code: Code::UnsupportedLayout,
+        }
     }
 }
 
@@ -241,12 +251,18 @@ impl Layout {
                 None => {
                     return Err(LayoutError::unsupported(
                         "on_screen_share",
-                        format!("{name:?} is not a built-in layout ({})", BUILTINS.join(", ")),
+                        format!(
+                            "{name:?} is not a built-in layout ({})",
+                            BUILTINS.join(", ")
+                        ),
                     ))
                 }
             },
         };
-        Ok(Layout { def, on_screen_share })
+        Ok(Layout {
+            def,
+            on_screen_share,
+        })
     }
 
     /// Overrides the tile limit of every `others` region (the grid's maximum tiles).
@@ -254,7 +270,12 @@ impl Layout {
         if max_tiles == 0 {
             return Err(LayoutError::unsupported("max_tiles", "must be at least 1"));
         }
-        for r in self.def.regions.iter_mut().filter(|r| r.fill == Fill::Others) {
+        for r in self
+            .def
+            .regions
+            .iter_mut()
+            .filter(|r| r.fill == Fill::Others)
+        {
             r.max_tiles = Some(max_tiles);
         }
         Ok(self)
@@ -292,7 +313,12 @@ pub fn ordered(tiles: &[Tile]) -> Vec<&Tile> {
         } else {
             3
         };
-        (group, t.talker_rank.unwrap_or(u32::MAX), t.join_seq, t.id.screen)
+        (
+            group,
+            t.talker_rank.unwrap_or(u32::MAX),
+            t.join_seq,
+            t.id.screen,
+        )
     });
     v
 }

@@ -17,7 +17,12 @@ fn region_rect(r: &RegionDef, c: Canvas) -> Rect {
     let y = even(r.y * ch);
     let x2 = even(((r.x + r.w) * cw).min(cw));
     let y2 = even(((r.y + r.h) * ch).min(ch));
-    Rect { x, y, w: (x2 - x).max(2) as u32, h: (y2 - y).max(2) as u32 }
+    Rect {
+        x,
+        y,
+        w: (x2 - x).max(2) as u32,
+        h: (y2 - y).max(2) as u32,
+    }
 }
 
 /// Chooses (cols, rows) for `n` cells in `w`×`h` that makes 16:9 content largest; ties go to
@@ -30,7 +35,7 @@ pub(crate) fn grid_shape(n: usize, w: f64, h: f64) -> (usize, usize) {
         let (cw, ch) = (w / cols as f64, h / rows as f64);
         let fw = cw.min(ch * TILE_ASPECT);
         let area = fw * (fw / TILE_ASPECT);
-        if area > best_area + 1e-6 {
+        if area >= best_area - 1e-6 {
             best_area = area;
             best = (cols, rows);
         }
@@ -47,7 +52,12 @@ fn cells(area: Rect, n: usize, arrange: Arrange) -> Vec<Rect> {
     let mk = |x: f64, y: f64, w: f64, h: f64| {
         let (x0, y0) = (even(x), even(y));
         let (x1, y1) = (even(x + w), even(y + h));
-        Rect { x: x0, y: y0, w: (x1 - x0).max(2) as u32, h: (y1 - y0).max(2) as u32 }
+        Rect {
+            x: x0,
+            y: y0,
+            w: (x1 - x0).max(2) as u32,
+            h: (y1 - y0).max(2) as u32,
+        }
     };
     match arrange {
         Arrange::Grid => {
@@ -57,7 +67,11 @@ fn cells(area: Rect, n: usize, arrange: Arrange) -> Vec<Rect> {
                 .map(|i| {
                     let (row, col) = (i / cols, i % cols);
                     // Centre an incomplete last row.
-                    let in_row = if row == rows - 1 { n - row * cols } else { cols };
+                    let in_row = if row == rows - 1 {
+                        n - row * cols
+                    } else {
+                        cols
+                    };
                     let x0 = ax + (aw - in_row as f64 * cw) / 2.0;
                     mk(x0 + col as f64 * cw, ay + row as f64 * ch, cw, ch)
                 })
@@ -120,11 +134,19 @@ pub(super) fn place(def: &LayoutDef, canvas: Canvas, tiles: &[Tile]) -> Vec<Slot
         let region = &def.regions[i];
         let limit = region.tile_limit() as usize;
         // "others" may overflow: take everything left and show "+N" in the last cell.
-        let want = if region.fill == Fill::Others { usize::MAX } else { limit };
+        let want = if region.fill == Fill::Others {
+            usize::MAX
+        } else {
+            limit
+        };
         let mut got = take(&mut pool, &region.fill, want);
         if got.is_empty() {
             if let Some(fb) = &region.fallback {
-                let want = if *fb == Fill::Others { usize::MAX } else { limit };
+                let want = if *fb == Fill::Others {
+                    usize::MAX
+                } else {
+                    limit
+                };
                 got = take(&mut pool, fb, want);
             }
         }

@@ -1,10 +1,15 @@
 use super::*;
 use crate::codes::Code;
 
-const HD: Canvas = Canvas { width: 1280, height: 720 };
+const HD: Canvas = Canvas {
+    width: 1280,
+    height: 720,
+};
 
 fn tiles(n: usize) -> Vec<Tile> {
-    (0..n).map(|i| Tile::new(&format!("p{i}"), &format!("P{i}"), i as u64)).collect()
+    (0..n)
+        .map(|i| Tile::new(&format!("p{i}"), &format!("P{i}"), i as u64))
+        .collect()
 }
 
 fn rect_of(slots: &[Slot], participant: &str, screen: bool) -> Option<Rect> {
@@ -64,7 +69,10 @@ fn grid_nine_and_overflow() {
 
     let s = l.place(HD, &tiles(12));
     assert_eq!(s.len(), 9);
-    let shown = s.iter().filter(|s| matches!(s.content, SlotContent::Tile { .. })).count();
+    let shown = s
+        .iter()
+        .filter(|s| matches!(s.content, SlotContent::Tile { .. }))
+        .count();
     assert_eq!(shown, 8);
     assert_eq!(s.last().unwrap().content, SlotContent::Overflow(4));
 
@@ -79,7 +87,10 @@ fn grid_nine_and_overflow() {
 #[test]
 fn grid_portrait_stacks() {
     let l = Layout::resolve("grid").unwrap();
-    let portrait = Canvas { width: 720, height: 1280 };
+    let portrait = Canvas {
+        width: 720,
+        height: 1280,
+    };
     let s = l.place(portrait, &tiles(2));
     assert_eq!(rect_of(&s, "p0", false), Some(r(0, 0, 720, 640)));
     assert_eq!(rect_of(&s, "p1", false), Some(r(0, 640, 720, 640)));
@@ -92,7 +103,10 @@ fn order_follows_active_talker_rules() {
     t[3].talker_rank = Some(1);
     t[4].talker_rank = Some(0);
     t[1].pinned = true;
-    let order: Vec<_> = ordered(&t).iter().map(|t| t.id.participant.clone()).collect();
+    let order: Vec<_> = ordered(&t)
+        .iter()
+        .map(|t| t.id.participant.clone())
+        .collect();
     assert_eq!(order, ["p5", "p4", "p3", "p1", "p0", "p2"]);
 
     // Grid fills cells in that order.
@@ -109,10 +123,17 @@ fn paused_hidden_and_muted_video_placeholder() {
     let s = Layout::resolve("grid").unwrap().place(HD, &t);
     assert_eq!(s.len(), 2);
     assert!(rect_of(&s, "p1", false).is_none());
-    let p2 = s.iter().find(|s| rect_of(std::slice::from_ref(s), "p2", false).is_some()).unwrap();
+    let p2 = s
+        .iter()
+        .find(|s| rect_of(std::slice::from_ref(s), "p2", false).is_some())
+        .unwrap();
     assert_eq!(
         p2.content,
-        SlotContent::Tile { id: TileId::camera("p2"), show_video: false, name: "P2".into() }
+        SlotContent::Tile {
+            id: TileId::camera("p2"),
+            show_video: false,
+            name: "P2".into()
+        }
     );
 }
 
@@ -123,7 +144,10 @@ fn speaker_layout() {
     let s = Layout::resolve("speaker").unwrap().place(HD, &t);
     assert_eq!(rect_of(&s, "p2", false), Some(r(0, 0, 1280, 576)));
     // Filmstrip of three 16:9 cells, 144 px high, centred.
-    let film: Vec<Rect> = ["p0", "p1", "p3"].iter().map(|p| rect_of(&s, p, false).unwrap()).collect();
+    let film: Vec<Rect> = ["p0", "p1", "p3"]
+        .iter()
+        .map(|p| rect_of(&s, p, false).unwrap())
+        .collect();
     assert!(film.iter().all(|f| f.y == 576 && f.h == 144 && f.w == 256));
     assert_eq!(film[0].x, 256);
     assert!(film[0].x < film[1].x && film[1].x < film[2].x);
@@ -141,17 +165,28 @@ fn grid_switches_to_presentation_while_screen_shared() {
     assert_eq!(rect_of(&s, "p1", true), Some(r(0, 0, 1024, 720)));
     let col = rect_of(&s, "p0", false).unwrap();
     assert_eq!((col.x, col.w, col.h), (1024, 256, 144));
-    let sl = s.iter().find(|s| rect_of(std::slice::from_ref(s), "p1", true).is_some()).unwrap();
+    let sl = s
+        .iter()
+        .find(|s| rect_of(std::slice::from_ref(s), "p1", true).is_some())
+        .unwrap();
     assert_eq!(sl.fit, Fit::Letterbox);
     assert_eq!(sl.label.as_deref(), Some("P1 (screen)"));
     // Speaker switches too; single does not.
-    assert_eq!(Layout::resolve("speaker").unwrap().active_def(&t).name, "presentation");
-    assert_eq!(Layout::resolve("single").unwrap().active_def(&t).name, "single");
+    assert_eq!(
+        Layout::resolve("speaker").unwrap().active_def(&t).name,
+        "presentation"
+    );
+    assert_eq!(
+        Layout::resolve("single").unwrap().active_def(&t).name,
+        "single"
+    );
 }
 
 #[test]
 fn presentation_without_share_falls_back_to_speaker() {
-    let s = Layout::resolve("presentation").unwrap().place(HD, &tiles(2));
+    let s = Layout::resolve("presentation")
+        .unwrap()
+        .place(HD, &tiles(2));
     assert_eq!(rect_of(&s, "p0", false), Some(r(0, 0, 1024, 720)));
     assert!(rect_of(&s, "p1", false).is_some());
 }
@@ -167,7 +202,10 @@ fn single_shows_first_in_order() {
 
 #[test]
 fn custom_json_file_and_participant_region() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/layouts/picture-in-picture.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/layouts/picture-in-picture.json"
+    );
     let l = Layout::resolve(path).unwrap();
     assert_eq!(l.def().label.position, LabelPosition::TopLeft);
     let s = l.place(HD, &tiles(2));
@@ -222,10 +260,13 @@ fn custom_errors_name_the_field() {
     let e = err_of(&format!("{base}fill = \"others\"\ncolour = 1\n"));
     assert_eq!(e.field, "colour");
 
-    let e = err_of("name = \"x\"\n[[region]]\nx = 0.6\ny = 0.0\nw = 0.5\nh = 1.0\nfill = \"others\"\n");
+    let e =
+        err_of("name = \"x\"\n[[region]]\nx = 0.6\ny = 0.0\nw = 0.5\nh = 1.0\nfill = \"others\"\n");
     assert_eq!(e.field, "region[0].w");
 
-    let e = err_of("name = \"x\"\n[[region]]\nx = -0.1\ny = 0.0\nw = 0.5\nh = 1.0\nfill = \"others\"\n");
+    let e = err_of(
+        "name = \"x\"\n[[region]]\nx = -0.1\ny = 0.0\nw = 0.5\nh = 1.0\nfill = \"others\"\n",
+    );
     assert_eq!(e.field, "region[0].x");
 
     let e = err_of(&format!("{base}fill = \"others\"\nmax_tiles = 0\n"));
@@ -237,7 +278,9 @@ fn custom_errors_name_the_field() {
     let e = err_of(&format!("background = \"red\"\n{base}fill = \"others\"\n"));
     assert_eq!(e.field, "background");
 
-    let e = err_of(&format!("on_screen_share = \"mine\"\n{base}fill = \"others\"\n"));
+    let e = err_of(&format!(
+        "on_screen_share = \"mine\"\n{base}fill = \"others\"\n"
+    ));
     assert_eq!(e.field, "on_screen_share");
 
     let e = err_of(&format!("{base}fill = \"others\"\n[label]\nsize = 0.9\n"));
@@ -256,7 +299,11 @@ fn custom_errors_name_the_field() {
     let e = Layout::resolve(p.to_str().unwrap()).unwrap_err();
     assert!(e.message.contains(".toml or .json"));
     let p = dir.join("img.toml");
-    std::fs::write(&p, format!("background_image = \"missing.png\"\n{base}fill = \"others\"\n")).unwrap();
+    std::fs::write(
+        &p,
+        format!("background_image = \"missing.png\"\n{base}fill = \"others\"\n"),
+    )
+    .unwrap();
     let e = Layout::resolve(p.to_str().unwrap()).unwrap_err();
     assert_eq!(e.field, "background_image");
     std::fs::remove_dir_all(&dir).ok();
@@ -267,7 +314,17 @@ fn every_slot_is_even_and_on_canvas() {
     for name in BUILTINS {
         let l = Layout::resolve(name).unwrap();
         for n in 1..=16 {
-            for canvas in [HD, Canvas { width: 1920, height: 1080 }, Canvas { width: 720, height: 1280 }] {
+            for canvas in [
+                HD,
+                Canvas {
+                    width: 1920,
+                    height: 1080,
+                },
+                Canvas {
+                    width: 720,
+                    height: 1280,
+                },
+            ] {
                 let mut t = tiles(n);
                 if n % 3 == 0 {
                     let mut s = Tile::new("p0", "P0", 0);
@@ -276,9 +333,14 @@ fn every_slot_is_even_and_on_canvas() {
                 }
                 for s in l.place(canvas, &t) {
                     let rc = s.rect;
-                    assert!(rc.x % 2 == 0 && rc.y % 2 == 0 && rc.w % 2 == 0 && rc.h % 2 == 0, "{rc:?}");
+                    assert!(
+                        rc.x % 2 == 0 && rc.y % 2 == 0 && rc.w % 2 == 0 && rc.h % 2 == 0,
+                        "{rc:?}"
+                    );
                     assert!(rc.x >= 0 && rc.y >= 0);
-                    assert!(rc.x as u32 + rc.w <= canvas.width && rc.y as u32 + rc.h <= canvas.height);
+                    assert!(
+                        rc.x as u32 + rc.w <= canvas.width && rc.y as u32 + rc.h <= canvas.height
+                    );
                 }
             }
         }

@@ -6,7 +6,9 @@
 
 use super::source::{test_audio, test_video, TestAudio, TestVideo};
 use super::{element_safe, make, PipelineError, Preset};
-use crate::layout::{parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId};
+use crate::layout::{
+    parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
+};
 use crate::room::{SourceContext, Timing};
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -103,7 +105,9 @@ pub struct Composite {
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
-    src.link(sink).map(|_| ()).map_err(|e| PipelineError::Setup(format!("link: {e:?}")))
+    src.link(sink)
+        .map(|_| ())
+        .map_err(|e| PipelineError::Setup(format!("link: {e:?}")))
 }
 
 fn caps_video(canvas: Canvas, fps: u32) -> gst::Caps {
@@ -135,7 +139,10 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 /// Reads a PNG's size from its header.
 pub fn png_size(path: &Path) -> Result<(u32, u32), PipelineError> {
-    let bad = |m: String| PipelineError::Invalid { field: "watermark".into(), message: m };
+    let bad = |m: String| PipelineError::Invalid {
+        field: "watermark".into(),
+        message: m,
+    };
     let data = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
         return Err(bad(format!("{} is not a PNG file", path.display())));
@@ -150,8 +157,20 @@ impl Composite {
     pub fn new(opts: &CompositeOptions) -> Result<Composite, PipelineError> {
         let pipeline = gst::Pipeline::with_name("composite");
         let (canvas, fps) = match &opts.preset.video {
-            Some(v) => (Canvas { width: v.width, height: v.height }, v.fps),
-            None => (Canvas { width: 2, height: 2 }, 1),
+            Some(v) => (
+                Canvas {
+                    width: v.width,
+                    height: v.height,
+                },
+                v.fps,
+            ),
+            None => (
+                Canvas {
+                    width: 2,
+                    height: 2,
+                },
+                1,
+            ),
         };
         let mut c = Composite {
             pipeline,
@@ -180,7 +199,9 @@ impl Composite {
     }
 
     fn add(&self, elements: &[&gst::Element]) -> Result<(), PipelineError> {
-        self.pipeline.add_many(elements).map_err(PipelineError::setup)
+        self.pipeline
+            .add_many(elements)
+            .map_err(PipelineError::setup)
     }
 
     fn build_mp4_sink(&self, path: &Path) -> Result<gst::Element, PipelineError> {
@@ -223,7 +244,10 @@ impl Composite {
             }
             let overlay = make("gdkpixbufoverlay", "watermark")?;
             overlay.set_property("location", wm.to_string_lossy().to_string());
-            overlay.set_property("offset-x", self.canvas.width as i32 - w as i32 - WATERMARK_MARGIN);
+            overlay.set_property(
+                "offset-x",
+                self.canvas.width as i32 - w as i32 - WATERMARK_MARGIN,
+            );
             overlay.set_property("offset-y", WATERMARK_MARGIN);
             self.add(&[&overlay])?;
             last.link(&overlay).map_err(PipelineError::setup)?;
@@ -237,7 +261,8 @@ impl Composite {
                 let sink = make("filesink", "png_sink")?;
                 sink.set_property("location", path.to_string_lossy().to_string());
                 self.add(&[&conv, &enc, &sink])?;
-                gst::Element::link_many([&last, &conv, &enc, &sink]).map_err(PipelineError::setup)?;
+                gst::Element::link_many([&last, &conv, &enc, &sink])
+                    .map_err(PipelineError::setup)?;
             }
             (Output::Mp4(_), Some(v)) => {
                 let q = make("queue", "video_enc_queue")?;
@@ -249,7 +274,9 @@ impl Composite {
                 let enc_caps = make("capsfilter", "video_enc_caps")?;
                 enc_caps.set_property(
                     "caps",
-                    gst::Caps::builder("video/x-h264").field("profile", v.profile.as_str()).build(),
+                    gst::Caps::builder("video/x-h264")
+                        .field("profile", v.profile.as_str())
+                        .build(),
                 );
                 let parse = make("h264parse", "video_parse")?;
                 self.add(&[&q, &enc, &enc_caps, &parse])?;
@@ -267,7 +294,9 @@ impl Composite {
     }
 
     fn build_background(&mut self, opts: &CompositeOptions) -> Result<(), PipelineError> {
-        let Some(comp) = self.compositor.clone() else { return Ok(()) };
+        let Some(comp) = self.compositor.clone() else {
+            return Ok(());
+        };
         let ctx = self.source_context(gst::ClockTime::ZERO);
         let bin = match &opts.background_image {
             Some(img) => self.background_image(img, &ctx)?,
@@ -280,14 +309,19 @@ impl Composite {
                     width: self.canvas.width,
                     height: self.canvas.height,
                     fps: self.fps,
+                    pattern: None,
                 },
                 &ctx,
             )?,
         };
         self.add(&[&bin])?;
-        let pad = comp.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::setup("pad"))?;
+        let pad = comp
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| PipelineError::setup("pad"))?;
         pad.set_property("zorder", 0u32);
-        let src = bin.static_pad("src").ok_or_else(|| PipelineError::setup("bg src"))?;
+        let src = bin
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("bg src"))?;
         link_pads(&src, &pad)?;
         if opts.background_image.is_none() {
             self.background = bin
@@ -302,7 +336,11 @@ impl Composite {
         img: &Path,
         ctx: &SourceContext,
     ) -> Result<gst::Element, PipelineError> {
-        let ext = img.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = img
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let dec = match ext.as_str() {
             "png" => "pngdec",
             "jpg" | "jpeg" => "jpegdec",
@@ -323,7 +361,9 @@ impl Composite {
         let freeze = make("imagefreeze", "bg_freeze")?;
         freeze.set_property("is-live", ctx.timing == Timing::Live);
         if let Timing::Offline { duration } = ctx.timing {
-            let n = (duration.nseconds() as f64 / 1e9 * self.fps as f64).round().max(1.0);
+            let n = (duration.nseconds() as f64 / 1e9 * self.fps as f64)
+                .round()
+                .max(1.0);
             freeze.set_property("num-buffers", n as i32);
         }
         let rate = make("capsfilter", "bg_rate")?;
@@ -332,7 +372,9 @@ impl Composite {
         let els = [&src, &dec, &conv, &scale, &caps, &freeze, &rate];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let pad = rate.static_pad("src").ok_or_else(|| PipelineError::setup("bg src"))?;
+        let pad = rate
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("bg src"))?;
         let ghost = gst::GhostPad::builder_with_target(&pad)
             .map_err(PipelineError::setup)?
             .name("src")
@@ -404,7 +446,10 @@ impl Composite {
             Timing::Live => self.pipeline.current_running_time().map(|t| t + margin),
             Timing::Offline { .. } => None,
         };
-        SourceContext { timing: self.timing, start: now.unwrap_or(gst::ClockTime::ZERO) }
+        SourceContext {
+            timing: self.timing,
+            start: now.unwrap_or(gst::ClockTime::ZERO),
+        }
     }
 
     /// Context for a participant source being added now.
@@ -437,7 +482,9 @@ impl Composite {
     }
 
     fn attach_tile(&mut self, key: InputKey, source: gst::Element) -> Result<(), PipelineError> {
-        let Some(comp) = self.compositor.clone() else { return Ok(()) };
+        let Some(comp) = self.compositor.clone() else {
+            return Ok(());
+        };
         let n = key.element_name();
         let bin = gst::Bin::builder().name(&n).build();
         let q = make("queue", &format!("{n}_queue"))?;
@@ -454,23 +501,39 @@ impl Composite {
         let els = [&source, &q, &conv, &crop, &scale, &caps, &label];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let out = label.static_pad("src").ok_or_else(|| PipelineError::setup("label src"))?;
+        let out = label
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("label src"))?;
         let ghost = gst::GhostPad::builder_with_target(&out)
             .map_err(PipelineError::setup)?
             .name("src")
             .build();
         bin.add_pad(&ghost).map_err(PipelineError::setup)?;
         self.pipeline.add(&bin).map_err(PipelineError::setup)?;
-        let pad = comp.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::setup("pad"))?;
+        let pad = comp
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| PipelineError::setup("pad"))?;
         pad.set_property("alpha", 0.0f64);
-        link_pads(&ghost.upcast_ref(), &pad)?;
+        link_pads(ghost.upcast_ref(), &pad)?;
         bin.sync_state_with_parent().map_err(PipelineError::setup)?;
-        self.tiles.insert(key, TileInput { bin, pad, caps, crop, label, placed: None });
+        self.tiles.insert(
+            key,
+            TileInput {
+                bin,
+                pad,
+                caps,
+                crop,
+                label,
+                placed: None,
+            },
+        );
         Ok(())
     }
 
     fn remove_input(&mut self, key: &InputKey) -> Result<(), PipelineError> {
-        let Some(input) = self.tiles.remove(key) else { return Ok(()) };
+        let Some(input) = self.tiles.remove(key) else {
+            return Ok(());
+        };
         self.detach(&input.bin, &input.pad, self.compositor.as_ref())
     }
 
@@ -481,7 +544,8 @@ impl Composite {
         aggregator: Option<&gst::Element>,
     ) -> Result<(), PipelineError> {
         // Stop the input's threads first so nothing pushes into a released pad.
-        bin.set_state(gst::State::Null).map_err(PipelineError::setup)?;
+        bin.set_state(gst::State::Null)
+            .map_err(PipelineError::setup)?;
         if let Some(agg) = aggregator {
             agg.release_request_pad(pad);
         }
@@ -496,7 +560,9 @@ impl Composite {
     }
 
     fn attach_audio(&mut self, id: &str, source: gst::Element) -> Result<(), PipelineError> {
-        let Some(mixer) = self.audiomixer.clone() else { return Ok(()) };
+        let Some(mixer) = self.audiomixer.clone() else {
+            return Ok(());
+        };
         let n = format!("audio_{}", element_safe(id));
         let bin = gst::Bin::builder().name(&n).build();
         let q = make("queue", &format!("{n}_queue"))?;
@@ -505,15 +571,19 @@ impl Composite {
         let els = [&source, &q, &conv, &res];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let out = res.static_pad("src").ok_or_else(|| PipelineError::setup("resample src"))?;
+        let out = res
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("resample src"))?;
         let ghost = gst::GhostPad::builder_with_target(&out)
             .map_err(PipelineError::setup)?
             .name("src")
             .build();
         bin.add_pad(&ghost).map_err(PipelineError::setup)?;
         self.pipeline.add(&bin).map_err(PipelineError::setup)?;
-        let pad = mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::setup("pad"))?;
-        link_pads(&ghost.upcast_ref(), &pad)?;
+        let pad = mixer
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| PipelineError::setup("pad"))?;
+        link_pads(ghost.upcast_ref(), &pad)?;
         bin.sync_state_with_parent().map_err(PipelineError::setup)?;
         self.audio.insert(id.to_string(), AudioInput { bin, pad });
         Ok(())
@@ -521,7 +591,9 @@ impl Composite {
 
     /// Removes the audio input of participant `id`, if any.
     pub fn remove_audio(&mut self, id: &str) -> Result<(), PipelineError> {
-        let Some(input) = self.audio.remove(id) else { return Ok(()) };
+        let Some(input) = self.audio.remove(id) else {
+            return Ok(());
+        };
         self.detach(&input.bin, &input.pad, self.audiomixer.as_ref())
     }
 
@@ -542,6 +614,7 @@ impl Composite {
                 width: 320,
                 height: 180,
                 fps: PLACEHOLDER_FPS,
+                pattern: None,
             },
             &self.source_context(LIVE_START_MARGIN),
         )
@@ -555,7 +628,11 @@ impl Composite {
         let mut used = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
             let (key, text, centered) = match &slot.content {
-                SlotContent::Tile { id, show_video, name } => {
+                SlotContent::Tile {
+                    id,
+                    show_video,
+                    name,
+                } => {
                     let video = InputKey::Video(id.clone());
                     if *show_video && self.tiles.contains_key(&video) {
                         (video, slot.label.clone(), false)
@@ -573,8 +650,12 @@ impl Composite {
             self.place(&key, slot, z, text.as_deref(), centered);
             used.push(key);
         }
-        let unused: Vec<InputKey> =
-            self.tiles.keys().filter(|k| !used.contains(k)).cloned().collect();
+        let unused: Vec<InputKey> = self
+            .tiles
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
         for key in unused {
             match key {
                 InputKey::Video(_) => {
@@ -592,9 +673,14 @@ impl Composite {
     fn place(&mut self, key: &InputKey, slot: &Slot, z: u32, text: Option<&str>, centered: bool) {
         let canvas_h = self.canvas.height;
         let style = self.label.clone();
-        let Some(t) = self.tiles.get_mut(key) else { return };
+        let Some(t) = self.tiles.get_mut(key) else {
+            return;
+        };
         let (w, h) = (slot.rect.w, slot.rect.h);
-        let same_geometry = t.placed.as_ref().is_some_and(|(s, _)| s.rect == slot.rect && s.fit == slot.fit);
+        let same_geometry = t
+            .placed
+            .as_ref()
+            .is_some_and(|(s, _)| s.rect == slot.rect && s.fit == slot.fit);
         if !same_geometry {
             t.caps.set_property("caps", tile_caps(w, h));
             let g = gcd(w, h).max(1);
@@ -619,7 +705,8 @@ impl Composite {
                 };
                 // Keep labels inside small tiles.
                 let px = px.min(h as f64 * 0.3).round() as u32;
-                t.label.set_property("font-desc", format!("Sans Bold {px}px"));
+                t.label
+                    .set_property("font-desc", format!("Sans Bold {px}px"));
                 t.label.set_property("text", text);
                 let color = parse_color(&style.color).unwrap_or(0xffffff);
                 t.label.set_property("color", 0xff00_0000 | color);

@@ -76,7 +76,7 @@ impl PipelineError {
     /// The platform code for this failure.
     pub fn code(&self) -> Code {
         match self {
-            PipelineError::Invalid { .. } => Code::StateRecordingNameMissing,
+            PipelineError::Invalid { .. } => Code::RecordParamsMissing,
             PipelineError::Timeout { .. } => Code::RecordStopTimedOut,
             _ => Code::RecordError,
         }
@@ -89,14 +89,20 @@ impl PipelineError {
 
 /// Creates an element, naming it `name`.
 pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory).name(name).build().map_err(|e| {
-        PipelineError::MissingElement { factory: factory.to_string(), reason: e.to_string() }
-    })
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .map_err(|e| PipelineError::MissingElement {
+            factory: factory.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Makes a name safe to embed in an element name.
 pub(crate) fn element_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Initialises GStreamer once and checks the elements roomcast needs.

@@ -9,10 +9,22 @@ pub const DEFAULT_PRESET: &str = "h264-720p30";
 
 /// Built-in presets, by name.
 pub const BUILTIN_PRESETS: &[(&str, &str)] = &[
-    ("h264-720p30", include_str!("../../pipelines/h264-720p30.toml")),
-    ("h264-1080p30", include_str!("../../pipelines/h264-1080p30.toml")),
-    ("h264-720p30-portrait", include_str!("../../pipelines/h264-720p30-portrait.toml")),
-    ("audio-only", include_str!("../../pipelines/audio-only.toml")),
+    (
+        "h264-720p30",
+        include_str!("../../pipelines/h264-720p30.toml"),
+    ),
+    (
+        "h264-1080p30",
+        include_str!("../../pipelines/h264-1080p30.toml"),
+    ),
+    (
+        "h264-720p30-portrait",
+        include_str!("../../pipelines/h264-720p30-portrait.toml"),
+    ),
+    (
+        "audio-only",
+        include_str!("../../pipelines/audio-only.toml"),
+    ),
 ];
 
 /// An encoding preset.
@@ -61,7 +73,15 @@ pub struct AudioPreset {
 }
 
 const SPEED_PRESETS: &[&str] = &[
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
 ];
 
 impl Preset {
@@ -69,8 +89,12 @@ impl Preset {
     pub fn resolve(spec: &str) -> Result<Preset, PipelineError> {
         let text = match BUILTIN_PRESETS.iter().find(|(n, _)| *n == spec) {
             Some((_, text)) => text.to_string(),
-            None if Path::new(spec).is_file() => std::fs::read_to_string(spec)
-                .map_err(|e| PipelineError::Io { context: format!("reading {spec}"), source: e })?,
+            None if Path::new(spec).is_file() => {
+                std::fs::read_to_string(spec).map_err(|e| PipelineError::Io {
+                    context: format!("reading {spec}"),
+                    source: e,
+                })?
+            }
             None => {
                 let names: Vec<&str> = BUILTIN_PRESETS.iter().map(|(n, _)| *n).collect();
                 return Err(PipelineError::Invalid {
@@ -120,7 +144,10 @@ impl Preset {
         }
         let a = &self.audio;
         if ![8000, 16000, 24000, 32000, 44100, 48000].contains(&a.rate) {
-            return Err(bad("audio.rate", "must be 8000, 16000, 24000, 32000, 44100 or 48000"));
+            return Err(bad(
+                "audio.rate",
+                "must be 8000, 16000, 24000, 32000, 44100 or 48000",
+            ));
         }
         if !(1..=2).contains(&a.channels) {
             return Err(bad("audio.channels", "must be 1 or 2"));
@@ -144,7 +171,10 @@ mod tests {
         }
         let p = Preset::resolve(DEFAULT_PRESET).unwrap();
         let v = p.video.unwrap();
-        assert_eq!((v.width, v.height, v.fps, v.bitrate_kbps), (1280, 720, 30, 3000));
+        assert_eq!(
+            (v.width, v.height, v.fps, v.bitrate_kbps),
+            (1280, 720, 30, 3000)
+        );
         assert_eq!((p.audio.bitrate, p.audio.rate), (128_000, 48_000));
         assert!(Preset::resolve("audio-only").unwrap().video.is_none());
     }

@@ -4,8 +4,8 @@
 //! [`SourceContext::start`], live or offline as the context says.
 
 use super::{element_safe, make, PipelineError};
-use gst::prelude::*;
 use crate::room::{SourceContext, Timing};
+use gst::prelude::*;
 
 /// Period of the sync marker (flash + beep).
 pub const MARKER_PERIOD: gst::ClockTime = gst::ClockTime::SECOND;
@@ -35,6 +35,8 @@ pub struct TestVideo {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
+    /// A `videotestsrc` pattern (e.g. "smpte", "ball") instead of the solid colour.
+    pub pattern: Option<String>,
 }
 
 /// A generated audio track.
@@ -70,12 +72,60 @@ fn in_marker(t: gst::ClockTime) -> bool {
     t.nseconds() % MARKER_PERIOD.nseconds() < MARKER_LENGTH.nseconds()
 }
 
+/// Paints into I420 frames with GStreamer's default strides: a Y plane of
+/// `round_up_4(width)` × height bytes, then U and V planes of `round_up_4(width / 2)` × height / 2.
+#[derive(Debug, Clone, Copy)]
+struct FramePainter {
+    width: usize,
+    height: usize,
+    y_stride: usize,
+}
+
+/// Side of the moving marker square, pixels.
+const MARKER_SIZE: usize = 24;
+
+impl FramePainter {
+    fn new(width: usize, height: usize) -> Self {
+        FramePainter {
+            width,
+            height,
+            y_stride: (width + 3) & !3,
+        }
+    }
+
+    fn fill_white(&self, data: &mut [u8]) {
+        let split = (self.y_stride * self.height).min(data.len());
+        data[..split].fill(235);
+        data[split..].fill(128);
+    }
+
+    /// A dark square that crosses the frame left to right every four seconds, near the top.
+    fn marker(&self, data: &mut [u8], pts: gst::ClockTime) {
+        if self.width <= MARKER_SIZE * 2 || self.height <= MARKER_SIZE * 2 {
+            return;
+        }
+        let span = self.width - MARKER_SIZE;
+        let x = ((pts.mseconds() % 4000) as usize * span / 4000) & !1;
+        let y = MARKER_SIZE;
+        for row in y..y + MARKER_SIZE {
+            let start = row * self.y_stride + x;
+            if let Some(line) = data.get_mut(start..start + MARKER_SIZE) {
+                line.fill(24);
+            }
+        }
+    }
+}
+
 fn ghost_bin(name: &str, elements: &[&gst::Element]) -> Result<gst::Element, PipelineError> {
     let bin = gst::Bin::builder().name(name).build();
     bin.add_many(elements).map_err(PipelineError::setup)?;
     gst::Element::link_many(elements).map_err(PipelineError::setup)?;
-    let last = elements.last().ok_or_else(|| PipelineError::setup("empty bin"))?;
-    let pad = last.static_pad("src").ok_or_else(|| PipelineError::setup("no src pad"))?;
+    let last = elements
+        .last()
+        .ok_or_else(|| PipelineError::setup("empty bin"))?;
+    let pad = last
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::setup("no src pad"))?;
     let ghost = gst::GhostPad::builder_with_target(&pad)
         .map_err(PipelineError::setup)?
         .name("src")
@@ -90,15 +140,12 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
     let src = make("videotestsrc", &format!("vsrc_{n}"))?;
     src.set_property("is-live", ctx.timing == Timing::Live);
     src.set_property("timestamp-offset", offset_ns(ctx));
-    let argb = 0xff00_0000 | spec.color;
-    if spec.moving_marker {
-        src.set_property_from_str("pattern", "ball");
-        src.set_property("background-color", argb);
-        src.set_property("foreground-color", 0xff10_1010u32);
-        src.set_property_from_str("motion", "sweep");
-    } else {
-        src.set_property_from_str("pattern", "solid-color");
-        src.set_property("foreground-color", argb);
+    match &spec.pattern {
+        Some(p) => src.set_property_from_str("pattern", p),
+        None => {
+            src.set_property_from_str("pattern", "solid-color");
+            src.set_property("foreground-color", 0xff00_0000 | spec.color);
+        }
     }
     if let Some(nb) = buffers_for(ctx, spec.fps as f64) {
         src.set_property("num-buffers", nb);
@@ -114,19 +161,24 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build(),
     );
-    if spec.flash {
-        // I420 with default strides: the Y plane is round_up_4(width) * height bytes, then chroma.
-        let y_len = ((spec.width as usize + 3) & !3) * spec.height as usize;
-        let pad = caps.static_pad("src").ok_or_else(|| PipelineError::setup("caps src"))?;
+    if spec.flash || spec.moving_marker {
+        let painter = FramePainter::new(spec.width as usize, spec.height as usize);
+        let (flash, marker) = (spec.flash, spec.moving_marker);
+        let pad = caps
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("caps src"))?;
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
-                if buffer.pts().is_some_and(in_marker) {
-                    let buf = buffer.make_mut();
-                    if let Ok(mut map) = buf.map_writable() {
-                        let data = map.as_mut_slice();
-                        let split = y_len.min(data.len());
-                        data[..split].fill(235);
-                        data[split..].fill(128);
+                let Some(pts) = buffer.pts() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let buf = buffer.make_mut();
+                if let Ok(mut map) = buf.map_writable() {
+                    let data = map.as_mut_slice();
+                    if flash && in_marker(pts) {
+                        painter.fill_white(data);
+                    } else if marker {
+                        painter.marker(data, pts);
                     }
                 }
             }
@@ -163,18 +215,23 @@ pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element,
             .build(),
     );
     if spec.beep_only {
-        let pad = caps.static_pad("src").ok_or_else(|| PipelineError::setup("caps src"))?;
+        let pad = caps
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("caps src"))?;
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
-                let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+                let Some(pts) = buffer.pts() else {
+                    return gst::PadProbeReturn::Ok;
+                };
                 let buf = buffer.make_mut();
                 if let Ok(mut map) = buf.map_writable() {
                     let data = map.as_mut_slice();
                     // 4 bytes per stereo S16 frame.
                     for (i, frame) in data.chunks_exact_mut(4).enumerate() {
-                        let t = pts + gst::ClockTime::from_nseconds(
-                            i as u64 * 1_000_000_000 / AUDIO_RATE as u64,
-                        );
+                        let t = pts
+                            + gst::ClockTime::from_nseconds(
+                                i as u64 * 1_000_000_000 / AUDIO_RATE as u64,
+                            );
                         if !in_marker(t) {
                             frame.fill(0);
                         }

@@ -150,7 +150,6 @@ impl fmt::Debug for RoomHandle {
 /// Joins rooms.
 pub trait RoomConnector: Send + Sync {
     /// Joins the room, hidden, and starts reporting events.
-    fn connect(
-        &self,
-    ) -> impl std::future::Future<Output = Result<RoomHandle, crate::Error>> + Send;
+    fn connect(&self)
+        -> impl std::future::Future<Output = Result<RoomHandle, crate::Error>> + Send;
 }

@@ -1,1 +1,307 @@
-//! Synthetic room.
+//! A synthetic room: scripted participants with generated media, for demos, tests and benches.
+//!
+//! Every participant shows a distinct solid colour with a moving ball (the marker) and plays a
+//! distinct tone. The first participant is the sync reference: silent except for a 2 kHz beep,
+//! and its video flashes white, both for 100 ms at the start of every second, so A/V offset in
+//! the output can be measured. The demo script has one late joiner, one leaver, one screen share
+//! and a change of active talker.
+
+use super::{
+    ParticipantId, RoomConnector, RoomEvent, RoomHandle, SourceContext, TrackKind, TrackSource,
+};
+use crate::pipeline::source::{test_audio, test_video, TestAudio, TestVideo, MARKER_BEEP_HZ};
+use crate::pipeline::PipelineError;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Participant colours (0xRRGGBB), in join order.
+pub const PALETTE: &[u32] = &[
+    0xd02020, // red
+    0x20a040, // green
+    0x2040d0, // blue
+    0xd0b020, // yellow
+    0xa020c0, // purple
+    0x20b0b0, // teal
+    0xe07020, // orange
+    0xe060a0, // pink
+    0x80c040, // lime
+];
+/// Colour of synthetic screen shares.
+pub const SCREEN_COLOR: u32 = 0x90e0f0;
+/// Default synthetic camera size.
+pub const CAMERA_SIZE: (u32, u32) = (640, 360);
+/// Synthetic screen share size.
+pub const SCREEN_SIZE: (u32, u32) = (1280, 720);
+/// Synthetic screen share frame rate.
+pub const SCREEN_FPS: u32 = 15;
+
+const NAMES: &[&str] = &[
+    "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan",
+];
+
+/// One scripted participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticParticipant {
+    /// Participant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Camera colour 0xRRGGBB.
+    pub color: u32,
+    /// Tone frequency (Hz); the sync reference beeps at [`MARKER_BEEP_HZ`] instead.
+    pub tone_hz: f64,
+    /// Flashes and beeps once a second (the A/V sync reference).
+    pub sync_reference: bool,
+    /// When they join.
+    pub join_at: Duration,
+    /// When they leave, if they do.
+    pub leave_at: Option<Duration>,
+    /// When they start sharing their screen, if they do.
+    pub screen_share_at: Option<Duration>,
+    /// Intervals during which they talk.
+    pub talking: Vec<(Duration, Duration)>,
+}
+
+/// A scripted room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticRoom {
+    /// Participants in join order.
+    pub participants: Vec<SyntheticParticipant>,
+    /// Camera width and height.
+    pub camera_size: (u32, u32),
+    /// Camera frame rate.
+    pub fps: u32,
+}
+
+fn scale(d: Duration, num: u32, den: u32) -> Duration {
+    d * num / den
+}
+
+impl SyntheticRoom {
+    /// `n` participants present from the start, nobody leaving (benches, previews).
+    pub fn steady(n: usize) -> Self {
+        SyntheticRoom {
+            participants: (0..n)
+                .map(|i| Self::participant(i, Duration::ZERO))
+                .collect(),
+            camera_size: CAMERA_SIZE,
+            fps: 30,
+        }
+    }
+
+    fn participant(i: usize, join_at: Duration) -> SyntheticParticipant {
+        SyntheticParticipant {
+            id: format!("p{}", i + 1),
+            name: NAMES
+                .get(i)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| format!("Guest {}", i + 1)),
+            color: PALETTE[i % PALETTE.len()],
+            tone_hz: 220.0 + 110.0 * (i as f64 + 1.0),
+            sync_reference: i == 0,
+            join_at,
+            leave_at: None,
+            screen_share_at: None,
+            talking: Vec::new(),
+        }
+    }
+
+    /// The demo script for `n` participants over `duration` (times given for 15 s):
+    /// everyone but the last joins at 0; the last joins at 4 s; the second leaves at 7 s; the
+    /// third (the first if fewer than four) shares a screen from 10 s; the first talks until 8 s,
+    /// then the late joiner talks.
+    pub fn demo(n: usize, duration: Duration) -> Self {
+        let n = n.max(1);
+        let mut room = Self::steady(n);
+        let at = |k: u32| scale(duration, k, 15);
+        if n >= 2 {
+            room.participants[n - 1].join_at = at(4);
+        }
+        if n >= 3 {
+            room.participants[1].leave_at = Some(at(7));
+        }
+        let sharer = if n >= 4 { 2 } else { 0 };
+        room.participants[sharer].screen_share_at = Some(at(10));
+        room.participants[0].talking.push((Duration::ZERO, at(8)));
+        if n >= 2 {
+            room.participants[n - 1].talking.push((at(8), duration));
+        }
+        room
+    }
+
+    /// The camera source of participant `p`.
+    pub fn camera(&self, p: &SyntheticParticipant) -> SyntheticVideo {
+        SyntheticVideo(TestVideo {
+            name: format!("{}_camera", p.id),
+            color: p.color,
+            moving_marker: true,
+            flash: p.sync_reference,
+            width: self.camera_size.0,
+            height: self.camera_size.1,
+            fps: self.fps,
+            pattern: None,
+        })
+    }
+
+    /// The screen-share source of participant `p`.
+    pub fn screen(&self, p: &SyntheticParticipant) -> SyntheticVideo {
+        SyntheticVideo(TestVideo {
+            name: format!("{}_screen", p.id),
+            color: SCREEN_COLOR,
+            moving_marker: true,
+            flash: false,
+            width: SCREEN_SIZE.0,
+            height: SCREEN_SIZE.1,
+            fps: SCREEN_FPS,
+            pattern: None,
+        })
+    }
+
+    /// The microphone source of participant `p`.
+    pub fn microphone(&self, p: &SyntheticParticipant) -> SyntheticAudio {
+        SyntheticAudio(TestAudio {
+            name: format!("{}_mic", p.id),
+            freq: if p.sync_reference {
+                MARKER_BEEP_HZ
+            } else {
+                p.tone_hz
+            },
+            volume: 0.2,
+            beep_only: p.sync_reference,
+            silent: false,
+        })
+    }
+
+    /// The script as timed events, in order.
+    pub fn timeline(&self) -> Vec<(Duration, RoomEvent)> {
+        let mut ev: Vec<(Duration, u8, RoomEvent)> = Vec::new();
+        for p in &self.participants {
+            let id = || ParticipantId(p.id.clone());
+            ev.push((
+                p.join_at,
+                0,
+                RoomEvent::ParticipantJoined {
+                    id: id(),
+                    display_name: p.name.clone(),
+                },
+            ));
+            ev.push((
+                p.join_at,
+                1,
+                RoomEvent::TrackPublished {
+                    id: id(),
+                    kind: TrackKind::Video,
+                    source: Box::new(self.camera(p)),
+                },
+            ));
+            ev.push((
+                p.join_at,
+                1,
+                RoomEvent::TrackPublished {
+                    id: id(),
+                    kind: TrackKind::Audio,
+                    source: Box::new(self.microphone(p)),
+                },
+            ));
+            if let Some(t) = p.screen_share_at {
+                ev.push((
+                    t,
+                    1,
+                    RoomEvent::TrackPublished {
+                        id: id(),
+                        kind: TrackKind::Screen,
+                        source: Box::new(self.screen(p)),
+                    },
+                ));
+            }
+            for (from, to) in &p.talking {
+                ev.push((
+                    *from,
+                    2,
+                    RoomEvent::Talking {
+                        id: id(),
+                        talking: true,
+                    },
+                ));
+                ev.push((
+                    *to,
+                    2,
+                    RoomEvent::Talking {
+                        id: id(),
+                        talking: false,
+                    },
+                ));
+            }
+            if let Some(t) = p.leave_at {
+                ev.push((t, 3, RoomEvent::ParticipantLeft { id: id() }));
+            }
+        }
+        ev.sort_by_key(|(t, prio, _)| (*t, *prio));
+        ev.into_iter().map(|(t, _, e)| (t, e)).collect()
+    }
+}
+
+/// Generated camera or screen video.
+#[derive(Debug, Clone)]
+pub struct SyntheticVideo(pub TestVideo);
+
+impl TrackSource for SyntheticVideo {
+    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+        test_video(&self.0, ctx)
+    }
+}
+
+/// Generated microphone audio.
+#[derive(Debug, Clone)]
+pub struct SyntheticAudio(pub TestAudio);
+
+impl TrackSource for SyntheticAudio {
+    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+        test_audio(&self.0, ctx)
+    }
+}
+
+impl RoomConnector for SyntheticRoom {
+    async fn connect(&self) -> Result<RoomHandle, crate::Error> {
+        let (tx, rx) = mpsc::channel(64);
+        let timeline = self.timeline();
+        let task = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (at, event) in timeline {
+                tokio::time::sleep_until(start + at).await;
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            // Stay connected (the sender lives) until the job leaves.
+            std::future::pending::<()>().await;
+        });
+        Ok(RoomHandle {
+            events: rx,
+            leave: Box::new(move || task.abort()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_script_shape() {
+        let room = SyntheticRoom::demo(4, Duration::from_secs(15));
+        let p = &room.participants;
+        assert_eq!(p[3].join_at, Duration::from_secs(4));
+        assert_eq!(p[1].leave_at, Some(Duration::from_secs(7)));
+        assert_eq!(p[2].screen_share_at, Some(Duration::from_secs(10)));
+        assert!(p[0].sync_reference && !p[1].sync_reference);
+        let tl = room.timeline();
+        assert!(tl.windows(2).all(|w| w[0].0 <= w[1].0));
+        let leaves = tl
+            .iter()
+            .filter(|(_, e)| matches!(e, RoomEvent::ParticipantLeft { .. }));
+        assert_eq!(leaves.count(), 1);
+        let colors: std::collections::HashSet<u32> = p.iter().map(|p| p.color).collect();
+        assert_eq!(colors.len(), 4);
+    }
+}

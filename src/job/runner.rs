@@ -1,0 +1,361 @@
+//! The recording runner: one task owns one composite pipeline and one room connection.
+//!
+//! Room events and [`JobCommand`]s arrive on channels; the runner folds them into
+//! [`RoomState`], recomputes the layout and applies it. Stop sends EOS, waits for the muxer to
+//! finish under [`EOS_TIMEOUT`], then finalizes the MP4 segment.
+
+use super::RoomState;
+use crate::layout::{parse_color, Layout, TileId};
+use crate::pipeline::mixer::Output;
+use crate::pipeline::mp4::{finalize, SegmentFile};
+use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
+use crate::room::{RoomEvent, RoomHandle, Timing, TrackKind};
+use crate::Error;
+use futures::StreamExt;
+use gst::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Longest wait for the pipeline to drain after a stop.
+pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A validated recording job.
+#[derive(Debug, Clone)]
+pub struct RecordingSpec {
+    /// Room identifier (used in file names).
+    pub room_id: String,
+    /// Conference number (used in file names).
+    pub conf_num: String,
+    /// Folder the segment is written to.
+    pub out_dir: PathBuf,
+    /// Encoder preset.
+    pub preset: Preset,
+    /// Layout.
+    pub layout: Layout,
+    /// Watermark PNG.
+    pub watermark: Option<PathBuf>,
+    /// Stop by itself after this long.
+    pub max_duration: Option<Duration>,
+}
+
+/// Commands to a running job.
+#[derive(Debug)]
+pub enum JobCommand {
+    /// Stop and finalize.
+    Stop,
+    /// Switch layout without restarting the file.
+    SetLayout(Box<Layout>),
+}
+
+/// Why a recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// A stop command.
+    Stopped,
+    /// `max_duration` reached.
+    DurationReached,
+    /// The room was destroyed.
+    RoomDestroyed,
+    /// The room connection ended.
+    Disconnected,
+}
+
+/// A finished recording.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The segment file.
+    pub file: SegmentFile,
+    /// Why it ended.
+    pub reason: EndReason,
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Reserves the next segment file `<room>_<conf>_<n>.mp4` in `dir` (n counts from 1).
+pub fn reserve_segment(dir: &Path, room: &str, conf: &str) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let prefix = format!("{}_{}_", file_safe(room), file_safe(conf));
+    let mut n = 1u64;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(k) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".mp4"))
+                .and_then(|k| k.parse::<u64>().ok())
+            {
+                n = n.max(k + 1);
+            }
+        }
+    }
+    loop {
+        let path = dir.join(format!("{prefix}{n}.mp4"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+}
+
+struct Job {
+    composite: Composite,
+    state: RoomState,
+    layout: Layout,
+    background: Option<u32>,
+}
+
+impl Job {
+    fn relayout(&mut self) -> Result<(), PipelineError> {
+        let tiles = self.state.tiles();
+        let def = self.layout.active_def(&tiles);
+        let bg = def.background.as_deref().and_then(parse_color).unwrap_or(0);
+        if self.background != Some(bg) {
+            self.composite.set_background(bg);
+            self.background = Some(bg);
+        }
+        self.composite.set_label_style(def.label.clone());
+        let slots = self.layout.place(self.composite.canvas(), &tiles);
+        debug!(layout = %def.name, slots = slots.len(), "layout applied");
+        tokio::task::block_in_place(|| self.composite.apply(&slots))
+    }
+
+    fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
+        self.state.apply(&event);
+        match event {
+            RoomEvent::ParticipantJoined { id, display_name } => {
+                info!(participant = %id, name = %display_name, "participant joined");
+            }
+            RoomEvent::TrackPublished { id, kind, source } => {
+                info!(participant = %id, ?kind, "track published");
+                let ctx = self.composite.next_source_context();
+                let element = source.build(&ctx)?;
+                tokio::task::block_in_place(|| match kind {
+                    TrackKind::Audio => {
+                        self.composite.add_audio(&id.0, element)?;
+                        self.composite
+                            .set_audio_muted(&id.0, !self.state.audible(&id));
+                        Ok(())
+                    }
+                    TrackKind::Video => self.composite.add_video(&TileId::camera(&id.0), element),
+                    TrackKind::Screen => self.composite.add_video(&TileId::screen(&id.0), element),
+                })?;
+            }
+            RoomEvent::TrackUnpublished { id, kind } => {
+                info!(participant = %id, ?kind, "track unpublished");
+                tokio::task::block_in_place(|| match kind {
+                    TrackKind::Audio => self.composite.remove_audio(&id.0),
+                    TrackKind::Video => self.composite.remove_video(&TileId::camera(&id.0)),
+                    TrackKind::Screen => self.composite.remove_video(&TileId::screen(&id.0)),
+                })?;
+            }
+            RoomEvent::ParticipantLeft { id } => {
+                info!(participant = %id, "participant left");
+                tokio::task::block_in_place(|| {
+                    self.composite.remove_audio(&id.0)?;
+                    self.composite.remove_video(&TileId::camera(&id.0))?;
+                    self.composite.remove_video(&TileId::screen(&id.0))
+                })?;
+            }
+            RoomEvent::HardMute { id, .. } | RoomEvent::Paused { id, .. } => {
+                self.composite
+                    .set_audio_muted(&id.0, !self.state.audible(&id));
+            }
+            RoomEvent::Talking { .. }
+            | RoomEvent::Spotlight { .. }
+            | RoomEvent::Pinned { .. }
+            | RoomEvent::RoomDestroyed
+            | RoomEvent::Disconnected { .. } => {}
+        }
+        self.relayout()
+    }
+}
+
+/// Records the room until stopped, the duration ends or the room goes away; returns the
+/// finalized segment.
+pub async fn record(
+    spec: RecordingSpec,
+    room: RoomHandle,
+    commands: mpsc::Receiver<JobCommand>,
+) -> Result<Recording, Error> {
+    let path = reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?;
+    let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num,
+        file = %path.display());
+    run(spec, path, room, commands).instrument(span).await
+}
+
+async fn run(
+    spec: RecordingSpec,
+    path: PathBuf,
+    mut room: RoomHandle,
+    mut commands: mpsc::Receiver<JobCommand>,
+) -> Result<Recording, Error> {
+    let def = spec.layout.def().clone();
+    let opts = CompositeOptions {
+        preset: spec.preset.clone(),
+        timing: Timing::Live,
+        output: Output::Mp4(path.clone()),
+        background: def.background.as_deref().and_then(parse_color).unwrap_or(0),
+        background_image: def.background_image.clone(),
+        label: def.label.clone(),
+        watermark: spec.watermark.clone(),
+    };
+    let composite = tokio::task::block_in_place(|| Composite::new(&opts))?;
+    let pipeline = composite.pipeline().clone();
+    let mut bus = pipeline
+        .bus()
+        .ok_or_else(|| PipelineError::setup("no bus"))?
+        .stream();
+    tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
+        .map_err(PipelineError::setup)?;
+    info!(preset = %spec.preset.name, layout = %def.name, "recording started");
+
+    let mut job = Job {
+        composite,
+        state: RoomState::new(),
+        layout: spec.layout.clone(),
+        background: None,
+    };
+    job.relayout()?;
+    let deadline = spec.max_duration.map(|d| tokio::time::Instant::now() + d);
+    let mut commands_open = true;
+    let outcome: Result<EndReason, Error> = loop {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = room.events.recv() => match ev {
+                Some(RoomEvent::RoomDestroyed) => {
+                    info!("room destroyed");
+                    break Ok(EndReason::RoomDestroyed);
+                }
+                Some(RoomEvent::Disconnected { reason }) => {
+                    warn!(%reason, "room connection lost");
+                    break Ok(EndReason::Disconnected);
+                }
+                Some(ev) => {
+                    if let Err(e) = job.on_event(ev) {
+                        break Err(e.into());
+                    }
+                }
+                None => break Ok(EndReason::Disconnected),
+            },
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(JobCommand::Stop) => break Ok(EndReason::Stopped),
+                Some(JobCommand::SetLayout(layout)) => {
+                    info!(layout = %layout.def().name, "layout changed");
+                    job.layout = *layout;
+                    if let Err(e) = job.relayout() {
+                        break Err(e.into());
+                    }
+                }
+                None => commands_open = false,
+            },
+            msg = bus.next() => {
+                if let Some(Err(e)) = msg.as_ref().map(bus_error) {
+                    break Err(e.into());
+                }
+            }
+            _ = sleep => break Ok(EndReason::DurationReached),
+        }
+    };
+    (room.leave)();
+    let drained = drain(&pipeline, &mut bus).await;
+    tokio::task::block_in_place(|| {
+        let _ = pipeline.set_state(gst::State::Null);
+        drop(job);
+    });
+    let reason = outcome?;
+    drained?;
+    let file = tokio::task::spawn_blocking(move || finalize(&path))
+        .await
+        .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))??;
+    info!(
+        duration_s = file.duration.mseconds() as f64 / 1000.0,
+        bytes = file.bytes,
+        ?reason,
+        "recording finalized"
+    );
+    Ok(Recording { file, reason })
+}
+
+fn bus_error(msg: &gst::Message) -> Result<(), PipelineError> {
+    match msg.view() {
+        gst::MessageView::Error(e) => Err(PipelineError::Runtime {
+            element: msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+            message: format!("{} ({:?})", e.error(), e.debug()),
+        }),
+        gst::MessageView::Warning(w) => {
+            warn!(element = %msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                warning = %w.error(), "pipeline warning");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Sends EOS and waits for it to reach the muxer's sink.
+async fn drain(
+    pipeline: &gst::Pipeline,
+    bus: &mut gst::bus::BusStream,
+) -> Result<(), PipelineError> {
+    pipeline.send_event(gst::event::Eos::new());
+    let wait = async {
+        while let Some(msg) = bus.next().await {
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(_) => bus_error(&msg)?,
+                _ => {}
+            }
+        }
+        Err(PipelineError::setup("bus closed before EOS"))
+    };
+    match tokio::time::timeout(EOS_TIMEOUT, wait).await {
+        Ok(r) => r,
+        Err(_) => Err(PipelineError::Timeout {
+            what: "drain after stop",
+            secs: EOS_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_count_up() {
+        let dir = std::env::temp_dir().join(format!("roomcast-seg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        assert_eq!(a.file_name().unwrap(), "room_1_c_7_1.mp4");
+        let b = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        assert_eq!(b.file_name().unwrap(), "room_1_c_7_2.mp4");
+        std::fs::write(dir.join("room_1_c_7_9.mp4"), b"").unwrap();
+        let c = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        assert_eq!(c.file_name().unwrap(), "room_1_c_7_10.mp4");
+        let other = reserve_segment(&dir, "room 2", "c/7").unwrap();
+        assert_eq!(other.file_name().unwrap(), "room_2_c_7_1.mp4");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
