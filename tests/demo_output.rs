@@ -29,7 +29,11 @@ fn demo() -> &'static Demo {
         assert!(ok, "demo failed: {stderr}");
         let json = last_json(&stdout);
         let file = PathBuf::from(json["file"].as_str().expect("file in json"));
-        Demo { _dir: dir, file, json }
+        Demo {
+            _dir: dir,
+            file,
+            json,
+        }
     })
 }
 
@@ -39,7 +43,10 @@ fn demo_writes_a_fast_start_h264_aac_mp4() {
     assert_eq!(d.file.file_name().unwrap(), "demo_1_1.mp4");
     assert_eq!(d.json["width"], 1280);
     assert_eq!(d.json["height"], 720);
-    assert_eq!(d.json["bytes"].as_u64().unwrap(), std::fs::metadata(&d.file).unwrap().len());
+    assert_eq!(
+        d.json["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&d.file).unwrap().len()
+    );
     let js = d.json["duration_s"].as_f64().unwrap();
     assert!((js - 15.0).abs() <= 0.5, "reported duration {js}");
 
@@ -54,8 +61,16 @@ fn demo_writes_a_fast_start_h264_aac_mp4() {
     let moov = boxes.iter().position(|b| b == "moov").expect("moov");
     let mdat = boxes.iter().position(|b| b == "mdat").expect("mdat");
     assert!(moov < mdat, "moov must come before mdat: {boxes:?}");
-    assert!(!boxes.iter().any(|b| b == "moof"), "finalized file is not fragmented: {boxes:?}");
-    assert!(decoded_video_frames(&d.file) >= 14 * 30);
+    assert!(
+        !boxes.iter().any(|b| b == "moof"),
+        "finalized file is not fragmented: {boxes:?}"
+    );
+    // Every frame decodes, from the first (a keyframe at 0) to the last.
+    let frames = decoded_video_frames(&d.file);
+    assert!(
+        frames as f64 >= (p.duration - 0.1) * 30.0,
+        "{frames} frames decode"
+    );
 }
 
 #[test]
@@ -103,17 +118,37 @@ fn audio_mixes_whoever_is_present() {
     let rms = (pcm.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
     assert!(rms > 0.05, "audio is silent (rms {rms})");
 
-    let amp = |freq: f64, from: f64| tone_amplitude(window(&pcm, rate, from, from + 0.5), freq, rate);
+    let amp =
+        |freq: f64, from: f64| tone_amplitude(window(&pcm, rate, from, from + 0.5), freq, rate);
     let (bob, carol, dave) = (440.0, 550.0, 660.0);
-    assert!(amp(bob, 1.2) > 0.03, "Bob audible at 1.2 s: {}", amp(bob, 1.2));
-    assert!(amp(bob, 9.2) < 0.005, "Bob silent after leaving: {}", amp(bob, 9.2));
-    assert!(amp(dave, 1.2) < 0.005, "Dave silent before joining: {}", amp(dave, 1.2));
-    assert!(amp(dave, 5.2) > 0.03, "Dave audible after joining: {}", amp(dave, 5.2));
+    assert!(
+        amp(bob, 1.2) > 0.03,
+        "Bob audible at 1.2 s: {}",
+        amp(bob, 1.2)
+    );
+    assert!(
+        amp(bob, 9.2) < 0.005,
+        "Bob silent after leaving: {}",
+        amp(bob, 9.2)
+    );
+    assert!(
+        amp(dave, 1.2) < 0.005,
+        "Dave silent before joining: {}",
+        amp(dave, 1.2)
+    );
+    assert!(
+        amp(dave, 5.2) > 0.03,
+        "Dave audible after joining: {}",
+        amp(dave, 5.2)
+    );
     assert!(amp(carol, 13.2) > 0.03, "Carol audible throughout");
     // Alice's beep: 100 ms at 2 kHz at the start of every second.
     let beep = tone_amplitude(window(&pcm, rate, 3.0, 3.1), 2000.0, rate);
     let gap = tone_amplitude(window(&pcm, rate, 3.3, 3.8), 2000.0, rate);
-    assert!(beep > 0.05 && gap < 0.005, "beep {beep}, between beeps {gap}");
+    assert!(
+        beep > 0.05 && gap < 0.005,
+        "beep {beep}, between beeps {gap}"
+    );
 }
 
 /// Times where the white pixel count jumps (the sync reference's flashes).
@@ -121,14 +156,22 @@ fn flash_onsets(d: &Demo) -> Vec<f64> {
     let frames = all_frames(&d.file, 320, 180);
     let counts: Vec<usize> = frames
         .iter()
-        .map(|(_, f)| f.rgb.chunks_exact(3).filter(|p| p.iter().all(|&c| c > 215)).count())
+        .map(|(_, f)| {
+            f.rgb
+                .chunks_exact(3)
+                .filter(|p| p.iter().all(|&c| c > 215))
+                .count()
+        })
         .collect();
     let mut sorted = counts.clone();
     sorted.sort_unstable();
     let base = sorted[sorted.len() / 2];
     // The smallest tile Alice takes (256x144 in the presentation column) is 2304 px at 1/4 scale.
     let on: Vec<bool> = counts.iter().map(|&c| c > base + 1200).collect();
-    (1..on.len()).filter(|&i| on[i] && !on[i - 1]).map(|i| frames[i].0).collect()
+    (1..on.len())
+        .filter(|&i| on[i] && !on[i - 1])
+        .map(|i| frames[i].0)
+        .collect()
 }
 
 /// Times where the 2 kHz beep starts.
@@ -160,23 +203,34 @@ fn audio_and_video_stay_in_sync() {
     let d = demo();
     let flashes = flash_onsets(d);
     let beeps = beep_onsets(d);
-    assert!(flashes.len() >= 13, "found {} flashes: {flashes:?}", flashes.len());
+    assert!(
+        flashes.len() >= 13,
+        "found {} flashes: {flashes:?}",
+        flashes.len()
+    );
     assert!(beeps.len() >= 13, "found {} beeps: {beeps:?}", beeps.len());
     let mut worst = 0.0f64;
     let mut checked = 0;
     for &f in &flashes {
-        let nearest = beeps.iter().cloned().min_by(|a, b| (a - f).abs().total_cmp(&(b - f).abs()));
+        let nearest = beeps
+            .iter()
+            .cloned()
+            .min_by(|a, b| (a - f).abs().total_cmp(&(b - f).abs()));
         let off = nearest.map(|b| f - b).unwrap_or(f64::MAX);
         assert!(
             off.abs() <= 0.045,
             "A/V offset {:.1} ms at {f:.3} s (flashes {flashes:?}, beeps {beeps:?})",
             off * 1000.0
         );
+        eprintln!("flash {f:.3} s offset {:+.1} ms", off * 1000.0);
         worst = worst.max(off.abs());
         checked += 1;
     }
     // Flashes after the late join (4 s) and after the layout change (10 s) are among them.
     assert!(flashes.iter().any(|&t| t > 4.5 && t < 9.5));
     assert!(flashes.iter().any(|&t| t > 10.5));
-    eprintln!("A/V sync: {checked} flashes, worst offset {:.1} ms", worst * 1000.0);
+    eprintln!(
+        "A/V sync: {checked} flashes, worst offset {:.1} ms",
+        worst * 1000.0
+    );
 }

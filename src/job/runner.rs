@@ -6,7 +6,7 @@
 
 use super::RoomState;
 use crate::layout::{parse_color, Layout, TileId};
-use crate::pipeline::mixer::Output;
+use crate::pipeline::mixer::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
 use crate::room::{RoomEvent, RoomHandle, Timing, TrackKind};
@@ -119,7 +119,6 @@ struct Job {
     composite: Composite,
     state: RoomState,
     layout: Layout,
-    background: Option<u32>,
 }
 
 impl Job {
@@ -127,14 +126,18 @@ impl Job {
         let tiles = self.state.tiles();
         let def = self.layout.active_def(&tiles);
         let bg = def.background.as_deref().and_then(parse_color).unwrap_or(0);
-        if self.background != Some(bg) {
-            self.composite.set_background(bg);
-            self.background = Some(bg);
-        }
+        tokio::task::block_in_place(|| self.composite.set_background(bg))?;
         self.composite.set_label_style(def.label.clone());
         let slots = self.layout.place(self.composite.canvas(), &tiles);
         debug!(layout = %def.name, slots = slots.len(), "layout applied");
         tokio::task::block_in_place(|| self.composite.apply(&slots))
+    }
+
+    fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
+        for ev in events {
+            self.on_event(ev)?;
+        }
+        self.relayout()
     }
 
     fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
@@ -184,7 +187,7 @@ impl Job {
             | RoomEvent::RoomDestroyed
             | RoomEvent::Disconnected { .. } => {}
         }
-        self.relayout()
+        Ok(())
     }
 }
 
@@ -231,7 +234,6 @@ async fn run(
         composite,
         state: RoomState::new(),
         layout: spec.layout.clone(),
-        background: None,
     };
     job.relayout()?;
     let deadline = spec.max_duration.map(|d| tokio::time::Instant::now() + d);
@@ -244,17 +246,17 @@ async fn run(
             }
         };
         tokio::select! {
-            ev = room.events.recv() => match ev {
-                Some(RoomEvent::RoomDestroyed) => {
+            ev = room.events.recv() => match coalesce(ev, &mut room) {
+                Some(events) if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) => {
                     info!("room destroyed");
                     break Ok(EndReason::RoomDestroyed);
                 }
-                Some(RoomEvent::Disconnected { reason }) => {
-                    warn!(%reason, "room connection lost");
+                Some(events) if events.iter().any(|e| matches!(e, RoomEvent::Disconnected { .. })) => {
+                    warn!("room connection lost");
                     break Ok(EndReason::Disconnected);
                 }
-                Some(ev) => {
-                    if let Err(e) = job.on_event(ev) {
+                Some(events) => {
+                    if let Err(e) = job.on_events(events) {
                         break Err(e.into());
                     }
                 }
@@ -272,15 +274,28 @@ async fn run(
                 None => commands_open = false,
             },
             msg = bus.next() => {
-                if let Some(Err(e)) = msg.as_ref().map(bus_error) {
-                    break Err(e.into());
+                let Some(msg) = msg else { continue };
+                if let Err(e) = bus_error(&msg) {
+                    let origin = msg.src().map(|s| job.composite.classify_error(s));
+                    match origin {
+                        Some(ErrorOrigin::Detached) => debug!(error = %e, "error from a removed input"),
+                        Some(ErrorOrigin::Input(input)) => {
+                            warn!(error = %e, ?input, "input failed, dropping it");
+                            let r = tokio::task::block_in_place(|| job.composite.drop_input(&input));
+                            if let Err(e) = r.and_then(|_| job.relayout()) {
+                                break Err(e.into());
+                            }
+                        }
+                        _ => break Err(e.into()),
+                    }
                 }
             }
             _ = sleep => break Ok(EndReason::DurationReached),
         }
     };
     (room.leave)();
-    let drained = drain(&pipeline, &mut bus).await;
+    job.composite.end_of_stream();
+    let drained = drain(&job.composite, &mut bus).await;
     tokio::task::block_in_place(|| {
         let _ = pipeline.set_state(gst::State::Null);
         drop(job);
@@ -299,6 +314,16 @@ async fn run(
     Ok(Recording { file, reason })
 }
 
+/// Takes `first` and every event already waiting, so a burst (a join and its tracks) is laid out
+/// once rather than once per event.
+fn coalesce(first: Option<RoomEvent>, room: &mut RoomHandle) -> Option<Vec<RoomEvent>> {
+    let mut events = vec![first?];
+    while let Ok(ev) = room.events.try_recv() {
+        events.push(ev);
+    }
+    Some(events)
+}
+
 fn bus_error(msg: &gst::Message) -> Result<(), PipelineError> {
     match msg.view() {
         gst::MessageView::Error(e) => Err(PipelineError::Runtime {
@@ -314,17 +339,19 @@ fn bus_error(msg: &gst::Message) -> Result<(), PipelineError> {
     }
 }
 
-/// Sends EOS and waits for it to reach the muxer's sink.
-async fn drain(
-    pipeline: &gst::Pipeline,
-    bus: &mut gst::bus::BusStream,
-) -> Result<(), PipelineError> {
-    pipeline.send_event(gst::event::Eos::new());
+/// Waits for EOS to reach the sink after [`Composite::end_of_stream`]. Errors from inputs
+/// while they wind down do not matter any more; errors from the encoders and muxer do.
+async fn drain(composite: &Composite, bus: &mut gst::bus::BusStream) -> Result<(), PipelineError> {
     let wait = async {
         while let Some(msg) = bus.next().await {
             match msg.view() {
                 gst::MessageView::Eos(_) => return Ok(()),
-                gst::MessageView::Error(_) => bus_error(&msg)?,
+                gst::MessageView::Error(_) => {
+                    let origin = msg.src().map(|s| composite.classify_error(s));
+                    if matches!(origin, Some(ErrorOrigin::Core) | None) {
+                        bus_error(&msg)?;
+                    }
+                }
                 _ => {}
             }
         }

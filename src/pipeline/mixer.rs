@@ -22,6 +22,8 @@ const PLACEHOLDER_FPS: u32 = 5;
 const LIVE_START_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(60);
 /// How long the aggregators wait for late input in live mode.
 const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(60);
+/// How long the muxer waits for every track's first data before it starts.
+const MUXER_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(3);
 /// Largest watermark, as the platform's `settings.watermark` allows.
 pub const WATERMARK_MAX_PX: u32 = 140;
 /// Watermark distance from the frame edge.
@@ -57,11 +59,34 @@ pub struct CompositeOptions {
     pub watermark: Option<PathBuf>,
 }
 
+/// Where a pipeline error came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorOrigin {
+    /// An element no longer in the pipeline (removed while it was stopping).
+    Detached,
+    /// One input.
+    Input(InputRef),
+    /// Mixers, encoders, muxer or sink.
+    Core,
+}
+
+/// Names one input of the composite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputRef {
+    /// A tile (live video, placeholder or overflow).
+    Tile(InputKey),
+    /// A participant's audio.
+    Audio(String),
+}
+
 /// Which compositor input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum InputKey {
+pub enum InputKey {
+    /// A participant's camera or screen share.
     Video(TileId),
+    /// A named placeholder (no video or hard-muted video).
     Placeholder(TileId),
+    /// The "+N" tile.
     Overflow,
 }
 
@@ -85,6 +110,13 @@ struct TileInput {
     placed: Option<(Slot, u32)>,
 }
 
+struct Background {
+    element: gst::Element,
+    pad: gst::Pad,
+    /// The colour, for a colour background.
+    color: Option<u32>,
+}
+
 struct AudioInput {
     bin: gst::Bin,
     pad: gst::Pad,
@@ -95,7 +127,8 @@ pub struct Composite {
     pipeline: gst::Pipeline,
     compositor: Option<gst::Element>,
     audiomixer: Option<gst::Element>,
-    background: Option<gst::Element>,
+    background: Option<Background>,
+    background_seq: u32,
     tiles: HashMap<InputKey, TileInput>,
     audio: HashMap<String, AudioInput>,
     canvas: Canvas,
@@ -177,6 +210,7 @@ impl Composite {
             compositor: None,
             audiomixer: None,
             background: None,
+            background_seq: 0,
             tiles: HashMap::new(),
             audio: HashMap::new(),
             canvas,
@@ -207,10 +241,18 @@ impl Composite {
     fn build_mp4_sink(&self, path: &Path) -> Result<gst::Element, PipelineError> {
         let mux = make("mp4mux", "mp4_mux")?;
         mux.set_property("fragment-duration", FRAGMENT_MS);
+        // The muxer is an aggregator: in a live pipeline it would start on a timeout with only
+        // the (faster) audio branch and write a header whose video track has no format. Give
+        // the encoders time to deliver their first buffers.
+        mux.set_property("latency", MUXER_LATENCY.nseconds());
+        mux.set_property_from_str("start-time-selection", "first");
         let sink = make("filesink", "mp4_sink")?;
         sink.set_property("location", path.to_string_lossy().to_string());
         sink.set_property("sync", false);
         sink.set_property("async", false);
+        // Each fragment goes to the kernel as it is written: a killed process loses nothing
+        // that the muxer finished.
+        sink.set_property_from_str("buffer-mode", "unbuffered");
         self.add(&[&mux, &sink])?;
         mux.link(&sink).map_err(PipelineError::setup)?;
         Ok(mux)
@@ -224,6 +266,10 @@ impl Composite {
         let comp = make("compositor", "video_mixer")?;
         comp.set_property_from_str("background", "black");
         comp.set_property("ignore-inactive-pads", true);
+        // Start from the first buffer, not from running time zero: while the pipeline goes to
+        // PLAYING an aggregator can see the clock before its base time and, counting from
+        // zero, would time out at once and produce garbage or EOS.
+        comp.set_property_from_str("start-time-selection", "first");
         if self.timing == Timing::Live {
             comp.set_property("latency", AGGREGATOR_LATENCY.nseconds());
         }
@@ -294,39 +340,73 @@ impl Composite {
     }
 
     fn build_background(&mut self, opts: &CompositeOptions) -> Result<(), PipelineError> {
+        if self.compositor.is_none() {
+            return Ok(());
+        }
+        let ctx = self.source_context(gst::ClockTime::ZERO);
+        match &opts.background_image {
+            Some(img) => {
+                let bin = self.background_image(img, &ctx)?;
+                self.attach_background(bin, None)
+            }
+            None => self.attach_color_background(opts.background, &ctx),
+        }
+    }
+
+    fn attach_color_background(
+        &mut self,
+        color: u32,
+        ctx: &SourceContext,
+    ) -> Result<(), PipelineError> {
+        self.background_seq += 1;
+        let bin = test_video(
+            &TestVideo {
+                name: format!("background{}", self.background_seq),
+                color,
+                moving_marker: false,
+                flash: false,
+                width: self.canvas.width,
+                height: self.canvas.height,
+                fps: self.fps,
+                pattern: None,
+            },
+            ctx,
+        )?;
+        self.attach_background(bin, Some(color))
+    }
+
+    /// Links a new background below every tile, then removes the previous one.
+    fn attach_background(
+        &mut self,
+        element: gst::Element,
+        color: Option<u32>,
+    ) -> Result<(), PipelineError> {
         let Some(comp) = self.compositor.clone() else {
             return Ok(());
         };
-        let ctx = self.source_context(gst::ClockTime::ZERO);
-        let bin = match &opts.background_image {
-            Some(img) => self.background_image(img, &ctx)?,
-            None => test_video(
-                &TestVideo {
-                    name: "background".into(),
-                    color: opts.background,
-                    moving_marker: false,
-                    flash: false,
-                    width: self.canvas.width,
-                    height: self.canvas.height,
-                    fps: self.fps,
-                    pattern: None,
-                },
-                &ctx,
-            )?,
-        };
-        self.add(&[&bin])?;
+        self.add(&[&element])?;
         let pad = comp
             .request_pad_simple("sink_%u")
             .ok_or_else(|| PipelineError::setup("pad"))?;
         pad.set_property("zorder", 0u32);
-        let src = bin
+        let src = element
             .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("bg src"))?;
+            .ok_or_else(|| PipelineError::setup("background src"))?;
         link_pads(&src, &pad)?;
-        if opts.background_image.is_none() {
-            self.background = bin
-                .downcast_ref::<gst::Bin>()
-                .and_then(|b| b.by_name("vsrc_background"));
+        element
+            .sync_state_with_parent()
+            .map_err(PipelineError::setup)?;
+        let old = self.background.replace(Background {
+            element,
+            pad,
+            color,
+        });
+        if let Some(old) = old {
+            let bin = old
+                .element
+                .downcast::<gst::Bin>()
+                .map_err(|_| PipelineError::setup("bin"))?;
+            self.detach(&bin, &old.pad, Some(&comp))?;
         }
         Ok(())
     }
@@ -394,6 +474,7 @@ impl Composite {
             mixer.set_property("latency", AGGREGATOR_LATENCY.nseconds());
         }
         mixer.set_property("ignore-inactive-pads", true);
+        mixer.set_property_from_str("start-time-selection", "first");
         let caps = make("capsfilter", "audio_mixer_caps")?;
         caps.set_property(
             "caps",
@@ -457,10 +538,16 @@ impl Composite {
         self.source_context(LIVE_START_MARGIN)
     }
 
-    /// Sets the background colour (0xRRGGBB) of a colour background.
-    pub fn set_background(&self, color: u32) {
-        if let Some(bg) = &self.background {
-            bg.set_property("foreground-color", 0xff00_0000 | color);
+    /// Sets the background colour (0xRRGGBB). A colour source is replaced, never changed in
+    /// place: `videotestsrc` renders from a cached frame that a property change races with.
+    /// An image background stays.
+    pub fn set_background(&mut self, color: u32) -> Result<(), PipelineError> {
+        match &self.background {
+            Some(bg) if bg.color.is_none_or(|c| c == color) => Ok(()),
+            _ => {
+                let ctx = self.source_context(LIVE_START_MARGIN);
+                self.attach_color_background(color, &ctx)
+            }
         }
     }
 
@@ -730,6 +817,61 @@ impl Composite {
             _ => t.label.set_property("silent", true),
         }
         t.placed = Some((slot.clone(), z));
+    }
+
+    /// Ends the recording: EOS goes straight into the encoder branches, so the muxer finishes
+    /// whatever state the inputs are in (a live source can be mid-renegotiation, holding its
+    /// lock, and would block an EOS sent the usual way through the sources). The mixers see
+    /// EOS as their downstream flow result and stop; the inputs follow.
+    pub fn end_of_stream(&self) {
+        for name in ["video_enc_queue", "audio_enc_queue"] {
+            if let Some(pad) = self
+                .pipeline
+                .by_name(name)
+                .and_then(|e| e.static_pad("sink"))
+            {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+    }
+
+    /// Decides what an error posted by `source` means: an input that was already removed (a
+    /// teardown race, ignore), one input that failed (drop it, keep recording), or the core
+    /// pipeline (the recording fails).
+    pub fn classify_error(&self, source: &gst::Object) -> ErrorOrigin {
+        let mut top = source.clone();
+        loop {
+            match top.parent() {
+                Some(p) if p == *self.pipeline.upcast_ref::<gst::Object>() => break,
+                Some(p) => top = p,
+                None => return ErrorOrigin::Detached,
+            }
+        }
+        if let Some(key) = self
+            .tiles
+            .iter()
+            .find(|(_, t)| t.bin.upcast_ref::<gst::Object>() == &top)
+            .map(|(k, _)| k)
+        {
+            return ErrorOrigin::Input(InputRef::Tile(key.clone()));
+        }
+        if let Some(id) = self
+            .audio
+            .iter()
+            .find(|(_, a)| a.bin.upcast_ref::<gst::Object>() == &top)
+            .map(|(k, _)| k)
+        {
+            return ErrorOrigin::Input(InputRef::Audio(id.clone()));
+        }
+        ErrorOrigin::Core
+    }
+
+    /// Removes an input that failed (see [`Composite::classify_error`]).
+    pub fn drop_input(&mut self, input: &InputRef) -> Result<(), PipelineError> {
+        match input {
+            InputRef::Tile(key) => self.remove_input(key),
+            InputRef::Audio(id) => self.remove_audio(id),
+        }
     }
 
     /// Number of live video inputs, placeholders included.

@@ -51,6 +51,7 @@ pub fn finalize(path: &Path) -> Result<SegmentFile, PipelineError> {
             return Err(e);
         }
     };
+    signal_aac_priming(&tmp)?;
     let f = std::fs::File::open(&tmp).map_err(io(format!("opening {}", tmp.display())))?;
     f.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
@@ -106,6 +107,22 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
             let _ = pad.link(&qs);
         }
         let _ = q.link(&mux);
+        // qtdemux gives every track the movie's earliest start as segment start; a track that
+        // starts a few microseconds earlier than another would have its first (key) frame
+        // clipped by the muxer. Running time = timestamp keeps every sample.
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+            if let Some(gst::PadProbeData::Event(ref mut ev)) = info.data {
+                if let gst::EventView::Segment(seg) = ev.view() {
+                    if let Some(seg) = seg.segment().downcast_ref::<gst::ClockTime>() {
+                        let mut seg = seg.clone();
+                        seg.set_start(gst::ClockTime::ZERO);
+                        seg.set_time(gst::ClockTime::ZERO);
+                        *ev = gst::event::Segment::new(&seg);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
         let end = end_probe.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(gst::PadProbeData::Buffer(ref b)) = info.data {
@@ -126,6 +143,115 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     Ok(gst::ClockTime::from_nseconds(end.load(Ordering::Relaxed)))
+}
+
+/// Samples of encoder delay at the start of every `avenc_aac` stream.
+pub const AAC_PRIMING_SAMPLES: u64 = 1024;
+
+/// Top-level (or child) boxes of an ISO-BMFF byte range: (type, start, end of payload).
+fn boxes(data: &[u8], from: usize, to: usize) -> Vec<([u8; 4], usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = from;
+    while i + 8 <= to {
+        let size = u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+        let mut kind = [0u8; 4];
+        kind.copy_from_slice(&data[i + 4..i + 8]);
+        let (header, size) = match size {
+            0 => (8, to - i),
+            1 if i + 16 <= to => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[i + 8..i + 16]);
+                (16, u64::from_be_bytes(b) as usize)
+            }
+            s => (8, s),
+        };
+        if size < header || i + size > to {
+            break;
+        }
+        out.push((kind, i + header, i + size));
+        i += size;
+    }
+    out
+}
+
+fn child(data: &[u8], range: (usize, usize), kind: &[u8; 4]) -> Option<(usize, usize)> {
+    boxes(data, range.0, range.1)
+        .into_iter()
+        .find(|(k, _, _)| k == kind)
+        .map(|(_, a, b)| (a, b))
+}
+
+fn be32(d: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
+}
+
+/// The AAC encoder puts [`AAC_PRIMING_SAMPLES`] of silence before the first real sample, and
+/// `mp4mux` does not say so: players would start the audio that much late. Like other MP4
+/// writers, signal it in the audio track's edit list (media_time = priming), patching the
+/// single version-0 entry in place. Only the header is read; the file is not rewritten.
+fn signal_aac_priming(path: &Path) -> Result<(), PipelineError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    // The moov sits at the front of a fast-start file: read up to the start of mdat.
+    let mut head = vec![0u8; 8 * 1024 * 1024];
+    let n = f
+        .read(&mut head)
+        .map_err(io(format!("reading {}", path.display())))?;
+    head.truncate(n);
+    let Some((_, ms, me)) = boxes(&head, 0, head.len())
+        .into_iter()
+        .find(|(k, _, _)| k == b"moov")
+    else {
+        return Ok(());
+    };
+    let movie_ts = child(&head, (ms, me), b"mvhd")
+        .map(|(a, _)| be32(&head, a + 12))
+        .unwrap_or(0);
+    for (kind, ts, te) in boxes(&head, ms, me) {
+        if &kind != b"trak" {
+            continue;
+        }
+        let Some(mdia) = child(&head, (ts, te), b"mdia") else {
+            continue;
+        };
+        let is_sound =
+            child(&head, mdia, b"hdlr").is_some_and(|(a, _)| &head[a + 8..a + 12] == b"soun");
+        let is_aac = child(&head, mdia, b"minf")
+            .and_then(|m| child(&head, m, b"stbl"))
+            .and_then(|s| child(&head, s, b"stsd"))
+            .is_some_and(|(a, b)| b >= a + 16 && &head[a + 12..a + 16] == b"mp4a");
+        let track_ts = child(&head, mdia, b"mdhd")
+            .map(|(a, _)| be32(&head, a + 12))
+            .unwrap_or(0);
+        let Some(elst) = child(&head, (ts, te), b"edts").and_then(|e| child(&head, e, b"elst"))
+        else {
+            continue;
+        };
+        // version 0, one entry: segment_duration (u32), media_time (i32), rate.
+        let (a, b) = elst;
+        if !is_sound || !is_aac || track_ts == 0 || movie_ts == 0 || b < a + 20 {
+            continue;
+        }
+        if head[a] != 0 || be32(&head, a + 4) != 1 || be32(&head, a + 12) != 0 {
+            continue;
+        }
+        // mp4mux uses the sample rate as the audio track's timescale: priming is in samples.
+        let priming = AAC_PRIMING_SAMPLES;
+        let seg = be32(&head, a + 8) as u64;
+        let seg = seg.saturating_sub(priming * movie_ts as u64 / track_ts as u64);
+        let mut patch = [0u8; 8];
+        patch[..4].copy_from_slice(&(seg as u32).to_be_bytes());
+        patch[4..].copy_from_slice(&(priming as u32).to_be_bytes());
+        f.seek(SeekFrom::Start((a + 8) as u64))
+            .map_err(io(format!("seeking {}", path.display())))?;
+        f.write_all(&patch)
+            .map_err(io(format!("patching {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Blocks until the pipeline posts EOS (Ok) or an error, or the time runs out.

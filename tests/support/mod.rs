@@ -47,11 +47,22 @@ pub struct Probe {
 
 pub fn probe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
     let mut p = Probe::default();
     for s in v["streams"].as_array().cloned().unwrap_or_default() {
@@ -63,12 +74,18 @@ pub fn probe(path: &Path) -> Probe {
             }
             Some("audio") => {
                 p.audio_codec = s["codec_name"].as_str().map(str::to_string);
-                p.audio_rate = s["sample_rate"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+                p.audio_rate = s["sample_rate"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
             }
             _ => {}
         }
     }
-    p.duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    p.duration = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
     p
 }
 
@@ -80,7 +97,11 @@ pub fn decoded_video_frames(path: &Path) -> u64 {
         .arg(path)
         .output()
         .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout).trim().trim_end_matches(',').parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Top-level MP4 box types, in file order.
@@ -152,9 +173,21 @@ pub fn frame_at(path: &Path, t: f64, w: usize, h: usize) -> Frame {
         .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout.len(), w * h * 3, "frame at {t} s has the wrong size");
-    Frame { w, h, rgb: out.stdout }
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout.len(),
+        w * h * 3,
+        "frame at {t} s has the wrong size"
+    );
+    Frame {
+        w,
+        h,
+        rgb: out.stdout,
+    }
 }
 
 /// Decodes a still image (PNG).
@@ -171,21 +204,45 @@ pub fn all_frames(path: &Path, w: usize, h: usize) -> Vec<(f64, Frame)> {
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let times = frame_times(path);
     let size = w * h * 3;
-    assert_eq!(out.stdout.len() / size, times.len(), "frame count and timestamps disagree");
+    assert_eq!(
+        out.stdout.len() / size,
+        times.len(),
+        "frame count and timestamps disagree"
+    );
     out.stdout
         .chunks_exact(size)
         .zip(times)
-        .map(|(c, t)| (t, Frame { w, h, rgb: c.to_vec() }))
+        .map(|(c, t)| {
+            (
+                t,
+                Frame {
+                    w,
+                    h,
+                    rgb: c.to_vec(),
+                },
+            )
+        })
         .collect()
 }
 
 /// Presentation times of every video frame, seconds.
 pub fn frame_times(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=pts_time",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(path)
         .output()
@@ -201,11 +258,27 @@ pub fn audio_mono(path: &Path, rate: u32) -> Vec<f32> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-vn", "-ac", "1", "-ar", &rate.to_string(), "-f", "f32le", "-"])
+        .args([
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            &rate.to_string(),
+            "-f",
+            "f32le",
+            "-",
+        ])
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Amplitude of the `freq` component of `samples` (Goertzel).
@@ -235,19 +308,27 @@ pub fn window(samples: &[f32], rate: u32, from: f64, to: f64) -> &[f32] {
 /// Euclidean RGB distance.
 pub fn dist(a: [u8; 3], rgb: u32) -> f64 {
     let b = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8];
-    (0..3).map(|k| (a[k] as f64 - b[k] as f64).powi(2)).sum::<f64>().sqrt()
+    (0..3)
+        .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Asserts the median colour of a region is close to `rgb`.
 #[track_caller]
 pub fn assert_region(f: &Frame, rect: (usize, usize, usize, usize), rgb: u32, what: &str) {
     let c = f.region_color(rect.0, rect.1, rect.2, rect.3);
-    assert!(dist(c, rgb) < 60.0, "{what}: region {rect:?} is {c:?}, expected #{rgb:06x}");
+    assert!(
+        dist(c, rgb) < 60.0,
+        "{what}: region {rect:?} is {c:?}, expected #{rgb:06x}"
+    );
 }
 
 /// Whether any sampled point of the frame is close to `rgb`.
 pub fn frame_has_color(f: &Frame, rgb: u32) -> bool {
-    (0..f.h).step_by(8).any(|y| (0..f.w).step_by(8).any(|x| dist(f.px(x, y), rgb) < 40.0))
+    (0..f.h)
+        .step_by(8)
+        .any(|y| (0..f.w).step_by(8).any(|x| dist(f.px(x, y), rgb) < 40.0))
 }
 
 /// Runs the binary to completion, returning (success, stdout, stderr).
@@ -266,6 +347,10 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
 
 /// The last JSON line a command printed.
 pub fn last_json(text: &str) -> serde_json::Value {
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("{}");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("{}");
     serde_json::from_str(line).expect("json line")
 }

@@ -1,0 +1,104 @@
+//! Files survive: `kill -9` leaves a playable file; SIGTERM finalizes a normal MP4.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn spawn_demo(out: &std::path::Path) -> std::process::Child {
+    Command::new(bin())
+        .args(["demo", "--duration", "120", "--out"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo")
+}
+
+fn wait_for_file(path: &std::path::Path, min_bytes: u64) {
+    let t0 = Instant::now();
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < min_bytes {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_leaves_a_playable_file() {
+    let dir = TempDir::new("kill9");
+    let mut child = spawn_demo(dir.path());
+    let file = dir.path().join("demo_1_1.mp4");
+    // Recording starts once the file holds its first fragment.
+    wait_for_file(&file, 1);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(started.elapsed()));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let p = probe(&file);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+    let frames = decoded_video_frames(&file);
+    assert!(frames >= 4 * 30, "only {frames} frames survived the kill");
+    let pcm = audio_mono(&file, 48_000);
+    assert!(
+        pcm.len() >= 4 * 48_000,
+        "only {} audio samples survived",
+        pcm.len()
+    );
+
+    // The crashed file can be finalized into a normal MP4 afterwards.
+    let (ok, stdout, stderr) = run(&["finalize", file.to_str().unwrap()]);
+    assert!(ok, "finalize failed: {stderr}");
+    let j = last_json(&stdout);
+    assert!(j["duration_s"].as_f64().unwrap() >= 4.0, "{j}");
+    let boxes = top_level_boxes(&file);
+    assert!(!boxes.iter().any(|b| b == "moof"), "{boxes:?}");
+    let after = decoded_video_frames(&file);
+    eprintln!("frames before finalize {frames}, after {after}");
+    assert!(after >= frames);
+}
+
+#[test]
+fn sigterm_finalizes_a_fast_start_mp4() {
+    let dir = TempDir::new("sigterm");
+    let child = spawn_demo(dir.path());
+    let file = dir.path().join("demo_1_1.mp4");
+    wait_for_file(&file, 1);
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: plain kill(2) on our own child.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "demo exited with {:?}", out.status);
+    let j = last_json(&String::from_utf8_lossy(&out.stdout));
+    let reported = j["duration_s"].as_f64().unwrap();
+    assert!((3.0..7.0).contains(&reported), "duration {reported}");
+
+    let boxes = top_level_boxes(&file);
+    let moov = boxes.iter().position(|b| b == "moov").expect("moov");
+    let mdat = boxes.iter().position(|b| b == "mdat").expect("mdat");
+    assert!(
+        moov < mdat && !boxes.iter().any(|b| b == "moof"),
+        "{boxes:?}"
+    );
+    let p = probe(&file);
+    assert!(
+        (p.duration - reported).abs() < 0.2,
+        "probe {} vs reported {reported}",
+        p.duration
+    );
+    assert!(decoded_video_frames(&file) as f64 >= (reported - 0.2) * 30.0);
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, ["demo_1_1.mp4"]);
+}
