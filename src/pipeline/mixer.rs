@@ -13,6 +13,7 @@ use crate::room::{SourceContext, Timing};
 use gst::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Colour of placeholder tiles (no video, hard-muted video, "+N").
 const PLACEHOLDER_COLOR: u32 = 0x2a2e35;
@@ -106,6 +107,7 @@ struct TileInput {
     pad: gst::Pad,
     caps: gst::Element,
     crop: gst::Element,
+    target: Arc<Mutex<CropTarget>>,
     label: gst::Element,
     placed: Option<(Slot, u32)>,
 }
@@ -162,11 +164,39 @@ fn tile_caps(w: u32, h: u32) -> gst::Caps {
         .build()
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+/// What a tile's crop needs: the input's size and the slot's shape.
+#[derive(Debug, Default)]
+struct CropTarget {
+    source: Option<(u32, u32)>,
+    slot: Option<(u32, u32, Fit)>,
+}
+
+impl CropTarget {
+    /// Pixels to cut (left, right, top, bottom) so the input has the slot's aspect ratio.
+    fn crop(&self) -> (i32, i32, i32, i32) {
+        let (Some((sw, sh)), Some((w, h, Fit::Crop))) = (self.source, self.slot) else {
+            return (0, 0, 0, 0);
+        };
+        let (sw, sh, w, h) = (sw as u64, sh as u64, w as u64, h as u64);
+        if sw * h > w * sh {
+            // Input wider than the slot: cut the sides.
+            let keep = (sh * w / h).max(2) & !1;
+            let cut = sw.saturating_sub(keep) as i32;
+            (cut / 2, cut - cut / 2, 0, 0)
+        } else {
+            let keep = (sw * h / w).max(2) & !1;
+            let cut = sh.saturating_sub(keep) as i32;
+            (0, 0, cut / 2, cut - cut / 2)
+        }
+    }
+
+    fn apply(&self, videobox: &gst::Element) {
+        let (l, r, t, b) = self.crop();
+        for (name, v) in [("left", l), ("right", r), ("top", t), ("bottom", b)] {
+            if videobox.property::<i32>(name) != v {
+                videobox.set_property(name, v);
+            }
+        }
     }
 }
 
@@ -576,7 +606,29 @@ impl Composite {
         let bin = gst::Bin::builder().name(&n).build();
         let q = make("queue", &format!("{n}_queue"))?;
         let conv = make("videoconvert", &format!("{n}_convert"))?;
-        let crop = make("aspectratiocrop", &format!("{n}_crop"))?;
+        let crop = make("videobox", &format!("{n}_crop"))?;
+        let target: Arc<Mutex<CropTarget>> = Arc::default();
+        let crop_weak = crop.downgrade();
+        let probe_target = target.clone();
+        let crop_sink = crop
+            .static_pad("sink")
+            .ok_or_else(|| PipelineError::setup("crop sink"))?;
+        // When the input's size becomes known (or changes), crop it to the slot's shape.
+        crop_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ref ev)) = info.data {
+                if let gst::EventView::Caps(c) = ev.view() {
+                    let size = c.caps().structure(0).and_then(|s| {
+                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                    });
+                    if let (Some(crop), Some((w, h))) = (crop_weak.upgrade(), size) {
+                        let mut t = probe_target.lock().unwrap_or_else(|e| e.into_inner());
+                        t.source = Some((w.max(1) as u32, h.max(1) as u32));
+                        t.apply(&crop);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
         let scale = make("videoscale", &format!("{n}_scale"))?;
         let caps = make("capsfilter", &format!("{n}_caps"))?;
         caps.set_property("caps", tile_caps(320, 180));
@@ -610,6 +662,7 @@ impl Composite {
                 pad,
                 caps,
                 crop,
+                target,
                 label,
                 placed: None,
             },
@@ -769,13 +822,12 @@ impl Composite {
             .as_ref()
             .is_some_and(|(s, _)| s.rect == slot.rect && s.fit == slot.fit);
         if !same_geometry {
+            {
+                let mut target = t.target.lock().unwrap_or_else(|e| e.into_inner());
+                target.slot = Some((w, h, slot.fit));
+                target.apply(&t.crop);
+            }
             t.caps.set_property("caps", tile_caps(w, h));
-            let g = gcd(w, h).max(1);
-            let aspect = match slot.fit {
-                Fit::Crop => gst::Fraction::new((w / g) as i32, (h / g) as i32),
-                Fit::Letterbox => gst::Fraction::new(0, 1),
-            };
-            t.crop.set_property("aspect-ratio", aspect);
         }
         t.pad.set_property("xpos", slot.rect.x);
         t.pad.set_property("ypos", slot.rect.y);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  background (colour/image) ─────────────────┐
-//!  tile: src ─ queue ─ convert ─ crop ─ scale ─ caps ─ label ─┤ compositor ─ caps ─ [watermark] ─ queue ─ x264enc ─ h264parse ─┐
+//!  tile: src ─ queue ─ convert ─ box ─ scale ─ caps ─ label ─┤ compositor ─ caps ─ [watermark] ─ queue ─ x264enc ─ h264parse ─┐
 //!  tile: …                                      ┘                                                                    │
 //!  silence ────────────────────────────────────┐                                                                     ├─ mp4mux (fragmented) ─ filesink
 //!  audio: src ─ queue ─ convert ─ resample ─ caps ─┤ audiomixer ─ convert ─ caps ─ queue ─ avenc_aac ─ aacparse ─────┘
@@ -115,7 +115,7 @@ pub fn init() -> Result<(), PipelineError> {
         "audiotestsrc",
         "videoconvert",
         "videoscale",
-        "aspectratiocrop",
+        "videobox",
         "textoverlay",
         "x264enc",
         "h264parse",
