@@ -110,6 +110,7 @@ struct TileInput {
     target: Arc<Mutex<CropTarget>>,
     label: gst::Element,
     placed: Option<(Slot, u32)>,
+    started: bool,
 }
 
 struct Background {
@@ -632,6 +633,9 @@ impl Composite {
         let scale = make("videoscale", &format!("{n}_scale"))?;
         let caps = make("capsfilter", &format!("{n}_caps"))?;
         caps.set_property("caps", tile_caps(320, 180));
+        // On a layout change, frames already on their way at the old size stay acceptable
+        // until the new size is negotiated.
+        caps.set_property_from_str("caps-change-mode", "delayed");
         let label = make("textoverlay", &format!("{n}_label"))?;
         label.set_property("silent", true);
         label.set_property("auto-resize", false);
@@ -654,7 +658,8 @@ impl Composite {
             .ok_or_else(|| PipelineError::setup("pad"))?;
         pad.set_property("alpha", 0.0f64);
         link_pads(ghost.upcast_ref(), &pad)?;
-        bin.sync_state_with_parent().map_err(PipelineError::setup)?;
+        // Started by `apply` once its geometry is set, so the first negotiation already has
+        // the slot's size (changing caps while the first caps are in flight fails it).
         self.tiles.insert(
             key,
             TileInput {
@@ -665,6 +670,7 @@ impl Composite {
                 target,
                 label,
                 placed: None,
+                started: false,
             },
         );
         Ok(())
@@ -806,6 +812,13 @@ impl Composite {
                 }
                 _ => self.remove_input(&key)?,
             }
+        }
+        // Inputs without a slot still run (hidden), so their sources keep flowing.
+        for t in self.tiles.values_mut().filter(|t| !t.started) {
+            t.bin
+                .sync_state_with_parent()
+                .map_err(PipelineError::setup)?;
+            t.started = true;
         }
         Ok(())
     }

@@ -1,0 +1,201 @@
+//! Command-line behaviour: layout previews, watermark, audio-only preset, error codes.
+
+mod support;
+
+use std::process::Command;
+use support::*;
+
+const PALETTE: [u32; 4] = [0xd02020, 0x20a040, 0x2040d0, 0xd0b020];
+
+#[test]
+fn preview_draws_numbered_tiles_where_the_layout_says() {
+    let dir = TempDir::new("preview");
+    let out = dir.path().join("grid.png");
+    let (ok, _, err) = run(&[
+        "layout",
+        "preview",
+        "grid",
+        "--participants",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let img = image(&out, 1280, 720);
+    for (i, (x, y)) in [(0, 0), (640, 0), (0, 360), (640, 360)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_region(
+            &img,
+            (x, y, 640, 360),
+            PALETTE[i],
+            &format!("tile {}", i + 1),
+        );
+    }
+
+    // With a screen share the grid previews as a presentation.
+    let out = dir.path().join("share.png");
+    let (ok, _, err) = run(&[
+        "layout",
+        "preview",
+        "grid",
+        "--participants",
+        "3",
+        "--screen-share",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let img = image(&out, 1280, 720);
+    assert_region(&img, (0, 72, 1024, 576), 0x90e0f0, "screen share");
+    assert_region(&img, (1024, 144, 256, 144), PALETTE[0], "column 1");
+    assert_region(&img, (1024, 432, 256, 144), PALETTE[2], "column 3");
+
+    // A custom file, with its own background colour.
+    let custom = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/layouts/picture-in-picture.json"
+    );
+    let out = dir.path().join("pip.png");
+    let (ok, _, err) = run(&[
+        "layout",
+        "preview",
+        custom,
+        "--participants",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let img = image(&out, 1280, 720);
+    assert_region(&img, (0, 0, 900, 500), PALETTE[0], "pip background speaker");
+    assert_region(&img, (960, 518, 294, 180), PALETTE[1], "pip inset");
+}
+
+#[test]
+fn bad_input_fails_with_a_code_and_a_message() {
+    let dir = TempDir::new("errors");
+    let out = dir.path().join("x.png");
+    let (ok, _, err) = run(&[
+        "layout",
+        "preview",
+        "mosaic",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let j = last_json(&err);
+    assert_eq!(j["result"], 7073, "{err}");
+    assert!(j["msg"].as_str().unwrap().contains("mosaic"));
+
+    let (ok, _, err) = run(&["layout", "preview", "", "--out", out.to_str().unwrap()]);
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7075, "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"b\"\n[[region]]\nx = 0.5\ny = 0\nw = 0.7\nh = 1\nfill = \"others\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&[
+        "demo",
+        "--layout",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let j = last_json(&err);
+    assert_eq!(j["result"], 7073);
+    assert!(j["msg"].as_str().unwrap().contains("region[0].w"), "{j}");
+
+    let (ok, _, err) = run(&[
+        "demo",
+        "--preset",
+        "8k",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7017, "{err}");
+    // Nothing was recorded for the rejected jobs.
+    assert!(std::fs::read_dir(dir.path())
+        .unwrap()
+        .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".mp4") }));
+}
+
+fn make_png(path: &std::path::Path, w: u32, h: u32, color: &str) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c={color}:s={w}x{h}"))
+        .args(["-frames:v", "1"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success());
+}
+
+#[test]
+fn watermark_is_drawn_top_right_and_size_is_checked() {
+    let dir = TempDir::new("watermark");
+    let wm = dir.path().join("wm.png");
+    make_png(&wm, 100, 100, "0xff00ff");
+    let out = dir.path().join("rec");
+    let (ok, stdout, err) = run(&[
+        "demo",
+        "--participants",
+        "1",
+        "--duration",
+        "3",
+        "--watermark",
+        wm.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let file = last_json(&stdout)["file"].as_str().unwrap().to_string();
+    let f = frame_at(std::path::Path::new(&file), 1.5, 1280, 720);
+    // 24 px from the top and right edges.
+    assert_region(&f, (1280 - 24 - 100, 24, 100, 100), 0xff00ff, "watermark");
+    assert_region(&f, (200, 200, 400, 300), PALETTE[0], "Alice under it");
+
+    let big = dir.path().join("big.png");
+    make_png(&big, 200, 200, "0xff00ff");
+    let (ok, _, err) = run(&[
+        "demo",
+        "--duration",
+        "2",
+        "--watermark",
+        big.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let j = last_json(&err);
+    assert_eq!(j["result"], 7017);
+    assert!(j["msg"].as_str().unwrap().contains("140x140"), "{j}");
+}
+
+#[test]
+fn audio_only_preset_writes_aac_without_video() {
+    let dir = TempDir::new("audio-only");
+    let (ok, stdout, err) = run(&[
+        "demo",
+        "--preset",
+        "audio-only",
+        "--duration",
+        "3",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let file = last_json(&stdout)["file"].as_str().unwrap().to_string();
+    let p = probe(std::path::Path::new(&file));
+    assert_eq!(p.video_codec, None);
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+    assert!((p.duration - 3.0).abs() < 0.5, "{}", p.duration);
+    let pcm = audio_mono(std::path::Path::new(&file), 48_000);
+    assert!(tone_amplitude(window(&pcm, 48_000, 1.2, 1.7), 440.0, 48_000) > 0.03);
+}
