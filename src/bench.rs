@@ -87,7 +87,14 @@ pub fn composite(
     for (i, p) in room.participants.iter().enumerate() {
         let ctx = comp.source_context(gst::ClockTime::ZERO);
         let mut camera = room.camera(p);
-        camera.0.pattern = pattern.map(str::to_string);
+        camera.0.pattern = pattern.and_then(|p| {
+            let list: Vec<&str> = p
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            list.get(i % list.len().max(1)).map(|s| s.to_string())
+        });
         comp.add_video(&TileId::camera(&p.id), camera.build(&ctx)?)?;
         let mut mic = room.microphone(p);
         mic.0.beep_only = false;

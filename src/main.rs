@@ -116,10 +116,13 @@ enum BenchCmd {
         /// Layout.
         #[arg(long, default_value = "grid")]
         layout: String,
-        /// Input picture: a videotestsrc pattern such as smpte or ball (default: the
-        /// synthetic room's colour + marker).
+        /// Input pictures: videotestsrc patterns such as smpte or ball, comma-separated and
+        /// used in turn (default: the synthetic room's colour + marker).
         #[arg(long)]
         pattern: Option<String>,
+        /// Override the preset's video bitrate (kbit/s), e.g. to match another pipeline.
+        #[arg(long)]
+        bitrate: Option<u32>,
     },
 }
 
@@ -182,9 +185,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     layout,
                     pattern,
+                    bitrate,
                 },
         } => {
-            let preset = Preset::resolve(&preset).map_err(roomcast::Error::from)?;
+            let mut preset = Preset::resolve(&preset).map_err(roomcast::Error::from)?;
+            if let (Some(kbps), Some(v)) = (bitrate, preset.video.as_mut()) {
+                v.bitrate_kbps = kbps;
+            }
             let layout = Layout::resolve(&layout).map_err(roomcast::Error::from)?;
             let report = roomcast::bench::composite(
                 &layout,

@@ -5,7 +5,7 @@
 //! (live video) or removed (placeholders).
 
 use super::source::{test_audio, test_video, TestAudio, TestVideo};
-use super::{element_safe, make, PipelineError, Preset};
+use super::{element_safe, make, raw_video_caps, PipelineError, Preset};
 use crate::layout::{
     parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
 };
@@ -147,22 +147,11 @@ fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
 }
 
 fn caps_video(canvas: Canvas, fps: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", canvas.width as i32)
-        .field("height", canvas.height as i32)
-        .field("framerate", gst::Fraction::new(fps as i32, 1))
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build()
+    raw_video_caps(canvas.width, canvas.height, Some(fps))
 }
 
 fn tile_caps(w: u32, h: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", w as i32)
-        .field("height", h as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build()
+    raw_video_caps(w, h, None)
 }
 
 /// What a tile's crop needs: the input's size and the slot's shape.

@@ -98,6 +98,28 @@ pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineEr
         })
 }
 
+/// Colorimetry of every raw video frame in the composite. All inputs, the background and the
+/// output agree, so the compositor blends without converting (a pad whose colorimetry differs
+/// is converted frame by frame, a full-canvas cost for the background).
+pub const COLORIMETRY: &str = "bt601";
+/// Chroma siting matching [`COLORIMETRY`] as `videotestsrc` and most decoders produce it.
+pub const CHROMA_SITE: &str = "jpeg";
+
+/// Raw I420 video caps at `width`×`height` (and `fps` if given) in the composite's colorimetry.
+pub fn raw_video_caps(width: u32, height: u32, fps: Option<u32>) -> gst::Caps {
+    let mut b = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .field("colorimetry", COLORIMETRY)
+        .field("chroma-site", CHROMA_SITE);
+    if let Some(fps) = fps {
+        b = b.field("framerate", gst::Fraction::new(fps as i32, 1));
+    }
+    b.build()
+}
+
 /// Makes a name safe to embed in an element name.
 pub(crate) fn element_safe(s: &str) -> String {
     s.chars()

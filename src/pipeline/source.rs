@@ -3,7 +3,7 @@
 //! Each returns a bin with one `src` ghost pad, timestamped in pipeline running time from
 //! [`SourceContext::start`], live or offline as the context says.
 
-use super::{element_safe, make, PipelineError};
+use super::{element_safe, make, raw_video_caps, PipelineError};
 use crate::room::{SourceContext, Timing};
 use gst::prelude::*;
 
@@ -153,13 +153,7 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
     let caps = make("capsfilter", &format!("vsrc_caps_{n}"))?;
     caps.set_property(
         "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", spec.width as i32)
-            .field("height", spec.height as i32)
-            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
-            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .build(),
+        raw_video_caps(spec.width, spec.height, Some(spec.fps)),
     );
     if spec.flash || spec.moving_marker {
         let painter = FramePainter::new(spec.width as usize, spec.height as usize);
