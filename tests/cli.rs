@@ -176,6 +176,12 @@ fn watermark_is_drawn_top_right_and_size_is_checked() {
     let j = last_json(&err);
     assert_eq!(j["result"], 7017);
     assert!(j["msg"].as_str().unwrap().contains("140x140"), "{j}");
+    // The rejected job leaves no file behind; the earlier recording is untouched.
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(files, ["demo_1_1.mp4"]);
 }
 
 #[test]

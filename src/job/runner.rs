@@ -201,7 +201,14 @@ pub async fn record(
     let path = reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?;
     let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num,
         file = %path.display());
-    run(spec, path, room, commands).instrument(span).await
+    let result = run(spec, path.clone(), room, commands)
+        .instrument(span)
+        .await;
+    if result.is_err() && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        // Nothing was recorded: give the segment name back.
+        let _ = std::fs::remove_file(&path);
+    }
+    result
 }
 
 async fn run(
@@ -300,11 +307,24 @@ async fn run(
         let _ = pipeline.set_state(gst::State::Null);
         drop(job);
     });
-    let reason = outcome?;
-    drained?;
-    let file = tokio::task::spawn_blocking(move || finalize(&path))
+    // Whatever went wrong, what reached the file is kept: finalize it, then report.
+    let finalize_path = path.clone();
+    let finalized = tokio::task::spawn_blocking(move || finalize(&finalize_path))
         .await
-        .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))??;
+        .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?;
+    let reason = match outcome.and_then(|r| drained.map(|_| r).map_err(Error::from)) {
+        Ok(reason) => reason,
+        Err(e) => {
+            match &finalized {
+                Ok(f) => warn!(file = %f.path.display(), error = %e,
+                    "recording failed; what was recorded is kept"),
+                Err(fe) => warn!(file = %path.display(), error = %e, finalize = %fe,
+                    "recording failed; the fragmented file is kept as it is"),
+            }
+            return Err(e);
+        }
+    };
+    let file = finalized?;
     info!(
         duration_s = file.duration.mseconds() as f64 / 1000.0,
         bytes = file.bytes,

@@ -34,6 +34,19 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs an ffmpeg/ffprobe command, fails the test if it fails, returns its stdout.
+#[track_caller]
+pub fn tool_output(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("run tool");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// What ffprobe says about a file.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
@@ -46,24 +59,19 @@ pub struct Probe {
 }
 
 pub fn probe(path: &Path) -> Probe {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_streams",
-            "-show_format",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_streams",
+                "-show_format",
+            ])
+            .arg(path),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("ffprobe json");
     let mut p = Probe::default();
     for s in v["streams"].as_array().cloned().unwrap_or_default() {
         match s["codec_type"].as_str() {
@@ -91,13 +99,13 @@ pub fn probe(path: &Path) -> Probe {
 
 /// Number of video frames ffprobe can decode.
 pub fn decoded_video_frames(path: &Path) -> u64 {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8_lossy(&stdout)
         .trim()
         .trim_end_matches(',')
         .parse()
@@ -167,27 +175,14 @@ impl Frame {
 
 /// Decodes the frame at `t` seconds at its full size.
 pub fn frame_at(path: &Path, t: f64, w: usize, h: usize) -> Frame {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-ss", &format!("{t:.3}"), "-i"])
-        .arg(path)
-        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-ss", &format!("{t:.3}"), "-i"])
+            .arg(path)
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
     );
-    assert_eq!(
-        out.stdout.len(),
-        w * h * 3,
-        "frame at {t} s has the wrong size"
-    );
-    Frame {
-        w,
-        h,
-        rgb: out.stdout,
-    }
+    assert_eq!(stdout.len(), w * h * 3, "frame at {t} s has the wrong size");
+    Frame { w, h, rgb: stdout }
 }
 
 /// Decodes a still image (PNG).
@@ -197,26 +192,21 @@ pub fn image(path: &Path, w: usize, h: usize) -> Frame {
 
 /// Every video frame, scaled to `w`×`h`, with its time in seconds.
 pub fn all_frames(path: &Path, w: usize, h: usize) -> Vec<(f64, Frame)> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-vf", &format!("scale={w}:{h}"), "-fps_mode", "passthrough"])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-vf", &format!("scale={w}:{h}"), "-fps_mode", "passthrough"])
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
     );
     let times = frame_times(path);
     let size = w * h * 3;
     assert_eq!(
-        out.stdout.len() / size,
+        stdout.len() / size,
         times.len(),
         "frame count and timestamps disagree"
     );
-    out.stdout
+    stdout
         .chunks_exact(size)
         .zip(times)
         .map(|(c, t)| {
@@ -234,20 +224,20 @@ pub fn all_frames(path: &Path, w: usize, h: usize) -> Vec<(f64, Frame)> {
 
 /// Presentation times of every video frame, seconds.
 pub fn frame_times(path: &Path) -> Vec<f64> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=pts_time",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "frame=pts_time",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8_lossy(&stdout)
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
         .collect()
@@ -255,27 +245,22 @@ pub fn frame_times(path: &Path) -> Vec<f64> {
 
 /// The audio track as mono f32 at `rate` Hz.
 pub fn audio_mono(path: &Path, rate: u32) -> Vec<f32> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-vn",
-            "-ac",
-            "1",
-            "-ar",
-            &rate.to_string(),
-            "-f",
-            "f32le",
-            "-",
-        ])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args([
+                "-vn",
+                "-ac",
+                "1",
+                "-ar",
+                &rate.to_string(),
+                "-f",
+                "f32le",
+                "-",
+            ]),
     );
-    out.stdout
+    stdout
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
