@@ -258,6 +258,26 @@ impl Composite {
             .map_err(PipelineError::setup)
     }
 
+    /// One encode, many outputs: a tee after the parser feeding the MP4 muxer (through a queue)
+    /// and any streaming taps added later ([`Composite::add_tap`]).
+    fn fan_out(
+        &self,
+        parse: &gst::Element,
+        mux: Option<&gst::Element>,
+        kind: &str,
+    ) -> Result<(), PipelineError> {
+        let tee = make("tee", &format!("{kind}_tee"))?;
+        tee.set_property("allow-not-linked", true);
+        self.add(&[&tee])?;
+        parse.link(&tee).map_err(PipelineError::setup)?;
+        if let Some(mux) = mux {
+            let q = make("queue", &format!("mp4_{kind}_queue"))?;
+            self.add(&[&q])?;
+            gst::Element::link_many([&tee, &q, mux]).map_err(PipelineError::setup)?;
+        }
+        Ok(())
+    }
+
     fn build_mp4_sink(&self, path: &Path) -> Result<gst::Element, PipelineError> {
         let mux = make("mp4mux", "mp4_mux")?;
         mux.set_property("fragment-duration", FRAGMENT_MS);
@@ -348,9 +368,7 @@ impl Composite {
                 self.add(&[&q, &enc, &enc_caps, &parse])?;
                 gst::Element::link_many([&last, &q, &enc, &enc_caps, &parse])
                     .map_err(PipelineError::setup)?;
-                if let Some(mux) = mux {
-                    parse.link(mux).map_err(PipelineError::setup)?;
-                }
+                self.fan_out(&parse, mux, "video")?;
             }
             (Output::Mp4(_), None) => {}
         }
@@ -512,9 +530,7 @@ impl Composite {
         self.add(&[&mixer, &caps, &conv, &q, &enc, &parse])?;
         gst::Element::link_many([&mixer, &caps, &conv, &q, &enc, &parse])
             .map_err(PipelineError::setup)?;
-        if let Some(mux) = mux {
-            parse.link(mux).map_err(PipelineError::setup)?;
-        }
+        self.fan_out(&parse, mux, "audio")?;
         self.audiomixer = Some(mixer);
         // A silent input keeps the mix running when nobody is publishing audio.
         let ctx = self.source_context(gst::ClockTime::ZERO);

@@ -16,6 +16,7 @@
 pub mod mixer;
 pub mod mp4;
 pub mod preset;
+pub mod rtmp;
 pub mod preview;
 pub mod source;
 

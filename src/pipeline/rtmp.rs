@@ -1,0 +1,586 @@
+//! RTMP streaming: up to [`MAX_DESTINATIONS`] destinations fed from the one encode.
+//!
+//! ```text
+//!  main pipeline:  video_tee ─ queue (leaky) ─ appsink ┐      ┌ appsrc ─ queue ┐
+//!                  audio_tee ─ queue (leaky) ─ appsink ┴ tap ─┴ appsrc ─ queue ┴ flvmux ─ rtmp2sink
+//!                                                             destination pipeline (one each)
+//! ```
+//!
+//! Each destination is its own pipeline behind a tap, so a refused, dropped or stalled
+//! connection can only end that destination: its errors never reach the recording's bus, and
+//! the leaky queues keep a slow server from holding the encoders back. A destination that fails
+//! is rebuilt with exponential backoff (and jitter) until it is removed or the job ends; each
+//! new connection starts on a keyframe with timestamps rebased to zero.
+
+use super::{make, PipelineError};
+use crate::codes::Code;
+use gst::prelude::*;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Most RTMP destinations per job.
+pub const MAX_DESTINATIONS: usize = 3;
+/// Longest accepted URL.
+const MAX_URL_LEN: usize = 2048;
+/// First reconnect delay; doubles per failed attempt.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a destination may take to flush when the job stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much encoded media a tap or destination queues before dropping the oldest.
+const TAP_QUEUE: gst::ClockTime = gst::ClockTime::from_seconds(2);
+/// Bytes an appsrc holds before it drops the oldest buffers.
+const APPSRC_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Why an RTMP URL list was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RtmpUrlError {
+    /// More than [`MAX_DESTINATIONS`].
+    #[error("at most {MAX_DESTINATIONS} RTMP destinations, got {0}")]
+    TooMany(usize),
+    /// Not an rtmp:// or rtmps:// URL with a host, an application and a stream name.
+    #[error("invalid RTMP URL {url}: {reason}")]
+    Invalid {
+        /// The URL with its stream key hidden.
+        url: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl RtmpUrlError {
+    /// 7101 for too many, 7102 for a malformed URL.
+    pub fn code(&self) -> Code {
+        match self {
+            RtmpUrlError::TooMany(_) => Code::TooManyRtmpUrls,
+            RtmpUrlError::Invalid { .. } => Code::InvalidRtmpUrl,
+        }
+    }
+}
+
+/// A validated RTMP URL. The stream key (everything after the application) is a secret:
+/// `Debug` and [`RtmpUrl::redacted`] hide it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtmpUrl(String);
+
+impl std::fmt::Debug for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtmpUrl({})", self.redacted())
+    }
+}
+
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let mut parts = rest.splitn(3, '/');
+    let host = parts.next().unwrap_or("");
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    match parts.next() {
+        Some(app) => format!("{scheme}://{host}/{app}/***"),
+        None => format!("{scheme}://{host}/***"),
+    }
+}
+
+impl RtmpUrl {
+    /// Validates one URL: `rtmp://` or `rtmps://`, a host (optional port), an application and
+    /// a stream name, no whitespace or control characters.
+    pub fn parse(url: &str) -> Result<RtmpUrl, RtmpUrlError> {
+        let bad = |reason| RtmpUrlError::Invalid { url: redact(url), reason };
+        if url.len() > MAX_URL_LEN {
+            return Err(bad("longer than 2048 characters"));
+        }
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("contains whitespace or control characters"));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(bad("no scheme"));
+        };
+        if !scheme.eq_ignore_ascii_case("rtmp") && !scheme.eq_ignore_ascii_case("rtmps") {
+            return Err(bad("the scheme must be rtmp or rtmps"));
+        }
+        let mut parts = rest.splitn(2, '/');
+        let authority = parts.next().unwrap_or("");
+        let hostport = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (h, Some(p)),
+            _ => (hostport, None),
+        };
+        if host.is_empty() || host.chars().any(|c| "/?#\\".contains(c)) {
+            return Err(bad("no host"));
+        }
+        if let Some(p) = port {
+            if p.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(bad("the port is not a number from 1 to 65535"));
+            }
+        }
+        let path = parts.next().unwrap_or("");
+        let mut segs = path.splitn(2, '/');
+        let app = segs.next().unwrap_or("");
+        let stream = segs.next().unwrap_or("");
+        if app.is_empty() || stream.is_empty() {
+            return Err(bad("expected rtmp://host[:port]/application/stream"));
+        }
+        Ok(RtmpUrl(url.to_string()))
+    }
+
+    /// Validates a destination list: at most [`MAX_DESTINATIONS`], each well formed.
+    pub fn parse_all<S: AsRef<str>>(urls: &[S]) -> Result<Vec<RtmpUrl>, RtmpUrlError> {
+        if urls.len() > MAX_DESTINATIONS {
+            return Err(RtmpUrlError::TooMany(urls.len()));
+        }
+        urls.iter().map(|u| RtmpUrl::parse(u.as_ref())).collect()
+    }
+
+    /// The URL with the stream key hidden, for logs and status.
+    pub fn redacted(&self) -> String {
+        redact(&self.0)
+    }
+
+    fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a destination stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationState {
+    /// Opening the connection.
+    Connecting,
+    /// Streaming.
+    Live,
+    /// The connection failed; waiting to try again.
+    Retrying,
+    /// Removed or the job ended.
+    Stopped,
+}
+
+/// A destination's state as the job status reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationStatus {
+    /// Destination id within the job.
+    pub id: u32,
+    /// URL with the stream key hidden.
+    pub url: String,
+    /// Current state.
+    pub state: DestinationState,
+    /// Connections opened so far.
+    pub connections: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Where a tap forwards to: the current destination pipeline's sources.
+#[derive(Default)]
+struct Forward {
+    branch: Option<Branch>,
+}
+
+struct Branch {
+    video: Option<gst_app::AppSrc>,
+    audio: gst_app::AppSrc,
+    /// Timestamp of the first keyframe sent on this connection (becomes zero).
+    base: Option<gst::ClockTime>,
+}
+
+fn rebase(buffer: &gst::BufferRef, base: gst::ClockTime) -> Option<gst::Buffer> {
+    let pts = buffer.pts()?;
+    if pts < base {
+        return None;
+    }
+    let mut out = buffer.copy();
+    {
+        let b = out.make_mut();
+        b.set_pts(pts - base);
+        b.set_dts(buffer.dts().map(|d| d.saturating_sub(base)));
+    }
+    Some(out)
+}
+
+impl Forward {
+    fn video(&mut self, sample: &gst::Sample) {
+        let Some(branch) = self.branch.as_mut() else { return };
+        let (Some(buffer), Some(src)) = (sample.buffer(), branch.video.as_ref()) else { return };
+        if branch.base.is_none() {
+            if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                return;
+            }
+            branch.base = buffer.pts();
+        }
+        let Some(base) = branch.base else { return };
+        if let Some(caps) = sample.caps() {
+            if src.caps().as_ref() != Some(&caps.to_owned()) {
+                src.set_caps(Some(&caps.to_owned()));
+            }
+        }
+        if let Some(b) = rebase(buffer, base) {
+            let _ = src.push_buffer(b);
+        }
+    }
+
+    fn audio(&mut self, sample: &gst::Sample) {
+        let Some(branch) = self.branch.as_mut() else { return };
+        let Some(buffer) = sample.buffer() else { return };
+        // Audio waits for the first video keyframe (or starts at once without video).
+        let base = match (branch.base, &branch.video) {
+            (Some(b), _) => b,
+            (None, None) => {
+                branch.base = buffer.pts();
+                match branch.base {
+                    Some(b) => b,
+                    None => return,
+                }
+            }
+            (None, Some(_)) => return,
+        };
+        if let Some(caps) = sample.caps() {
+            if branch.audio.caps().as_ref() != Some(&caps.to_owned()) {
+                branch.audio.set_caps(Some(&caps.to_owned()));
+            }
+        }
+        if let Some(b) = rebase(buffer, base) {
+            let _ = branch.audio.push_buffer(b);
+        }
+    }
+
+    fn eos(&mut self) {
+        if let Some(b) = &self.branch {
+            if let Some(v) = &b.video {
+                let _ = v.end_of_stream();
+            }
+            let _ = b.audio.end_of_stream();
+        }
+    }
+}
+
+/// The main-pipeline side of a destination: a leaky queue and an appsink on each tee.
+pub struct Tap {
+    forward: Arc<Mutex<Forward>>,
+    elements: Vec<(gst::Element, gst::Pad, gst::Element)>,
+    has_video: bool,
+}
+
+fn lock(f: &Mutex<Forward>) -> std::sync::MutexGuard<'_, Forward> {
+    f.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Tap {
+    /// Adds a tap for destination `id` to `pipeline`'s `video_tee` / `audio_tee`.
+    pub fn attach(pipeline: &gst::Pipeline, id: u32) -> Result<Tap, PipelineError> {
+        let forward: Arc<Mutex<Forward>> = Arc::default();
+        let mut elements = Vec::new();
+        let mut has_video = false;
+        for kind in ["video", "audio"] {
+            let Some(tee) = pipeline.by_name(&format!("{kind}_tee")) else { continue };
+            has_video |= kind == "video";
+            let bin = gst::Bin::builder().name(format!("rtmp_tap_{kind}_{id}")).build();
+            let q = make("queue", &format!("rtmp_tap_{kind}_queue_{id}"))?;
+            q.set_property_from_str("leaky", "downstream");
+            q.set_property("max-size-time", TAP_QUEUE.nseconds());
+            q.set_property("max-size-buffers", 0u32);
+            q.set_property("max-size-bytes", 0u32);
+            let sink = gst_app::AppSink::builder()
+                .name(format!("rtmp_tap_{kind}_sink_{id}"))
+                .sync(false)
+                .async_(false)
+                .build();
+            let fw = forward.clone();
+            let is_video = kind == "video";
+            let fw_eos = forward.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        if let Ok(sample) = s.pull_sample() {
+                            let mut f = lock(&fw);
+                            if is_video {
+                                f.video(&sample);
+                            } else {
+                                f.audio(&sample);
+                            }
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .eos(move |_| lock(&fw_eos).eos())
+                    .build(),
+            );
+            let sink: gst::Element = sink.upcast();
+            bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
+            q.link(&sink).map_err(PipelineError::setup)?;
+            let qsink = q.static_pad("sink").ok_or_else(|| PipelineError::setup("queue sink"))?;
+            let ghost = gst::GhostPad::builder_with_target(&qsink)
+                .map_err(PipelineError::setup)?
+                .name("sink")
+                .build();
+            bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+            pipeline.add(&bin).map_err(PipelineError::setup)?;
+            let tee_pad =
+                tee.request_pad_simple("src_%u").ok_or_else(|| PipelineError::setup("tee pad"))?;
+            tee_pad
+                .link(&ghost)
+                .map_err(|e| PipelineError::Setup(format!("link tap: {e:?}")))?;
+            bin.sync_state_with_parent().map_err(PipelineError::setup)?;
+            elements.push((tee, tee_pad, bin.upcast()));
+        }
+        Ok(Tap { forward, elements, has_video })
+    }
+
+    /// Removes the tap from the main pipeline (call off the async runtime).
+    pub fn detach(self, pipeline: &gst::Pipeline) {
+        lock(&self.forward).branch = None;
+        for (tee, tee_pad, bin) in self.elements {
+            let _ = tee_pad.unlink(&tee_pad.peer().unwrap_or_else(|| tee_pad.clone()));
+            tee.release_request_pad(&tee_pad);
+            let _ = bin.set_state(gst::State::Null);
+            let _ = pipeline.remove(&bin);
+        }
+    }
+}
+
+/// A running destination: its tap and the task that keeps it connected.
+pub struct Destination {
+    /// Id within the job.
+    pub id: u32,
+    status: Arc<Mutex<DestinationStatus>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    tap: Option<Tap>,
+}
+
+impl Destination {
+    /// Starts streaming to `url` from `pipeline`'s encoders.
+    pub fn start(pipeline: &gst::Pipeline, id: u32, url: RtmpUrl) -> Result<Destination, PipelineError> {
+        let tap = Tap::attach(pipeline, id)?;
+        let status = Arc::new(Mutex::new(DestinationStatus {
+            id,
+            url: url.redacted(),
+            state: DestinationState::Connecting,
+            connections: 0,
+            last_error: None,
+        }));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(keep_connected(
+            id,
+            url,
+            tap.forward.clone(),
+            tap.has_video,
+            status.clone(),
+            stop_rx,
+        ));
+        Ok(Destination { id, status, stop, task, tap: Some(tap) })
+    }
+
+    /// Current status.
+    pub fn status(&self) -> DestinationStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (bounded) for the destination to flush after the main pipeline sent EOS, then
+    /// stops it and removes its tap.
+    pub async fn finish(mut self, pipeline: &gst::Pipeline) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), &mut self.task).await;
+        self.task.abort();
+        if let Some(tap) = self.tap.take() {
+            let p = pipeline.clone();
+            let _ = tokio::task::spawn_blocking(move || tap.detach(&p)).await;
+        }
+    }
+}
+
+fn set_status(status: &Mutex<DestinationStatus>, f: impl FnOnce(&mut DestinationStatus)) {
+    f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+fn build_branch(
+    id: u32,
+    url: &RtmpUrl,
+    has_video: bool,
+) -> Result<(gst::Pipeline, Branch), PipelineError> {
+    let p = gst::Pipeline::with_name(&format!("rtmp_{id}"));
+    let mux = make("flvmux", &format!("rtmp_mux_{id}"))?;
+    mux.set_property("streamable", true);
+    let sink = make("rtmp2sink", &format!("rtmp_sink_{id}"))?;
+    sink.set_property("location", url.secret());
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    p.add_many([&mux, &sink]).map_err(PipelineError::setup)?;
+    mux.link(&sink).map_err(PipelineError::setup)?;
+    let appsrc = |kind: &str| -> Result<gst_app::AppSrc, PipelineError> {
+        let src = gst_app::AppSrc::builder()
+            .name(format!("rtmp_src_{kind}_{id}"))
+            .format(gst::Format::Time)
+            .is_live(true)
+            .block(false)
+            .max_bytes(APPSRC_MAX_BYTES)
+            .build();
+        src.set_property_from_str("leaky-type", "downstream");
+        let q = make("queue", &format!("rtmp_queue_{kind}_{id}"))?;
+        p.add_many([src.upcast_ref(), &q]).map_err(PipelineError::setup)?;
+        src.link(&q).map_err(PipelineError::setup)?;
+        let mux_pad = mux
+            .request_pad_simple(&format!("{kind}"))
+            .ok_or_else(|| PipelineError::setup("flvmux pad"))?;
+        let qsrc = q.static_pad("src").ok_or_else(|| PipelineError::setup("queue src"))?;
+        qsrc.link(&mux_pad).map_err(|e| PipelineError::Setup(format!("link flvmux: {e:?}")))?;
+        Ok(src)
+    };
+    let video = if has_video { Some(appsrc("video")?) } else { None };
+    let audio = appsrc("audio")?;
+    Ok((p, Branch { video, audio, base: None }))
+}
+
+/// Connects, watches, and reconnects with backoff until told to stop.
+async fn keep_connected(
+    id: u32,
+    url: RtmpUrl,
+    forward: Arc<Mutex<Forward>>,
+    has_video: bool,
+    status: Arc<Mutex<DestinationStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        set_status(&status, |s| {
+            s.state = DestinationState::Connecting;
+            s.connections += 1;
+        });
+        info!(destination = id, url = %url.redacted(), "connecting RTMP destination");
+        let started = Instant::now();
+        let result = run_connection(id, &url, &forward, has_video, &status, &mut stop).await;
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(destination = id, url = %url.redacted(), error = %e, "RTMP destination failed");
+                if started.elapsed() >= STABLE_AFTER {
+                    attempt = 0;
+                }
+                let delay = BACKOFF_START
+                    .saturating_mul(1u32 << attempt.min(5))
+                    .min(BACKOFF_MAX);
+                // Up to 20% jitter so destinations that failed together do not retry together.
+                let jitter = delay.mul_f64(0.2 * (jitter_fraction(id, attempt)));
+                attempt += 1;
+                set_status(&status, |s| {
+                    s.state = DestinationState::Retrying;
+                    s.last_error = Some(e.to_string());
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay + jitter) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+    set_status(&status, |s| s.state = DestinationState::Stopped);
+}
+
+fn jitter_fraction(id: u32, attempt: u32) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let x = nanos ^ id.wrapping_mul(2_654_435_761) ^ attempt.wrapping_mul(40_503);
+    (x % 1000) as f64 / 1000.0
+}
+
+/// One connection: Ok when it ended because the job stopped, Err when it failed.
+async fn run_connection(
+    id: u32,
+    url: &RtmpUrl,
+    forward: &Arc<Mutex<Forward>>,
+    has_video: bool,
+    status: &Arc<Mutex<DestinationStatus>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    use futures::StreamExt;
+    let (pipeline, branch) = build_branch(id, url, has_video)?;
+    let mut bus = pipeline.bus().ok_or_else(|| PipelineError::setup("no bus"))?.stream();
+    let p = pipeline.clone();
+    tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing))
+        .await
+        .map_err(PipelineError::setup)?
+        .map_err(PipelineError::setup)?;
+    lock(forward).branch = Some(branch);
+    let mut stopping = false;
+    let result = loop {
+        let deadline = async {
+            if stopping {
+                tokio::time::sleep(DRAIN_TIMEOUT).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            msg = bus.next() => {
+                let Some(msg) = msg else { break Ok(()) };
+                match msg.view() {
+                    gst::MessageView::Error(e) => {
+                        break Err(PipelineError::Runtime {
+                            element: msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                            message: e.error().to_string(),
+                        })
+                    }
+                    gst::MessageView::Eos(_) => break Ok(()),
+                    gst::MessageView::StateChanged(sc)
+                        if sc.current() == gst::State::Playing
+                            && msg.src() == Some(pipeline.upcast_ref()) =>
+                    {
+                        set_status(status, |s| s.state = DestinationState::Live);
+                        info!(destination = id, url = %url.redacted(), "RTMP destination live");
+                    }
+                    _ => {}
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                // The job is ending: the main pipeline's EOS reaches the appsrcs through the
+                // tap; make sure it does even if this connection started late.
+                stopping = true;
+                lock(forward).eos();
+            }
+            _ = deadline => break Ok(()),
+        }
+    };
+    lock(forward).branch = None;
+    let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_validated_and_redacted() {
+        let u = RtmpUrl::parse("rtmp://live.example.com:1935/app/sk_secret").unwrap();
+        assert_eq!(u.redacted(), "rtmp://live.example.com:1935/app/***");
+        assert!(!format!("{u:?}").contains("secret"));
+        RtmpUrl::parse("rtmps://a.b/live/key?x=1").unwrap();
+        for bad in [
+            "http://a/b/c",
+            "rtmp://",
+            "rtmp://host",
+            "rtmp://host/app",
+            "rtmp://host/app/",
+            "rtmp://host:0/app/k",
+            "rtmp://host:99999/app/k",
+            "rtmp://ho st/app/k",
+            "rtmp:///app/k",
+        ] {
+            let e = RtmpUrl::parse(bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidRtmpUrl, "{bad}");
+        }
+        let four = ["rtmp://a/b/c"; 4];
+        assert_eq!(RtmpUrl::parse_all(&four).unwrap_err().code(), Code::TooManyRtmpUrls);
+        assert_eq!(RtmpUrl::parse_all(&four[..3]).unwrap().len(), 3);
+        let e = RtmpUrl::parse("rtmp://user:pw@h/app/topsecret x").unwrap_err();
+        assert!(!e.to_string().contains("topsecret") && !e.to_string().contains("pw"));
+    }
+}
