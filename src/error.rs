@@ -10,6 +10,9 @@ pub enum Error {
     /// Bad layout input.
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// Bad RTMP destinations (7101 / 7102).
+    #[error(transparent)]
+    Rtmp(#[from] crate::pipeline::rtmp::RtmpUrlError),
     /// Media pipeline failure.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -39,6 +42,7 @@ impl Error {
         match self {
             Error::Layout(e) => e.code,
             Error::Pipeline(e) => e.code(),
+            Error::Rtmp(e) => e.code(),
             Error::Invalid { code, .. } => *code,
             Error::Io { .. } => Code::RecordError,
         }

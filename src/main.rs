@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roomcast::job::{record, JobCommand, RecordingSpec};
 use roomcast::layout::Layout;
+use roomcast::pipeline::rtmp::RtmpUrl;
 use roomcast::pipeline::{self, Preset};
 use roomcast::room::synthetic::SyntheticRoom;
 use roomcast::room::RoomConnector;
@@ -77,6 +78,9 @@ struct DemoArgs {
     /// Conference number used in the file name.
     #[arg(long, default_value = "1")]
     conf: String,
+    /// Also stream to this RTMP URL (rtmp:// or rtmps://; up to three).
+    #[arg(long = "rtmp", value_name = "URL")]
+    rtmp: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -225,6 +229,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
     }
     let preset = Preset::resolve(&args.preset).map_err(roomcast::Error::from)?;
+    let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
     let duration = Duration::from_secs_f64(args.duration);
     let (width, height) = preset
         .video
@@ -239,6 +244,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         layout,
         watermark: args.watermark,
         max_duration: Some(duration),
+        rtmp,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -262,6 +268,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "bytes": rec.file.bytes,
             "width": width,
             "height": height,
+            "rtmp": rec.destinations,
         })
     );
     Ok(())

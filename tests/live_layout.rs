@@ -27,6 +27,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
         layout: Layout::resolve(layout).unwrap(),
         watermark: None,
         max_duration: None,
+        rtmp: Vec::new(),
     }
 }
 

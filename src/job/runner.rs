@@ -8,6 +8,9 @@ use super::RoomState;
 use crate::layout::{parse_color, Layout, TileId};
 use crate::pipeline::mixer::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
+use crate::pipeline::rtmp::{
+    Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, MAX_DESTINATIONS,
+};
 use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
 use crate::room::{RoomEvent, RoomHandle, Timing, TrackKind};
 use crate::Error;
@@ -38,6 +41,8 @@ pub struct RecordingSpec {
     pub watermark: Option<PathBuf>,
     /// Stop by itself after this long.
     pub max_duration: Option<Duration>,
+    /// RTMP destinations streamed from the same encode (at most three).
+    pub rtmp: Vec<RtmpUrl>,
 }
 
 /// Commands to a running job.
@@ -47,6 +52,10 @@ pub enum JobCommand {
     Stop,
     /// Switch layout without restarting the file.
     SetLayout(Box<Layout>),
+    /// Start streaming to another RTMP destination.
+    AddRtmp(RtmpUrl),
+    /// Stop streaming to destination `id`.
+    RemoveRtmp(u32),
 }
 
 /// Why a recording ended.
@@ -69,6 +78,8 @@ pub struct Recording {
     pub file: SegmentFile,
     /// Why it ended.
     pub reason: EndReason,
+    /// What became of each RTMP destination.
+    pub destinations: Vec<DestinationStatus>,
 }
 
 fn file_safe(s: &str) -> String {
@@ -117,11 +128,44 @@ pub fn reserve_segment(dir: &Path, room: &str, conf: &str) -> Result<PathBuf, Er
 
 struct Job {
     composite: Composite,
+    destinations: Vec<Destination>,
+    next_destination: u32,
     state: RoomState,
     layout: Layout,
 }
 
 impl Job {
+    fn add_destination(&mut self, url: RtmpUrl) -> Result<(), Error> {
+        let live = self
+            .destinations
+            .iter()
+            .filter(|d| d.status().state != DestinationState::Stopped)
+            .count();
+        if live >= MAX_DESTINATIONS {
+            return Err(RtmpUrlError::TooMany(live + 1).into());
+        }
+        self.next_destination += 1;
+        let id = self.next_destination;
+        info!(destination = id, url = %url.redacted(), "adding RTMP destination");
+        let pipeline = self.composite.pipeline().clone();
+        let d = tokio::task::block_in_place(|| Destination::start(&pipeline, id, url))?;
+        self.destinations.push(d);
+        Ok(())
+    }
+
+    async fn remove_destination(&mut self, id: u32) {
+        if let Some(i) = self.destinations.iter().position(|d| d.id == id) {
+            let d = self.destinations.remove(i);
+            info!(destination = id, "removing RTMP destination");
+            let status = d.finish(self.composite.pipeline()).await;
+            info!(
+                destination = id,
+                connections = status.connections,
+                "RTMP destination removed"
+            );
+        }
+    }
+
     fn relayout(&mut self) -> Result<(), PipelineError> {
         let tiles = self.state.tiles();
         let def = self.layout.active_def(&tiles);
@@ -239,10 +283,15 @@ async fn run(
 
     let mut job = Job {
         composite,
+        destinations: Vec::new(),
+        next_destination: 0,
         state: RoomState::new(),
         layout: spec.layout.clone(),
     };
     job.relayout()?;
+    for url in spec.rtmp.clone() {
+        job.add_destination(url)?;
+    }
     let deadline = spec.max_duration.map(|d| tokio::time::Instant::now() + d);
     let mut commands_open = true;
     let outcome: Result<EndReason, Error> = loop {
@@ -278,6 +327,12 @@ async fn run(
                         break Err(e.into());
                     }
                 }
+                Some(JobCommand::AddRtmp(url)) => {
+                    if let Err(e) = job.add_destination(url) {
+                        warn!(error = %e, code = %e.code(), "RTMP destination not added");
+                    }
+                }
+                Some(JobCommand::RemoveRtmp(id)) => job.remove_destination(id).await,
                 None => commands_open = false,
             },
             msg = bus.next() => {
@@ -303,6 +358,10 @@ async fn run(
     (room.leave)();
     job.composite.end_of_stream();
     let drained = drain(&job.composite, &mut bus).await;
+    let mut destinations = Vec::new();
+    for d in std::mem::take(&mut job.destinations) {
+        destinations.push(d.finish(&pipeline).await);
+    }
     tokio::task::block_in_place(|| {
         let _ = pipeline.set_state(gst::State::Null);
         drop(job);
@@ -331,7 +390,11 @@ async fn run(
         ?reason,
         "recording finalized"
     );
-    Ok(Recording { file, reason })
+    Ok(Recording {
+        file,
+        reason,
+        destinations,
+    })
 }
 
 /// Takes `first` and every event already waiting, so a burst (a join and its tracks) is laid out

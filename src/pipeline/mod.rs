@@ -16,8 +16,8 @@
 pub mod mixer;
 pub mod mp4;
 pub mod preset;
-pub mod rtmp;
 pub mod preview;
+pub mod rtmp;
 pub mod source;
 
 pub use mixer::{Composite, CompositeOptions};

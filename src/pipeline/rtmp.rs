@@ -76,7 +76,9 @@ impl std::fmt::Debug for RtmpUrl {
 }
 
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
     let mut parts = rest.splitn(3, '/');
     let host = parts.next().unwrap_or("");
     let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
@@ -90,7 +92,10 @@ impl RtmpUrl {
     /// Validates one URL: `rtmp://` or `rtmps://`, a host (optional port), an application and
     /// a stream name, no whitespace or control characters.
     pub fn parse(url: &str) -> Result<RtmpUrl, RtmpUrlError> {
-        let bad = |reason| RtmpUrlError::Invalid { url: redact(url), reason };
+        let bad = |reason| RtmpUrlError::Invalid {
+            url: redact(url),
+            reason,
+        };
         if url.len() > MAX_URL_LEN {
             return Err(bad("longer than 2048 characters"));
         }
@@ -105,7 +110,10 @@ impl RtmpUrl {
         }
         let mut parts = rest.splitn(2, '/');
         let authority = parts.next().unwrap_or("");
-        let hostport = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let hostport = authority
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(authority);
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (h, Some(p)),
             _ => (hostport, None),
@@ -204,8 +212,12 @@ fn rebase(buffer: &gst::BufferRef, base: gst::ClockTime) -> Option<gst::Buffer> 
 
 impl Forward {
     fn video(&mut self, sample: &gst::Sample) {
-        let Some(branch) = self.branch.as_mut() else { return };
-        let (Some(buffer), Some(src)) = (sample.buffer(), branch.video.as_ref()) else { return };
+        let Some(branch) = self.branch.as_mut() else {
+            return;
+        };
+        let (Some(buffer), Some(src)) = (sample.buffer(), branch.video.as_ref()) else {
+            return;
+        };
         if branch.base.is_none() {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 return;
@@ -224,8 +236,12 @@ impl Forward {
     }
 
     fn audio(&mut self, sample: &gst::Sample) {
-        let Some(branch) = self.branch.as_mut() else { return };
-        let Some(buffer) = sample.buffer() else { return };
+        let Some(branch) = self.branch.as_mut() else {
+            return;
+        };
+        let Some(buffer) = sample.buffer() else {
+            return;
+        };
         // Audio waits for the first video keyframe (or starts at once without video).
         let base = match (branch.base, &branch.video) {
             (Some(b), _) => b,
@@ -276,9 +292,13 @@ impl Tap {
         let mut elements = Vec::new();
         let mut has_video = false;
         for kind in ["video", "audio"] {
-            let Some(tee) = pipeline.by_name(&format!("{kind}_tee")) else { continue };
+            let Some(tee) = pipeline.by_name(&format!("{kind}_tee")) else {
+                continue;
+            };
             has_video |= kind == "video";
-            let bin = gst::Bin::builder().name(format!("rtmp_tap_{kind}_{id}")).build();
+            let bin = gst::Bin::builder()
+                .name(format!("rtmp_tap_{kind}_{id}"))
+                .build();
             let q = make("queue", &format!("rtmp_tap_{kind}_queue_{id}"))?;
             q.set_property_from_str("leaky", "downstream");
             q.set_property("max-size-time", TAP_QUEUE.nseconds());
@@ -311,22 +331,29 @@ impl Tap {
             let sink: gst::Element = sink.upcast();
             bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
             q.link(&sink).map_err(PipelineError::setup)?;
-            let qsink = q.static_pad("sink").ok_or_else(|| PipelineError::setup("queue sink"))?;
+            let qsink = q
+                .static_pad("sink")
+                .ok_or_else(|| PipelineError::setup("queue sink"))?;
             let ghost = gst::GhostPad::builder_with_target(&qsink)
                 .map_err(PipelineError::setup)?
                 .name("sink")
                 .build();
             bin.add_pad(&ghost).map_err(PipelineError::setup)?;
             pipeline.add(&bin).map_err(PipelineError::setup)?;
-            let tee_pad =
-                tee.request_pad_simple("src_%u").ok_or_else(|| PipelineError::setup("tee pad"))?;
+            let tee_pad = tee
+                .request_pad_simple("src_%u")
+                .ok_or_else(|| PipelineError::setup("tee pad"))?;
             tee_pad
                 .link(&ghost)
                 .map_err(|e| PipelineError::Setup(format!("link tap: {e:?}")))?;
             bin.sync_state_with_parent().map_err(PipelineError::setup)?;
             elements.push((tee, tee_pad, bin.upcast()));
         }
-        Ok(Tap { forward, elements, has_video })
+        Ok(Tap {
+            forward,
+            elements,
+            has_video,
+        })
     }
 
     /// Removes the tap from the main pipeline (call off the async runtime).
@@ -353,7 +380,11 @@ pub struct Destination {
 
 impl Destination {
     /// Starts streaming to `url` from `pipeline`'s encoders.
-    pub fn start(pipeline: &gst::Pipeline, id: u32, url: RtmpUrl) -> Result<Destination, PipelineError> {
+    pub fn start(
+        pipeline: &gst::Pipeline,
+        id: u32,
+        url: RtmpUrl,
+    ) -> Result<Destination, PipelineError> {
         let tap = Tap::attach(pipeline, id)?;
         let status = Arc::new(Mutex::new(DestinationStatus {
             id,
@@ -371,17 +402,26 @@ impl Destination {
             status.clone(),
             stop_rx,
         ));
-        Ok(Destination { id, status, stop, task, tap: Some(tap) })
+        Ok(Destination {
+            id,
+            status,
+            stop,
+            task,
+            tap: Some(tap),
+        })
     }
 
     /// Current status.
     pub fn status(&self) -> DestinationStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits (bounded) for the destination to flush after the main pipeline sent EOS, then
     /// stops it and removes its tap.
-    pub async fn finish(mut self, pipeline: &gst::Pipeline) {
+    pub async fn finish(mut self, pipeline: &gst::Pipeline) -> DestinationStatus {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), &mut self.task).await;
         self.task.abort();
@@ -389,6 +429,8 @@ impl Destination {
             let p = pipeline.clone();
             let _ = tokio::task::spawn_blocking(move || tap.detach(&p)).await;
         }
+        set_status(&self.status, |s| s.state = DestinationState::Stopped);
+        self.status()
     }
 }
 
@@ -420,18 +462,33 @@ fn build_branch(
             .build();
         src.set_property_from_str("leaky-type", "downstream");
         let q = make("queue", &format!("rtmp_queue_{kind}_{id}"))?;
-        p.add_many([src.upcast_ref(), &q]).map_err(PipelineError::setup)?;
+        p.add_many([src.upcast_ref(), &q])
+            .map_err(PipelineError::setup)?;
         src.link(&q).map_err(PipelineError::setup)?;
         let mux_pad = mux
-            .request_pad_simple(&format!("{kind}"))
+            .request_pad_simple(kind)
             .ok_or_else(|| PipelineError::setup("flvmux pad"))?;
-        let qsrc = q.static_pad("src").ok_or_else(|| PipelineError::setup("queue src"))?;
-        qsrc.link(&mux_pad).map_err(|e| PipelineError::Setup(format!("link flvmux: {e:?}")))?;
+        let qsrc = q
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("queue src"))?;
+        qsrc.link(&mux_pad)
+            .map_err(|e| PipelineError::Setup(format!("link flvmux: {e:?}")))?;
         Ok(src)
     };
-    let video = if has_video { Some(appsrc("video")?) } else { None };
+    let video = if has_video {
+        Some(appsrc("video")?)
+    } else {
+        None
+    };
     let audio = appsrc("audio")?;
-    Ok((p, Branch { video, audio, base: None }))
+    Ok((
+        p,
+        Branch {
+            video,
+            audio,
+            base: None,
+        },
+    ))
 }
 
 /// Connects, watches, and reconnects with backoff until told to stop.
@@ -502,7 +559,10 @@ async fn run_connection(
 ) -> Result<(), PipelineError> {
     use futures::StreamExt;
     let (pipeline, branch) = build_branch(id, url, has_video)?;
-    let mut bus = pipeline.bus().ok_or_else(|| PipelineError::setup("no bus"))?.stream();
+    let mut bus = pipeline
+        .bus()
+        .ok_or_else(|| PipelineError::setup("no bus"))?
+        .stream();
     let p = pipeline.clone();
     tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing))
         .await
@@ -578,7 +638,10 @@ mod tests {
             assert_eq!(e.code(), Code::InvalidRtmpUrl, "{bad}");
         }
         let four = ["rtmp://a/b/c"; 4];
-        assert_eq!(RtmpUrl::parse_all(&four).unwrap_err().code(), Code::TooManyRtmpUrls);
+        assert_eq!(
+            RtmpUrl::parse_all(&four).unwrap_err().code(),
+            Code::TooManyRtmpUrls
+        );
         assert_eq!(RtmpUrl::parse_all(&four[..3]).unwrap().len(), 3);
         let e = RtmpUrl::parse("rtmp://user:pw@h/app/topsecret x").unwrap_err();
         assert!(!e.to_string().contains("topsecret") && !e.to_string().contains("pw"));

@@ -1,0 +1,112 @@
+//! RTMP to three real nginx-rtmp servers from one encode; one server dies and comes back.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn three_destinations_survive_one_dying_and_it_resumes() {
+    let dir = TempDir::new("rtmp");
+    let mut servers: Vec<NginxRtmp> = (0..3)
+        .map(|i| NginxRtmp::start(&dir.path().join(format!("nginx{i}"))))
+        .collect();
+    let out = dir.path().join("rec");
+    let mut cmd = Command::new(bin());
+    cmd.args(["demo", "--duration", "16", "--out"]).arg(&out);
+    for (i, s) in servers.iter().enumerate() {
+        cmd.arg("--rtmp").arg(s.url(&format!("stream{i}")));
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // All three receive.
+    while !servers
+        .iter()
+        .all(|s| s.recordings().iter().any(|f| file_len(f) > 20_000))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not every server received the stream"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed()));
+    servers[1].kill();
+    std::thread::sleep(Duration::from_secs(3));
+    servers[1].restart();
+    let out_put = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out_put.stderr);
+    assert!(out_put.status.success(), "demo failed: {stderr}");
+    let j = last_json(&String::from_utf8_lossy(&out_put.stdout));
+
+    // The recording is whole.
+    let mp4 = std::path::PathBuf::from(j["file"].as_str().unwrap());
+    let p = probe(&mp4);
+    assert!(
+        (p.duration - 16.0).abs() < 0.5,
+        "mp4 duration {}",
+        p.duration
+    );
+    let times = frame_times(&mp4);
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gap < 1.5 / 30.0, "mp4 has a {gap} s gap");
+
+    // The two healthy servers got one uninterrupted stream each.
+    for i in [0, 2] {
+        let recs = servers[i].recordings();
+        assert_eq!(recs.len(), 1, "server {i}: {recs:?}");
+        let f = probe(&recs[0]);
+        assert_eq!(f.video_codec.as_deref(), Some("h264"));
+        assert_eq!(f.audio_codec.as_deref(), Some("aac"));
+        assert!(
+            f.duration > 14.0 && f.duration < 16.5,
+            "server {i} got {} s",
+            f.duration
+        );
+    }
+    // The killed server got a stream before and a new one after it came back.
+    let recs = servers[1].recordings();
+    assert!(recs.len() >= 2, "server 1 recordings: {recs:?}");
+    let after = probe(recs.last().unwrap());
+    assert_eq!(after.video_codec.as_deref(), Some("h264"));
+    assert_eq!(after.audio_codec.as_deref(), Some("aac"));
+    assert!(
+        after.duration > 3.0,
+        "resumed stream is {} s",
+        after.duration
+    );
+
+    let dests = j["rtmp"].as_array().unwrap();
+    assert_eq!(dests.len(), 3);
+    assert!(dests[1]["connections"].as_u64().unwrap() >= 2, "{j}");
+    assert_eq!(dests[0]["connections"], 1);
+    assert!(dests.iter().all(|d| d["state"] == "stopped"));
+    // Stream keys never reach the logs.
+    assert!(!stderr.contains("stream1"), "stream key in logs");
+}
+
+#[test]
+fn bad_rtmp_lists_are_refused_with_codes() {
+    let dir = TempDir::new("rtmp-bad");
+    let out = dir.path().to_str().unwrap();
+    let mut args = vec!["demo", "--out", out];
+    for _ in 0..4 {
+        args.extend(["--rtmp", "rtmp://127.0.0.1/live/x"]);
+    }
+    let (ok, _, err) = run(&args);
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7101, "{err}");
+    let (ok, _, err) = run(&["demo", "--out", out, "--rtmp", "http://example/live/x"]);
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7102, "{err}");
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
