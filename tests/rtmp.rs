@@ -110,3 +110,52 @@ fn bad_rtmp_lists_are_refused_with_codes() {
 fn file_len(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_are_added_and_removed_while_recording() {
+    use roomcast::job::runner::{record, JobCommand, RecordingSpec};
+    use roomcast::layout::Layout;
+    use roomcast::pipeline::rtmp::RtmpUrl;
+    use roomcast::pipeline::{self, Preset};
+    use roomcast::room::synthetic::SyntheticRoom;
+    use roomcast::room::RoomConnector;
+
+    pipeline::init().unwrap();
+    let dir = TempDir::new("rtmp-live");
+    let server = NginxRtmp::start(&dir.path().join("nginx"));
+    let spec = RecordingSpec {
+        room_id: "r".into(),
+        conf_num: "1".into(),
+        out_dir: dir.path().join("rec"),
+        preset: Preset::resolve("h264-720p30").unwrap(),
+        layout: Layout::resolve("grid").unwrap(),
+        watermark: None,
+        max_duration: None,
+        rtmp: Vec::new(),
+    };
+    let room = SyntheticRoom::steady(2).connect().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let job = tokio::spawn(record(spec, room, rx));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.recordings().is_empty());
+    let url = RtmpUrl::parse(&server.url("late")).unwrap();
+    tx.send(JobCommand::AddRtmp(url)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tx.send(JobCommand::RemoveRtmp(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let size_after_remove: u64 = server.recordings().iter().map(|f| file_len(f)).sum();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tx.send(JobCommand::Stop).await.unwrap();
+    let rec = job.await.unwrap().unwrap();
+
+    let recs = server.recordings();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let f = probe(&recs[0]);
+    assert_eq!(f.video_codec.as_deref(), Some("h264"));
+    assert!(f.duration > 3.5 && f.duration < 6.0, "streamed {} s", f.duration);
+    // Nothing more arrived after the removal.
+    assert_eq!(file_len(&recs[0]), size_after_remove);
+    assert!(rec.destinations.is_empty(), "removed destinations are not reported at the end");
+    let d = rec.file.duration.mseconds() as f64 / 1000.0;
+    assert!(d > 9.0, "recording {d} s");
+}
