@@ -5,10 +5,13 @@
 
 pub mod bench;
 pub mod codes;
+pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod job;
 pub mod layout;
 pub mod pipeline;
 pub mod room;
+pub mod webhook;
 
 pub use error::{Error, Result};

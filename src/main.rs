@@ -2,12 +2,17 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use roomcast::config::DeliveryConfig;
+use roomcast::delivery::live_recording_event;
+use roomcast::delivery::spool::SegmentMeta;
 use roomcast::job::{record, JobCommand, RecordingSpec};
 use roomcast::layout::Layout;
+use roomcast::pipeline::mp4::SegmentFile;
 use roomcast::pipeline::rtmp::RtmpUrl;
 use roomcast::pipeline::{self, Preset};
 use roomcast::room::synthetic::SyntheticRoom;
 use roomcast::room::RoomConnector;
+use roomcast::webhook::WebhookQueue;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +45,12 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
+    },
+    /// Deliver what is queued in the data folder (spool and webhooks), then exit.
+    Deliver {
+        /// Keep trying for up to this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
     },
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
@@ -81,6 +92,13 @@ struct DemoArgs {
     /// Also stream to this RTMP URL (rtmp:// or rtmps://; up to three).
     #[arg(long = "rtmp", value_name = "URL")]
     rtmp: Vec<String>,
+    /// Application id reported in webhooks.
+    #[arg(long, default_value = "demo")]
+    app_id: String,
+    /// How long to wait for delivery and webhooks before exiting (what is left stays queued
+    /// for `roomcast deliver`).
+    #[arg(long, default_value_t = 30.0)]
+    deliver_wait: f64,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +225,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Cmd::Deliver { wait } => {
+            let cfg = DeliveryConfig::from_env()?;
+            let wait = Duration::from_secs_f64(wait.clamp(0.0, 86_400.0));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let out = rt.block_on(async {
+                let (report, hooks) = match cfg.deliverer()? {
+                    Some(d) => d.run_until_empty(wait).await,
+                    None => {
+                        let spooled = cfg.spool()?.list().len();
+                        if spooled > 0 {
+                            anyhow::bail!(
+                                "{spooled} recordings are spooled but ROOMCAST_STORAGE is not set"
+                            );
+                        }
+                        let hooks = match cfg.webhook_queue()? {
+                            Some(q) => drain_webhooks(&q, wait).await,
+                            None => 0,
+                        };
+                        (Default::default(), hooks)
+                    }
+                };
+                Ok(serde_json::json!({ "delivery": report, "webhooks_pending": hooks }))
+            })?;
+            println!("{out}");
+            Ok(())
+        }
         Cmd::Finalize { files } => {
             for f in files {
                 let seg = pipeline::mp4::finalize(&f).map_err(roomcast::Error::from)?;
@@ -229,6 +275,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
     }
     let preset = Preset::resolve(&args.preset).map_err(roomcast::Error::from)?;
+    let delivery = DeliveryConfig::from_env()?;
     let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
     let duration = Duration::from_secs_f64(args.duration);
     let (width, height) = preset
@@ -246,6 +293,8 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         max_duration: Some(duration),
         rtmp,
     };
+    let (room_id, conf_num, app_id) = (spec.room_id.clone(), spec.conf_num.clone(), args.app_id);
+    let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -260,18 +309,111 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         });
         record(spec, handle, rx).await.context("recording failed")
     })?;
+    let delivered = rt.block_on(deliver(
+        &delivery,
+        &rec.file,
+        &room_id,
+        &conf_num,
+        &app_id,
+        deliver_wait,
+    ))?;
+    let file = delivered
+        .get("url")
+        .and_then(|u| u.as_str())
+        .and_then(|u| u.strip_prefix("file://"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or(rec.file.path.clone());
     println!(
         "{}",
         serde_json::json!({
-            "file": rec.file.path,
+            "file": file,
             "duration_s": (rec.file.duration.mseconds() as f64 / 1000.0),
             "bytes": rec.file.bytes,
             "width": width,
             "height": height,
             "rtmp": rec.destinations,
+            "delivery": delivered,
         })
     );
     Ok(())
+}
+
+/// Hands a finished segment to delivery: into the spool and on to storage with its webhook,
+/// or, without storage, a webhook for the file where it was recorded.
+async fn deliver(
+    cfg: &DeliveryConfig,
+    file: &SegmentFile,
+    room_id: &str,
+    conf_num: &str,
+    app_id: &str,
+    wait: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let file_name = file
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let segment = file_name
+        .trim_end_matches(".mp4")
+        .rsplit('_')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let meta = SegmentMeta {
+        job_id: format!("demo-{room_id}-{conf_num}-{segment}"),
+        app_id: app_id.to_string(),
+        room_id: room_id.to_string(),
+        conf_num: conf_num.to_string(),
+        segment,
+        file_name,
+        started_at_unix_ms: now.saturating_sub(file.duration.mseconds()),
+        ended_at_unix_ms: now,
+        size: file.bytes,
+        sha256: String::new(),
+    };
+    match cfg.deliverer()? {
+        Some(d) => {
+            let entry = d.spool.put(&file.path, meta)?;
+            let (report, hooks) = d.run_until_empty(wait).await;
+            Ok(serde_json::json!({
+                "url": report.urls.first(),
+                "sha256": entry.meta.sha256,
+                "pending": report.pending,
+                "webhooks_pending": hooks,
+            }))
+        }
+        None => {
+            let Some(q) = cfg.webhook_queue()? else {
+                return Ok(serde_json::Value::Null);
+            };
+            let mut meta = meta;
+            meta.sha256 = roomcast::delivery::spool::sha256_file(&file.path)?;
+            let url = format!("file://{}", std::fs::canonicalize(&file.path)?.display());
+            let id = format!(
+                "lr_{}-{}",
+                meta.file_name.trim_end_matches(".mp4"),
+                &meta.sha256[..12]
+            );
+            q.enqueue(&id, &live_recording_event(&meta, &url))?;
+            let hooks = drain_webhooks(&q, wait).await;
+            Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
+        }
+    }
+}
+
+async fn drain_webhooks(q: &WebhookQueue, wait: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let pending = q.drain_once().await.pending;
+        if pending == 0 || tokio::time::Instant::now() >= deadline {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -152,10 +152,17 @@ async fn destinations_are_added_and_removed_while_recording() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     let f = probe(&recs[0]);
     assert_eq!(f.video_codec.as_deref(), Some("h264"));
-    assert!(f.duration > 3.5 && f.duration < 6.0, "streamed {} s", f.duration);
+    assert!(
+        f.duration > 3.5 && f.duration < 6.0,
+        "streamed {} s",
+        f.duration
+    );
     // Nothing more arrived after the removal.
     assert_eq!(file_len(&recs[0]), size_after_remove);
-    assert!(rec.destinations.is_empty(), "removed destinations are not reported at the end");
+    assert!(
+        rec.destinations.is_empty(),
+        "removed destinations are not reported at the end"
+    );
     let d = rec.file.duration.mseconds() as f64 / 1000.0;
     assert!(d > 9.0, "recording {d} s");
 }

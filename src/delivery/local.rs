@@ -1,0 +1,68 @@
+//! Local (or mounted) folder storage: copy under a temporary name, sync, verify, rename.
+
+use super::spool::{sha256_file, SegmentMeta};
+use super::DeliveryError;
+use std::path::{Path, PathBuf};
+
+/// A folder recordings are delivered into, as `<room>/<conf>/<file>`.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    root: PathBuf,
+}
+
+impl LocalTarget {
+    /// A target rooted at `root`.
+    pub fn new(root: PathBuf) -> Self {
+        LocalTarget { root }
+    }
+
+    /// Where a segment goes.
+    pub fn path_for(&self, meta: &SegmentMeta) -> PathBuf {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        self.root
+            .join(safe(&meta.room_id))
+            .join(safe(&meta.conf_num))
+            .join(safe(&meta.file_name))
+    }
+
+    /// Copies `src` into place and verifies it by size and SHA-256; returns its `file://` URL.
+    pub fn put(&self, src: &Path, meta: &SegmentMeta) -> Result<String, DeliveryError> {
+        let dest = self.path_for(meta);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let fail = |what: &str, e: std::io::Error| {
+            DeliveryError::retryable(format!("{what} {}: {e}", dest.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| fail("creating the folder of", e))?;
+        let tmp = dir.join(format!(".{}.part", meta.file_name));
+        std::fs::copy(src, &tmp).map_err(|e| fail("copying to", e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| fail("syncing", e))?;
+        let size = std::fs::metadata(&tmp)
+            .map_err(|e| fail("checking", e))?
+            .len();
+        let sum = sha256_file(&tmp).map_err(|e| fail("reading back", e))?;
+        if size != meta.size || sum != meta.sha256 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DeliveryError::retryable(format!(
+                "{} did not verify (size {size}, sha256 {sum})",
+                dest.display()
+            )));
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| fail("renaming into", e))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(format!("file://{}", dest.display()))
+    }
+}

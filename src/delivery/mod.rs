@@ -1,0 +1,208 @@
+//! Delivery: every finished segment moves into a durable spool, an uploader copies it to the
+//! configured storage, verifies it, fires the `live_recording` webhook and only then deletes the
+//! local copy. A crash, a restart or storage being down loses nothing: the spool is rescanned
+//! and retried with exponential backoff.
+
+pub mod local;
+pub mod spool;
+
+use crate::codes::Code;
+use crate::webhook::WebhookQueue;
+use local::LocalTarget;
+use serde_json::json;
+use spool::{Spool, SpoolEntry};
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// First retry delay of a failed upload; doubles per attempt.
+const RETRY_START: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// A delivery failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// 7051 (will be retried) or 7052 (configuration: retrying will not help).
+    pub code: Code,
+    /// What happened (no secrets).
+    pub message: String,
+}
+
+impl DeliveryError {
+    pub(crate) fn retryable(message: impl Into<String>) -> Self {
+        DeliveryError {
+            code: Code::MoveFileFailed,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        DeliveryError {
+            code: Code::MoveFileFailed2,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where recordings go.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A local (or mounted) folder.
+    Local(LocalTarget),
+}
+
+impl Storage {
+    /// Parses a storage URL: `file:///dir`.
+    pub fn parse(url: &str) -> Result<Storage, DeliveryError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(DeliveryError::config(
+                    "file:// storage needs an absolute path",
+                ));
+            }
+            return Ok(Storage::Local(LocalTarget::new(PathBuf::from(path))));
+        }
+        let scheme = url.split("://").next().unwrap_or("");
+        Err(DeliveryError::config(format!(
+            "storage scheme {scheme:?} is not supported by this build (use file:///dir)"
+        )))
+    }
+
+    async fn upload(&self, spool: &Spool, entry: &SpoolEntry) -> Result<String, DeliveryError> {
+        match self {
+            Storage::Local(t) => {
+                let (t, src, meta) = (t.clone(), spool.media_path(entry), entry.meta.clone());
+                tokio::task::spawn_blocking(move || t.put(&src, &meta))
+                    .await
+                    .map_err(|e| DeliveryError::retryable(format!("upload task: {e}")))?
+            }
+        }
+    }
+}
+
+/// The platform's `live_recording` webhook body for a delivered file.
+pub fn live_recording_event(m: &spool::SegmentMeta, url: &str) -> serde_json::Value {
+    json!({
+        "type": "live_recording",
+        "trans_date": m.ended_at_unix_ms / 1000,
+        "app_id": m.app_id,
+        "room_id": m.room_id,
+        "conf_num": m.conf_num,
+        "url": url,
+        "file_size": m.size.to_string(),
+    })
+}
+
+/// What one pass over the spool did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DrainReport {
+    /// Storage URLs of the files delivered.
+    pub urls: Vec<String>,
+    /// Files delivered and removed from the spool.
+    pub delivered: usize,
+    /// Files whose upload failed this time (kept for a retry).
+    pub failed: usize,
+    /// Files still in the spool.
+    pub pending: usize,
+}
+
+/// Drains a spool into storage and queues the webhooks.
+pub struct Deliverer {
+    /// The spool.
+    pub spool: Spool,
+    /// Target.
+    pub storage: Storage,
+    /// Webhook queue, if webhooks are configured.
+    pub webhooks: Option<WebhookQueue>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Exponential backoff with up to 20% jitter.
+pub(crate) fn backoff(attempts: u32, start: Duration, max: Duration) -> Duration {
+    let base = start.saturating_mul(1u32 << attempts.min(20)).min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(0.2 * (nanos % 1000) as f64 / 1000.0)
+}
+
+impl Deliverer {
+    /// Tries every due spool entry once.
+    pub async fn drain_once(&self) -> DrainReport {
+        let mut report = DrainReport::default();
+        let entries = self.spool.list();
+        for mut entry in entries {
+            if entry.next_attempt_unix_ms > now_ms() {
+                report.pending += 1;
+                continue;
+            }
+            match self.deliver(&mut entry).await {
+                Ok(url) => {
+                    report.delivered += 1;
+                    report.urls.push(url);
+                }
+                Err(e) => {
+                    entry.attempts += 1;
+                    let wait = backoff(entry.attempts - 1, RETRY_START, RETRY_MAX);
+                    entry.next_attempt_unix_ms = now_ms() + wait.as_millis() as u64;
+                    entry.last_error = Some(e.to_string());
+                    warn!(file = %entry.meta.file_name, code = %e.code, error = %e,
+                        attempts = entry.attempts, retry_in_s = wait.as_secs(),
+                        "delivery failed, kept in the spool");
+                    if let Err(e) = self.spool.update(&entry) {
+                        warn!(error = %e, "spool update failed");
+                    }
+                    report.failed += 1;
+                    report.pending += 1;
+                }
+            }
+        }
+        report
+    }
+
+    async fn deliver(&self, entry: &mut SpoolEntry) -> Result<String, DeliveryError> {
+        let url = self.storage.upload(&self.spool, entry).await?;
+        info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");
+        if let Some(q) = &self.webhooks {
+            let body = live_recording_event(&entry.meta, &url);
+            // The id derives from the spool entry: a crash between queueing and removing the
+            // entry queues the same id again, which the queue (and receivers) de-duplicate.
+            q.enqueue(&format!("lr_{}", entry.id), &body)
+                .map_err(|e| DeliveryError::retryable(format!("webhook queue: {e}")))?;
+        }
+        self.spool
+            .remove(entry)
+            .map_err(|e| DeliveryError::retryable(format!("spool cleanup: {e}")))?;
+        Ok(url)
+    }
+
+    /// Drains the spool (and webhook queue) until both are empty or `limit` passes.
+    pub async fn run_until_empty(&self, limit: Duration) -> (DrainReport, usize) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut total = DrainReport::default();
+        loop {
+            let r = self.drain_once().await;
+            total.delivered += r.delivered;
+            total.urls.extend(r.urls);
+            total.failed += r.failed;
+            total.pending = r.pending;
+            let hooks = match &self.webhooks {
+                Some(q) => q.drain_once().await.pending,
+                None => 0,
+            };
+            if (r.pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
+                return (total, hooks);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

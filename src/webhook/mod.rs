@@ -1,0 +1,266 @@
+//! Webhooks: signed, retried from a durable on-disk queue until delivered or a horizon passes.
+//!
+//! Each request carries `webhook-id` (stable across retries, so receivers can de-duplicate),
+//! `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256>` over
+//! `"{id}.{timestamp}.{body}"` with the shared secret ([`sign`]).
+
+use crate::delivery::backoff;
+use crate::delivery::spool::write_atomic;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Default time a webhook is retried before it is given up (moved to `dead/`).
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
+/// Per-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay; doubles per attempt.
+const RETRY_START: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Webhook endpoint and secret. The secret never appears in `Debug` or logs.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// Receiver URL.
+    pub url: String,
+    /// Shared signing secret.
+    pub secret: String,
+    /// How long to keep retrying one event.
+    pub horizon: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("horizon", &self.horizon)
+            .finish()
+    }
+}
+
+/// `v1,<base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))>`.
+pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// One queued event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Queued {
+    id: String,
+    created_unix_ms: u64,
+    attempts: u32,
+    next_attempt_unix_ms: u64,
+    last_error: Option<String>,
+    body: serde_json::Value,
+}
+
+/// What one pass over the queue did.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct WebhookReport {
+    /// Delivered (2xx) and removed.
+    pub sent: usize,
+    /// Still queued.
+    pub pending: usize,
+    /// Given up after the horizon (moved to `dead/`).
+    pub dead: usize,
+}
+
+/// The durable queue: one JSON file per event.
+pub struct WebhookQueue {
+    dir: PathBuf,
+    config: WebhookConfig,
+    client: reqwest::Client,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl WebhookQueue {
+    /// Opens (creating) the queue folder.
+    pub fn open(dir: impl Into<PathBuf>, config: WebhookConfig) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(dir.join("dead"))?;
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(WebhookQueue {
+            dir,
+            config,
+            client,
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{safe}.json"))
+    }
+
+    /// Queues an event; an id already queued is left as it is.
+    pub fn enqueue(&self, id: &str, body: &serde_json::Value) -> std::io::Result<()> {
+        let path = self.path(id);
+        if path.exists() {
+            return Ok(());
+        }
+        let q = Queued {
+            id: id.to_string(),
+            created_unix_ms: now_ms(),
+            attempts: 0,
+            next_attempt_unix_ms: 0,
+            last_error: None,
+            body: body.clone(),
+        };
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&q).map_err(std::io::Error::other)?,
+        )
+    }
+
+    fn list(&self) -> Vec<(PathBuf, Queued)> {
+        let mut v: Vec<(PathBuf, Queued)> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "json")
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    })
+                    .filter_map(|p| {
+                        let q = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+                        Some((p, q))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|(_, q)| q.created_unix_ms);
+        v
+    }
+
+    /// Number of queued events.
+    pub fn pending(&self) -> usize {
+        self.list().len()
+    }
+
+    /// Sends every due event once.
+    pub async fn drain_once(&self) -> WebhookReport {
+        let mut report = WebhookReport::default();
+        for (path, mut q) in self.list() {
+            if q.next_attempt_unix_ms > now_ms() {
+                report.pending += 1;
+                continue;
+            }
+            match self.send(&q).await {
+                Ok(()) => {
+                    info!(id = %q.id, attempts = q.attempts + 1, "webhook delivered");
+                    let _ = std::fs::remove_file(&path);
+                    report.sent += 1;
+                }
+                Err(e) => {
+                    q.attempts += 1;
+                    q.last_error = Some(e.clone());
+                    let age = Duration::from_millis(now_ms().saturating_sub(q.created_unix_ms));
+                    if age >= self.config.horizon {
+                        warn!(id = %q.id, attempts = q.attempts, error = %e,
+                            "webhook given up after its retry horizon; kept in dead/");
+                        let dead = self
+                            .dir
+                            .join("dead")
+                            .join(path.file_name().unwrap_or_default());
+                        let _ =
+                            write_atomic(&dead, &serde_json::to_vec_pretty(&q).unwrap_or_default());
+                        let _ = std::fs::remove_file(&path);
+                        report.dead += 1;
+                        continue;
+                    }
+                    let wait = backoff(q.attempts - 1, RETRY_START, RETRY_MAX);
+                    q.next_attempt_unix_ms = now_ms() + wait.as_millis() as u64;
+                    warn!(id = %q.id, attempts = q.attempts, retry_in_s = wait.as_secs(),
+                        error = %e, "webhook failed, will retry");
+                    let _ = write_atomic(&path, &serde_json::to_vec_pretty(&q).unwrap_or_default());
+                    report.pending += 1;
+                }
+            }
+        }
+        report
+    }
+
+    async fn send(&self, q: &Queued) -> Result<(), String> {
+        let body = serde_json::to_vec(&q.body).map_err(|e| e.to_string())?;
+        let ts = now_ms() / 1000;
+        let sig = sign(&self.config.secret, &q.id, ts, &body);
+        let resp = self
+            .client
+            .post(&self.config.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &q.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("receiver answered {}", resp.status()))
+        }
+    }
+
+    /// The queue folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_stable_and_secret_redacted() {
+        let a = sign("s3cret", "lr_1", 1_700_000_000, b"{\"a\":1}");
+        assert_eq!(a, sign("s3cret", "lr_1", 1_700_000_000, b"{\"a\":1}"));
+        assert!(a.starts_with("v1,"));
+        assert_ne!(a, sign("other", "lr_1", 1_700_000_000, b"{\"a\":1}"));
+        assert_ne!(a, sign("s3cret", "lr_2", 1_700_000_000, b"{\"a\":1}"));
+        let c = WebhookConfig {
+            url: "http://x".into(),
+            secret: "s3cret".into(),
+            horizon: DEFAULT_HORIZON,
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

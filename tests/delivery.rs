@@ -1,0 +1,245 @@
+//! Delivery through the durable spool to storage, and signed webhooks that survive outages.
+
+mod support;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::*;
+
+const SECRET: &str = "test-secret-7f3a";
+
+fn demo(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("demo").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run demo");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (
+        out.status.success(),
+        last_json(&String::from_utf8_lossy(&out.stdout)),
+        stderr,
+    )
+}
+
+fn deliver(env: &[(&str, String)]) -> serde_json::Value {
+    let mut cmd = Command::new(bin());
+    cmd.args(["deliver", "--wait", "15"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run deliver");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn sha256(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap();
+    Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks a webhook the way a receiver would: HMAC-SHA256 over "id.timestamp.body".
+fn verify(r: &Received, secret: &str) -> bool {
+    let (Some(id), Some(ts), Some(sig)) = (
+        r.headers.get("webhook-id"),
+        r.headers.get("webhook-timestamp"),
+        r.headers.get("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    sig.split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+fn spool_files(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("spool"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env(data: &Path, storage: &Path, hook_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("ROOMCAST_DATA_DIR", data.display().to_string()),
+        ("ROOMCAST_STORAGE", format!("file://{}", storage.display())),
+        (
+            "ROOMCAST_WEBHOOK_URL",
+            format!("http://127.0.0.1:{hook_port}/hooks"),
+        ),
+        ("ROOMCAST_WEBHOOK_SECRET", SECRET.to_string()),
+    ]
+}
+
+#[test]
+fn delivers_to_storage_and_signs_the_webhook() {
+    let dir = TempDir::new("deliver");
+    let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
+    let rx = Receiver::start(0);
+    let e = env(&data, &store, rx.port);
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "2",
+            "--duration",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let stored = store.join("demo/1/demo_1_1.mp4");
+    assert_eq!(PathBuf::from(j["file"].as_str().unwrap()), stored);
+    assert_eq!(
+        j["delivery"]["sha256"].as_str().unwrap(),
+        sha256(&stored),
+        "stored copy differs"
+    );
+    assert_eq!(j["delivery"]["pending"], 0);
+    assert_eq!(j["delivery"]["webhooks_pending"], 0);
+    assert!((probe(&stored).duration - 3.0).abs() < 0.5);
+    assert!(
+        spool_files(&data).is_empty(),
+        "spool not cleaned: {:?}",
+        spool_files(&data)
+    );
+    assert!(
+        !out.join("demo_1_1.mp4").exists(),
+        "local copy kept after delivery"
+    );
+    assert!(!err.contains(SECRET), "secret in logs");
+
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(verify(&got[0], SECRET), "signature does not verify");
+    let mut tampered = got[0].clone();
+    tampered.body.push(b' ');
+    assert!(!verify(&tampered, SECRET), "tampered body verifies");
+    assert!(!verify(&got[0], "wrong-secret"));
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "live_recording");
+    assert_eq!(body["app_id"], "demo");
+    assert_eq!(body["room_id"], "demo");
+    assert_eq!(body["conf_num"], "1");
+    assert_eq!(body["url"], format!("file://{}", stored.display()));
+    assert_eq!(
+        body["file_size"],
+        std::fs::metadata(&stored).unwrap().len().to_string()
+    );
+    assert!(body["trans_date"].as_u64().unwrap() > 1_700_000_000);
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 7, "exactly the reference fields: {keys:?}");
+}
+
+#[test]
+fn storage_down_keeps_the_file_until_it_returns() {
+    let dir = TempDir::new("storage-down");
+    let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
+    // Storage unreachable: its root is a plain file, so nothing can be written under it.
+    std::fs::write(&store, b"not a folder").unwrap();
+    let rx = Receiver::start(0);
+    let e = env(&data, &store, rx.port);
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "2",
+            "--duration",
+            "2",
+            "--deliver-wait",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(j["delivery"]["pending"], 1, "{j}");
+    let spooled = spool_files(&data);
+    assert!(
+        spooled.iter().any(|f| f.ends_with(".mp4")) && spooled.iter().any(|f| f.ends_with(".json"))
+    );
+    assert!(rx.received().is_empty(), "webhook sent before delivery");
+    let sidecar = spooled.iter().find(|f| f.ends_with(".json")).unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("spool").join(sidecar)).unwrap()).unwrap();
+    assert!(entry["attempts"].as_u64().unwrap() >= 1);
+    assert!(entry["last_error"].as_str().is_some());
+
+    // Storage comes back; a new process (a restarted worker) delivers what the spool holds.
+    std::fs::remove_file(&store).unwrap();
+    let r = deliver(&e);
+    assert_eq!(r["delivery"]["delivered"], 1, "{r}");
+    let stored = store.join("demo/1/demo_1_1.mp4");
+    assert_eq!(sha256(&stored), entry["meta"]["sha256"].as_str().unwrap());
+    assert!(spool_files(&data).is_empty());
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let id = got[0].headers["webhook-id"].clone();
+    // Nothing is delivered twice.
+    let r = deliver(&e);
+    assert_eq!(r["delivery"]["delivered"], 0);
+    assert_eq!(rx.received().len(), 1, "second webhook for {id}");
+}
+
+#[test]
+fn webhook_receiver_down_then_back() {
+    let dir = TempDir::new("hook-down");
+    let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
+    let port = free_port();
+    let e = env(&data, &store, port);
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "1",
+            "--duration",
+            "2",
+            "--deliver-wait",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(j["delivery"]["pending"], 0, "file delivered anyway: {j}");
+    assert_eq!(j["delivery"]["webhooks_pending"], 1, "{j}");
+    let queued: Vec<String> = std::fs::read_dir(data.join("webhooks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(queued.len(), 1);
+
+    let rx = Receiver::start(port);
+    let r = deliver(&e);
+    assert_eq!(r["webhooks_pending"], 0, "{r}");
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    assert!(verify(&got[0], SECRET));
+    assert_eq!(
+        format!("{}.json", got[0].headers["webhook-id"]),
+        queued[0],
+        "id changed on retry"
+    );
+    deliver(&e);
+    assert_eq!(rx.received().len(), 1, "delivered twice");
+}
