@@ -4,6 +4,7 @@
 //! and retried with exponential backoff.
 
 pub mod local;
+pub mod s3;
 pub mod spool;
 
 use crate::codes::Code;
@@ -51,10 +52,12 @@ impl DeliveryError {
 pub enum Storage {
     /// A local (or mounted) folder.
     Local(LocalTarget),
+    /// An S3 or S3-compatible bucket.
+    S3(s3::S3Target),
 }
 
 impl Storage {
-    /// Parses a storage URL: `file:///dir`.
+    /// Parses a storage URL: `file:///dir` or `s3://bucket/prefix?…` (see [`s3`]).
     pub fn parse(url: &str) -> Result<Storage, DeliveryError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -64,9 +67,12 @@ impl Storage {
             }
             return Ok(Storage::Local(LocalTarget::new(PathBuf::from(path))));
         }
+        if url.starts_with("s3://") {
+            return Ok(Storage::S3(s3::S3Target::parse(url)?));
+        }
         let scheme = url.split("://").next().unwrap_or("");
         Err(DeliveryError::config(format!(
-            "storage scheme {scheme:?} is not supported by this build (use file:///dir)"
+            "storage scheme {scheme:?} is not supported (use file:///dir or s3://bucket/prefix)"
         )))
     }
 
@@ -78,6 +84,7 @@ impl Storage {
                     .await
                     .map_err(|e| DeliveryError::retryable(format!("upload task: {e}")))?
             }
+            Storage::S3(t) => t.put(&spool.media_path(entry), &entry.meta).await,
         }
     }
 }
