@@ -5,14 +5,14 @@ use clap::{Parser, Subcommand};
 use roomcast::config::DeliveryConfig;
 use roomcast::delivery::live_recording_event;
 use roomcast::delivery::spool::SegmentMeta;
-use roomcast::job::{record, JobCommand, RecordingSpec};
+use roomcast::job::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use roomcast::layout::Layout;
 use roomcast::pipeline::mp4::SegmentFile;
 use roomcast::pipeline::rtmp::RtmpUrl;
 use roomcast::pipeline::{self, Preset};
 use roomcast::room::synthetic::SyntheticRoom;
 use roomcast::room::RoomConnector;
-use roomcast::webhook::WebhookQueue;
+use roomcast::webhook::{status_event, EventContext, WebhookQueue};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -295,10 +295,17 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let (room_id, conf_num, app_id) = (spec.room_id.clone(), spec.conf_num.clone(), args.app_id);
     let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));
+    let hooks = delivery.webhook_queue()?;
+    let ctx = EventContext {
+        app_id: app_id.clone(),
+        room_id: room_id.clone(),
+        conf_num: conf_num.clone(),
+        by: "roomcast-demo".into(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rec = rt.block_on(async move {
+    let rec = rt.block_on(async {
         let room = SyntheticRoom::demo(args.participants as usize, duration);
         let handle = room.connect().await?;
         let (tx, rx) = mpsc::channel(8);
@@ -307,7 +314,18 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
             tracing::info!("stop requested, finalizing");
             let _ = tx.send(JobCommand::Stop).await;
         });
-        record(spec, handle, rx).await.context("recording failed")
+        let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
+        let job = tokio::spawn(record_with_events(spec, handle, rx, Some(etx)));
+        while let Some(ev) = erx.recv().await {
+            let JobEvent::Started { .. } = ev;
+            status(&hooks, &ctx, "room-live-recording-on", None);
+        }
+        let rec = job.await.context("recording task")?;
+        match &rec {
+            Ok(_) => status(&hooks, &ctx, "room-live-recording-off", None),
+            Err(e) => status(&hooks, &ctx, "room-live-recording-failed", Some(e.code())),
+        }
+        rec.context("recording failed")
     })?;
     let delivered = rt.block_on(deliver(
         &delivery,
@@ -401,6 +419,26 @@ async fn deliver(
             q.enqueue(&id, &live_recording_event(&meta, &url))?;
             let hooks = drain_webhooks(&q, wait).await;
             Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
+        }
+    }
+}
+
+/// Queues a status webhook (sent with the delivery's webhooks, retried like them).
+fn status(
+    hooks: &Option<WebhookQueue>,
+    ctx: &EventContext,
+    kind: &str,
+    code: Option<roomcast::codes::Code>,
+) {
+    if let Some(q) = hooks {
+        let id = format!(
+            "{kind}-{}-{}-{}",
+            ctx.room_id,
+            ctx.conf_num,
+            std::process::id()
+        );
+        if let Err(e) = q.enqueue(&id, &status_event(kind, ctx, code)) {
+            tracing::warn!(error = %e, "status webhook not queued");
         }
     }
 }

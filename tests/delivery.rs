@@ -127,7 +127,7 @@ fn delivers_to_storage_and_signs_the_webhook() {
     );
     assert!(!err.contains(SECRET), "secret in logs");
 
-    let got = rx.received();
+    let got = rx.of_type("live_recording");
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(verify(&got[0], SECRET), "signature does not verify");
     let mut tampered = got[0].clone();
@@ -147,6 +147,24 @@ fn delivers_to_storage_and_signs_the_webhook() {
     assert!(body["trans_date"].as_u64().unwrap() > 1_700_000_000);
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 7, "exactly the reference fields: {keys:?}");
+
+    // Status events for the job's transitions, signed the same way.
+    for kind in ["room-live-recording-on", "room-live-recording-off"] {
+        let ev = rx.of_type(kind);
+        assert_eq!(ev.len(), 1, "{kind}");
+        assert!(verify(&ev[0], SECRET));
+        let v: serde_json::Value = serde_json::from_slice(&ev[0].body).unwrap();
+        assert_eq!(v["data"]["status"]["resultCode"], 0);
+        assert_eq!(v["data"]["status"]["success"], true);
+        assert_eq!(v["room_id"], "demo");
+        let by = if kind.ends_with("-on") {
+            "startedBy"
+        } else {
+            "stoppedBy"
+        };
+        assert!(v["data"][by].is_string(), "{v}");
+    }
+    assert!(rx.of_type("room-live-recording-failed").is_empty());
 }
 
 #[test]
@@ -176,7 +194,10 @@ fn storage_down_keeps_the_file_until_it_returns() {
     assert!(
         spooled.iter().any(|f| f.ends_with(".mp4")) && spooled.iter().any(|f| f.ends_with(".json"))
     );
-    assert!(rx.received().is_empty(), "webhook sent before delivery");
+    assert!(
+        rx.of_type("live_recording").is_empty(),
+        "webhook sent before delivery"
+    );
     let sidecar = spooled.iter().find(|f| f.ends_with(".json")).unwrap();
     let entry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("spool").join(sidecar)).unwrap()).unwrap();
@@ -190,13 +211,17 @@ fn storage_down_keeps_the_file_until_it_returns() {
     let stored = store.join("demo/1/demo_1_1.mp4");
     assert_eq!(sha256(&stored), entry["meta"]["sha256"].as_str().unwrap());
     assert!(spool_files(&data).is_empty());
-    let got = rx.received();
+    let got = rx.of_type("live_recording");
     assert_eq!(got.len(), 1);
     let id = got[0].headers["webhook-id"].clone();
     // Nothing is delivered twice.
     let r = deliver(&e);
     assert_eq!(r["delivery"]["delivered"], 0);
-    assert_eq!(rx.received().len(), 1, "second webhook for {id}");
+    assert_eq!(
+        rx.of_type("live_recording").len(),
+        1,
+        "second webhook for {id}"
+    );
 }
 
 #[test]
@@ -220,19 +245,20 @@ fn webhook_receiver_down_then_back() {
     );
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 0, "file delivered anyway: {j}");
-    assert_eq!(j["delivery"]["webhooks_pending"], 1, "{j}");
+    assert_eq!(j["delivery"]["webhooks_pending"], 3, "{j}");
     let queued: Vec<String> = std::fs::read_dir(data.join("webhooks"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| n.ends_with(".json"))
         .collect();
-    assert_eq!(queued.len(), 1);
+    // live_recording plus the on/off status events.
+    assert_eq!(queued.len(), 3, "{queued:?}");
 
     let rx = Receiver::start(port);
     let r = deliver(&e);
     assert_eq!(r["webhooks_pending"], 0, "{r}");
-    let got = rx.received();
+    let got = rx.of_type("live_recording");
     assert_eq!(got.len(), 1);
     assert!(verify(&got[0], SECRET));
     assert_eq!(
@@ -241,5 +267,5 @@ fn webhook_receiver_down_then_back() {
         "id changed on retry"
     );
     deliver(&e);
-    assert_eq!(rx.received().len(), 1, "delivered twice");
+    assert_eq!(rx.of_type("live_recording").len(), 1, "delivered twice");
 }

@@ -78,7 +78,7 @@ async fn demo_uploads_to_s3_and_the_object_reads_back() {
         !err.contains("test") || !err.contains("AWS_SECRET"),
         "credentials in logs"
     );
-    let got = rx.received();
+    let got = rx.of_type("live_recording");
     assert_eq!(got.len(), 1);
     let hook: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(hook["url"], format!("s3://recordings/{key}"));
@@ -110,7 +110,7 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 1, "{j}");
     let sha = j["delivery"]["sha256"].as_str().unwrap().to_string();
-    assert!(rx.received().is_empty());
+    assert!(rx.of_type("live_recording").is_empty());
 
     let s3 = MotoS3::start_on(port);
     s3.create_bucket("recordings");
@@ -121,11 +121,15 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
         .get("recordings", "site-a/demo/demo/1/demo_1_1.mp4")
         .await;
     assert_eq!(hex_sha(&body), sha);
-    assert_eq!(rx.received().len(), 1);
+    assert_eq!(rx.of_type("live_recording").len(), 1);
     let (ok, r, _) = run_with(&e, &["deliver", "--wait", "2"]);
     assert!(ok);
     assert_eq!(r["delivery"]["delivered"], 0);
-    assert_eq!(rx.received().len(), 1, "one webhook per file");
+    assert_eq!(
+        rx.of_type("live_recording").len(),
+        1,
+        "one webhook per file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,5 +6,5 @@
 pub mod runner;
 pub mod state;
 
-pub use runner::{record, JobCommand, RecordingSpec};
+pub use runner::{record, record_with_events, JobCommand, JobEvent, RecordingSpec};
 pub use state::RoomState;

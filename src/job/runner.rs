@@ -235,6 +235,16 @@ impl Job {
     }
 }
 
+/// What a running job reports while it runs (its end is the return value of [`record`]).
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// The pipeline is recording into this file.
+    Started {
+        /// The segment file.
+        file: PathBuf,
+    },
+}
+
 /// Records the room until stopped, the duration ends or the room goes away; returns the
 /// finalized segment.
 pub async fn record(
@@ -242,10 +252,20 @@ pub async fn record(
     room: RoomHandle,
     commands: mpsc::Receiver<JobCommand>,
 ) -> Result<Recording, Error> {
+    record_with_events(spec, room, commands, None).await
+}
+
+/// [`record`], reporting [`JobEvent`]s as they happen.
+pub async fn record_with_events(
+    spec: RecordingSpec,
+    room: RoomHandle,
+    commands: mpsc::Receiver<JobCommand>,
+    events: Option<mpsc::UnboundedSender<JobEvent>>,
+) -> Result<Recording, Error> {
     let path = reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?;
     let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num,
         file = %path.display());
-    let result = run(spec, path.clone(), room, commands)
+    let result = run(spec, path.clone(), room, commands, events)
         .instrument(span)
         .await;
     if result.is_err() && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
@@ -260,6 +280,7 @@ async fn run(
     path: PathBuf,
     mut room: RoomHandle,
     mut commands: mpsc::Receiver<JobCommand>,
+    events: Option<mpsc::UnboundedSender<JobEvent>>,
 ) -> Result<Recording, Error> {
     let def = spec.layout.def().clone();
     let opts = CompositeOptions {
@@ -280,6 +301,9 @@ async fn run(
     tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(PipelineError::setup)?;
     info!(preset = %spec.preset.name, layout = %def.name, "recording started");
+    if let Some(tx) = &events {
+        let _ = tx.send(JobEvent::Started { file: path.clone() });
+    }
 
     let mut job = Job {
         composite,

@@ -61,6 +61,52 @@ pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
     )
 }
 
+/// Who and what a status event is about.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    /// Application id.
+    pub app_id: String,
+    /// Room id.
+    pub room_id: String,
+    /// Conference number.
+    pub conf_num: String,
+    /// Client id of whoever started or stopped it (`startedBy` / `stoppedBy`).
+    pub by: String,
+}
+
+/// A status event in the platform's shape (`room-live-recording-on`, `-off`, `-failed`, …):
+/// `{"type", "data": {"status": {"resultCode", "success", "error": {"errorCode", "errorDesc"}},
+/// "startedBy"|"stoppedBy"}}`, plus the room it concerns and when.
+pub fn status_event(
+    kind: &str,
+    ctx: &EventContext,
+    failure: Option<crate::codes::Code>,
+) -> serde_json::Value {
+    let code = failure.map(|c| c.as_u16()).unwrap_or(0);
+    let desc = failure.map(|c| c.message()).unwrap_or("");
+    let by_key = if kind.ends_with("-off") {
+        "stoppedBy"
+    } else {
+        "startedBy"
+    };
+    let mut data = serde_json::json!({
+        "status": {
+            "resultCode": code,
+            "success": failure.is_none(),
+            "error": { "errorCode": code, "errorDesc": desc },
+        },
+    });
+    data[by_key] = serde_json::Value::String(ctx.by.clone());
+    serde_json::json!({
+        "type": kind,
+        "trans_date": now_ms() / 1000,
+        "app_id": ctx.app_id,
+        "room_id": ctx.room_id,
+        "conf_num": ctx.conf_num,
+        "data": data,
+    })
+}
+
 /// One queued event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Queued {

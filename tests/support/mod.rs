@@ -510,6 +510,17 @@ impl Receiver {
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
+
+    /// Requests whose JSON body has `"type": kind`.
+    pub fn of_type(&self, kind: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .is_ok_and(|v| v["type"] == kind)
+            })
+            .collect()
+    }
 }
 
 impl Drop for Receiver {
