@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod sftp;
 pub mod spool;
 
 use crate::codes::Code;
@@ -54,6 +55,8 @@ pub enum Storage {
     Local(LocalTarget),
     /// An S3 or S3-compatible bucket.
     S3(s3::S3Target),
+    /// An SFTP server.
+    Sftp(sftp::SftpTarget),
 }
 
 impl Storage {
@@ -67,12 +70,15 @@ impl Storage {
             }
             return Ok(Storage::Local(LocalTarget::new(PathBuf::from(path))));
         }
+        if url.starts_with("sftp://") {
+            return Ok(Storage::Sftp(sftp::SftpTarget::parse(url)?));
+        }
         if url.starts_with("s3://") {
             return Ok(Storage::S3(s3::S3Target::parse(url)?));
         }
         let scheme = url.split("://").next().unwrap_or("");
         Err(DeliveryError::config(format!(
-            "storage scheme {scheme:?} is not supported (use file:///dir or s3://bucket/prefix)"
+            "storage scheme {scheme:?} is not supported (use file:///dir, s3://bucket/prefix or sftp://user@host/path)"
         )))
     }
 
@@ -85,6 +91,7 @@ impl Storage {
                     .map_err(|e| DeliveryError::retryable(format!("upload task: {e}")))?
             }
             Storage::S3(t) => t.put(&spool.media_path(entry), &entry.meta).await,
+            Storage::Sftp(t) => t.put(&spool.media_path(entry), &entry.meta).await,
         }
     }
 }
