@@ -3,7 +3,9 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `ROOMCAST_DATA_DIR` | spool and webhook queue live here | `./roomcast-data` |
-//! | `ROOMCAST_STORAGE` | where recordings are delivered: `file:///dir` | none: files stay where recorded |
+//! | `ROOMCAST_STORAGE` | where recordings are delivered: `file:///dir`, `s3://bucket/prefix?…`, `sftp://user@host:port/path?…` | none: files stay where recorded |
+//! | `ROOMCAST_STORAGE_BACKUP` | used after the primary failed 3 times in a row | none |
+//! | `ROOMCAST_SFTP_PASSWORD` | SFTP password (when no key is given) | none |
 //! | `ROOMCAST_WEBHOOK_URL` | webhook receiver | none: no webhooks |
 //! | `ROOMCAST_WEBHOOK_SECRET` | HMAC secret for webhook signatures | required with a URL |
 //! | `ROOMCAST_WEBHOOK_HORIZON_SECS` | how long a webhook is retried | 86400 |
@@ -28,6 +30,8 @@ pub struct DeliveryConfig {
     pub storage: Option<Storage>,
     /// Webhook endpoint, if configured.
     pub webhook: Option<WebhookConfig>,
+    /// Backup storage target.
+    pub backup: Option<Storage>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -47,6 +51,9 @@ impl DeliveryConfig {
     pub fn from_env() -> Result<DeliveryConfig, Error> {
         let data_dir = PathBuf::from(var("ROOMCAST_DATA_DIR").unwrap_or(DEFAULT_DATA_DIR.into()));
         let storage = var("ROOMCAST_STORAGE")
+            .map(|s| Storage::parse(&s))
+            .transpose()?;
+        let backup = var("ROOMCAST_STORAGE_BACKUP")
             .map(|s| Storage::parse(&s))
             .transpose()?;
         let webhook = match var("ROOMCAST_WEBHOOK_URL") {
@@ -78,6 +85,7 @@ impl DeliveryConfig {
             data_dir,
             storage,
             webhook,
+            backup,
         })
     }
 
@@ -106,6 +114,7 @@ impl DeliveryConfig {
             spool: self.spool()?,
             storage,
             webhooks: self.webhook_queue()?,
+            backup: self.backup.clone(),
         }))
     }
 }

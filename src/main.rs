@@ -92,6 +92,9 @@ struct DemoArgs {
     /// Also stream to this RTMP URL (rtmp:// or rtmps://; up to three).
     #[arg(long = "rtmp", value_name = "URL")]
     rtmp: Vec<String>,
+    /// Deliver this job's recording here instead of ROOMCAST_STORAGE (file://, s3://, sftp://).
+    #[arg(long)]
+    storage: Option<String>,
     /// Application id reported in webhooks.
     #[arg(long, default_value = "demo")]
     app_id: String,
@@ -275,7 +278,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
     }
     let preset = Preset::resolve(&args.preset).map_err(roomcast::Error::from)?;
-    let delivery = DeliveryConfig::from_env()?;
+    let mut delivery = DeliveryConfig::from_env()?;
+    let storage_override = args.storage.clone();
+    if let Some(url) = &storage_override {
+        delivery.storage =
+            Some(roomcast::delivery::Storage::parse(url).map_err(roomcast::Error::from)?);
+    }
     let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
     let duration = Duration::from_secs_f64(args.duration);
     let (width, height) = preset
@@ -329,6 +337,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     let delivered = rt.block_on(deliver(
         &delivery,
+        storage_override,
         &rec.file,
         &room_id,
         &conf_num,
@@ -360,6 +369,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 /// or, without storage, a webhook for the file where it was recorded.
 async fn deliver(
     cfg: &DeliveryConfig,
+    storage_override: Option<String>,
     file: &SegmentFile,
     room_id: &str,
     conf_num: &str,
@@ -395,7 +405,12 @@ async fn deliver(
     };
     match cfg.deliverer()? {
         Some(d) => {
-            let entry = d.spool.put(&file.path, meta)?;
+            let mut entry = d.spool.put(&file.path, meta)?;
+            if storage_override.is_some() {
+                // Remembered in the sidecar: a later `roomcast deliver` honours it too.
+                entry.target = storage_override;
+                d.spool.update(&entry)?;
+            }
             let (report, hooks) = d.run_until_empty(wait).await;
             Ok(serde_json::json!({
                 "url": report.urls.first(),

@@ -269,3 +269,74 @@ fn webhook_receiver_down_then_back() {
     deliver(&e);
     assert_eq!(rx.of_type("live_recording").len(), 1, "delivered twice");
 }
+
+#[test]
+fn backup_target_takes_over_when_the_primary_keeps_failing() {
+    let dir = TempDir::new("backup");
+    let (data, store, backup, out) = (
+        dir.0.join("data"),
+        dir.0.join("store"),
+        dir.0.join("backup"),
+        dir.0.join("rec"),
+    );
+    std::fs::write(&store, b"primary is down").unwrap();
+    let rx = Receiver::start(0);
+    let mut e = env(&data, &store, rx.port);
+    e.push((
+        "ROOMCAST_STORAGE_BACKUP",
+        format!("file://{}", backup.display()),
+    ));
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "1",
+            "--duration",
+            "2",
+            "--deliver-wait",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(j["delivery"]["pending"], 0, "{j}");
+    let stored = backup.join("demo/1/demo_1_1.mp4");
+    assert_eq!(j["delivery"]["url"], format!("file://{}", stored.display()));
+    assert_eq!(sha256(&stored), j["delivery"]["sha256"].as_str().unwrap());
+    assert!(err.contains("backup"), "switch to backup not logged");
+    assert_eq!(rx.of_type("live_recording").len(), 1);
+}
+
+#[test]
+fn a_jobs_own_target_overrides_the_configured_one() {
+    let dir = TempDir::new("override");
+    let (data, store, own, out) = (
+        dir.0.join("data"),
+        dir.0.join("store"),
+        dir.0.join("own"),
+        dir.0.join("rec"),
+    );
+    let rx = Receiver::start(0);
+    let e = env(&data, &store, rx.port);
+    let own_url = format!("file://{}", own.display());
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "1",
+            "--duration",
+            "2",
+            "--storage",
+            &own_url,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(own.join("demo/1/demo_1_1.mp4").is_file(), "{j}");
+    assert!(
+        !store.exists(),
+        "configured target used despite the override"
+    );
+}

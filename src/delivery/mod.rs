@@ -130,7 +130,12 @@ pub struct Deliverer {
     pub storage: Storage,
     /// Webhook queue, if webhooks are configured.
     pub webhooks: Option<WebhookQueue>,
+    /// Used once the primary (or a job's own target) has failed [`BACKUP_AFTER`] times.
+    pub backup: Option<Storage>,
 }
+
+/// Failed attempts on the primary target before the backup target is tried.
+pub const BACKUP_AFTER: u32 = 3;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -184,7 +189,21 @@ impl Deliverer {
     }
 
     async fn deliver(&self, entry: &mut SpoolEntry) -> Result<String, DeliveryError> {
-        let url = self.storage.upload(&self.spool, entry).await?;
+        // A job's own target (kept in its sidecar) overrides the configured one.
+        let own = match &entry.target {
+            Some(t) => Some(Storage::parse(t)?),
+            None => None,
+        };
+        let primary = own.as_ref().unwrap_or(&self.storage);
+        let target = match &self.backup {
+            Some(b) if entry.attempts >= BACKUP_AFTER => {
+                info!(file = %entry.meta.file_name, attempts = entry.attempts,
+                    "primary storage keeps failing; using the backup target");
+                b
+            }
+            _ => primary,
+        };
+        let url = target.upload(&self.spool, entry).await?;
         info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");
         if let Some(q) = &self.webhooks {
             let body = live_recording_event(&entry.meta, &url);

@@ -46,6 +46,9 @@ pub struct SpoolEntry {
     pub next_attempt_unix_ms: u64,
     /// Last failure, if any.
     pub last_error: Option<String>,
+    /// This job's own storage URL, overriding the configured target.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// The spool folder.
@@ -127,6 +130,7 @@ impl Spool {
             attempts: 0,
             next_attempt_unix_ms: 0,
             last_error: None,
+            target: None,
         };
         self.update(&entry)?;
         Ok(entry)
