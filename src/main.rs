@@ -8,7 +8,7 @@ use roomcast::delivery::spool::SegmentMeta;
 use roomcast::job::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use roomcast::layout::Layout;
 use roomcast::pipeline::mp4::SegmentFile;
-use roomcast::pipeline::rtmp::RtmpUrl;
+use roomcast::pipeline::rtmp::{DestinationState, RtmpUrl};
 use roomcast::pipeline::{self, Preset};
 use roomcast::room::synthetic::SyntheticRoom;
 use roomcast::room::RoomConnector;
@@ -325,8 +325,22 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
         let job = tokio::spawn(record_with_events(spec, handle, rx, Some(etx)));
         while let Some(ev) = erx.recv().await {
-            let JobEvent::Started { .. } = ev;
-            status(&hooks, &ctx, "room-live-recording-on", None);
+            match ev {
+                JobEvent::Started { .. } => status(&hooks, &ctx, "room-live-recording-on", None),
+                JobEvent::Streaming(d) => {
+                    let (kind, code) = match d.state {
+                        DestinationState::Live => ("room-streaming-on", None),
+                        DestinationState::Retrying => (
+                            "room-streaming-failed",
+                            Some(roomcast::codes::Code::StreamFailedToStart),
+                        ),
+                        DestinationState::Stopped => ("room-streaming-off", None),
+                        DestinationState::Connecting => continue,
+                    };
+                    let id = format!("{kind}-{}-{}", d.id, d.connections);
+                    status_with_id(&hooks, &ctx, kind, code, &id);
+                }
+            }
         }
         let rec = job.await.context("recording task")?;
         match &rec {
@@ -445,9 +459,20 @@ fn status(
     kind: &str,
     code: Option<roomcast::codes::Code>,
 ) {
+    status_with_id(hooks, ctx, kind, code, kind);
+}
+
+/// Queues a status webhook whose id is `tag` plus the job (one per transition).
+fn status_with_id(
+    hooks: &Option<WebhookQueue>,
+    ctx: &EventContext,
+    kind: &str,
+    code: Option<roomcast::codes::Code>,
+    tag: &str,
+) {
     if let Some(q) = hooks {
         let id = format!(
-            "{kind}-{}-{}-{}",
+            "{tag}-{}-{}-{}",
             ctx.room_id,
             ctx.conf_num,
             std::process::id()

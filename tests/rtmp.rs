@@ -13,8 +13,12 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
         .map(|i| NginxRtmp::start(&dir.path().join(format!("nginx{i}"))))
         .collect();
     let out = dir.path().join("rec");
+    let hooks = Receiver::start(0);
     let mut cmd = Command::new(bin());
     cmd.args(["demo", "--duration", "16", "--out"]).arg(&out);
+    cmd.env("ROOMCAST_DATA_DIR", dir.path().join("data"));
+    cmd.env("ROOMCAST_WEBHOOK_URL", format!("http://127.0.0.1:{}/h", hooks.port));
+    cmd.env("ROOMCAST_WEBHOOK_SECRET", "rtmp-test");
     for (i, s) in servers.iter().enumerate() {
         cmd.arg("--rtmp").arg(s.url(&format!("stream{i}")));
     }
@@ -87,6 +91,14 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
     assert!(dests[1]["connections"].as_u64().unwrap() >= 2, "{j}");
     assert_eq!(dests[0]["connections"], 1);
     assert!(dests.iter().all(|d| d["state"] == "stopped"));
+    // Streaming status webhooks: each destination went on and off; the killed one failed.
+    assert!(hooks.of_type("room-streaming-on").len() >= 4, "{:?}", hooks.received().len());
+    assert_eq!(hooks.of_type("room-streaming-off").len(), 3);
+    let failed = hooks.of_type("room-streaming-failed");
+    assert!(!failed.is_empty());
+    let f: serde_json::Value = serde_json::from_slice(&failed[0].body).unwrap();
+    assert_eq!(f["data"]["status"]["resultCode"], 7020);
+    assert_eq!(f["data"]["status"]["success"], false);
     // Stream keys never reach the logs.
     assert!(!stderr.contains("stream1"), "stream key in logs");
 }

@@ -9,7 +9,8 @@ use crate::layout::{parse_color, Layout, TileId};
 use crate::pipeline::mixer::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::pipeline::rtmp::{
-    Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, MAX_DESTINATIONS,
+    Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
+    MAX_DESTINATIONS,
 };
 use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
 use crate::room::{RoomEvent, RoomHandle, Timing, TrackKind};
@@ -17,6 +18,7 @@ use crate::Error;
 use futures::StreamExt;
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -130,6 +132,7 @@ struct Job {
     composite: Composite,
     destinations: Vec<Destination>,
     next_destination: u32,
+    events: Option<mpsc::UnboundedSender<JobEvent>>,
     state: RoomState,
     layout: Layout,
 }
@@ -148,7 +151,12 @@ impl Job {
         let id = self.next_destination;
         info!(destination = id, url = %url.redacted(), "adding RTMP destination");
         let pipeline = self.composite.pipeline().clone();
-        let d = tokio::task::block_in_place(|| Destination::start(&pipeline, id, url))?;
+        let listener: Option<StatusListener> = self.events.clone().map(|tx| {
+            Arc::new(move |s: &DestinationStatus| {
+                let _ = tx.send(JobEvent::Streaming(s.clone()));
+            }) as StatusListener
+        });
+        let d = tokio::task::block_in_place(|| Destination::start(&pipeline, id, url, listener))?;
         self.destinations.push(d);
         Ok(())
     }
@@ -243,6 +251,8 @@ pub enum JobEvent {
         /// The segment file.
         file: PathBuf,
     },
+    /// An RTMP destination changed state (connecting, live, retrying, stopped).
+    Streaming(DestinationStatus),
 }
 
 /// Records the room until stopped, the duration ends or the room goes away; returns the
@@ -309,6 +319,7 @@ async fn run(
         composite,
         destinations: Vec::new(),
         next_destination: 0,
+        events: events.clone(),
         state: RoomState::new(),
         layout: spec.layout.clone(),
     };

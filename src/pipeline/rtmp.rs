@@ -372,7 +372,7 @@ impl Tap {
 pub struct Destination {
     /// Id within the job.
     pub id: u32,
-    status: Arc<Mutex<DestinationStatus>>,
+    status: Arc<StatusCell>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     tap: Option<Tap>,
@@ -384,15 +384,19 @@ impl Destination {
         pipeline: &gst::Pipeline,
         id: u32,
         url: RtmpUrl,
+        listener: Option<StatusListener>,
     ) -> Result<Destination, PipelineError> {
         let tap = Tap::attach(pipeline, id)?;
-        let status = Arc::new(Mutex::new(DestinationStatus {
-            id,
-            url: url.redacted(),
-            state: DestinationState::Connecting,
-            connections: 0,
-            last_error: None,
-        }));
+        let status = Arc::new(StatusCell {
+            status: Mutex::new(DestinationStatus {
+                id,
+                url: url.redacted(),
+                state: DestinationState::Connecting,
+                connections: 0,
+                last_error: None,
+            }),
+            listener,
+        });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(keep_connected(
             id,
@@ -413,10 +417,7 @@ impl Destination {
 
     /// Current status.
     pub fn status(&self) -> DestinationStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.status.get()
     }
 
     /// Waits (bounded) for the destination to flush after the main pipeline sent EOS, then
@@ -434,8 +435,34 @@ impl Destination {
     }
 }
 
-fn set_status(status: &Mutex<DestinationStatus>, f: impl FnOnce(&mut DestinationStatus)) {
-    f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+/// Called with a destination's status whenever its state changes.
+pub type StatusListener = Arc<dyn Fn(&DestinationStatus) + Send + Sync>;
+
+/// A destination's status and who hears about its changes.
+struct StatusCell {
+    status: Mutex<DestinationStatus>,
+    listener: Option<StatusListener>,
+}
+
+impl StatusCell {
+    fn get(&self) -> DestinationStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn set_status(cell: &StatusCell, f: impl FnOnce(&mut DestinationStatus)) {
+    let changed = {
+        let mut s = cell.status.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s.state;
+        f(&mut s);
+        (s.state != before).then(|| s.clone())
+    };
+    if let (Some(status), Some(listener)) = (changed, &cell.listener) {
+        listener(&status);
+    }
 }
 
 fn build_branch(
@@ -497,7 +524,7 @@ async fn keep_connected(
     url: RtmpUrl,
     forward: Arc<Mutex<Forward>>,
     has_video: bool,
-    status: Arc<Mutex<DestinationStatus>>,
+    status: Arc<StatusCell>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut attempt: u32 = 0;
@@ -554,7 +581,7 @@ async fn run_connection(
     url: &RtmpUrl,
     forward: &Arc<Mutex<Forward>>,
     has_video: bool,
-    status: &Arc<Mutex<DestinationStatus>>,
+    status: &Arc<StatusCell>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     use futures::StreamExt;
