@@ -52,6 +52,20 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         wait: f64,
     },
+    /// Hand an existing recording to delivery (spool it for `roomcast deliver`).
+    Enqueue {
+        /// The MP4 file (it is moved into the spool).
+        file: PathBuf,
+        /// Room id.
+        #[arg(long)]
+        room: String,
+        /// Conference number.
+        #[arg(long)]
+        conf: String,
+        /// Application id.
+        #[arg(long, default_value = "roomcast")]
+        app_id: String,
+    },
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
         /// Segment files to finalize.
@@ -256,6 +270,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{out}");
             Ok(())
         }
+        Cmd::Enqueue {
+            file,
+            room,
+            conf,
+            app_id,
+        } => {
+            let cfg = DeliveryConfig::from_env()?;
+            let bytes = std::fs::metadata(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            let seg = SegmentFile {
+                path: file,
+                duration: gst::ClockTime::ZERO,
+                bytes,
+            };
+            let spool = cfg.spool()?;
+            let meta = segment_meta(&seg, &room, &conf, &app_id);
+            let entry = spool.put(&seg.path, meta)?;
+            println!(
+                "{}",
+                serde_json::json!({ "spooled": entry.id, "sha256": entry.meta.sha256 })
+            );
+            Ok(())
+        }
         Cmd::Finalize { files } => {
             for f in files {
                 let seg = pipeline::mp4::finalize(&f).map_err(roomcast::Error::from)?;
@@ -390,33 +428,7 @@ async fn deliver(
     app_id: &str,
     wait: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let file_name = file
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let segment = file_name
-        .trim_end_matches(".mp4")
-        .rsplit('_')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    let meta = SegmentMeta {
-        job_id: format!("demo-{room_id}-{conf_num}-{segment}"),
-        app_id: app_id.to_string(),
-        room_id: room_id.to_string(),
-        conf_num: conf_num.to_string(),
-        segment,
-        file_name,
-        started_at_unix_ms: now.saturating_sub(file.duration.mseconds()),
-        ended_at_unix_ms: now,
-        size: file.bytes,
-        sha256: String::new(),
-    };
+    let meta = segment_meta(file, room_id, conf_num, app_id);
     match cfg.deliverer()? {
         Some(d) => {
             let mut entry = d.spool.put(&file.path, meta)?;
@@ -449,6 +461,37 @@ async fn deliver(
             let hooks = drain_webhooks(&q, wait).await;
             Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
         }
+    }
+}
+
+/// What the spool records about a finished segment.
+fn segment_meta(file: &SegmentFile, room_id: &str, conf_num: &str, app_id: &str) -> SegmentMeta {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let file_name = file
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let segment = file_name
+        .trim_end_matches(".mp4")
+        .rsplit('_')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    SegmentMeta {
+        job_id: format!("{app_id}-{room_id}-{conf_num}-{segment}"),
+        app_id: app_id.to_string(),
+        room_id: room_id.to_string(),
+        conf_num: conf_num.to_string(),
+        segment,
+        file_name,
+        started_at_unix_ms: now.saturating_sub(file.duration.mseconds()),
+        ended_at_unix_ms: now,
+        size: file.bytes,
+        sha256: String::new(),
     }
 }
 

@@ -17,7 +17,10 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
     let mut cmd = Command::new(bin());
     cmd.args(["demo", "--duration", "16", "--out"]).arg(&out);
     cmd.env("ROOMCAST_DATA_DIR", dir.path().join("data"));
-    cmd.env("ROOMCAST_WEBHOOK_URL", format!("http://127.0.0.1:{}/h", hooks.port));
+    cmd.env(
+        "ROOMCAST_WEBHOOK_URL",
+        format!("http://127.0.0.1:{}/h", hooks.port),
+    );
     cmd.env("ROOMCAST_WEBHOOK_SECRET", "rtmp-test");
     for (i, s) in servers.iter().enumerate() {
         cmd.arg("--rtmp").arg(s.url(&format!("stream{i}")));
@@ -92,7 +95,11 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
     assert_eq!(dests[0]["connections"], 1);
     assert!(dests.iter().all(|d| d["state"] == "stopped"));
     // Streaming status webhooks: each destination went on and off; the killed one failed.
-    assert!(hooks.of_type("room-streaming-on").len() >= 4, "{:?}", hooks.received().len());
+    assert!(
+        hooks.of_type("room-streaming-on").len() >= 4,
+        "{:?}",
+        hooks.received().len()
+    );
     assert_eq!(hooks.of_type("room-streaming-off").len(), 3);
     let failed = hooks.of_type("room-streaming-failed");
     assert!(!failed.is_empty());

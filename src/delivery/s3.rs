@@ -12,13 +12,14 @@ use super::DeliveryError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};
-use std::io::Read;
 use std::path::Path;
 
 /// Files larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once.
+pub const PART_CONCURRENCY: usize = 4;
 /// Default object key template.
 pub const DEFAULT_KEY: &str = "{app_id}/{room_id}/{conf_num}/{file}";
 
@@ -256,46 +257,54 @@ impl S3Target {
         key: &str,
         upload_id: &str,
     ) -> Result<String, DeliveryError> {
-        let mut f = std::fs::File::open(src)
+        use futures::StreamExt;
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(src)
             .map_err(|e| DeliveryError::retryable(format!("reading {}: {e}", src.display())))?;
+        let size = f
+            .metadata()
+            .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?
+            .len();
+        let count = size.div_ceil(self.part_size as u64).max(1);
+        let f = &f;
+        // Up to PART_CONCURRENCY parts in flight; results come back in part order.
+        let uploads = futures::stream::iter(1..=count)
+            .map(|n| async move {
+                let offset = (n - 1) * self.part_size as u64;
+                let len = (size - offset).min(self.part_size as u64) as usize;
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, offset)
+                    .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?;
+                let digest = Md5::digest(&buf);
+                let out = client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(n as i32)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        DeliveryError::retryable(format!("s3 part {n}: {}", sdk_error(&e)))
+                    })?;
+                let part = CompletedPart::builder()
+                    .part_number(n as i32)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build();
+                Ok::<_, DeliveryError>((part, digest))
+            })
+            .buffered(PART_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
         let mut parts = Vec::new();
         let mut digests = Vec::new();
-        let mut n = 1i32;
-        loop {
-            let mut buf = vec![0u8; self.part_size];
-            let mut filled = 0;
-            while filled < buf.len() {
-                let r = f
-                    .read(&mut buf[filled..])
-                    .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?;
-                if r == 0 {
-                    break;
-                }
-                filled += r;
-            }
-            if filled == 0 {
-                break;
-            }
-            buf.truncate(filled);
-            digests.extend_from_slice(&Md5::digest(&buf));
-            let out = client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(n)
-                .body(ByteStream::from(buf))
-                .send()
-                .await
-                .map_err(|e| DeliveryError::retryable(format!("s3 part {n}: {}", sdk_error(&e))))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build(),
-            );
-            n += 1;
+        for r in uploads {
+            let (part, digest) = r?;
+            parts.push(part);
+            digests.extend_from_slice(&digest);
         }
+        let n = parts.len() as i32 + 1;
         let completed = client
             .complete_multipart_upload()
             .bucket(&self.bucket)
