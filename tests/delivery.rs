@@ -6,39 +6,20 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use support::*;
 
 const SECRET: &str = "test-secret-7f3a";
 
 fn demo(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut cmd = Command::new(bin());
-    cmd.arg("demo").args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run demo");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    (
-        out.status.success(),
-        last_json(&String::from_utf8_lossy(&out.stdout)),
-        stderr,
-    )
+    let mut all = vec!["demo"];
+    all.extend_from_slice(args);
+    run_env(env, &all)
 }
 
 fn deliver(env: &[(&str, String)]) -> serde_json::Value {
-    let mut cmd = Command::new(bin());
-    cmd.args(["deliver", "--wait", "15"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run deliver");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(&String::from_utf8_lossy(&out.stdout))
+    let (ok, j, err) = run_env(env, &["deliver", "--wait", "15"]);
+    assert!(ok, "{err}");
+    j
 }
 
 fn sha256(path: &Path) -> String {

@@ -4,7 +4,6 @@ mod support;
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::Command;
 use support::*;
 
 const SECRET: &str = "s3-test-secret";
@@ -31,20 +30,6 @@ fn env(data: &Path, port: u16, hook: u16) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn run_with(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        last_json(&String::from_utf8_lossy(&out.stdout)),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_uploads_to_s3_and_the_object_reads_back() {
     let dir = TempDir::new("s3");
@@ -53,7 +38,7 @@ async fn demo_uploads_to_s3_and_the_object_reads_back() {
     let rx = Receiver::start(0);
     let e = env(&dir.0.join("data"), s3.port, rx.port);
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_with(
+    let (ok, j, err) = run_env(
         &e,
         &[
             "demo",
@@ -93,7 +78,7 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
     let data = dir.0.join("data");
     let e = env(&data, port, rx.port);
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_with(
+    let (ok, j, err) = run_env(
         &e,
         &[
             "demo",
@@ -114,7 +99,7 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
 
     let s3 = MotoS3::start_on(port);
     s3.create_bucket("recordings");
-    let (ok, r, err) = run_with(&e, &["deliver", "--wait", "20"]);
+    let (ok, r, err) = run_env(&e, &["deliver", "--wait", "20"]);
     assert!(ok, "{err}");
     assert_eq!(r["delivery"]["delivered"], 1, "{r}");
     let body = s3
@@ -122,7 +107,7 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
         .await;
     assert_eq!(hex_sha(&body), sha);
     assert_eq!(rx.of_type("live_recording").len(), 1);
-    let (ok, r, _) = run_with(&e, &["deliver", "--wait", "2"]);
+    let (ok, r, _) = run_env(&e, &["deliver", "--wait", "2"]);
     assert!(ok);
     assert_eq!(r["delivery"]["delivered"], 0);
     assert_eq!(

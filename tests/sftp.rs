@@ -3,22 +3,7 @@
 mod support;
 
 use sha2::{Digest, Sha256};
-use std::process::Command;
 use support::*;
-
-fn run_with(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        last_json(&String::from_utf8_lossy(&out.stdout)),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
 
 #[test]
 fn demo_uploads_over_sftp_and_checks_the_host_key() {
@@ -37,7 +22,7 @@ fn demo_uploads_over_sftp_and_checks_the_host_key() {
         ]
     };
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_with(
+    let (ok, j, err) = run_env(
         &env(sshd.url(&remote, wrong)),
         &[
             "demo",
@@ -64,7 +49,7 @@ fn demo_uploads_over_sftp_and_checks_the_host_key() {
     let sha = j["delivery"]["sha256"].as_str().unwrap().to_string();
 
     // The right key: the spooled file goes up, under its final name, byte for byte.
-    let (ok, r, err) = run_with(
+    let (ok, r, err) = run_env(
         &env(sshd.url(&remote, &sshd.fingerprint)),
         &["deliver", "--wait", "20"],
     );

@@ -18,17 +18,7 @@ impl LocalTarget {
 
     /// Where a segment goes.
     pub fn path_for(&self, meta: &SegmentMeta) -> PathBuf {
-        let safe = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
+        let safe = super::path_component;
         self.root
             .join(safe(&meta.room_id))
             .join(safe(&meta.conf_num))

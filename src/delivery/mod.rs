@@ -22,6 +22,25 @@ const RETRY_START: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
 
+/// Makes `s` safe as one path component (or file name): ASCII letters, digits, `-`, `_`,
+/// `.`; anything else becomes `_`. A leading dot is replaced so nothing hides or climbs.
+pub fn path_component(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    out
+}
+
 /// A delivery failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -237,5 +256,39 @@ impl Deliverer {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_cannot_escape() {
+        assert_eq!(path_component("room 1/../../etc"), "room_1_.._.._etc");
+        assert_eq!(path_component("../x"), "_._x");
+        assert_eq!(path_component(".hidden"), "_hidden");
+        assert_eq!(path_component("demo_1_2.mp4"), "demo_1_2.mp4");
+    }
+
+    #[test]
+    fn storage_urls() {
+        assert!(matches!(
+            Storage::parse("file:///srv/rec"),
+            Ok(Storage::Local(_))
+        ));
+        assert!(Storage::parse("file://relative").is_err());
+        assert_eq!(
+            Storage::parse("ftp://x/y").unwrap_err().code,
+            Code::MoveFileFailed2
+        );
+        assert!(matches!(
+            Storage::parse("s3://bucket/p"),
+            Ok(Storage::S3(_))
+        ));
+        assert!(matches!(
+            Storage::parse("sftp://u@h/p?fingerprint=SHA256:abc"),
+            Ok(Storage::Sftp(_))
+        ));
     }
 }

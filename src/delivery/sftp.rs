@@ -212,17 +212,7 @@ impl SftpTarget {
 
     /// Uploads `src`, renames it into place and checks its size; returns its `sftp://` URL.
     pub async fn put(&self, src: &Path, meta: &SegmentMeta) -> Result<String, DeliveryError> {
-        let safe = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
+        let safe = super::path_component;
         let dir = format!(
             "{}/{}/{}",
             self.root,

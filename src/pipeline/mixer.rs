@@ -5,7 +5,7 @@
 //! (live video) or removed (placeholders).
 
 use super::source::{test_audio, test_video, TestAudio, TestVideo};
-use super::{element_safe, make, raw_video_caps, PipelineError, Preset};
+use super::{element_safe, expose, make, raw_video_caps, PipelineError, Preset};
 use crate::layout::{
     parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
 };
@@ -490,14 +490,7 @@ impl Composite {
         let els = [&src, &dec, &conv, &scale, &caps, &freeze, &rate];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let pad = rate
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("bg src"))?;
-        let ghost = gst::GhostPad::builder_with_target(&pad)
-            .map_err(PipelineError::setup)?
-            .name("src")
-            .build();
-        bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+        expose(&bin, &rate, "src")?;
         Ok(bin.upcast())
     }
 
@@ -649,14 +642,7 @@ impl Composite {
         let els = [&source, &q, &conv, &crop, &scale, &caps, &label];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let out = label
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("label src"))?;
-        let ghost = gst::GhostPad::builder_with_target(&out)
-            .map_err(PipelineError::setup)?
-            .name("src")
-            .build();
-        bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+        let ghost = expose(&bin, &label, "src")?;
         self.pipeline.add(&bin).map_err(PipelineError::setup)?;
         let pad = comp
             .request_pad_simple("sink_%u")
@@ -722,14 +708,7 @@ impl Composite {
         let els = [&source, &q, &conv, &res];
         bin.add_many(els).map_err(PipelineError::setup)?;
         gst::Element::link_many(els).map_err(PipelineError::setup)?;
-        let out = res
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("resample src"))?;
-        let ghost = gst::GhostPad::builder_with_target(&out)
-            .map_err(PipelineError::setup)?
-            .name("src")
-            .build();
-        bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+        let ghost = expose(&bin, &res, "src")?;
         self.pipeline.add(&bin).map_err(PipelineError::setup)?;
         let pad = mixer
             .request_pad_simple("sink_%u")

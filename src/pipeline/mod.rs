@@ -121,6 +121,24 @@ pub fn raw_video_caps(width: u32, height: u32, fps: Option<u32>) -> gst::Caps {
     b.build()
 }
 
+/// Exposes `element`'s static pad `pad` on `bin` under the same name.
+pub(crate) fn expose(
+    bin: &gst::Bin,
+    element: &gst::Element,
+    pad: &str,
+) -> Result<gst::GhostPad, PipelineError> {
+    use gst::prelude::*;
+    let target = element
+        .static_pad(pad)
+        .ok_or_else(|| PipelineError::Setup(format!("{} has no {pad} pad", element.name())))?;
+    let ghost = gst::GhostPad::builder_with_target(&target)
+        .map_err(PipelineError::setup)?
+        .name(pad)
+        .build();
+    bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+    Ok(ghost)
+}
+
 /// Makes a name safe to embed in an element name.
 pub(crate) fn element_safe(s: &str) -> String {
     s.chars()

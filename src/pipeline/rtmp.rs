@@ -12,7 +12,7 @@
 //! is rebuilt with exponential backoff (and jitter) until it is removed or the job ends; each
 //! new connection starts on a keyframe with timestamps rebased to zero.
 
-use super::{make, PipelineError};
+use super::{expose, make, PipelineError};
 use crate::codes::Code;
 use gst::prelude::*;
 use serde::Serialize;
@@ -331,14 +331,7 @@ impl Tap {
             let sink: gst::Element = sink.upcast();
             bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
             q.link(&sink).map_err(PipelineError::setup)?;
-            let qsink = q
-                .static_pad("sink")
-                .ok_or_else(|| PipelineError::setup("queue sink"))?;
-            let ghost = gst::GhostPad::builder_with_target(&qsink)
-                .map_err(PipelineError::setup)?
-                .name("sink")
-                .build();
-            bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+            let ghost = expose(&bin, &q, "sink")?;
             pipeline.add(&bin).map_err(PipelineError::setup)?;
             let tee_pad = tee
                 .request_pad_simple("src_%u")

@@ -3,7 +3,7 @@
 //! Each returns a bin with one `src` ghost pad, timestamped in pipeline running time from
 //! [`SourceContext::start`], live or offline as the context says.
 
-use super::{element_safe, make, raw_video_caps, PipelineError};
+use super::{element_safe, expose, make, raw_video_caps, PipelineError};
 use crate::room::{SourceContext, Timing};
 use gst::prelude::*;
 
@@ -123,14 +123,7 @@ fn ghost_bin(name: &str, elements: &[&gst::Element]) -> Result<gst::Element, Pip
     let last = elements
         .last()
         .ok_or_else(|| PipelineError::setup("empty bin"))?;
-    let pad = last
-        .static_pad("src")
-        .ok_or_else(|| PipelineError::setup("no src pad"))?;
-    let ghost = gst::GhostPad::builder_with_target(&pad)
-        .map_err(PipelineError::setup)?
-        .name("src")
-        .build();
-    bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+    expose(&bin, last, "src")?;
     Ok(bin.upcast())
 }
 

@@ -160,16 +160,7 @@ impl WebhookQueue {
     }
 
     fn path(&self, id: &str) -> PathBuf {
-        let safe: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = crate::delivery::path_component(id);
         self.dir.join(format!("{safe}.json"))
     }
 

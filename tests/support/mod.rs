@@ -330,6 +330,21 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs the binary with extra environment variables: (success, last JSON line of stdout, stderr).
+pub fn run_env(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run roomcast");
+    (
+        out.status.success(),
+        last_json(&String::from_utf8_lossy(&out.stdout)),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// The last JSON line a command printed.
 pub fn last_json(text: &str) -> serde_json::Value {
     let line = text
