@@ -207,3 +207,33 @@ fn audio_only_preset_writes_aac_without_video() {
     let bob = tone_amplitude(window(&pcm, 48_000, 0.4, 0.9), 440.0, 48_000);
     assert!(bob > 0.03, "Bob's tone {bob}");
 }
+
+#[test]
+fn portrait_preset_stacks_the_grid() {
+    let dir = TempDir::new("portrait");
+    let (ok, stdout, err) = run(&[
+        "demo",
+        "--preset",
+        "h264-720p30-portrait",
+        "--participants",
+        "2",
+        "--duration",
+        "3",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let j = last_json(&stdout);
+    assert_eq!(
+        (j["width"].as_u64(), j["height"].as_u64()),
+        (Some(720), Some(1280))
+    );
+    let file = std::path::PathBuf::from(j["file"].as_str().unwrap());
+    let p = probe(&file);
+    assert_eq!((p.width, p.height), (720, 1280));
+    // Bob joins at 0.8 s and Alice shares her screen from 2 s: at 1.5 s Alice is on top,
+    // Bob below.
+    let f = frame_at(&file, 1.5, 720, 1280);
+    assert_region(&f, (0, 0, 720, 640), PALETTE[0], "Alice on top");
+    assert_region(&f, (0, 640, 720, 640), PALETTE[1], "Bob below");
+}

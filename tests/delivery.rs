@@ -321,3 +321,43 @@ fn a_jobs_own_target_overrides_the_configured_one() {
         "configured target used despite the override"
     );
 }
+
+#[test]
+fn a_configuration_file_sets_delivery_and_the_environment_overrides_it() {
+    let dir = TempDir::new("config-file");
+    let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
+    let rx = Receiver::start(0);
+    let conf = dir.0.join("roomcast.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = \"{}\"\n[storage]\nurl = \"file://{}\"\n[webhook]\nurl = \"http://127.0.0.1:1/never\"\nsecret = \"{SECRET}\"\n",
+            data.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let e = vec![
+        ("ROOMCAST_CONFIG", conf.display().to_string()),
+        // The environment wins over the file.
+        (
+            "ROOMCAST_WEBHOOK_URL",
+            format!("http://127.0.0.1:{}/h", rx.port),
+        ),
+    ];
+    let (ok, j, err) = demo(
+        &e,
+        &[
+            "--participants",
+            "1",
+            "--duration",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(store.join("demo/1/demo_1_1.mp4").is_file(), "{j}");
+    assert_eq!(rx.of_type("live_recording").len(), 1);
+    assert!(!err.contains(SECRET));
+}
