@@ -236,4 +236,10 @@ fn portrait_preset_stacks_the_grid() {
     let f = frame_at(&file, 1.5, 720, 1280);
     assert_region(&f, (0, 0, 720, 640), PALETTE[0], "Alice on top");
     assert_region(&f, (0, 640, 720, 640), PALETTE[1], "Bob below");
+    // From 2 s the share takes the top of the portrait canvas; Bob (now talking) and Alice
+    // fill the grid below it.
+    let f = frame_at(&file, 2.5, 720, 1280);
+    assert_region(&f, (0, 100, 720, 370), 0x90e0f0, "screen share on top");
+    assert_region(&f, (0, 576, 720, 352), PALETTE[1], "Bob below the share");
+    assert_region(&f, (0, 928, 720, 352), PALETTE[0], "Alice at the bottom");
 }

@@ -56,6 +56,9 @@ pub struct LayoutDef {
     /// Regions, at least one.
     #[serde(rename = "region", default)]
     pub regions: Vec<RegionDef>,
+    /// Regions used instead on a portrait canvas (taller than wide), if given.
+    #[serde(rename = "portrait_region", default)]
+    pub portrait_regions: Vec<RegionDef>,
 }
 
 /// One rectangular region of the canvas.
@@ -310,9 +313,26 @@ impl LayoutDef {
                 format!("at most {MAX_REGIONS} regions"),
             ));
         }
+        if self.portrait_regions.len() > MAX_REGIONS {
+            return Err(LayoutError::unsupported(
+                "portrait_region",
+                format!("at most {MAX_REGIONS} regions"),
+            ));
+        }
         const EPS: f64 = 1e-6;
-        for (i, r) in self.regions.iter().enumerate() {
-            let f = |name: &str| format!("region[{i}].{name}");
+        let all = self
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ("region", i, r))
+            .chain(
+                self.portrait_regions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ("portrait_region", i, r)),
+            );
+        for (list, i, r) in all {
+            let f = |name: &str| format!("{list}[{i}].{name}");
             for (name, v) in [("x", r.x), ("y", r.y), ("w", r.w), ("h", r.h)] {
                 if !v.is_finite() || !(0.0..=1.0).contains(&v) {
                     return Err(LayoutError::unsupported(

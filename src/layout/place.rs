@@ -126,12 +126,17 @@ fn priority(f: &Fill) -> u8 {
 
 pub(super) fn place(def: &LayoutDef, canvas: Canvas, tiles: &[Tile]) -> Vec<Slot> {
     let mut pool = ordered(tiles);
-    let mut order: Vec<usize> = (0..def.regions.len()).collect();
-    order.sort_by_key(|&i| (priority(&def.regions[i].fill), i));
+    let regions = if canvas.height > canvas.width && !def.portrait_regions.is_empty() {
+        &def.portrait_regions
+    } else {
+        &def.regions
+    };
+    let mut order: Vec<usize> = (0..regions.len()).collect();
+    order.sort_by_key(|&i| (priority(&regions[i].fill), i));
 
     let mut slots = Vec::new();
     for i in order {
-        let region = &def.regions[i];
+        let region = &regions[i];
         let limit = region.tile_limit() as usize;
         // "others" may overflow: take everything left and show "+N" in the last cell.
         let want = if region.fill == Fill::Others {

@@ -346,3 +346,28 @@ fn every_slot_is_even_and_on_canvas() {
         }
     }
 }
+
+#[test]
+fn portrait_canvases_use_portrait_regions() {
+    let portrait = Canvas {
+        width: 720,
+        height: 1280,
+    };
+    let mut t = tiles(2);
+    let mut share = Tile::new("p0", "P0", 0);
+    share.id = TileId::screen("p0");
+    t.push(share);
+    let s = Layout::resolve("grid").unwrap().place(portrait, &t);
+    assert_eq!(rect_of(&s, "p0", true), Some(r(0, 0, 720, 576)));
+    assert_eq!(rect_of(&s, "p0", false), Some(r(0, 576, 720, 352)));
+    assert_eq!(rect_of(&s, "p1", false), Some(r(0, 928, 720, 352)));
+    // Landscape is unchanged.
+    let s = Layout::resolve("grid").unwrap().place(HD, &t);
+    assert_eq!(rect_of(&s, "p0", true), Some(r(0, 0, 1024, 720)));
+    // Portrait regions are validated like the others.
+    let e = err_of(
+        "name = \"x\"\n[[region]]\nx = 0.0\ny = 0.0\nw = 1.0\nh = 1.0\nfill = \"others\"\n\
+         [[portrait_region]]\nx = 0.0\ny = 0.5\nw = 1.0\nh = 0.6\nfill = \"others\"\n",
+    );
+    assert_eq!(e.field, "portrait_region[0].h");
+}
