@@ -27,12 +27,12 @@ pub enum Error {
         code: Code,
     },
     /// File system failure.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause (shown in the message, not chained, so it is printed once).
+        cause: std::io::Error,
     },
 }
 
@@ -54,10 +54,10 @@ impl Error {
     }
 
     /// An I/O error with context.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 }

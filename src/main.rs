@@ -168,8 +168,10 @@ enum BenchCmd {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -396,12 +398,15 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         &app_id,
         deliver_wait,
     ))?;
-    let file = delivered
-        .get("url")
-        .and_then(|u| u.as_str())
-        .and_then(|u| u.strip_prefix("file://"))
-        .map(std::path::PathBuf::from)
-        .unwrap_or(rec.file.path.clone());
+    // Where the recording is now: its storage location once delivered (a path for folders,
+    // the URL otherwise), else where it was recorded (or waits in the spool).
+    let file = match delivered.get("url").and_then(|u| u.as_str()) {
+        Some(url) => url.strip_prefix("file://").unwrap_or(url).to_string(),
+        None => match delivered.get("spool_file").and_then(|p| p.as_str()) {
+            Some(p) => p.to_string(),
+            None => rec.file.path.display().to_string(),
+        },
+    };
     println!(
         "{}",
         serde_json::json!({
@@ -438,7 +443,10 @@ async fn deliver(
                 d.spool.update(&entry)?;
             }
             let (report, hooks) = d.run_until_empty(wait).await;
+            // Still waiting for storage: the file is in the spool.
+            let spooled = d.spool.media_path(&entry);
             Ok(serde_json::json!({
+                "spool_file": spooled.exists().then_some(spooled),
                 "url": report.urls.first(),
                 "sha256": entry.meta.sha256,
                 "pending": report.pending,

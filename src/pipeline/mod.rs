@@ -64,12 +64,12 @@ pub enum PipelineError {
         message: String,
     },
     /// File I/O around the recording.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause (shown in the message, not chained, so it is printed once).
+        cause: std::io::Error,
     },
 }
 

@@ -30,7 +30,7 @@ pub struct SegmentFile {
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> PipelineError {
-    move |source| PipelineError::Io { context, source }
+    move |cause| PipelineError::Io { context, cause }
 }
 
 /// Remuxes `path` in place into a fast-start MP4 and returns what it holds.

@@ -92,7 +92,7 @@ impl Preset {
             None if Path::new(spec).is_file() => {
                 std::fs::read_to_string(spec).map_err(|e| PipelineError::Io {
                     context: format!("reading {spec}"),
-                    source: e,
+                    cause: e,
                 })?
             }
             None => {
