@@ -231,9 +231,9 @@ fn portrait_preset_stacks_the_grid() {
     let file = std::path::PathBuf::from(j["file"].as_str().unwrap());
     let p = probe(&file);
     assert_eq!((p.width, p.height), (720, 1280));
-    // Bob joins at 0.8 s and Alice shares her screen from 2 s: at 1.5 s Alice is on top,
-    // Bob below.
-    let f = frame_at(&file, 1.5, 720, 1280);
+    // Bob joins at 0.8 s, Alice talks until 1.6 s and shares her screen from 2 s: at 1.2 s
+    // (0.4 s from either change) Alice is on top, Bob below.
+    let f = frame_at(&file, 1.2, 720, 1280);
     assert_region(&f, (0, 0, 720, 640), PALETTE[0], "Alice on top");
     assert_region(&f, (0, 640, 720, 640), PALETTE[1], "Bob below");
     // From 2 s the share takes the top of the portrait canvas; Bob (now talking) and Alice
