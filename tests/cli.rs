@@ -156,7 +156,8 @@ fn watermark_is_drawn_top_right_and_size_is_checked() {
     ]);
     assert!(ok, "{err}");
     let file = last_json(&stdout)["file"].as_str().unwrap().to_string();
-    let f = frame_at(std::path::Path::new(&file), 1.5, 1280, 720);
+    // Before Alice's screen share at 2 s and after her flash at 1.0–1.1 s.
+    let f = frame_at(std::path::Path::new(&file), 1.3, 1280, 720);
     // 24 px from the top and right edges.
     assert_region(&f, (1280 - 24 - 100, 24, 100, 100), 0xff00ff, "watermark");
     assert_region(&f, (200, 200, 400, 300), PALETTE[0], "Alice under it");

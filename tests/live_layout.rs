@@ -118,7 +118,9 @@ async fn moderator_events_reach_the_composite() {
     let (tx, rx) = mpsc::channel(8);
     let job = tokio::spawn(record(spec(dir.path(), "grid"), room, rx));
     let pid = |s: &str| ParticipantId(s.into());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Media starts a little after the job does: events land ~2.2 s and ~4.2 s into the file,
+    // samples below keep at least 0.6 s from them.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // Carol spotlighted: first cell. Bob's video hard-muted: placeholder with his name.
     inject
         .send(RoomEvent::Spotlight {

@@ -35,6 +35,9 @@ pub const SCREEN_SIZE: (u32, u32) = (1280, 720);
 /// Synthetic screen share frame rate.
 pub const SCREEN_FPS: u32 = 15;
 
+/// Longest the script waits for the recorder to take its first events.
+const SCRIPT_START_WAIT: Duration = Duration::from_secs(10);
+
 const NAMES: &[&str] = &[
     "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan",
 ];
@@ -266,8 +269,21 @@ impl RoomConnector for SyntheticRoom {
         let (tx, rx) = mpsc::channel(64);
         let timeline = self.timeline();
         let task = tokio::spawn(async move {
+            let mut events = timeline.into_iter().peekable();
+            // Everything at time zero is there at once; the script's clock starts when the
+            // recorder has taken those events, i.e. when its media clock starts, so scripted
+            // times are times in the recording.
+            while let Some((_, event)) = events.next_if(|(at, _)| at.is_zero()) {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            let waited = tokio::time::Instant::now();
+            while tx.capacity() < tx.max_capacity() && waited.elapsed() < SCRIPT_START_WAIT {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let start = tokio::time::Instant::now();
-            for (at, event) in timeline {
+            for (at, event) in events {
                 tokio::time::sleep_until(start + at).await;
                 if tx.send(event).await.is_err() {
                     return;
