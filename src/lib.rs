@@ -11,6 +11,7 @@ pub mod error;
 pub mod job;
 pub mod layout;
 pub mod pipeline;
+pub mod retry;
 pub mod room;
 pub mod webhook;
 

@@ -163,15 +163,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Exponential backoff with up to 20% jitter.
-pub(crate) fn backoff(attempts: u32, start: Duration, max: Duration) -> Duration {
-    let base = start.saturating_mul(1u32 << attempts.min(20)).min(max);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base + base.mul_f64(0.2 * (nanos % 1000) as f64 / 1000.0)
-}
+pub(crate) use crate::retry::backoff;
 
 impl Deliverer {
     /// Tries every due spool entry once.

@@ -539,33 +539,20 @@ async fn keep_connected(
                 if started.elapsed() >= STABLE_AFTER {
                     attempt = 0;
                 }
-                let delay = BACKOFF_START
-                    .saturating_mul(1u32 << attempt.min(5))
-                    .min(BACKOFF_MAX);
-                // Up to 20% jitter so destinations that failed together do not retry together.
-                let jitter = delay.mul_f64(0.2 * (jitter_fraction(id, attempt)));
+                let delay = crate::retry::backoff(attempt, BACKOFF_START, BACKOFF_MAX);
                 attempt += 1;
                 set_status(&status, |s| {
                     s.state = DestinationState::Retrying;
                     s.last_error = Some(e.to_string());
                 });
                 tokio::select! {
-                    _ = tokio::time::sleep(delay + jitter) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => {}
                 }
             }
         }
     }
     set_status(&status, |s| s.state = DestinationState::Stopped);
-}
-
-fn jitter_fraction(id: u32, attempt: u32) -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let x = nanos ^ id.wrapping_mul(2_654_435_761) ^ attempt.wrapping_mul(40_503);
-    (x % 1000) as f64 / 1000.0
 }
 
 /// One connection: Ok when it ended because the job stopped, Err when it failed.
