@@ -21,7 +21,7 @@ setup:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	else echo "setup: all packages present"; fi
-	@command -v moto_server >/dev/null || python3 -m pip install -q "moto[server]"
+	@python3 -c "import moto.server" 2>/dev/null || python3 -m pip install -q "moto[server]"
 	@command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)"; exit 1; }
 
 build: setup

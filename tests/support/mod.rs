@@ -396,7 +396,7 @@ impl NginxRtmp {
 
     /// (Re)starts the server on the same port and folder; returns once it accepts connections.
     pub fn restart(&mut self) {
-        let child = Command::new("nginx")
+        let child = Command::new("/usr/sbin/nginx")
             .arg("-p")
             .arg(&self.dir)
             .arg("-c")
@@ -552,13 +552,20 @@ pub struct MotoS3 {
 
 impl MotoS3 {
     pub fn start_on(port: u16) -> MotoS3 {
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start moto_server (pip install 'moto[server]')");
+            .expect("start python3 -m moto.server (pip install 'moto[server]')");
         let t0 = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t0.elapsed().as_secs() < 30, "moto_server did not start");
