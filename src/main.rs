@@ -261,7 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             );
                         }
                         let hooks = match cfg.webhook_queue()? {
-                            Some(q) => drain_webhooks(&q, wait).await,
+                            Some(q) => q.run_until_empty(wait).await,
                             None => 0,
                         };
                         (Default::default(), hooks)
@@ -466,7 +466,7 @@ async fn deliver(
                 &meta.sha256[..12]
             );
             q.enqueue(&id, &live_recording_event(&meta, &url))?;
-            let hooks = drain_webhooks(&q, wait).await;
+            let hooks = q.run_until_empty(wait).await;
             Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
         }
     }
@@ -531,17 +531,6 @@ fn status_with_id(
         if let Err(e) = q.enqueue(&id, &status_event(kind, ctx, code)) {
             tracing::warn!(error = %e, "status webhook not queued");
         }
-    }
-}
-
-async fn drain_webhooks(q: &WebhookQueue, wait: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let pending = q.drain_once().await.pending;
-        if pending == 0 || tokio::time::Instant::now() >= deadline {
-            return pending;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

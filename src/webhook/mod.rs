@@ -276,6 +276,18 @@ impl WebhookQueue {
         }
     }
 
+    /// Sends until the queue is empty or `limit` passes; returns how many are left.
+    pub async fn run_until_empty(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending = self.drain_once().await.pending;
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// The queue folder.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -355,6 +355,14 @@ pub fn last_json(text: &str) -> serde_json::Value {
     serde_json::from_str(line).expect("json line")
 }
 
+/// Kills and reaps a server process started by a helper, if it still runs.
+fn stop_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -420,10 +428,7 @@ impl NginxRtmp {
 
     /// SIGKILL: the server vanishes mid-stream.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 
     pub fn url(&self, stream: &str) -> String {
@@ -626,10 +631,7 @@ impl MotoS3 {
 
 impl Drop for MotoS3 {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 
@@ -735,9 +737,6 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
