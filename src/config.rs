@@ -74,6 +74,161 @@ pub struct FileConfig {
     /// Webhook receiver.
     #[serde(default)]
     pub webhook: WebhookSection,
+    /// API, queue and worker settings.
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]` of the configuration file (each has a `ROOMCAST_*` variable that wins).
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// API address:port (`ROOMCAST_LISTEN`).
+    pub listen: Option<String>,
+    /// API bearer token (`ROOMCAST_API_TOKEN`).
+    pub api_token: Option<String>,
+    /// Redis URL; unset = embedded queue (`ROOMCAST_REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Worker CPU budget in cores (`ROOMCAST_CPU_BUDGET`).
+    pub cpu_budget: Option<f64>,
+    /// Longest a request waits for a worker (`ROOMCAST_QUEUE_WAIT_SECS`).
+    pub queue_wait_secs: Option<u64>,
+    /// How long a room must wait after a failed start (`ROOMCAST_RETRY_AFTER_SECS`).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for ServerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSection")
+            .field("listen", &self.listen)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("cpu_budget", &self.cpu_budget)
+            .field("queue_wait_secs", &self.queue_wait_secs)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .finish()
+    }
+}
+
+/// API, queue and worker settings, resolved.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// API address.
+    pub listen: String,
+    /// API bearer token.
+    pub api_token: Option<String>,
+    /// Redis URL (None: embedded queue).
+    pub redis_url: Option<String>,
+    /// Worker CPU budget (cores).
+    pub cpu_budget: f64,
+    /// Longest a request waits in the queue.
+    pub queue_wait: Duration,
+    /// Cool-down after a failed start.
+    pub retry_after: Duration,
+    /// Data folder (queue store, spool, recordings).
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("redis", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("cpu_budget", &self.cpu_budget)
+            .field("queue_wait", &self.queue_wait)
+            .field("retry_after", &self.retry_after)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+/// Default API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default longest wait in the queue.
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(600);
+/// Default cool-down after a failed start (the platform's "try again after 2 minutes").
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+impl ServerConfig {
+    /// Reads `ROOMCAST_CONFIG`'s `[server]` section and the `ROOMCAST_*` variables.
+    pub fn from_env() -> Result<ServerConfig, Error> {
+        let file = read_file_config()?;
+        Self::resolve(file, var)
+    }
+
+    /// Combines a configuration file with an environment lookup (environment first).
+    pub fn resolve(
+        file: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServerConfig, Error> {
+        let num = |name: &str, v: Option<String>| -> Result<Option<f64>, Error> {
+            v.map(|s| {
+                s.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| invalid(name, "not a non-negative number"))
+            })
+            .transpose()
+        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        let cpu_budget = num("ROOMCAST_CPU_BUDGET", env("ROOMCAST_CPU_BUDGET"))?
+            .or(file.server.cpu_budget)
+            .unwrap_or(cores * 0.8);
+        let secs = |name: &str, file_value: Option<u64>, default: Duration| {
+            num(name, env(name)).map(|v| {
+                v.map(Duration::from_secs_f64)
+                    .or(file_value.map(Duration::from_secs))
+                    .unwrap_or(default)
+            })
+        };
+        let listen = env("ROOMCAST_LISTEN")
+            .or(file.server.listen)
+            .unwrap_or(DEFAULT_LISTEN.into());
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("ROOMCAST_LISTEN", "expected address:port"));
+        }
+        Ok(ServerConfig {
+            listen,
+            api_token: env("ROOMCAST_API_TOKEN")
+                .or(file.server.api_token)
+                .filter(|t| !t.is_empty()),
+            redis_url: env("ROOMCAST_REDIS_URL")
+                .or(file.server.redis_url)
+                .filter(|t| !t.is_empty()),
+            cpu_budget,
+            queue_wait: secs(
+                "ROOMCAST_QUEUE_WAIT_SECS",
+                file.server.queue_wait_secs,
+                DEFAULT_QUEUE_WAIT,
+            )?,
+            retry_after: secs(
+                "ROOMCAST_RETRY_AFTER_SECS",
+                file.server.retry_after_secs,
+                DEFAULT_RETRY_AFTER,
+            )?,
+            data_dir: PathBuf::from(
+                env("ROOMCAST_DATA_DIR")
+                    .or(file.data_dir)
+                    .unwrap_or(DEFAULT_DATA_DIR.into()),
+            ),
+        })
+    }
+}
+
+fn read_file_config() -> Result<FileConfig, Error> {
+    match var("ROOMCAST_CONFIG") {
+        None => Ok(FileConfig::default()),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("reading {path}"), e))?;
+            toml::from_str(&text)
+                .map_err(|e| invalid("ROOMCAST_CONFIG", format!("{path}: {}", e.message())))
+        }
+    }
 }
 
 /// `[storage]` of the configuration file.
@@ -112,16 +267,7 @@ impl DeliveryConfig {
     /// Reads the file named by `ROOMCAST_CONFIG` (if any), then the `ROOMCAST_*` variables,
     /// which win.
     pub fn from_env() -> Result<DeliveryConfig, Error> {
-        let file = match var("ROOMCAST_CONFIG") {
-            None => FileConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| Error::io(format!("reading {path}"), e))?;
-                toml::from_str(&text)
-                    .map_err(|e| invalid("ROOMCAST_CONFIG", format!("{path}: {}", e.message())))?
-            }
-        };
-        Self::resolve(file, var)
+        Self::resolve(read_file_config()?, var)
     }
 
     /// Combines a configuration file with an environment lookup (environment first).

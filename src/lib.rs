@@ -11,8 +11,10 @@ pub mod error;
 pub mod job;
 pub mod layout;
 pub mod pipeline;
+pub mod queue;
 pub mod retry;
 pub mod room;
 pub mod webhook;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -340,6 +340,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         watermark: args.watermark,
         max_duration: Some(duration),
         rtmp,
+        record: true,
     };
     let (room_id, conf_num, app_id) = (spec.room_id.clone(), spec.conf_num.clone(), args.app_id);
     let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));
@@ -367,6 +368,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         while let Some(ev) = erx.recv().await {
             match ev {
                 JobEvent::Started { .. } => status(&hooks, &ctx, "room-live-recording-on", None),
+                JobEvent::Progress { .. } => {}
                 JobEvent::Streaming(d) => {
                     let (kind, code) = match d.state {
                         DestinationState::Live => ("room-streaming-on", None),
@@ -387,12 +389,15 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
             Ok(_) => status(&hooks, &ctx, "room-live-recording-off", None),
             Err(e) => status(&hooks, &ctx, "room-live-recording-failed", Some(e.code())),
         }
-        rec.context("recording failed")
+        let rec = rec.context("recording failed")?;
+        let file = rec.file.clone().context("no segment was written")?;
+        anyhow::Ok((rec, file))
     })?;
+    let (rec, rec_file) = rec;
     let delivered = rt.block_on(deliver(
         &delivery,
         storage_override,
-        &rec.file,
+        &rec_file,
         &room_id,
         &conf_num,
         &app_id,
@@ -404,15 +409,15 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Some(url) => url.strip_prefix("file://").unwrap_or(url).to_string(),
         None => match delivered.get("spool_file").and_then(|p| p.as_str()) {
             Some(p) => p.to_string(),
-            None => rec.file.path.display().to_string(),
+            None => rec_file.path.display().to_string(),
         },
     };
     println!(
         "{}",
         serde_json::json!({
             "file": file,
-            "duration_s": (rec.file.duration.mseconds() as f64 / 1000.0),
-            "bytes": rec.file.bytes,
+            "duration_s": (rec_file.duration.mseconds() as f64 / 1000.0),
+            "bytes": rec_file.bytes,
             "width": width,
             "height": height,
             "rtmp": rec.destinations,

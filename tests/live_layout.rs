@@ -28,6 +28,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
         watermark: None,
         max_duration: None,
         rtmp: Vec::new(),
+        record: true,
     }
 }
 
@@ -80,12 +81,12 @@ async fn layout_changes_live_in_one_file() {
     tx.send(JobCommand::Stop).await.unwrap();
     let rec = job.await.unwrap().unwrap();
 
-    assert_eq!(rec.file.path.file_name().unwrap(), "live_7_1.mp4");
+    assert_eq!(rec.file.as_ref().unwrap().path.file_name().unwrap(), "live_7_1.mp4");
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "one file for the whole recording");
-    let d = rec.file.duration.mseconds() as f64 / 1000.0;
+    let d = rec.file.as_ref().unwrap().duration.mseconds() as f64 / 1000.0;
     assert!((8.5..10.0).contains(&d), "duration {d}");
-    let f = |t| frame_at(&rec.file.path, t, 1280, 720);
+    let f = |t| frame_at(&rec.file.as_ref().unwrap().path, t, 1280, 720);
 
     // Grid: Alice left, Bob right.
     let a = f(1.5);
@@ -105,7 +106,7 @@ async fn layout_changes_live_in_one_file() {
     let c = f(7.5);
     assert_region(&c, (0, 0, 1024, 720), RED, "presentation Alice");
     assert_region(&c, (1024, 288, 256, 144), GREEN, "presentation column Bob");
-    let times = frame_times(&rec.file.path);
+    let times = frame_times(&rec.file.as_ref().unwrap().path);
     let worst = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(worst < 1.5 / 30.0, "stall of {worst} s");
 }
@@ -148,7 +149,7 @@ async fn moderator_events_reach_the_composite() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     tx.send(JobCommand::Stop).await.unwrap();
     let rec = job.await.unwrap().unwrap();
-    let f = |t| frame_at(&rec.file.path, t, 1280, 720);
+    let f = |t| frame_at(&rec.file.as_ref().unwrap().path, t, 1280, 720);
 
     // Sample at half seconds: Alice (the sync reference) flashes white at whole seconds.
     let a = f(1.5);
@@ -180,7 +181,7 @@ async fn moderator_events_reach_the_composite() {
     );
 
     // Bob's 440 Hz tone is in the mix before the pause and gone after it.
-    let pcm = audio_mono(&rec.file.path, 48_000);
+    let pcm = audio_mono(&rec.file.as_ref().unwrap().path, 48_000);
     let amp = |from: f64| tone_amplitude(window(&pcm, 48_000, from, from + 0.5), 440.0, 48_000);
     assert!(amp(1.0) > 0.03, "Bob audible before: {}", amp(1.0));
     assert!(amp(5.0) < 0.005, "Bob silent while paused: {}", amp(5.0));

@@ -151,6 +151,7 @@ async fn destinations_are_added_and_removed_while_recording() {
         watermark: None,
         max_duration: None,
         rtmp: Vec::new(),
+        record: true,
     };
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -182,6 +183,6 @@ async fn destinations_are_added_and_removed_while_recording() {
         rec.destinations.is_empty(),
         "removed destinations are not reported at the end"
     );
-    let d = rec.file.duration.mseconds() as f64 / 1000.0;
+    let d = rec.file.as_ref().unwrap().duration.mseconds() as f64 / 1000.0;
     assert!(d > 9.0, "recording {d} s");
 }

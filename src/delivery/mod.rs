@@ -139,6 +139,9 @@ pub struct DrainReport {
     pub failed: usize,
     /// Files still in the spool.
     pub pending: usize,
+    /// What was delivered where.
+    #[serde(skip)]
+    pub files: Vec<(spool::SegmentMeta, String)>,
 }
 
 /// Drains a spool into storage and queues the webhooks.
@@ -178,6 +181,7 @@ impl Deliverer {
             match self.deliver(&mut entry).await {
                 Ok(url) => {
                     report.delivered += 1;
+                    report.files.push((entry.meta.clone(), url.clone()));
                     report.urls.push(url);
                 }
                 Err(e) => {
@@ -237,6 +241,7 @@ impl Deliverer {
             let r = self.drain_once().await;
             total.delivered += r.delivered;
             total.urls.extend(r.urls);
+            total.files.extend(r.files);
             total.failed += r.failed;
             total.pending = r.pending;
             let hooks = match &self.webhooks {

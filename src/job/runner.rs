@@ -45,6 +45,8 @@ pub struct RecordingSpec {
     pub max_duration: Option<Duration>,
     /// RTMP destinations streamed from the same encode (at most three).
     pub rtmp: Vec<RtmpUrl>,
+    /// Write an MP4 segment (false: the encode only feeds the RTMP destinations).
+    pub record: bool,
 }
 
 /// Commands to a running job.
@@ -58,6 +60,10 @@ pub enum JobCommand {
     AddRtmp(RtmpUrl),
     /// Stop streaming to destination `id`.
     RemoveRtmp(u32),
+    /// Replace every RTMP destination with these.
+    SetRtmp(Vec<RtmpUrl>),
+    /// Room events from outside the room connection (the platform's own view of the room).
+    Room(Vec<RoomEvent>),
 }
 
 /// Why a recording ended.
@@ -76,8 +82,8 @@ pub enum EndReason {
 /// A finished recording.
 #[derive(Debug, Clone)]
 pub struct Recording {
-    /// The segment file.
-    pub file: SegmentFile,
+    /// The segment file (none when not recording).
+    pub file: Option<SegmentFile>,
     /// Why it ended.
     pub reason: EndReason,
     /// What became of each RTMP destination.
@@ -248,12 +254,22 @@ impl Job {
 pub enum JobEvent {
     /// The pipeline is recording into this file.
     Started {
-        /// The segment file.
-        file: PathBuf,
+        /// The segment file (none when only streaming).
+        file: Option<PathBuf>,
     },
     /// An RTMP destination changed state (connecting, live, retrying, stopped).
     Streaming(DestinationStatus),
+    /// Media time produced against wall-clock time since the start (every few seconds).
+    Progress {
+        /// Media running time reached by the output.
+        media: Duration,
+        /// Wall-clock time since the pipeline started.
+        wall: Duration,
+    },
 }
+
+/// How often [`JobEvent::Progress`] is reported.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Records the room until stopped, the duration ends or the room goes away; returns the
 /// finalized segment.
@@ -272,22 +288,31 @@ pub async fn record_with_events(
     commands: mpsc::Receiver<JobCommand>,
     events: Option<mpsc::UnboundedSender<JobEvent>>,
 ) -> Result<Recording, Error> {
-    let path = reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?;
-    let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num,
-        file = %path.display());
+    let path = if spec.record {
+        Some(reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?)
+    } else {
+        None
+    };
+    let shown = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num, file = %shown);
     let result = run(spec, path.clone(), room, commands, events)
         .instrument(span)
         .await;
-    if result.is_err() && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-        // Nothing was recorded: give the segment name back.
-        let _ = std::fs::remove_file(&path);
+    if let Some(path) = path {
+        if result.is_err() && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            // Nothing was recorded: give the segment name back.
+            let _ = std::fs::remove_file(&path);
+        }
     }
     result
 }
 
 async fn run(
     spec: RecordingSpec,
-    path: PathBuf,
+    path: Option<PathBuf>,
     mut room: RoomHandle,
     mut commands: mpsc::Receiver<JobCommand>,
     events: Option<mpsc::UnboundedSender<JobEvent>>,
@@ -296,7 +321,10 @@ async fn run(
     let opts = CompositeOptions {
         preset: spec.preset.clone(),
         timing: Timing::Live,
-        output: Output::Mp4(path.clone()),
+        output: match &path {
+            Some(p) => Output::Mp4(p.clone()),
+            None => Output::Discard,
+        },
         background: def.background.as_deref().and_then(parse_color).unwrap_or(0),
         background_image: def.background_image.clone(),
         label: def.label.clone(),
@@ -327,7 +355,10 @@ async fn run(
     for url in spec.rtmp.clone() {
         job.add_destination(url)?;
     }
-    let deadline = spec.max_duration.map(|d| tokio::time::Instant::now() + d);
+    let started = tokio::time::Instant::now();
+    let deadline = spec.max_duration.map(|d| started + d);
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
     let outcome: Result<EndReason, Error> = loop {
         let sleep = async {
@@ -368,7 +399,35 @@ async fn run(
                     }
                 }
                 Some(JobCommand::RemoveRtmp(id)) => job.remove_destination(id).await,
+                Some(JobCommand::SetRtmp(urls)) => {
+                    let ids: Vec<u32> = job.destinations.iter().map(|d| d.id).collect();
+                    for id in ids {
+                        job.remove_destination(id).await;
+                    }
+                    for url in urls {
+                        if let Err(e) = job.add_destination(url) {
+                            warn!(error = %e, code = %e.code(), "RTMP destination not added");
+                        }
+                    }
+                }
+                Some(JobCommand::Room(events)) => {
+                    if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
+                        info!("room destroyed");
+                        break Ok(EndReason::RoomDestroyed);
+                    }
+                    if let Err(e) = job.on_events(events) {
+                        break Err(e.into());
+                    }
+                }
                 None => commands_open = false,
+            },
+            _ = progress.tick() => {
+                if let (Some(tx), Some(pos)) = (&events, pipeline.query_position::<gst::ClockTime>()) {
+                    let _ = tx.send(JobEvent::Progress {
+                        media: Duration::from_nanos(pos.nseconds()),
+                        wall: started.elapsed(),
+                    });
+                }
             },
             msg = bus.next() => {
                 let Some(msg) = msg else { continue };
@@ -402,34 +461,43 @@ async fn run(
         drop(job);
     });
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
-    let finalize_path = path.clone();
-    let finalized = tokio::task::spawn_blocking(move || finalize(&finalize_path))
-        .await
-        .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?;
+    let finalized = match path.clone() {
+        Some(p) => tokio::task::spawn_blocking(move || finalize(&p).map(Some))
+            .await
+            .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?,
+        None => Ok(None),
+    };
     let reason = match outcome.and_then(|r| drained.map(|_| r).map_err(Error::from)) {
         Ok(reason) => reason,
         Err(e) => {
             match &finalized {
-                Ok(f) => warn!(file = %f.path.display(), error = %e,
+                Ok(Some(f)) => warn!(file = %f.path.display(), error = %e,
                     "recording failed; what was recorded is kept"),
-                Err(fe) => warn!(file = %path.display(), error = %e, finalize = %fe,
+                Ok(None) => warn!(error = %e, "streaming failed"),
+                Err(fe) => warn!(file = %shown_path(&path), error = %e, finalize = %fe,
                     "recording failed; the fragmented file is kept as it is"),
             }
             return Err(e);
         }
     };
     let file = finalized?;
-    info!(
-        duration_s = file.duration.mseconds() as f64 / 1000.0,
-        bytes = file.bytes,
-        ?reason,
-        "recording finalized"
-    );
+    if let Some(file) = &file {
+        info!(
+            duration_s = file.duration.mseconds() as f64 / 1000.0,
+            bytes = file.bytes,
+            ?reason,
+            "recording finalized"
+        );
+    }
     Ok(Recording {
         file,
         reason,
         destinations,
     })
+}
+
+fn shown_path(p: &Option<PathBuf>) -> String {
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// Takes `first` and every event already waiting, so a burst (a join and its tracks) is laid out

@@ -241,6 +241,52 @@ impl Layout {
         Layout::from_def(def)
     }
 
+    /// A layout named in an API request: a built-in name, or an inline definition (the same
+    /// format as a layout file, as JSON). Files on the worker are not reachable this way, so an
+    /// inline definition may not name a background image.
+    pub fn from_request(value: &serde_json::Value) -> Result<Layout, LayoutError> {
+        match value {
+            serde_json::Value::Null => Err(LayoutError {
+                field: "layout".into(),
+                message: "no layout given".into(),
+                code: Code::LayoutMissing,
+            }),
+            serde_json::Value::String(name) if name.trim().is_empty() => Err(LayoutError {
+                field: "layout".into(),
+                message: "no layout given".into(),
+                code: Code::LayoutMissing,
+            }),
+            serde_json::Value::String(name) => match builtin(name.trim()) {
+                Some(def) => Layout::from_def(def),
+                None => Err(LayoutError::unsupported(
+                    "layout",
+                    format!(
+                        "unknown layout {name:?}: expected one of {} or an inline layout object",
+                        BUILTINS.join(", ")
+                    ),
+                )),
+            },
+            serde_json::Value::Object(_) => {
+                let text = value.to_string();
+                if text.len() as u64 > def::MAX_LAYOUT_FILE_BYTES {
+                    return Err(LayoutError::unsupported("layout", "inline layout too large"));
+                }
+                let def = LayoutDef::from_json(&text)?;
+                if def.background_image.is_some() {
+                    return Err(LayoutError::unsupported(
+                        "layout.background_image",
+                        "not accepted in an inline layout (use a layout file on the worker)",
+                    ));
+                }
+                Layout::from_def(def)
+            }
+            _ => Err(LayoutError::unsupported(
+                "layout",
+                "expected a layout name or an inline layout object",
+            )),
+        }
+    }
+
     /// Builds a layout from a validated definition.
     pub fn from_def(def: LayoutDef) -> Result<Layout, LayoutError> {
         def.validate()?;

@@ -39,6 +39,8 @@ pub enum Output {
     Mp4(PathBuf),
     /// One PNG frame (layout previews); offline timing only.
     Png(PathBuf),
+    /// No file: the encode only feeds streaming taps.
+    Discard,
 }
 
 /// How to build a composite.
@@ -240,7 +242,8 @@ impl Composite {
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
-            Output::Mp4(path) => Some(c.build_mp4_sink(path)?),
+            Output::Mp4(path) => Some(c.build_mp4_sink(Some(path))?),
+            Output::Discard => Some(c.build_mp4_sink(None)?),
             Output::Png(_) => None,
         };
         if opts.preset.video.is_some() {
@@ -278,7 +281,9 @@ impl Composite {
         Ok(())
     }
 
-    fn build_mp4_sink(&self, path: &Path) -> Result<gst::Element, PipelineError> {
+    /// The muxer and its file (or, without a path, a sink that drops what it gets: the muxer
+    /// stays so that end-of-stream and timing behave exactly as when recording).
+    fn build_mp4_sink(&self, path: Option<&Path>) -> Result<gst::Element, PipelineError> {
         let mux = make("mp4mux", "mp4_mux")?;
         mux.set_property("fragment-duration", FRAGMENT_MS);
         // The muxer is an aggregator: in a live pipeline it would start on a timeout with only
@@ -286,13 +291,19 @@ impl Composite {
         // the encoders time to deliver their first buffers.
         mux.set_property("latency", MUXER_LATENCY.nseconds());
         mux.set_property_from_str("start-time-selection", "first");
-        let sink = make("filesink", "mp4_sink")?;
-        sink.set_property("location", path.to_string_lossy().to_string());
+        let sink = match path {
+            Some(path) => {
+                let sink = make("filesink", "mp4_sink")?;
+                sink.set_property("location", path.to_string_lossy().to_string());
+                // Each fragment goes to the kernel as it is written: a killed process loses
+                // nothing that the muxer finished.
+                sink.set_property_from_str("buffer-mode", "unbuffered");
+                sink
+            }
+            None => make("fakesink", "mp4_sink")?,
+        };
         sink.set_property("sync", false);
         sink.set_property("async", false);
-        // Each fragment goes to the kernel as it is written: a killed process loses nothing
-        // that the muxer finished.
-        sink.set_property_from_str("buffer-mode", "unbuffered");
         self.add(&[&mux, &sink])?;
         mux.link(&sink).map_err(PipelineError::setup)?;
         Ok(mux)
@@ -350,7 +361,7 @@ impl Composite {
                 gst::Element::link_many([&last, &conv, &enc, &sink])
                     .map_err(PipelineError::setup)?;
             }
-            (Output::Mp4(_), Some(v)) => {
+            (Output::Mp4(_) | Output::Discard, Some(v)) => {
                 let q = make("queue", "video_enc_queue")?;
                 let enc = make("x264enc", "video_enc")?;
                 enc.set_property_from_str("speed-preset", &v.speed_preset);
@@ -370,7 +381,7 @@ impl Composite {
                     .map_err(PipelineError::setup)?;
                 self.fan_out(&parse, mux, "video")?;
             }
-            (Output::Mp4(_), None) => {}
+            (Output::Mp4(_) | Output::Discard, None) => {}
         }
         self.compositor = Some(comp);
         self.build_background(opts)?;

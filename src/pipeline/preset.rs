@@ -84,7 +84,31 @@ const SPEED_PRESETS: &[&str] = &[
     "veryslow",
 ];
 
+/// Cores one job with the 720p30 preset is budgeted: the 9-participant composite bench
+/// (0.39 cores) with a quarter more for decoding real inputs and for live-timing jitter.
+pub const COST_720P30: f64 = 0.5;
+/// Fixed part of a video job's cost (audio mix, muxing, sources).
+const COST_FIXED: f64 = 0.15;
+/// Cost of an audio-only job.
+const COST_AUDIO_ONLY: f64 = 0.1;
+/// Extra cost per RTMP destination (its own mux and network pipeline).
+pub const COST_PER_RTMP: f64 = 0.03;
+
 impl Preset {
+    /// Estimated CPU cores a live job with this preset needs: the fixed part plus a part
+    /// proportional to the pixel rate, calibrated so that 720p30 costs [`COST_720P30`].
+    pub fn estimated_cost(&self, rtmp_destinations: usize) -> f64 {
+        let base = match &self.video {
+            None => COST_AUDIO_ONLY,
+            Some(v) => {
+                let rate = v.width as f64 * v.height as f64 * v.fps as f64;
+                let ref_rate = 1280.0 * 720.0 * 30.0;
+                COST_FIXED + (COST_720P30 - COST_FIXED) * rate / ref_rate
+            }
+        };
+        base + COST_PER_RTMP * rtmp_destinations as f64
+    }
+
     /// A built-in preset name or a path to a TOML preset file.
     pub fn resolve(spec: &str) -> Result<Preset, PipelineError> {
         let text = match BUILTIN_PRESETS.iter().find(|(n, _)| *n == spec) {

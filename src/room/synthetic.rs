@@ -132,6 +132,37 @@ impl SyntheticRoom {
         room
     }
 
+    /// A participant reported from outside the script (the platform's join event): colour and
+    /// tone chosen by `index`, never the sync reference.
+    pub fn guest(index: usize, id: &str, name: &str) -> SyntheticParticipant {
+        let mut p = Self::participant(index, Duration::ZERO);
+        p.id = id.to_string();
+        p.name = name.to_string();
+        p.sync_reference = false;
+        p
+    }
+
+    /// The events of `p` joining with camera and microphone.
+    pub fn join_events(&self, p: &SyntheticParticipant) -> Vec<RoomEvent> {
+        let id = || ParticipantId(p.id.clone());
+        vec![
+            RoomEvent::ParticipantJoined {
+                id: id(),
+                display_name: p.name.clone(),
+            },
+            RoomEvent::TrackPublished {
+                id: id(),
+                kind: TrackKind::Video,
+                source: Box::new(self.camera(p)),
+            },
+            RoomEvent::TrackPublished {
+                id: id(),
+                kind: TrackKind::Audio,
+                source: Box::new(self.microphone(p)),
+            },
+        ]
+    }
+
     /// The camera source of participant `p`.
     pub fn camera(&self, p: &SyntheticParticipant) -> SyntheticVideo {
         SyntheticVideo(TestVideo {

@@ -1,0 +1,297 @@
+//! The embedded store: one redb file (`queue.redb` in the data folder), written with durable
+//! commits, used by a single `roomcast serve` process.
+//!
+//! Claims live in memory: a job that a previous process held (it crashed or was stopped) has no
+//! claim in this process and is taken over by the first [`Embedded::reclaim`].
+
+use super::{
+    archive_key, from_json, to_json, ArchiveEntry, Command, Job, RoomConfig, StoreError,
+    StoreResult, WorkerInfo, LEASE,
+};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+const ROOMS: TableDefinition<&str, &str> = TableDefinition::new("rooms");
+const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
+/// Waiting set: sequence number → job id. Hand-backs get numbers below every other.
+const WAITING: TableDefinition<i64, &str> = TableDefinition::new("waiting");
+const COMMANDS: TableDefinition<&str, &str> = TableDefinition::new("commands");
+const ARCHIVE: TableDefinition<&str, &str> = TableDefinition::new("archive");
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+
+/// The embedded store.
+pub struct Embedded {
+    db: Database,
+    claims: Mutex<HashMap<String, (String, Instant)>>,
+    workers: Mutex<HashMap<String, WorkerInfo>>,
+}
+
+fn e(err: impl std::fmt::Display) -> StoreError {
+    StoreError::new(err)
+}
+
+impl Embedded {
+    /// Opens (or creates) `dir/queue.redb`.
+    pub fn open(dir: &Path) -> StoreResult<Embedded> {
+        std::fs::create_dir_all(dir).map_err(|err| e(format!("{}: {err}", dir.display())))?;
+        let path = dir.join("queue.redb");
+        let db = Database::create(&path).map_err(|err| e(format!("{}: {err}", path.display())))?;
+        let tx = db.begin_write().map_err(e)?;
+        {
+            tx.open_table(ROOMS).map_err(e)?;
+            tx.open_table(JOBS).map_err(e)?;
+            tx.open_table(WAITING).map_err(e)?;
+            tx.open_table(COMMANDS).map_err(e)?;
+            tx.open_table(ARCHIVE).map_err(e)?;
+            tx.open_table(META).map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(Embedded {
+            db,
+            claims: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn put(&self, table: TableDefinition<&str, &str>, key: &str, value: &str) -> StoreResult<()> {
+        let tx = self.db.begin_write().map_err(e)?;
+        tx.open_table(table)
+            .map_err(e)?
+            .insert(key, value)
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn get(&self, table: TableDefinition<&str, &str>, key: &str) -> StoreResult<Option<String>> {
+        let tx = self.db.begin_read().map_err(e)?;
+        let t = tx.open_table(table).map_err(e)?;
+        Ok(t.get(key).map_err(e)?.map(|v| v.value().to_string()))
+    }
+
+    fn values(&self, table: TableDefinition<&str, &str>) -> StoreResult<Vec<String>> {
+        let tx = self.db.begin_read().map_err(e)?;
+        let t = tx.open_table(table).map_err(e)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(e)? {
+            let (_, v) = item.map_err(e)?;
+            out.push(v.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub(super) fn put_room(&self, room: &RoomConfig) -> StoreResult<()> {
+        self.put(ROOMS, &room.room_id, &to_json(room)?)
+    }
+
+    pub(super) fn get_room(&self, id: &str) -> StoreResult<Option<RoomConfig>> {
+        self.get(ROOMS, id)?.map(|s| from_json(&s)).transpose()
+    }
+
+    pub(super) fn put_job(&self, job: &Job) -> StoreResult<()> {
+        self.put(JOBS, &job.id, &to_json(job)?)
+    }
+
+    pub(super) fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        self.get(JOBS, id)?.map(|s| from_json(&s)).transpose()
+    }
+
+    pub(super) fn jobs(&self) -> StoreResult<Vec<Job>> {
+        self.values(JOBS)?.iter().map(|s| from_json(s)).collect()
+    }
+
+    fn next_seq(meta: &mut redb::Table<&str, i64>, key: &str, step: i64) -> StoreResult<i64> {
+        let cur = meta.get(key).map_err(e)?.map(|v| v.value()).unwrap_or(0);
+        let next = cur + step;
+        meta.insert(key, next).map_err(e)?;
+        Ok(next)
+    }
+
+    pub(super) fn enqueue(&self, job: &Job) -> StoreResult<usize> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let ahead;
+        {
+            let mut meta = tx.open_table(META).map_err(e)?;
+            let seq = Self::next_seq(&mut meta, "seq", 1)?;
+            let mut waiting = tx.open_table(WAITING).map_err(e)?;
+            ahead = waiting.len().map_err(e)? as usize;
+            waiting.insert(seq, job.id.as_str()).map_err(e)?;
+            tx.open_table(JOBS)
+                .map_err(e)?
+                .insert(job.id.as_str(), to_json(job)?.as_str())
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(ahead)
+    }
+
+    pub(super) fn waiting(&self) -> StoreResult<Vec<String>> {
+        let tx = self.db.begin_read().map_err(e)?;
+        let t = tx.open_table(WAITING).map_err(e)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(e)? {
+            out.push(item.map_err(e)?.1.value().to_string());
+        }
+        Ok(out)
+    }
+
+    pub(super) fn remove_waiting(&self, id: &str) -> StoreResult<bool> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let found;
+        {
+            let mut t = tx.open_table(WAITING).map_err(e)?;
+            let mut key = None;
+            for item in t.iter().map_err(e)? {
+                let (k, v) = item.map_err(e)?;
+                if v.value() == id {
+                    key = Some(k.value());
+                    break;
+                }
+            }
+            found = key.is_some();
+            if let Some(k) = key {
+                t.remove(k).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(found)
+    }
+
+    pub(super) fn claim(&self, worker: &str) -> StoreResult<Option<Job>> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let job = {
+            let mut waiting = tx.open_table(WAITING).map_err(e)?;
+            let first = waiting.pop_first().map_err(e)?;
+            match first {
+                None => None,
+                Some((_, id)) => {
+                    let id = id.value().to_string();
+                    let jobs = tx.open_table(JOBS).map_err(e)?;
+                    let job = jobs.get(id.as_str()).map_err(e)?.map(|v| v.value().to_string());
+                    job.map(|s| from_json::<Job>(&s)).transpose()?
+                }
+            }
+        };
+        tx.commit().map_err(e)?;
+        if let Some(j) = &job {
+            self.claims
+                .lock()
+                .unwrap()
+                .insert(j.id.clone(), (worker.to_string(), Instant::now()));
+        }
+        Ok(job)
+    }
+
+    pub(super) fn heartbeat(&self, info: &WorkerInfo) -> StoreResult<()> {
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap();
+        for id in &info.jobs {
+            claims.insert(id.clone(), (info.id.clone(), now));
+        }
+        drop(claims);
+        self.workers
+            .lock()
+            .unwrap()
+            .insert(info.id.clone(), info.clone());
+        Ok(())
+    }
+
+    pub(super) fn reclaim(&self, worker: &str) -> StoreResult<Vec<Job>> {
+        let waiting: std::collections::HashSet<String> = self.waiting()?.into_iter().collect();
+        let mut out = Vec::new();
+        let mut claims = self.claims.lock().unwrap();
+        for job in self.jobs()? {
+            if job.state.is_terminal() || waiting.contains(&job.id) {
+                continue;
+            }
+            let expired = match claims.get(&job.id) {
+                None => true,
+                Some((_, at)) => at.elapsed() > LEASE,
+            };
+            if expired {
+                claims.insert(job.id.clone(), (worker.to_string(), Instant::now()));
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn hand_back(&self, worker: &str, job: &Job) -> StoreResult<()> {
+        let tx = self.db.begin_write().map_err(e)?;
+        {
+            let mut meta = tx.open_table(META).map_err(e)?;
+            // Hand-backs go before everything waiting: they were started first.
+            let seq = -Self::next_seq(&mut meta, "front", 1)? - (1 << 40);
+            tx.open_table(WAITING)
+                .map_err(e)?
+                .insert(seq, job.id.as_str())
+                .map_err(e)?;
+            tx.open_table(JOBS)
+                .map_err(e)?
+                .insert(job.id.as_str(), to_json(job)?.as_str())
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        let mut claims = self.claims.lock().unwrap();
+        if claims.get(&job.id).is_some_and(|(w, _)| w == worker) {
+            claims.remove(&job.id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn release(&self, job: &Job) -> StoreResult<()> {
+        self.claims.lock().unwrap().remove(&job.id);
+        let tx = self.db.begin_write().map_err(e)?;
+        tx.open_table(COMMANDS)
+            .map_err(e)?
+            .remove(job.id.as_str())
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    pub(super) fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        Ok(self.workers.lock().unwrap().values().cloned().collect())
+    }
+
+    pub(super) fn push_command(&self, job: &str, cmd: &Command) -> StoreResult<()> {
+        let tx = self.db.begin_write().map_err(e)?;
+        {
+            let mut t = tx.open_table(COMMANDS).map_err(e)?;
+            let mut list: Vec<Command> = match t.get(job).map_err(e)? {
+                Some(v) => from_json(v.value())?,
+                None => Vec::new(),
+            };
+            list.push(cmd.clone());
+            t.insert(job, to_json(&list)?.as_str()).map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    pub(super) fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
+        // Cheap read first: most polls find nothing.
+        if self.get(COMMANDS, job)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_write().map_err(e)?;
+        let list = {
+            let mut t = tx.open_table(COMMANDS).map_err(e)?;
+            let removed = t.remove(job).map_err(e)?;
+            match removed {
+                Some(v) => from_json(v.value())?,
+                None => Vec::new(),
+            }
+        };
+        tx.commit().map_err(e)?;
+        Ok(list)
+    }
+
+    pub(super) fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {
+        self.put(ARCHIVE, &archive_key(entry), &to_json(entry)?)
+    }
+
+    pub(super) fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
+        self.values(ARCHIVE)?.iter().map(|s| from_json(s)).collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! The job queue and the state every process shares: rooms, jobs, commands, workers, archive.
+//!
+//! Two stores hold the same JSON:
+//! - [`embedded`]: a redb file in the data folder, for one machine with no external service
+//!   (`roomcast serve`); jobs survive a restart.
+//! - [`redis`]: Redis Streams for a fleet (`roomcast api` + `roomcast worker`): a consumer group
+//!   hands each job to one worker, the worker's heartbeat keeps its claim fresh, and a job whose
+//!   worker stops heart-beating is taken over with `XAUTOCLAIM`.
+//!
+//! Ordering and cancellation are decided in one place for both: the *waiting set* (job ids in
+//! submission order). A worker starts a job only after removing it from the waiting set, and a
+//! cancel succeeds only by removing it first, so the two can never both win.
+
+pub mod embedded;
+pub mod model;
+pub mod redis;
+
+pub use model::*;
+
+use std::time::Duration;
+
+/// How long a claim lasts without a heartbeat before another worker may take the job over.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often workers refresh their claims and advertise their capacity.
+pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+
+/// A store failure (the store is down or returned something unreadable).
+#[derive(Debug, thiserror::Error)]
+#[error("queue store: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub(crate) fn new(e: impl std::fmt::Display) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The shared store: embedded or Redis.
+#[derive(Clone)]
+pub enum Store {
+    /// redb file, one process.
+    Embedded(std::sync::Arc<embedded::Embedded>),
+    /// Redis Streams, many processes.
+    Redis(redis::RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Embedded($s) => {
+                let $s = $s.as_ref();
+                tokio::task::block_in_place(|| $e)
+            }
+            Store::Redis($s) => $e.await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the embedded store in `dir`.
+    pub fn embedded(dir: &std::path::Path) -> StoreResult<Store> {
+        Ok(Store::Embedded(std::sync::Arc::new(embedded::Embedded::open(
+            dir,
+        )?)))
+    }
+
+    /// Connects to Redis.
+    pub async fn redis(url: &str) -> StoreResult<Store> {
+        Ok(Store::Redis(redis::RedisStore::connect(url).await?))
+    }
+
+    /// `embedded` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Embedded(_) => "embedded",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// Registers or replaces a room.
+    pub async fn put_room(&self, room: &RoomConfig) -> StoreResult<()> {
+        dispatch!(self, s => s.put_room(room))
+    }
+
+    /// A registered room.
+    pub async fn get_room(&self, id: &str) -> StoreResult<Option<RoomConfig>> {
+        dispatch!(self, s => s.get_room(id))
+    }
+
+    /// Writes a job record.
+    pub async fn put_job(&self, job: &Job) -> StoreResult<()> {
+        dispatch!(self, s => s.put_job(job))
+    }
+
+    /// A job record.
+    pub async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        dispatch!(self, s => s.get_job(id))
+    }
+
+    /// Every job record.
+    pub async fn jobs(&self) -> StoreResult<Vec<Job>> {
+        dispatch!(self, s => s.jobs())
+    }
+
+    /// Stores a new job and puts it at the end of the waiting set; returns how many jobs
+    /// wait ahead of it.
+    pub async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
+        dispatch!(self, s => s.enqueue(job))
+    }
+
+    /// Ids in the waiting set, first first.
+    pub async fn waiting(&self) -> StoreResult<Vec<String>> {
+        dispatch!(self, s => s.waiting())
+    }
+
+    /// Removes a job from the waiting set; true if it was waiting (and now will never start).
+    pub async fn remove_waiting(&self, id: &str) -> StoreResult<bool> {
+        dispatch!(self, s => s.remove_waiting(id))
+    }
+
+    /// Takes the next waiting job for `worker`, if any.
+    pub async fn claim(&self, worker: &str) -> StoreResult<Option<Job>> {
+        dispatch!(self, s => s.claim(worker))
+    }
+
+    /// Refreshes `info.jobs`' claims and advertises the worker.
+    pub async fn heartbeat(&self, info: &WorkerInfo) -> StoreResult<()> {
+        dispatch!(self, s => s.heartbeat(info))
+    }
+
+    /// Takes over jobs whose worker stopped heart-beating for longer than [`LEASE`].
+    pub async fn reclaim(&self, worker: &str) -> StoreResult<Vec<Job>> {
+        dispatch!(self, s => s.reclaim(worker))
+    }
+
+    /// Gives up `worker`'s claim on a job that is not finished, so another worker (or this
+    /// store's next process) continues it.
+    pub async fn hand_back(&self, worker: &str, job: &Job) -> StoreResult<()> {
+        dispatch!(self, s => s.hand_back(worker, job))
+    }
+
+    /// Drops the claim on a finished job.
+    pub async fn release(&self, job: &Job) -> StoreResult<()> {
+        dispatch!(self, s => s.release(job))
+    }
+
+    /// Workers that heart-beat within the last three heartbeats.
+    pub async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        let all: Vec<WorkerInfo> = dispatch!(self, s => s.workers())?;
+        let horizon = now_ms().saturating_sub(3 * HEARTBEAT.as_millis() as u64);
+        Ok(all
+            .into_iter()
+            .filter(|w| w.heartbeat_ms >= horizon)
+            .collect())
+    }
+
+    /// Queues a command for the worker holding `job`.
+    pub async fn push_command(&self, job: &str, cmd: &Command) -> StoreResult<()> {
+        dispatch!(self, s => s.push_command(job, cmd))
+    }
+
+    /// Takes the commands queued for `job`, oldest first.
+    pub async fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
+        dispatch!(self, s => s.take_commands(job))
+    }
+
+    /// Adds or replaces an archive entry.
+    pub async fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {
+        dispatch!(self, s => s.put_archive(entry))
+    }
+
+    /// Every archive entry.
+    pub async fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
+        dispatch!(self, s => s.archive())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(StoreError::new)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(StoreError::new)
+}
+
+fn archive_key(e: &ArchiveEntry) -> String {
+    format!("{}/{}", e.job_id, e.file_name)
+}

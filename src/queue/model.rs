@@ -1,0 +1,474 @@
+//! What the queue stores: rooms, jobs, commands to running jobs, workers and the archive.
+//!
+//! Everything here is plain serde data so that the embedded store and Redis hold the same JSON.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where a job gets its media from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConnectorSpec {
+    /// Generated participants (demos, tests): `participants` present from the start, more
+    /// joining as the platform reports joins.
+    Synthetic {
+        /// Participants present when the job starts (besides those the platform reported).
+        #[serde(default)]
+        participants: u32,
+    },
+}
+
+impl Default for ConnectorSpec {
+    fn default() -> Self {
+        ConnectorSpec::Synthetic { participants: 0 }
+    }
+}
+
+/// Group or lecture mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Everyone is shown.
+    #[default]
+    Group,
+    /// The talker is shown big.
+    Lecture,
+}
+
+/// `settings.live_recording` of a room.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRecordingSettings {
+    /// Start a recording when the first participant joins.
+    #[serde(default)]
+    pub auto_recording: bool,
+}
+
+/// Room settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Live recording settings.
+    #[serde(default)]
+    pub live_recording: LiveRecordingSettings,
+    /// Layout name or inline layout definition.
+    #[serde(default)]
+    pub layout: Option<serde_json::Value>,
+    /// Watermark PNG on the worker (at most 140x140).
+    #[serde(default)]
+    pub watermark: Option<PathBuf>,
+    /// Group or lecture.
+    #[serde(default)]
+    pub mode: RoomMode,
+    /// Most talkers treated as active speakers at once.
+    #[serde(default)]
+    pub max_active_talkers: Option<u32>,
+    /// Encoder preset.
+    #[serde(default)]
+    pub preset: Option<String>,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        RoomSettings {
+            live_recording: LiveRecordingSettings::default(),
+            layout: None,
+            watermark: None,
+            mode: RoomMode::Group,
+            max_active_talkers: None,
+            preset: None,
+        }
+    }
+}
+
+/// A registered room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    /// Room id.
+    pub room_id: String,
+    /// Application id reported in webhooks.
+    pub app_id: String,
+    /// Conference number used in file names.
+    pub conf_num: String,
+    /// How to join it.
+    pub connector: ConnectorSpec,
+    /// Settings.
+    pub settings: RoomSettings,
+    /// Participants present, as reported by the platform (id, display name).
+    #[serde(default)]
+    pub participants: Vec<(String, String)>,
+    /// The room was destroyed and is disconnecting; requests are refused until it is
+    /// registered again.
+    #[serde(default)]
+    pub disconnecting: bool,
+}
+
+/// Recording or streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Live recording into MP4 segments.
+    Recording,
+    /// Live streaming to RTMP destinations.
+    Streaming,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker took it and is joining the room.
+    Starting,
+    /// Recording / streaming.
+    Active,
+    /// Told to stop; finalizing.
+    Stopping,
+    /// Handing files to storage.
+    Delivering,
+    /// Done.
+    Completed,
+    /// Ended with an error code.
+    Failed,
+    /// Removed from the waiting queue before it started.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state (for metrics).
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Starting,
+        JobState::Active,
+        JobState::Stopping,
+        JobState::Delivering,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// Completed, failed or cancelled.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Starting => "starting",
+            JobState::Active => "active",
+            JobState::Stopping => "stopping",
+            JobState::Delivering => "delivering",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Who asked for something.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    /// Client id of the participant.
+    pub client_id: String,
+    /// `moderator` or `participant`.
+    pub role: String,
+}
+
+impl Requester {
+    /// Whether the requester is a moderator.
+    pub fn is_moderator(&self) -> bool {
+        self.role == "moderator"
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Recording or streaming.
+    pub kind: JobKind,
+    /// Room id.
+    pub room_id: String,
+    /// Application id.
+    pub app_id: String,
+    /// Conference number.
+    pub conf_num: String,
+    /// How to join the room.
+    pub connector: ConnectorSpec,
+    /// Layout name or inline definition (already validated).
+    pub layout: serde_json::Value,
+    /// Encoder preset name.
+    pub preset: String,
+    /// Watermark PNG.
+    #[serde(default)]
+    pub watermark: Option<PathBuf>,
+    /// RTMP destinations (streaming).
+    #[serde(default)]
+    pub rtmp_urls: Vec<String>,
+    /// Most talkers treated as active speakers at once.
+    #[serde(default)]
+    pub max_active_talkers: Option<u32>,
+    /// Stop by itself after this many seconds.
+    #[serde(default)]
+    pub max_duration_secs: Option<f64>,
+    /// Client id (or `auto`) that started it.
+    pub started_by: String,
+    /// Estimated CPU cost in cores.
+    pub cost: f64,
+}
+
+/// One MP4 segment of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// Segment file name.
+    pub file_name: String,
+    /// Where it is being written (on the worker).
+    pub path: PathBuf,
+    /// `recording`, `spooled`, `delivered` or `local`.
+    pub status: String,
+    /// Storage URL once delivered (or `file://` for local files).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Media seconds.
+    #[serde(default)]
+    pub duration_s: f64,
+    /// Start, ms since the epoch.
+    pub started_ms: u64,
+    /// End, ms since the epoch.
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+}
+
+/// A job and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Job id.
+    pub id: String,
+    /// What to do.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub state: JobState,
+    /// 0, or the 7xxx code it failed or ended with.
+    pub result: u16,
+    /// Human-readable status.
+    pub msg: String,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// Last state change.
+    pub updated_ms: u64,
+    /// Recording / streaming since.
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    /// Ended at.
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    /// Worker holding it.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// How many times a worker started it (more than one after a reclaim or hand-back).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Client id that stopped it.
+    #[serde(default)]
+    pub stopped_by: Option<String>,
+    /// Segments recorded so far.
+    #[serde(default)]
+    pub segments: Vec<SegmentRecord>,
+    /// RTMP destination status, as last reported.
+    #[serde(default)]
+    pub destinations: Vec<serde_json::Value>,
+    /// Media time produced per wall-clock second (1.0 = keeping up).
+    #[serde(default)]
+    pub realtime_factor: Option<f64>,    /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
+    #[serde(default)]
+    pub queue_entry: Option<String>,
+}
+
+impl Job {
+    /// A new queued job.
+    pub fn new(id: String, spec: JobSpec) -> Job {
+        let now = now_ms();
+        Job {
+            id,
+            spec,
+            state: JobState::Queued,
+            result: 0,
+            msg: "queued".into(),
+            created_ms: now,
+            updated_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            worker: None,
+            attempts: 0,
+            stopped_by: None,
+            segments: Vec::new(),
+            destinations: Vec::new(),
+            realtime_factor: None,
+            queue_entry: None,
+        }
+    }
+}
+
+/// A room event reported by the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlatformEvent {
+    /// A participant joined.
+    ParticipantJoined {
+        /// User id.
+        user_id: String,
+        /// Display name.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// A participant left.
+    ParticipantLeft {
+        /// User id.
+        user_id: String,
+    },
+    /// Who is talking now (most active first).
+    ActiveTalkers {
+        /// User ids.
+        user_ids: Vec<String>,
+    },
+    /// Spotlighted users.
+    Spotlight {
+        /// User ids.
+        user_ids: Vec<String>,
+    },
+    /// Pinned users.
+    Pinned {
+        /// User ids.
+        user_ids: Vec<String>,
+    },
+    /// A moderator hard-muted (or released) a user's audio or video.
+    HardMute {
+        /// User id.
+        user_id: String,
+        /// `audio` or `video`.
+        media: MediaKind,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Users moved to break-out rooms (paused) or back.
+    Paused {
+        /// User ids.
+        user_ids: Vec<String>,
+        /// Paused or resumed.
+        paused: bool,
+    },
+    /// The room switched between group and lecture mode.
+    ModeSwitched {
+        /// New mode.
+        mode: RoomMode,
+    },
+    /// The room was destroyed.
+    RoomDestroyed,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// A command to a running job, delivered to the worker that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Stop and finalize.
+    Stop {
+        /// Who asked.
+        by: String,
+    },
+    /// Change the layout live.
+    SetLayout {
+        /// Validated layout (name or inline definition).
+        layout: serde_json::Value,
+    },
+    /// Replace the RTMP destinations.
+    SetRtmp {
+        /// New destination list.
+        urls: Vec<String>,
+    },
+    /// A room event from the platform.
+    Room {
+        /// The event.
+        event: PlatformEvent,
+    },
+}
+
+/// A worker's advertisement, refreshed by its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub id: String,
+    /// CPU budget in cores.
+    pub budget: f64,
+    /// Cores in use by its jobs (estimated).
+    pub used: f64,
+    /// Jobs it holds.
+    pub jobs: Vec<String>,
+    /// Last heartbeat, ms since the epoch.
+    pub heartbeat_ms: u64,
+    /// Stopping: takes no more jobs.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl WorkerInfo {
+    /// Cores free for new jobs (none while draining).
+    pub fn free(&self) -> f64 {
+        if self.draining {
+            0.0
+        } else {
+            (self.budget - self.used).max(0.0)
+        }
+    }
+}
+
+/// One file in the archive report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveEntry {
+    /// Room id.
+    pub room_id: String,
+    /// Conference number.
+    pub conf_num: String,
+    /// Job id.
+    pub job_id: String,
+    /// File name.
+    pub file_name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Media seconds.
+    pub duration_s: f64,
+    /// Start, ms since the epoch.
+    pub started_ms: u64,
+    /// End, ms since the epoch.
+    pub ended_ms: u64,
+    /// Storage URL (or `file://` path).
+    pub url: Option<String>,
+    /// `delivered`, `spooled` or `local`.
+    pub status: String,
+}

@@ -1,0 +1,361 @@
+//! The Redis store: job hand-out through a stream and a consumer group.
+//!
+//! Keys (all under `roomcast:`):
+//! - `queue` — stream; one entry per job start, field `job`. Consumer group `workers`.
+//!   A worker reads with `XREADGROUP`, keeps its claim fresh with `XCLAIM … JUSTID` on every
+//!   heartbeat (resets the entry's idle time), and `XACK`s when the job ends. A worker that
+//!   dies stops refreshing; after [`LEASE`] another worker takes the entry with `XAUTOCLAIM`
+//!   and resumes the job.
+//! - `waiting` — sorted set of job ids by submission order (queue position, cancel arbiter).
+//! - `job:{id}`, `jobs` (set of ids), `room:{id}`, `cmd:{job}` (list of commands),
+//!   `workers` (hash: worker id → advertisement), `archive` (hash), `seq` (counter).
+
+use super::{
+    archive_key, from_json, to_json, ArchiveEntry, Command, Job, RoomConfig, StoreError,
+    StoreResult, WorkerInfo, LEASE,
+};
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+
+const PREFIX: &str = "roomcast:";
+const GROUP: &str = "workers";
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    con: MultiplexedConnection,
+}
+
+fn e(err: impl std::fmt::Display) -> StoreError {
+    StoreError::new(err)
+}
+
+fn key(k: &str) -> String {
+    format!("{PREFIX}{k}")
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).to_string()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Stream entries `[[id, [field, value, …]], …]` → (entry id, job id).
+fn entries(v: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Value::Array(items) = v {
+        for item in items {
+            let Value::Array(pair) = item else { continue };
+            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1))
+            else {
+                continue;
+            };
+            let mut job = None;
+            for kv in fields.chunks(2) {
+                if kv.len() == 2 && text(&kv[0]).as_deref() == Some("job") {
+                    job = text(&kv[1]);
+                }
+            }
+            if let Some(job) = job {
+                out.push((id, job));
+            }
+        }
+    }
+    out
+}
+
+impl RedisStore {
+    /// Connects and creates the stream and consumer group if missing.
+    pub async fn connect(url: &str) -> StoreResult<RedisStore> {
+        let client = redis::Client::open(url).map_err(|err| e(format!("redis URL: {err}")))?;
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|err| e(format!("connecting to redis: {err}")))?;
+        let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key("queue"))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut con)
+            .await;
+        if let Err(err) = r {
+            if !err.to_string().contains("BUSYGROUP") {
+                return Err(e(format!("creating the consumer group: {err}")));
+            }
+        }
+        Ok(RedisStore { con })
+    }
+
+    async fn q<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        let mut con = self.con.clone();
+        cmd.query_async(&mut con).await.map_err(e)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, k: &str) -> StoreResult<Option<T>> {
+        let v: Option<String> = self.q(redis::cmd("GET").arg(key(k))).await?;
+        v.map(|s| from_json(&s)).transpose()
+    }
+
+    pub(super) async fn put_room(&self, room: &RoomConfig) -> StoreResult<()> {
+        self.q(redis::cmd("SET")
+            .arg(key(&format!("room:{}", room.room_id)))
+            .arg(to_json(room)?))
+            .await
+    }
+
+    pub(super) async fn get_room(&self, id: &str) -> StoreResult<Option<RoomConfig>> {
+        self.get_json(&format!("room:{id}")).await
+    }
+
+    pub(super) async fn put_job(&self, job: &Job) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(key(&format!("job:{}", job.id)))
+            .arg(to_json(job)?)
+            .ignore()
+            .cmd("SADD")
+            .arg(key("jobs"))
+            .arg(&job.id)
+            .ignore();
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(e)
+    }
+
+    pub(super) async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        self.get_json(&format!("job:{id}")).await
+    }
+
+    pub(super) async fn jobs(&self) -> StoreResult<Vec<Job>> {
+        let ids: Vec<String> = self.q(redis::cmd("SMEMBERS").arg(key("jobs"))).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|i| key(&format!("job:{i}"))).collect();
+        let vals: Vec<Option<String>> = self.q(redis::cmd("MGET").arg(keys)).await?;
+        vals.into_iter()
+            .flatten()
+            .map(|s| from_json(&s))
+            .collect()
+    }
+
+    pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
+        let seq: i64 = self.q(redis::cmd("INCR").arg(key("seq"))).await?;
+        let ahead: usize = self.q(redis::cmd("ZCARD").arg(key("waiting"))).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(key(&format!("job:{}", job.id)))
+            .arg(to_json(job)?)
+            .ignore()
+            .cmd("SADD")
+            .arg(key("jobs"))
+            .arg(&job.id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(key("waiting"))
+            .arg(seq)
+            .arg(&job.id)
+            .ignore()
+            .cmd("XADD")
+            .arg(key("queue"))
+            .arg("*")
+            .arg("job")
+            .arg(&job.id)
+            .ignore();
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(e)?;
+        Ok(ahead)
+    }
+
+    pub(super) async fn waiting(&self) -> StoreResult<Vec<String>> {
+        self.q(redis::cmd("ZRANGE").arg(key("waiting")).arg(0).arg(-1))
+            .await
+    }
+
+    pub(super) async fn remove_waiting(&self, id: &str) -> StoreResult<bool> {
+        let n: i64 = self
+            .q(redis::cmd("ZREM").arg(key("waiting")).arg(id))
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn ack(&self, entry: &str) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(key("queue"))
+            .arg(GROUP)
+            .arg(entry)
+            .ignore()
+            .cmd("XDEL")
+            .arg(key("queue"))
+            .arg(entry)
+            .ignore();
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(e)
+    }
+
+    pub(super) async fn claim(&self, worker: &str) -> StoreResult<Option<Job>> {
+        // Entries whose job was cancelled (or failed while waiting) are skipped and acknowledged.
+        for _ in 0..16 {
+            let v: Value = self
+                .q(redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("STREAMS")
+                    .arg(key("queue"))
+                    .arg(">"))
+                .await?;
+            let Some((entry, id)) = first_stream_entry(&v) else {
+                return Ok(None);
+            };
+            if !self.remove_waiting(&id).await? {
+                self.ack(&entry).await?;
+                continue;
+            }
+            let Some(mut job) = self.get_job(&id).await? else {
+                self.ack(&entry).await?;
+                continue;
+            };
+            job.queue_entry = Some(entry);
+            job.worker = Some(worker.to_string());
+            self.put_job(&job).await?;
+            return Ok(Some(job));
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn heartbeat(&self, info: &WorkerInfo) -> StoreResult<()> {
+        let mut entries = Vec::new();
+        for id in &info.jobs {
+            if let Some(job) = self.get_job(id).await? {
+                if let Some(entry) = job.queue_entry {
+                    entries.push(entry);
+                }
+            }
+        }
+        if !entries.is_empty() {
+            let _: Value = self
+                .q(redis::cmd("XCLAIM")
+                    .arg(key("queue"))
+                    .arg(GROUP)
+                    .arg(&info.id)
+                    .arg(0)
+                    .arg(&entries)
+                    .arg("JUSTID"))
+                .await?;
+        }
+        self.q(redis::cmd("HSET")
+            .arg(key("workers"))
+            .arg(&info.id)
+            .arg(to_json(info)?))
+            .await
+    }
+
+    pub(super) async fn reclaim(&self, worker: &str) -> StoreResult<Vec<Job>> {
+        let v: Value = self
+            .q(redis::cmd("XAUTOCLAIM")
+                .arg(key("queue"))
+                .arg(GROUP)
+                .arg(worker)
+                .arg(LEASE.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(16))
+            .await?;
+        let claimed = match &v {
+            Value::Array(parts) => parts.get(1).map(entries).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for (entry, id) in claimed {
+            match self.get_job(&id).await? {
+                Some(mut job) if !job.state.is_terminal() => {
+                    job.queue_entry = Some(entry);
+                    job.worker = Some(worker.to_string());
+                    self.put_job(&job).await?;
+                    out.push(job);
+                }
+                _ => self.ack(&entry).await?,
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn hand_back(&self, _worker: &str, job: &Job) -> StoreResult<()> {
+        // The entry stays pending and unrefreshed: after the lease another worker's XAUTOCLAIM
+        // takes it.
+        self.put_job(job).await
+    }
+
+    pub(super) async fn release(&self, job: &Job) -> StoreResult<()> {
+        if let Some(entry) = &job.queue_entry {
+            self.ack(entry).await?;
+        }
+        let _: i64 = self
+            .q(redis::cmd("DEL").arg(key(&format!("cmd:{}", job.id))))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        let vals: Vec<String> = self.q(redis::cmd("HVALS").arg(key("workers"))).await?;
+        vals.iter().map(|s| from_json(s)).collect()
+    }
+
+    pub(super) async fn push_command(&self, job: &str, cmd: &Command) -> StoreResult<()> {
+        let _: i64 = self
+            .q(redis::cmd("RPUSH")
+                .arg(key(&format!("cmd:{job}")))
+                .arg(to_json(cmd)?))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
+        let k = key(&format!("cmd:{job}"));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LRANGE")
+            .arg(&k)
+            .arg(0)
+            .arg(-1)
+            .cmd("DEL")
+            .arg(&k)
+            .ignore();
+        let mut con = self.con.clone();
+        let (items,): (Vec<String>,) = pipe.query_async(&mut con).await.map_err(e)?;
+        items.iter().map(|s| from_json(s)).collect()
+    }
+
+    pub(super) async fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {
+        self.q(redis::cmd("HSET")
+            .arg(key("archive"))
+            .arg(archive_key(entry))
+            .arg(to_json(entry)?))
+            .await
+    }
+
+    pub(super) async fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
+        let vals: Vec<String> = self.q(redis::cmd("HVALS").arg(key("archive"))).await?;
+        vals.iter().map(|s| from_json(s)).collect()
+    }
+}
+
+/// The first entry of an `XREADGROUP` reply `[[stream, [[id, fields]…]]]`.
+fn first_stream_entry(v: &Value) -> Option<(String, String)> {
+    let Value::Array(streams) = v else {
+        return None;
+    };
+    let Value::Array(stream) = streams.first()? else {
+        return None;
+    };
+    entries(stream.get(1)?).into_iter().next()
+}

@@ -1,0 +1,238 @@
+//! The worker: pulls jobs it has capacity for, runs them, keeps its claims fresh, takes over
+//! jobs of workers that died, and on shutdown hands its running jobs back.
+//!
+//! Capacity: every job carries an estimated cost in cores ([`Preset::estimated_cost`]); the
+//! worker only claims while its free budget covers a 720p30 job, and starts a claimed job once
+//! its own cost fits (a larger job waits, claimed, until running jobs end).
+//!
+//! [`Preset::estimated_cost`]: crate::pipeline::Preset::estimated_cost
+
+mod events;
+mod run;
+
+use crate::config::DeliveryConfig;
+use crate::pipeline::preset::COST_720P30;
+use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT};
+use crate::webhook::WebhookQueue;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use events::Translator;
+
+/// How often the worker looks for work and for commands to its jobs.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a draining worker waits for its jobs to finalize and hand back.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Starts (first run plus takeovers) after which a job fails instead of starting again.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker id (unique in the fleet).
+    pub id: String,
+    /// CPU budget in cores.
+    pub budget: f64,
+    /// Where segments are written (`<data>/recordings`).
+    pub recordings_dir: PathBuf,
+    /// Storage and webhooks.
+    pub delivery: DeliveryConfig,
+}
+
+/// A fresh worker id: host name and process id.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:x}", std::process::id(), now_ms() & 0xffff)
+}
+
+struct Running {
+    cost: f64,
+    commands: mpsc::Sender<crate::job::JobCommand>,
+    hand_back: Arc<AtomicBool>,
+}
+
+/// A worker process's state.
+pub struct Worker {
+    store: Store,
+    cfg: WorkerConfig,
+    hooks: Option<WebhookQueue>,
+    deliverer: Option<crate::delivery::Deliverer>,
+    drain_lock: tokio::sync::Mutex<()>,
+    running: Mutex<HashMap<String, Running>>,
+    draining: AtomicBool,
+}
+
+impl Worker {
+    /// A worker on `store`.
+    pub fn new(store: Store, cfg: WorkerConfig) -> crate::Result<Arc<Worker>> {
+        let hooks = cfg.delivery.webhook_queue()?;
+        let deliverer = cfg.delivery.deliverer()?;
+        Ok(Arc::new(Worker {
+            store,
+            cfg,
+            hooks,
+            deliverer,
+            drain_lock: tokio::sync::Mutex::new(()),
+            running: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    fn used(&self) -> f64 {
+        self.running.lock().unwrap().values().map(|r| r.cost).sum()
+    }
+
+    fn info(&self, held: Option<&Job>) -> WorkerInfo {
+        let running = self.running.lock().unwrap();
+        let mut jobs: Vec<String> = running.keys().cloned().collect();
+        let mut used: f64 = running.values().map(|r| r.cost).sum();
+        if let Some(h) = held {
+            jobs.push(h.id.clone());
+            used += h.spec.cost;
+        }
+        WorkerInfo {
+            id: self.cfg.id.clone(),
+            budget: self.cfg.budget,
+            used,
+            jobs,
+            heartbeat_ms: now_ms(),
+            draining: self.draining.load(Ordering::SeqCst),
+        }
+    }
+
+    async fn heartbeat(&self, held: Option<&Job>) {
+        if let Err(e) = self.store.heartbeat(&self.info(held)).await {
+            warn!(error = %e, "heartbeat failed");
+        }
+    }
+
+    fn fits(&self, cost: f64) -> bool {
+        self.used() + cost <= self.cfg.budget + 1e-9
+    }
+
+    fn start(self: &Arc<Self>, job: Job, tasks: &mut tokio::task::JoinSet<()>) {
+        let (tx, rx) = mpsc::channel(32);
+        let hand_back = Arc::new(AtomicBool::new(false));
+        self.running.lock().unwrap().insert(
+            job.id.clone(),
+            Running {
+                cost: job.spec.cost,
+                commands: tx,
+                hand_back: hand_back.clone(),
+            },
+        );
+        let me = self.clone();
+        tasks.spawn(async move {
+            let id = job.id.clone();
+            run::run_job(&me, job, rx, hand_back).await;
+            me.running.lock().unwrap().remove(&id);
+        });
+    }
+
+    /// Runs until `shutdown` resolves, then drains: claims nothing more, stops every running
+    /// job (finalizing and delivering its segment) and hands it back for another worker.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        info!(worker = %self.cfg.id, budget = self.cfg.budget, store = self.store.kind(),
+            "worker started");
+        let mut tasks = tokio::task::JoinSet::new();
+        let delivery = tokio::spawn(run::delivery_loop(self.clone()));
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = tokio::time::Instant::now() - HEARTBEAT;
+        let mut held: Option<Job> = None;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+                Some(_) = tasks.join_next() => {}
+            }
+            if last_beat.elapsed() >= HEARTBEAT {
+                last_beat = tokio::time::Instant::now();
+                self.heartbeat(held.as_ref()).await;
+                if held.is_none() && self.fits(COST_720P30) {
+                    match self.store.reclaim(&self.cfg.id).await {
+                        Ok(jobs) => {
+                            for job in jobs {
+                                info!(job = %job.id, previous = ?job.worker, "taking over a job");
+                                self.start(job, &mut tasks);
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "reclaim failed"),
+                    }
+                }
+            }
+            if let Some(job) = held.take() {
+                if self.fits(job.spec.cost) || self.running.lock().unwrap().is_empty() {
+                    self.start(job, &mut tasks);
+                    self.heartbeat(None).await;
+                } else {
+                    held = Some(job);
+                    continue;
+                }
+            }
+            while self.fits(COST_720P30) {
+                match self.store.claim(&self.cfg.id).await {
+                    Ok(Some(job)) => {
+                        info!(job = %job.id, room = %job.spec.room_id, kind = ?job.spec.kind,
+                            cost = job.spec.cost, "claimed a job");
+                        if self.fits(job.spec.cost) || self.running.lock().unwrap().is_empty() {
+                            self.start(job, &mut tasks);
+                            self.heartbeat(None).await;
+                        } else {
+                            held = Some(job);
+                            self.heartbeat(held.as_ref()).await;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(error = %e, "claim failed");
+                        break;
+                    }
+                }
+            }
+        }
+        info!(worker = %self.cfg.id, "draining");
+        self.draining.store(true, Ordering::SeqCst);
+        if let Some(job) = held.take() {
+            // Claimed but never started: straight back to the queue.
+            if let Err(e) = self.store.hand_back(&self.cfg.id, &job).await {
+                warn!(error = %e, job = %job.id, "hand-back failed");
+            }
+        }
+        self.heartbeat(None).await;
+        let senders: Vec<_> = self
+            .running
+            .lock()
+            .unwrap()
+            .values()
+            .map(|r| {
+                r.hand_back.store(true, Ordering::SeqCst);
+                r.commands.clone()
+            })
+            .collect();
+        for tx in senders {
+            let _ = tx.send(crate::job::JobCommand::Stop).await;
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("jobs did not finish draining in time");
+        }
+        // Last chance for what the jobs queued.
+        run::deliver_pending(&self, Duration::from_secs(5)).await;
+        delivery.abort();
+        self.heartbeat(None).await;
+        info!(worker = %self.cfg.id, "worker stopped");
+    }
+}
