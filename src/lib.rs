@@ -3,6 +3,7 @@
 //! A job joins a room through a [`room::RoomConnector`], composites every participant into a
 //! [`layout::Layout`] with the [`pipeline`] and writes crash-safe MP4 segments.
 
+pub mod api;
 pub mod bench;
 pub mod codes;
 pub mod config;

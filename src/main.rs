@@ -66,6 +66,17 @@ enum Cmd {
         #[arg(long, default_value = "roomcast")]
         app_id: String,
     },
+    /// Run the control API and a worker in one process, on the embedded queue in the data
+    /// folder (or on Redis when ROOMCAST_REDIS_URL is set).
+    Serve(ServeArgs),
+    /// Run a worker that takes jobs from Redis.
+    Worker {
+        /// Redis URL (default: ROOMCAST_REDIS_URL).
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Run the control API on Redis (no worker).
+    Api(ServeArgs),
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
         /// Segment files to finalize.
@@ -116,6 +127,19 @@ struct DemoArgs {
     /// for `roomcast deliver`).
     #[arg(long, default_value_t = 30.0)]
     deliver_wait: f64,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Redis URL (default: ROOMCAST_REDIS_URL; unset = embedded queue).
+    #[arg(long)]
+    redis: Option<String>,
+    /// API address:port (default: ROOMCAST_LISTEN or 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Run without ROOMCAST_API_TOKEN (the token is then "dev"); for local trials only.
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 #[derive(Subcommand)]
@@ -296,6 +320,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Serve(args) => serve(args, true, true),
+        Cmd::Api(args) => serve(args, true, false),
+        Cmd::Worker { redis } => serve(
+            ServeArgs {
+                redis,
+                listen: None,
+                insecure_dev: false,
+            },
+            false,
+            true,
+        ),
         Cmd::Finalize { files } => {
             for f in files {
                 let seg = pipeline::mp4::finalize(&f).map_err(roomcast::Error::from)?;
@@ -307,6 +342,81 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `serve` (API + worker), `api` (API only, Redis) and `worker` (worker only, Redis).
+fn serve(args: ServeArgs, with_api: bool, with_worker: bool) -> anyhow::Result<()> {
+    use roomcast::config::ServerConfig;
+    use roomcast::queue::Store;
+    use roomcast::worker::{default_worker_id, Worker, WorkerConfig};
+    let mut cfg = ServerConfig::from_env()?;
+    if let Some(r) = args.redis {
+        cfg.redis_url = Some(r);
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    let delivery = DeliveryConfig::from_env()?;
+    if !(with_api && with_worker) && cfg.redis_url.is_none() {
+        anyhow::bail!(
+            "`roomcast api` and `roomcast worker` share jobs through Redis: set ROOMCAST_REDIS_URL              or --redis (or run `roomcast serve` for one machine)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let store = match &cfg.redis_url {
+            Some(url) => Store::redis(url).await?,
+            None => Store::embedded(&cfg.data_dir.join("queue"))?,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let worker = if with_worker {
+            let w = Worker::new(
+                store.clone(),
+                WorkerConfig {
+                    id: std::env::var("ROOMCAST_WORKER_ID")
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(default_worker_id),
+                    budget: cfg.cpu_budget,
+                    recordings_dir: absolute(&cfg.data_dir.join("recordings"))?,
+                    delivery: delivery.clone(),
+                },
+            )?;
+            Some(tokio::spawn(w.run(stopped())))
+        } else {
+            None
+        };
+        if with_api {
+            let hooks = delivery.webhook_queue()?;
+            let st = roomcast::api::state(store.clone(), cfg.clone(), hooks, args.insecure_dev)?;
+            tokio::spawn(roomcast::api::queue_janitor(st.clone(), !with_worker));
+            roomcast::api::serve(st, stopped()).await?;
+        }
+        if let Some(w) = worker {
+            w.await.context("worker task")?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `p` made absolute (created first): job records name segment files by absolute path, so a
+/// worker taking a job over can find the previous worker's file on a shared or local disk.
+fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {

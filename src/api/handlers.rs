@@ -1,0 +1,662 @@
+//! Route handlers.
+
+use super::input::{self, json_object, requester, room_id, MAX_BODY_BYTES};
+use super::{status_hook, ApiError, ApiState, OPENAPI};
+use crate::codes::Code;
+use crate::pipeline::preset::DEFAULT_PRESET;
+use crate::pipeline::rtmp::RtmpUrl;
+use crate::queue::{
+    now_ms, Command, Job, JobKind, JobSpec, JobState, PlatformEvent, Requester, RoomConfig,
+    RoomMode,
+};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tracing::info;
+
+type Reply = Result<Response, ApiError>;
+type St = State<Arc<ApiState>>;
+
+fn reply(status: StatusCode, v: Value) -> Reply {
+    Ok((status, Json(v)).into_response())
+}
+
+fn ok(msg: &str, mut extra: Value) -> Reply {
+    extra["result"] = json!(0);
+    extra["msg"] = json!(msg);
+    reply(StatusCode::OK, extra)
+}
+
+fn coded(code: Code, mut extra: Value) -> Reply {
+    let status = StatusCode::from_u16(code.info().http_status).unwrap_or(StatusCode::OK);
+    extra["result"] = json!(code.as_u16());
+    extra["msg"] = json!(code.message());
+    reply(status, extra)
+}
+
+async fn read_body(body: Body, code: Code) -> Result<Vec<u8>, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| {
+            ApiError::with_status(
+                code,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
+fn not_registered(room: &str) -> ApiError {
+    ApiError::with_status(
+        Code::Generic,
+        StatusCode::NOT_FOUND,
+        format!("room {room:?} is not registered (PUT /v1/rooms/{room} first)"),
+    )
+}
+
+async fn room(st: &ApiState, id: &str) -> Result<RoomConfig, ApiError> {
+    room_id(id)?;
+    st.store
+        .get_room(id)
+        .await?
+        .ok_or_else(|| not_registered(id))
+}
+
+/// A job as the API shows it: stream keys hidden.
+fn view(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    let urls: Vec<String> = job
+        .spec
+        .rtmp_urls
+        .iter()
+        .map(|u| {
+            RtmpUrl::parse(u)
+                .map(|r| r.redacted())
+                .unwrap_or_else(|_| "<invalid>".into())
+        })
+        .collect();
+    v["spec"]["rtmp_urls"] = json!(urls);
+    v
+}
+
+/// The room's unfinished job of `kind`, if any.
+async fn live_job(st: &ApiState, room: &str, kind: JobKind) -> Result<Option<Job>, ApiError> {
+    let mut jobs: Vec<Job> = st
+        .store
+        .jobs()
+        .await?
+        .into_iter()
+        .filter(|j| j.spec.room_id == room && j.spec.kind == kind && !j.state.is_terminal())
+        .collect();
+    jobs.sort_by_key(|j| j.created_ms);
+    Ok(jobs.pop())
+}
+
+/// The last failure of the room's `kind` jobs, if recent (the platform's "try again after
+/// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room.
+async fn recently_failed(st: &ApiState, room: &str, kind: JobKind) -> Result<bool, ApiError> {
+    let horizon = now_ms().saturating_sub(st.cfg.retry_after.as_millis() as u64);
+    Ok(st.store.jobs().await?.iter().any(|j| {
+        j.spec.room_id == room
+            && j.spec.kind == kind
+            && j.state == JobState::Failed
+            && j.result != Code::RecordQueueFailed.as_u16()
+            && j.result != Code::StreamQueueFailed.as_u16()
+            && j.ended_ms.is_some_and(|t| t >= horizon)
+    }))
+}
+
+fn new_job_id(kind: JobKind) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let prefix = match kind {
+        JobKind::Recording => "rec",
+        JobKind::Streaming => "str",
+    };
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{:x}{:04x}{:02x}",
+        nanos / 1000,
+        std::process::id() & 0xffff,
+        n & 0xff
+    )
+}
+
+/// Submits a job; answers 0 (a worker has room for it), or 7207/7208 (7104/7105 for
+/// streaming) when it waits: 7207 for the first request beyond capacity, 7208 for later ones.
+async fn submit(
+    st: &ApiState,
+    room: &RoomConfig,
+    kind: JobKind,
+    layout: Value,
+    rtmp_urls: Vec<String>,
+    started_by: &str,
+    max_duration_secs: Option<f64>,
+) -> Reply {
+    let preset_name = room
+        .settings
+        .preset
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PRESET.to_string());
+    let preset = input::preset(&preset_name)?;
+    let cost = preset.estimated_cost(rtmp_urls.len());
+    let spec = JobSpec {
+        kind,
+        room_id: room.room_id.clone(),
+        app_id: room.app_id.clone(),
+        conf_num: room.conf_num.clone(),
+        connector: room.connector.clone(),
+        layout,
+        preset: preset_name,
+        watermark: room.settings.watermark.clone(),
+        rtmp_urls,
+        max_active_talkers: room.settings.max_active_talkers,
+        max_duration_secs,
+        started_by: started_by.to_string(),
+        cost,
+    };
+    let job = Job::new(new_job_id(kind), spec);
+    let ahead = st.store.enqueue(&job).await?;
+    let slots: usize = st
+        .store
+        .workers()
+        .await?
+        .iter()
+        .map(|w| (w.free() / cost + 1e-9).floor() as usize)
+        .sum();
+    info!(job = %job.id, room = %room.room_id, ?kind, ahead, slots, "job submitted");
+    let extra = json!({ "job_id": job.id, "state": "queued", "waiting_ahead": ahead });
+    if ahead < slots {
+        let mut extra = extra;
+        extra["result"] = json!(0);
+        extra["msg"] = json!(match kind {
+            JobKind::Recording => "live recording is starting",
+            JobKind::Streaming => "streaming is starting",
+        });
+        return reply(StatusCode::CREATED, extra);
+    }
+    let code = match (kind, ahead == slots) {
+        (JobKind::Recording, true) => Code::RecordQueued,
+        (JobKind::Recording, false) => Code::RecordQueuedLast,
+        (JobKind::Streaming, true) => Code::StreamQueued,
+        (JobKind::Streaming, false) => Code::StreamQueuedLast,
+    };
+    coded(code, extra)
+}
+
+pub(super) async fn healthz(State(st): St) -> Reply {
+    let workers = st.store.workers().await?;
+    let depth = st.store.waiting().await?.len();
+    ok(
+        "ok",
+        json!({
+            "store": st.store.kind(),
+            "workers": workers.len(),
+            "queue_depth": depth,
+            "capacity_free": workers.iter().map(|w| w.free()).sum::<f64>(),
+        }),
+    )
+}
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::with_status(Code::Generic, StatusCode::NOT_FOUND, "no such route")
+}
+
+pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    room_id(&id)?;
+    let bytes = read_body(body, Code::RecordParamsMissing).await?;
+    let b = input::parse_room_body(&bytes)?;
+    let room = RoomConfig {
+        room_id: id.clone(),
+        app_id: b.app_id,
+        conf_num: b.conf_num,
+        connector: b.connector,
+        settings: b.settings,
+        participants: Vec::new(),
+        disconnecting: false,
+    };
+    st.store.put_room(&room).await?;
+    info!(room = %id, "room registered");
+    ok("room registered", json!({ "room": room }))
+}
+
+pub(super) async fn get_room(State(st): St, Path(id): Path<String>) -> Reply {
+    let r = room(&st, &id).await?;
+    ok("ok", json!({ "room": r }))
+}
+
+pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let mut r = room(&st, &id).await?;
+    let bytes = read_body(body, Code::RecordParamsMissing).await?;
+    let events = input::parse_event_body(&bytes)?;
+    let mut started = Vec::new();
+    let mut forwarded = 0;
+    for ev in events {
+        let was_empty = r.participants.is_empty();
+        match &ev {
+            PlatformEvent::ParticipantJoined { user_id, name } => {
+                if !r.participants.iter().any(|(u, _)| u == user_id) {
+                    r.participants.push((
+                        user_id.clone(),
+                        name.clone().unwrap_or_else(|| user_id.clone()),
+                    ));
+                }
+            }
+            PlatformEvent::ParticipantLeft { user_id } => {
+                r.participants.retain(|(u, _)| u != user_id);
+            }
+            PlatformEvent::ModeSwitched { mode } => r.settings.mode = *mode,
+            PlatformEvent::RoomDestroyed => {
+                r.disconnecting = true;
+                r.participants.clear();
+            }
+            _ => {}
+        }
+        st.store.put_room(&r).await?;
+        for job in st.store.jobs().await? {
+            if job.spec.room_id != id || job.state.is_terminal() {
+                continue;
+            }
+            if matches!(ev, PlatformEvent::RoomDestroyed)
+                && st.store.remove_waiting(&job.id).await?
+            {
+                let mut job = job;
+                job.state = JobState::Cancelled;
+                job.result = Code::StateDisconnected.as_u16();
+                job.msg = "room destroyed before the job started".into();
+                job.ended_ms = Some(now_ms());
+                st.store.put_job(&job).await?;
+                continue;
+            }
+            st.store
+                .push_command(&job.id, &Command::Room { event: ev.clone() })
+                .await?;
+            forwarded += 1;
+        }
+        let first_join = was_empty
+            && !r.participants.is_empty()
+            && matches!(ev, PlatformEvent::ParticipantJoined { .. });
+        if first_join
+            && r.settings.live_recording.auto_recording
+            && !r.disconnecting
+            && live_job(&st, &id, JobKind::Recording).await?.is_none()
+        {
+            let layout = room_layout(&r);
+            let resp = submit(&st, &r, JobKind::Recording, layout, Vec::new(), "auto", None).await?;
+            let (parts, body) = resp.into_parts();
+            let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .unwrap_or_default();
+            info!(room = %id, status = %parts.status, "auto recording requested");
+            started.push(body);
+        }
+    }
+    ok(
+        "events applied",
+        json!({ "forwarded": forwarded, "auto_recording": started }),
+    )
+}
+
+fn room_layout(r: &RoomConfig) -> Value {
+    match r.settings.mode {
+        RoomMode::Lecture => json!("speaker"),
+        RoomMode::Group => r.settings.layout.clone().unwrap_or_else(|| json!("grid")),
+    }
+}
+
+struct Checked {
+    room: RoomConfig,
+    who: Requester,
+    body: serde_json::Map<String, Value>,
+}
+
+/// Reads the body and checks the requester: `missing` for bad input, `not_moderator` when
+/// the requester is not a moderator, `disconnecting` when the room is going away.
+async fn checked(
+    st: &ApiState,
+    id: &str,
+    body: Body,
+    missing: Code,
+    not_moderator: Code,
+    disconnecting: Code,
+) -> Result<Checked, ApiError> {
+    let room = room(st, id).await?;
+    let bytes = read_body(body, missing).await?;
+    let body = json_object(&bytes, missing)?;
+    let who = requester(&body, missing)?;
+    if !who.is_moderator() {
+        return Err(ApiError::new(
+            not_moderator,
+            format!("{} is a {}", who.client_id, who.role),
+        ));
+    }
+    if room.disconnecting {
+        return Err(ApiError::new(disconnecting, "room destroyed"));
+    }
+    Ok(Checked { room, who, body })
+}
+
+pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordNotModerator,
+        Code::RecordRoomDisconnecting,
+    )
+    .await?;
+    let layout = input::recording_layout(&c.body, false)?.unwrap_or_else(|| room_layout(&c.room));
+    let max = input::seconds(
+        c.body.get("config").and_then(|v| v.get("max_duration_secs")),
+        "config.max_duration_secs",
+        Code::RecordParamsMissing,
+    )?;
+    if let Some(job) = live_job(&st, &id, JobKind::Recording).await? {
+        let code = match job.state {
+            JobState::Queued | JobState::Starting => Code::RecordInProcess,
+            _ => Code::RecordAlreadyRunning,
+        };
+        return Err(ApiError::new(code, format!("job {}", job.id)));
+    }
+    if recently_failed(&st, &id, JobKind::Recording).await? {
+        return Err(ApiError::new(Code::RecordRetryLater, "the last start failed"));
+    }
+    submit(
+        &st,
+        &c.room,
+        JobKind::Recording,
+        layout,
+        Vec::new(),
+        &c.who.client_id,
+        max,
+    )
+    .await
+}
+
+/// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.
+async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Reply {
+    let Some(mut job) = live_job(st, &c.room.room_id, kind).await? else {
+        return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
+    };
+    if st.store.remove_waiting(&job.id).await? {
+        job.state = JobState::Cancelled;
+        job.result = cancelled.as_u16();
+        job.msg = cancelled.message().into();
+        job.stopped_by = Some(c.who.client_id.clone());
+        job.ended_ms = Some(now_ms());
+        job.updated_ms = now_ms();
+        st.store.put_job(&job).await?;
+        return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
+    }
+    st.store
+        .push_command(
+            &job.id,
+            &Command::Stop {
+                by: c.who.client_id.clone(),
+            },
+        )
+        .await?;
+    info!(job = %job.id, by = %c.who.client_id, "stop requested");
+    ok(
+        "stopping",
+        json!({ "job_id": job.id, "state": job.state.as_str() }),
+    )
+}
+
+pub(super) async fn stop_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordStopNotModerator,
+        Code::RecordStopDisconnecting,
+    )
+    .await?;
+    stop(&st, c, JobKind::Recording, Code::RecordQueueCancelled).await
+}
+
+pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordChangeNotModerator,
+        Code::RecordChangeDisconnecting,
+    )
+    .await?;
+    let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
+    let job = match live_job(&st, &id, JobKind::Recording).await? {
+        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
+        _ => return Err(ApiError::new(Code::NotRunning, "no live recording is running")),
+    };
+    st.store
+        .push_command(
+            &job.id,
+            &Command::SetLayout {
+                layout: layout.clone(),
+            },
+        )
+        .await?;
+    ok(
+        "layout change sent",
+        json!({ "job_id": job.id, "layout": layout }),
+    )
+}
+
+pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamNotModerator,
+        Code::StreamRoomDisconnecting,
+    )
+    .await?;
+    let urls = input::rtmp_urls(&c.body)?;
+    let layout = match c.body.get("layout") {
+        None | Some(Value::Null) => room_layout(&c.room),
+        Some(l) => input::layout(l)?,
+    };
+    let max = input::seconds(
+        c.body.get("max_duration_secs"),
+        "max_duration_secs",
+        Code::StreamParamsMissing,
+    )?;
+    if let Some(job) = live_job(&st, &id, JobKind::Streaming).await? {
+        return Err(ApiError::new(
+            Code::StreamStartInProcess,
+            format!("job {} is {}", job.id, job.state.as_str()),
+        ));
+    }
+    if recently_failed(&st, &id, JobKind::Streaming).await? {
+        return Err(ApiError::new(Code::StreamRetryLater, "the last start failed"));
+    }
+    submit(
+        &st,
+        &c.room,
+        JobKind::Streaming,
+        layout,
+        urls,
+        &c.who.client_id,
+        max,
+    )
+    .await
+}
+
+pub(super) async fn stop_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamStopNotModerator,
+        Code::StreamStopDisconnecting,
+    )
+    .await?;
+    stop(&st, c, JobKind::Streaming, Code::StreamQueueCancelled).await
+}
+
+pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamChangeNotModerator,
+        Code::StreamChangeDisconnecting,
+    )
+    .await?;
+    let urls = match c.body.get("rtmp_urls") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(input::rtmp_urls(&c.body)?),
+    };
+    let layout = match c.body.get("layout") {
+        None | Some(Value::Null) => None,
+        Some(l) => Some(input::layout(l)?),
+    };
+    if urls.is_none() && layout.is_none() {
+        return Err(ApiError::new(
+            Code::StreamParamsMissing,
+            "give rtmp_urls and/or layout",
+        ));
+    }
+    let job = match live_job(&st, &id, JobKind::Streaming).await? {
+        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
+        _ => return Err(ApiError::new(Code::NotRunning, "no streaming is running")),
+    };
+    if let Some(urls) = urls {
+        st.store
+            .push_command(&job.id, &Command::SetRtmp { urls })
+            .await?;
+    }
+    if let Some(layout) = layout {
+        st.store
+            .push_command(&job.id, &Command::SetLayout { layout })
+            .await?;
+    }
+    ok("streaming change sent", json!({ "job_id": job.id }))
+}
+
+pub(super) async fn room_jobs(State(st): St, Path(id): Path<String>) -> Reply {
+    room_id(&id)?;
+    let mut jobs: Vec<Job> = st
+        .store
+        .jobs()
+        .await?
+        .into_iter()
+        .filter(|j| j.spec.room_id == id)
+        .collect();
+    jobs.sort_by_key(|j| j.created_ms);
+    ok(
+        "ok",
+        json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>() }),
+    )
+}
+
+pub(super) async fn all_jobs(State(st): St) -> Reply {
+    let mut jobs = st.store.jobs().await?;
+    jobs.sort_by_key(|j| j.created_ms);
+    let waiting = st.store.waiting().await?;
+    ok(
+        "ok",
+        json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>(), "waiting": waiting }),
+    )
+}
+
+pub(super) async fn get_job(State(st): St, Path(id): Path<String>) -> Reply {
+    match st.store.get_job(&id).await? {
+        Some(job) => ok("ok", json!({ "job": view(&job) })),
+        None => Err(ApiError::with_status(
+            Code::Generic,
+            StatusCode::NOT_FOUND,
+            format!("no job {id:?}"),
+        )),
+    }
+}
+
+pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
+    let Some(mut job) = st.store.get_job(&id).await? else {
+        return Err(ApiError::with_status(
+            Code::Generic,
+            StatusCode::NOT_FOUND,
+            format!("no job {id:?}"),
+        ));
+    };
+    if !st.store.remove_waiting(&id).await? {
+        return Err(ApiError::new(
+            Code::StateWrong,
+            format!(
+                "job is {}, not waiting (stop it through its room)",
+                job.state.as_str()
+            ),
+        ));
+    }
+    let code = match job.spec.kind {
+        JobKind::Recording => Code::RecordQueueCancelled,
+        JobKind::Streaming => Code::StreamQueueCancelled,
+    };
+    job.state = JobState::Cancelled;
+    job.result = code.as_u16();
+    job.msg = code.message().into();
+    job.ended_ms = Some(now_ms());
+    job.updated_ms = now_ms();
+    st.store.put_job(&job).await?;
+    status_hook(&st, &job, "failed", Some(code));
+    coded(code, json!({ "job_id": id, "state": "cancelled" }))
+}
+
+pub(super) async fn recordings(
+    State(st): St,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let num = |k: &str| -> Result<Option<u64>, ApiError> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::new(
+                        Code::RecordParamsMissing,
+                        format!("{k} must be Unix seconds"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let from = num("from")?.map(|s| s * 1000);
+    let to = num("to")?.map(|s| s * 1000);
+    let mut files: Vec<_> = st
+        .store
+        .archive()
+        .await?
+        .into_iter()
+        .filter(|e| q.get("room_id").is_none_or(|r| &e.room_id == r))
+        .filter(|e| q.get("conf_num").is_none_or(|c| &e.conf_num == c))
+        .filter(|e| from.is_none_or(|f| e.ended_ms >= f))
+        .filter(|e| to.is_none_or(|t| e.started_ms <= t))
+        .collect();
+    files.sort_by_key(|e| e.started_ms);
+    let total: u64 = files.iter().map(|e| e.size).sum();
+    ok(
+        "ok",
+        json!({ "count": files.len(), "total_bytes": total, "files": files }),
+    )
+}

@@ -1,0 +1,317 @@
+//! Request parsing: bytes → typed input, every failure a coded [`ApiError`].
+//!
+//! These functions take plain bytes and values so the fuzz target can drive them directly.
+
+use super::ApiError;
+use crate::codes::Code;
+use crate::layout::Layout;
+use crate::pipeline::rtmp::RtmpUrl;
+use crate::queue::{ConnectorSpec, PlatformEvent, Requester, RoomSettings};
+use axum::http::StatusCode;
+use serde_json::Value;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest room id.
+const MAX_ID_LEN: usize = 128;
+/// Most events in one `events` post.
+const MAX_EVENTS: usize = 256;
+
+/// Parses a JSON object body; `code` is reported for anything malformed.
+pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::with_status(
+            code,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::with_status(
+            code,
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::with_status(
+            code,
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        )),
+    }
+}
+
+/// Checks a room id from the path.
+pub fn room_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::with_status(
+            Code::RecordParamsMissing,
+            StatusCode::BAD_REQUEST,
+            format!("room id must be 1-{MAX_ID_LEN} characters of letters, digits and -_.:@"),
+        ))
+    }
+}
+
+/// `requested_by`: `{"client_id": "…", "role": "moderator"|…}`.
+pub fn requester(body: &serde_json::Map<String, Value>, code: Code) -> Result<Requester, ApiError> {
+    match body.get("requested_by") {
+        None | Some(Value::Null) => Err(ApiError::new(code, "requested_by is missing")),
+        Some(v) => serde_json::from_value::<Requester>(v.clone())
+            .map_err(|e| ApiError::new(code, format!("requested_by: {e}"))),
+    }
+}
+
+/// A layout value from a request: a built-in name or an inline definition.
+pub fn layout(value: &Value) -> Result<Value, ApiError> {
+    Layout::from_request(value)
+        .map(|_| value.clone())
+        .map_err(|e| ApiError::new(e.code, e.to_string()))
+}
+
+/// The layout of a start/change live-recording request (`config.url_details.layout`):
+/// `Ok(None)` when the request names none.
+pub fn recording_layout(
+    body: &serde_json::Map<String, Value>,
+    required: bool,
+) -> Result<Option<Value>, ApiError> {
+    let missing = || {
+        if required {
+            Err(ApiError::new(Code::LayoutMissing, "config.url_details.layout is missing"))
+        } else {
+            Ok(None)
+        }
+    };
+    let details = match body.get("config") {
+        None | Some(Value::Null) => return missing(),
+        Some(Value::Object(c)) => c.get("url_details"),
+        Some(_) => return Err(ApiError::new(Code::InvalidUrlFormat, "config must be an object")),
+    };
+    match details {
+        None | Some(Value::Null) => missing(),
+        Some(Value::Object(d)) => match d.get("layout") {
+            None | Some(Value::Null) => {
+                Err(ApiError::new(Code::LayoutMissing, "url_details.layout is missing"))
+            }
+            Some(l) => layout(l).map(Some),
+        },
+        Some(_) => Err(ApiError::new(
+            Code::InvalidUrlFormat,
+            "config.url_details must be an object",
+        )),
+    }
+}
+
+/// `rtmp_urls` of a streaming request: 1–3 valid rtmp(s) URLs.
+pub fn rtmp_urls(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let urls: Vec<String> = match body.get("rtmp_urls") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::new(Code::StreamUrlMissing, "rtmp_urls is missing"))
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(ApiError::new(
+                    Code::InvalidRtmpUrl,
+                    "rtmp_urls must be strings",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidRtmpUrl,
+                "rtmp_urls must be an array of URLs",
+            ))
+        }
+    };
+    if urls.is_empty() {
+        return Err(ApiError::new(Code::StreamUrlMissing, "rtmp_urls is empty"));
+    }
+    RtmpUrl::parse_all(&urls).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok(urls)
+}
+
+/// An optional positive number of seconds.
+pub fn seconds(v: Option<&Value>, field: &str, code: Code) -> Result<Option<f64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Ok(Some(s)),
+            _ => Err(ApiError::new(code, format!("{field} must be 0-604800 seconds"))),
+        },
+        Some(_) => Err(ApiError::new(code, format!("{field} must be a number"))),
+    }
+}
+
+/// The body of `PUT /v1/rooms/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomBody {
+    /// Application id.
+    pub app_id: String,
+    /// Conference number.
+    pub conf_num: String,
+    /// Connector.
+    pub connector: ConnectorSpec,
+    /// Settings.
+    pub settings: RoomSettings,
+}
+
+/// Parses and validates a room registration.
+pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
+    let code = Code::RecordParamsMissing;
+    let body = json_object(bytes, code)?;
+    for k in body.keys() {
+        if !["app_id", "conf_num", "connector", "settings"].contains(&k.as_str()) {
+            return Err(ApiError::new(code, format!("unknown field {k:?}")));
+        }
+    }
+    let text = |k: &str, default: &str| -> Result<String, ApiError> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(default.to_string()),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(_) => Err(ApiError::new(
+                code,
+                format!("{k} must be a non-empty string of at most {MAX_ID_LEN} characters"),
+            )),
+        }
+    };
+    let app_id = text("app_id", "roomcast")?;
+    let conf_num = text("conf_num", "1")?;
+    let connector: ConnectorSpec = match body.get("connector") {
+        None | Some(Value::Null) => ConnectorSpec::default(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::new(code, format!("connector: {e}")))?,
+    };
+    let ConnectorSpec::Synthetic { participants } = connector;
+    if participants > 16 {
+        return Err(ApiError::new(code, "connector.participants: at most 16"));
+    }
+    let settings: RoomSettings = match body.get("settings") {
+        None | Some(Value::Null) => RoomSettings::default(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::new(code, format!("settings: {e}")))?,
+    };
+    if let Some(l) = &settings.layout {
+        layout(l)?;
+    }
+    if let Some(p) = &settings.preset {
+        preset(p)?;
+    }
+    if let Some(w) = &settings.watermark {
+        if !w.is_absolute() || !w.is_file() {
+            return Err(ApiError::new(
+                code,
+                format!(
+                    "settings.watermark: {} is not a file on the worker",
+                    w.display()
+                ),
+            ));
+        }
+    }
+    if settings.max_active_talkers == Some(0) {
+        return Err(ApiError::new(code, "settings.max_active_talkers must be at least 1"));
+    }
+    Ok(RoomBody {
+        app_id,
+        conf_num,
+        connector,
+        settings,
+    })
+}
+
+/// A preset named in settings: a built-in name only (no paths).
+pub fn preset(name: &str) -> Result<crate::pipeline::Preset, ApiError> {
+    if name.contains('/') || name.contains('.') {
+        return Err(ApiError::new(
+            Code::RecordParamsMissing,
+            "settings.preset must be a preset name",
+        ));
+    }
+    crate::pipeline::Preset::resolve(name)
+        .map_err(|e| ApiError::new(Code::RecordParamsMissing, format!("settings.preset: {e}")))
+}
+
+/// Parses `POST /v1/rooms/{id}/events`: one event object or `{"events": [...]}`.
+pub fn parse_event_body(bytes: &[u8]) -> Result<Vec<PlatformEvent>, ApiError> {
+    let code = Code::RecordParamsMissing;
+    let body = json_object(bytes, code)?;
+    let values: Vec<Value> = match body.get("events") {
+        Some(Value::Array(a)) if body.len() == 1 => a.clone(),
+        Some(_) if body.len() == 1 => {
+            return Err(ApiError::new(code, "events must be an array"));
+        }
+        _ => vec![Value::Object(body)],
+    };
+    if values.is_empty() || values.len() > MAX_EVENTS {
+        return Err(ApiError::new(code, format!("1-{MAX_EVENTS} events per request")));
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<PlatformEvent>(v)
+                .map_err(|e| ApiError::new(code, format!("events[{i}]: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_checked() {
+        assert_eq!(
+            json_object(b"{", Code::RecordParamsMissing).unwrap_err().code(),
+            Code::RecordParamsMissing
+        );
+        assert!(json_object(b"[1]", Code::StreamInvalidConfig).is_err());
+        assert!(json_object(&vec![b' '; MAX_BODY_BYTES + 1], Code::Generic).is_err());
+        assert!(json_object(b"  ", Code::Generic).unwrap().is_empty());
+        let r = parse_room_body(br#"{"settings":{"layout":"nope"}}"#).unwrap_err();
+        assert_eq!(r.code(), Code::UnsupportedLayout);
+        let r = parse_room_body(br#"{"connector":{"type":"synthetic","participants":"x"}}"#);
+        assert!(r.is_err());
+        let ok = parse_room_body(br#"{"app_id":"a","conf_num":7,"settings":{"live_recording":{"auto_recording":true}}}"#).unwrap();
+        assert!(ok.settings.live_recording.auto_recording);
+        assert_eq!(ok.conf_num, "7");
+        let ev = parse_event_body(br#"{"events":[{"type":"participant_joined","user_id":"u"},{"type":"room_destroyed"}]}"#).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert!(parse_event_body(br#"{"type":"participant_joined"}"#).is_err());
+        assert!(parse_event_body(br#"{"events":[]}"#).is_err());
+    }
+
+    #[test]
+    fn layouts_and_urls() {
+        let body = |s: &str| json_object(s.as_bytes(), Code::Generic).unwrap();
+        assert_eq!(recording_layout(&body("{}"), false).unwrap(), None);
+        let e = recording_layout(&body(r#"{"config":{"url_details":{}}}"#), false).unwrap_err();
+        assert_eq!(e.code(), Code::LayoutMissing);
+        let e = recording_layout(&body(r#"{"config":{"url_details":"x"}}"#), false).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidUrlFormat);
+        let e = recording_layout(&body(r#"{"config":{"url_details":{"layout":"zz"}}}"#), false)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::UnsupportedLayout);
+        let e = recording_layout(&body(r#"{"config":{"url_details":{"layout":""}}}"#), false)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::LayoutMissing);
+        assert_eq!(rtmp_urls(&body("{}")).unwrap_err().code(), Code::StreamUrlMissing);
+        let four = r#"{"rtmp_urls":["rtmp://h/a/1","rtmp://h/a/2","rtmp://h/a/3","rtmp://h/a/4"]}"#;
+        assert_eq!(rtmp_urls(&body(four)).unwrap_err().code(), Code::TooManyRtmpUrls);
+        let bad = r#"{"rtmp_urls":["http://h/a/1"]}"#;
+        assert_eq!(rtmp_urls(&body(bad)).unwrap_err().code(), Code::InvalidRtmpUrl);
+        assert_eq!(rtmp_urls(&body(r#"{"rtmp_urls":[1]}"#)).unwrap_err().code(), Code::InvalidRtmpUrl);
+    }
+}

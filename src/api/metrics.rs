@@ -1,0 +1,77 @@
+//! `GET /metrics`: Prometheus text exposition, computed from the shared store so every API
+//! process reports the whole fleet.
+
+use super::{ApiError, ApiState};
+use crate::queue::{JobState, WorkerInfo};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
+}
+
+pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let jobs = st.store.jobs().await?;
+    let waiting = st.store.waiting().await?.len();
+    let workers: Vec<WorkerInfo> = st.store.workers().await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP roomcast_jobs Jobs by state.\n# TYPE roomcast_jobs gauge");
+    for s in JobState::ALL {
+        let n = jobs.iter().filter(|j| j.state == s).count();
+        let _ = writeln!(out, "roomcast_jobs{{state=\"{}\"}} {n}", s.as_str());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_queue_depth Requests waiting for a worker.\n# TYPE roomcast_queue_depth gauge\nroomcast_queue_depth {waiting}"
+    );
+    // (+ 0.0: an empty sum of floats is -0.)
+    let budget: f64 = workers.iter().map(|w| w.budget).sum::<f64>() + 0.0;
+    let used: f64 = workers.iter().map(|w| w.used).sum::<f64>() + 0.0;
+    let free: f64 = workers.iter().map(|w| w.free()).sum::<f64>() + 0.0;
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_workers Workers heart-beating.\n# TYPE roomcast_workers gauge\nroomcast_workers {}",
+        workers.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_capacity_cores Fleet CPU budget in cores.\n# TYPE roomcast_capacity_cores gauge\n\
+         roomcast_capacity_cores{{kind=\"budget\"}} {budget}\n\
+         roomcast_capacity_cores{{kind=\"used\"}} {used}\n\
+         roomcast_capacity_cores{{kind=\"free\"}} {free}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_job_realtime_factor Media seconds produced per wall-clock second.\n# TYPE roomcast_job_realtime_factor gauge"
+    );
+    for j in jobs.iter().filter(|j| j.state == JobState::Active) {
+        if let Some(r) = j.realtime_factor {
+            let _ = writeln!(
+                out,
+                "roomcast_job_realtime_factor{{job=\"{}\",room=\"{}\"}} {r:.3}",
+                label(&j.id),
+                label(&j.spec.room_id)
+            );
+        }
+    }
+    let mut failures: BTreeMap<u16, usize> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.state == JobState::Failed) {
+        *failures.entry(j.result).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_job_failures Failed jobs by code.\n# TYPE roomcast_job_failures gauge"
+    );
+    for (code, n) in failures {
+        let _ = writeln!(out, "roomcast_job_failures{{code=\"{code}\"}} {n}");
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response())
+}

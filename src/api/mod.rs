@@ -1,0 +1,270 @@
+//! The control API (axum): rooms, room events, start/stop/change of recording and streaming,
+//! jobs, the archive report, health and Prometheus metrics.
+//!
+//! Every route requires `Authorization: Bearer <token>`. Every answer has the platform's shape
+//! `{"result": 0 | 7xxx, "msg": "…", …}`; the HTTP status comes from the code table. Bodies are
+//! read with a size limit and parsed here (not by an extractor), so malformed JSON, wrong types
+//! and oversized bodies get a coded 4xx like every other bad input.
+
+mod handlers;
+mod input;
+mod metrics;
+
+use crate::codes::{Code, ResultBody};
+use crate::config::ServerConfig;
+use crate::queue::{now_ms, Job, JobState, Store};
+use crate::webhook::{status_event, EventContext, WebhookQueue};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+pub use input::{parse_event_body, parse_room_body, MAX_BODY_BYTES};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Shared state of the API server.
+pub struct ApiState {
+    store: Store,
+    token_hash: [u8; 32],
+    cfg: ServerConfig,
+    hooks: Option<WebhookQueue>,
+}
+
+/// An API failure: a code, an optional HTTP status override and a detail for the message.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    status: Option<StatusCode>,
+    detail: String,
+}
+
+impl ApiError {
+    /// An error with the table's status for `code`.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            status: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// An error with an explicit HTTP status.
+    pub fn with_status(code: Code, status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            status: Some(status),
+            detail: detail.into(),
+        }
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+}
+
+impl From<crate::queue::StoreError> for ApiError {
+    fn from(e: crate::queue::StoreError) -> Self {
+        warn!(error = %e, "store unavailable");
+        ApiError::with_status(Code::Generic, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.info().http_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
+        let body = ResultBody::from_code(self.code, Some(&self.detail));
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares in time independent of where the inputs differ (both are hashes: equal length).
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(&token_hash(t), &st.token_hash) => next.run(req).await,
+        _ => {
+            let mut r = ApiError::with_status(
+                Code::Generic,
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+/// The router with every route behind the token check.
+pub fn router(st: Arc<ApiState>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/rooms/{room_id}", put(put_room).get(get_room))
+        .route("/v1/rooms/{room_id}/events", axum::routing::post(post_events))
+        .route(
+            "/v1/rooms/{room_id}/live-recording",
+            axum::routing::post(start_recording)
+                .delete(stop_recording)
+                .patch(change_recording),
+        )
+        .route(
+            "/v1/rooms/{room_id}/streaming",
+            axum::routing::post(start_streaming)
+                .delete(stop_streaming)
+                .patch(change_streaming),
+        )
+        .route("/v1/rooms/{room_id}/jobs", get(room_jobs))
+        .route("/v1/jobs", get(all_jobs))
+        .route("/v1/jobs/{job_id}", get(get_job).delete(cancel_job))
+        .route("/v1/recordings", get(recordings))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(st.clone(), auth))
+        .with_state(st)
+}
+
+/// Builds the API state; refuses to run without a token unless `insecure_dev` is set.
+pub fn state(
+    store: Store,
+    cfg: ServerConfig,
+    hooks: Option<WebhookQueue>,
+    insecure_dev: bool,
+) -> crate::Result<Arc<ApiState>> {
+    let token = match (&cfg.api_token, insecure_dev) {
+        (Some(t), _) => t.clone(),
+        (None, true) => {
+            warn!("no ROOMCAST_API_TOKEN: development mode, the token is \"dev\"");
+            "dev".to_string()
+        }
+        (None, false) => {
+            return Err(crate::Error::Invalid {
+                field: "ROOMCAST_API_TOKEN".into(),
+                message: "the API needs a token (or --insecure-dev for a local trial)".into(),
+                code: Code::Generic,
+            })
+        }
+    };
+    Ok(Arc::new(ApiState {
+        store,
+        token_hash: token_hash(&token),
+        cfg,
+        hooks,
+    }))
+}
+
+/// Fails requests that waited longer than the configured wait (7080 recording, 7081
+/// streaming). Runs in every API process; the waiting set decides who wins a race.
+pub async fn queue_janitor(st: Arc<ApiState>, drain_hooks: bool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = expire_waiting(&st).await {
+            warn!(error = %e, "queue janitor");
+        }
+        if drain_hooks {
+            if let Some(q) = &st.hooks {
+                q.drain_once().await;
+            }
+        }
+    }
+}
+
+async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
+    let limit = st.cfg.queue_wait.as_millis() as u64;
+    for id in st.store.waiting().await? {
+        let Some(mut job) = st.store.get_job(&id).await? else {
+            continue;
+        };
+        if now_ms().saturating_sub(job.created_ms) < limit || job.attempts > 0 {
+            continue;
+        }
+        if !st.store.remove_waiting(&id).await? {
+            continue;
+        }
+        let code = match job.spec.kind {
+            crate::queue::JobKind::Recording => Code::RecordQueueFailed,
+            crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
+        };
+        info!(job = %id, waited_s = st.cfg.queue_wait.as_secs(), "request waited too long");
+        job.state = JobState::Failed;
+        job.result = code.as_u16();
+        job.msg = format!(
+            "no worker could start it within {} s",
+            st.cfg.queue_wait.as_secs()
+        );
+        job.ended_ms = Some(now_ms());
+        job.updated_ms = now_ms();
+        st.store.put_job(&job).await?;
+        status_hook(st, &job, "failed", Some(code));
+    }
+    Ok(())
+}
+
+fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
+    let Some(q) = &st.hooks else { return };
+    let prefix = match job.spec.kind {
+        crate::queue::JobKind::Recording => "room-live-recording",
+        crate::queue::JobKind::Streaming => "room-streaming",
+    };
+    let kind = format!("{prefix}-{suffix}");
+    let ctx = EventContext {
+        app_id: job.spec.app_id.clone(),
+        room_id: job.spec.room_id.clone(),
+        conf_num: job.spec.conf_num.clone(),
+        by: job.spec.started_by.clone(),
+    };
+    let id = format!("{kind}-{}-api", job.id);
+    if let Err(e) = q.enqueue(&id, &status_event(&kind, &ctx, code)) {
+        warn!(error = %e, "status webhook not queued");
+    }
+}
+
+/// Serves the API on `cfg.listen` until `shutdown` resolves.
+pub async fn serve(
+    st: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&st.cfg.listen)
+        .await
+        .map_err(|e| crate::Error::io(format!("listening on {}", st.cfg.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| crate::Error::io("listener address", e))?;
+    info!(%addr, store = st.store.kind(), "control API listening");
+    // The address line is for scripts that start the server on port 0.
+    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
+    axum::serve(listener, router(st))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| crate::Error::io("serving the API", e))
+}
