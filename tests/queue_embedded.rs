@@ -1,0 +1,105 @@
+//! The embedded queue (`roomcast serve` alone): waiting codes and order, queue timeouts, and
+//! jobs surviving a killed and a stopped server.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn waiting_queue_order_and_cancel() {
+    let dir = TempDir::new("q-embedded");
+    let env = serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "0.6")]);
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    queue_order_scenario(&api, "emb");
+    let (_, m) = api.call("GET", "/metrics", None);
+    let m = m.as_str().unwrap_or_default().to_string();
+    assert!(m.contains("roomcast_jobs{state=\"completed\"} 3"), "{m}");
+    assert!(m.contains("roomcast_jobs{state=\"cancelled\"} 1"), "{m}");
+    assert!(m.contains("roomcast_capacity_cores{kind=\"budget\"} 0.6"), "{m}");
+}
+
+#[test]
+fn requests_that_wait_too_long_fail_with_7080_and_7081() {
+    let dir = TempDir::new("q-timeout");
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[("ROOMCAST_CPU_BUDGET", "0"), ("ROOMCAST_QUEUE_WAIT_SECS", "2")],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "slow", 1, "{}");
+    let (s, rec) = start_recording(&api, "slow");
+    assert_eq!((s, rec["result"].as_u64()), (202, Some(7207)), "{rec}");
+    let (s, st) = api.call(
+        "POST",
+        "/v1/rooms/slow/streaming",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"rtmp_urls":["rtmp://127.0.0.1:1/live/secretkey"]}}"#
+        )),
+    );
+    assert_eq!((s, st["result"].as_u64()), (202, Some(7105)), "{st}");
+    let rec = wait_state(&api, rec["job_id"].as_str().unwrap(), "failed", 10.0);
+    assert_eq!(rec["result"], 7080, "{rec}");
+    let st = wait_state(&api, st["job_id"].as_str().unwrap(), "failed", 10.0);
+    assert_eq!(st["result"], 7081, "{st}");
+    let shown = st["spec"]["rtmp_urls"][0].as_str().unwrap();
+    assert!(
+        shown.starts_with("rtmp://127.0.0.1:1/live/") && !shown.contains("secretkey"),
+        "stream key shown: {shown}"
+    );
+    // A queue timeout is not the room's fault: a new request is accepted (and waits).
+    let (_, again) = start_recording(&api, "slow");
+    assert_eq!(again["result"], 7207, "{again}");
+}
+
+#[test]
+fn jobs_survive_a_killed_and_a_stopped_server() {
+    let dir = TempDir::new("q-restart");
+    let data = dir.path().join("data");
+    let env = serve_env(&data, &[]);
+    let mut s1 = Service::start(&["serve"], &env, &dir.path().join("s1.log"), true);
+    register_room(&s1, "keep", 2, "{}");
+    let (_, v) = start_recording(&s1, "keep");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&s1, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(4));
+    s1.kill9();
+
+    // A new server on the same data folder takes the job over: the killed run's segment is
+    // finalized and kept, a new segment starts.
+    let mut s2 = Service::start(&["serve"], &env, &dir.path().join("s2.log"), true);
+    let j = wait_for(20.0, || {
+        let j = job(&s2, &id);
+        (j["state"] == "active" && j["attempts"] == 2).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("not resumed: {}", job(&s2, &id)));
+    let first = &j["segments"][0];
+    assert_eq!(first["status"], "local", "{j}");
+    let first_path = std::path::PathBuf::from(first["path"].as_str().unwrap());
+    let d = probe(&first_path).duration;
+    assert!(d >= 3.0, "the killed run's segment holds {d} s");
+    assert_eq!(j["segments"].as_array().unwrap().len(), 2, "{j}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // SIGTERM: the server finalizes the segment and hands the job back, then exits.
+    assert!(s2.terminate(30), "serve did not exit cleanly: {}", s2.log_text());
+    let s3 = Service::start(&["serve"], &env, &dir.path().join("s3.log"), true);
+    let j = wait_for(20.0, || {
+        let j = job(&s3, &id);
+        (j["state"] == "active" && j["attempts"] == 3).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("not resumed after SIGTERM: {}", job(&s3, &id)));
+    assert_eq!(j["segments"][1]["status"], "local", "{j}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stop_recording(&s3, "keep").1["result"], 0);
+    let j = wait_state(&s3, &id, "completed", 30.0);
+    let segs = j["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 3, "{j}");
+    for (i, s) in segs.iter().enumerate() {
+        let p = std::path::PathBuf::from(s["path"].as_str().unwrap());
+        let pr = probe(&p);
+        assert!(pr.duration >= 1.5, "segment {i}: {} s", pr.duration);
+        assert_eq!(s["status"], "local");
+    }
+    let (_, arch) = s3.call("GET", "/v1/recordings?room_id=keep", None);
+    assert_eq!(arch["count"], 3, "{arch}");
+}
