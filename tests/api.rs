@@ -1,0 +1,173 @@
+//! The control API: token, input checking, and every code produced by its cause.
+
+mod support;
+use support::*;
+
+fn body(who: &str, extra: &str) -> String {
+    let role = if who == "mod" {
+        MODERATOR.to_string()
+    } else {
+        r#"{"client_id":"guest-7","role":"participant"}"#.to_string()
+    };
+    if extra.is_empty() {
+        format!(r#"{{"requested_by":{role}}}"#)
+    } else {
+        format!(r#"{{"requested_by":{role},{extra}}}"#)
+    }
+}
+
+fn expect(api: &Service, method: &str, path: &str, b: &str, status: u16, code: u64) {
+    let (s, v) = api.call(method, path, Some(b));
+    assert_eq!(
+        (s, v["result"].as_u64()),
+        (status, Some(code)),
+        "{method} {path} {b}: {v}"
+    );
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+#[test]
+fn every_route_needs_the_token() {
+    let dir = TempDir::new("api-auth");
+    let api = Service::start(
+        &["serve"],
+        &serve_env(&dir.path().join("data"), &[]),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    let addr = api.addr.clone().unwrap();
+    for (m, p) in [
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("PUT", "/v1/rooms/a"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/nothing"),
+    ] {
+        let (s, text) = http(&addr, m, p, None, Some(b"{}"));
+        assert_eq!(s, 401, "{m} {p} without a token: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["result"].as_u64().is_some(), "{text}");
+        let (s, _) = http(&addr, m, p, Some("wrong"), Some(b"{}"));
+        assert_eq!(s, 401, "{m} {p} with a wrong token");
+    }
+    let (s, v) = api.call("GET", "/healthz", None);
+    assert_eq!((s, v["store"].as_str()), (200, Some("embedded")), "{v}");
+    let (s, doc) = api.call("GET", "/openapi.json", None);
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/v1/rooms/{room_id}/live-recording"].is_object(), "{doc}");
+
+    // Without a token the server refuses to start (unless told it is a local trial).
+    let mut env = serve_env(&dir.path().join("data2"), &[]);
+    env.retain(|(k, _)| *k != "ROOMCAST_API_TOKEN");
+    let (ok, _, err) = run_env(&env, &["serve"]);
+    assert!(!ok && err.contains("ROOMCAST_API_TOKEN"), "{err}");
+}
+
+#[test]
+fn bad_input_is_answered_with_codes() {
+    let dir = TempDir::new("api-codes");
+    let garbage_png = dir.path().join("broken.png");
+    std::fs::write(&garbage_png, b"this is not a png").unwrap();
+    let api = Service::start(
+        &["serve"],
+        &serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "4")]),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    // Room registration.
+    expect(&api, "PUT", "/v1/rooms/r1", "{", 400, 7017);
+    expect(&api, "PUT", "/v1/rooms/r1", "[]", 400, 7017);
+    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"live_recording":{"auto_recording":"yes"}}}"#, 400, 7017);
+    expect(&api, "PUT", "/v1/rooms/r1", r#"{"connector":{"type":"zoom"}}"#, 400, 7017);
+    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"layout":"mosaic"}}"#, 400, 7073);
+    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"layout":{"name":"x","region":[{"x":0,"y":0,"w":2,"h":1,"fill":"others"}]}}}"#, 400, 7073);
+    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"watermark":"/nonexistent.png"}}"#, 400, 7017);
+    expect(&api, "PUT", "/v1/rooms/bad%20id", "{}", 400, 7017);
+    let huge = format!(r#"{{"app_id":"{}"}}"#, "x".repeat(200_000));
+    expect(&api, "PUT", "/v1/rooms/r1", &huge, 413, 7017);
+    expect(&api, "POST", "/v1/rooms/unknown/live-recording", &body("mod", ""), 404, 7000);
+    register_room(&api, "r1", 2, "{}");
+
+    let rec = "/v1/rooms/r1/live-recording";
+    let st = "/v1/rooms/r1/streaming";
+    // Start live recording.
+    expect(&api, "POST", rec, "{}", 400, 7017);
+    expect(&api, "POST", rec, r#"{"requested_by":"me"}"#, 400, 7017);
+    expect(&api, "POST", rec, &body("guest", ""), 403, 7201);
+    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":"grid"}"#), 400, 7202);
+    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":"mosaic"}}"#), 400, 7073);
+    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":""}}"#), 400, 7075);
+    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":7}}"#), 400, 7073);
+    // Change / stop with nothing running.
+    expect(&api, "PATCH", rec, &body("guest", ""), 403, 7071);
+    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#), 409, 7074);
+    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{}}"#), 400, 7075);
+    expect(&api, "DELETE", rec, &body("guest", ""), 403, 7036);
+    expect(&api, "DELETE", rec, &body("mod", ""), 409, 7021);
+    // Streaming.
+    expect(&api, "POST", st, &body("guest", r#""rtmp_urls":["rtmp://h/live/k"]"#), 403, 7008);
+    expect(&api, "POST", st, &body("mod", ""), 400, 7006);
+    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":[]"#), 400, 7006);
+    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["rtmp://h/a/1","rtmp://h/a/2","rtmp://h/a/3","rtmp://h/a/4"]"#), 400, 7101);
+    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["https://h/a/1"]"#), 400, 7102);
+    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":5"#), 400, 7102);
+    expect(&api, "POST", st, "not json", 400, 7007);
+    expect(&api, "PATCH", st, &body("guest", ""), 403, 7072);
+    expect(&api, "PATCH", st, &body("mod", r#""layout":"speaker""#), 409, 7074);
+    expect(&api, "DELETE", st, &body("guest", ""), 403, 7044);
+    // Events.
+    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"participant_joined"}"#, 400, 7017);
+    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"dance"}"#, 400, 7017);
+    expect(&api, "GET", "/v1/recordings?from=yesterday", "", 400, 7017);
+    expect(&api, "GET", "/v1/jobs/nope", "", 404, 7000);
+
+    // A running recording: again → 7019; a layout change is accepted.
+    let (s, v) = start_recording(&api, "r1");
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    expect(&api, "POST", rec, &body("mod", ""), 409, 7019);
+    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#), 200, 0);
+    let j = wait_for(10.0, || {
+        let j = job(&api, &id);
+        (j["spec"]["layout"] == "speaker").then_some(j)
+    });
+    assert!(j.is_some(), "layout change not applied");
+    expect(&api, "DELETE", &format!("/v1/jobs/{id}"), "", 409, 7027);
+    expect(&api, "DELETE", rec, &body("mod", ""), 200, 0);
+    wait_state(&api, &id, "completed", 30.0);
+
+    // The room is destroyed: everything is refused with the disconnecting codes.
+    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"room_destroyed"}"#, 200, 0);
+    expect(&api, "POST", rec, &body("mod", ""), 409, 7203);
+    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["rtmp://h/live/k"]"#), 409, 7103);
+    expect(&api, "DELETE", rec, &body("mod", ""), 409, 7037);
+    expect(&api, "DELETE", st, &body("mod", ""), 409, 7045);
+    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"grid"}}"#), 409, 7079);
+    expect(&api, "PATCH", st, &body("mod", r#""layout":"grid""#), 409, 7078);
+
+    // A start that fails (the watermark file is not a PNG) → retrying too soon: 7015 / 7004.
+    register_room(
+        &api,
+        "r2",
+        1,
+        &format!(r#"{{"watermark":"{}"}}"#, garbage_png.display()),
+    );
+    let (_, v) = start_recording(&api, "r2");
+    let failed = wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 20.0);
+    assert!(failed["result"].as_u64().unwrap() > 7000, "{failed}");
+    expect(&api, "POST", "/v1/rooms/r2/live-recording", &body("mod", ""), 429, 7015);
+    let (_, v) = api.call(
+        "POST",
+        "/v1/rooms/r2/streaming",
+        Some(&body("mod", r#""rtmp_urls":["rtmp://127.0.0.1:1/live/k"]"#)),
+    );
+    wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 20.0);
+    expect(&api, "POST", "/v1/rooms/r2/streaming", &body("mod", r#""rtmp_urls":["rtmp://127.0.0.1:1/live/k"]"#), 429, 7004);
+
+    let (_, m) = api.call("GET", "/metrics", None);
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("roomcast_jobs{state=\"failed\"} 2"), "{m}");
+    assert!(m.contains("roomcast_job_failures{code="), "{m}");
+    assert!(api.log_text().contains("job failed"));
+}
