@@ -451,6 +451,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         max_duration: Some(duration),
         rtmp,
         record: true,
+        first_segment: 1,
     };
     let (room_id, conf_num, app_id) = (spec.room_id.clone(), spec.conf_num.clone(), args.app_id);
     let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));

@@ -54,7 +54,10 @@ fn every_route_needs_the_token() {
     assert_eq!((s, v["store"].as_str()), (200, Some("embedded")), "{v}");
     let (s, doc) = api.call("GET", "/openapi.json", None);
     assert_eq!(s, 200);
-    assert!(doc["paths"]["/v1/rooms/{room_id}/live-recording"].is_object(), "{doc}");
+    assert!(
+        doc["paths"]["/v1/rooms/{room_id}/live-recording"].is_object(),
+        "{doc}"
+    );
 
     // Without a token the server refuses to start (unless told it is a local trial).
     let mut env = serve_env(&dir.path().join("data2"), &[]);
@@ -77,15 +80,57 @@ fn bad_input_is_answered_with_codes() {
     // Room registration.
     expect(&api, "PUT", "/v1/rooms/r1", "{", 400, 7017);
     expect(&api, "PUT", "/v1/rooms/r1", "[]", 400, 7017);
-    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"live_recording":{"auto_recording":"yes"}}}"#, 400, 7017);
-    expect(&api, "PUT", "/v1/rooms/r1", r#"{"connector":{"type":"zoom"}}"#, 400, 7017);
-    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"layout":"mosaic"}}"#, 400, 7073);
-    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"layout":{"name":"x","region":[{"x":0,"y":0,"w":2,"h":1,"fill":"others"}]}}}"#, 400, 7073);
-    expect(&api, "PUT", "/v1/rooms/r1", r#"{"settings":{"watermark":"/nonexistent.png"}}"#, 400, 7017);
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/r1",
+        r#"{"settings":{"live_recording":{"auto_recording":"yes"}}}"#,
+        400,
+        7017,
+    );
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/r1",
+        r#"{"connector":{"type":"zoom"}}"#,
+        400,
+        7017,
+    );
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/r1",
+        r#"{"settings":{"layout":"mosaic"}}"#,
+        400,
+        7073,
+    );
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/r1",
+        r#"{"settings":{"layout":{"name":"x","region":[{"x":0,"y":0,"w":2,"h":1,"fill":"others"}]}}}"#,
+        400,
+        7073,
+    );
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/r1",
+        r#"{"settings":{"watermark":"/nonexistent.png"}}"#,
+        400,
+        7017,
+    );
     expect(&api, "PUT", "/v1/rooms/bad%20id", "{}", 400, 7017);
     let huge = format!(r#"{{"app_id":"{}"}}"#, "x".repeat(200_000));
     expect(&api, "PUT", "/v1/rooms/r1", &huge, 413, 7017);
-    expect(&api, "POST", "/v1/rooms/unknown/live-recording", &body("mod", ""), 404, 7000);
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/unknown/live-recording",
+        &body("mod", ""),
+        404,
+        7000,
+    );
     register_room(&api, "r1", 2, "{}");
 
     let rec = "/v1/rooms/r1/live-recording";
@@ -94,30 +139,131 @@ fn bad_input_is_answered_with_codes() {
     expect(&api, "POST", rec, "{}", 400, 7017);
     expect(&api, "POST", rec, r#"{"requested_by":"me"}"#, 400, 7017);
     expect(&api, "POST", rec, &body("guest", ""), 403, 7201);
-    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":"grid"}"#), 400, 7202);
-    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":"mosaic"}}"#), 400, 7073);
-    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":""}}"#), 400, 7075);
-    expect(&api, "POST", rec, &body("mod", r#""config":{"url_details":{"layout":7}}"#), 400, 7073);
+    expect(
+        &api,
+        "POST",
+        rec,
+        &body("mod", r#""config":{"url_details":"grid"}"#),
+        400,
+        7202,
+    );
+    expect(
+        &api,
+        "POST",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":"mosaic"}}"#),
+        400,
+        7073,
+    );
+    expect(
+        &api,
+        "POST",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":""}}"#),
+        400,
+        7075,
+    );
+    expect(
+        &api,
+        "POST",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":7}}"#),
+        400,
+        7073,
+    );
     // Change / stop with nothing running.
     expect(&api, "PATCH", rec, &body("guest", ""), 403, 7071);
-    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#), 409, 7074);
-    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{}}"#), 400, 7075);
+    expect(
+        &api,
+        "PATCH",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#),
+        409,
+        7074,
+    );
+    expect(
+        &api,
+        "PATCH",
+        rec,
+        &body("mod", r#""config":{"url_details":{}}"#),
+        400,
+        7075,
+    );
     expect(&api, "DELETE", rec, &body("guest", ""), 403, 7036);
     expect(&api, "DELETE", rec, &body("mod", ""), 409, 7021);
     // Streaming.
-    expect(&api, "POST", st, &body("guest", r#""rtmp_urls":["rtmp://h/live/k"]"#), 403, 7008);
+    expect(
+        &api,
+        "POST",
+        st,
+        &body("guest", r#""rtmp_urls":["rtmp://h/live/k"]"#),
+        403,
+        7008,
+    );
     expect(&api, "POST", st, &body("mod", ""), 400, 7006);
-    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":[]"#), 400, 7006);
-    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["rtmp://h/a/1","rtmp://h/a/2","rtmp://h/a/3","rtmp://h/a/4"]"#), 400, 7101);
-    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["https://h/a/1"]"#), 400, 7102);
-    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":5"#), 400, 7102);
+    expect(
+        &api,
+        "POST",
+        st,
+        &body("mod", r#""rtmp_urls":[]"#),
+        400,
+        7006,
+    );
+    expect(
+        &api,
+        "POST",
+        st,
+        &body(
+            "mod",
+            r#""rtmp_urls":["rtmp://h/a/1","rtmp://h/a/2","rtmp://h/a/3","rtmp://h/a/4"]"#,
+        ),
+        400,
+        7101,
+    );
+    expect(
+        &api,
+        "POST",
+        st,
+        &body("mod", r#""rtmp_urls":["https://h/a/1"]"#),
+        400,
+        7102,
+    );
+    expect(
+        &api,
+        "POST",
+        st,
+        &body("mod", r#""rtmp_urls":5"#),
+        400,
+        7102,
+    );
     expect(&api, "POST", st, "not json", 400, 7007);
     expect(&api, "PATCH", st, &body("guest", ""), 403, 7072);
-    expect(&api, "PATCH", st, &body("mod", r#""layout":"speaker""#), 409, 7074);
+    expect(
+        &api,
+        "PATCH",
+        st,
+        &body("mod", r#""layout":"speaker""#),
+        409,
+        7074,
+    );
     expect(&api, "DELETE", st, &body("guest", ""), 403, 7044);
     // Events.
-    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"participant_joined"}"#, 400, 7017);
-    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"dance"}"#, 400, 7017);
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/r1/events",
+        r#"{"type":"participant_joined"}"#,
+        400,
+        7017,
+    );
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/r1/events",
+        r#"{"type":"dance"}"#,
+        400,
+        7017,
+    );
     expect(&api, "GET", "/v1/recordings?from=yesterday", "", 400, 7017);
     expect(&api, "GET", "/v1/jobs/nope", "", 404, 7000);
 
@@ -127,7 +273,14 @@ fn bad_input_is_answered_with_codes() {
     let id = v["job_id"].as_str().unwrap().to_string();
     wait_state(&api, &id, "active", 20.0);
     expect(&api, "POST", rec, &body("mod", ""), 409, 7019);
-    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#), 200, 0);
+    expect(
+        &api,
+        "PATCH",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":"speaker"}}"#),
+        200,
+        0,
+    );
     let j = wait_for(10.0, || {
         let j = job(&api, &id);
         (j["spec"]["layout"] == "speaker").then_some(j)
@@ -138,13 +291,41 @@ fn bad_input_is_answered_with_codes() {
     wait_state(&api, &id, "completed", 30.0);
 
     // The room is destroyed: everything is refused with the disconnecting codes.
-    expect(&api, "POST", "/v1/rooms/r1/events", r#"{"type":"room_destroyed"}"#, 200, 0);
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/r1/events",
+        r#"{"type":"room_destroyed"}"#,
+        200,
+        0,
+    );
     expect(&api, "POST", rec, &body("mod", ""), 409, 7203);
-    expect(&api, "POST", st, &body("mod", r#""rtmp_urls":["rtmp://h/live/k"]"#), 409, 7103);
+    expect(
+        &api,
+        "POST",
+        st,
+        &body("mod", r#""rtmp_urls":["rtmp://h/live/k"]"#),
+        409,
+        7103,
+    );
     expect(&api, "DELETE", rec, &body("mod", ""), 409, 7037);
     expect(&api, "DELETE", st, &body("mod", ""), 409, 7045);
-    expect(&api, "PATCH", rec, &body("mod", r#""config":{"url_details":{"layout":"grid"}}"#), 409, 7079);
-    expect(&api, "PATCH", st, &body("mod", r#""layout":"grid""#), 409, 7078);
+    expect(
+        &api,
+        "PATCH",
+        rec,
+        &body("mod", r#""config":{"url_details":{"layout":"grid"}}"#),
+        409,
+        7079,
+    );
+    expect(
+        &api,
+        "PATCH",
+        st,
+        &body("mod", r#""layout":"grid""#),
+        409,
+        7078,
+    );
 
     // A start that fails (the watermark file is not a PNG) → retrying too soon: 7015 / 7004.
     register_room(
@@ -156,14 +337,28 @@ fn bad_input_is_answered_with_codes() {
     let (_, v) = start_recording(&api, "r2");
     let failed = wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 20.0);
     assert!(failed["result"].as_u64().unwrap() > 7000, "{failed}");
-    expect(&api, "POST", "/v1/rooms/r2/live-recording", &body("mod", ""), 429, 7015);
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/r2/live-recording",
+        &body("mod", ""),
+        429,
+        7015,
+    );
     let (_, v) = api.call(
         "POST",
         "/v1/rooms/r2/streaming",
         Some(&body("mod", r#""rtmp_urls":["rtmp://127.0.0.1:1/live/k"]"#)),
     );
     wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 20.0);
-    expect(&api, "POST", "/v1/rooms/r2/streaming", &body("mod", r#""rtmp_urls":["rtmp://127.0.0.1:1/live/k"]"#), 429, 7004);
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/r2/streaming",
+        &body("mod", r#""rtmp_urls":["rtmp://127.0.0.1:1/live/k"]"#),
+        429,
+        7004,
+    );
 
     let (_, m) = api.call("GET", "/metrics", None);
     let m = m.as_str().unwrap().to_string();

@@ -29,6 +29,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
         max_duration: None,
         rtmp: Vec::new(),
         record: true,
+        first_segment: 1,
     }
 }
 
@@ -81,7 +82,10 @@ async fn layout_changes_live_in_one_file() {
     tx.send(JobCommand::Stop).await.unwrap();
     let rec = job.await.unwrap().unwrap();
 
-    assert_eq!(rec.file.as_ref().unwrap().path.file_name().unwrap(), "live_7_1.mp4");
+    assert_eq!(
+        rec.file.as_ref().unwrap().path.file_name().unwrap(),
+        "live_7_1.mp4"
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "one file for the whole recording");
     let d = rec.file.as_ref().unwrap().duration.mseconds() as f64 / 1000.0;

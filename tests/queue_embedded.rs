@@ -15,7 +15,10 @@ fn waiting_queue_order_and_cancel() {
     let m = m.as_str().unwrap_or_default().to_string();
     assert!(m.contains("roomcast_jobs{state=\"completed\"} 3"), "{m}");
     assert!(m.contains("roomcast_jobs{state=\"cancelled\"} 1"), "{m}");
-    assert!(m.contains("roomcast_capacity_cores{kind=\"budget\"} 0.6"), "{m}");
+    assert!(
+        m.contains("roomcast_capacity_cores{kind=\"budget\"} 0.6"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -23,7 +26,10 @@ fn requests_that_wait_too_long_fail_with_7080_and_7081() {
     let dir = TempDir::new("q-timeout");
     let env = serve_env(
         &dir.path().join("data"),
-        &[("ROOMCAST_CPU_BUDGET", "0"), ("ROOMCAST_QUEUE_WAIT_SECS", "2")],
+        &[
+            ("ROOMCAST_CPU_BUDGET", "0"),
+            ("ROOMCAST_QUEUE_WAIT_SECS", "2"),
+        ],
     );
     let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
     register_room(&api, "slow", 1, "{}");
@@ -81,7 +87,11 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     std::thread::sleep(Duration::from_secs(3));
 
     // SIGTERM: the server finalizes the segment and hands the job back, then exits.
-    assert!(s2.terminate(30), "serve did not exit cleanly: {}", s2.log_text());
+    assert!(
+        s2.terminate(30),
+        "serve did not exit cleanly: {}",
+        s2.log_text()
+    );
     let s3 = Service::start(&["serve"], &env, &dir.path().join("s3.log"), true);
     let j = wait_for(20.0, || {
         let j = job(&s3, &id);

@@ -152,6 +152,7 @@ async fn destinations_are_added_and_removed_while_recording() {
         max_duration: None,
         rtmp: Vec::new(),
         record: true,
+        first_segment: 1,
     };
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);

@@ -248,13 +248,13 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
     for ev in events {
         let was_empty = r.participants.is_empty();
         match &ev {
-            PlatformEvent::ParticipantJoined { user_id, name } => {
-                if !r.participants.iter().any(|(u, _)| u == user_id) {
-                    r.participants.push((
-                        user_id.clone(),
-                        name.clone().unwrap_or_else(|| user_id.clone()),
-                    ));
-                }
+            PlatformEvent::ParticipantJoined { user_id, name }
+                if !r.participants.iter().any(|(u, _)| u == user_id) =>
+            {
+                r.participants.push((
+                    user_id.clone(),
+                    name.clone().unwrap_or_else(|| user_id.clone()),
+                ));
             }
             PlatformEvent::ParticipantLeft { user_id } => {
                 r.participants.retain(|(u, _)| u != user_id);
@@ -296,7 +296,16 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
             && live_job(&st, &id, JobKind::Recording).await?.is_none()
         {
             let layout = room_layout(&r);
-            let resp = submit(&st, &r, JobKind::Recording, layout, Vec::new(), "auto", None).await?;
+            let resp = submit(
+                &st,
+                &r,
+                JobKind::Recording,
+                layout,
+                Vec::new(),
+                "auto",
+                None,
+            )
+            .await?;
             let (parts, body) = resp.into_parts();
             let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
                 .await
@@ -364,7 +373,9 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
     .await?;
     let layout = input::recording_layout(&c.body, false)?.unwrap_or_else(|| room_layout(&c.room));
     let max = input::seconds(
-        c.body.get("config").and_then(|v| v.get("max_duration_secs")),
+        c.body
+            .get("config")
+            .and_then(|v| v.get("max_duration_secs")),
         "config.max_duration_secs",
         Code::RecordParamsMissing,
     )?;
@@ -376,7 +387,10 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         return Err(ApiError::new(code, format!("job {}", job.id)));
     }
     if recently_failed(&st, &id, JobKind::Recording).await? {
-        return Err(ApiError::new(Code::RecordRetryLater, "the last start failed"));
+        return Err(ApiError::new(
+            Code::RecordRetryLater,
+            "the last start failed",
+        ));
     }
     submit(
         &st,
@@ -446,7 +460,12 @@ pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body
     let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
     let job = match live_job(&st, &id, JobKind::Recording).await? {
         Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
-        _ => return Err(ApiError::new(Code::NotRunning, "no live recording is running")),
+        _ => {
+            return Err(ApiError::new(
+                Code::NotRunning,
+                "no live recording is running",
+            ))
+        }
     };
     st.store
         .push_command(
@@ -489,7 +508,10 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
         ));
     }
     if recently_failed(&st, &id, JobKind::Streaming).await? {
-        return Err(ApiError::new(Code::StreamRetryLater, "the last start failed"));
+        return Err(ApiError::new(
+            Code::StreamRetryLater,
+            "the last start failed",
+        ));
     }
     submit(
         &st,
@@ -625,10 +647,7 @@ pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
     coded(code, json!({ "job_id": id, "state": "cancelled" }))
 }
 
-pub(super) async fn recordings(
-    State(st): St,
-    Query(q): Query<HashMap<String, String>>,
-) -> Reply {
+pub(super) async fn recordings(State(st): St, Query(q): Query<HashMap<String, String>>) -> Reply {
     let num = |k: &str| -> Result<Option<u64>, ApiError> {
         q.get(k)
             .map(|v| {

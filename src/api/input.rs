@@ -86,7 +86,10 @@ pub fn recording_layout(
 ) -> Result<Option<Value>, ApiError> {
     let missing = || {
         if required {
-            Err(ApiError::new(Code::LayoutMissing, "config.url_details.layout is missing"))
+            Err(ApiError::new(
+                Code::LayoutMissing,
+                "config.url_details.layout is missing",
+            ))
         } else {
             Ok(None)
         }
@@ -94,14 +97,20 @@ pub fn recording_layout(
     let details = match body.get("config") {
         None | Some(Value::Null) => return missing(),
         Some(Value::Object(c)) => c.get("url_details"),
-        Some(_) => return Err(ApiError::new(Code::InvalidUrlFormat, "config must be an object")),
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidUrlFormat,
+                "config must be an object",
+            ))
+        }
     };
     match details {
         None | Some(Value::Null) => missing(),
         Some(Value::Object(d)) => match d.get("layout") {
-            None | Some(Value::Null) => {
-                Err(ApiError::new(Code::LayoutMissing, "url_details.layout is missing"))
-            }
+            None | Some(Value::Null) => Err(ApiError::new(
+                Code::LayoutMissing,
+                "url_details.layout is missing",
+            )),
             Some(l) => layout(l).map(Some),
         },
         Some(_) => Err(ApiError::new(
@@ -115,7 +124,10 @@ pub fn recording_layout(
 pub fn rtmp_urls(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
     let urls: Vec<String> = match body.get("rtmp_urls") {
         None | Some(Value::Null) => {
-            return Err(ApiError::new(Code::StreamUrlMissing, "rtmp_urls is missing"))
+            return Err(ApiError::new(
+                Code::StreamUrlMissing,
+                "rtmp_urls is missing",
+            ))
         }
         Some(Value::Array(a)) => a
             .iter()
@@ -148,7 +160,10 @@ pub fn seconds(v: Option<&Value>, field: &str, code: Code) -> Result<Option<f64>
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Ok(Some(s)),
-            _ => Err(ApiError::new(code, format!("{field} must be 0-604800 seconds"))),
+            _ => Err(ApiError::new(
+                code,
+                format!("{field} must be 0-604800 seconds"),
+            )),
         },
         Some(_) => Err(ApiError::new(code, format!("{field} must be a number"))),
     }
@@ -221,7 +236,10 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
         }
     }
     if settings.max_active_talkers == Some(0) {
-        return Err(ApiError::new(code, "settings.max_active_talkers must be at least 1"));
+        return Err(ApiError::new(
+            code,
+            "settings.max_active_talkers must be at least 1",
+        ));
     }
     Ok(RoomBody {
         app_id,
@@ -255,7 +273,10 @@ pub fn parse_event_body(bytes: &[u8]) -> Result<Vec<PlatformEvent>, ApiError> {
         _ => vec![Value::Object(body)],
     };
     if values.is_empty() || values.len() > MAX_EVENTS {
-        return Err(ApiError::new(code, format!("1-{MAX_EVENTS} events per request")));
+        return Err(ApiError::new(
+            code,
+            format!("1-{MAX_EVENTS} events per request"),
+        ));
     }
     values
         .into_iter()
@@ -274,7 +295,9 @@ mod tests {
     #[test]
     fn bodies_are_checked() {
         assert_eq!(
-            json_object(b"{", Code::RecordParamsMissing).unwrap_err().code(),
+            json_object(b"{", Code::RecordParamsMissing)
+                .unwrap_err()
+                .code(),
             Code::RecordParamsMissing
         );
         assert!(json_object(b"[1]", Code::StreamInvalidConfig).is_err());
@@ -284,7 +307,10 @@ mod tests {
         assert_eq!(r.code(), Code::UnsupportedLayout);
         let r = parse_room_body(br#"{"connector":{"type":"synthetic","participants":"x"}}"#);
         assert!(r.is_err());
-        let ok = parse_room_body(br#"{"app_id":"a","conf_num":7,"settings":{"live_recording":{"auto_recording":true}}}"#).unwrap();
+        let ok = parse_room_body(
+            br#"{"app_id":"a","conf_num":7,"settings":{"live_recording":{"auto_recording":true}}}"#,
+        )
+        .unwrap();
         assert!(ok.settings.live_recording.auto_recording);
         assert_eq!(ok.conf_num, "7");
         let ev = parse_event_body(br#"{"events":[{"type":"participant_joined","user_id":"u"},{"type":"room_destroyed"}]}"#).unwrap();
@@ -301,17 +327,32 @@ mod tests {
         assert_eq!(e.code(), Code::LayoutMissing);
         let e = recording_layout(&body(r#"{"config":{"url_details":"x"}}"#), false).unwrap_err();
         assert_eq!(e.code(), Code::InvalidUrlFormat);
-        let e = recording_layout(&body(r#"{"config":{"url_details":{"layout":"zz"}}}"#), false)
-            .unwrap_err();
+        let e = recording_layout(
+            &body(r#"{"config":{"url_details":{"layout":"zz"}}}"#),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::UnsupportedLayout);
         let e = recording_layout(&body(r#"{"config":{"url_details":{"layout":""}}}"#), false)
             .unwrap_err();
         assert_eq!(e.code(), Code::LayoutMissing);
-        assert_eq!(rtmp_urls(&body("{}")).unwrap_err().code(), Code::StreamUrlMissing);
+        assert_eq!(
+            rtmp_urls(&body("{}")).unwrap_err().code(),
+            Code::StreamUrlMissing
+        );
         let four = r#"{"rtmp_urls":["rtmp://h/a/1","rtmp://h/a/2","rtmp://h/a/3","rtmp://h/a/4"]}"#;
-        assert_eq!(rtmp_urls(&body(four)).unwrap_err().code(), Code::TooManyRtmpUrls);
+        assert_eq!(
+            rtmp_urls(&body(four)).unwrap_err().code(),
+            Code::TooManyRtmpUrls
+        );
         let bad = r#"{"rtmp_urls":["http://h/a/1"]}"#;
-        assert_eq!(rtmp_urls(&body(bad)).unwrap_err().code(), Code::InvalidRtmpUrl);
-        assert_eq!(rtmp_urls(&body(r#"{"rtmp_urls":[1]}"#)).unwrap_err().code(), Code::InvalidRtmpUrl);
+        assert_eq!(
+            rtmp_urls(&body(bad)).unwrap_err().code(),
+            Code::InvalidRtmpUrl
+        );
+        assert_eq!(
+            rtmp_urls(&body(r#"{"rtmp_urls":[1]}"#)).unwrap_err().code(),
+            Code::InvalidRtmpUrl
+        );
     }
 }

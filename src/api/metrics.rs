@@ -11,7 +11,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
 }
 
 pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
@@ -19,7 +21,10 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
     let waiting = st.store.waiting().await?.len();
     let workers: Vec<WorkerInfo> = st.store.workers().await?;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP roomcast_jobs Jobs by state.\n# TYPE roomcast_jobs gauge");
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_jobs Jobs by state.\n# TYPE roomcast_jobs gauge"
+    );
     for s in JobState::ALL {
         let n = jobs.iter().filter(|j| j.state == s).count();
         let _ = writeln!(out, "roomcast_jobs{{state=\"{}\"}} {n}", s.as_str());
@@ -69,9 +74,5 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
     for (code, n) in failures {
         let _ = writeln!(out, "roomcast_job_failures{{code=\"{code}\"}} {n}");
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -74,7 +74,11 @@ impl ApiError {
 impl From<crate::queue::StoreError> for ApiError {
     fn from(e: crate::queue::StoreError) -> Self {
         warn!(error = %e, "store unavailable");
-        ApiError::with_status(Code::Generic, StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        ApiError::with_status(
+            Code::Generic,
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )
     }
 }
 
@@ -131,7 +135,10 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/rooms/{room_id}", put(put_room).get(get_room))
-        .route("/v1/rooms/{room_id}/events", axum::routing::post(post_events))
+        .route(
+            "/v1/rooms/{room_id}/events",
+            axum::routing::post(post_events),
+        )
         .route(
             "/v1/rooms/{room_id}/live-recording",
             axum::routing::post(start_recording)

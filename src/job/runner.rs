@@ -47,6 +47,9 @@ pub struct RecordingSpec {
     pub rtmp: Vec<RtmpUrl>,
     /// Write an MP4 segment (false: the encode only feeds the RTMP destinations).
     pub record: bool,
+    /// Lowest segment number to use (a job continued elsewhere keeps counting up, so its
+    /// segments never share a name).
+    pub first_segment: u64,
 }
 
 /// Commands to a running job.
@@ -102,12 +105,13 @@ fn file_safe(s: &str) -> String {
         .collect()
 }
 
-/// Reserves the next segment file `<room>_<conf>_<n>.mp4` in `dir` (n counts from 1).
-pub fn reserve_segment(dir: &Path, room: &str, conf: &str) -> Result<PathBuf, Error> {
+/// Reserves the next segment file `<room>_<conf>_<n>.mp4` in `dir`: n is above every
+/// segment already there and at least `first`.
+pub fn reserve_segment(dir: &Path, room: &str, conf: &str, first: u64) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let prefix = format!("{}_{}_", file_safe(room), file_safe(conf));
-    let mut n = 1u64;
+    let mut n = first.max(1);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
@@ -289,7 +293,12 @@ pub async fn record_with_events(
     events: Option<mpsc::UnboundedSender<JobEvent>>,
 ) -> Result<Recording, Error> {
     let path = if spec.record {
-        Some(reserve_segment(&spec.out_dir, &spec.room_id, &spec.conf_num)?)
+        Some(reserve_segment(
+            &spec.out_dir,
+            &spec.room_id,
+            &spec.conf_num,
+            spec.first_segment,
+        )?)
     } else {
         None
     };
@@ -497,7 +506,9 @@ async fn run(
 }
 
 fn shown_path(p: &Option<PathBuf>) -> String {
-    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// Takes `first` and every event already waiting, so a burst (a join and its tracks) is laid out
@@ -560,15 +571,17 @@ mod tests {
     fn segments_count_up() {
         let dir = std::env::temp_dir().join(format!("roomcast-seg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let a = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        let a = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
         assert_eq!(a.file_name().unwrap(), "room_1_c_7_1.mp4");
-        let b = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        let b = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
         assert_eq!(b.file_name().unwrap(), "room_1_c_7_2.mp4");
         std::fs::write(dir.join("room_1_c_7_9.mp4"), b"").unwrap();
-        let c = reserve_segment(&dir, "room 1", "c/7").unwrap();
+        let c = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
         assert_eq!(c.file_name().unwrap(), "room_1_c_7_10.mp4");
-        let other = reserve_segment(&dir, "room 2", "c/7").unwrap();
+        let other = reserve_segment(&dir, "room 2", "c/7", 1).unwrap();
         assert_eq!(other.file_name().unwrap(), "room_2_c_7_1.mp4");
+        let later = reserve_segment(&dir, "room 2", "c/7", 5).unwrap();
+        assert_eq!(later.file_name().unwrap(), "room_2_c_7_5.mp4");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -269,7 +269,10 @@ impl Layout {
             serde_json::Value::Object(_) => {
                 let text = value.to_string();
                 if text.len() as u64 > def::MAX_LAYOUT_FILE_BYTES {
-                    return Err(LayoutError::unsupported("layout", "inline layout too large"));
+                    return Err(LayoutError::unsupported(
+                        "layout",
+                        "inline layout too large",
+                    ));
                 }
                 let def = LayoutDef::from_json(&text)?;
                 if def.background_image.is_some() {

@@ -169,7 +169,10 @@ impl Embedded {
                 Some((_, id)) => {
                     let id = id.value().to_string();
                     let jobs = tx.open_table(JOBS).map_err(e)?;
-                    let job = jobs.get(id.as_str()).map_err(e)?.map(|v| v.value().to_string());
+                    let job = jobs
+                        .get(id.as_str())
+                        .map_err(e)?
+                        .map(|v| v.value().to_string());
                     job.map(|s| from_json::<Job>(&s)).transpose()?
                 }
             }

@@ -62,9 +62,9 @@ macro_rules! dispatch {
 impl Store {
     /// Opens the embedded store in `dir`.
     pub fn embedded(dir: &std::path::Path) -> StoreResult<Store> {
-        Ok(Store::Embedded(std::sync::Arc::new(embedded::Embedded::open(
-            dir,
-        )?)))
+        Ok(Store::Embedded(std::sync::Arc::new(
+            embedded::Embedded::open(dir)?,
+        )))
     }
 
     /// Connects to Redis.

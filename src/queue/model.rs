@@ -296,7 +296,8 @@ pub struct Job {
     pub destinations: Vec<serde_json::Value>,
     /// Media time produced per wall-clock second (1.0 = keeping up).
     #[serde(default)]
-    pub realtime_factor: Option<f64>,    /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
+    pub realtime_factor: Option<f64>,
+    /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
     #[serde(default)]
     pub queue_entry: Option<String>,
 }

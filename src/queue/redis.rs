@@ -137,10 +137,7 @@ impl RedisStore {
         }
         let keys: Vec<String> = ids.iter().map(|i| key(&format!("job:{i}"))).collect();
         let vals: Vec<Option<String>> = self.q(redis::cmd("MGET").arg(keys)).await?;
-        vals.into_iter()
-            .flatten()
-            .map(|s| from_json(&s))
-            .collect()
+        vals.into_iter().flatten().map(|s| from_json(&s)).collect()
     }
 
     pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {

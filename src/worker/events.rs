@@ -161,7 +161,10 @@ mod tests {
             [Action::Events(ev)] => assert_eq!(ev.len(), 3),
             other => panic!("{other:?}"),
         }
-        assert!(t.translate(&join).is_empty(), "a repeated join adds nothing");
+        assert!(
+            t.translate(&join).is_empty(),
+            "a repeated join adds nothing"
+        );
         let talk = PlatformEvent::ActiveTalkers {
             user_ids: vec!["u1".into(), "u2".into()],
         };

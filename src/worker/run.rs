@@ -85,13 +85,7 @@ impl Worker {
         seg.size = file.bytes;
         seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
         seg.ended_ms = Some(now_ms());
-        let segment = seg
-            .file_name
-            .trim_end_matches(".mp4")
-            .rsplit('_')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
+        let segment = segment_number(&seg.file_name).unwrap_or(1);
         let meta = SegmentMeta {
             job_id: job.id.clone(),
             app_id: job.spec.app_id.clone(),
@@ -297,8 +291,12 @@ async fn run_job_inner(
             JobKind::Recording => Code::RecordError,
             JobKind::Streaming => Code::StreamFailedToStart,
         };
-        w.fail(&mut job, code, format!("gave up after {MAX_ATTEMPTS} starts"))
-            .await;
+        w.fail(
+            &mut job,
+            code,
+            format!("gave up after {MAX_ATTEMPTS} starts"),
+        )
+        .await;
         return;
     }
     job.state = JobState::Starting;
@@ -320,7 +318,11 @@ async fn run_job_inner(
     let present = match w.store.get_room(&job.spec.room_id).await {
         Ok(Some(room)) => room.participants,
         Ok(None) => Vec::new(),
-        Err(e) => return w.fail(&mut job, Code::RecordInternalRetry, e.to_string()).await,
+        Err(e) => {
+            return w
+                .fail(&mut job, Code::RecordInternalRetry, e.to_string())
+                .await
+        }
     };
     let (handle, synthetic) = match &job.spec.connector {
         ConnectorSpec::Synthetic { participants } => {
@@ -345,6 +347,12 @@ async fn run_job_inner(
             .map(Duration::from_secs_f64),
         rtmp,
         record: job.spec.kind == JobKind::Recording,
+        first_segment: job
+            .segments
+            .iter()
+            .filter_map(|s| segment_number(&s.file_name))
+            .max()
+            .map_or(1, |n| n + 1),
     };
     let mut translator = Translator::new(
         synthetic,
@@ -570,6 +578,16 @@ fn update_destination(job: &mut Job, d: &DestinationStatus) {
         Some(slot) => *slot = value,
         None => job.destinations.push(value),
     }
+}
+
+/// The `n` of `<room>_<conf>_<n>.mp4`.
+fn segment_number(file_name: &str) -> Option<u64> {
+    file_name
+        .strip_suffix(".mp4")?
+        .rsplit('_')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn file_name(p: &Path) -> String {

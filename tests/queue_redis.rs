@@ -1,0 +1,115 @@
+//! The Redis Streams queue with separate API and worker processes against a real
+//! redis-server: a killed worker's job is taken over, and the waiting queue keeps its codes
+//! and order.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+fn worker(dir: &std::path::Path, redis: &Redis, id: &str, budget: &str) -> Service {
+    let env = serve_env(
+        &dir.join(format!("data-{id}")),
+        &[
+            ("ROOMCAST_REDIS_URL", &redis.url()),
+            ("ROOMCAST_WORKER_ID", id),
+            ("ROOMCAST_CPU_BUDGET", budget),
+        ],
+    );
+    Service::start(&["worker"], &env, &dir.join(format!("{id}.log")), false)
+}
+
+fn api(dir: &std::path::Path, redis: &Redis) -> Service {
+    let env = serve_env(
+        &dir.join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    Service::start(&["api"], &env, &dir.join("api.log"), true)
+}
+
+fn wait_workers(api: &Service, n: u64) {
+    let ok = wait_for(15.0, || {
+        let (_, h) = api.call("GET", "/healthz", None);
+        (h["workers"] == n).then_some(())
+    });
+    assert!(ok.is_some(), "{n} workers did not show up");
+}
+
+#[test]
+fn a_killed_workers_job_is_taken_over() {
+    let dir = TempDir::new("redis-takeover");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let mut a = worker(dir.path(), &redis, "wa", "0.6");
+    let mut b = worker(dir.path(), &redis, "wb", "0.6");
+    wait_workers(&api, 2);
+    let (_, h) = api.call("GET", "/healthz", None);
+    assert_eq!(h["store"], "redis");
+    register_room(&api, "fleet", 2, "{}");
+    let (s, v) = start_recording(&api, "fleet");
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 20.0);
+    let holder = j["worker"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(4));
+    let killed_at = std::time::Instant::now();
+    let survivor = if holder == "wa" {
+        a.kill9();
+        "wb"
+    } else {
+        b.kill9();
+        "wa"
+    };
+    let j = wait_for(15.0, || {
+        let j = job(&api, &id);
+        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    let took = killed_at.elapsed().as_secs_f64();
+    assert!(took <= 10.0, "takeover took {took:.1} s");
+    eprintln!("takeover after {took:.1} s");
+    // The killed worker's segment still exists, finalized by the survivor.
+    let first = &j["segments"][0];
+    assert_eq!(first["status"], "local", "{j}");
+    let p = probe(std::path::Path::new(first["path"].as_str().unwrap()));
+    assert!(p.duration >= 3.0, "first segment {} s", p.duration);
+    std::thread::sleep(Duration::from_secs(2));
+    // The stop reaches the worker that holds the job now.
+    assert_eq!(stop_recording(&api, "fleet").1["result"], 0);
+    let j = wait_state(&api, &id, "completed", 30.0);
+    assert_eq!(j["stopped_by"], "mod-1");
+    assert_eq!(j["segments"].as_array().unwrap().len(), 2, "{j}");
+    let second = probe(std::path::Path::new(
+        j["segments"][1]["path"].as_str().unwrap(),
+    ));
+    assert!(
+        second.duration >= 1.5,
+        "second segment {} s",
+        second.duration
+    );
+    let (_, arch) = api.call("GET", "/v1/recordings?room_id=fleet", None);
+    assert_eq!(arch["count"], 2, "{arch}");
+}
+
+#[test]
+fn waiting_queue_order_and_cancel_on_redis() {
+    let dir = TempDir::new("redis-queue");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let _w = worker(dir.path(), &redis, "solo", "0.6");
+    wait_workers(&api, 1);
+    queue_order_scenario(&api, "red");
+}
+
+#[test]
+fn api_and_worker_refuse_to_run_without_redis() {
+    let dir = TempDir::new("redis-none");
+    let env = serve_env(dir.path(), &[]);
+    let (ok, _, err) = run_env(&env, &["worker"]);
+    assert!(!ok && err.contains("ROOMCAST_REDIS_URL"), "{err}");
+    let env = serve_env(
+        dir.path(),
+        &[("ROOMCAST_REDIS_URL", "redis://127.0.0.1:1/")],
+    );
+    let (ok, _, err) = run_env(&env, &["api"]);
+    assert!(!ok && err.contains("redis"), "{err}");
+}
