@@ -10,7 +10,7 @@ APT_PACKAGES := pkg-config build-essential libssl-dev \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	fonts-dejavu-core ffmpeg time nginx libnginx-mod-rtmp openssh-server redis-server
 
-.PHONY: setup build release demo test fmt lint bench clean
+.PHONY: setup build release demo test fmt lint bench fuzz clean
 
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -42,6 +42,15 @@ lint: setup
 
 test: lint
 	cargo test -- --test-threads=2
+	$(MAKE) fuzz FUZZ_SECS=30
+
+# Request and job parsing under libFuzzer (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP
+# lets the stable toolchain accept them).
+FUZZ_SECS ?= 120
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/api_input
+	RUSTC_BOOTSTRAP=1 cargo fuzz run api_input fuzz/corpus/api_input fuzz/seeds -- -max_total_time=$(FUZZ_SECS)
 
 bench: release
 	@for p in h264-720p30 h264-1080p30; do for n in 2 4 9; do \

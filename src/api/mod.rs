@@ -7,7 +7,7 @@
 //! and oversized bodies get a coded 4xx like every other bad input.
 
 mod handlers;
-mod input;
+pub mod input;
 mod metrics;
 
 use crate::codes::{Code, ResultBody};
