@@ -10,6 +10,7 @@ use roomcast::layout::Layout;
 use roomcast::pipeline::mp4::SegmentFile;
 use roomcast::pipeline::rtmp::{DestinationState, RtmpUrl};
 use roomcast::pipeline::{self, Preset};
+use roomcast::room::janus::JanusRoom;
 use roomcast::room::synthetic::SyntheticRoom;
 use roomcast::room::RoomConnector;
 use roomcast::webhook::{status_event, EventContext, WebhookQueue};
@@ -77,6 +78,9 @@ enum Cmd {
     },
     /// Run the control API on Redis (no worker).
     Api(ServeArgs),
+    /// Record a Janus VideoRoom as a hidden participant until the duration ends, the room is
+    /// destroyed, or SIGINT/SIGTERM (which finalize the file).
+    Record(RecordArgs),
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
         /// Segment files to finalize.
@@ -125,6 +129,61 @@ struct DemoArgs {
     app_id: String,
     /// How long to wait for delivery and webhooks before exiting (what is left stays queued
     /// for `roomcast deliver`).
+    #[arg(long, default_value_t = 30.0)]
+    deliver_wait: f64,
+}
+
+#[derive(clap::Args)]
+struct RecordArgs {
+    /// Janus WebSocket URL, e.g. ws://127.0.0.1:8188.
+    #[arg(long)]
+    janus: String,
+    /// VideoRoom room number.
+    #[arg(long)]
+    room: u64,
+    /// Room PIN (or ROOMCAST_JANUS_PIN, which keeps it out of process listings).
+    #[arg(long)]
+    pin: Option<String>,
+    /// Text in a stream description or display name that marks a screen share.
+    #[arg(long, default_value = "screen")]
+    screen_pattern: String,
+    /// Local address for ICE (use only this interface).
+    #[arg(long)]
+    ice_address: Option<String>,
+    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
+    #[arg(long, default_value = "grid")]
+    layout: String,
+    /// Stop after this many seconds (0: until stopped).
+    #[arg(long, default_value_t = 0.0)]
+    duration: f64,
+    /// Output folder.
+    #[arg(long, default_value = "./recordings")]
+    out: PathBuf,
+    /// Encoder preset name or file.
+    #[arg(long, default_value = pipeline::preset::DEFAULT_PRESET)]
+    preset: String,
+    /// Watermark PNG (at most 140x140).
+    #[arg(long)]
+    watermark: Option<PathBuf>,
+    /// Most tiles in grid regions.
+    #[arg(long)]
+    max_tiles: Option<u32>,
+    /// Room id used in file names and webhooks (default: the room number).
+    #[arg(long)]
+    room_id: Option<String>,
+    /// Conference number used in the file name.
+    #[arg(long, default_value = "1")]
+    conf: String,
+    /// Also stream to this RTMP URL (up to three).
+    #[arg(long = "rtmp", value_name = "URL")]
+    rtmp: Vec<String>,
+    /// Deliver the recording here instead of ROOMCAST_STORAGE.
+    #[arg(long)]
+    storage: Option<String>,
+    /// Application id reported in webhooks.
+    #[arg(long, default_value = "roomcast")]
+    app_id: String,
+    /// How long to wait for delivery before exiting.
     #[arg(long, default_value_t = 30.0)]
     deliver_wait: f64,
 }
@@ -224,7 +283,44 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     pipeline::init().map_err(roomcast::Error::from)?;
     match cli.cmd {
-        Cmd::Demo(args) => demo(args),
+        Cmd::Demo(args) => {
+            if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+                anyhow::bail!("--duration must be between 0 and 86400 seconds");
+            }
+            let room = SyntheticRoom::demo(
+                args.participants as usize,
+                Duration::from_secs_f64(args.duration),
+            );
+            demo(args, Source::Synthetic(room))
+        }
+        Cmd::Record(r) => {
+            if !(r.duration.is_finite() && (0.0..=7.0 * 86_400.0).contains(&r.duration)) {
+                anyhow::bail!("--duration must be between 0 (until stopped) and 604800 seconds");
+            }
+            let mut room = JanusRoom::new(r.janus.clone(), r.room);
+            room.pin = r
+                .pin
+                .clone()
+                .or_else(|| std::env::var("ROOMCAST_JANUS_PIN").ok());
+            room.screen_pattern = r.screen_pattern.clone();
+            room.local_ip = r.ice_address.clone();
+            let args = DemoArgs {
+                layout: r.layout,
+                participants: 0,
+                duration: r.duration,
+                out: r.out,
+                preset: r.preset,
+                watermark: r.watermark,
+                max_tiles: r.max_tiles,
+                room: r.room_id.unwrap_or_else(|| r.room.to_string()),
+                conf: r.conf,
+                rtmp: r.rtmp,
+                storage: r.storage,
+                app_id: r.app_id,
+                deliver_wait: r.deliver_wait,
+            };
+            demo(args, Source::Janus(room))
+        }
         Cmd::Layout {
             cmd:
                 LayoutCmd::Preview {
@@ -419,10 +515,15 @@ fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
 }
 
-fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
-        anyhow::bail!("--duration must be between 0 and 86400 seconds");
-    }
+/// Where a command-line recording gets its room.
+enum Source {
+    Synthetic(SyntheticRoom),
+    Janus(JanusRoom),
+}
+
+/// Records one room (synthetic for `demo`, Janus for `record`) until the duration ends (0: until
+/// stopped), the room goes away or SIGINT/SIGTERM; then delivers the segment.
+fn demo(args: DemoArgs, source: Source) -> anyhow::Result<()> {
     let mut layout = Layout::resolve(&args.layout).map_err(roomcast::Error::from)?;
     if let Some(n) = args.max_tiles {
         layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
@@ -435,7 +536,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
             Some(roomcast::delivery::Storage::parse(url).map_err(roomcast::Error::from)?);
     }
     let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
-    let duration = Duration::from_secs_f64(args.duration);
+    let duration = (args.duration > 0.0).then(|| Duration::from_secs_f64(args.duration));
     let (width, height) = preset
         .video
         .as_ref()
@@ -448,7 +549,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         preset,
         layout,
         watermark: args.watermark,
-        max_duration: Some(duration),
+        max_duration: duration,
         rtmp,
         record: true,
         first_segment: 1,
@@ -466,8 +567,10 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let rec = rt.block_on(async {
-        let room = SyntheticRoom::demo(args.participants as usize, duration);
-        let handle = room.connect().await?;
+        let handle = match source {
+            Source::Synthetic(room) => room.connect().await?,
+            Source::Janus(room) => room.connect().await?,
+        };
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -16,7 +16,7 @@ pub const MARKER_BEEP_HZ: f64 = 2000.0;
 /// Samples per generated audio buffer (20 ms at 48 kHz).
 const AUDIO_SAMPLES_PER_BUFFER: i32 = 960;
 /// Sample rate of generated audio.
-const AUDIO_RATE: i32 = 48_000;
+pub const AUDIO_RATE: i32 = 48_000;
 
 /// A generated video track.
 #[derive(Debug, Clone)]

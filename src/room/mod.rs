@@ -5,6 +5,7 @@
 //! who is talking, the room ending. The job runner only knows this seam; the synthetic room
 //! ([`synthetic`]) implements it for demos, tests and benches.
 
+pub mod janus;
 pub mod synthetic;
 
 use crate::pipeline::PipelineError;

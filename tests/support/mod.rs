@@ -1,6 +1,8 @@
 //! Shared test helpers: run the binary, probe and decode its output with ffmpeg.
 #![allow(dead_code)]
 
+pub mod janus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

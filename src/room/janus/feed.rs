@@ -1,0 +1,296 @@
+//! One subscribed publisher: its own small pipeline (webrtcbin → decodebin → raw audio/video
+//! appsinks), bridged into the recording pipeline through appsrc elements ([`FeedTrack`]).
+//!
+//! Keeping WebRTC out of the recording pipeline means a feed's ICE/DTLS failure, renegotiation
+//! or teardown can never stall or error the recording: the tile just stops getting frames.
+
+use crate::pipeline::PipelineError;
+use crate::room::{SourceContext, TrackSource};
+use gst::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Where decoded frames of one track go: the appsrc in the recording pipeline, once built.
+#[derive(Debug, Default)]
+pub struct Slot {
+    appsrc: Mutex<Option<gst_app::AppSrc>>,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+impl Slot {
+    fn push(&self, sample: &gst::Sample) {
+        let src = self.appsrc.lock().unwrap().clone();
+        let Some(src) = src else { return };
+        let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
+            return;
+        };
+        let caps = caps.to_owned();
+        if src.caps().as_ref() != Some(&caps) {
+            src.set_caps(Some(&caps));
+        }
+        // The recording pipeline stamps it on arrival (do-timestamp): the feed's own clock
+        // and base time mean nothing there.
+        let mut buffer = buffer;
+        {
+            let b = buffer.make_mut();
+            b.set_pts(gst::ClockTime::NONE);
+            b.set_dts(gst::ClockTime::NONE);
+        }
+        match src.push_buffer(buffer) {
+            Ok(_) => {
+                let n = self
+                    .delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n == 0 {
+                    tracing::info!(track = %src.name(), "first media of the track in the recording");
+                }
+            }
+            Err(e) => tracing::trace!(track = %src.name(), error = ?e, "frame not taken"),
+        }
+    }
+}
+
+/// A track of a Janus feed as the recording pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct FeedTrack {
+    /// Element name prefix.
+    pub name: String,
+    /// Audio (true) or video.
+    pub audio: bool,
+    /// Frames arrive here.
+    pub slot: Arc<Slot>,
+}
+
+impl TrackSource for FeedTrack {
+    fn build(&self, _ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+        let src = gst_app::AppSrc::builder()
+            .name(format!("janus_{}", self.name))
+            .is_live(true)
+            .do_timestamp(true)
+            .format(gst::Format::Time)
+            .max_bytes(if self.audio {
+                256 * 1024
+            } else {
+                8 * 1024 * 1024
+            })
+            .leaky_type(gst_app::AppLeakyType::Downstream)
+            .build();
+        *self.slot.appsrc.lock().unwrap() = Some(src.clone());
+        Ok(src.upcast())
+    }
+}
+
+/// The feed pipeline: webrtcbin and decoders.
+pub struct FeedPipeline {
+    /// The pipeline.
+    pub pipeline: gst::Pipeline,
+    /// Its webrtcbin.
+    pub webrtc: gst::Element,
+    /// Decoded audio.
+    pub audio: Arc<Slot>,
+    /// Decoded video.
+    pub video: Arc<Slot>,
+}
+
+fn make(factory: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| PipelineError::MissingElement {
+            factory: factory.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+impl FeedPipeline {
+    /// Builds the pipeline (not yet playing). `local_ip` is added to the ICE agent's local
+    /// addresses when given (hosts whose other interfaces must not be used).
+    /// Decoded frames go to `audio` and `video` (kept across re-subscriptions of a feed).
+    pub fn new(
+        name: &str,
+        local_ip: Option<&str>,
+        audio: Arc<Slot>,
+        video: Arc<Slot>,
+    ) -> Result<FeedPipeline, PipelineError> {
+        let pipeline = gst::Pipeline::with_name(&format!("feed_{name}"));
+        let webrtc = make("webrtcbin")?;
+        webrtc.set_property_from_str("bundle-policy", "max-bundle");
+        webrtc.set_property("latency", 200u32);
+        if let Some(ip) = local_ip {
+            let agent = webrtc.property::<gst::glib::Object>("ice-agent");
+            if agent.has_property("ice-tcp") {
+                agent.set_property("ice-tcp", false);
+            }
+            let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip]);
+        }
+        pipeline.add(&webrtc).map_err(PipelineError::setup)?;
+        let (a, v) = (audio.clone(), video.clone());
+        let pipe = pipeline.downgrade();
+        webrtc.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = pipe.upgrade() else {
+                return;
+            };
+            let (a, v) = (a.clone(), v.clone());
+            tracing::debug!(caps = ?pad.current_caps(), "feed stream");
+            let Ok(decode) = make("decodebin") else {
+                return;
+            };
+            let p2 = pipeline.downgrade();
+            decode.connect_pad_added(move |_, dpad| {
+                let Some(pipeline) = p2.upgrade() else { return };
+                let caps = dpad.current_caps().unwrap_or_else(|| dpad.query_caps(None));
+                let Some(s) = caps.structure(0) else { return };
+                let is_audio = s.name().starts_with("audio/");
+                tracing::debug!(caps = %s.name(), "decoded feed branch");
+                let slot = if is_audio { a.clone() } else { v.clone() };
+                if let Err(e) = link_raw(&pipeline, dpad, is_audio, slot) {
+                    tracing::warn!(error = %e, "feed branch not linked");
+                }
+            });
+            if pipeline.add(&decode).is_err() {
+                return;
+            }
+            let _ = decode.sync_state_with_parent();
+            if let Some(sink) = decode.static_pad("sink") {
+                let _ = pad.link(&sink);
+            }
+        });
+        Ok(FeedPipeline {
+            pipeline,
+            webrtc,
+            audio,
+            video,
+        })
+    }
+
+    /// Applies Janus's offer, answers, waits for ICE gathering, returns the answer SDP.
+    pub async fn answer(&self, offer_sdp: &str) -> Result<String, PipelineError> {
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(PipelineError::setup)?;
+        let sdp = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
+            .map_err(|_| PipelineError::setup("unreadable SDP offer"))?;
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let promise = gst::Promise::with_change_func(move |_| {
+            let _ = tx.send(());
+        });
+        self.webrtc
+            .emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+        rx.await
+            .map_err(|_| PipelineError::setup("set-remote-description"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let answer = reply.ok().flatten().and_then(|s| {
+                s.value("answer")
+                    .ok()
+                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+            });
+            let _ = tx.send(answer);
+        });
+        self.webrtc
+            .emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+        let answer = rx
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| PipelineError::setup("create-answer failed"))?;
+        self.webrtc
+            .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+        // Non-trickle answer: wait until the candidates are in the local description.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let state = self
+                .webrtc
+                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+            if state == gst_webrtc::WebRTCICEGatheringState::Complete
+                || tokio::time::Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let local = self
+            .webrtc
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            .ok_or_else(|| PipelineError::setup("no local description"))?;
+        local
+            .sdp()
+            .as_text()
+            .map_err(|_| PipelineError::setup("answer SDP"))
+    }
+
+    /// Whether ICE failed or the connection closed.
+    pub fn failed(&self) -> bool {
+        use gst_webrtc::WebRTCPeerConnectionState as S;
+        matches!(
+            self.webrtc.property::<S>("connection-state"),
+            S::Failed | S::Closed
+        )
+    }
+
+    /// Stops the pipeline.
+    pub fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn link_raw(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    audio: bool,
+    slot: Arc<Slot>,
+) -> Result<(), PipelineError> {
+    let (elements, caps) = if audio {
+        (
+            vec![
+                make("queue")?,
+                make("audioconvert")?,
+                make("audioresample")?,
+            ],
+            gst::Caps::builder("audio/x-raw")
+                .field("format", "S16LE")
+                .field("layout", "interleaved")
+                .field("rate", crate::pipeline::source::AUDIO_RATE)
+                .field("channels", 2i32)
+                .build(),
+        )
+    } else {
+        (
+            vec![make("queue")?, make("videoconvert")?],
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        )
+    };
+    let sink = gst_app::AppSink::builder()
+        .caps(&caps)
+        .sync(false)
+        .max_buffers(if audio { 50 } else { 3 })
+        .drop(true)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    if let Ok(sample) = s.pull_sample() {
+                        slot.push(&sample);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build();
+    let mut all: Vec<gst::Element> = elements;
+    all.push(sink.upcast());
+    pipeline.add_many(&all).map_err(PipelineError::setup)?;
+    gst::Element::link_many(&all).map_err(PipelineError::setup)?;
+    for e in &all {
+        e.sync_state_with_parent().map_err(PipelineError::setup)?;
+    }
+    let sinkpad = all[0]
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::setup("queue sink"))?;
+    pad.link(&sinkpad).map_err(PipelineError::setup)?;
+    Ok(())
+}

@@ -1,0 +1,553 @@
+//! A Janus VideoRoom as a room: joins hidden, subscribes to every publisher, reports what
+//! happens as [`RoomEvent`]s.
+//!
+//! **Hidden.** roomcast never joins the room as a participant. It learns who publishes by
+//! polling `listparticipants` ([`POLL`]) on a plain plugin handle, and receives media through
+//! subscriber handles only. Subscribers are not participants in Janus: they appear in no
+//! `listparticipants` answer, no publisher list, and no participant gets an event about them —
+//! not when the recorder arrives and not when it goes. (A handle joined as a publisher that
+//! never publishes is not announced when it joins, with `notify_joining = false`, but Janus does
+//! send every participant `unpublished` and `leaving` for it when it goes, so that design was
+//! dropped.) Polling costs one small request per [`POLL`] and adds up to that much to the time
+//! a new publisher takes to appear.
+//!
+//! **One PeerConnection per publisher.** Each feed gets its own subscriber handle and its own
+//! small pipeline ([`feed::FeedPipeline`]): a feed that fails ICE or is torn down is re-subscribed
+//! alone, and joins/leaves never renegotiate a shared connection that carries everyone else.
+//! The cost is one ICE/DTLS setup per publisher (measured in the closing figures).
+//!
+//! **Screen shares** are feeds whose stream `description` or display name contains
+//! [`JanusRoom::screen_pattern`] (case-insensitive, default `screen`); their video is a
+//! screen track, which the presentation layout shows large.
+//!
+//! **Talking** needs `audiolevel_event = true` on the room: Janus then reports a `talking` flag
+//! per publisher in `listparticipants`, which drives the speaker layout.
+//!
+//! **Failures.** A lost WebSocket (Janus restarted) is reconnected with backoff and every feed is
+//! subscribed again into the same tiles; after [`JanusRoom::max_reconnects`] failed attempts in a
+//! row the room reports `Disconnected`. A feed whose connection fails is re-subscribed.
+
+pub mod feed;
+pub mod session;
+
+use crate::codes::Code;
+use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, TrackKind};
+use feed::{FeedPipeline, FeedTrack, Slot};
+use serde_json::{json, Value};
+use session::{JanusError, JanusEvent, Session};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+/// How often the participant list is read.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// A Janus VideoRoom to record.
+#[derive(Debug, Clone)]
+pub struct JanusRoom {
+    /// WebSocket URL (`ws://host:8188`).
+    pub url: String,
+    /// Room number.
+    pub room: u64,
+    /// Room PIN.
+    pub pin: Option<String>,
+    /// Case-insensitive text that marks a screen share in a stream description or display name.
+    pub screen_pattern: String,
+    /// Local address for ICE (when other interfaces must not be used).
+    pub local_ip: Option<String>,
+    /// Reconnect attempts in a row before giving up.
+    pub max_reconnects: u32,
+}
+
+impl JanusRoom {
+    /// A room with defaults for everything else.
+    pub fn new(url: impl Into<String>, room: u64) -> Self {
+        JanusRoom {
+            url: url.into(),
+            room,
+            pin: None,
+            screen_pattern: "screen".into(),
+            local_ip: None,
+            max_reconnects: 6,
+        }
+    }
+
+    fn is_screen(&self, display: &str, description: &str) -> bool {
+        let p = self.screen_pattern.to_lowercase();
+        !p.is_empty()
+            && (display.to_lowercase().contains(&p) || description.to_lowercase().contains(&p))
+    }
+}
+
+/// Maps a join failure to the platform's codes.
+fn join_error(e: JanusError) -> crate::Error {
+    let (field, code) = match e.code {
+        // No such room.
+        426 => ("janus.room", Code::StateDisconnected),
+        // Wrong PIN / unauthorized.
+        433 | 403 => ("janus.pin", Code::StateWrong),
+        // Not reachable at all.
+        0 => ("janus.url", Code::StateBrokerNotFound),
+        _ => ("janus", Code::StateRecordFailed),
+    };
+    crate::Error::Invalid {
+        field: field.into(),
+        message: e.message,
+        code,
+    }
+}
+
+/// A publisher as `listparticipants` shows it.
+#[derive(Debug, Clone)]
+struct Publisher {
+    id: u64,
+    display: String,
+    talking: bool,
+}
+
+/// Tracks of a feed, from the subscription's stream list.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tracks {
+    audio: bool,
+    video: bool,
+    screen: bool,
+}
+
+fn publishers(list: &Value) -> Vec<Publisher> {
+    let Some(items) = list.as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|p| p["publisher"] == true)
+        .filter_map(|p| {
+            let id = p["id"].as_u64()?;
+            let display = p["display"].as_str().unwrap_or("").to_string();
+            Some(Publisher {
+                id,
+                display: if display.is_empty() {
+                    format!("Feed {id}")
+                } else {
+                    display
+                },
+                talking: p["talking"] == true,
+            })
+        })
+        .collect()
+}
+
+struct Conn {
+    session: Session,
+    events: mpsc::UnboundedReceiver<JanusEvent>,
+    control: u64,
+    publishers: Vec<Publisher>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.session.close();
+    }
+}
+
+impl Conn {
+    async fn open(cfg: &JanusRoom) -> Result<Conn, JanusError> {
+        let (session, events) = Session::connect(&cfg.url).await?;
+        let control = session.attach("janus.plugin.videoroom").await?;
+        let mut conn = Conn {
+            session,
+            events,
+            control,
+            publishers: Vec::new(),
+        };
+        conn.publishers = conn.list(cfg).await?;
+        Ok(conn)
+    }
+
+    /// The room's publishers now.
+    async fn list(&self, cfg: &JanusRoom) -> Result<Vec<Publisher>, JanusError> {
+        let r = self
+            .session
+            .message(
+                self.control,
+                json!({ "request": "listparticipants", "room": cfg.room }),
+                None,
+            )
+            .await?;
+        Ok(publishers(&r["plugindata"]["data"]["participants"]))
+    }
+}
+
+struct Feed {
+    publisher: Publisher,
+    tracks: Tracks,
+    audio: Arc<Slot>,
+    video: Arc<Slot>,
+    announced_tracks: bool,
+    handle: Option<u64>,
+    pipeline: Option<FeedPipeline>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Some(p) = self.pipeline.take() {
+            p.stop();
+        }
+    }
+}
+
+fn pid(id: u64) -> ParticipantId {
+    ParticipantId(id.to_string())
+}
+
+impl RoomConnector for JanusRoom {
+    async fn connect(&self) -> Result<RoomHandle, crate::Error> {
+        let conn = Conn::open(self).await.map_err(join_error)?;
+        info!(url = %self.url, room = self.room, publishers = conn.publishers.len(),
+            "connected to the Janus room (subscriber only, hidden)");
+        let (tx, rx) = mpsc::channel(256);
+        let cfg = self.clone();
+        let span = info_span!("janus", room = self.room);
+        let task = tokio::spawn(run(cfg, conn, tx).instrument(span));
+        Ok(RoomHandle {
+            events: rx,
+            leave: Box::new(move || task.abort()),
+        })
+    }
+}
+
+struct Room {
+    cfg: JanusRoom,
+    tx: mpsc::Sender<RoomEvent>,
+    feeds: HashMap<u64, Feed>,
+}
+
+impl Room {
+    async fn send(&self, ev: RoomEvent) -> bool {
+        self.tx.send(ev).await.is_ok()
+    }
+
+    async fn add_publisher(&mut self, conn: &Conn, p: Publisher) {
+        if !self.feeds.contains_key(&p.id) {
+            info!(feed = p.id, display = %p.display, "publisher");
+            self.send(RoomEvent::ParticipantJoined {
+                id: pid(p.id),
+                display_name: p.display.clone(),
+            })
+            .await;
+            self.feeds.insert(
+                p.id,
+                Feed {
+                    publisher: p.clone(),
+                    tracks: Tracks::default(),
+                    audio: Arc::new(Slot::default()),
+                    video: Arc::new(Slot::default()),
+                    announced_tracks: false,
+                    handle: None,
+                    pipeline: None,
+                },
+            );
+        }
+        self.subscribe(conn, p.id).await;
+    }
+
+    /// (Re)subscribes to a feed; its tiles keep their slots, so a new connection feeds the same
+    /// tiles.
+    async fn subscribe(&mut self, conn: &Conn, id: u64) {
+        let Some(feed) = self.feeds.get_mut(&id) else {
+            return;
+        };
+        if let Some(p) = feed.pipeline.take() {
+            p.stop();
+        }
+        if let Some(h) = feed.handle.take() {
+            conn.session.detach(h).await;
+        }
+        match subscribe_feed(&self.cfg, conn, feed).await {
+            Ok(()) => {}
+            Err(e) if e.code == 433 => {
+                warn!(feed = id, error = %e, "room PIN refused");
+                let _ = self
+                    .tx
+                    .send(RoomEvent::Disconnected {
+                        reason: format!("room PIN refused: {}", e.message),
+                    })
+                    .await;
+                return;
+            }
+            Err(e) => {
+                warn!(feed = id, error = %e, "subscription failed; will retry");
+                return;
+            }
+        }
+        if !feed.announced_tracks {
+            feed.announced_tracks = true;
+            let p = feed.tracks;
+            let (audio, video) = (feed.audio.clone(), feed.video.clone());
+            if p.video {
+                let kind = if p.screen {
+                    TrackKind::Screen
+                } else {
+                    TrackKind::Video
+                };
+                self.send(RoomEvent::TrackPublished {
+                    id: pid(id),
+                    kind,
+                    source: Box::new(FeedTrack {
+                        name: format!("{id}_video"),
+                        audio: false,
+                        slot: video,
+                    }),
+                })
+                .await;
+            }
+            if p.audio {
+                self.send(RoomEvent::TrackPublished {
+                    id: pid(id),
+                    kind: TrackKind::Audio,
+                    source: Box::new(FeedTrack {
+                        name: format!("{id}_audio"),
+                        audio: true,
+                        slot: audio,
+                    }),
+                })
+                .await;
+            }
+        }
+    }
+
+    async fn remove(&mut self, conn: &Conn, id: u64, left: bool) {
+        let Some(mut feed) = self.feeds.remove(&id) else {
+            return;
+        };
+        if let Some(h) = feed.handle.take() {
+            conn.session.detach(h).await;
+        }
+        if left {
+            info!(feed = id, "publisher left");
+            self.send(RoomEvent::ParticipantLeft { id: pid(id) }).await;
+        } else {
+            info!(feed = id, "publisher unpublished");
+            for kind in [TrackKind::Video, TrackKind::Screen, TrackKind::Audio] {
+                self.send(RoomEvent::TrackUnpublished { id: pid(id), kind })
+                    .await;
+            }
+            self.send(RoomEvent::ParticipantLeft { id: pid(id) }).await;
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> JanusError {
+    JanusError {
+        code: -1,
+        message: e.to_string(),
+    }
+}
+
+async fn subscribe_feed(cfg: &JanusRoom, conn: &Conn, feed: &mut Feed) -> Result<(), JanusError> {
+    let id = feed.publisher.id;
+    let handle = conn.session.attach("janus.plugin.videoroom").await?;
+    feed.handle = Some(handle);
+    let mut join = json!({
+        "request": "join",
+        "ptype": "subscriber",
+        "room": cfg.room,
+        "streams": [{ "feed": id }],
+    });
+    if let Some(pin) = &cfg.pin {
+        join["pin"] = json!(pin);
+    }
+    let r = conn.session.message(handle, join, None).await?;
+    let data = &r["plugindata"]["data"];
+    let offer = r["jsep"]["sdp"]
+        .as_str()
+        .ok_or_else(|| other(format!("no offer in {data}")))?
+        .to_string();
+    let streams = data["streams"].as_array().cloned().unwrap_or_default();
+    let active = |t: &str| {
+        streams
+            .iter()
+            .any(|s| s["type"] == t && s["active"] != false)
+    };
+    let description: String = streams
+        .iter()
+        .filter_map(|s| s["feed_description"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    feed.tracks = Tracks {
+        audio: active("audio"),
+        video: active("video"),
+        screen: cfg.is_screen(&feed.publisher.display, &description),
+    };
+    // The tiles' slots stay the same across re-subscriptions.
+    let pipeline = FeedPipeline::new(
+        &id.to_string(),
+        cfg.local_ip.as_deref(),
+        feed.audio.clone(),
+        feed.video.clone(),
+    )
+    .map_err(other)?;
+    let answer = pipeline.answer(&offer).await.map_err(other)?;
+    conn.session
+        .message(
+            handle,
+            json!({ "request": "start", "room": cfg.room }),
+            Some(json!({ "type": "answer", "sdp": answer })),
+        )
+        .await?;
+    feed.pipeline = Some(pipeline);
+    Ok(())
+}
+
+async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
+    let mut room = Room {
+        cfg: cfg.clone(),
+        tx,
+        feeds: HashMap::new(),
+    };
+    let mut conn = conn;
+    for p in conn.publishers.clone() {
+        room.add_publisher(&conn, p).await;
+    }
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                match conn.list(&cfg).await {
+                    Ok(list) => {
+                        if !on_list(&mut room, &conn, list).await {
+                            return;
+                        }
+                    }
+                    Err(e) if e.code == 426 => {
+                        info!("room destroyed");
+                        let _ = room.tx.send(RoomEvent::RoomDestroyed).await;
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "participant list unavailable"),
+                }
+            }
+            ev = conn.events.recv() => {
+                let ev = ev.unwrap_or_else(|| json!({ "janus": "closed" }));
+                if ev["janus"] == "closed" {
+                    warn!("connection to Janus lost");
+                    match reconnect(&cfg).await {
+                        Some(c) => {
+                            conn = c;
+                            let present: Vec<u64> = conn.publishers.iter().map(|p| p.id).collect();
+                            let gone: Vec<u64> = room.feeds.keys().filter(|id| !present.contains(id)).copied().collect();
+                            for id in gone {
+                                room.remove(&conn, id, true).await;
+                            }
+                            for f in room.feeds.values_mut() {
+                                f.handle = None;
+                            }
+                            for p in conn.publishers.clone() {
+                                room.add_publisher(&conn, p).await;
+                            }
+                        }
+                        None => {
+                            let _ = room.tx.send(RoomEvent::Disconnected {
+                                reason: format!("Janus unreachable after {} attempts", cfg.max_reconnects),
+                            }).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                if !on_event(&mut room, &conn, &ev).await {
+                    return;
+                }
+            }
+            _ = check.tick() => {
+                let failed: Vec<u64> = room
+                    .feeds
+                    .iter()
+                    .filter(|(_, f)| f.pipeline.as_ref().is_none_or(|p| p.failed()))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in failed {
+                    info!(feed = id, "re-subscribing");
+                    room.subscribe(&conn, id).await;
+                }
+            }
+        }
+    }
+}
+
+/// Applies a participant list: new publishers, departures, talking changes.
+async fn on_list(room: &mut Room, conn: &Conn, list: Vec<Publisher>) -> bool {
+    let present: Vec<u64> = list.iter().map(|p| p.id).collect();
+    let gone: Vec<u64> = room
+        .feeds
+        .keys()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    for id in gone {
+        room.remove(conn, id, true).await;
+    }
+    for p in list {
+        match room.feeds.get_mut(&p.id) {
+            None => room.add_publisher(conn, p).await,
+            Some(f) if f.publisher.talking != p.talking => {
+                f.publisher.talking = p.talking;
+                if room
+                    .tx
+                    .send(RoomEvent::Talking {
+                        id: pid(p.id),
+                        talking: p.talking,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    !room.tx.is_closed()
+}
+
+/// Handles one async event (subscriber handles); false when the room is gone.
+async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
+    let sender = ev["sender"].as_u64();
+    if ev["plugindata"]["data"]["videoroom"] == "destroyed" {
+        info!("room destroyed");
+        let _ = room.tx.send(RoomEvent::RoomDestroyed).await;
+        return false;
+    }
+    if ev["janus"] == "hangup" || ev["janus"] == "detached" {
+        if let Some(f) = room
+            .feeds
+            .values_mut()
+            .find(|f| f.handle.is_some() && f.handle == sender)
+        {
+            warn!(feed = f.publisher.id, reason = %ev["reason"], "feed hung up");
+            if let Some(p) = f.pipeline.take() {
+                p.stop();
+            }
+        }
+    }
+    true
+}
+
+async fn reconnect(cfg: &JanusRoom) -> Option<Conn> {
+    for attempt in 0..cfg.max_reconnects {
+        let wait =
+            crate::retry::backoff(attempt, Duration::from_millis(500), Duration::from_secs(8));
+        tokio::time::sleep(wait).await;
+        match Conn::open(cfg).await {
+            Ok(c) => {
+                info!(attempt = attempt + 1, "reconnected to Janus");
+                return Some(c);
+            }
+            Err(e) => warn!(attempt = attempt + 1, error = %e, "reconnect failed"),
+        }
+    }
+    None
+}

@@ -1,0 +1,344 @@
+//! Recording a real Janus VideoRoom as a hidden participant. Each test runs inside its own
+//! network namespace (see `support::janus`).
+
+mod support;
+use std::time::{Duration, Instant};
+use support::janus::*;
+use support::*;
+
+const RED: u32 = 0xd02020;
+const GREEN: u32 = 0x20a040;
+const BLUE: u32 = 0x2040d0;
+const SCREEN: u32 = 0x90e0f0;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Starts `roomcast record` on the room; returns it and the instant its pipeline started.
+fn recorder(
+    janus: &Janus,
+    room: u64,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, Instant) {
+    let log = dir.join("record.log");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "record",
+        "--janus",
+        &janus.url(),
+        "--room",
+        &room.to_string(),
+    ])
+    .args(["--ice-address", ICE_ADDRESS, "--out"])
+    .arg(dir.join("rec"))
+    .args(extra)
+    .env("ROOMCAST_DATA_DIR", dir.join("data"))
+    .env(
+        "RUST_LOG",
+        std::env::var("RECORD_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .stdout(std::fs::File::create(dir.join("record.out")).unwrap())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let spawned = Instant::now();
+    let child = cmd.spawn().unwrap();
+    let started = wait_for(15.0, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("recording started")
+            .then(Instant::now)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "recorder did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    eprintln!(
+        "recorder pipeline started {:?} after spawn",
+        started - spawned
+    );
+    (child, started)
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn output(dir: &std::path::Path) -> serde_json::Value {
+    last_json(&std::fs::read_to_string(dir.join("record.out")).unwrap_or_default())
+}
+
+#[test]
+fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
+    if !in_network_namespace("hidden_recorder_records_joins_leaves_and_a_screen_share") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-room");
+    let janus = Janus::start(&dir.path().join("janus"));
+    let rt = rt();
+    let room = 4242;
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(room));
+    let ann = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Ann",
+        RED,
+        330.0,
+        Codec::Vp8,
+    ));
+    let bob = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Bob",
+        GREEN,
+        440.0,
+        Codec::H264,
+    ));
+    rt.block_on(async {
+        ann.wait_connected().await;
+        bob.wait_connected().await;
+    });
+    let (mut rec, t0) = recorder(
+        &janus,
+        room,
+        dir.path(),
+        &["--duration", "14", "--layout", "grid"],
+    );
+    // While recording, the room lists exactly its two publishers: the recorder is not there.
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = rt.block_on(admin.participants(room));
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    sleep_until(t0 + Duration::from_secs(4));
+    let cat = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Cat",
+        BLUE,
+        550.0,
+        Codec::Vp8,
+    ));
+    sleep_until(t0 + Duration::from_secs(7));
+    rt.block_on(bob.leave());
+    sleep_until(t0 + Duration::from_secs(9));
+    let screen = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Ann screen",
+        SCREEN,
+        660.0,
+        Codec::Vp8,
+    ));
+    let status = wait_for(30.0, || rec.try_wait().ok().flatten()).expect("recorder exits");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("record.log")).unwrap()
+    );
+    let out = output(dir.path());
+    let path = std::path::PathBuf::from(out["file"].as_str().expect("file"));
+    let p = probe(&path);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert!(
+        (13.0..15.5).contains(&p.duration),
+        "duration {}",
+        p.duration
+    );
+
+    let _ = std::fs::copy(&path, "/tmp/janus-debug.mp4");
+    let _ = std::fs::copy(dir.path().join("record.log"), "/tmp/janus-debug.log");
+    let _ = std::fs::write("/tmp/janus-debug-janus.log", janus.log());
+    // Tiles over time (grid; presentation once the screen share is live).
+    let f = frame_at(&path, 2.5, 1280, 720);
+    assert!(
+        frame_has_color(&f, RED) && frame_has_color(&f, GREEN),
+        "2.5 s: Ann and Bob"
+    );
+    assert!(!frame_has_color(&f, BLUE), "2.5 s: no Cat yet");
+    let f = frame_at(&path, 6.0, 1280, 720);
+    for (c, who) in [(RED, "Ann"), (GREEN, "Bob"), (BLUE, "Cat")] {
+        assert!(frame_has_color(&f, c), "6 s: {who}");
+    }
+    let f = frame_at(&path, 8.5, 1280, 720);
+    assert!(
+        frame_has_color(&f, RED) && frame_has_color(&f, BLUE),
+        "8.5 s: Ann and Cat"
+    );
+    assert!(!frame_has_color(&f, GREEN), "8.5 s: Bob left");
+    let f = frame_at(&path, 12.5, 1280, 720);
+    assert_region(
+        &f,
+        (100, 150, 800, 420),
+        SCREEN,
+        "12.5 s: the screen share large",
+    );
+    assert!(
+        frame_has_color(&f, RED) && frame_has_color(&f, BLUE),
+        "12.5 s: cameras beside it"
+    );
+    // Audio: everyone's tone while they are there.
+    let pcm = audio_mono(&path, 48_000);
+    let w = |a: f64, b: f64| window(&pcm, 48_000, a, b);
+    assert!(
+        tone_amplitude(w(1.0, 3.5), 330.0, 48_000) > 0.01,
+        "Ann audible"
+    );
+    assert!(
+        tone_amplitude(w(1.0, 3.5), 440.0, 48_000) > 0.01,
+        "Bob audible"
+    );
+    assert!(
+        tone_amplitude(w(5.0, 6.5), 550.0, 48_000) > 0.01,
+        "Cat audible after joining"
+    );
+    assert!(
+        tone_amplitude(w(1.0, 3.5), 550.0, 48_000) < 0.003,
+        "Cat silent before joining"
+    );
+    assert!(
+        tone_amplitude(w(8.5, 10.0), 440.0, 48_000) < 0.003,
+        "Bob silent after leaving"
+    );
+
+    // Another participant's view, from before the recorder came until after it left: every
+    // room event Ann got was about Bob, Cat or the screen share — none about the recorder.
+    std::thread::sleep(Duration::from_secs(1));
+    let others = [bob.id, cat.id, screen.id];
+    let seen = ann.events.lock().unwrap().clone();
+    let mut about = Vec::new();
+    for e in &seen {
+        let d = &e["plugindata"]["data"];
+        for key in ["leaving", "unpublished", "joining", "kicked"] {
+            if let Some(id) = d[key].as_u64().or_else(|| d[key]["id"].as_u64()) {
+                about.push(id);
+            }
+        }
+        for p in d["publishers"].as_array().into_iter().flatten() {
+            about.push(p["id"].as_u64().unwrap_or(0));
+        }
+    }
+    assert!(
+        about.contains(&cat.id),
+        "Ann saw Cat arrive (the view works): {seen:?}"
+    );
+    for id in &about {
+        assert!(
+            others.contains(id),
+            "Ann was told about participant {id}: {seen:?}"
+        );
+    }
+    drop((cat, screen));
+}
+
+#[test]
+fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
+    if !in_network_namespace("janus_restart_is_survived_and_room_destroyed_ends_the_job") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-restart");
+    let mut janus = Janus::start(&dir.path().join("janus"));
+    let rt = rt();
+    let room = 77;
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(room));
+    let ann = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Ann",
+        RED,
+        330.0,
+        Codec::Vp8,
+    ));
+    let (mut rec, t0) = recorder(&janus, room, dir.path(), &["--layout", "grid"]);
+    sleep_until(t0 + Duration::from_secs(4));
+    janus.restart();
+    drop(ann);
+    // The room and the publisher come back on the new server.
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(room));
+    let _ann = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Ann",
+        RED,
+        330.0,
+        Codec::Vp8,
+    ));
+    let back = wait_for(30.0, || {
+        std::fs::read_to_string(dir.path().join("record.log"))
+            .unwrap_or_default()
+            .contains("reconnected to Janus")
+            .then_some(())
+    });
+    assert!(back.is_some(), "no reconnect");
+    std::thread::sleep(Duration::from_secs(5));
+    let destroyed_at = Instant::now();
+    rt.block_on(admin.destroy_room(room));
+    let status = wait_for(20.0, || rec.try_wait().ok().flatten()).expect("recorder ends");
+    eprintln!(
+        "room destroyed → recorder exit: {:?}",
+        destroyed_at.elapsed()
+    );
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("record.log")).unwrap()
+    );
+    let out = output(dir.path());
+    let path = std::path::PathBuf::from(out["file"].as_str().expect("file"));
+    let p = probe(&path);
+    assert!(p.duration > 9.0, "duration {}", p.duration);
+    assert!(
+        top_level_boxes(&path).iter().any(|b| b == "moov"),
+        "finalized"
+    );
+    // Media before and after the restart.
+    assert!(
+        frame_has_color(&frame_at(&path, 2.5, 1280, 720), RED),
+        "before"
+    );
+    assert!(
+        frame_has_color(&frame_at(&path, p.duration - 1.5, 1280, 720), RED),
+        "after"
+    );
+}
+
+#[test]
+fn debug_h264_publisher() {
+    if !in_network_namespace("debug_h264_publisher") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-dbg");
+    let janus = Janus::start(&dir.path().join("janus"));
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(5));
+    let bob = rt.block_on(Publisher::publish(
+        &janus.url(),
+        5,
+        "Bob",
+        GREEN,
+        440.0,
+        Codec::H264,
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!("connected: {}", bob.connected());
+    eprintln!("events: {:?}", bob.events.lock().unwrap());
+    eprintln!("participants: {:?}", rt.block_on(admin.participants(5)));
+    let (mut rec, _t0) = recorder(&janus, 5, dir.path(), &["--duration", "5"]);
+    let _ = wait_for(20.0, || rec.try_wait().ok().flatten());
+    eprintln!("events: {:?}", bob.events.lock().unwrap());
+    let _ = std::fs::copy(dir.path().join("record.log"), "/tmp/janus-dbg-rec.log");
+    let _ = std::fs::write("/tmp/janus-dbg.log", janus.log());
+}
