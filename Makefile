@@ -8,7 +8,8 @@ APT_PACKAGES := pkg-config build-essential libssl-dev \
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
-	fonts-dejavu-core ffmpeg time nginx libnginx-mod-rtmp openssh-server redis-server
+	fonts-dejavu-core ffmpeg time nginx libnginx-mod-rtmp openssh-server redis-server \
+	janus gstreamer1.0-nice iproute2 util-linux
 
 .PHONY: setup build release demo test fmt lint bench fuzz clean
 

@@ -150,6 +150,9 @@ struct RecordArgs {
     /// Local address for ICE (use only this interface).
     #[arg(long)]
     ice_address: Option<String>,
+    /// Reconnect attempts in a row (with backoff) before the recording ends with 7026.
+    #[arg(long, default_value_t = 6)]
+    max_reconnects: u32,
     /// grid, speaker, presentation, single, or a layout file (.toml/.json).
     #[arg(long, default_value = "grid")]
     layout: String,
@@ -304,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .or_else(|| std::env::var("ROOMCAST_JANUS_PIN").ok());
             room.screen_pattern = r.screen_pattern.clone();
             room.local_ip = r.ice_address.clone();
+            room.max_reconnects = r.max_reconnects;
             let args = DemoArgs {
                 layout: r.layout,
                 participants: 0,
@@ -636,8 +640,18 @@ fn demo(args: DemoArgs, source: Source) -> anyhow::Result<()> {
             "height": height,
             "rtmp": rec.destinations,
             "delivery": delivered,
+            "end": format!("{:?}", rec.reason),
         })
     );
+    if rec.reason == roomcast::job::runner::EndReason::Disconnected {
+        // The file is finalized and delivered; the run still failed.
+        return Err(roomcast::Error::Invalid {
+            field: "room".into(),
+            message: "the room connection was lost and could not be re-established".into(),
+            code: roomcast::codes::Code::StateDisconnected,
+        }
+        .into());
+    }
     Ok(())
 }
 

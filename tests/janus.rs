@@ -154,9 +154,6 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
         p.duration
     );
 
-    let _ = std::fs::copy(&path, "/tmp/janus-debug.mp4");
-    let _ = std::fs::copy(dir.path().join("record.log"), "/tmp/janus-debug.log");
-    let _ = std::fs::write("/tmp/janus-debug-janus.log", janus.log());
     // Tiles over time (grid; presentation once the screen share is live).
     let f = frame_at(&path, 2.5, 1280, 720);
     assert!(
@@ -314,31 +311,50 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
 }
 
 #[test]
-fn debug_h264_publisher() {
-    if !in_network_namespace("debug_h264_publisher") {
-        return;
-    }
-    gst::init().unwrap();
-    let dir = TempDir::new("janus-dbg");
-    let janus = Janus::start(&dir.path().join("janus"));
+fn janus_gone_for_good_ends_with_7026_and_keeps_the_file() {
+    // Signalling only (no media), so no network namespace is needed.
+    let dir = TempDir::new("janus-gone");
+    let mut janus = Janus::start(&dir.path().join("janus"));
     let rt = rt();
     let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(5));
-    let bob = rt.block_on(Publisher::publish(
-        &janus.url(),
-        5,
-        "Bob",
-        GREEN,
-        440.0,
-        Codec::H264,
-    ));
+    rt.block_on(admin.create_room(9));
+    let (mut rec, _t0) = recorder(&janus, 9, dir.path(), &["--max-reconnects", "2"]);
     std::thread::sleep(Duration::from_secs(3));
-    eprintln!("connected: {}", bob.connected());
-    eprintln!("events: {:?}", bob.events.lock().unwrap());
-    eprintln!("participants: {:?}", rt.block_on(admin.participants(5)));
-    let (mut rec, _t0) = recorder(&janus, 5, dir.path(), &["--duration", "5"]);
-    let _ = wait_for(20.0, || rec.try_wait().ok().flatten());
-    eprintln!("events: {:?}", bob.events.lock().unwrap());
-    let _ = std::fs::copy(dir.path().join("record.log"), "/tmp/janus-dbg-rec.log");
-    let _ = std::fs::write("/tmp/janus-dbg.log", janus.log());
+    let killed = Instant::now();
+    janus.kill();
+    let status = wait_for(20.0, || rec.try_wait().ok().flatten()).expect("recorder gives up");
+    eprintln!("gave up {:?} after Janus went away", killed.elapsed());
+    assert!(!status.success());
+    let err = std::fs::read_to_string(dir.path().join("record.log")).unwrap();
+    assert_eq!(last_json(&err)["result"], 7026, "{err}");
+    let out = output(dir.path());
+    let path = std::path::PathBuf::from(out["file"].as_str().expect("file kept"));
+    assert!(probe(&path).duration >= 2.5);
+    assert_eq!(out["end"], "Disconnected");
+}
+
+#[test]
+fn unknown_room_is_refused_with_a_code() {
+    let dir = TempDir::new("janus-noroom");
+    let janus = Janus::start(&dir.path().join("janus"));
+    let (ok, _, err) = run(&[
+        "record",
+        "--janus",
+        &janus.url(),
+        "--room",
+        "31337",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.path().join("rec").to_string_lossy().to_string()])
+    .collect::<Vec<_>>()
+    .iter()
+    .map(|s| s.as_str())
+    .collect::<Vec<_>>());
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7026, "{err}");
+    let (ok, _, err) = run(&["record", "--janus", "ws://127.0.0.1:1", "--room", "1"]);
+    assert!(!ok);
+    assert_eq!(last_json(&err)["result"], 7028, "{err}");
 }

@@ -209,9 +209,19 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| ApiError::new(code, format!("connector: {e}")))?,
     };
-    let ConnectorSpec::Synthetic { participants } = connector;
-    if participants > 16 {
-        return Err(ApiError::new(code, "connector.participants: at most 16"));
+    match &connector {
+        ConnectorSpec::Synthetic { participants } if *participants > 16 => {
+            return Err(ApiError::new(code, "connector.participants: at most 16"));
+        }
+        ConnectorSpec::Janus { url, .. }
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) =>
+        {
+            return Err(ApiError::new(
+                code,
+                "connector.url must be a ws:// or wss:// URL",
+            ));
+        }
+        _ => {}
     }
     let settings: RoomSettings = match body.get("settings") {
         None | Some(Value::Null) => RoomSettings::default(),

@@ -24,6 +24,22 @@ pub enum ConnectorSpec {
         #[serde(default)]
         participants: u32,
     },
+    /// A Janus VideoRoom, recorded without joining it (see `room::janus`).
+    Janus {
+        /// WebSocket URL (`ws://host:8188`).
+        url: String,
+        /// Room number.
+        room: u64,
+        /// Room PIN.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
+        /// Text marking a screen share in a display name or stream description.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        screen_pattern: Option<String>,
+        /// Local address for ICE.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ice_address: Option<String>,
+    },
 }
 
 impl Default for ConnectorSpec {

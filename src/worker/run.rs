@@ -14,6 +14,7 @@ use crate::pipeline::Preset;
 use crate::queue::{
     now_ms, ArchiveEntry, Command, ConnectorSpec, Job, JobKind, JobState, SegmentRecord,
 };
+use crate::room::janus::JanusRoom;
 use crate::room::synthetic::SyntheticRoom;
 use crate::room::RoomConnector;
 use crate::webhook::{status_event, EventContext};
@@ -324,14 +325,30 @@ async fn run_job_inner(
                 .await
         }
     };
-    let (handle, synthetic) = match &job.spec.connector {
+    let connected = match &job.spec.connector {
         ConnectorSpec::Synthetic { participants } => {
             let room = SyntheticRoom::steady(*participants as usize);
-            match room.connect().await {
-                Ok(h) => (h, Some(room)),
-                Err(e) => return w.fail(&mut job, e.code(), e.to_string()).await,
-            }
+            room.connect().await.map(|h| (h, Some(room)))
         }
+        ConnectorSpec::Janus {
+            url,
+            room,
+            pin,
+            screen_pattern,
+            ice_address,
+        } => {
+            let mut r = JanusRoom::new(url.clone(), *room);
+            r.pin = pin.clone();
+            if let Some(p) = screen_pattern {
+                r.screen_pattern = p.clone();
+            }
+            r.local_ip = ice_address.clone();
+            r.connect().await.map(|h| (h, None))
+        }
+    };
+    let (handle, synthetic) = match connected {
+        Ok(c) => c,
+        Err(e) => return w.fail(&mut job, e.code(), e.to_string()).await,
     };
     let spec = RecordingSpec {
         room_id: job.spec.room_id.clone(),
@@ -421,14 +438,21 @@ async fn run_job_inner(
                 }
                 return;
             }
+            if rec.reason == EndReason::Disconnected {
+                // The room could not be reached again: what was recorded is delivered, the
+                // job fails with the call-state code.
+                w.fail(
+                    &mut job,
+                    Code::StateDisconnected,
+                    "lost the room connection and could not reconnect".into(),
+                )
+                .await;
+                return;
+            }
             let (result, msg) = match rec.reason {
-                EndReason::RoomDestroyed => (
+                EndReason::RoomDestroyed | EndReason::Disconnected => (
                     Code::StateDisconnected.as_u16(),
                     "room destroyed; recording finalized".to_string(),
-                ),
-                EndReason::Disconnected => (
-                    Code::StateDisconnected.as_u16(),
-                    "room connection ended".to_string(),
                 ),
                 EndReason::DurationReached => (0, "maximum duration reached".to_string()),
                 EndReason::Stopped => (0, "completed".to_string()),

@@ -327,9 +327,6 @@ impl Publisher {
             .await
             .expect("publish");
         let answer = r["jsep"]["sdp"].as_str().expect("answer").to_string();
-        if std::env::var("DEBUG_SDP").is_ok() {
-            eprintln!("OFFER:\n{offer}\nANSWER:\n{answer}");
-        }
         let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
         let desc =
             gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
