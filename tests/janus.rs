@@ -108,6 +108,7 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
         ann.wait_connected().await;
         bob.wait_connected().await;
     });
+    let spawned = Instant::now();
     let (mut rec, t0) = recorder(
         &janus,
         room,
@@ -118,7 +119,7 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
     std::thread::sleep(Duration::from_secs(2));
     let listed = rt.block_on(admin.participants(room));
     assert_eq!(listed.len(), 2, "{listed:?}");
-    sleep_until(t0 + Duration::from_secs(4));
+    sleep_until(t0 + Duration::from_secs(3));
     let cat = rt.block_on(Publisher::publish(
         &janus.url(),
         room,
@@ -154,6 +155,18 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
         p.duration
     );
 
+    // Join latency: recorder start → first recorded frame with a publisher's picture.
+    let first = all_frames(&path, 64, 36)
+        .into_iter()
+        .find(|(_, f)| frame_has_color(f, RED))
+        .map(|(t, _)| t)
+        .expect("Ann appears");
+    eprintln!(
+        "join latency: {:.0} ms (pipeline start {:.0} ms + first frame at {:.0} ms)",
+        (t0 - spawned).as_secs_f64() * 1000.0 + first * 1000.0,
+        (t0 - spawned).as_secs_f64() * 1000.0,
+        first * 1000.0
+    );
     // Tiles over time (grid; presentation once the screen share is live).
     let f = frame_at(&path, 2.5, 1280, 720);
     assert!(
@@ -357,4 +370,86 @@ fn unknown_room_is_refused_with_a_code() {
     let (ok, _, err) = run(&["record", "--janus", "ws://127.0.0.1:1", "--room", "1"]);
     assert!(!ok);
     assert_eq!(last_json(&err)["result"], 7028, "{err}");
+}
+
+/// CPU of one recording of four real WebRTC publishers (640x360 30 fps VP8 + Opus), 720p30
+/// grid, measured with /usr/bin/time; and the same recorder on four synthetic participants.
+/// Run with `cargo test --release --test janus -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_cpu_with_four_webrtc_publishers() {
+    if !in_network_namespace("measure_cpu_with_four_webrtc_publishers") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-cpu");
+    let janus = Janus::start(&dir.path().join("janus"));
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(1));
+    let pubs: Vec<Publisher> = [(RED, 330.0), (GREEN, 440.0), (BLUE, 550.0), (SCREEN, 660.0)]
+        .iter()
+        .enumerate()
+        .map(|(i, (c, hz))| {
+            let p = rt.block_on(Publisher::publish_sized(
+                &janus.url(),
+                1,
+                &format!("P{i}"),
+                *c,
+                *hz,
+                Codec::Vp8,
+                (640, 360, 30),
+            ));
+            rt.block_on(p.wait_connected());
+            p
+        })
+        .collect();
+    let secs = 30;
+    let run = |args: Vec<String>| -> (f64, f64, u64) {
+        let out = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "TIME %e %U %S %M", bin()])
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("TIME"))
+            .expect("time output");
+        let v: Vec<f64> = line[5..].split(' ').map(|x| x.parse().unwrap()).collect();
+        (v[0], (v[1] + v[2]) / v[0], v[3] as u64 / 1024)
+    };
+    let rec = dir.path().join("rec").to_string_lossy().to_string();
+    let (wall, cores, rss) = run([
+        "record",
+        "--janus",
+        &janus.url(),
+        "--room",
+        "1",
+        "--ice-address",
+        ICE_ADDRESS,
+        "--duration",
+        &secs.to_string(),
+        "--out",
+        &rec,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect());
+    eprintln!("webrtc x4: {wall:.1} s wall, {cores:.3} cores, peak RSS {rss} MiB");
+    let (wall, cores, rss) = run([
+        "demo",
+        "--participants",
+        "4",
+        "--duration",
+        &secs.to_string(),
+        "--out",
+        &rec,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect());
+    eprintln!("synthetic x4 (live): {wall:.1} s wall, {cores:.3} cores, peak RSS {rss} MiB");
+    drop(pubs);
 }

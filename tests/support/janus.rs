@@ -257,6 +257,19 @@ impl Publisher {
         tone_hz: f64,
         codec: Codec,
     ) -> Publisher {
+        Self::publish_sized(url, room, display, rgb, tone_hz, codec, (320, 180, 15)).await
+    }
+
+    /// [`Publisher::publish`] at `(width, height, fps)`.
+    pub async fn publish_sized(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        codec: Codec,
+        size: (u32, u32, u32),
+    ) -> Publisher {
         let (session, mut rx) = Session::connect(url).await.expect("publisher session");
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev = events.clone();
@@ -291,11 +304,14 @@ impl Publisher {
         let desc = format!(
             "webrtcbin name=w bundle-policy=max-bundle \
              videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
-             video/x-raw,width=320,height=180,framerate=15/1 ! videoconvert ! {video} ! w. \
+             video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert ! {video} ! w. \
              audiotestsrc is-live=true wave=sine freq={tone_hz} volume=0.3 ! audioconvert ! audioresample ! \
              audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 ssrc={assrc} ! \
              application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,ssrc=(uint){assrc} ! w.",
-            fg = 0xff00_0000u32 | rgb
+            fg = 0xff00_0000u32 | rgb,
+            w = size.0,
+            h = size.1,
+            fps = size.2,
         );
         let pipeline = gst::parse::launch(&desc)
             .expect("publisher pipeline")

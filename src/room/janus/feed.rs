@@ -136,6 +136,18 @@ impl FeedPipeline {
             let Ok(decode) = make("decodebin") else {
                 return;
             };
+            // Depayloaders ask the sender for a keyframe (PLI) when they lose packets, and the
+            // decoders ask at the start (force-key-unit → PLI): a new subscriber does not wait
+            // out the publisher's keyframe interval.
+            if let Some(bin) = decode.downcast_ref::<gst::Bin>() {
+                bin.connect_deep_element_added(|_, _, element| {
+                    for prop in ["request-keyframe", "wait-for-keyframe"] {
+                        if element.has_property(prop) {
+                            element.set_property(prop, true);
+                        }
+                    }
+                });
+            }
             let p2 = pipeline.downgrade();
             decode.connect_pad_added(move |_, dpad| {
                 let Some(pipeline) = p2.upgrade() else { return };
