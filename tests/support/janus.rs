@@ -33,7 +33,13 @@ pub fn in_network_namespace(test: &str) -> bool {
     let status = Command::new("unshare")
         .args(["--net", "--", "bash", "-c", &setup])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(IN_NETNS, "1")
         .status()
         .expect("unshare (util-linux) and ip (iproute2); run as root");
