@@ -91,15 +91,28 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct DemoArgs {
-    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
-    #[arg(long, default_value = "grid")]
-    layout: String,
     /// Number of participants.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
     participants: u32,
     /// Recording length in seconds.
     #[arg(long, default_value_t = 15.0)]
     duration: f64,
+    /// Room id used in the file name.
+    #[arg(long, default_value = "demo")]
+    room: String,
+    /// Application id reported in webhooks.
+    #[arg(long, default_value = "demo")]
+    app_id: String,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What a command-line recording produces and where it goes.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
+    #[arg(long, default_value = "grid")]
+    layout: String,
     /// Output folder.
     #[arg(long, default_value = "./recordings")]
     out: PathBuf,
@@ -112,9 +125,6 @@ struct DemoArgs {
     /// Most tiles in grid regions (more show "+N").
     #[arg(long)]
     max_tiles: Option<u32>,
-    /// Room id used in the file name.
-    #[arg(long, default_value = "demo")]
-    room: String,
     /// Conference number used in the file name.
     #[arg(long, default_value = "1")]
     conf: String,
@@ -124,9 +134,6 @@ struct DemoArgs {
     /// Deliver this job's recording here instead of ROOMCAST_STORAGE (file://, s3://, sftp://).
     #[arg(long)]
     storage: Option<String>,
-    /// Application id reported in webhooks.
-    #[arg(long, default_value = "demo")]
-    app_id: String,
     /// How long to wait for delivery and webhooks before exiting (what is left stays queued
     /// for `roomcast deliver`).
     #[arg(long, default_value_t = 30.0)]
@@ -153,42 +160,17 @@ struct RecordArgs {
     /// Reconnect attempts in a row (with backoff) before the recording ends with 7026.
     #[arg(long, default_value_t = 6)]
     max_reconnects: u32,
-    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
-    #[arg(long, default_value = "grid")]
-    layout: String,
     /// Stop after this many seconds (0: until stopped).
     #[arg(long, default_value_t = 0.0)]
     duration: f64,
-    /// Output folder.
-    #[arg(long, default_value = "./recordings")]
-    out: PathBuf,
-    /// Encoder preset name or file.
-    #[arg(long, default_value = pipeline::preset::DEFAULT_PRESET)]
-    preset: String,
-    /// Watermark PNG (at most 140x140).
-    #[arg(long)]
-    watermark: Option<PathBuf>,
-    /// Most tiles in grid regions.
-    #[arg(long)]
-    max_tiles: Option<u32>,
     /// Room id used in file names and webhooks (default: the room number).
     #[arg(long)]
     room_id: Option<String>,
-    /// Conference number used in the file name.
-    #[arg(long, default_value = "1")]
-    conf: String,
-    /// Also stream to this RTMP URL (up to three).
-    #[arg(long = "rtmp", value_name = "URL")]
-    rtmp: Vec<String>,
-    /// Deliver the recording here instead of ROOMCAST_STORAGE.
-    #[arg(long)]
-    storage: Option<String>,
     /// Application id reported in webhooks.
     #[arg(long, default_value = "roomcast")]
     app_id: String,
-    /// How long to wait for delivery before exiting.
-    #[arg(long, default_value_t = 30.0)]
-    deliver_wait: f64,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(clap::Args)]
@@ -294,7 +276,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.participants as usize,
                 Duration::from_secs_f64(args.duration),
             );
-            demo(args, Source::Synthetic(room))
+            demo(
+                args.output,
+                args.duration,
+                args.room,
+                args.app_id,
+                Source::Synthetic(room),
+            )
         }
         Cmd::Record(r) => {
             if !(r.duration.is_finite() && (0.0..=7.0 * 86_400.0).contains(&r.duration)) {
@@ -308,22 +296,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             room.screen_pattern = r.screen_pattern.clone();
             room.local_ip = r.ice_address.clone();
             room.max_reconnects = r.max_reconnects;
-            let args = DemoArgs {
-                layout: r.layout,
-                participants: 0,
-                duration: r.duration,
-                out: r.out,
-                preset: r.preset,
-                watermark: r.watermark,
-                max_tiles: r.max_tiles,
-                room: r.room_id.unwrap_or_else(|| r.room.to_string()),
-                conf: r.conf,
-                rtmp: r.rtmp,
-                storage: r.storage,
-                app_id: r.app_id,
-                deliver_wait: r.deliver_wait,
-            };
-            demo(args, Source::Janus(room))
+            let room_id = r.room_id.unwrap_or_else(|| r.room.to_string());
+            demo(r.output, r.duration, room_id, r.app_id, Source::Janus(room))
         }
         Cmd::Layout {
             cmd:
@@ -527,7 +501,13 @@ enum Source {
 
 /// Records one room (synthetic for `demo`, Janus for `record`) until the duration ends (0: until
 /// stopped), the room goes away or SIGINT/SIGTERM; then delivers the segment.
-fn demo(args: DemoArgs, source: Source) -> anyhow::Result<()> {
+fn demo(
+    args: OutputArgs,
+    duration: f64,
+    room: String,
+    app_id: String,
+    source: Source,
+) -> anyhow::Result<()> {
     let mut layout = Layout::resolve(&args.layout).map_err(roomcast::Error::from)?;
     if let Some(n) = args.max_tiles {
         layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
@@ -540,14 +520,14 @@ fn demo(args: DemoArgs, source: Source) -> anyhow::Result<()> {
             Some(roomcast::delivery::Storage::parse(url).map_err(roomcast::Error::from)?);
     }
     let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
-    let duration = (args.duration > 0.0).then(|| Duration::from_secs_f64(args.duration));
+    let duration = (duration > 0.0).then(|| Duration::from_secs_f64(duration));
     let (width, height) = preset
         .video
         .as_ref()
         .map(|v| (v.width, v.height))
         .unwrap_or((0, 0));
     let spec = RecordingSpec {
-        room_id: args.room,
+        room_id: room,
         conf_num: args.conf,
         out_dir: args.out,
         preset,
@@ -558,7 +538,7 @@ fn demo(args: DemoArgs, source: Source) -> anyhow::Result<()> {
         record: true,
         first_segment: 1,
     };
-    let (room_id, conf_num, app_id) = (spec.room_id.clone(), spec.conf_num.clone(), args.app_id);
+    let (room_id, conf_num) = (spec.room_id.clone(), spec.conf_num.clone());
     let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));
     let hooks = delivery.webhook_queue()?;
     let ctx = EventContext {

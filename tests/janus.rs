@@ -65,6 +65,15 @@ fn recorder(
     (child, started)
 }
 
+/// A Janus server with room `room` created, a runtime and an admin session.
+fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::Runtime, Admin) {
+    let janus = Janus::start(&dir.join("janus"));
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(room));
+    (janus, rt, admin)
+}
+
 fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
@@ -83,11 +92,8 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
     }
     gst::init().unwrap();
     let dir = TempDir::new("janus-room");
-    let janus = Janus::start(&dir.path().join("janus"));
-    let rt = rt();
     let room = 4242;
-    let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(room));
+    let (janus, rt, admin) = janus_room(dir.path(), room);
     let ann = rt.block_on(Publisher::publish(
         &janus.url(),
         room,
@@ -256,11 +262,8 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
     }
     gst::init().unwrap();
     let dir = TempDir::new("janus-restart");
-    let mut janus = Janus::start(&dir.path().join("janus"));
-    let rt = rt();
     let room = 77;
-    let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(room));
+    let (mut janus, rt, _admin) = janus_room(dir.path(), room);
     let ann = rt.block_on(Publisher::publish(
         &janus.url(),
         room,
@@ -327,10 +330,7 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
 fn janus_gone_for_good_ends_with_7026_and_keeps_the_file() {
     // Signalling only (no media), so no network namespace is needed.
     let dir = TempDir::new("janus-gone");
-    let mut janus = Janus::start(&dir.path().join("janus"));
-    let rt = rt();
-    let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(9));
+    let (mut janus, _rt, _admin) = janus_room(dir.path(), 9);
     let (mut rec, _t0) = recorder(&janus, 9, dir.path(), &["--max-reconnects", "2"]);
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
@@ -383,10 +383,7 @@ fn measure_cpu_with_four_webrtc_publishers() {
     }
     gst::init().unwrap();
     let dir = TempDir::new("janus-cpu");
-    let janus = Janus::start(&dir.path().join("janus"));
-    let rt = rt();
-    let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(1));
+    let (janus, rt, _admin) = janus_room(dir.path(), 1);
     let pubs: Vec<Publisher> = [(RED, 330.0), (GREEN, 440.0), (BLUE, 550.0), (SCREEN, 660.0)]
         .iter()
         .enumerate()

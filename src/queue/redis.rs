@@ -111,7 +111,8 @@ impl RedisStore {
         self.get_json(&format!("room:{id}")).await
     }
 
-    pub(super) async fn put_job(&self, job: &Job) -> StoreResult<()> {
+    /// An atomic pipeline that writes `job`'s record (more commands may be added).
+    fn job_write(job: &Job) -> StoreResult<redis::Pipeline> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
@@ -122,6 +123,11 @@ impl RedisStore {
             .arg(key("jobs"))
             .arg(&job.id)
             .ignore();
+        Ok(pipe)
+    }
+
+    pub(super) async fn put_job(&self, job: &Job) -> StoreResult<()> {
+        let pipe = Self::job_write(job)?;
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await.map_err(e)
     }
@@ -143,17 +149,8 @@ impl RedisStore {
     pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
         let seq: i64 = self.q(redis::cmd("INCR").arg(key("seq"))).await?;
         let ahead: usize = self.q(redis::cmd("ZCARD").arg(key("waiting"))).await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(key(&format!("job:{}", job.id)))
-            .arg(to_json(job)?)
-            .ignore()
-            .cmd("SADD")
-            .arg(key("jobs"))
-            .arg(&job.id)
-            .ignore()
-            .cmd("ZADD")
+        let mut pipe = Self::job_write(job)?;
+        pipe.cmd("ZADD")
             .arg(key("waiting"))
             .arg(seq)
             .arg(&job.id)
