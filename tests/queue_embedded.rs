@@ -52,9 +52,26 @@ fn requests_that_wait_too_long_fail_with_7080_and_7081() {
         shown.starts_with("rtmp://127.0.0.1:1/live/") && !shown.contains("secretkey"),
         "stream key shown: {shown}"
     );
-    // A queue timeout is not the room's fault: a new request is accepted (and waits).
+    // A queue timeout is not the room's fault: new requests are accepted (and wait).
+    let stream =
+        format!(r#"{{"requested_by":{MODERATOR},"rtmp_urls":["rtmp://127.0.0.1:1/live/k"]}}"#);
+    let (s, st) = api.call("POST", "/v1/rooms/slow/streaming", Some(&stream));
+    assert_eq!((s, st["result"].as_u64()), (202, Some(7104)), "{st}");
     let (_, again) = start_recording(&api, "slow");
-    assert_eq!(again["result"], 7207, "{again}");
+    assert_eq!(again["result"], 7208, "{again}");
+    // Stopping a request that still waits removes it from the queue.
+    let (s, v) = api.call(
+        "DELETE",
+        "/v1/rooms/slow/streaming",
+        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
+    );
+    assert_eq!((s, v["result"].as_u64()), (200, Some(7046)), "{v}");
+    assert_eq!(
+        job(&api, st["job_id"].as_str().unwrap())["state"],
+        "cancelled"
+    );
+    let (_, v) = stop_recording(&api, "slow");
+    assert_eq!(v["result"], 7039, "{v}");
 }
 
 #[test]
