@@ -275,10 +275,11 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
                 && st.store.remove_waiting(&job.id).await?
             {
                 let mut job = job;
-                job.state = JobState::Cancelled;
-                job.result = Code::StateDisconnected.as_u16();
-                job.msg = "room destroyed before the job started".into();
-                job.ended_ms = Some(now_ms());
+                job.end(
+                    JobState::Cancelled,
+                    Code::StateDisconnected.as_u16(),
+                    "room destroyed before the job started",
+                );
                 st.store.put_job(&job).await?;
                 continue;
             }
@@ -410,12 +411,8 @@ async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Repl
         return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
     };
     if st.store.remove_waiting(&job.id).await? {
-        job.state = JobState::Cancelled;
-        job.result = cancelled.as_u16();
-        job.msg = cancelled.message().into();
+        job.end(JobState::Cancelled, cancelled.as_u16(), cancelled.message());
         job.stopped_by = Some(c.who.client_id.clone());
-        job.ended_ms = Some(now_ms());
-        job.updated_ms = now_ms();
         st.store.put_job(&job).await?;
         return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
     }
@@ -637,11 +634,7 @@ pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
         JobKind::Recording => Code::RecordQueueCancelled,
         JobKind::Streaming => Code::StreamQueueCancelled,
     };
-    job.state = JobState::Cancelled;
-    job.result = code.as_u16();
-    job.msg = code.message().into();
-    job.ended_ms = Some(now_ms());
-    job.updated_ms = now_ms();
+    job.end(JobState::Cancelled, code.as_u16(), code.message());
     st.store.put_job(&job).await?;
     status_hook(&st, &job, "failed", Some(code));
     coded(code, json!({ "job_id": id, "state": "cancelled" }))

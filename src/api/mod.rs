@@ -223,14 +223,14 @@ async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
             crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
         };
         info!(job = %id, waited_s = st.cfg.queue_wait.as_secs(), "request waited too long");
-        job.state = JobState::Failed;
-        job.result = code.as_u16();
-        job.msg = format!(
-            "no worker could start it within {} s",
-            st.cfg.queue_wait.as_secs()
+        job.end(
+            JobState::Failed,
+            code.as_u16(),
+            format!(
+                "no worker could start it within {} s",
+                st.cfg.queue_wait.as_secs()
+            ),
         );
-        job.ended_ms = Some(now_ms());
-        job.updated_ms = now_ms();
         st.store.put_job(&job).await?;
         status_hook(st, &job, "failed", Some(code));
     }
@@ -239,11 +239,7 @@ async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
 
 fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
     let Some(q) = &st.hooks else { return };
-    let prefix = match job.spec.kind {
-        crate::queue::JobKind::Recording => "room-live-recording",
-        crate::queue::JobKind::Streaming => "room-streaming",
-    };
-    let kind = format!("{prefix}-{suffix}");
+    let kind = format!("{}-{suffix}", job.spec.kind.status_prefix());
     let ctx = EventContext {
         app_id: job.spec.app_id.clone(),
         room_id: job.spec.room_id.clone(),

@@ -159,6 +159,16 @@ pub enum JobState {
     Cancelled,
 }
 
+impl JobKind {
+    /// The prefix of this kind's status webhooks (`room-live-recording-on`, …).
+    pub fn status_prefix(self) -> &'static str {
+        match self {
+            JobKind::Recording => "room-live-recording",
+            JobKind::Streaming => "room-streaming",
+        }
+    }
+}
+
 impl JobState {
     /// Every state (for metrics).
     pub const ALL: [JobState; 8] = [
@@ -319,6 +329,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// Ends the job: `state` (completed, failed or cancelled), its result code (0 or 7xxx)
+    /// and message, stamped now.
+    pub fn end(&mut self, state: JobState, result: u16, msg: impl Into<String>) {
+        let now = now_ms();
+        self.state = state;
+        self.result = result;
+        self.msg = msg.into();
+        self.ended_ms = Some(now);
+        self.updated_ms = now;
+    }
+
     /// A new queued job.
     pub fn new(id: String, spec: JobSpec) -> Job {
         let now = now_ms();

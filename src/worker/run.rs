@@ -30,13 +30,6 @@ const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// How often the delivery loop drains the spool and webhook queue.
 const DELIVERY_POLL: Duration = Duration::from_secs(1);
 
-fn event_prefix(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Recording => "room-live-recording",
-        JobKind::Streaming => "room-streaming",
-    }
-}
-
 impl Worker {
     async fn save(&self, job: &mut Job) {
         job.updated_ms = now_ms();
@@ -48,7 +41,7 @@ impl Worker {
     /// Queues a status webhook (`room-live-recording-on`, …) for a transition of `job`.
     fn status(&self, job: &Job, suffix: &str, code: Option<Code>) {
         let Some(q) = &self.hooks else { return };
-        let kind = format!("{}-{suffix}", event_prefix(job.spec.kind));
+        let kind = format!("{}-{suffix}", job.spec.kind.status_prefix());
         let by = match suffix {
             "off" => job
                 .stopped_by
@@ -70,10 +63,7 @@ impl Worker {
 
     async fn fail(&self, job: &mut Job, code: Code, msg: String) {
         warn!(code = %code, error = %msg, "job failed");
-        job.state = JobState::Failed;
-        job.result = code.as_u16();
-        job.msg = msg;
-        job.ended_ms = Some(now_ms());
+        job.end(JobState::Failed, code.as_u16(), msg);
         self.save(job).await;
         self.status(job, "failed", Some(code));
         if let Err(e) = self.store.release(job).await {
@@ -277,9 +267,7 @@ async fn run_job_inner(
     recover_segments(w, &mut job).await;
     if matches!(job.state, JobState::Stopping | JobState::Delivering) {
         // Stopped before its worker went away: what was recorded is delivered; done.
-        job.state = JobState::Completed;
-        job.msg = "completed".into();
-        job.ended_ms = Some(now_ms());
+        job.end(JobState::Completed, job.result, "completed");
         w.save(&mut job).await;
         w.status(&job, "off", None);
         let _ = w.store.release(&job).await;
@@ -457,10 +445,7 @@ async fn run_job_inner(
                 EndReason::DurationReached => (0, "maximum duration reached".to_string()),
                 EndReason::Stopped => (0, "completed".to_string()),
             };
-            job.state = JobState::Completed;
-            job.result = result;
-            job.msg = msg;
-            job.ended_ms = Some(now_ms());
+            job.end(JobState::Completed, result, msg);
             w.save(&mut job).await;
             w.status(&job, "off", None);
             info!(segments = job.segments.len(), "job completed");
