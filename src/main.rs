@@ -673,11 +673,7 @@ async fn deliver(
             let mut meta = meta;
             meta.sha256 = roomcast::delivery::spool::sha256_file(&file.path)?;
             let url = format!("file://{}", std::fs::canonicalize(&file.path)?.display());
-            let id = format!(
-                "lr_{}-{}",
-                meta.file_name.trim_end_matches(".mp4"),
-                &meta.sha256[..12]
-            );
+            let id = roomcast::delivery::local_recording_id(&meta);
             q.enqueue(&id, &live_recording_event(&meta, &url))?;
             let hooks = q.run_until_empty(wait).await;
             Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
@@ -696,12 +692,7 @@ fn segment_meta(file: &SegmentFile, room_id: &str, conf_num: &str, app_id: &str)
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let segment = file_name
-        .trim_end_matches(".mp4")
-        .rsplit('_')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+    let segment = roomcast::job::runner::segment_number(&file_name).unwrap_or(1);
     SegmentMeta {
         job_id: format!("{app_id}-{room_id}-{conf_num}-{segment}"),
         app_id: app_id.to_string(),

@@ -128,6 +128,16 @@ pub fn live_recording_event(m: &spool::SegmentMeta, url: &str) -> serde_json::Va
     })
 }
 
+/// The id of the `live_recording` webhook for a file left where it was recorded (no storage
+/// configured): from its name and content (`sha256` set), so the same file keeps one id.
+pub fn local_recording_id(m: &spool::SegmentMeta) -> String {
+    format!(
+        "lr_{}-{}",
+        m.file_name.trim_end_matches(".mp4"),
+        &m.sha256[..m.sha256.len().min(12)]
+    )
+}
+
 /// What one pass over the spool did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct DrainReport {

@@ -105,6 +105,16 @@ fn file_safe(s: &str) -> String {
         .collect()
 }
 
+/// The `n` of a segment file name `<room>_<conf>_<n>.mp4`.
+pub fn segment_number(file_name: &str) -> Option<u64> {
+    file_name
+        .trim_end_matches(".mp4")
+        .rsplit('_')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Reserves the next segment file `<room>_<conf>_<n>.mp4` in `dir`: n is above every
 /// segment already there and at least `first`.
 pub fn reserve_segment(dir: &Path, room: &str, conf: &str, first: u64) -> Result<PathBuf, Error> {

@@ -3,9 +3,9 @@
 use super::events::{Action, Translator};
 use super::{Worker, MAX_ATTEMPTS};
 use crate::codes::Code;
-use crate::delivery::live_recording_event;
 use crate::delivery::spool::{sha256_file, SegmentMeta};
-use crate::job::runner::EndReason;
+use crate::delivery::{live_recording_event, local_recording_id};
+use crate::job::runner::{segment_number, EndReason};
 use crate::job::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use crate::layout::Layout;
 use crate::pipeline::mp4::{finalize, SegmentFile};
@@ -119,11 +119,7 @@ impl Worker {
                 if let (Some(q), Ok(Ok(sha))) = (&self.hooks, sha) {
                     let mut meta = meta;
                     meta.sha256 = sha;
-                    let id = format!(
-                        "lr_{}-{}",
-                        meta.file_name.trim_end_matches(".mp4"),
-                        &meta.sha256[..12]
-                    );
+                    let id = local_recording_id(&meta);
                     if let Err(e) = q.enqueue(&id, &live_recording_event(&meta, &url)) {
                         warn!(error = %e, "recording webhook not queued");
                     }
@@ -587,16 +583,6 @@ fn update_destination(job: &mut Job, d: &DestinationStatus) {
         Some(slot) => *slot = value,
         None => job.destinations.push(value),
     }
-}
-
-/// The `n` of `<room>_<conf>_<n>.mp4`.
-fn segment_number(file_name: &str) -> Option<u64> {
-    file_name
-        .strip_suffix(".mp4")?
-        .rsplit('_')
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn file_name(p: &Path) -> String {
