@@ -87,30 +87,26 @@ fn view(job: &Job) -> Value {
 }
 
 /// The room's unfinished job of `kind`, if any.
-async fn live_job(st: &ApiState, room: &str, kind: JobKind) -> Result<Option<Job>, ApiError> {
-    let mut jobs: Vec<Job> = st
-        .store
-        .jobs()
-        .await?
-        .into_iter()
+/// Of `jobs` (one read of the store serves every check of a request).
+fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
+    jobs.iter()
         .filter(|j| j.spec.room_id == room && j.spec.kind == kind && !j.state.is_terminal())
-        .collect();
-    jobs.sort_by_key(|j| j.created_ms);
-    Ok(jobs.pop())
+        .max_by_key(|j| j.created_ms)
+        .cloned()
 }
 
 /// The last failure of the room's `kind` jobs, if recent (the platform's "try again after
 /// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room.
-async fn recently_failed(st: &ApiState, room: &str, kind: JobKind) -> Result<bool, ApiError> {
+fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
     let horizon = now_ms().saturating_sub(st.cfg.retry_after.as_millis() as u64);
-    Ok(st.store.jobs().await?.iter().any(|j| {
+    jobs.iter().any(|j| {
         j.spec.room_id == room
             && j.spec.kind == kind
             && j.state == JobState::Failed
             && j.result != Code::RecordQueueFailed.as_u16()
             && j.result != Code::StreamQueueFailed.as_u16()
             && j.ended_ms.is_some_and(|t| t >= horizon)
-    }))
+    })
 }
 
 fn new_job_id(kind: JobKind) -> String {
@@ -267,7 +263,8 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
             _ => {}
         }
         st.store.put_room(&r).await?;
-        for job in st.store.jobs().await? {
+        let jobs = st.store.jobs().await?;
+        for job in jobs.iter().cloned() {
             if job.spec.room_id != id || job.state.is_terminal() {
                 continue;
             }
@@ -294,7 +291,7 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
         if first_join
             && r.settings.live_recording.auto_recording
             && !r.disconnecting
-            && live_job(&st, &id, JobKind::Recording).await?.is_none()
+            && live_job(&jobs, &id, JobKind::Recording).is_none()
         {
             let layout = room_layout(&r);
             let resp = submit(
@@ -380,14 +377,15 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         "config.max_duration_secs",
         Code::RecordParamsMissing,
     )?;
-    if let Some(job) = live_job(&st, &id, JobKind::Recording).await? {
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = live_job(&jobs, &id, JobKind::Recording) {
         let code = match job.state {
             JobState::Queued | JobState::Starting => Code::RecordInProcess,
             _ => Code::RecordAlreadyRunning,
         };
         return Err(ApiError::new(code, format!("job {}", job.id)));
     }
-    if recently_failed(&st, &id, JobKind::Recording).await? {
+    if recently_failed(&st, &jobs, &id, JobKind::Recording) {
         return Err(ApiError::new(
             Code::RecordRetryLater,
             "the last start failed",
@@ -407,7 +405,7 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
 
 /// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.
 async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Reply {
-    let Some(mut job) = live_job(st, &c.room.room_id, kind).await? else {
+    let Some(mut job) = live_job(&st.store.jobs().await?, &c.room.room_id, kind) else {
         return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
     };
     if st.store.remove_waiting(&job.id).await? {
@@ -455,7 +453,7 @@ pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body
     )
     .await?;
     let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
-    let job = match live_job(&st, &id, JobKind::Recording).await? {
+    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Recording) {
         Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
         _ => {
             return Err(ApiError::new(
@@ -498,13 +496,14 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
         "max_duration_secs",
         Code::StreamParamsMissing,
     )?;
-    if let Some(job) = live_job(&st, &id, JobKind::Streaming).await? {
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = live_job(&jobs, &id, JobKind::Streaming) {
         return Err(ApiError::new(
             Code::StreamStartInProcess,
             format!("job {} is {}", job.id, job.state.as_str()),
         ));
     }
-    if recently_failed(&st, &id, JobKind::Streaming).await? {
+    if recently_failed(&st, &jobs, &id, JobKind::Streaming) {
         return Err(ApiError::new(
             Code::StreamRetryLater,
             "the last start failed",
@@ -559,7 +558,7 @@ pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body
             "give rtmp_urls and/or layout",
         ));
     }
-    let job = match live_job(&st, &id, JobKind::Streaming).await? {
+    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Streaming) {
         Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
         _ => return Err(ApiError::new(Code::NotRunning, "no streaming is running")),
     };
