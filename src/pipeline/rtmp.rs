@@ -187,6 +187,8 @@ pub struct DestinationStatus {
 #[derive(Default)]
 struct Forward {
     branch: Option<Branch>,
+    /// The video appsink's sink pad: where a keyframe is requested from the encoder.
+    video_pad: Option<gst::Pad>,
 }
 
 struct Branch {
@@ -264,6 +266,14 @@ impl Forward {
         }
     }
 
+    /// Connects a new destination branch and returns the pad to ask for a keyframe on, so
+    /// the connection starts at once rather than at the encoder's next scheduled keyframe.
+    fn connect(&mut self, branch: Branch) -> Option<gst::Pad> {
+        let wants_keyframe = branch.video.is_some();
+        self.branch = Some(branch);
+        self.video_pad.clone().filter(|_| wants_keyframe)
+    }
+
     fn eos(&mut self) {
         if let Some(b) = &self.branch {
             if let Some(v) = &b.video {
@@ -329,6 +339,9 @@ impl Tap {
                     .build(),
             );
             let sink: gst::Element = sink.upcast();
+            if is_video {
+                lock(&forward).video_pad = sink.static_pad("sink");
+            }
             bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
             q.link(&sink).map_err(PipelineError::setup)?;
             let ghost = expose(&bin, &q, "sink")?;
@@ -511,6 +524,17 @@ fn build_branch(
     ))
 }
 
+/// An upstream force-key-unit request (the event `GstVideoEncoder` and `h264parse` act on):
+/// the next frame is encoded as a keyframe with its headers.
+fn force_key_unit() -> gst::Event {
+    let s = gst::Structure::builder("GstForceKeyUnit")
+        .field("running-time", u64::MAX)
+        .field("all-headers", true)
+        .field("count", 0u32)
+        .build();
+    gst::event::CustomUpstream::new(s)
+}
+
 /// Connects, watches, and reconnects with backoff until told to stop.
 async fn keep_connected(
     id: u32,
@@ -575,7 +599,12 @@ async fn run_connection(
         .await
         .map_err(PipelineError::setup)?
         .map_err(PipelineError::setup)?;
-    lock(forward).branch = Some(branch);
+    let keyframe_pad = lock(forward).connect(branch);
+    if let Some(pad) = keyframe_pad {
+        // Travels up the tee to the encoder (outside the forward lock: the encoder's
+        // streaming thread takes that lock to hand over samples).
+        pad.push_event(force_key_unit());
+    }
     let mut stopping = false;
     let result = loop {
         let deadline = async {
