@@ -24,11 +24,15 @@ fn waiting_queue_order_and_cancel() {
 #[test]
 fn requests_that_wait_too_long_fail_with_7080_and_7081() {
     let dir = TempDir::new("q-timeout");
+    let hooks = Receiver::start(0);
+    let hook_url = format!("http://127.0.0.1:{}/h", hooks.port);
     let env = serve_env(
         &dir.path().join("data"),
         &[
             ("ROOMCAST_CPU_BUDGET", "0"),
             ("ROOMCAST_QUEUE_WAIT_SECS", "2"),
+            ("ROOMCAST_WEBHOOK_URL", &hook_url),
+            ("ROOMCAST_WEBHOOK_SECRET", "queue-test"),
         ],
     );
     let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
@@ -72,6 +76,35 @@ fn requests_that_wait_too_long_fail_with_7080_and_7081() {
     );
     let (_, v) = stop_recording(&api, "slow");
     assert_eq!(v["result"], 7039, "{v}");
+
+    // Each request that ended without running sent its signed `…-failed` status webhook
+    // with the code it ended with.
+    let codes = |kind: &str, n: usize| -> Vec<u64> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let got = hooks.of_type(kind);
+            if got.len() >= n || t0.elapsed() > Duration::from_secs(10) {
+                return got
+                    .iter()
+                    .map(|h| {
+                        let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+                        v["data"]["status"]["resultCode"].as_u64().unwrap_or(0)
+                    })
+                    .collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut rec = codes("room-live-recording-failed", 2);
+    rec.sort();
+    assert_eq!(rec, [7039, 7080]);
+    let mut st = codes("room-streaming-failed", 2);
+    st.sort();
+    assert_eq!(st, [7046, 7081]);
+    assert!(hooks
+        .received()
+        .iter()
+        .all(|h| h.headers.contains_key("webhook-signature")));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Route handlers.
 
 use super::input::{self, json_object, requester, room_id, MAX_BODY_BYTES};
-use super::{status_hook, ApiError, ApiState, OPENAPI};
+use super::{end_waiting, ApiError, ApiState, OPENAPI};
 use crate::codes::Code;
 use crate::pipeline::preset::DEFAULT_PRESET;
 use crate::pipeline::rtmp::RtmpUrl;
@@ -269,15 +269,15 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
                 continue;
             }
             if matches!(ev, PlatformEvent::RoomDestroyed)
-                && st.store.remove_waiting(&job.id).await?
-            {
-                let mut job = job;
-                job.end(
+                && end_waiting(
+                    &st,
+                    &mut job.clone(),
                     JobState::Cancelled,
-                    Code::StateDisconnected.as_u16(),
+                    Code::StateDisconnected,
                     "room destroyed before the job started",
-                );
-                st.store.put_job(&job).await?;
+                )
+                .await?
+            {
                 continue;
             }
             st.store
@@ -408,10 +408,16 @@ async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Repl
     let Some(mut job) = live_job(&st.store.jobs().await?, &c.room.room_id, kind) else {
         return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
     };
-    if st.store.remove_waiting(&job.id).await? {
-        job.end(JobState::Cancelled, cancelled.as_u16(), cancelled.message());
-        job.stopped_by = Some(c.who.client_id.clone());
-        st.store.put_job(&job).await?;
+    job.stopped_by = Some(c.who.client_id.clone());
+    if end_waiting(
+        st,
+        &mut job,
+        JobState::Cancelled,
+        cancelled,
+        cancelled.message(),
+    )
+    .await?
+    {
         return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
     }
     st.store
@@ -620,7 +626,11 @@ pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
             format!("no job {id:?}"),
         ));
     };
-    if !st.store.remove_waiting(&id).await? {
+    let code = match job.spec.kind {
+        JobKind::Recording => Code::RecordQueueCancelled,
+        JobKind::Streaming => Code::StreamQueueCancelled,
+    };
+    if !end_waiting(&st, &mut job, JobState::Cancelled, code, code.message()).await? {
         return Err(ApiError::new(
             Code::StateWrong,
             format!(
@@ -629,13 +639,6 @@ pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
             ),
         ));
     }
-    let code = match job.spec.kind {
-        JobKind::Recording => Code::RecordQueueCancelled,
-        JobKind::Streaming => Code::StreamQueueCancelled,
-    };
-    job.end(JobState::Cancelled, code.as_u16(), code.message());
-    st.store.put_job(&job).await?;
-    status_hook(&st, &job, "failed", Some(code));
     coded(code, json!({ "job_id": id, "state": "cancelled" }))
 }
 

@@ -215,26 +215,36 @@ async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
         if now_ms().saturating_sub(job.created_ms) < limit || job.attempts > 0 {
             continue;
         }
-        if !st.store.remove_waiting(&id).await? {
-            continue;
-        }
         let code = match job.spec.kind {
             crate::queue::JobKind::Recording => Code::RecordQueueFailed,
             crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
         };
-        info!(job = %id, waited_s = st.cfg.queue_wait.as_secs(), "request waited too long");
-        job.end(
-            JobState::Failed,
-            code.as_u16(),
-            format!(
-                "no worker could start it within {} s",
-                st.cfg.queue_wait.as_secs()
-            ),
-        );
-        st.store.put_job(&job).await?;
-        status_hook(st, &job, "failed", Some(code));
+        let waited = st.cfg.queue_wait.as_secs();
+        let msg = format!("no worker could start it within {waited} s");
+        if end_waiting(st, &mut job, JobState::Failed, code, msg).await? {
+            info!(job = %id, waited_s = waited, "request waited too long");
+        }
     }
     Ok(())
+}
+
+/// Ends a request that is still waiting — unless a worker claimed it first (the waiting set
+/// decides): records the outcome and sends the `…-failed` status webhook. Every way a waiting
+/// request ends without running (cancel, stop, room destroyed, waited too long) goes here.
+async fn end_waiting(
+    st: &ApiState,
+    job: &mut Job,
+    state: JobState,
+    code: Code,
+    msg: impl Into<String>,
+) -> Result<bool, crate::queue::StoreError> {
+    if !st.store.remove_waiting(&job.id).await? {
+        return Ok(false);
+    }
+    job.end(state, code.as_u16(), msg);
+    st.store.put_job(job).await?;
+    status_hook(st, job, "failed", Some(code));
+    Ok(true)
 }
 
 fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
