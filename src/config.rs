@@ -95,6 +95,8 @@ pub struct ServerSection {
     pub queue_wait_secs: Option<u64>,
     /// How long a room must wait after a failed start (`ROOMCAST_RETRY_AFTER_SECS`).
     pub retry_after_secs: Option<u64>,
+    /// How long an ended job's record is kept (`ROOMCAST_JOB_RETENTION_SECS`).
+    pub job_retention_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for ServerSection {
@@ -106,6 +108,7 @@ impl std::fmt::Debug for ServerSection {
             .field("cpu_budget", &self.cpu_budget)
             .field("queue_wait_secs", &self.queue_wait_secs)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("job_retention_secs", &self.job_retention_secs)
             .finish()
     }
 }
@@ -125,6 +128,8 @@ pub struct ServerConfig {
     pub queue_wait: Duration,
     /// Cool-down after a failed start.
     pub retry_after: Duration,
+    /// How long an ended job's record is kept before it is deleted.
+    pub job_retention: Duration,
     /// Data folder (queue store, spool, recordings).
     pub data_dir: PathBuf,
 }
@@ -138,6 +143,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("cpu_budget", &self.cpu_budget)
             .field("queue_wait", &self.queue_wait)
             .field("retry_after", &self.retry_after)
+            .field("job_retention", &self.job_retention)
             .field("data_dir", &self.data_dir)
             .finish()
     }
@@ -149,6 +155,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(600);
 /// Default cool-down after a failed start (the platform's "try again after 2 minutes").
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Default time an ended job's record is kept (seven days).
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl ServerConfig {
     /// Reads `ROOMCAST_CONFIG`'s `[server]` section and the `ROOMCAST_*` variables.
@@ -209,6 +217,11 @@ impl ServerConfig {
                 "ROOMCAST_RETRY_AFTER_SECS",
                 file.server.retry_after_secs,
                 DEFAULT_RETRY_AFTER,
+            )?,
+            job_retention: secs(
+                "ROOMCAST_JOB_RETENTION_SECS",
+                file.server.job_retention_secs,
+                DEFAULT_JOB_RETENTION,
             )?,
             data_dir: PathBuf::from(
                 env("ROOMCAST_DATA_DIR")

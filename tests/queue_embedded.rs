@@ -22,6 +22,20 @@ fn waiting_queue_order_and_cancel() {
 }
 
 #[test]
+fn ended_job_records_are_deleted_after_the_retention() {
+    let dir = TempDir::new("q-retention");
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ROOMCAST_CPU_BUDGET", "0"),
+            ("ROOMCAST_JOB_RETENTION_SECS", "2"),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    retention_scenario(&api);
+}
+
+#[test]
 fn requests_that_wait_too_long_fail_with_7080_and_7081() {
     let dir = TempDir::new("q-timeout");
     let hooks = Receiver::start(0);

@@ -113,3 +113,18 @@ fn api_and_worker_refuse_to_run_without_redis() {
     let (ok, _, err) = run_env(&env, &["api"]);
     assert!(!ok && err.contains("redis"), "{err}");
 }
+
+#[test]
+fn ended_job_records_are_deleted_after_the_retention_on_redis() {
+    let dir = TempDir::new("redis-retention");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let env = serve_env(
+        &dir.path().join("data-api"),
+        &[
+            ("ROOMCAST_REDIS_URL", &redis.url()),
+            ("ROOMCAST_JOB_RETENTION_SECS", "2"),
+        ],
+    );
+    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
+    retention_scenario(&api);
+}

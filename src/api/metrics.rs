@@ -23,7 +23,7 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP roomcast_jobs Jobs by state.\n# TYPE roomcast_jobs gauge"
+        "# HELP roomcast_jobs Jobs on record (within the retention), by state.\n# TYPE roomcast_jobs gauge"
     );
     for s in JobState::ALL {
         let n = jobs.iter().filter(|j| j.state == s).count();
@@ -69,7 +69,7 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
     }
     let _ = writeln!(
         out,
-        "# HELP roomcast_job_failures Failed jobs by code.\n# TYPE roomcast_job_failures gauge"
+        "# HELP roomcast_job_failures Failed jobs on record (within the retention), by code.\n# TYPE roomcast_job_failures gauge"
     );
     for (code, n) in failures {
         let _ = writeln!(out, "roomcast_job_failures{{code=\"{code}\"}} {n}");

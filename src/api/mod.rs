@@ -189,14 +189,32 @@ pub fn state(
     }))
 }
 
+/// How often (at most) ended jobs older than the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Fails requests that waited longer than the configured wait (7080 recording, 7081
 /// streaming). Runs in every API process; the waiting set decides who wins a race.
 pub async fn queue_janitor(st: Arc<ApiState>, drain_hooks: bool) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         if let Err(e) = expire_waiting(&st).await {
             warn!(error = %e, "queue janitor");
+        }
+        let prune_every = (st.cfg.job_retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
+            last_prune = Some(tokio::time::Instant::now());
+            let cutoff = now_ms().saturating_sub(st.cfg.job_retention.as_millis() as u64);
+            match st.store.prune_jobs(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    jobs = n,
+                    retention_s = st.cfg.job_retention.as_secs(),
+                    "old job records deleted"
+                ),
+                Err(e) => warn!(error = %e, "deleting old job records"),
+            }
         }
         if drain_hooks {
             if let Some(q) = &st.hooks {

@@ -105,6 +105,12 @@ impl Store {
         dispatch!(self, s => s.jobs())
     }
 
+    /// Deletes the records (and any leftover commands) of jobs that ended before
+    /// `ended_before_ms`; returns how many. Jobs that have not ended are never touched.
+    pub async fn prune_jobs(&self, ended_before_ms: u64) -> StoreResult<usize> {
+        dispatch!(self, s => s.prune_jobs(ended_before_ms))
+    }
+
     /// Stores a new job and puts it at the end of the waiting set; returns how many jobs
     /// wait ahead of it.
     pub async fn enqueue(&self, job: &Job) -> StoreResult<usize> {

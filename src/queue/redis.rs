@@ -146,6 +146,34 @@ impl RedisStore {
         vals.into_iter().flatten().map(|s| from_json(&s)).collect()
     }
 
+    pub(super) async fn prune_jobs(&self, ended_before_ms: u64) -> StoreResult<usize> {
+        let old: Vec<String> = self
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.state.is_terminal() && j.ended_ms.is_some_and(|t| t < ended_before_ms))
+            .map(|j| j.id)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in &old {
+            pipe.cmd("DEL")
+                .arg(key(&format!("job:{id}")))
+                .arg(key(&format!("cmd:{id}")))
+                .ignore()
+                .cmd("SREM")
+                .arg(key("jobs"))
+                .arg(id)
+                .ignore();
+        }
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(e)?;
+        Ok(old.len())
+    }
+
     pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
         let seq: i64 = self.q(redis::cmd("INCR").arg(key("seq"))).await?;
         let ahead: usize = self.q(redis::cmd("ZCARD").arg(key("waiting"))).await?;

@@ -1077,3 +1077,37 @@ pub fn queue_order_scenario(api: &Service, prefix: &str) {
     let (_, v) = stop_recording(api, &rooms[3]);
     assert_eq!(v["result"], 7021, "{v}");
 }
+
+/// With `ROOMCAST_JOB_RETENTION_SECS=2` and no capacity: an ended (cancelled) request's record
+/// is deleted after the retention; a request still waiting is kept however old it is.
+pub fn retention_scenario(api: &Service) {
+    register_room(api, "gone", 1, "{}");
+    register_room(api, "kept", 1, "{}");
+    let (s, old) = start_recording(api, "gone");
+    assert_eq!((s, old["result"].as_u64()), (202, Some(7207)), "{old}");
+    let old = old["job_id"].as_str().unwrap().to_string();
+    let (s, v) = api.call("DELETE", &format!("/v1/jobs/{old}"), None);
+    assert_eq!((s, v["result"].as_u64()), (200, Some(7039)), "{v}");
+    let (s, kept) = start_recording(api, "kept");
+    assert_eq!((s, kept["result"].as_u64()), (202, Some(7207)), "{kept}");
+    let kept = kept["job_id"].as_str().unwrap().to_string();
+    assert_eq!(job(api, &old)["state"], "cancelled");
+    let deleted = wait_for(10.0, || {
+        let (s, _) = api.call("GET", &format!("/v1/jobs/{old}"), None);
+        (s == 404).then_some(())
+    });
+    assert!(
+        deleted.is_some(),
+        "ended job still on record after the retention"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(job(api, &kept)["state"], "queued");
+    let (_, all) = api.call("GET", "/v1/jobs", None);
+    let ids: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [kept.as_str()], "{all}");
+}
