@@ -7,13 +7,14 @@
 use crate::pipeline::PipelineError;
 use crate::room::{SourceContext, TrackSource};
 use gst::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where decoded frames of one track go: the appsrc in the recording pipeline, once built.
 #[derive(Debug, Default)]
 pub struct Slot {
     appsrc: Mutex<Option<gst_app::AppSrc>>,
-    delivered: std::sync::atomic::AtomicU64,
+    delivered: AtomicU64,
 }
 
 impl Slot {
@@ -37,9 +38,7 @@ impl Slot {
         }
         match src.push_buffer(buffer) {
             Ok(_) => {
-                let n = self
-                    .delivered
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = self.delivered.fetch_add(1, Ordering::Relaxed);
                 if n == 0 {
                     tracing::info!(track = %src.name(), "first media of the track in the recording");
                 }
@@ -89,6 +88,9 @@ pub struct FeedPipeline {
     pub audio: Arc<Slot>,
     /// Decoded video.
     pub video: Arc<Slot>,
+    /// Cleared when the pipeline is stopped: from then on it hands nothing to the slots (its
+    /// slots may already belong to a new subscription while it shuts down).
+    active: Arc<AtomicBool>,
 }
 
 fn make(factory: &str) -> Result<gst::Element, PipelineError> {
@@ -122,8 +124,10 @@ impl FeedPipeline {
             let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip]);
         }
         pipeline.add(&webrtc).map_err(PipelineError::setup)?;
+        let active = Arc::new(AtomicBool::new(true));
         let (a, v) = (audio.clone(), video.clone());
         let pipe = pipeline.downgrade();
+        let on = active.clone();
         webrtc.connect_pad_added(move |_, pad| {
             if pad.direction() != gst::PadDirection::Src {
                 return;
@@ -131,7 +135,7 @@ impl FeedPipeline {
             let Some(pipeline) = pipe.upgrade() else {
                 return;
             };
-            let (a, v) = (a.clone(), v.clone());
+            let (a, v, on) = (a.clone(), v.clone(), on.clone());
             tracing::debug!(caps = ?pad.current_caps(), "feed stream");
             let Ok(decode) = make("decodebin") else {
                 return;
@@ -156,7 +160,7 @@ impl FeedPipeline {
                 let is_audio = s.name().starts_with("audio/");
                 tracing::debug!(caps = %s.name(), "decoded feed branch");
                 let slot = if is_audio { a.clone() } else { v.clone() };
-                if let Err(e) = link_raw(&pipeline, dpad, is_audio, slot) {
+                if let Err(e) = link_raw(&pipeline, dpad, is_audio, slot, on.clone()) {
                     tracing::warn!(error = %e, "feed branch not linked");
                 }
             });
@@ -173,13 +177,16 @@ impl FeedPipeline {
             webrtc,
             audio,
             video,
+            active,
         })
     }
 
     /// Applies Janus's offer, answers, waits for ICE gathering, returns the answer SDP.
     pub async fn answer(&self, offer_sdp: &str) -> Result<String, PipelineError> {
-        self.pipeline
-            .set_state(gst::State::Playing)
+        let p = self.pipeline.clone();
+        tokio::task::spawn_blocking(move || p.set_state(gst::State::Playing))
+            .await
+            .map_err(PipelineError::setup)?
             .map_err(PipelineError::setup)?;
         let sdp = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| PipelineError::setup("unreadable SDP offer"))?;
@@ -243,9 +250,21 @@ impl FeedPipeline {
         )
     }
 
-    /// Stops the pipeline.
-    pub fn stop(&self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+    /// Stops the pipeline: it hands over nothing more at once, and shuts down (a blocking
+    /// state change: webrtcbin joins its threads) on a blocking thread when called from the
+    /// async runtime.
+    pub fn stop(self) {
+        self.active.store(false, Ordering::SeqCst);
+        let pipeline = self.pipeline;
+        let shut_down = move || {
+            let _ = pipeline.set_state(gst::State::Null);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(shut_down);
+            }
+            Err(_) => shut_down(),
+        }
     }
 }
 
@@ -254,6 +273,7 @@ fn link_raw(
     pad: &gst::Pad,
     audio: bool,
     slot: Arc<Slot>,
+    active: Arc<AtomicBool>,
 ) -> Result<(), PipelineError> {
     let (elements, caps) = if audio {
         (
@@ -286,7 +306,9 @@ fn link_raw(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |s| {
                     if let Ok(sample) = s.pull_sample() {
-                        slot.push(&sample);
+                        if active.load(Ordering::SeqCst) {
+                            slot.push(&sample);
+                        }
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
