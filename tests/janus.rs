@@ -450,3 +450,90 @@ fn measure_cpu_with_four_webrtc_publishers() {
     eprintln!("synthetic x4 (live): {wall:.1} s wall, {cores:.3} cores, peak RSS {rss} MiB");
     drop(pubs);
 }
+
+#[test]
+fn speaker_follows_janus_talking_and_a_described_share_is_presented() {
+    if !in_network_namespace("speaker_follows_janus_talking_and_a_described_share_is_presented") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-speaker");
+    let room = 5150;
+    let (janus, rt, admin) = janus_room(dir.path(), room);
+    let ann = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Ann",
+        RED,
+        330.0,
+        Codec::Vp8,
+    ));
+    let bob = rt.block_on(Publisher::publish(
+        &janus.url(),
+        room,
+        "Bob",
+        GREEN,
+        440.0,
+        Codec::Vp8,
+    ));
+    bob.set_tone(false);
+    rt.block_on(async {
+        ann.wait_connected().await;
+        bob.wait_connected().await;
+    });
+    let (mut rec, t0) = recorder(
+        &janus,
+        room,
+        dir.path(),
+        &["--duration", "13", "--layout", "speaker"],
+    );
+    // Janus's own view (audio-level extension → `talking`): Ann talks, Bob does not.
+    std::thread::sleep(Duration::from_secs(2));
+    let talking = |name: &str| {
+        rt.block_on(admin.participants(room))
+            .iter()
+            .find(|p| p["display"] == name)
+            .map(|p| p["talking"] == true)
+    };
+    assert_eq!(
+        (talking("Ann"), talking("Bob")),
+        (Some(true), Some(false)),
+        "{:?}",
+        rt.block_on(admin.participants(room))
+    );
+    sleep_until(t0 + Duration::from_secs(5));
+    ann.set_tone(false);
+    bob.set_tone(true);
+    // A share marked only by its stream description ("Dan" is a plain display name).
+    sleep_until(t0 + Duration::from_secs(9));
+    let _dan = rt.block_on(Publisher::publish_described(
+        &janus.url(),
+        room,
+        "Dan",
+        SCREEN,
+        660.0,
+        "Screen of Dan",
+    ));
+    let status = wait_for(30.0, || rec.try_wait().ok().flatten()).expect("recorder exits");
+    let log = std::fs::read_to_string(dir.path().join("record.log")).unwrap();
+    assert!(status.success(), "{log}");
+    let path = std::path::PathBuf::from(output(dir.path())["file"].as_str().expect("file"));
+    // Speaker layout: the talker fills the top 80 %, the other one is in the strip below.
+    let big = (200, 100, 880, 380);
+    let f = frame_at(&path, 4.0, 1280, 720);
+    assert_region(&f, big, RED, "4 s: Ann (talking) large");
+    assert!(frame_has_color(&f, GREEN), "4 s: Bob in the strip");
+    let f = frame_at(&path, 8.5, 1280, 720);
+    assert_region(&f, big, GREEN, "8.5 s: Bob (now talking) large");
+    assert!(frame_has_color(&f, RED), "8.5 s: Ann in the strip");
+    // The described share switches the speaker layout to the presentation (Dan is silent:
+    // were the description ignored, Bob would stay large).
+    let f = frame_at(&path, 12.3, 1280, 720);
+    assert_region(
+        &f,
+        (100, 150, 800, 420),
+        SCREEN,
+        "12.3 s: Dan's share large",
+    );
+    drop((ann, bob));
+}

@@ -199,7 +199,7 @@ impl Admin {
                 json!({
                     "request": "create", "room": room, "publishers": 10,
                     "audiolevel_event": true, "audio_active_packets": 25,
-                    "audio_level_average": 60, "videocodec": "vp8,h264",
+                    "audio_level_average": 40, "videocodec": "vp8,h264",
                 }),
                 None,
             )
@@ -235,6 +235,9 @@ impl Admin {
     }
 }
 
+/// Volume of a publisher's tone (the audio-level extension carries about 13 dBov for it).
+const TONE_VOLUME: f64 = 0.3;
+
 /// Video codec of a test publisher.
 #[derive(Clone, Copy, Debug)]
 pub enum Codec {
@@ -266,6 +269,30 @@ impl Publisher {
         Self::publish_sized(url, room, display, rgb, tone_hz, codec, (320, 180, 15)).await
     }
 
+    /// A silent publisher with a `description` on its video stream (what a client sets to
+    /// mark a screen share without saying so in its display name).
+    pub async fn publish_described(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        description: &str,
+    ) -> Publisher {
+        let size = (320, 180, 15);
+        Self::publish_with(
+            url,
+            room,
+            display,
+            rgb,
+            tone_hz,
+            Codec::Vp8,
+            size,
+            Some(description),
+        )
+        .await
+    }
+
     /// [`Publisher::publish`] at `(width, height, fps)`.
     pub async fn publish_sized(
         url: &str,
@@ -275,6 +302,20 @@ impl Publisher {
         tone_hz: f64,
         codec: Codec,
         size: (u32, u32, u32),
+    ) -> Publisher {
+        Self::publish_with(url, room, display, rgb, tone_hz, codec, size, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_with(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        codec: Codec,
+        size: (u32, u32, u32),
+        video_description: Option<&str>,
     ) -> Publisher {
         let (session, mut rx) = Session::connect(url).await.expect("publisher session");
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -311,10 +352,13 @@ impl Publisher {
             "webrtcbin name=w bundle-policy=max-bundle \
              videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
              video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert ! {video} ! w. \
-             audiotestsrc is-live=true wave=sine freq={tone_hz} volume=0.3 ! audioconvert ! audioresample ! \
-             audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 ssrc={assrc} ! \
-             application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,ssrc=(uint){assrc} ! w.",
+             audiotestsrc name=tone is-live=true wave=sine freq={tone_hz} volume={volume} ! audioconvert ! audioresample ! \
+             audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
+             rtpopuspay pt=111 ssrc={assrc} ! \
+             application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,ssrc=(uint){assrc},\
+             extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! w.",
             fg = 0xff00_0000u32 | rgb,
+            volume = if video_description.is_some() { 0.0 } else { TONE_VOLUME },
             w = size.0,
             h = size.1,
             fps = size.2,
@@ -340,10 +384,22 @@ impl Publisher {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let offer = create_offer(&webrtc).await;
+        let mut publish = json!({ "request": "publish", "display": display });
+        if let Some(d) = video_description {
+            // The video m-line's mid, from the offer.
+            let mid = offer
+                .split("m=")
+                .find(|m| m.starts_with("video"))
+                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
+                .expect("video mid")
+                .trim()
+                .to_string();
+            publish["descriptions"] = json!([{ "mid": mid, "description": d }]);
+        }
         let r = session
             .message(
                 handle,
-                json!({ "request": "publish", "display": display }),
+                publish,
                 Some(json!({ "type": "offer", "sdp": offer })),
             )
             .await
@@ -387,6 +443,13 @@ impl Publisher {
             self.offer,
             self.events.lock().unwrap()
         );
+    }
+
+    /// Starts or stops the publisher's tone (silence is digital zero: Janus's audio-level
+    /// detection then reports it not talking).
+    pub fn set_tone(&self, on: bool) {
+        let tone = self.pipeline.by_name("tone").expect("tone source");
+        tone.set_property("volume", if on { TONE_VOLUME } else { 0.0 });
     }
 
     /// Whether Janus reports the upstream connection up.

@@ -236,6 +236,14 @@ impl Room {
                 display_name: p.display.clone(),
             })
             .await;
+            // Someone already talking when first seen is a talker now, not at their next change.
+            if p.talking {
+                self.send(RoomEvent::Talking {
+                    id: pid(p.id),
+                    talking: true,
+                })
+                .await;
+            }
             self.feeds.insert(
                 p.id,
                 Feed {
