@@ -128,3 +128,31 @@ fn ended_job_records_are_deleted_after_the_retention_on_redis() {
     let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
     retention_scenario(&api);
 }
+
+#[test]
+fn two_jobs_of_one_conference_on_two_workers_get_distinct_segments() {
+    let dir = TempDir::new("redis-segments");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    register_room(&api, "conf", 1, "{}");
+    let mut names = Vec::new();
+    // One job on worker "first", then one on worker "second" (its own, empty data folder).
+    for id in ["first", "second"] {
+        let mut w = worker(dir.path(), &redis, id, "0.6");
+        wait_workers(&api, 1);
+        let (s, v) = start_recording(&api, "conf");
+        assert_eq!(s, 201, "{v}");
+        let job_id = v["job_id"].as_str().unwrap().to_string();
+        let j = wait_state(&api, &job_id, "active", 20.0);
+        assert_eq!(j["worker"], id);
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(stop_recording(&api, "conf").1["result"], 0);
+        let j = wait_state(&api, &job_id, "completed", 30.0);
+        names.push(j["segments"][0]["file_name"].as_str().unwrap().to_string());
+        assert!(w.terminate(20), "worker {id} did not stop");
+        wait_workers(&api, 0);
+    }
+    assert_eq!(names, ["conf_1_1.mp4", "conf_1_2.mp4"]);
+    let (_, arch) = api.call("GET", "/v1/recordings?room_id=conf", None);
+    assert_eq!(arch["count"], 2, "{arch}");
+}

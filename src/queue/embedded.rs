@@ -125,6 +125,19 @@ impl Embedded {
         Ok(old.len())
     }
 
+    pub(super) fn next_segment(&self, key: &str, at_least: u64) -> StoreResult<u64> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let n = {
+            let mut meta = tx.open_table(META).map_err(e)?;
+            let cur = meta.get(key).map_err(e)?.map(|v| v.value()).unwrap_or(0);
+            let n = (cur + 1).max(i64::try_from(at_least).unwrap_or(i64::MAX));
+            meta.insert(key, n).map_err(e)?;
+            n
+        };
+        tx.commit().map_err(e)?;
+        Ok(n as u64)
+    }
+
     fn next_seq(meta: &mut redb::Table<&str, i64>, key: &str, step: i64) -> StoreResult<i64> {
         let cur = meta.get(key).map_err(e)?.map(|v| v.value()).unwrap_or(0);
         let next = cur + step;

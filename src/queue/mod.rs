@@ -111,6 +111,14 @@ impl Store {
         dispatch!(self, s => s.prune_jobs(ended_before_ms))
     }
 
+    /// Takes the next recording segment number of a room's conference, unique across the
+    /// fleet and above `at_least - 1`: two jobs of one conference on two workers never write
+    /// (and deliver) the same `<room>_<conf>_<n>.mp4`.
+    pub async fn next_segment(&self, room: &str, conf: &str, at_least: u64) -> StoreResult<u64> {
+        let key = format!("segment:{}", to_json(&(room, conf))?);
+        dispatch!(self, s => s.next_segment(&key, at_least))
+    }
+
     /// Stores a new job and puts it at the end of the waiting set; returns how many jobs
     /// wait ahead of it.
     pub async fn enqueue(&self, job: &Job) -> StoreResult<usize> {

@@ -174,6 +174,24 @@ impl RedisStore {
         Ok(old.len())
     }
 
+    pub(super) async fn next_segment(&self, name: &str, at_least: u64) -> StoreResult<u64> {
+        // INCR, then lift to `at_least` if the counter is behind (a job's own segments
+        // continue from where they were).
+        let script = redis::Script::new(
+            "local n = redis.call('INCR', KEYS[1]) \
+             local min = tonumber(ARGV[1]) \
+             if n < min then redis.call('SET', KEYS[1], min) n = min end \
+             return n",
+        );
+        let mut con = self.con.clone();
+        script
+            .key(key(name))
+            .arg(at_least)
+            .invoke_async(&mut con)
+            .await
+            .map_err(e)
+    }
+
     pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
         let seq: i64 = self.q(redis::cmd("INCR").arg(key("seq"))).await?;
         let ahead: usize = self.q(redis::cmd("ZCARD").arg(key("waiting"))).await?;

@@ -334,6 +334,28 @@ async fn run_job_inner(
         Ok(c) => c,
         Err(e) => return w.fail(&mut job, e.code(), e.to_string()).await,
     };
+    let own_next = job
+        .segments
+        .iter()
+        .filter_map(|s| segment_number(&s.file_name))
+        .max()
+        .map_or(1, |n| n + 1);
+    let first_segment = if job.spec.kind == JobKind::Recording {
+        match w
+            .store
+            .next_segment(&job.spec.room_id, &job.spec.conf_num, own_next)
+            .await
+        {
+            Ok(n) => n,
+            Err(err) => {
+                return w
+                    .fail(&mut job, Code::Generic, format!("queue store: {err}"))
+                    .await
+            }
+        }
+    } else {
+        own_next
+    };
     let spec = RecordingSpec {
         room_id: job.spec.room_id.clone(),
         conf_num: job.spec.conf_num.clone(),
@@ -348,12 +370,7 @@ async fn run_job_inner(
             .map(Duration::from_secs_f64),
         rtmp,
         record: job.spec.kind == JobKind::Recording,
-        first_segment: job
-            .segments
-            .iter()
-            .filter_map(|s| segment_number(&s.file_name))
-            .max()
-            .map_or(1, |n| n + 1),
+        first_segment,
     };
     let mut translator = Translator::new(
         synthetic,
