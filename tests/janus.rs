@@ -435,6 +435,22 @@ fn measure_cpu_with_four_webrtc_publishers() {
     .map(|s| s.to_string())
     .collect());
     eprintln!("webrtc x4: {wall:.1} s wall, {cores:.3} cores, peak RSS {rss} MiB");
+    let mp4 = std::fs::read_dir(&rec)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "mp4"))
+        .expect("recording");
+    let colours = [RED, GREEN, BLUE, SCREEN];
+    let all_at = all_frames(&mp4, 128, 72)
+        .into_iter()
+        .find(|(_, f)| colours.iter().all(|c| frame_has_color(f, *c)))
+        .map(|(t, _)| t)
+        .expect("all four publishers appear");
+    eprintln!(
+        "all four publishers in the recording {:.0} ms after it starts",
+        all_at * 1000.0
+    );
     let (wall, cores, rss) = run([
         "demo",
         "--participants",

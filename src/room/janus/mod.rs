@@ -228,7 +228,16 @@ impl Room {
         self.tx.send(ev).await.is_ok()
     }
 
-    async fn add_publisher(&mut self, conn: &Conn, p: Publisher) {
+    /// Registers new publishers (joined, talking) and subscribes to all of `list` at once.
+    async fn add_publishers(&mut self, conn: &Conn, list: Vec<Publisher>) {
+        let ids: Vec<u64> = list.iter().map(|p| p.id).collect();
+        for p in list {
+            self.register(p).await;
+        }
+        self.subscribe(conn, &ids).await;
+    }
+
+    async fn register(&mut self, p: Publisher) {
         if !self.feeds.contains_key(&p.id) {
             info!(feed = p.id, display = %p.display, "publisher");
             self.send(RoomEvent::ParticipantJoined {
@@ -257,22 +266,42 @@ impl Room {
                 },
             );
         }
-        self.subscribe(conn, p.id).await;
     }
 
-    /// (Re)subscribes to a feed; its tiles keep their slots, so a new connection feeds the same
-    /// tiles.
-    async fn subscribe(&mut self, conn: &Conn, id: u64) {
+    /// (Re)subscribes to feeds, all at once (each is its own handle and PeerConnection, so
+    /// ten publishers take about as long as one); their tiles keep their slots, so a new
+    /// connection feeds the same tiles.
+    async fn subscribe(&mut self, conn: &Conn, ids: &[u64]) {
+        for id in ids {
+            let Some(feed) = self.feeds.get_mut(id) else {
+                continue;
+            };
+            if let Some(p) = feed.pipeline.take() {
+                p.stop();
+            }
+            if let Some(h) = feed.handle.take() {
+                conn.session.detach(h).await;
+            }
+        }
+        let cfg = &self.cfg;
+        let results = futures::future::join_all(
+            self.feeds
+                .iter_mut()
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(id, feed)| async move { (*id, subscribe_feed(cfg, conn, feed).await) }),
+        )
+        .await;
+        for (id, result) in results {
+            self.subscribed(id, result).await;
+        }
+    }
+
+    /// Reports a subscription's outcome: its tracks the first time it succeeds.
+    async fn subscribed(&mut self, id: u64, result: Result<(), JanusError>) {
         let Some(feed) = self.feeds.get_mut(&id) else {
             return;
         };
-        if let Some(p) = feed.pipeline.take() {
-            p.stop();
-        }
-        if let Some(h) = feed.handle.take() {
-            conn.session.detach(h).await;
-        }
-        match subscribe_feed(&self.cfg, conn, feed).await {
+        match result {
             Ok(()) => {}
             Err(e) if e.code == 433 => {
                 warn!(feed = id, error = %e, "room PIN refused");
@@ -415,9 +444,7 @@ async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
         feeds: HashMap::new(),
     };
     let mut conn = conn;
-    for p in conn.publishers.clone() {
-        room.add_publisher(&conn, p).await;
-    }
+    room.add_publishers(&conn, conn.publishers.clone()).await;
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -453,9 +480,7 @@ async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
                             for f in room.feeds.values_mut() {
                                 f.handle = None;
                             }
-                            for p in conn.publishers.clone() {
-                                room.add_publisher(&conn, p).await;
-                            }
+                            room.add_publishers(&conn, conn.publishers.clone()).await;
                         }
                         None => {
                             let _ = room.tx.send(RoomEvent::Disconnected {
@@ -477,9 +502,9 @@ async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
                     .filter(|(_, f)| f.pipeline.as_ref().is_none_or(|p| p.failed()))
                     .map(|(id, _)| *id)
                     .collect();
-                for id in failed {
-                    info!(feed = id, "re-subscribing");
-                    room.subscribe(&conn, id).await;
+                if !failed.is_empty() {
+                    info!(feeds = ?failed, "re-subscribing");
+                    room.subscribe(&conn, &failed).await;
                 }
             }
         }
@@ -498,9 +523,10 @@ async fn on_list(room: &mut Room, conn: &Conn, list: Vec<Publisher>) -> bool {
     for id in gone {
         room.remove(conn, id, true).await;
     }
+    let mut new = Vec::new();
     for p in list {
         match room.feeds.get_mut(&p.id) {
-            None => room.add_publisher(conn, p).await,
+            None => new.push(p),
             Some(f) if f.publisher.talking != p.talking => {
                 f.publisher.talking = p.talking;
                 if room
@@ -517,6 +543,9 @@ async fn on_list(room: &mut Room, conn: &Conn, list: Vec<Publisher>) -> bool {
             }
             Some(_) => {}
         }
+    }
+    if !new.is_empty() {
+        room.add_publishers(conn, new).await;
     }
     !room.tx.is_closed()
 }
