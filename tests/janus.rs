@@ -367,6 +367,33 @@ fn unknown_room_is_refused_with_a_code() {
     .collect::<Vec<_>>());
     assert!(!ok);
     assert_eq!(last_json(&err)["result"], 7026, "{err}");
+    // A room with a PIN: a wrong or missing PIN is refused up front (7027), the right one
+    // records.
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room_with_pin(55, Some("2468")));
+    let rec = dir.path().join("rec").to_string_lossy().to_string();
+    let url = janus.url();
+    let record = |pin: &[&str]| {
+        let mut args = vec!["record", "--janus", &url, "--room", "55", "--out", &rec];
+        args.extend(["--duration", "1"]);
+        args.extend(pin);
+        run(&args)
+    };
+    for pin in [&["--pin", "1357"][..], &[]] {
+        let (ok, _, err) = record(pin);
+        assert!(!ok, "{pin:?}");
+        let v = last_json(&err);
+        assert_eq!(v["result"], 7027, "{pin:?}: {err}");
+        assert!(
+            v["msg"].as_str().unwrap_or_default().contains("PIN"),
+            "{err}"
+        );
+        assert!(!err.contains("1357"), "the PIN is in the output: {err}");
+    }
+    let (ok, out, err) = record(&["--pin", "2468"]);
+    assert!(ok, "{err}");
+    assert!(last_json(&out)["file"].is_string(), "{out}");
     let (ok, _, err) = run(&["record", "--janus", "ws://127.0.0.1:1", "--room", "1"]);
     assert!(!ok);
     assert_eq!(last_json(&err)["result"], 7028, "{err}");

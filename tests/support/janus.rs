@@ -193,16 +193,20 @@ impl Admin {
     }
 
     pub async fn create_room(&self, room: u64) {
+        self.create_room_with_pin(room, None).await
+    }
+
+    pub async fn create_room_with_pin(&self, room: u64, pin: Option<&str>) {
+        let mut create = json!({
+            "request": "create", "room": room, "publishers": 10,
+            "audiolevel_event": true, "audio_active_packets": 25,
+            "audio_level_average": 40, "videocodec": "vp8,h264",
+        });
+        if let Some(pin) = pin {
+            create["pin"] = json!(pin);
+        }
         self.session
-            .message(
-                self.handle,
-                json!({
-                    "request": "create", "room": room, "publishers": 10,
-                    "audiolevel_event": true, "audio_active_packets": 25,
-                    "audio_level_average": 40, "videocodec": "vp8,h264",
-                }),
-                None,
-            )
+            .message(self.handle, create, None)
             .await
             .expect("create room");
     }

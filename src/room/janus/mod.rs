@@ -14,7 +14,11 @@
 //! **One PeerConnection per publisher.** Each feed gets its own subscriber handle and its own
 //! small pipeline ([`feed::FeedPipeline`]): a feed that fails ICE or is torn down is re-subscribed
 //! alone, and joins/leaves never renegotiate a shared connection that carries everyone else.
-//! The cost is one ICE/DTLS setup per publisher (measured in the closing figures).
+//! The cost is one ICE/DTLS setup per publisher; new publishers are subscribed concurrently.
+//!
+//! **PIN.** Checked when connecting, before anything is recorded: a subscriber `join` for a
+//! feed that cannot exist is refused by Janus for the PIN first (433 or a missing `pin`), else
+//! for the feed — nothing is joined either way.
 //!
 //! **Screen shares** are feeds whose stream `description` or display name contains
 //! [`JanusRoom::screen_pattern`] (case-insensitive, default `screen`); their video is a
@@ -39,7 +43,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How often the participant list is read.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -162,7 +166,40 @@ impl Conn {
             publishers: Vec::new(),
         };
         conn.publishers = conn.list(cfg).await?;
+        conn.check_pin(cfg).await?;
         Ok(conn)
+    }
+
+    /// Janus checks a room's PIN first in a `join`: a subscriber join for a feed that cannot
+    /// exist is refused either for the PIN (433, or a missing `pin`) or for the feed, which
+    /// tells whether the PIN is right without joining or showing up anywhere.
+    async fn check_pin(&self, cfg: &JanusRoom) -> Result<(), JanusError> {
+        let probe = self.session.attach("janus.plugin.videoroom").await?;
+        let mut join = json!({
+            "request": "join",
+            "ptype": "subscriber",
+            "room": cfg.room,
+            "streams": [{ "feed": 0 }],
+        });
+        if let Some(pin) = &cfg.pin {
+            join["pin"] = json!(pin);
+        }
+        let result = self.session.message(probe, join, None).await;
+        self.session.detach(probe).await;
+        match result {
+            Err(e) if e.code == 433 || e.message.contains("pin") => {
+                debug!(code = e.code, error = %e.message, "PIN check");
+                Err(JanusError {
+                    code: 433,
+                    message: format!("room PIN refused ({})", e.message),
+                })
+            }
+            Err(e) => {
+                debug!(code = e.code, error = %e.message, "PIN accepted (probe refused for its feed)");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The room's publishers now.
