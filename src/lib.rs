@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod delivery;

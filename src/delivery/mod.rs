@@ -8,6 +8,7 @@ pub mod s3;
 pub mod sftp;
 pub mod spool;
 
+use crate::clock::now_ms;
 use crate::codes::Code;
 use crate::webhook::WebhookQueue;
 use local::LocalTarget;
@@ -168,13 +169,6 @@ pub struct Deliverer {
 
 /// Failed attempts on the primary target before the backup target is tried.
 pub const BACKUP_AFTER: u32 = 3;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub(crate) use crate::retry::backoff;
 

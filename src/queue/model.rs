@@ -5,13 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Where a job gets its media from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

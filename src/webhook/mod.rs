@@ -4,6 +4,7 @@
 //! `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256>` over
 //! `"{id}.{timestamp}.{body}"` with the shared secret ([`sign`]).
 
+use crate::clock::now_ms;
 use crate::delivery::backoff;
 use crate::delivery::spool::write_atomic;
 use base64::Engine;
@@ -134,13 +135,6 @@ pub struct WebhookQueue {
     dir: PathBuf,
     config: WebhookConfig,
     client: reqwest::Client,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl WebhookQueue {
