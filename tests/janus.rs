@@ -517,7 +517,7 @@ fn speaker_follows_janus_talking_and_a_described_share_is_presented() {
         "Bob",
         GREEN,
         440.0,
-        Codec::Vp8,
+        Codec::Vp9,
     ));
     bob.set_tone(false);
     rt.block_on(async {
@@ -561,7 +561,8 @@ fn speaker_follows_janus_talking_and_a_described_share_is_presented() {
     let log = std::fs::read_to_string(dir.path().join("record.log")).unwrap();
     assert!(status.success(), "{log}");
     let path = std::path::PathBuf::from(output(dir.path())["file"].as_str().expect("file"));
-    // Speaker layout: the talker fills the top 80 %, the other one is in the strip below.
+    // Speaker layout: the talker fills the top 80 %, the other one is in the strip below
+    // (Bob sends VP9).
     let big = (200, 100, 880, 380);
     let f = frame_at(&path, 4.0, 1280, 720);
     assert_region(&f, big, RED, "4 s: Ann (talking) large");

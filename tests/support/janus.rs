@@ -200,7 +200,7 @@ impl Admin {
         let mut create = json!({
             "request": "create", "room": room, "publishers": 10,
             "audiolevel_event": true, "audio_active_packets": 25,
-            "audio_level_average": 40, "videocodec": "vp8,h264",
+            "audio_level_average": 40, "videocodec": "vp8,h264,vp9",
         });
         if let Some(pin) = pin {
             create["pin"] = json!(pin);
@@ -246,6 +246,7 @@ const TONE_VOLUME: f64 = 0.3;
 #[derive(Clone, Copy, Debug)]
 pub enum Codec {
     Vp8,
+    Vp9,
     H264,
 }
 
@@ -346,6 +347,9 @@ impl Publisher {
         let video = match codec {
             Codec::Vp8 => "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp8pay pt=96 ssrc={vssrc} ! \
                  application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,ssrc=(uint){vssrc}"
+                .replace("{vssrc}", &vssrc.to_string()),
+            Codec::Vp9 => "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp9pay pt=98 ssrc={vssrc} ! \
+                 application/x-rtp,media=video,encoding-name=VP9,payload=98,clock-rate=90000,ssrc=(uint){vssrc}"
                 .replace("{vssrc}", &vssrc.to_string()),
             Codec::H264 => "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 ! \
                  video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc={vssrc} config-interval=-1 aggregate-mode=zero-latency ! \
