@@ -8,7 +8,7 @@ use support::*;
 #[test]
 fn waiting_queue_order_and_cancel() {
     let dir = TempDir::new("q-embedded");
-    let env = serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "0.6")]);
+    let env = serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "0.3")]);
     let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
     queue_order_scenario(&api, "emb");
     let (_, m) = api.call("GET", "/metrics", None);
@@ -16,9 +16,72 @@ fn waiting_queue_order_and_cancel() {
     assert!(m.contains("roomcast_jobs{state=\"completed\"} 3"), "{m}");
     assert!(m.contains("roomcast_jobs{state=\"cancelled\"} 1"), "{m}");
     assert!(
-        m.contains("roomcast_capacity_cores{kind=\"budget\"} 0.6"),
+        m.contains("roomcast_capacity_cores{kind=\"budget\"} 0.3"),
         "{m}"
     );
+}
+
+/// `roomcast_capacity_cores{kind="used"}` from `/metrics`.
+fn used_cores(api: &Service) -> f64 {
+    let (_, m) = api.call("GET", "/metrics", None);
+    m.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("roomcast_capacity_cores{kind=\"used\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("used cores in /metrics")
+}
+
+#[test]
+fn capacity_follows_the_participant_count() {
+    let dir = TempDir::new("q-cost");
+    let env = serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "0.6")]);
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    // 720p30: 0.2 + 0.045 per participant. Two one-person rooms fit in 0.6 together…
+    register_room(&api, "one", 1, "{}");
+    register_room(&api, "two", 1, "{}");
+    register_room(&api, "nine", 9, "{}");
+    let mut ids = Vec::new();
+    for r in ["one", "two"] {
+        let (s, v) = start_recording(&api, r);
+        assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{r}: {v}");
+        ids.push(v["job_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_state(&api, id, "active", 20.0);
+    }
+    // …a nine-person room (0.605) does not fit beside them.
+    let (s, v) = start_recording(&api, "nine");
+    assert_eq!((s, v["result"].as_u64()), (202, Some(7207)), "{v}");
+    let nine = v["job_id"].as_str().unwrap().to_string();
+    let used = wait_for(10.0, || {
+        let u = used_cores(&api);
+        ((u - 0.49).abs() < 0.01).then_some(u)
+    });
+    assert!(used.is_some(), "used {}", used_cores(&api));
+    // A room that grows takes more budget while it records.
+    for i in 0..4 {
+        let (s, v) = api.call(
+            "POST",
+            "/v1/rooms/one/events",
+            Some(&format!(
+                r#"{{"type":"participant_joined","user_id":"u{i}","name":"Guest {i}"}}"#
+            )),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let grown = wait_for(10.0, || {
+        let u = used_cores(&api);
+        ((u - (0.49 + 4.0 * 0.045)).abs() < 0.01).then_some(u)
+    });
+    assert!(grown.is_some(), "used {}", used_cores(&api));
+    // Both small ones end: the big one starts.
+    for r in ["one", "two"] {
+        assert_eq!(stop_recording(&api, r).1["result"], 0);
+    }
+    wait_state(&api, &nine, "active", 30.0);
+    assert_eq!(stop_recording(&api, "nine").1["result"], 0);
+    wait_state(&api, &nine, "completed", 30.0);
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn waiting_queue_order_and_cancel_on_redis() {
     let dir = TempDir::new("redis-queue");
     let redis = Redis::start(&dir.path().join("redis"));
     let api = api(dir.path(), &redis);
-    let _w = worker(dir.path(), &redis, "solo", "0.6");
+    let _w = worker(dir.path(), &redis, "solo", "0.3");
     wait_workers(&api, 1);
     queue_order_scenario(&api, "red");
 }

@@ -6,8 +6,8 @@ use crate::codes::Code;
 use crate::pipeline::preset::DEFAULT_PRESET;
 use crate::pipeline::rtmp::RtmpUrl;
 use crate::queue::{
-    now_ms, Command, Job, JobKind, JobSpec, JobState, PlatformEvent, Requester, RoomConfig,
-    RoomMode,
+    now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, Requester,
+    RoomConfig, RoomMode,
 };
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -128,6 +128,17 @@ fn new_job_id(kind: JobKind) -> String {
     )
 }
 
+/// How many people the room has, as far as the platform's events and the connector tell
+/// (None when nothing is known yet).
+fn known_participants(room: &RoomConfig) -> Option<usize> {
+    let generated = match &room.connector {
+        ConnectorSpec::Synthetic { participants } => *participants as usize,
+        _ => 0,
+    };
+    let n = generated + room.participants.len();
+    (n > 0).then_some(n)
+}
+
 /// Submits a job; answers 0 (a worker has room for it), or 7207/7208 (7104/7105 for
 /// streaming) when it waits: 7207 for the first request beyond capacity, 7208 for later ones.
 async fn submit(
@@ -145,7 +156,7 @@ async fn submit(
         .clone()
         .unwrap_or_else(|| DEFAULT_PRESET.to_string());
     let preset = input::preset(&preset_name)?;
-    let cost = preset.estimated_cost(rtmp_urls.len());
+    let cost = preset.estimated_cost(rtmp_urls.len(), known_participants(room));
     let spec = JobSpec {
         kind,
         room_id: room.room_id.clone(),

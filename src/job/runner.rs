@@ -279,6 +279,8 @@ pub enum JobEvent {
         media: Duration,
         /// Wall-clock time since the pipeline started.
         wall: Duration,
+        /// Participants in the room now.
+        participants: usize,
     },
 }
 
@@ -445,6 +447,7 @@ async fn run(
                     let _ = tx.send(JobEvent::Progress {
                         media: Duration::from_nanos(pos.nseconds()),
                         wall: started.elapsed(),
+                        participants: job.state.len(),
                     });
                 }
             },

@@ -84,26 +84,43 @@ const SPEED_PRESETS: &[&str] = &[
     "veryslow",
 ];
 
-/// Cores one job with the 720p30 preset is budgeted: the 9-participant composite bench
-/// (0.39 cores) with a quarter more for decoding real inputs and for live-timing jitter.
-pub const COST_720P30: f64 = 0.5;
-/// Fixed part of a video job's cost (audio mix, muxing, sources).
-const COST_FIXED: f64 = 0.15;
-/// Cost of an audio-only job.
-const COST_AUDIO_ONLY: f64 = 0.1;
+// The cost model, in cores, calibrated on a 2-vCPU machine:
+// - encoding + compositing: `roomcast bench composite` gives 0.21 cores for 2 participants at
+//   720p30 and 0.32 at 1080p30, so ENCODE_FIXED + ENCODE_PER_720P30 × (pixel rate / 720p30);
+// - each participant adds its tile (9 participants: +0.18 over 2 in the bench, ≈ 0.026 each)
+//   and, for real rooms, receiving and decoding its media (4 WebRTC 640×360 30 fps publishers:
+//   +0.13 over 4 synthetic ones, ≈ 0.032 each): PER_PARTICIPANT 0.045 with some margin;
+// - 720p30 with 4 participants: 0.38 (measured with Janus: 0.32–0.37).
+/// Fixed part of a video job's encode (audio mix, muxing, sources).
+const ENCODE_FIXED: f64 = 0.1;
+/// Encode part that scales with the output pixel rate, at 720p30.
+const ENCODE_PER_720P30: f64 = 0.1;
+/// Receiving, decoding and compositing one participant.
+const PER_PARTICIPANT: f64 = 0.045;
+/// Fixed cost of an audio-only job.
+const AUDIO_ONLY_FIXED: f64 = 0.05;
+/// Per participant in an audio-only job (Opus decode and mix).
+const AUDIO_ONLY_PER_PARTICIPANT: f64 = 0.01;
+/// Participants assumed while the count is unknown (a full 3×3 grid).
+pub const ASSUMED_PARTICIPANTS: usize = 9;
 /// Extra cost per RTMP destination (its own mux and network pipeline).
 pub const COST_PER_RTMP: f64 = 0.03;
+/// The smallest video job (720p30, one participant): a worker with less free budget than
+/// this does not take more work.
+pub const MIN_VIDEO_JOB_COST: f64 = ENCODE_FIXED + ENCODE_PER_720P30 + PER_PARTICIPANT;
 
 impl Preset {
-    /// Estimated CPU cores a live job with this preset needs: the fixed part plus a part
-    /// proportional to the pixel rate, calibrated so that 720p30 costs [`COST_720P30`].
-    pub fn estimated_cost(&self, rtmp_destinations: usize) -> f64 {
+    /// Estimated CPU cores a live job with this preset needs for `participants` people
+    /// ([`ASSUMED_PARTICIPANTS`] when unknown): an encode part that scales with the output
+    /// pixel rate, a part per participant, and a part per RTMP destination.
+    pub fn estimated_cost(&self, rtmp_destinations: usize, participants: Option<usize>) -> f64 {
+        let n = participants.unwrap_or(ASSUMED_PARTICIPANTS).max(1) as f64;
         let base = match &self.video {
-            None => COST_AUDIO_ONLY,
+            None => AUDIO_ONLY_FIXED + AUDIO_ONLY_PER_PARTICIPANT * n,
             Some(v) => {
                 let rate = v.width as f64 * v.height as f64 * v.fps as f64;
                 let ref_rate = 1280.0 * 720.0 * 30.0;
-                COST_FIXED + (COST_720P30 - COST_FIXED) * rate / ref_rate
+                ENCODE_FIXED + ENCODE_PER_720P30 * rate / ref_rate + PER_PARTICIPANT * n
             }
         };
         base + COST_PER_RTMP * rtmp_destinations as f64
@@ -201,6 +218,22 @@ mod tests {
         );
         assert_eq!((p.audio.bitrate, p.audio.rate), (128_000, 48_000));
         assert!(Preset::resolve("audio-only").unwrap().video.is_none());
+    }
+
+    #[test]
+    fn cost_follows_preset_participants_and_destinations() {
+        let hd = Preset::resolve("h264-720p30").unwrap();
+        let cost = |p: &Preset, rtmp, n| p.estimated_cost(rtmp, n);
+        assert!((cost(&hd, 0, Some(1)) - MIN_VIDEO_JOB_COST).abs() < 1e-9);
+        assert!((cost(&hd, 0, Some(4)) - 0.38).abs() < 1e-9);
+        // Unknown: a full grid.
+        assert!((cost(&hd, 0, None) - cost(&hd, 0, Some(ASSUMED_PARTICIPANTS))).abs() < 1e-9);
+        assert!(cost(&hd, 0, Some(0)) == cost(&hd, 0, Some(1)));
+        assert!((cost(&hd, 3, Some(4)) - cost(&hd, 0, Some(4)) - 3.0 * COST_PER_RTMP).abs() < 1e-9);
+        let full = Preset::resolve("h264-1080p30").unwrap();
+        assert!(cost(&full, 0, Some(4)) > cost(&hd, 0, Some(4)));
+        let audio = Preset::resolve("audio-only").unwrap();
+        assert!(cost(&audio, 0, Some(9)) < MIN_VIDEO_JOB_COST);
     }
 
     #[test]

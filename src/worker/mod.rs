@@ -1,9 +1,12 @@
 //! The worker: pulls jobs it has capacity for, runs them, keeps its claims fresh, takes over
 //! jobs of workers that died, and on shutdown hands its running jobs back.
 //!
-//! Capacity: every job carries an estimated cost in cores ([`Preset::estimated_cost`]); the
-//! worker only claims while its free budget covers a 720p30 job, and starts a claimed job once
-//! its own cost fits (a larger job waits, claimed, until running jobs end).
+//! Capacity: every job carries an estimated cost in cores ([`Preset::estimated_cost`], from its
+//! preset and the room's participant count when it was requested); the worker only claims
+//! while its free budget covers the smallest video job, and starts a claimed job once its own
+//! cost fits (a larger job waits, claimed, until running jobs end). While a job runs its cost
+//! follows the room: every progress report re-estimates it from the participants present, so
+//! a room that grows takes budget the worker no longer offers to new jobs.
 //!
 //! [`Preset::estimated_cost`]: crate::pipeline::Preset::estimated_cost
 
@@ -11,7 +14,7 @@ mod events;
 mod run;
 
 use crate::config::DeliveryConfig;
-use crate::pipeline::preset::COST_720P30;
+use crate::pipeline::preset::MIN_VIDEO_JOB_COST;
 use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT};
 use crate::webhook::WebhookQueue;
 use std::collections::HashMap;
@@ -113,6 +116,13 @@ impl Worker {
         }
     }
 
+    /// Re-estimates a running job's cost (the room grew or shrank).
+    fn set_cost(&self, job: &str, cost: f64) {
+        if let Some(r) = self.running.lock().unwrap().get_mut(job) {
+            r.cost = cost;
+        }
+    }
+
     fn fits(&self, cost: f64) -> bool {
         self.used() + cost <= self.cfg.budget + 1e-9
     }
@@ -157,7 +167,7 @@ impl Worker {
             if last_beat.elapsed() >= HEARTBEAT {
                 last_beat = tokio::time::Instant::now();
                 self.heartbeat(held.as_ref()).await;
-                if held.is_none() && self.fits(COST_720P30) {
+                if held.is_none() && self.fits(MIN_VIDEO_JOB_COST) {
                     match self.store.reclaim(&self.cfg.id).await {
                         Ok(jobs) => {
                             for job in jobs {
@@ -178,7 +188,7 @@ impl Worker {
                     continue;
                 }
             }
-            while self.fits(COST_720P30) {
+            while self.fits(MIN_VIDEO_JOB_COST) {
                 match self.store.claim(&self.cfg.id).await {
                     Ok(Some(job)) => {
                         info!(job = %job.id, room = %job.spec.room_id, kind = ?job.spec.kind,

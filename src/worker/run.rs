@@ -296,6 +296,7 @@ async fn run_job_inner(
         Ok(p) => p,
         Err(e) => return w.fail(&mut job, e.code(), e.to_string()).await,
     };
+    let cost_model = preset.clone();
     let rtmp = match RtmpUrl::parse_all(&job.spec.rtmp_urls) {
         Ok(r) => r,
         Err(e) => return w.fail(&mut job, e.code(), e.to_string()).await,
@@ -406,11 +407,11 @@ async fn run_job_inner(
                     on_command(w, &mut job, &cmd_tx, &mut translator, cmd).await;
                 }
             }
-            Some(ev) = erx.recv() => on_event(w, &mut job, ev).await,
+            Some(ev) = erx.recv() => on_event(w, &mut job, &cost_model, ev).await,
         }
     };
     while let Ok(ev) = erx.try_recv() {
-        on_event(w, &mut job, ev).await;
+        on_event(w, &mut job, &cost_model, ev).await;
     }
     let result = match result {
         Ok(r) => r,
@@ -543,7 +544,8 @@ async fn on_command(
     }
 }
 
-async fn on_event(w: &Worker, job: &mut Job, ev: JobEvent) {
+/// Applies a job event; `cost_model` is the job's preset, for re-estimating its cost.
+async fn on_event(w: &Worker, job: &mut Job, cost_model: &Preset, ev: JobEvent) {
     match ev {
         JobEvent::Started { file } => {
             if let Some(path) = file {
@@ -580,7 +582,15 @@ async fn on_event(w: &Worker, job: &mut Job, ev: JobEvent) {
                 DestinationState::Connecting | DestinationState::Stopped => {}
             }
         }
-        JobEvent::Progress { media, wall } => {
+        JobEvent::Progress {
+            media,
+            wall,
+            participants,
+        } => {
+            w.set_cost(
+                &job.id,
+                cost_model.estimated_cost(job.spec.rtmp_urls.len(), Some(participants)),
+            );
             if wall.as_secs_f64() > 0.5 {
                 job.realtime_factor = Some(media.as_secs_f64() / wall.as_secs_f64());
                 w.save(job).await;
