@@ -102,27 +102,18 @@ impl Embedded {
         self.values(JOBS)?.iter().map(|s| from_json(s)).collect()
     }
 
-    pub(super) fn prune_jobs(&self, ended_before_ms: u64) -> StoreResult<usize> {
-        let old: Vec<String> = self
-            .jobs()?
-            .into_iter()
-            .filter(|j| j.state.is_terminal() && j.ended_ms.is_some_and(|t| t < ended_before_ms))
-            .map(|j| j.id)
-            .collect();
-        if old.is_empty() {
-            return Ok(0);
-        }
+    /// Deletes job records and their command lists.
+    pub(super) fn delete_jobs(&self, ids: &[String]) -> StoreResult<()> {
         let tx = self.db.begin_write().map_err(e)?;
         {
             let mut jobs = tx.open_table(JOBS).map_err(e)?;
             let mut commands = tx.open_table(COMMANDS).map_err(e)?;
-            for id in &old {
+            for id in ids {
                 jobs.remove(id.as_str()).map_err(e)?;
                 commands.remove(id.as_str()).map_err(e)?;
             }
         }
-        tx.commit().map_err(e)?;
-        Ok(old.len())
+        tx.commit().map_err(e)
     }
 
     pub(super) fn next_segment(&self, key: &str, at_least: u64) -> StoreResult<u64> {

@@ -108,7 +108,17 @@ impl Store {
     /// Deletes the records (and any leftover commands) of jobs that ended before
     /// `ended_before_ms`; returns how many. Jobs that have not ended are never touched.
     pub async fn prune_jobs(&self, ended_before_ms: u64) -> StoreResult<usize> {
-        dispatch!(self, s => s.prune_jobs(ended_before_ms))
+        let old: Vec<String> = self
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.state.is_terminal() && j.ended_ms.is_some_and(|t| t < ended_before_ms))
+            .map(|j| j.id)
+            .collect();
+        if !old.is_empty() {
+            dispatch!(self, s => s.delete_jobs(&old))?;
+        }
+        Ok(old.len())
     }
 
     /// Takes the next recording segment number of a room's conference, unique across the

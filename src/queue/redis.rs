@@ -146,20 +146,11 @@ impl RedisStore {
         vals.into_iter().flatten().map(|s| from_json(&s)).collect()
     }
 
-    pub(super) async fn prune_jobs(&self, ended_before_ms: u64) -> StoreResult<usize> {
-        let old: Vec<String> = self
-            .jobs()
-            .await?
-            .into_iter()
-            .filter(|j| j.state.is_terminal() && j.ended_ms.is_some_and(|t| t < ended_before_ms))
-            .map(|j| j.id)
-            .collect();
-        if old.is_empty() {
-            return Ok(0);
-        }
+    /// Deletes job records, their ids in the `jobs` set and their command lists.
+    pub(super) async fn delete_jobs(&self, ids: &[String]) -> StoreResult<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for id in &old {
+        for id in ids {
             pipe.cmd("DEL")
                 .arg(key(&format!("job:{id}")))
                 .arg(key(&format!("cmd:{id}")))
@@ -170,8 +161,7 @@ impl RedisStore {
                 .ignore();
         }
         let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con).await.map_err(e)?;
-        Ok(old.len())
+        pipe.query_async::<()>(&mut con).await.map_err(e)
     }
 
     pub(super) async fn next_segment(&self, name: &str, at_least: u64) -> StoreResult<u64> {
