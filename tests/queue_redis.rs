@@ -156,3 +156,62 @@ fn two_jobs_of_one_conference_on_two_workers_get_distinct_segments() {
     let (_, arch) = api.call("GET", "/v1/recordings?room_id=conf", None);
     assert_eq!(arch["count"], 2, "{arch}");
 }
+
+#[test]
+fn a_worker_cut_off_past_its_lease_yields_to_the_new_holder() {
+    let dir = TempDir::new("redis-fence");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let a = worker(dir.path(), &redis, "wa", "0.6");
+    let b = worker(dir.path(), &redis, "wb", "0.6");
+    wait_workers(&api, 2);
+    register_room(&api, "split", 2, "{}");
+    let (s, v) = start_recording(&api, "split");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 20.0);
+    let (stalled, other) = if j["worker"] == "wa" {
+        (&a, "wb")
+    } else {
+        (&b, "wa")
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    // The holder stalls past its lease: the other worker takes the job over…
+    stalled.freeze(true);
+    let took = wait_for(15.0, || {
+        let j = job(&api, &id);
+        (j["worker"] == other && j["attempts"] == 2 && j["state"] == "active").then_some(())
+    });
+    stalled.freeze(false);
+    assert!(took.is_some(), "not taken over: {}", job(&api, &id));
+    // …and when the stalled one comes back it yields: it never takes the job back or
+    // overwrites the new holder's record, and it delivers what it had recorded.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        let j = job(&api, &id);
+        assert_eq!(j["worker"], other, "{j}");
+        assert_eq!(j["attempts"], 2, "{j}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let yielded = wait_for(10.0, || {
+        stalled
+            .log_text()
+            .contains("segment delivered; the job goes on on its new worker")
+            .then_some(())
+    });
+    assert!(yielded.is_some(), "{}", stalled.log_text());
+    let (_, h) = api.call("GET", "/healthz", None);
+    assert_eq!(h["workers"], 2, "the stalled worker keeps serving: {h}");
+    assert_eq!(stop_recording(&api, "split").1["result"], 0);
+    let j = wait_state(&api, &id, "completed", 30.0);
+    assert_eq!(j["worker"], other, "{j}");
+    let (_, arch) = api.call("GET", "/v1/recordings?room_id=split", None);
+    let names: Vec<&str> = arch["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["file_name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{arch}");
+    assert_ne!(names[0], names[1], "{arch}");
+}

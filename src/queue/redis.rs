@@ -266,6 +266,11 @@ impl RedisStore {
         let mut entries = Vec::new();
         for id in &info.jobs {
             if let Some(job) = self.get_job(id).await? {
+                // A job another worker took over (this one was cut off longer than the
+                // lease) is not claimed back.
+                if job.worker.as_deref() != Some(info.id.as_str()) {
+                    continue;
+                }
                 if let Some(entry) = job.queue_entry {
                     entries.push(entry);
                 }

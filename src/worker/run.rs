@@ -27,14 +27,33 @@ use tracing::{info, info_span, warn, Instrument};
 
 /// How often a running job looks for commands.
 const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// How often a running job checks that no other worker has taken it over.
+const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 /// How often the delivery loop drains the spool and webhook queue.
 const DELIVERY_POLL: Duration = Duration::from_secs(1);
 
 impl Worker {
+    /// Writes the job record — unless another worker has taken the job over since (a
+    /// worker that was cut off from the queue longer than its lease): the record then carries
+    /// a later attempt, and this worker must not overwrite it.
     async fn save(&self, job: &mut Job) {
+        if self.superseded(job).await {
+            warn!(job = %job.id, "job record not saved: another worker holds the job now");
+            return;
+        }
         job.updated_ms = now_ms();
         if let Err(e) = self.store.put_job(job).await {
             warn!(error = %e, "job record not saved");
+        }
+    }
+
+    /// Whether another worker has started the job since this one did (the attempt number is
+    /// the fencing token: every start or takeover raises it). Unknown (store unreachable)
+    /// counts as not superseded.
+    async fn superseded(&self, job: &Job) -> bool {
+        match self.store.get_job(&job.id).await {
+            Ok(Some(stored)) => stored.attempts > job.attempts,
+            _ => false,
         }
     }
 
@@ -390,10 +409,21 @@ async fn run_job_inner(
     }
     let mut poll = tokio::time::interval(COMMAND_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ownership = tokio::time::interval(OWNERSHIP_CHECK);
+    ownership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut local_open = true;
+    let mut superseded = false;
     let result = loop {
         tokio::select! {
             r = &mut runner => break r,
+            _ = ownership.tick(), if !superseded => {
+                if w.superseded(&job).await {
+                    warn!("another worker took the job over (this one was cut off from the queue); \
+                           finishing this segment here");
+                    superseded = true;
+                    let _ = cmd_tx.send(JobCommand::Stop).await;
+                }
+            }
             cmd = local.recv(), if local_open => match cmd {
                 Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
                 None => local_open = false,
@@ -417,6 +447,26 @@ async fn run_job_inner(
         Ok(r) => r,
         Err(e) => Err(crate::pipeline::PipelineError::setup(format!("job task: {e}")).into()),
     };
+    if superseded {
+        // The new holder owns the record, the status and the queue entry; this worker only
+        // delivers what it recorded (listed in the archive), so nothing is lost.
+        let file = match &result {
+            Ok(rec) => rec.file.clone(),
+            Err(_) => job.segments.last().and_then(|seg| {
+                let bytes = std::fs::metadata(&seg.path).map(|m| m.len()).ok()?;
+                (bytes > 0).then(|| SegmentFile {
+                    bytes,
+                    duration: gst::ClockTime::ZERO,
+                    path: seg.path.clone(),
+                })
+            }),
+        };
+        if let (Some(file), Some(mut seg)) = (file, job.segments.pop()) {
+            w.deliver_segment(&job, &mut seg, &file).await;
+        }
+        info!("segment delivered; the job goes on on its new worker");
+        return;
+    }
     let handing_back = hand_back.load(Ordering::SeqCst) && job.state != JobState::Stopping;
     match result {
         Ok(rec) => {

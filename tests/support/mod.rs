@@ -804,6 +804,17 @@ impl Service {
         stop_child(&mut self.child);
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: a stalled machine or a network
+    /// partition, as the rest of the fleet sees it.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(c) = &self.child {
+            let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits up to `secs` for the exit; returns whether it exited cleanly.
     pub fn terminate(&mut self, secs: u64) -> bool {
         let Some(mut c) = self.child.take() else {
