@@ -25,10 +25,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-/// How often a running job looks for commands.
+/// How often a running job checks it is still its worker's and looks for commands.
 const COMMAND_POLL: Duration = Duration::from_millis(200);
-/// How often a running job checks that no other worker has taken it over.
-const OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 /// How often the delivery loop drains the spool and webhook queue.
 const DELIVERY_POLL: Duration = Duration::from_secs(1);
 
@@ -409,26 +407,25 @@ async fn run_job_inner(
     }
     let mut poll = tokio::time::interval(COMMAND_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ownership = tokio::time::interval(OWNERSHIP_CHECK);
-    ownership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut local_open = true;
     let mut superseded = false;
     let result = loop {
         tokio::select! {
             r = &mut runner => break r,
-            _ = ownership.tick(), if !superseded => {
+            cmd = local.recv(), if local_open => match cmd {
+                Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
+                None => local_open = false,
+            },
+            _ = poll.tick(), if !superseded => {
+                // Ownership first: a worker that lost the job must not take the commands
+                // meant for its new holder.
                 if w.superseded(&job).await {
                     warn!("another worker took the job over (this one was cut off from the queue); \
                            finishing this segment here");
                     superseded = true;
                     let _ = cmd_tx.send(JobCommand::Stop).await;
+                    continue;
                 }
-            }
-            cmd = local.recv(), if local_open => match cmd {
-                Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
-                None => local_open = false,
-            },
-            _ = poll.tick() => {
                 let cmds = match w.store.take_commands(&job.id).await {
                     Ok(c) => c,
                     Err(e) => { warn!(error = %e, "reading commands failed"); continue; }
