@@ -74,6 +74,19 @@ fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::Runti
     (janus, rt, admin)
 }
 
+/// A publisher joining `room` (sending `rgb` and a `hz` tone).
+fn join(
+    rt: &tokio::runtime::Runtime,
+    janus: &Janus,
+    room: u64,
+    name: &str,
+    rgb: u32,
+    hz: f64,
+    codec: Codec,
+) -> Publisher {
+    rt.block_on(Publisher::publish(&janus.url(), room, name, rgb, hz, codec))
+}
+
 fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
@@ -94,22 +107,8 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
     let dir = TempDir::new("janus-room");
     let room = 4242;
     let (janus, rt, admin) = janus_room(dir.path(), room);
-    let ann = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Ann",
-        RED,
-        330.0,
-        Codec::Vp8,
-    ));
-    let bob = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Bob",
-        GREEN,
-        440.0,
-        Codec::H264,
-    ));
+    let ann = join(&rt, &janus, room, "Ann", RED, 330.0, Codec::Vp8);
+    let bob = join(&rt, &janus, room, "Bob", GREEN, 440.0, Codec::H264);
     rt.block_on(async {
         ann.wait_connected().await;
         bob.wait_connected().await;
@@ -126,25 +125,11 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
     let listed = rt.block_on(admin.participants(room));
     assert_eq!(listed.len(), 2, "{listed:?}");
     sleep_until(t0 + Duration::from_secs(3));
-    let cat = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Cat",
-        BLUE,
-        550.0,
-        Codec::Vp8,
-    ));
+    let cat = join(&rt, &janus, room, "Cat", BLUE, 550.0, Codec::Vp8);
     sleep_until(t0 + Duration::from_secs(7));
     rt.block_on(bob.leave());
     sleep_until(t0 + Duration::from_secs(9));
-    let screen = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Ann screen",
-        SCREEN,
-        660.0,
-        Codec::Vp8,
-    ));
+    let screen = join(&rt, &janus, room, "Ann screen", SCREEN, 660.0, Codec::Vp8);
     let status = wait_for(30.0, || rec.try_wait().ok().flatten()).expect("recorder exits");
     assert!(
         status.success(),
@@ -264,14 +249,7 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
     let dir = TempDir::new("janus-restart");
     let room = 77;
     let (mut janus, rt, _admin) = janus_room(dir.path(), room);
-    let ann = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Ann",
-        RED,
-        330.0,
-        Codec::Vp8,
-    ));
+    let ann = join(&rt, &janus, room, "Ann", RED, 330.0, Codec::Vp8);
     let (mut rec, t0) = recorder(&janus, room, dir.path(), &["--layout", "grid"]);
     sleep_until(t0 + Duration::from_secs(4));
     janus.restart();
@@ -279,14 +257,7 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
     // The room and the publisher come back on the new server.
     let admin = rt.block_on(Admin::connect(&janus.url()));
     rt.block_on(admin.create_room(room));
-    let _ann = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Ann",
-        RED,
-        330.0,
-        Codec::Vp8,
-    ));
+    let _ann = join(&rt, &janus, room, "Ann", RED, 330.0, Codec::Vp8);
     let back = wait_for(30.0, || {
         std::fs::read_to_string(dir.path().join("record.log"))
             .unwrap_or_default()
@@ -503,22 +474,8 @@ fn speaker_follows_janus_talking_and_a_described_share_is_presented() {
     let dir = TempDir::new("janus-speaker");
     let room = 5150;
     let (janus, rt, admin) = janus_room(dir.path(), room);
-    let ann = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Ann",
-        RED,
-        330.0,
-        Codec::Vp8,
-    ));
-    let bob = rt.block_on(Publisher::publish(
-        &janus.url(),
-        room,
-        "Bob",
-        GREEN,
-        440.0,
-        Codec::Vp9,
-    ));
+    let ann = join(&rt, &janus, room, "Ann", RED, 330.0, Codec::Vp8);
+    let bob = join(&rt, &janus, room, "Bob", GREEN, 440.0, Codec::Vp9);
     bob.set_tone(false);
     rt.block_on(async {
         ann.wait_connected().await;
