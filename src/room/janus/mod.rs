@@ -175,16 +175,10 @@ impl Conn {
     /// tells whether the PIN is right without joining or showing up anywhere.
     async fn check_pin(&self, cfg: &JanusRoom) -> Result<(), JanusError> {
         let probe = self.session.attach("janus.plugin.videoroom").await?;
-        let mut join = json!({
-            "request": "join",
-            "ptype": "subscriber",
-            "room": cfg.room,
-            "streams": [{ "feed": 0 }],
-        });
-        if let Some(pin) = &cfg.pin {
-            join["pin"] = json!(pin);
-        }
-        let result = self.session.message(probe, join, None).await;
+        let result = self
+            .session
+            .message(probe, subscriber_join(cfg, 0), None)
+            .await;
         self.session.detach(probe).await;
         match result {
             Err(e) if e.code == 433 || e.message.contains("pin") => {
@@ -419,20 +413,28 @@ fn other(e: impl std::fmt::Display) -> JanusError {
     }
 }
 
-async fn subscribe_feed(cfg: &JanusRoom, conn: &Conn, feed: &mut Feed) -> Result<(), JanusError> {
-    let id = feed.publisher.id;
-    let handle = conn.session.attach("janus.plugin.videoroom").await?;
-    feed.handle = Some(handle);
+/// A subscriber `join` for publisher `feed`, with the room's PIN when there is one.
+fn subscriber_join(cfg: &JanusRoom, feed: u64) -> Value {
     let mut join = json!({
         "request": "join",
         "ptype": "subscriber",
         "room": cfg.room,
-        "streams": [{ "feed": id }],
+        "streams": [{ "feed": feed }],
     });
     if let Some(pin) = &cfg.pin {
         join["pin"] = json!(pin);
     }
-    let r = conn.session.message(handle, join, None).await?;
+    join
+}
+
+async fn subscribe_feed(cfg: &JanusRoom, conn: &Conn, feed: &mut Feed) -> Result<(), JanusError> {
+    let id = feed.publisher.id;
+    let handle = conn.session.attach("janus.plugin.videoroom").await?;
+    feed.handle = Some(handle);
+    let r = conn
+        .session
+        .message(handle, subscriber_join(cfg, id), None)
+        .await?;
     let data = &r["plugindata"]["data"];
     let offer = r["jsep"]["sdp"]
         .as_str()
