@@ -449,14 +449,7 @@ async fn run_job_inner(
         // delivers what it recorded (listed in the archive), so nothing is lost.
         let file = match &result {
             Ok(rec) => rec.file.clone(),
-            Err(_) => job.segments.last().and_then(|seg| {
-                let bytes = std::fs::metadata(&seg.path).map(|m| m.len()).ok()?;
-                (bytes > 0).then(|| SegmentFile {
-                    bytes,
-                    duration: gst::ClockTime::ZERO,
-                    path: seg.path.clone(),
-                })
-            }),
+            Err(_) => job.segments.last().and_then(written),
         };
         if let (Some(file), Some(mut seg)) = (file, job.segments.pop()) {
             w.deliver_segment(&job, &mut seg, &file).await;
@@ -517,12 +510,7 @@ async fn run_job_inner(
         Err(e) => {
             // The runner finalized what reached the file; deliver it before reporting.
             if let Some(mut seg) = job.segments.pop() {
-                if seg.path.is_file() && std::fs::metadata(&seg.path).is_ok_and(|m| m.len() > 0) {
-                    let file = SegmentFile {
-                        bytes: std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0),
-                        duration: gst::ClockTime::ZERO,
-                        path: seg.path.clone(),
-                    };
+                if let Some(file) = written(&seg) {
                     w.deliver_segment(&job, &mut seg, &file).await;
                 }
                 job.segments.push(seg);
@@ -657,6 +645,20 @@ fn update_destination(job: &mut Job, d: &DestinationStatus) {
         Some(slot) => *slot = value,
         None => job.destinations.push(value),
     }
+}
+
+/// What a segment that ended in an error left on disk, if anything (the runner finalized
+/// what reached the file; its duration is not known here).
+fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
+    let bytes = std::fs::metadata(&seg.path)
+        .ok()
+        .filter(|m| m.is_file())?
+        .len();
+    (bytes > 0).then(|| SegmentFile {
+        bytes,
+        duration: gst::ClockTime::ZERO,
+        path: seg.path.clone(),
+    })
 }
 
 fn file_name(p: &Path) -> String {
