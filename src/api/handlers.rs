@@ -275,14 +275,14 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
         }
         st.store.put_room(&r).await?;
         let jobs = st.store.jobs().await?;
-        for job in jobs.iter().cloned() {
+        for mut job in jobs.iter().cloned() {
             if job.spec.room_id != id || job.state.is_terminal() {
                 continue;
             }
             if matches!(ev, PlatformEvent::RoomDestroyed)
                 && end_waiting(
                     &st,
-                    &mut job.clone(),
+                    &mut job,
                     JobState::Cancelled,
                     Code::StateDisconnected,
                     "room destroyed before the job started",

@@ -197,12 +197,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub async fn queue_janitor(st: Arc<ApiState>, drain_hooks: bool) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let prune_every = (st.cfg.job_retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
     loop {
         tick.tick().await;
         if let Err(e) = expire_waiting(&st).await {
             warn!(error = %e, "queue janitor");
         }
-        let prune_every = (st.cfg.job_retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
         if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
             last_prune = Some(tokio::time::Instant::now());
             let cutoff = now_ms().saturating_sub(st.cfg.job_retention.as_millis() as u64);

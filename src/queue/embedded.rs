@@ -120,10 +120,12 @@ impl Embedded {
         let tx = self.db.begin_write().map_err(e)?;
         let n = {
             let mut meta = tx.open_table(META).map_err(e)?;
-            let cur = meta.get(key).map_err(e)?.map(|v| v.value()).unwrap_or(0);
-            let n = (cur + 1).max(i64::try_from(at_least).unwrap_or(i64::MAX));
-            meta.insert(key, n).map_err(e)?;
-            n
+            let next = Self::next_seq(&mut meta, key, 1)?;
+            let floor = i64::try_from(at_least).unwrap_or(i64::MAX);
+            if next < floor {
+                meta.insert(key, floor).map_err(e)?;
+            }
+            next.max(floor)
         };
         tx.commit().map_err(e)?;
         Ok(n as u64)
