@@ -1,29 +1,71 @@
 # roomcast: `make demo` records a synthetic room into ./recordings; `make test` runs every check.
+#
+# Both install what they need from Debian 12 (root, or sudo for a normal user):
+#   make demo  -> RUNTIME_PACKAGES only (GStreamer, its plugins, fonts, build headers)
+#   make test  -> also TEST_PACKAGES (the real servers the tests start on loopback) and a Python
+#                 virtual environment in .tools/ holding the S3-compatible test server (moto).
+# Services that Debian would start and enable on install (ssh, redis-server, janus, nginx) are
+# neither started nor left enabled: the tests run their own instances on free ports.
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Everything the build and the tests need from Debian 12.
-APT_PACKAGES := pkg-config build-essential libssl-dev \
+# What recording needs: build headers, GStreamer and its plugins (WebRTC included), label fonts.
+RUNTIME_PACKAGES := pkg-config build-essential libssl-dev \
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
-	fonts-dejavu-core ffmpeg time nginx libnginx-mod-rtmp openssh-server redis-server \
-	janus gstreamer1.0-nice iproute2 util-linux
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice fonts-dejavu-core
 
-.PHONY: setup build release demo test fmt lint bench fuzz clean
+# What only the tests need: media probes, the servers they start, namespaces, a Python venv.
+TEST_PACKAGES := ffmpeg time gstreamer1.0-tools nginx libnginx-mod-rtmp openssh-server \
+	redis-server janus iproute2 util-linux procps python3-venv
 
-setup:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# The S3-compatible server the tests start, in a virtual environment of the project's own.
+TOOLS_DIR := $(CURDIR)/.tools
+VENV := $(TOOLS_DIR)/venv
+MOTO_SPEC := moto[server]>=5,<6
+
+.PHONY: setup test-setup build release demo test fmt lint bench fuzz clean
+
+# Installs the packages named in $(1) that are missing. Nothing is started on install (a
+# policy-rc.d that refuses every start is in place for the duration), and the services of the
+# packages installed here are disabled afterwards.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
-	else echo "setup: all packages present"; fi
-	@python3 -c "import moto.server" 2>/dev/null || python3 -m pip install -q "moto[server]"
+	if [ -z "$$missing" ]; then echo "$(2): all packages present"; exit 0; fi; \
+	echo "$(2): installing$$missing"; \
+	policy=/usr/sbin/policy-rc.d; own_policy=""; \
+	if [ ! -e $$policy ]; then \
+	  printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && $(SUDO) chmod 755 $$policy && own_policy=1; \
+	fi; \
+	$(SUDO) apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	rc=$$?; \
+	[ -n "$$own_policy" ] && $(SUDO) rm -f $$policy; \
+	[ $$rc = 0 ] || exit $$rc; \
+	for p in $$missing; do \
+	  for unit in $$(dpkg-query -L $$p 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/]+\.service$$' | xargs -r -n1 basename); do \
+	    case $$unit in *@.service) continue;; esac; \
+	    if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --quiet $$unit 2>/dev/null || true; fi; \
+	    if command -v deb-systemd-helper >/dev/null; then $(SUDO) deb-systemd-helper disable $$unit 2>/dev/null || true; fi; \
+	  done; \
+	  for script in $$(dpkg-query -L $$p 2>/dev/null | grep -E '^/etc/init\.d/[^/]+$$' | xargs -r -n1 basename); do \
+	    command -v update-rc.d >/dev/null && $(SUDO) update-rc.d $$script disable >/dev/null 2>&1 || true; \
+	  done; \
+	done
+endef
+
+setup:
+	$(call apt_install,$(RUNTIME_PACKAGES),setup)
 	@command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)"; exit 1; }
+
+test-setup: setup
+	$(call apt_install,$(TEST_PACKAGES),test-setup)
+	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c "import moto.server" 2>/dev/null || \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(MOTO_SPEC)"
 
 build: setup
 	cargo build
@@ -41,8 +83,8 @@ lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-test: lint
-	cargo test -- --test-threads=2
+test: test-setup lint
+	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test -- --test-threads=2
 	$(MAKE) fuzz FUZZ_SECS=30
 
 # Request and job parsing under libFuzzer (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP
@@ -60,4 +102,4 @@ bench: release
 
 clean:
 	cargo clean
-	rm -rf recordings
+	rm -rf recordings .tools

@@ -187,7 +187,19 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(url: &str) -> Admin {
-        let (session, _events) = Session::connect(url).await.expect("janus session");
+        // Janus listens a moment before its WebSocket transport answers: a reset connection
+        // right after start is retried.
+        let t0 = std::time::Instant::now();
+        let (session, _events) = loop {
+            match Session::connect(url).await {
+                Ok(s) => break s,
+                Err(e) if t0.elapsed() < std::time::Duration::from_secs(10) => {
+                    eprintln!("janus not ready yet: {e:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("janus session: {e:?}"),
+            }
+        };
         let handle = session.attach("janus.plugin.videoroom").await.unwrap();
         Admin { session, handle }
     }

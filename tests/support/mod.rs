@@ -553,6 +553,19 @@ impl Drop for Receiver {
     }
 }
 
+/// The Python that has `moto[server]`: `ROOMCAST_TEST_PYTHON` (set by `make test`), else the
+/// project's `.tools/venv` when it exists, else `python3`.
+fn test_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("ROOMCAST_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
 /// A moto S3 server (PyPI `moto[server]`) on a loopback port.
 pub struct MotoS3 {
     pub port: u16,
@@ -561,7 +574,7 @@ pub struct MotoS3 {
 
 impl MotoS3 {
     pub fn start_on(port: u16) -> MotoS3 {
-        let child = Command::new("python3")
+        let child = Command::new(test_python())
             .args([
                 "-m",
                 "moto.server",
@@ -574,7 +587,7 @@ impl MotoS3 {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start python3 -m moto.server (pip install 'moto[server]')");
+            .expect("start moto.server (`make test-setup` installs it into .tools/venv)");
         let t0 = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t0.elapsed().as_secs() < 30, "moto_server did not start");
