@@ -357,14 +357,17 @@ impl DeliveryConfig {
     }
 
     /// A deliverer, if storage is configured.
-    pub fn deliverer(&self) -> Result<Option<Deliverer>, Error> {
+    pub fn deliverer(
+        &self,
+        listener: Option<std::sync::Arc<dyn crate::delivery::DeliveryListener>>,
+    ) -> Result<Option<Deliverer>, Error> {
         let Some(storage) = self.storage.clone() else {
             return Ok(None);
         };
         Ok(Some(Deliverer {
             spool: self.spool()?,
             storage,
-            webhooks: self.webhook_queue()?,
+            listener,
             backup: self.backup.clone(),
         }))
     }

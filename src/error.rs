@@ -27,6 +27,15 @@ pub enum Error {
         code: Code,
     },
     /// File system failure.
+    /// A job ran and ended with a code (the room could not be joined, was lost, the
+    /// pipeline failed, …).
+    #[error("{message}")]
+    Job {
+        /// The code it ended with.
+        code: Code,
+        /// What happened.
+        message: String,
+    },
     #[error("{context}: {cause}")]
     Io {
         /// What was being done.
@@ -44,6 +53,7 @@ impl Error {
             Error::Pipeline(e) => e.code(),
             Error::Rtmp(e) => e.code(),
             Error::Invalid { code, .. } => *code,
+            Error::Job { code, .. } => *code,
             Error::Io { .. } => Code::RecordError,
         }
     }

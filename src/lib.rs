@@ -7,6 +7,7 @@ pub mod api;
 pub mod bench;
 pub mod clock;
 pub mod codes;
+pub mod command;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -14,8 +15,8 @@ pub mod job;
 pub mod layout;
 pub mod pipeline;
 pub mod queue;
-pub mod retry;
 pub mod room;
+pub mod util;
 pub mod webhook;
 pub mod worker;
 

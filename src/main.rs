@@ -1,23 +1,14 @@
 //! roomcast command line: thin dispatch into the library.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use roomcast::config::DeliveryConfig;
-use roomcast::delivery::live_recording_event;
-use roomcast::delivery::spool::SegmentMeta;
-use roomcast::job::{record_with_events, JobCommand, JobEvent, RecordingSpec};
-use roomcast::layout::Layout;
-use roomcast::pipeline::mp4::SegmentFile;
-use roomcast::pipeline::rtmp::{DestinationState, RtmpUrl};
-use roomcast::pipeline::{self, Preset};
-use roomcast::room::janus::JanusRoom;
-use roomcast::room::synthetic::SyntheticRoom;
-use roomcast::room::RoomConnector;
-use roomcast::webhook::{status_event, EventContext, WebhookQueue};
+use roomcast::command::{self, CompositeBench, RecordRequest, ServeOptions};
+use roomcast::queue::{ConnectorSpec, SyntheticScript};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::sync::mpsc;
+
+/// The default encoder preset.
+const DEFAULT_PRESET: &str = "h264-720p30";
 
 #[derive(Parser)]
 #[command(
@@ -117,7 +108,7 @@ struct OutputArgs {
     #[arg(long, default_value = "./recordings")]
     out: PathBuf,
     /// Encoder preset name or file.
-    #[arg(long, default_value = pipeline::preset::DEFAULT_PRESET)]
+    #[arg(long, default_value = DEFAULT_PRESET)]
     preset: String,
     /// Watermark PNG (at most 140x140), drawn top right.
     #[arg(long)]
@@ -199,7 +190,7 @@ enum LayoutCmd {
         #[arg(long)]
         screen_share: bool,
         /// Encoder preset (for the canvas size).
-        #[arg(long, default_value = pipeline::preset::DEFAULT_PRESET)]
+        #[arg(long, default_value = DEFAULT_PRESET)]
         preset: String,
         /// PNG to write.
         #[arg(long)]
@@ -215,7 +206,7 @@ enum BenchCmd {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=25))]
         participants: u32,
         /// Encoder preset name or file.
-        #[arg(long, default_value = pipeline::preset::DEFAULT_PRESET)]
+        #[arg(long, default_value = DEFAULT_PRESET)]
         preset: String,
         /// Media seconds to produce.
         #[arg(long, default_value_t = 20)]
@@ -265,39 +256,38 @@ fn main() -> ExitCode {
     }
 }
 
+fn print(v: serde_json::Value) -> anyhow::Result<()> {
+    println!("{v}");
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    pipeline::init().map_err(roomcast::Error::from)?;
+    roomcast::pipeline::init()?;
     match cli.cmd {
-        Cmd::Demo(args) => {
-            if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+        Cmd::Demo(a) => {
+            if !(a.duration.is_finite() && a.duration > 0.0 && a.duration <= 86_400.0) {
                 anyhow::bail!("--duration must be between 0 and 86400 seconds");
             }
-            let room = SyntheticRoom::demo(
-                args.participants as usize,
-                Duration::from_secs_f64(args.duration),
-            );
-            demo(
-                args.output,
-                args.duration,
-                args.room,
-                args.app_id,
-                Source::Synthetic(room),
-            )
+            let connector = ConnectorSpec::Synthetic {
+                participants: a.participants,
+                script: SyntheticScript::Demo,
+            };
+            recording(a.output, connector, a.room, a.app_id, a.duration)
         }
         Cmd::Record(r) => {
             if !(r.duration.is_finite() && (0.0..=7.0 * 86_400.0).contains(&r.duration)) {
                 anyhow::bail!("--duration must be between 0 (until stopped) and 604800 seconds");
             }
-            let mut room = JanusRoom::new(r.janus.clone(), r.room);
-            room.pin = r
-                .pin
-                .clone()
-                .or_else(|| std::env::var("ROOMCAST_JANUS_PIN").ok());
-            room.screen_pattern = r.screen_pattern.clone();
-            room.local_ip = r.ice_address.clone();
-            room.max_reconnects = r.max_reconnects;
+            let connector = ConnectorSpec::Janus {
+                url: r.janus,
+                room: r.room,
+                pin: r.pin.or_else(|| std::env::var("ROOMCAST_JANUS_PIN").ok()),
+                screen_pattern: Some(r.screen_pattern),
+                ice_address: r.ice_address,
+                max_reconnects: Some(r.max_reconnects),
+            };
             let room_id = r.room_id.unwrap_or_else(|| r.room.to_string());
-            demo(r.output, r.duration, room_id, r.app_id, Source::Janus(room))
+            recording(r.output, connector, room_id, r.app_id, r.duration)
         }
         Cmd::Layout {
             cmd:
@@ -308,14 +298,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     preset,
                     out,
                 },
-        } => {
-            let layout = Layout::resolve(&layout).map_err(roomcast::Error::from)?;
-            let preset = Preset::resolve(&preset).map_err(roomcast::Error::from)?;
-            pipeline::preview::render(&layout, &preset, participants as usize, screen_share, &out)
-                .map_err(roomcast::Error::from)?;
-            println!("{}", serde_json::json!({ "file": out }));
-            Ok(())
-        }
+        } => print(command::layout_preview(
+            &layout,
+            &preset,
+            participants as usize,
+            screen_share,
+            &out,
+        )?),
         Cmd::Bench {
             cmd:
                 BenchCmd::Composite {
@@ -326,76 +315,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     pattern,
                     bitrate,
                 },
-        } => {
-            let mut preset = Preset::resolve(&preset).map_err(roomcast::Error::from)?;
-            if let (Some(kbps), Some(v)) = (bitrate, preset.video.as_mut()) {
-                v.bitrate_kbps = kbps;
-            }
-            let layout = Layout::resolve(&layout).map_err(roomcast::Error::from)?;
-            let report = roomcast::bench::composite(
-                &layout,
-                &preset,
-                participants as usize,
-                seconds,
-                pattern.as_deref(),
-            )?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
-        Cmd::Deliver { wait } => {
-            let cfg = DeliveryConfig::from_env()?;
-            let wait = Duration::from_secs_f64(wait.clamp(0.0, 86_400.0));
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let out = rt.block_on(async {
-                let (report, hooks) = match cfg.deliverer()? {
-                    Some(d) => d.run_until_empty(wait).await,
-                    None => {
-                        let spooled = cfg.spool()?.list().len();
-                        if spooled > 0 {
-                            anyhow::bail!(
-                                "{spooled} recordings are spooled but ROOMCAST_STORAGE is not set"
-                            );
-                        }
-                        let hooks = match cfg.webhook_queue()? {
-                            Some(q) => q.run_until_empty(wait).await,
-                            None => 0,
-                        };
-                        (Default::default(), hooks)
-                    }
-                };
-                Ok(serde_json::json!({ "delivery": report, "webhooks_pending": hooks }))
-            })?;
-            println!("{out}");
-            Ok(())
-        }
+        } => print(command::bench_composite(CompositeBench {
+            participants: participants as usize,
+            preset,
+            seconds,
+            layout,
+            pattern,
+            bitrate,
+        })?),
+        Cmd::Deliver { wait } => print(command::deliver(Duration::from_secs_f64(
+            wait.clamp(0.0, 86_400.0),
+        ))?),
         Cmd::Enqueue {
             file,
             room,
             conf,
             app_id,
-        } => {
-            let cfg = DeliveryConfig::from_env()?;
-            let bytes = std::fs::metadata(&file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .len();
-            let seg = SegmentFile {
-                path: file,
-                duration: gst::ClockTime::ZERO,
-                bytes,
-            };
-            let spool = cfg.spool()?;
-            let meta = segment_meta(&seg, &room, &conf, &app_id);
-            let entry = spool.put(&seg.path, meta)?;
-            println!(
-                "{}",
-                serde_json::json!({ "spooled": entry.id, "sha256": entry.meta.sha256 })
-            );
-            Ok(())
-        }
-        Cmd::Serve(args) => serve(args, true, true),
-        Cmd::Api(args) => serve(args, true, false),
+        } => print(command::enqueue(&file, &room, &conf, &app_id)?),
+        Cmd::Serve(a) => serve(a, true, true),
+        Cmd::Api(a) => serve(a, true, false),
         Cmd::Worker { redis } => serve(
             ServeArgs {
                 redis,
@@ -407,344 +345,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Cmd::Finalize { files } => {
             for f in files {
-                let seg = pipeline::mp4::finalize(&f).map_err(roomcast::Error::from)?;
-                println!(
-                    "{}",
-                    serde_json::json!({ "file": seg.path, "duration_s": seg.duration.mseconds() as f64 / 1000.0, "bytes": seg.bytes })
-                );
+                print(command::finalize(&f)?)?;
             }
             Ok(())
         }
     }
 }
 
-/// `serve` (API + worker), `api` (API only, Redis) and `worker` (worker only, Redis).
-fn serve(args: ServeArgs, with_api: bool, with_worker: bool) -> anyhow::Result<()> {
-    use roomcast::config::ServerConfig;
-    use roomcast::queue::Store;
-    use roomcast::worker::{default_worker_id, Worker, WorkerConfig};
-    let mut cfg = ServerConfig::from_env()?;
-    if let Some(r) = args.redis {
-        cfg.redis_url = Some(r);
-    }
-    if let Some(l) = args.listen {
-        cfg.listen = l;
-    }
-    let delivery = DeliveryConfig::from_env()?;
-    if !(with_api && with_worker) && cfg.redis_url.is_none() {
-        anyhow::bail!(
-            "`roomcast api` and `roomcast worker` share jobs through Redis: set ROOMCAST_REDIS_URL              or --redis (or run `roomcast serve` for one machine)"
-        );
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let store = match &cfg.redis_url {
-            Some(url) => Store::redis(url).await?,
-            None => Store::embedded(&cfg.data_dir.join("queue"))?,
-        };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown requested");
-            let _ = stop_tx.send(true);
-        });
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let worker = if with_worker {
-            let w = Worker::new(
-                store.clone(),
-                WorkerConfig {
-                    id: std::env::var("ROOMCAST_WORKER_ID")
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(default_worker_id),
-                    budget: cfg.cpu_budget,
-                    recordings_dir: absolute(&cfg.data_dir.join("recordings"))?,
-                    delivery: delivery.clone(),
-                },
-            )?;
-            Some(tokio::spawn(w.run(stopped())))
-        } else {
-            None
-        };
-        if with_api {
-            let hooks = delivery.webhook_queue()?;
-            let st = roomcast::api::state(store.clone(), cfg.clone(), hooks, args.insecure_dev)?;
-            tokio::spawn(roomcast::api::queue_janitor(st.clone(), !with_worker));
-            roomcast::api::serve(st, stopped()).await?;
-        }
-        if let Some(w) = worker {
-            w.await.context("worker task")?;
-        }
-        anyhow::Ok(())
-    })
+fn serve(a: ServeArgs, api: bool, worker: bool) -> anyhow::Result<()> {
+    Ok(command::serve(ServeOptions {
+        redis: a.redis,
+        listen: a.listen,
+        insecure_dev: a.insecure_dev,
+        api,
+        worker,
+    })?)
 }
 
-/// `p` made absolute (created first): job records name segment files by absolute path, so a
-/// worker taking a job over can find the previous worker's file on a shared or local disk.
-fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-    std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
-}
-
-/// Where a command-line recording gets its room.
-enum Source {
-    Synthetic(SyntheticRoom),
-    Janus(JanusRoom),
-}
-
-/// Records one room (synthetic for `demo`, Janus for `record`) until the duration ends (0: until
-/// stopped), the room goes away or SIGINT/SIGTERM; then delivers the segment.
-fn demo(
-    args: OutputArgs,
-    duration: f64,
-    room: String,
+/// `demo` and `record`: one job, its JSON line, then its failure if it failed.
+fn recording(
+    o: OutputArgs,
+    connector: ConnectorSpec,
+    room_id: String,
     app_id: String,
-    source: Source,
+    duration: f64,
 ) -> anyhow::Result<()> {
-    let mut layout = Layout::resolve(&args.layout).map_err(roomcast::Error::from)?;
-    if let Some(n) = args.max_tiles {
-        layout = layout.with_max_tiles(n).map_err(roomcast::Error::from)?;
-    }
-    let preset = Preset::resolve(&args.preset).map_err(roomcast::Error::from)?;
-    let mut delivery = DeliveryConfig::from_env()?;
-    let storage_override = args.storage.clone();
-    if let Some(url) = &storage_override {
-        delivery.storage =
-            Some(roomcast::delivery::Storage::parse(url).map_err(roomcast::Error::from)?);
-    }
-    let rtmp = RtmpUrl::parse_all(&args.rtmp).map_err(roomcast::Error::from)?;
-    let duration = (duration > 0.0).then(|| Duration::from_secs_f64(duration));
-    let (width, height) = preset
-        .video
-        .as_ref()
-        .map(|v| (v.width, v.height))
-        .unwrap_or((0, 0));
-    let spec = RecordingSpec {
-        room_id: room,
-        conf_num: args.conf,
-        out_dir: args.out,
-        preset,
-        layout,
-        watermark: args.watermark,
-        max_duration: duration,
-        rtmp,
-        record: true,
-        first_segment: 1,
-    };
-    let (room_id, conf_num) = (spec.room_id.clone(), spec.conf_num.clone());
-    let deliver_wait = Duration::from_secs_f64(args.deliver_wait.clamp(0.0, 86_400.0));
-    let hooks = delivery.webhook_queue()?;
-    let ctx = EventContext {
-        app_id: app_id.clone(),
-        room_id: room_id.clone(),
-        conf_num: conf_num.clone(),
-        by: "roomcast-demo".into(),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let rec = rt.block_on(async {
-        let handle = match source {
-            Source::Synthetic(room) => room.connect().await?,
-            Source::Janus(room) => room.connect().await?,
-        };
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("stop requested, finalizing");
-            let _ = tx.send(JobCommand::Stop).await;
-        });
-        let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
-        let job = tokio::spawn(record_with_events(spec, handle, rx, Some(etx)));
-        while let Some(ev) = erx.recv().await {
-            match ev {
-                JobEvent::Started { .. } => status(&hooks, &ctx, "room-live-recording-on", None),
-                JobEvent::Progress { .. } => {}
-                JobEvent::Streaming(d) => {
-                    let (kind, code) = match d.state {
-                        DestinationState::Live => ("room-streaming-on", None),
-                        DestinationState::Retrying => (
-                            "room-streaming-failed",
-                            Some(roomcast::codes::Code::StreamFailedToStart),
-                        ),
-                        DestinationState::Stopped => ("room-streaming-off", None),
-                        DestinationState::Connecting => continue,
-                    };
-                    let id = format!("{kind}-{}-{}", d.id, d.connections);
-                    status_with_id(&hooks, &ctx, kind, code, &id);
-                }
-            }
-        }
-        let rec = job.await.context("recording task")?;
-        match &rec {
-            Ok(_) => status(&hooks, &ctx, "room-live-recording-off", None),
-            Err(e) => status(&hooks, &ctx, "room-live-recording-failed", Some(e.code())),
-        }
-        let rec = rec.context("recording failed")?;
-        let file = rec.file.clone().context("no segment was written")?;
-        anyhow::Ok((rec, file))
+    let report = command::record(RecordRequest {
+        connector,
+        room_id,
+        app_id,
+        conf_num: o.conf,
+        layout: o.layout,
+        max_tiles: o.max_tiles,
+        preset: o.preset,
+        watermark: o.watermark,
+        rtmp: o.rtmp,
+        storage: o.storage,
+        out: o.out,
+        duration: (duration > 0.0).then(|| Duration::from_secs_f64(duration)),
+        deliver_wait: Duration::from_secs_f64(o.deliver_wait.clamp(0.0, 86_400.0)),
     })?;
-    let (rec, rec_file) = rec;
-    let delivered = rt.block_on(deliver(
-        &delivery,
-        storage_override,
-        &rec_file,
-        &room_id,
-        &conf_num,
-        &app_id,
-        deliver_wait,
-    ))?;
-    // Where the recording is now: its storage location once delivered (a path for folders,
-    // the URL otherwise), else where it was recorded (or waits in the spool).
-    let file = match delivered.get("url").and_then(|u| u.as_str()) {
-        Some(url) => url.strip_prefix("file://").unwrap_or(url).to_string(),
-        None => match delivered.get("spool_file").and_then(|p| p.as_str()) {
-            Some(p) => p.to_string(),
-            None => rec_file.path.display().to_string(),
-        },
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "file": file,
-            "duration_s": (rec_file.duration.mseconds() as f64 / 1000.0),
-            "bytes": rec_file.bytes,
-            "width": width,
-            "height": height,
-            "rtmp": rec.destinations,
-            "delivery": delivered,
-            "end": format!("{:?}", rec.reason),
-        })
-    );
-    if rec.reason == roomcast::job::runner::EndReason::Disconnected {
-        // The file is finalized and delivered; the run still failed.
-        return Err(roomcast::Error::Invalid {
-            field: "room".into(),
-            message: "the room connection was lost and could not be re-established".into(),
-            code: roomcast::codes::Code::StateDisconnected,
-        }
-        .into());
+    if let Some(line) = report.line {
+        println!("{line}");
     }
-    Ok(())
-}
-
-/// Hands a finished segment to delivery: into the spool and on to storage with its webhook,
-/// or, without storage, a webhook for the file where it was recorded.
-async fn deliver(
-    cfg: &DeliveryConfig,
-    storage_override: Option<String>,
-    file: &SegmentFile,
-    room_id: &str,
-    conf_num: &str,
-    app_id: &str,
-    wait: Duration,
-) -> anyhow::Result<serde_json::Value> {
-    let meta = segment_meta(file, room_id, conf_num, app_id);
-    match cfg.deliverer()? {
-        Some(d) => {
-            let mut entry = d.spool.put(&file.path, meta)?;
-            if storage_override.is_some() {
-                // Remembered in the sidecar: a later `roomcast deliver` honours it too.
-                entry.target = storage_override;
-                d.spool.update(&entry)?;
-            }
-            let (report, hooks) = d.run_until_empty(wait).await;
-            // Still waiting for storage: the file is in the spool.
-            let spooled = d.spool.media_path(&entry);
-            Ok(serde_json::json!({
-                "spool_file": spooled.exists().then_some(spooled),
-                "url": report.urls.first(),
-                "sha256": entry.meta.sha256,
-                "pending": report.pending,
-                "webhooks_pending": hooks,
-            }))
-        }
-        None => {
-            let Some(q) = cfg.webhook_queue()? else {
-                return Ok(serde_json::Value::Null);
-            };
-            let mut meta = meta;
-            meta.sha256 = roomcast::delivery::spool::sha256_file(&file.path)?;
-            let url = format!("file://{}", std::fs::canonicalize(&file.path)?.display());
-            let id = roomcast::delivery::local_recording_id(&meta);
-            q.enqueue(&id, &live_recording_event(&meta, &url))?;
-            let hooks = q.run_until_empty(wait).await;
-            Ok(serde_json::json!({ "url": url, "sha256": meta.sha256, "webhooks_pending": hooks }))
-        }
-    }
-}
-
-/// What the spool records about a finished segment.
-fn segment_meta(file: &SegmentFile, room_id: &str, conf_num: &str, app_id: &str) -> SegmentMeta {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let file_name = file
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let segment = roomcast::job::runner::segment_number(&file_name).unwrap_or(1);
-    SegmentMeta {
-        job_id: format!("{app_id}-{room_id}-{conf_num}-{segment}"),
-        app_id: app_id.to_string(),
-        room_id: room_id.to_string(),
-        conf_num: conf_num.to_string(),
-        segment,
-        file_name,
-        started_at_unix_ms: now.saturating_sub(file.duration.mseconds()),
-        ended_at_unix_ms: now,
-        size: file.bytes,
-        sha256: String::new(),
-    }
-}
-
-/// Queues a status webhook (sent with the delivery's webhooks, retried like them).
-fn status(
-    hooks: &Option<WebhookQueue>,
-    ctx: &EventContext,
-    kind: &str,
-    code: Option<roomcast::codes::Code>,
-) {
-    status_with_id(hooks, ctx, kind, code, kind);
-}
-
-/// Queues a status webhook whose id is `tag` plus the job (one per transition).
-fn status_with_id(
-    hooks: &Option<WebhookQueue>,
-    ctx: &EventContext,
-    kind: &str,
-    code: Option<roomcast::codes::Code>,
-    tag: &str,
-) {
-    if let Some(q) = hooks {
-        let id = format!(
-            "{tag}-{}-{}-{}",
-            ctx.room_id,
-            ctx.conf_num,
-            std::process::id()
-        );
-        if let Err(e) = q.enqueue(&id, &status_event(kind, ctx, code)) {
-            tracing::warn!(error = %e, "status webhook not queued");
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    match report.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 use tracing::info;
 
@@ -109,30 +109,11 @@ fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bo
     })
 }
 
-fn new_job_id(kind: JobKind) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let prefix = match kind {
-        JobKind::Recording => "rec",
-        JobKind::Streaming => "str",
-    };
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{:x}{:04x}{:02x}",
-        nanos / 1000,
-        std::process::id() & 0xffff,
-        n & 0xff
-    )
-}
-
 /// How many people the room has, as far as the platform's events and the connector tell
 /// (None when nothing is known yet).
 fn known_participants(room: &RoomConfig) -> Option<usize> {
     let generated = match &room.connector {
-        ConnectorSpec::Synthetic { participants } => *participants as usize,
+        ConnectorSpec::Synthetic { participants, .. } => *participants as usize,
         _ => 0,
     };
     let n = generated + room.participants.len();
@@ -171,8 +152,9 @@ async fn submit(
         max_duration_secs,
         started_by: started_by.to_string(),
         cost,
+        storage: None,
     };
-    let job = Job::new(new_job_id(kind), spec);
+    let job = Job::new(Job::new_id(kind), spec);
     let ahead = st.store.enqueue(&job).await?;
     let slots: usize = st
         .store

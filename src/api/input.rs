@@ -210,7 +210,7 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
             .map_err(|e| ApiError::new(code, format!("connector: {e}")))?,
     };
     match &connector {
-        ConnectorSpec::Synthetic { participants } if *participants > 16 => {
+        ConnectorSpec::Synthetic { participants, .. } if *participants > 16 => {
             return Err(ApiError::new(code, "connector.participants: at most 16"));
         }
         ConnectorSpec::Janus { url, .. }

@@ -1,18 +1,20 @@
 //! Delivery: every finished segment moves into a durable spool, an uploader copies it to the
-//! configured storage, verifies it, fires the `live_recording` webhook and only then deletes the
-//! local copy. A crash, a restart or storage being down loses nothing: the spool is rescanned
-//! and retried with exponential backoff.
+//! configured storage, verifies it, tells its [`DeliveryListener`] (which queues the
+//! `live_recording` webhook) and only then deletes the local copy. A crash, a restart or storage
+//! being down loses nothing: the spool is rescanned and retried with exponential backoff.
+//!
+//! Delivery knows nothing about webhooks, jobs or media: it moves files and reports them.
 
 pub mod local;
 pub mod s3;
 pub mod sftp;
 pub mod spool;
 
+pub use crate::util::path_component;
+
 use crate::clock::now_ms;
 use crate::codes::Code;
-use crate::webhook::WebhookQueue;
 use local::LocalTarget;
-use serde_json::json;
 use spool::{Spool, SpoolEntry};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,25 +24,6 @@ use tracing::{info, warn};
 const RETRY_START: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
-
-/// Makes `s` safe as one path component (or file name): ASCII letters, digits, `-`, `_`,
-/// `.`; anything else becomes `_`. A leading dot is replaced so nothing hides or climbs.
-pub fn path_component(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with('.') {
-        out.replace_range(0..1, "_");
-    }
-    out
-}
 
 /// A delivery failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,27 +99,12 @@ impl Storage {
     }
 }
 
-/// The platform's `live_recording` webhook body for a delivered file.
-pub fn live_recording_event(m: &spool::SegmentMeta, url: &str) -> serde_json::Value {
-    json!({
-        "type": "live_recording",
-        "trans_date": m.ended_at_unix_ms / 1000,
-        "app_id": m.app_id,
-        "room_id": m.room_id,
-        "conf_num": m.conf_num,
-        "url": url,
-        "file_size": m.size.to_string(),
-    })
-}
-
-/// The id of the `live_recording` webhook for a file left where it was recorded (no storage
-/// configured): from its name and content (`sha256` set), so the same file keeps one id.
-pub fn local_recording_id(m: &spool::SegmentMeta) -> String {
-    format!(
-        "lr_{}-{}",
-        m.file_name.trim_end_matches(".mp4"),
-        &m.sha256[..m.sha256.len().min(12)]
-    )
+/// Told about every verified upload before the spool copy is removed. An error keeps the file
+/// in the spool (it is uploaded and reported again later), so what the listener records is
+/// never lost to a crash between the upload and the clean-up.
+pub trait DeliveryListener: Send + Sync {
+    /// `meta`'s file is now at `url`.
+    fn delivered(&self, meta: &spool::SegmentMeta, url: &str) -> std::io::Result<()>;
 }
 
 /// What one pass over the spool did.
@@ -155,14 +123,14 @@ pub struct DrainReport {
     pub files: Vec<(spool::SegmentMeta, String)>,
 }
 
-/// Drains a spool into storage and queues the webhooks.
+/// Drains a spool into storage.
 pub struct Deliverer {
     /// The spool.
     pub spool: Spool,
     /// Target.
     pub storage: Storage,
-    /// Webhook queue, if webhooks are configured.
-    pub webhooks: Option<WebhookQueue>,
+    /// Told about each delivered file (the `live_recording` webhook).
+    pub listener: Option<std::sync::Arc<dyn DeliveryListener>>,
     /// Used once the primary (or a job's own target) has failed [`BACKUP_AFTER`] times.
     pub backup: Option<Storage>,
 }
@@ -170,7 +138,7 @@ pub struct Deliverer {
 /// Failed attempts on the primary target before the backup target is tried.
 pub const BACKUP_AFTER: u32 = 3;
 
-pub(crate) use crate::retry::backoff;
+use crate::util::backoff;
 
 impl Deliverer {
     /// Tries every due spool entry once.
@@ -224,12 +192,11 @@ impl Deliverer {
         };
         let url = target.upload(&self.spool, entry).await?;
         info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");
-        if let Some(q) = &self.webhooks {
-            let body = live_recording_event(&entry.meta, &url);
-            // The id derives from the spool entry: a crash between queueing and removing the
-            // entry queues the same id again, which the queue (and receivers) de-duplicate.
-            q.enqueue(&format!("lr_{}", entry.id), &body)
-                .map_err(|e| DeliveryError::retryable(format!("webhook queue: {e}")))?;
+        if let Some(l) = &self.listener {
+            // A crash between this and removing the entry reports the same file again; the
+            // listener derives its ids from the file, so the report is de-duplicated.
+            l.delivered(&entry.meta, &url)
+                .map_err(|e| DeliveryError::retryable(format!("delivery report: {e}")))?;
         }
         self.spool
             .remove(entry)
@@ -237,8 +204,8 @@ impl Deliverer {
         Ok(url)
     }
 
-    /// Drains the spool (and webhook queue) until both are empty or `limit` passes.
-    pub async fn run_until_empty(&self, limit: Duration) -> (DrainReport, usize) {
+    /// Drains the spool until it is empty or `limit` passes.
+    pub async fn run_until_empty(&self, limit: Duration) -> DrainReport {
         let deadline = tokio::time::Instant::now() + limit;
         let mut total = DrainReport::default();
         loop {
@@ -248,12 +215,8 @@ impl Deliverer {
             total.files.extend(r.files);
             total.failed += r.failed;
             total.pending = r.pending;
-            let hooks = match &self.webhooks {
-                Some(q) => q.drain_once().await.pending,
-                None => 0,
-            };
-            if (r.pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
-                return (total, hooks);
+            if r.pending == 0 || tokio::time::Instant::now() >= deadline {
+                return total;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -263,14 +226,6 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn path_components_cannot_escape() {
-        assert_eq!(path_component("room 1/../../etc"), "room_1_.._.._etc");
-        assert_eq!(path_component("../x"), "_._x");
-        assert_eq!(path_component(".hidden"), "_hidden");
-        assert_eq!(path_component("demo_1_2.mp4"), "demo_1_2.mp4");
-    }
 
     #[test]
     fn storage_urls() {

@@ -3,8 +3,16 @@
 //! [`RoomState`] folds room events into the tiles a layout needs; [`runner::record`] owns one
 //! pipeline and one room connection and is driven by [`JobCommand`]s.
 
+pub mod execute;
+pub mod host;
+pub mod notify;
+pub mod outbox;
+pub mod platform;
 pub mod runner;
 pub mod state;
 
+pub use execute::{execute, JobEnv, Outcome, Plan, MAX_ATTEMPTS};
+pub use host::{JobHost, MemoryHost, Poll};
+pub use outbox::{HandOff, Outbox};
 pub use runner::{record, record_with_events, JobCommand, JobEvent, RecordingSpec};
 pub use state::RoomState;

@@ -1,4 +1,5 @@
-//! Platform room events → what a running job does with them.
+//! Platform room events (the platform's view of the room, posted to the API) → what a running
+//! job does with them.
 
 use crate::queue::{MediaKind, PlatformEvent, RoomMode};
 use crate::room::synthetic::SyntheticRoom;

@@ -563,7 +563,7 @@ async fn keep_connected(
                 if started.elapsed() >= STABLE_AFTER {
                     attempt = 0;
                 }
-                let delay = crate::retry::backoff(attempt, BACKOFF_START, BACKOFF_MAX);
+                let delay = crate::util::backoff(attempt, BACKOFF_START, BACKOFF_MAX);
                 attempt += 1;
                 set_status(&status, |s| {
                     s.state = DestinationState::Retrying;

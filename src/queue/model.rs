@@ -17,6 +17,10 @@ pub enum ConnectorSpec {
         /// Participants present when the job starts (besides those the platform reported).
         #[serde(default)]
         participants: u32,
+        /// What they do: `steady` (everyone present and still) or `demo` (a late joiner, a
+        /// leaver, a screen share and talkers, spread over the job's `max_duration_secs`).
+        #[serde(default, skip_serializing_if = "SyntheticScript::is_steady")]
+        script: SyntheticScript,
     },
     /// A Janus VideoRoom, recorded without joining it (see `room::janus`).
     Janus {
@@ -33,12 +37,36 @@ pub enum ConnectorSpec {
         /// Local address for ICE.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ice_address: Option<String>,
+        /// Reconnect attempts in a row (with backoff) before the job ends with 7026
+        /// (default 6).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_reconnects: Option<u32>,
     },
+}
+
+/// What a synthetic room's participants do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyntheticScript {
+    /// Everyone present from the start.
+    #[default]
+    Steady,
+    /// The demo's scripted room.
+    Demo,
+}
+
+impl SyntheticScript {
+    fn is_steady(&self) -> bool {
+        *self == SyntheticScript::Steady
+    }
 }
 
 impl Default for ConnectorSpec {
     fn default() -> Self {
-        ConnectorSpec::Synthetic { participants: 0 }
+        ConnectorSpec::Synthetic {
+            participants: 0,
+            script: SyntheticScript::Steady,
+        }
     }
 }
 
@@ -249,6 +277,28 @@ pub struct JobSpec {
     pub started_by: String,
     /// Estimated CPU cost in cores.
     pub cost: f64,
+    /// Storage URL for this job's files instead of the configured one (kept with each
+    /// spooled file, so a later delivery honours it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
+/// Where a segment's file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentStatus {
+    /// Being written.
+    Recording,
+    /// Finalized and waiting in the spool for storage.
+    Spooled,
+    /// In storage (`url` says where).
+    Delivered,
+    /// Finalized and kept where it was recorded (no storage configured, or spooling failed).
+    Local,
+    /// Written by an earlier run on another machine; not found here.
+    Missing,
+    /// Left by an earlier run but could not be finalized.
+    Unreadable,
 }
 
 /// One MP4 segment of a job.
@@ -258,8 +308,8 @@ pub struct SegmentRecord {
     pub file_name: String,
     /// Where it is being written (on the worker).
     pub path: PathBuf,
-    /// `recording`, `spooled`, `delivered` or `local`.
-    pub status: String,
+    /// Where the file is.
+    pub status: SegmentStatus,
     /// Storage URL once delivered (or `file://` for local files).
     #[serde(default)]
     pub url: Option<String>,
@@ -332,6 +382,27 @@ impl Job {
         self.msg = msg.into();
         self.ended_ms = Some(now);
         self.updated_ms = now;
+    }
+
+    /// A fresh job id: `rec_…` or `str_…`, unique in the fleet.
+    pub fn new_id(kind: JobKind) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let prefix = match kind {
+            JobKind::Recording => "rec",
+            JobKind::Streaming => "str",
+        };
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "{prefix}_{:x}{:04x}{:02x}",
+            nanos / 1000,
+            std::process::id() & 0xffff,
+            n & 0xff
+        )
     }
 
     /// A new queued job.
@@ -501,6 +572,6 @@ pub struct ArchiveEntry {
     pub ended_ms: u64,
     /// Storage URL (or `file://` path).
     pub url: Option<String>,
-    /// `delivered`, `spooled` or `local`.
-    pub status: String,
+    /// Where the file is.
+    pub status: SegmentStatus,
 }

@@ -5,8 +5,7 @@
 //! `"{id}.{timestamp}.{body}"` with the shared secret ([`sign`]).
 
 use crate::clock::now_ms;
-use crate::delivery::backoff;
-use crate::delivery::spool::write_atomic;
+use crate::util::{backoff, path_component, write_atomic};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -154,7 +153,7 @@ impl WebhookQueue {
     }
 
     fn path(&self, id: &str) -> PathBuf {
-        let safe = crate::delivery::path_component(id);
+        let safe = path_component(id);
         self.dir.join(format!("{safe}.json"))
     }
 

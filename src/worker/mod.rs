@@ -10,13 +10,12 @@
 //!
 //! [`Preset::estimated_cost`]: crate::pipeline::Preset::estimated_cost
 
-mod events;
 mod run;
 
 use crate::config::DeliveryConfig;
+use crate::job::Outbox;
 use crate::pipeline::preset::MIN_VIDEO_JOB_COST;
 use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT};
-use crate::webhook::WebhookQueue;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,14 +24,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-pub use events::Translator;
+pub use crate::job::MAX_ATTEMPTS;
 
 /// How often the worker looks for work and for commands to its jobs.
 const POLL: Duration = Duration::from_millis(250);
 /// How long a draining worker waits for its jobs to finalize and hand back.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Starts (first run plus takeovers) after which a job fails instead of starting again.
-pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -65,9 +62,7 @@ struct Running {
 pub struct Worker {
     store: Store,
     cfg: WorkerConfig,
-    hooks: Option<WebhookQueue>,
-    deliverer: Option<crate::delivery::Deliverer>,
-    drain_lock: tokio::sync::Mutex<()>,
+    outbox: Arc<Outbox>,
     running: Mutex<HashMap<String, Running>>,
     draining: AtomicBool,
 }
@@ -75,14 +70,11 @@ pub struct Worker {
 impl Worker {
     /// A worker on `store`.
     pub fn new(store: Store, cfg: WorkerConfig) -> crate::Result<Arc<Worker>> {
-        let hooks = cfg.delivery.webhook_queue()?;
-        let deliverer = cfg.delivery.deliverer()?;
+        let outbox = Arc::new(Outbox::open(&cfg.delivery)?);
         Ok(Arc::new(Worker {
             store,
             cfg,
-            hooks,
-            deliverer,
-            drain_lock: tokio::sync::Mutex::new(()),
+            outbox,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         }))

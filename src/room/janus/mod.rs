@@ -615,7 +615,7 @@ async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
 async fn reconnect(cfg: &JanusRoom) -> Option<Conn> {
     for attempt in 0..cfg.max_reconnects {
         let wait =
-            crate::retry::backoff(attempt, Duration::from_millis(500), Duration::from_secs(8));
+            crate::util::backoff(attempt, Duration::from_millis(500), Duration::from_secs(8));
         tokio::time::sleep(wait).await;
         match Conn::open(cfg).await {
             Ok(c) => {

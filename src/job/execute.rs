@@ -1,0 +1,624 @@
+//! The one path every job takes, from a job record to delivered segments: plan (validate the
+//! spec), join the room, run the recording, follow commands, finalize, hand off, report.
+//!
+//! `roomcast serve`/`worker` run it for each claimed job over the queue store;
+//! `roomcast demo`/`record` run it once over a [`MemoryHost`](super::host::MemoryHost). Both
+//! therefore produce the same records, archive entries and status webhooks.
+
+use super::host::{JobHost, Poll};
+use super::notify::{Subject, Transition};
+use super::outbox::{HandOff, Outbox};
+use super::platform::{Action, Translator};
+use super::runner::{segment_number, EndReason};
+use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
+use crate::codes::Code;
+use crate::delivery::spool::SegmentMeta;
+use crate::layout::Layout;
+use crate::pipeline::mp4::{finalize, SegmentFile};
+use crate::pipeline::rtmp::{DestinationState, DestinationStatus, RtmpUrl};
+use crate::pipeline::Preset;
+use crate::queue::{
+    now_ms, ArchiveEntry, Command, ConnectorSpec, Job, JobKind, JobState, PlatformEvent,
+    SegmentRecord, SegmentStatus, SyntheticScript,
+};
+use crate::room::janus::JanusRoom;
+use crate::room::synthetic::SyntheticRoom;
+use crate::room::RoomConnector;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+/// How often a running job checks it is still its host's and looks for commands.
+const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// Starts (first run plus takeovers) after which a job fails instead of starting again.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// A job's spec, validated and resolved: what the recording is built from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Layout.
+    pub layout: Layout,
+    /// Encoder preset.
+    pub preset: Preset,
+    /// RTMP destinations.
+    pub rtmp: Vec<RtmpUrl>,
+}
+
+impl Plan {
+    /// Validates a stored spec (layouts by name or inline only; presets by name or file).
+    pub fn from_spec(spec: &crate::queue::JobSpec) -> Result<Plan, (Code, String)> {
+        let layout = Layout::from_request(&spec.layout).map_err(|e| (e.code, e.to_string()))?;
+        let preset = Preset::resolve(&spec.preset).map_err(|e| (e.code(), e.to_string()))?;
+        let rtmp = RtmpUrl::parse_all(&spec.rtmp_urls).map_err(|e| (e.code(), e.to_string()))?;
+        Ok(Plan {
+            layout,
+            preset,
+            rtmp,
+        })
+    }
+}
+
+/// What the host's process provides to every job.
+pub struct JobEnv {
+    /// Where segments are written.
+    pub recordings_dir: PathBuf,
+    /// Spool, storage and webhooks.
+    pub outbox: Arc<Outbox>,
+}
+
+/// How a run ended, beyond what the job record says.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Why the recording ended (none if it never started).
+    pub reason: Option<EndReason>,
+    /// The last segment written in this run and how it was handed off.
+    pub segment: Option<(SegmentFile, HandOff)>,
+    /// What became of each RTMP destination.
+    pub destinations: Vec<DestinationStatus>,
+    /// The job went back to the queue for another run.
+    pub handed_back: bool,
+}
+
+/// A job being run: its record, host and surroundings.
+struct Run<'a, H: JobHost> {
+    host: &'a H,
+    env: &'a JobEnv,
+    job: Job,
+    outcome: Outcome,
+}
+
+/// Runs `job` to its end (or until it is handed back). `plan` overrides the spec's own
+/// (the command line resolves layout and preset files itself); `local` carries commands from
+/// the host's process (a stop on SIGTERM); `hand_back` set means a stop is a hand-back.
+pub async fn execute<H: JobHost>(
+    host: &H,
+    env: &JobEnv,
+    job: Job,
+    plan: Option<Plan>,
+    local: mpsc::Receiver<JobCommand>,
+    hand_back: Arc<AtomicBool>,
+) -> (Job, Outcome) {
+    let span = info_span!("job", job = %job.id, room = %job.spec.room_id, kind = ?job.spec.kind);
+    let mut run = Run {
+        host,
+        env,
+        job,
+        outcome: Outcome::default(),
+    };
+    run.run(plan, local, hand_back).instrument(span).await;
+    (run.job, run.outcome)
+}
+
+fn failure_code(kind: JobKind) -> Code {
+    match kind {
+        JobKind::Recording => Code::RecordCannotStart,
+        JobKind::Streaming => Code::StreamFailedToStart,
+    }
+}
+
+impl<H: JobHost> Run<'_, H> {
+    async fn save(&mut self) {
+        self.host.save(&mut self.job).await;
+    }
+
+    fn status(&self, subject: Subject, t: Transition, code: Option<Code>) {
+        self.env.outbox.notifier.status(&self.job, subject, t, code);
+    }
+
+    async fn fail(&mut self, code: Code, msg: String) {
+        warn!(code = %code, error = %msg, "job failed");
+        self.job.end(JobState::Failed, code.as_u16(), msg);
+        self.save().await;
+        self.status(Subject::Job, Transition::Failed, Some(code));
+        self.host.release(&self.job).await;
+    }
+
+    async fn run(
+        &mut self,
+        plan: Option<Plan>,
+        mut local: mpsc::Receiver<JobCommand>,
+        hand_back: Arc<AtomicBool>,
+    ) {
+        let resumed = !self.job.segments.is_empty() || self.job.state != JobState::Queued;
+        self.recover_segments().await;
+        if matches!(self.job.state, JobState::Stopping | JobState::Delivering) {
+            // Stopped before its previous run went away: what was recorded is delivered.
+            let result = self.job.result;
+            self.job.end(JobState::Completed, result, "completed");
+            self.save().await;
+            self.status(Subject::Job, Transition::Off, None);
+            self.host.release(&self.job).await;
+            return;
+        }
+        self.job.attempts += 1;
+        if self.job.attempts > MAX_ATTEMPTS {
+            let code = match self.job.spec.kind {
+                JobKind::Recording => Code::RecordError,
+                JobKind::Streaming => Code::StreamFailedToStart,
+            };
+            return self
+                .fail(code, format!("gave up after {MAX_ATTEMPTS} starts"))
+                .await;
+        }
+        self.job.state = JobState::Starting;
+        self.job.msg = if resumed { "resuming" } else { "starting" }.into();
+        self.save().await;
+
+        let plan = match plan.map_or_else(|| Plan::from_spec(&self.job.spec), Ok) {
+            Ok(p) => p,
+            Err((code, msg)) => return self.fail(code, msg).await,
+        };
+        let present = match self.host.present(&self.job.spec.room_id).await {
+            Ok(p) => p,
+            Err(e) => return self.fail(Code::RecordInternalRetry, e).await,
+        };
+        let connected = match &self.job.spec.connector {
+            ConnectorSpec::Synthetic {
+                participants,
+                script,
+            } => {
+                let room = match script {
+                    SyntheticScript::Steady => SyntheticRoom::steady(*participants as usize),
+                    SyntheticScript::Demo => SyntheticRoom::demo(
+                        *participants as usize,
+                        Duration::from_secs_f64(
+                            self.job.spec.max_duration_secs.unwrap_or(15.0).max(0.1),
+                        ),
+                    ),
+                };
+                room.connect().await.map(|h| (h, Some(room)))
+            }
+            ConnectorSpec::Janus {
+                url,
+                room,
+                pin,
+                screen_pattern,
+                ice_address,
+                max_reconnects,
+            } => {
+                let mut r = JanusRoom::new(url.clone(), *room);
+                r.pin = pin.clone();
+                if let Some(p) = screen_pattern {
+                    r.screen_pattern = p.clone();
+                }
+                r.local_ip = ice_address.clone();
+                if let Some(n) = max_reconnects {
+                    r.max_reconnects = *n;
+                }
+                r.connect().await.map(|h| (h, None))
+            }
+        };
+        let (handle, synthetic) = match connected {
+            Ok(c) => c,
+            Err(e) => return self.fail(e.code(), e.to_string()).await,
+        };
+        let own_next = self
+            .job
+            .segments
+            .iter()
+            .filter_map(|s| segment_number(&s.file_name))
+            .max()
+            .map_or(1, |n| n + 1);
+        let first_segment = if self.job.spec.kind == JobKind::Recording {
+            let spec = &self.job.spec;
+            match self
+                .host
+                .next_segment(&spec.room_id, &spec.conf_num, own_next)
+                .await
+            {
+                Ok(n) => n,
+                Err(err) => {
+                    return self
+                        .fail(Code::Generic, format!("queue store: {err}"))
+                        .await
+                }
+            }
+        } else {
+            own_next
+        };
+        let cost_model = plan.preset.clone();
+        let spec = RecordingSpec {
+            room_id: self.job.spec.room_id.clone(),
+            conf_num: self.job.spec.conf_num.clone(),
+            out_dir: self.env.recordings_dir.clone(),
+            preset: plan.preset,
+            layout: plan.layout,
+            watermark: self.job.spec.watermark.clone(),
+            max_duration: self
+                .job
+                .spec
+                .max_duration_secs
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64),
+            rtmp: plan.rtmp,
+            record: self.job.spec.kind == JobKind::Recording,
+            first_segment,
+        };
+        let mut translator = Translator::new(
+            synthetic,
+            self.job.spec.max_active_talkers,
+            self.job.spec.layout.clone(),
+        );
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        let mut runner = tokio::spawn(record_with_events(spec, handle, cmd_rx, Some(etx)));
+        for (id, name) in present {
+            let join = PlatformEvent::ParticipantJoined {
+                user_id: id,
+                name: Some(name),
+            };
+            apply_actions(&cmd_tx, translator.translate(&join)).await;
+        }
+        let mut poll = tokio::time::interval(COMMAND_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut local_open = true;
+        let mut superseded = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut runner => break r,
+                cmd = local.recv(), if local_open => match cmd {
+                    Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
+                    None => local_open = false,
+                },
+                _ = poll.tick(), if !superseded => match self.host.poll(&self.job).await {
+                    Poll::Superseded => {
+                        warn!("another worker took the job over (this one was cut off from \
+                               the queue); finishing this segment here");
+                        superseded = true;
+                        let _ = cmd_tx.send(JobCommand::Stop).await;
+                    }
+                    Poll::Commands(cmds) => {
+                        for cmd in cmds {
+                            self.on_command(&cmd_tx, &mut translator, cmd).await;
+                        }
+                    }
+                },
+                Some(ev) = erx.recv() => self.on_event(&cost_model, ev).await,
+            }
+        };
+        while let Ok(ev) = erx.try_recv() {
+            self.on_event(&cost_model, ev).await;
+        }
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => Err(crate::pipeline::PipelineError::setup(format!("job task: {e}")).into()),
+        };
+        if let Ok(rec) = &result {
+            self.outcome.reason = Some(rec.reason);
+            self.outcome.destinations = rec.destinations.clone();
+        }
+        if superseded {
+            // The new holder owns the record, the status and the queue entry; this run only
+            // delivers what it recorded (listed in the archive), so nothing is lost.
+            let file = match &result {
+                Ok(rec) => rec.file.clone(),
+                Err(_) => self.job.segments.last().and_then(written),
+            };
+            if let (Some(file), Some(mut seg)) = (file, self.job.segments.pop()) {
+                self.deliver_segment(&mut seg, &file).await;
+            }
+            info!("segment delivered; the job goes on on its new worker");
+            return;
+        }
+        let handing_back = hand_back.load(Ordering::SeqCst) && self.job.state != JobState::Stopping;
+        match result {
+            Ok(rec) => {
+                if let Some(file) = &rec.file {
+                    self.job.state = JobState::Delivering;
+                    self.job.msg = "delivering".into();
+                    self.save().await;
+                    if let Some(mut seg) = self.job.segments.pop() {
+                        self.deliver_segment(&mut seg, file).await;
+                        self.job.segments.push(seg);
+                    }
+                }
+                if handing_back && rec.reason == EndReason::Stopped {
+                    info!("handing the job back");
+                    self.job.state = JobState::Queued;
+                    self.job.msg = "handed back by a stopping worker".into();
+                    self.job.worker = None;
+                    self.job.updated_ms = now_ms();
+                    self.host.hand_back(&self.job).await;
+                    self.outcome.handed_back = true;
+                    return;
+                }
+                if rec.reason == EndReason::Disconnected {
+                    // The room could not be reached again: what was recorded is delivered,
+                    // the job fails with the call-state code.
+                    return self
+                        .fail(
+                            Code::StateDisconnected,
+                            "lost the room connection and could not reconnect".into(),
+                        )
+                        .await;
+                }
+                let (result, msg) = match rec.reason {
+                    EndReason::RoomDestroyed | EndReason::Disconnected => (
+                        Code::StateDisconnected.as_u16(),
+                        "room destroyed; recording finalized",
+                    ),
+                    EndReason::DurationReached => (0, "maximum duration reached"),
+                    EndReason::Stopped => (0, "completed"),
+                };
+                self.job.end(JobState::Completed, result, msg);
+                self.save().await;
+                self.status(Subject::Job, Transition::Off, None);
+                info!(segments = self.job.segments.len(), "job completed");
+                self.host.release(&self.job).await;
+            }
+            Err(e) => {
+                // The runner finalized what reached the file; deliver it before reporting.
+                if let Some(mut seg) = self.job.segments.pop() {
+                    if let Some(file) = written(&seg) {
+                        self.deliver_segment(&mut seg, &file).await;
+                    }
+                    self.job.segments.push(seg);
+                }
+                let code = match e.code() {
+                    Code::RecordError | Code::Generic => failure_code(self.job.spec.kind),
+                    c => c,
+                };
+                self.fail(code, e.to_string()).await;
+            }
+        }
+    }
+
+    /// Finalizes the segments an earlier run left `recording` and hands them off.
+    async fn recover_segments(&mut self) {
+        let mut segments = std::mem::take(&mut self.job.segments);
+        for seg in segments
+            .iter_mut()
+            .filter(|s| s.status == SegmentStatus::Recording)
+        {
+            if !seg.path.is_file() {
+                warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
+                seg.status = SegmentStatus::Missing;
+                continue;
+            }
+            let path = seg.path.clone();
+            match tokio::task::spawn_blocking(move || finalize(&path)).await {
+                Ok(Ok(file)) => {
+                    info!(file = %seg.file_name, duration_s = file.duration.mseconds() as f64 / 1000.0,
+                        "finalized the segment of an earlier run");
+                    self.deliver_segment(seg, &file).await;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, file = %seg.path.display(), "segment of an earlier run is unreadable");
+                    seg.status = SegmentStatus::Unreadable;
+                }
+                Err(e) => warn!(error = %e, "finalize task failed"),
+            }
+        }
+        self.job.segments = segments;
+    }
+
+    /// Hands a finished segment to delivery and records where it went.
+    async fn deliver_segment(&mut self, seg: &mut SegmentRecord, file: &SegmentFile) {
+        seg.size = file.bytes;
+        seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
+        seg.ended_ms = Some(now_ms());
+        let spec = &self.job.spec;
+        let meta = SegmentMeta {
+            job_id: self.job.id.clone(),
+            app_id: spec.app_id.clone(),
+            room_id: spec.room_id.clone(),
+            conf_num: spec.conf_num.clone(),
+            segment: segment_number(&seg.file_name).unwrap_or(1),
+            file_name: seg.file_name.clone(),
+            started_at_unix_ms: seg.started_ms,
+            ended_at_unix_ms: seg.ended_ms.unwrap_or_else(now_ms),
+            size: file.bytes,
+            sha256: String::new(),
+        };
+        let handed = self
+            .env
+            .outbox
+            .hand_off(meta, &file.path, spec.storage.clone())
+            .await;
+        match &handed {
+            HandOff::Spooled { .. } => {
+                seg.status = SegmentStatus::Spooled;
+                info!(file = %seg.file_name, "segment spooled for delivery");
+            }
+            HandOff::Local { url, .. } => {
+                seg.status = SegmentStatus::Local;
+                seg.url = Some(url.clone());
+            }
+            HandOff::Kept => seg.status = SegmentStatus::Local,
+        }
+        let entry = ArchiveEntry {
+            room_id: self.job.spec.room_id.clone(),
+            conf_num: self.job.spec.conf_num.clone(),
+            job_id: self.job.id.clone(),
+            file_name: seg.file_name.clone(),
+            size: seg.size,
+            duration_s: seg.duration_s,
+            started_ms: seg.started_ms,
+            ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
+            url: seg.url.clone(),
+            status: seg.status,
+        };
+        self.host.archive(&entry).await;
+        self.outcome.segment = Some((file.clone(), handed));
+        if seg.status == SegmentStatus::Spooled {
+            self.host.spooled().await;
+        }
+    }
+
+    async fn stop_requested(&mut self, by: String, tx: &mpsc::Sender<JobCommand>) {
+        info!(by = %by, "stop requested");
+        self.job.stopped_by = Some(by);
+        self.job.state = JobState::Stopping;
+        self.job.msg = "stopping".into();
+        self.save().await;
+        let _ = tx.send(JobCommand::Stop).await;
+    }
+
+    async fn on_command(
+        &mut self,
+        tx: &mpsc::Sender<JobCommand>,
+        translator: &mut Translator,
+        cmd: Command,
+    ) {
+        match cmd {
+            Command::Stop { by } => self.stop_requested(by, tx).await,
+            Command::SetLayout { layout } => match Layout::from_request(&layout) {
+                Ok(l) => {
+                    let _ = tx.send(JobCommand::SetLayout(Box::new(l))).await;
+                    self.job.spec.layout = layout;
+                    self.save().await;
+                    self.status(Subject::Job, Transition::Updated, None);
+                }
+                Err(e) => warn!(error = %e, "layout change refused"),
+            },
+            Command::SetRtmp { urls } => match RtmpUrl::parse_all(&urls) {
+                Ok(parsed) => {
+                    let _ = tx.send(JobCommand::SetRtmp(parsed)).await;
+                    self.job.spec.rtmp_urls = urls;
+                    self.save().await;
+                    self.status(Subject::Job, Transition::Updated, None);
+                }
+                Err(e) => warn!(error = %e, "destination change refused"),
+            },
+            Command::Room { event } => apply_actions(tx, translator.translate(&event)).await,
+        }
+    }
+
+    /// Applies a job event; `cost_model` is the job's preset, for re-estimating its cost.
+    async fn on_event(&mut self, cost_model: &Preset, ev: JobEvent) {
+        match ev {
+            JobEvent::Started { file } => {
+                if let Some(path) = file {
+                    self.job.segments.push(SegmentRecord {
+                        file_name: file_name(&path),
+                        path,
+                        status: SegmentStatus::Recording,
+                        url: None,
+                        size: 0,
+                        duration_s: 0.0,
+                        started_ms: now_ms(),
+                        ended_ms: None,
+                    });
+                }
+                if self.job.state == JobState::Starting {
+                    self.job.state = JobState::Active;
+                    self.job.msg = "active".into();
+                }
+                self.job.started_ms.get_or_insert(now_ms());
+                self.save().await;
+                info!("job active");
+                if self.job.spec.kind == JobKind::Recording {
+                    self.status(Subject::Job, Transition::On, None);
+                }
+            }
+            JobEvent::Streaming(d) => {
+                update_destination(&mut self.job, &d);
+                self.save().await;
+                // A streaming job's own end is its `-off`; a recording job's streams report
+                // each destination's end.
+                let subject = match self.job.spec.kind {
+                    JobKind::Streaming => Subject::Job,
+                    JobKind::Recording => Subject::Streaming,
+                };
+                match d.state {
+                    DestinationState::Live => self.status(subject, Transition::On, None),
+                    DestinationState::Retrying => {
+                        self.status(subject, Transition::Failed, Some(Code::StreamFailedToStart))
+                    }
+                    DestinationState::Stopped if subject == Subject::Streaming => {
+                        self.status(subject, Transition::Off, None)
+                    }
+                    DestinationState::Connecting | DestinationState::Stopped => {}
+                }
+            }
+            JobEvent::Progress {
+                media,
+                wall,
+                participants,
+            } => {
+                let rtmp = self.job.spec.rtmp_urls.len();
+                self.host.set_cost(
+                    &self.job.id,
+                    cost_model.estimated_cost(rtmp, Some(participants)),
+                );
+                if wall.as_secs_f64() > 0.5 {
+                    self.job.realtime_factor = Some(media.as_secs_f64() / wall.as_secs_f64());
+                    self.save().await;
+                }
+            }
+        }
+    }
+}
+
+async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
+    for a in actions {
+        let cmd = match a {
+            Action::Events(ev) if ev.is_empty() => continue,
+            Action::Events(ev) => JobCommand::Room(ev),
+            Action::Layout(v) => match Layout::from_request(&v) {
+                Ok(l) => JobCommand::SetLayout(Box::new(l)),
+                Err(e) => {
+                    warn!(error = %e, "layout of the room mode not applied");
+                    continue;
+                }
+            },
+        };
+        let _ = tx.send(cmd).await;
+    }
+}
+
+fn update_destination(job: &mut Job, d: &DestinationStatus) {
+    let value = serde_json::to_value(d).unwrap_or_default();
+    let id = value.get("id").cloned();
+    match job
+        .destinations
+        .iter_mut()
+        .find(|v| v.get("id").cloned() == id)
+    {
+        Some(slot) => *slot = value,
+        None => job.destinations.push(value),
+    }
+}
+
+/// What a segment that ended in an error left on disk, if anything (the runner finalized
+/// what reached the file; its duration is not known here).
+fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
+    let bytes = std::fs::metadata(&seg.path)
+        .ok()
+        .filter(|m| m.is_file())?
+        .len();
+    (bytes > 0).then(|| SegmentFile {
+        bytes,
+        duration: gst::ClockTime::ZERO,
+        path: seg.path.clone(),
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}

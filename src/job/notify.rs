@@ -1,0 +1,189 @@
+//! Every webhook a job causes, in one place with one id scheme: status events
+//! (`room-live-recording-on`, `room-streaming-failed`, …) and the `live_recording` file event.
+//!
+//! Ids: a status event is `{type}-{job id}-a{attempt}-{stamp}` (the stamp is a per-process
+//! strictly increasing millisecond count, so two events never share an id and a retried one
+//! keeps its own); a file event is `lr_{file stem}-{first 12 hex of its SHA-256}`, derived from
+//! the file alone, so reporting the same file twice (a crash between upload and clean-up, or a
+//! local file seen again) queues it once.
+//!
+//! Owns nothing durable itself: events go to the [`WebhookQueue`] on disk.
+
+use crate::codes::Code;
+use crate::delivery::spool::SegmentMeta;
+use crate::delivery::DeliveryListener;
+use crate::queue::{Job, JobKind};
+use crate::webhook::{status_event, EventContext, WebhookQueue};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+/// A transition a status event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Started (`-on`).
+    On,
+    /// Ended normally (`-off`).
+    Off,
+    /// Failed (`-failed`).
+    Failed,
+    /// Changed while running (`-updated`).
+    Updated,
+}
+
+impl Transition {
+    fn suffix(self) -> &'static str {
+        match self {
+            Transition::On => "on",
+            Transition::Off => "off",
+            Transition::Failed => "failed",
+            Transition::Updated => "updated",
+        }
+    }
+}
+
+/// What a status event is about: the job itself, or the RTMP streams of a recording job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// The job (`room-live-recording-*` or `room-streaming-*` by its kind).
+    Job,
+    /// Its streams (`room-streaming-*`).
+    Streaming,
+}
+
+/// Sends a job's webhooks (or drops them when no receiver is configured).
+#[derive(Clone, Default)]
+pub struct Notifier {
+    queue: Option<Arc<WebhookQueue>>,
+    last_stamp: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("configured", &self.queue.is_some())
+            .finish()
+    }
+}
+
+impl Notifier {
+    /// A notifier on `queue` (none: webhooks are not configured).
+    pub fn new(queue: Option<WebhookQueue>) -> Notifier {
+        Notifier {
+            queue: queue.map(Arc::new),
+            last_stamp: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether a receiver is configured.
+    pub fn is_configured(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    fn stamp(&self) -> u64 {
+        let now = crate::clock::now_ms();
+        let prev = self
+            .last_stamp
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        now.max(prev + 1)
+    }
+
+    /// The webhook id of a status event of `job`.
+    fn status_id(&self, kind: &str, job: &Job) -> String {
+        format!("{kind}-{}-a{}-{}", job.id, job.attempts, self.stamp())
+    }
+
+    /// Queues a status event for `job`. `by` is whoever stopped it for `Off`
+    /// (`system` when nobody did), else whoever started it.
+    pub fn status(&self, job: &Job, subject: Subject, t: Transition, code: Option<Code>) {
+        let Some(q) = &self.queue else { return };
+        let prefix = match subject {
+            Subject::Job => job.spec.kind.status_prefix(),
+            Subject::Streaming => JobKind::Streaming.status_prefix(),
+        };
+        let kind = format!("{prefix}-{}", t.suffix());
+        let by = match t {
+            Transition::Off => job.stopped_by.clone().unwrap_or_else(|| "system".into()),
+            _ => job.spec.started_by.clone(),
+        };
+        let ctx = EventContext {
+            app_id: job.spec.app_id.clone(),
+            room_id: job.spec.room_id.clone(),
+            conf_num: job.spec.conf_num.clone(),
+            by,
+        };
+        let id = self.status_id(&kind, job);
+        if let Err(e) = q.enqueue(&id, &status_event(&kind, &ctx, code)) {
+            warn!(error = %e, kind = %kind, "status webhook not queued");
+        }
+    }
+
+    /// Queues the `live_recording` event for a file now at `url`.
+    pub fn file_delivered(&self, meta: &SegmentMeta, url: &str) -> std::io::Result<()> {
+        match &self.queue {
+            Some(q) => q.enqueue(&file_event_id(meta), &live_recording_event(meta, url)),
+            None => Ok(()),
+        }
+    }
+
+    /// One pass over the queue; what is still pending.
+    pub async fn drain_once(&self) -> usize {
+        match &self.queue {
+            Some(q) => q.drain_once().await.pending,
+            None => 0,
+        }
+    }
+
+    /// Sends until nothing is pending or `limit` passes; what is still pending.
+    pub async fn run_until_empty(&self, limit: Duration) -> usize {
+        match &self.queue {
+            Some(q) => q.run_until_empty(limit).await,
+            None => 0,
+        }
+    }
+}
+
+impl DeliveryListener for Notifier {
+    fn delivered(&self, meta: &SegmentMeta, url: &str) -> std::io::Result<()> {
+        self.file_delivered(meta, url)
+    }
+}
+
+/// The platform's `live_recording` webhook body for a delivered file.
+pub fn live_recording_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
+    json!({
+        "type": "live_recording",
+        "trans_date": m.ended_at_unix_ms / 1000,
+        "app_id": m.app_id,
+        "room_id": m.room_id,
+        "conf_num": m.conf_num,
+        "url": url,
+        "file_size": m.size.to_string(),
+    })
+}
+
+/// The id of the `live_recording` event of a file: from its name and content (`sha256` set).
+pub fn file_event_id(m: &SegmentMeta) -> String {
+    format!(
+        "lr_{}-{}",
+        m.file_name.trim_end_matches(".mp4"),
+        &m.sha256[..m.sha256.len().min(12)]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_never_repeat() {
+        let n = Notifier::new(None);
+        let a: Vec<u64> = (0..1000).map(|_| n.stamp()).collect();
+        assert!(a.windows(2).all(|w| w[1] > w[0]));
+    }
+}

@@ -1,0 +1,180 @@
+//! Where a job's finished segments and webhooks go: the spool and storage (when configured),
+//! the webhook queue, and the archive records that follow a file to its final place.
+//!
+//! One [`Outbox`] per process, shared by every job it runs (worker or command line).
+
+use super::host::JobHost;
+use super::notify::Notifier;
+use crate::config::DeliveryConfig;
+use crate::delivery::spool::{sha256_file, SegmentMeta};
+use crate::delivery::{Deliverer, DeliveryListener, DrainReport};
+use crate::queue::{ArchiveEntry, SegmentStatus};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How a finished segment was handed off.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandOff {
+    /// Moved into the spool; storage will follow.
+    Spooled {
+        /// Its place in the spool while it waits.
+        spool_file: PathBuf,
+        /// SHA-256 of the file.
+        sha256: String,
+    },
+    /// Kept where it was recorded (no storage configured), reported at this `file://` URL.
+    Local {
+        /// `file://` URL.
+        url: String,
+        /// SHA-256 of the file, if it could be read.
+        sha256: Option<String>,
+    },
+    /// Spooling failed; the file stays where it was recorded.
+    Kept,
+}
+
+/// The spool, storage and webhooks of one process.
+pub struct Outbox {
+    /// Storage delivery, when storage is configured.
+    pub deliverer: Option<Deliverer>,
+    /// Webhooks.
+    pub notifier: Notifier,
+    drain_lock: tokio::sync::Mutex<()>,
+}
+
+impl Outbox {
+    /// Opens what `cfg` configures.
+    pub fn open(cfg: &DeliveryConfig) -> crate::Result<Outbox> {
+        let notifier = Notifier::new(cfg.webhook_queue()?);
+        let listener: Arc<dyn DeliveryListener> = Arc::new(notifier.clone());
+        Ok(Outbox {
+            deliverer: cfg.deliverer(Some(listener))?,
+            notifier,
+            drain_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Hands a finished segment on: into the spool (with the job's own storage target, if it
+    /// has one) or, without storage, a `live_recording` event for it where it lies.
+    pub async fn hand_off(
+        &self,
+        meta: SegmentMeta,
+        path: &Path,
+        target: Option<String>,
+    ) -> HandOff {
+        match &self.deliverer {
+            Some(d) => {
+                let spool = d.spool.clone();
+                let src = path.to_path_buf();
+                let put = tokio::task::spawn_blocking(move || {
+                    let mut entry = spool.put(&src, meta)?;
+                    if target.is_some() {
+                        entry.target = target;
+                        spool.update(&entry)?;
+                    }
+                    Ok::<_, std::io::Error>((spool.media_path(&entry), entry.meta.sha256))
+                })
+                .await;
+                match put {
+                    Ok(Ok((spool_file, sha256))) => HandOff::Spooled { spool_file, sha256 },
+                    Ok(Err(e)) => {
+                        warn!(error = %e, file = %path_name(path), "spooling failed; file kept");
+                        HandOff::Kept
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "spool task failed; file kept");
+                        HandOff::Kept
+                    }
+                }
+            }
+            None => {
+                let p = path.to_path_buf();
+                let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok());
+                let url = std::fs::canonicalize(path)
+                    .map(|p| format!("file://{}", p.display()))
+                    .unwrap_or_else(|_| format!("file://{}", path.display()));
+                if let Some(sha) = &sha {
+                    let mut meta = meta;
+                    meta.sha256 = sha.clone();
+                    if let Err(e) = self.notifier.file_delivered(&meta, &url) {
+                        warn!(error = %e, "recording webhook not queued");
+                    }
+                }
+                HandOff::Local { url, sha256: sha }
+            }
+        }
+    }
+
+    /// One pass over the spool and the webhook queue; delivered files update `host`'s archive.
+    /// Returns the spool's report and how many webhooks are still pending.
+    pub async fn drain_once<H: JobHost>(&self, host: &H) -> (DrainReport, usize) {
+        let _guard = self.drain_lock.lock().await;
+        let report = match &self.deliverer {
+            Some(d) => d.drain_once().await,
+            None => DrainReport::default(),
+        };
+        record_deliveries(host, &report).await;
+        let hooks = self.notifier.drain_once().await;
+        (report, hooks)
+    }
+
+    /// Drains until nothing is pending or `limit` passes.
+    pub async fn run_until_empty<H: JobHost>(
+        &self,
+        host: &H,
+        limit: Duration,
+    ) -> (DrainReport, usize) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut total = DrainReport::default();
+        loop {
+            let (r, hooks) = self.drain_once(host).await;
+            total.delivered += r.delivered;
+            total.urls.extend(r.urls);
+            total.files.extend(r.files);
+            total.failed += r.failed;
+            total.pending = r.pending;
+            if (r.pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
+                return (total, hooks);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// Marks delivered files in the archive with their storage URL.
+async fn record_deliveries<H: JobHost>(host: &H, report: &DrainReport) {
+    for (meta, url) in &report.files {
+        let mut entry = host
+            .archived(&meta.job_id)
+            .await
+            .into_iter()
+            .find(|e| e.file_name == meta.file_name)
+            .unwrap_or(ArchiveEntry {
+                room_id: meta.room_id.clone(),
+                conf_num: meta.conf_num.clone(),
+                job_id: meta.job_id.clone(),
+                file_name: meta.file_name.clone(),
+                size: meta.size,
+                duration_s: 0.0,
+                started_ms: meta.started_at_unix_ms,
+                ended_ms: meta.ended_at_unix_ms,
+                url: None,
+                status: SegmentStatus::Delivered,
+            });
+        entry.url = Some(url.clone());
+        entry.status = SegmentStatus::Delivered;
+        info!(file = %meta.file_name, %url, "archive: delivered");
+        host.archive(&entry).await;
+    }
+}
+
+fn path_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}

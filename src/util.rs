@@ -1,0 +1,81 @@
+//! Small helpers every layer may use: retry timing, atomic file writes, safe path components.
+//! Nothing here knows about jobs, rooms, media or delivery.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// Exponential backoff: `start` doubled per earlier failure (`attempts`), capped at `max`,
+/// plus up to 20% jitter so things that failed together do not retry together.
+pub fn backoff(attempts: u32, start: Duration, max: Duration) -> Duration {
+    let base = start.saturating_mul(1u32 << attempts.min(20)).min(max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(0.2 * (nanos % 1000) as f64 / 1000.0)
+}
+
+/// Writes `data` to `path` atomically (temp file, fsync, rename, fsync folder).
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Makes `s` safe as one path component (or file name): ASCII letters, digits, `-`, `_`,
+/// `.`; anything else becomes `_`. A leading dot is replaced so nothing hides or climbs.
+pub fn path_component(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_caps_and_jitters_up() {
+        let s = Duration::from_secs(1);
+        let m = Duration::from_secs(30);
+        for (attempts, base) in [(0, 1), (1, 2), (3, 8), (5, 30), (40, 30)] {
+            let d = backoff(attempts, s, m);
+            let base = Duration::from_secs(base);
+            assert!(d >= base && d <= base.mul_f64(1.2), "{attempts}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn path_components_cannot_escape() {
+        assert_eq!(path_component("room 1/../../etc"), "room_1_.._.._etc");
+        assert_eq!(path_component("../x"), "_._x");
+        assert_eq!(path_component(".hidden"), "_hidden");
+        assert_eq!(path_component("demo_1_2.mp4"), "demo_1_2.mp4");
+    }
+}
