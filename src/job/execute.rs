@@ -8,6 +8,7 @@
 use super::host::{JobHost, Poll};
 use super::notify::{Subject, Transition};
 use super::outbox::{HandOff, Outbox};
+use super::plan::{connect, Plan};
 use super::platform::{Action, Translator};
 use super::runner::{segment_number, EndReason};
 use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
@@ -18,12 +19,9 @@ use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::pipeline::rtmp::{DestinationState, DestinationStatus, RtmpUrl};
 use crate::pipeline::Preset;
 use crate::queue::{
-    now_ms, ArchiveEntry, Command, ConnectorSpec, Job, JobKind, JobState, PlatformEvent,
-    SegmentRecord, SegmentStatus, SyntheticScript,
+    now_ms, ArchiveEntry, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord,
+    SegmentStatus,
 };
-use crate::room::janus::JanusRoom;
-use crate::room::synthetic::SyntheticRoom;
-use crate::room::RoomConnector;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,31 +33,6 @@ use tracing::{info, info_span, warn, Instrument};
 const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// Starts (first run plus takeovers) after which a job fails instead of starting again.
 pub const MAX_ATTEMPTS: u32 = 5;
-
-/// A job's spec, validated and resolved: what the recording is built from.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Layout.
-    pub layout: Layout,
-    /// Encoder preset.
-    pub preset: Preset,
-    /// RTMP destinations.
-    pub rtmp: Vec<RtmpUrl>,
-}
-
-impl Plan {
-    /// Validates a stored spec (layouts by name or inline only; presets by name or file).
-    pub fn from_spec(spec: &crate::queue::JobSpec) -> Result<Plan, (Code, String)> {
-        let layout = Layout::from_request(&spec.layout).map_err(|e| (e.code, e.to_string()))?;
-        let preset = Preset::resolve(&spec.preset).map_err(|e| (e.code(), e.to_string()))?;
-        let rtmp = RtmpUrl::parse_all(&spec.rtmp_urls).map_err(|e| (e.code(), e.to_string()))?;
-        Ok(Plan {
-            layout,
-            preset,
-            rtmp,
-        })
-    }
-}
 
 /// What the host's process provides to every job.
 pub struct JobEnv {
@@ -175,42 +148,7 @@ impl<H: JobHost> Run<'_, H> {
             Ok(p) => p,
             Err(e) => return self.fail(Code::RecordInternalRetry, e).await,
         };
-        let connected = match &self.job.spec.connector {
-            ConnectorSpec::Synthetic {
-                participants,
-                script,
-            } => {
-                let room = match script {
-                    SyntheticScript::Steady => SyntheticRoom::steady(*participants as usize),
-                    SyntheticScript::Demo => SyntheticRoom::demo(
-                        *participants as usize,
-                        Duration::from_secs_f64(
-                            self.job.spec.max_duration_secs.unwrap_or(15.0).max(0.1),
-                        ),
-                    ),
-                };
-                room.connect().await.map(|h| (h, Some(room)))
-            }
-            ConnectorSpec::Janus {
-                url,
-                room,
-                pin,
-                screen_pattern,
-                ice_address,
-                max_reconnects,
-            } => {
-                let mut r = JanusRoom::new(url.clone(), *room);
-                r.pin = pin.clone();
-                if let Some(p) = screen_pattern {
-                    r.screen_pattern = p.clone();
-                }
-                r.local_ip = ice_address.clone();
-                if let Some(n) = max_reconnects {
-                    r.max_reconnects = *n;
-                }
-                r.connect().await.map(|h| (h, None))
-            }
-        };
+        let connected = connect(&self.job.spec).await;
         let (handle, synthetic) = match connected {
             Ok(c) => c,
             Err(e) => return self.fail(e.code(), e.to_string()).await,

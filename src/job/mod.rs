@@ -7,12 +7,14 @@ pub mod execute;
 pub mod host;
 pub mod notify;
 pub mod outbox;
+pub mod plan;
 pub mod platform;
 pub mod runner;
 pub mod state;
 
-pub use execute::{execute, JobEnv, Outcome, Plan, MAX_ATTEMPTS};
+pub use execute::{execute, JobEnv, Outcome, MAX_ATTEMPTS};
 pub use host::{JobHost, MemoryHost, Poll};
 pub use outbox::{HandOff, Outbox};
+pub use plan::Plan;
 pub use runner::{record, record_with_events, JobCommand, JobEvent, RecordingSpec};
 pub use state::RoomState;

@@ -1,0 +1,178 @@
+//! What each command-line command does, as library calls: `main.rs` only parses arguments
+//! and prints. A command-line recording (`demo`, `record`) is a job like any other: a spec run
+//! through [`job::execute`] over an in-memory host, then delivered.
+
+mod record;
+mod serve;
+
+pub use record::{record, DemoArgs, OutputArgs, RecordArgs, RecordReport, RecordRequest};
+pub use serve::{serve, Role, ServeArgs};
+
+use crate::config::DeliveryConfig;
+use crate::delivery::spool::SegmentMeta;
+use crate::job::{self, MemoryHost, Outbox};
+use crate::layout::Layout;
+use crate::pipeline::preset::DEFAULT_PRESET;
+use crate::pipeline::{self, Preset};
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Delivers what the data folder's spool and webhook queue hold, for up to `wait`.
+pub fn deliver(wait: Duration) -> Result<Value> {
+    let cfg = DeliveryConfig::from_env()?;
+    let outbox = Outbox::open(&cfg)?;
+    if outbox.deliverer.is_none() {
+        let spooled = cfg.spool()?.list().len();
+        if spooled > 0 {
+            return Err(Error::Invalid {
+                field: "ROOMCAST_STORAGE".into(),
+                message: format!("{spooled} recordings are spooled but no storage is set"),
+                code: crate::codes::Code::MoveFileFailed2,
+            });
+        }
+    }
+    let rt = runtime()?;
+    let (report, hooks) = rt.block_on(outbox.run_until_empty(&MemoryHost::new(), wait));
+    Ok(json!({ "delivery": report, "webhooks_pending": hooks }))
+}
+
+/// Moves an existing recording into the spool for delivery.
+pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Value> {
+    let cfg = DeliveryConfig::from_env()?;
+    let bytes = std::fs::metadata(file)
+        .map_err(|e| Error::io(format!("reading {}", file.display()), e))?
+        .len();
+    let now = crate::clock::now_ms();
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let segment = job::runner::segment_number(&file_name).unwrap_or(1);
+    let meta = SegmentMeta {
+        job_id: format!("{app_id}-{room}-{conf}-{segment}"),
+        app_id: app_id.to_string(),
+        room_id: room.to_string(),
+        conf_num: conf.to_string(),
+        segment,
+        file_name,
+        started_at_unix_ms: now,
+        ended_at_unix_ms: now,
+        size: bytes,
+        sha256: String::new(),
+    };
+    let entry = cfg
+        .spool()?
+        .put(file, meta)
+        .map_err(|e| Error::io("spooling the file", e))?;
+    Ok(json!({ "spooled": entry.id, "sha256": entry.meta.sha256 }))
+}
+
+/// Turns a recording left fragmented by a crash into a normal MP4.
+pub fn finalize(file: &Path) -> Result<Value> {
+    let seg = pipeline::mp4::finalize(file)?;
+    Ok(json!({
+        "file": seg.path,
+        "duration_s": seg.duration.mseconds() as f64 / 1000.0,
+        "bytes": seg.bytes,
+    }))
+}
+
+/// `roomcast layout preview`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreviewArgs {
+    /// grid, speaker, presentation, single, or a layout file.
+    pub layout: String,
+    /// Number of participants.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=49))]
+    pub participants: u32,
+    /// Add a screen share from the first participant.
+    #[arg(long)]
+    pub screen_share: bool,
+    /// Encoder preset (for the canvas size).
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Draws a layout with numbered tiles into a PNG.
+pub fn layout_preview(a: &PreviewArgs) -> Result<Value> {
+    let layout = Layout::resolve(&a.layout)?;
+    let preset = Preset::resolve(&a.preset)?;
+    let n = a.participants as usize;
+    pipeline::preview::render(&layout, &preset, n, a.screen_share, &a.out)?;
+    Ok(json!({ "file": a.out }))
+}
+
+/// `roomcast bench composite`: the real composite pipeline, as fast as possible, on
+/// synthetic inputs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompositeBench {
+    /// Number of participants.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=25))]
+    pub participants: u32,
+    /// Encoder preset name or file.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// Media seconds to produce.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u32,
+    /// Layout.
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+    /// Input pictures: videotestsrc patterns such as smpte or ball, comma-separated and used
+    /// in turn (default: the synthetic room's colour + marker).
+    #[arg(long)]
+    pub pattern: Option<String>,
+    /// Override the preset's video bitrate (kbit/s), e.g. to match another pipeline.
+    #[arg(long)]
+    pub bitrate: Option<u32>,
+}
+
+/// Runs the composite benchmark.
+pub fn bench_composite(b: CompositeBench) -> Result<Value> {
+    let mut preset = Preset::resolve(&b.preset)?;
+    if let (Some(kbps), Some(v)) = (b.bitrate, preset.video.as_mut()) {
+        v.bitrate_kbps = kbps;
+    }
+    let layout = Layout::resolve(&b.layout)?;
+    let report = crate::bench::composite(
+        &layout,
+        &preset,
+        b.participants as usize,
+        b.seconds,
+        b.pattern.as_deref(),
+    )
+    .map_err(|e| Error::Job {
+        code: crate::codes::Code::Generic,
+        message: format!("{e:#}"),
+    })?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the runtime", e))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Initializes GStreamer and checks the elements roomcast needs are present.
+pub fn init() -> Result<()> {
+    Ok(pipeline::init()?)
+}

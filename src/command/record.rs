@@ -1,0 +1,352 @@
+//! `roomcast demo` and `roomcast record`: a recording job from command-line arguments, run
+//! through the one job path over an in-memory host, then delivered.
+
+use super::{runtime, shutdown_signal};
+use crate::config::DeliveryConfig;
+use crate::delivery::Storage;
+use crate::job::{self, HandOff, JobCommand, JobEnv, MemoryHost, Outbox, Plan};
+use crate::layout::Layout;
+use crate::pipeline::preset::DEFAULT_PRESET;
+use crate::pipeline::rtmp::RtmpUrl;
+use crate::pipeline::Preset;
+use crate::queue::{ConnectorSpec, Job, JobKind, JobSpec, JobState, SyntheticScript};
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `roomcast demo`: a synthetic room with a late joiner, a leaver and a screen share.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of participants.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub participants: u32,
+    /// Recording length in seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+    /// Room id used in the file name.
+    #[arg(long, default_value = "demo")]
+    pub room: String,
+    /// Application id reported in webhooks.
+    #[arg(long, default_value = "demo")]
+    pub app_id: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `roomcast record`: a Janus VideoRoom, joined hidden.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Janus WebSocket URL, e.g. ws://127.0.0.1:8188.
+    #[arg(long)]
+    pub janus: String,
+    /// VideoRoom room number.
+    #[arg(long)]
+    pub room: u64,
+    /// Room PIN (or ROOMCAST_JANUS_PIN, which keeps it out of process listings).
+    #[arg(long)]
+    pub pin: Option<String>,
+    /// Text in a stream description or display name that marks a screen share.
+    #[arg(long, default_value = "screen")]
+    pub screen_pattern: String,
+    /// Local address for ICE (use only this interface).
+    #[arg(long)]
+    pub ice_address: Option<String>,
+    /// Reconnect attempts in a row (with backoff) before the recording ends with 7026.
+    #[arg(long, default_value_t = 6)]
+    pub max_reconnects: u32,
+    /// Stop after this many seconds (0: until stopped).
+    #[arg(long, default_value_t = 0.0)]
+    pub duration: f64,
+    /// Room id used in file names and webhooks (default: the room number).
+    #[arg(long)]
+    pub room_id: Option<String>,
+    /// Application id reported in webhooks.
+    #[arg(long, default_value = "roomcast")]
+    pub app_id: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// What a command-line recording produces and where it goes.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+    /// Output folder.
+    #[arg(long, default_value = "./recordings")]
+    pub out: PathBuf,
+    /// Encoder preset name or file.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// Watermark PNG (at most 140x140), drawn top right.
+    #[arg(long)]
+    pub watermark: Option<PathBuf>,
+    /// Most tiles in grid regions (more show "+N").
+    #[arg(long)]
+    pub max_tiles: Option<u32>,
+    /// Conference number used in the file name.
+    #[arg(long, default_value = "1")]
+    pub conf: String,
+    /// Also stream to this RTMP URL (rtmp:// or rtmps://; up to three).
+    #[arg(long = "rtmp", value_name = "URL")]
+    pub rtmp: Vec<String>,
+    /// Deliver this job's recording here instead of ROOMCAST_STORAGE (file://, s3://, sftp://).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// How long to wait for delivery and webhooks before exiting (what is left stays queued
+    /// for `roomcast deliver`).
+    #[arg(long, default_value_t = 30.0)]
+    pub deliver_wait: f64,
+}
+
+impl DemoArgs {
+    /// The recording these arguments ask for.
+    pub fn request(self) -> Result<RecordRequest> {
+        if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= 86_400.0) {
+            return Err(invalid("--duration", "must be between 0 and 86400 seconds"));
+        }
+        let connector = ConnectorSpec::Synthetic {
+            participants: self.participants,
+            script: SyntheticScript::Demo,
+        };
+        Ok(self
+            .output
+            .request(connector, self.room, self.app_id, self.duration))
+    }
+}
+
+impl RecordArgs {
+    /// The recording these arguments ask for.
+    pub fn request(self) -> Result<RecordRequest> {
+        if !(self.duration.is_finite() && (0.0..=7.0 * 86_400.0).contains(&self.duration)) {
+            return Err(invalid(
+                "--duration",
+                "must be between 0 (until stopped) and 604800 seconds",
+            ));
+        }
+        let connector = ConnectorSpec::Janus {
+            url: self.janus,
+            room: self.room,
+            pin: self
+                .pin
+                .or_else(|| std::env::var("ROOMCAST_JANUS_PIN").ok()),
+            screen_pattern: Some(self.screen_pattern),
+            ice_address: self.ice_address,
+            max_reconnects: Some(self.max_reconnects),
+        };
+        let room_id = self.room_id.unwrap_or_else(|| self.room.to_string());
+        Ok(self
+            .output
+            .request(connector, room_id, self.app_id, self.duration))
+    }
+}
+
+impl OutputArgs {
+    fn request(
+        self,
+        connector: ConnectorSpec,
+        room_id: String,
+        app_id: String,
+        duration: f64,
+    ) -> RecordRequest {
+        RecordRequest {
+            connector,
+            room_id,
+            app_id,
+            conf_num: self.conf,
+            layout: self.layout,
+            max_tiles: self.max_tiles,
+            preset: self.preset,
+            watermark: self.watermark,
+            rtmp: self.rtmp,
+            storage: self.storage,
+            out: self.out,
+            duration: (duration > 0.0).then(|| Duration::from_secs_f64(duration)),
+            deliver_wait: Duration::from_secs_f64(self.deliver_wait.clamp(0.0, 86_400.0)),
+        }
+    }
+}
+
+fn invalid(field: &str, message: &str) -> Error {
+    Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+        code: crate::codes::Code::Generic,
+    }
+}
+
+/// Who a command-line job's status events say started it.
+pub const CLI_REQUESTER: &str = "roomcast-cli";
+
+/// A recording run from the command line.
+#[derive(Debug, Clone)]
+pub struct RecordRequest {
+    /// Where the media comes from.
+    pub connector: ConnectorSpec,
+    /// Room id (file names, webhooks).
+    pub room_id: String,
+    /// Application id (webhooks).
+    pub app_id: String,
+    /// Conference number (file names, webhooks).
+    pub conf_num: String,
+    /// Built-in layout name or a layout file.
+    pub layout: String,
+    /// Most tiles in grid regions.
+    pub max_tiles: Option<u32>,
+    /// Preset name or file.
+    pub preset: String,
+    /// Watermark PNG.
+    pub watermark: Option<PathBuf>,
+    /// RTMP destinations.
+    pub rtmp: Vec<String>,
+    /// Storage for this job instead of `ROOMCAST_STORAGE`.
+    pub storage: Option<String>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Stop after this long (none: until stopped).
+    pub duration: Option<Duration>,
+    /// How long to wait for delivery before returning.
+    pub deliver_wait: Duration,
+}
+
+/// What a command-line recording printed, and the error it ended with (a job that failed
+/// after writing a file still reports the file).
+#[derive(Debug)]
+pub struct RecordReport {
+    /// The JSON line: file, duration, size, canvas, RTMP, delivery, end, the job's segments
+    /// and archive entries (none if nothing was written).
+    pub line: Option<Value>,
+    /// How the job failed, if it did.
+    pub failure: Option<Error>,
+}
+
+/// Runs a recording job to its end (duration, room end, or SIGINT/SIGTERM), then delivers.
+pub fn record(req: RecordRequest) -> Result<RecordReport> {
+    let mut layout = Layout::resolve(&req.layout)?;
+    if let Some(n) = req.max_tiles {
+        layout = layout.with_max_tiles(n)?;
+    }
+    let preset = Preset::resolve(&req.preset)?;
+    let rtmp = RtmpUrl::parse_all(&req.rtmp)?;
+    let mut delivery = DeliveryConfig::from_env()?;
+    if let Some(url) = &req.storage {
+        delivery.storage = Some(Storage::parse(url)?);
+    }
+    let (width, height) = preset
+        .video
+        .as_ref()
+        .map(|v| (v.width, v.height))
+        .unwrap_or((0, 0));
+    let spec = JobSpec {
+        kind: JobKind::Recording,
+        room_id: req.room_id,
+        app_id: req.app_id,
+        conf_num: req.conf_num,
+        connector: req.connector,
+        layout: Value::String(req.layout),
+        preset: req.preset,
+        watermark: req.watermark,
+        cost: preset.estimated_cost(rtmp.len(), None),
+        rtmp_urls: req.rtmp,
+        max_active_talkers: None,
+        max_duration_secs: req.duration.map(|d| d.as_secs_f64()),
+        started_by: CLI_REQUESTER.into(),
+        storage: req.storage,
+    };
+    let plan = Plan {
+        layout,
+        preset,
+        rtmp,
+    };
+    let env = JobEnv {
+        recordings_dir: req.out,
+        outbox: Arc::new(Outbox::open(&delivery)?),
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let host = MemoryHost::new();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stop requested, finalizing");
+            let _ = tx.send(JobCommand::Stop).await;
+        });
+        let job = Job::new(Job::new_id(JobKind::Recording), spec);
+        let no_hand_back = Arc::new(AtomicBool::new(false));
+        let (job, outcome) = job::execute(&host, &env, job, Some(plan), rx, no_hand_back).await;
+        let failure = (job.state == JobState::Failed).then(|| Error::Job {
+            code: crate::codes::Code::from_u16(job.result).unwrap_or(crate::codes::Code::Generic),
+            message: job.msg.clone(),
+        });
+        let Some((file, handed)) = outcome.segment else {
+            return Ok(RecordReport {
+                line: None,
+                failure: failure.or(Some(Error::Job {
+                    code: crate::codes::Code::RecordError,
+                    message: "no segment was written".into(),
+                })),
+            });
+        };
+        let (report, hooks) = env.outbox.run_until_empty(&host, req.deliver_wait).await;
+        let file_name = file
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let url = report
+            .files
+            .iter()
+            .find(|(m, _)| m.job_id == job.id && m.file_name == file_name)
+            .map(|(_, u)| u.clone());
+        let (where_now, delivered) = match &handed {
+            HandOff::Spooled { spool_file, sha256 } => {
+                let waiting = spool_file.exists().then(|| spool_file.clone());
+                let now = match (&url, &waiting) {
+                    (Some(u), _) => u.strip_prefix("file://").unwrap_or(u).to_string(),
+                    (None, Some(p)) => p.display().to_string(),
+                    (None, None) => file.path.display().to_string(),
+                };
+                let d = json!({
+                    "spool_file": waiting,
+                    "url": url,
+                    "sha256": sha256,
+                    "pending": report.pending,
+                    "webhooks_pending": hooks,
+                });
+                (now, d)
+            }
+            HandOff::Local { url, sha256 } => {
+                let now = url.strip_prefix("file://").unwrap_or(url).to_string();
+                let d = if env.outbox.notifier.is_configured() {
+                    json!({ "url": url, "sha256": sha256, "webhooks_pending": hooks })
+                } else {
+                    Value::Null
+                };
+                (now, d)
+            }
+            HandOff::Kept => (file.path.display().to_string(), Value::Null),
+        };
+        let job = host.job().unwrap_or(job);
+        let line = json!({
+            "file": where_now,
+            "duration_s": file.duration.mseconds() as f64 / 1000.0,
+            "bytes": file.bytes,
+            "width": width,
+            "height": height,
+            "rtmp": outcome.destinations,
+            "delivery": delivered,
+            "end": outcome.reason.map(|r| format!("{r:?}")),
+            "job_id": job.id,
+            "segments": job.segments,
+            "archive": host.entries(),
+        });
+        Ok(RecordReport {
+            line: Some(line),
+            failure,
+        })
+    })
+}
