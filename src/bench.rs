@@ -5,9 +5,9 @@
 
 use crate::layout::{parse_color, Layout, Tile, TileId};
 use crate::pipeline::mixer::Output;
+use crate::pipeline::source::{Timing, TrackSource};
 use crate::pipeline::{Composite, CompositeOptions, Preset};
 use crate::room::synthetic::SyntheticRoom;
-use crate::room::{Timing, TrackSource};
 use anyhow::Context;
 use gst::prelude::*;
 use serde::Serialize;
@@ -87,7 +87,7 @@ pub fn composite(
     for (i, p) in room.participants.iter().enumerate() {
         let ctx = comp.source_context(gst::ClockTime::ZERO);
         let mut camera = room.camera(p);
-        camera.0.pattern = pattern.and_then(|p| {
+        camera.pattern = pattern.and_then(|p| {
             let list: Vec<&str> = p
                 .split(',')
                 .map(str::trim)
@@ -97,7 +97,7 @@ pub fn composite(
         });
         comp.add_video(&TileId::camera(&p.id), camera.build(&ctx)?)?;
         let mut mic = room.microphone(p);
-        mic.0.beep_only = false;
+        mic.beep_only = false;
         comp.add_audio(&p.id, mic.build(&ctx)?)?;
         tiles.push(Tile::new(&p.id, &p.name, i as u64));
     }

@@ -12,7 +12,10 @@ pub enum Error {
     Layout(#[from] LayoutError),
     /// Bad RTMP destinations (7101 / 7102).
     #[error(transparent)]
-    Rtmp(#[from] crate::pipeline::rtmp::RtmpUrlError),
+    Rtmp(#[from] crate::model::RtmpUrlError),
+    /// A preset that cannot be used.
+    #[error(transparent)]
+    Preset(#[from] crate::model::PresetError),
     /// Media pipeline failure.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -52,6 +55,7 @@ impl Error {
             Error::Layout(e) => e.code,
             Error::Pipeline(e) => e.code(),
             Error::Rtmp(e) => e.code(),
+            Error::Preset(e) => e.code(),
             Error::Invalid { code, .. } => *code,
             Error::Job { code, .. } => *code,
             Error::Io { .. } => Code::RecordError,

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod error;
 pub mod job;
 pub mod layout;
+pub mod model;
 pub mod pipeline;
 pub mod queue;
 pub mod room;

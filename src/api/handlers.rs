@@ -3,8 +3,8 @@
 use super::input::{self, json_object, requester, room_id, MAX_BODY_BYTES};
 use super::{end_waiting, ApiError, ApiState, OPENAPI};
 use crate::codes::Code;
-use crate::pipeline::preset::DEFAULT_PRESET;
-use crate::pipeline::rtmp::RtmpUrl;
+use crate::model::preset::DEFAULT_PRESET;
+use crate::model::RtmpUrl;
 use crate::queue::{
     now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, Requester,
     RoomConfig, RoomMode,

@@ -5,7 +5,7 @@
 use super::ApiError;
 use crate::codes::Code;
 use crate::layout::Layout;
-use crate::pipeline::rtmp::RtmpUrl;
+use crate::model::RtmpUrl;
 use crate::queue::{ConnectorSpec, PlatformEvent, Requester, RoomSettings};
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -260,14 +260,14 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
 }
 
 /// A preset named in settings: a built-in name only (no paths).
-pub fn preset(name: &str) -> Result<crate::pipeline::Preset, ApiError> {
+pub fn preset(name: &str) -> Result<crate::model::Preset, ApiError> {
     if name.contains('/') || name.contains('.') {
         return Err(ApiError::new(
             Code::RecordParamsMissing,
             "settings.preset must be a preset name",
         ));
     }
-    crate::pipeline::Preset::resolve(name)
+    crate::model::Preset::resolve(name)
         .map_err(|e| ApiError::new(Code::RecordParamsMissing, format!("settings.preset: {e}")))
 }
 

@@ -12,7 +12,7 @@ use crate::config::DeliveryConfig;
 use crate::delivery::spool::SegmentMeta;
 use crate::job::{self, MemoryHost, Outbox};
 use crate::layout::Layout;
-use crate::pipeline::preset::DEFAULT_PRESET;
+use crate::model::preset::DEFAULT_PRESET;
 use crate::pipeline::{self, Preset};
 use crate::{Error, Result};
 use serde_json::{json, Value};

@@ -15,9 +15,9 @@ use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use crate::codes::Code;
 use crate::delivery::spool::SegmentMeta;
 use crate::layout::Layout;
+use crate::model::Preset;
+use crate::model::{DestinationState, DestinationStatus, RtmpUrl};
 use crate::pipeline::mp4::{finalize, SegmentFile};
-use crate::pipeline::rtmp::{DestinationState, DestinationStatus, RtmpUrl};
-use crate::pipeline::Preset;
 use crate::queue::{
     now_ms, ArchiveEntry, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord,
     SegmentStatus,

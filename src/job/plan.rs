@@ -3,8 +3,8 @@
 
 use crate::codes::Code;
 use crate::layout::Layout;
-use crate::pipeline::rtmp::RtmpUrl;
-use crate::pipeline::Preset;
+use crate::model::Preset;
+use crate::model::RtmpUrl;
 use crate::queue::{ConnectorSpec, JobSpec, SyntheticScript};
 use crate::room::janus::JanusRoom;
 use crate::room::synthetic::SyntheticRoom;

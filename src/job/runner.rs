@@ -12,8 +12,9 @@ use crate::pipeline::rtmp::{
     Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
     MAX_DESTINATIONS,
 };
+use crate::pipeline::source::Timing;
 use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
-use crate::room::{RoomEvent, RoomHandle, Timing, TrackKind};
+use crate::room::{RoomEvent, RoomHandle, TrackKind};
 use crate::Error;
 use futures::StreamExt;
 use gst::prelude::*;

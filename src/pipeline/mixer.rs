@@ -5,11 +5,11 @@
 //! (live video) or removed (placeholders).
 
 use super::source::{test_audio, test_video, TestAudio, TestVideo};
+use super::source::{SourceContext, Timing};
 use super::{element_safe, expose, make, raw_video_caps, PipelineError, Preset};
 use crate::layout::{
     parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
 };
-use crate::room::{SourceContext, Timing};
 use gst::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

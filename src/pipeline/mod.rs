@@ -15,13 +15,13 @@
 
 pub mod mixer;
 pub mod mp4;
-pub mod preset;
+
 pub mod preview;
 pub mod rtmp;
 pub mod source;
 
+pub use crate::model::preset::{self, Preset};
 pub use mixer::{Composite, CompositeOptions};
-pub use preset::Preset;
 
 use crate::codes::Code;
 

@@ -2,10 +2,9 @@
 
 use super::mixer::Output;
 use super::source::{test_video, TestVideo};
+use super::source::{Timing, PALETTE, SCREEN_COLOR};
 use super::{Composite, CompositeOptions, PipelineError, Preset};
 use crate::layout::{parse_color, Layout, SlotContent, Tile, TileId};
-use crate::room::synthetic::{PALETTE, SCREEN_COLOR};
-use crate::room::Timing;
 use gst::prelude::*;
 use std::path::Path;
 use std::time::Duration;

@@ -12,10 +12,10 @@
 //! cancel succeeds only by removing it first, so the two can never both win.
 
 pub mod embedded;
-pub mod model;
+
 pub mod redis;
 
-pub use model::*;
+pub use crate::model::job::*;
 
 use std::time::Duration;
 

@@ -3,12 +3,16 @@
 //! A [`RoomConnector`] joins a room and reports what happens in it as [`RoomEvent`]s: people
 //! joining and leaving, tracks published (each with a [`TrackSource`] the pipeline can build),
 //! who is talking, the room ending. The job runner only knows this seam; the synthetic room
-//! ([`synthetic`]) implements it for demos, tests and benches.
+//! ([`synthetic`]) implements it for demos, tests and benches, [`janus`] for Janus VideoRoom.
+//!
+//! Rooms are signalling and events only: no GStreamer here. A published track carries a
+//! [`TrackSource`] that the pipeline builds (generated media, or a WebRTC feed whose
+//! pipeline lives in `pipeline::source::webrtc`).
 
 pub mod janus;
 pub mod synthetic;
 
-use crate::pipeline::PipelineError;
+pub use crate::pipeline::source::TrackSource;
 use std::fmt;
 use tokio::sync::mpsc;
 
@@ -31,34 +35,6 @@ pub enum TrackKind {
     Video,
     /// Screen share video.
     Screen,
-}
-
-/// How the pipeline runs sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timing {
-    /// Real time, against the pipeline clock; sources may be added while running.
-    Live,
-    /// As fast as possible, every source producing exactly `duration`.
-    Offline {
-        /// Media duration each source produces.
-        duration: gst::ClockTime,
-    },
-}
-
-/// What a source needs to know when it is built.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceContext {
-    /// Live or offline.
-    pub timing: Timing,
-    /// Pipeline running time at which the source's first buffer belongs.
-    pub start: gst::ClockTime,
-}
-
-/// Something that builds the GStreamer element producing one track: a bin (or element) with a
-/// single `src` pad giving raw video or raw audio, timestamped in the pipeline's running time.
-pub trait TrackSource: Send + fmt::Debug {
-    /// Builds the element. Called on the job's pipeline thread, never on a streaming thread.
-    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError>;
 }
 
 /// Something that happened in the room.

@@ -6,28 +6,12 @@
 //! the output can be measured. The demo script has one late joiner, one leaver, one screen share
 //! and a change of active talker.
 
-use super::{
-    ParticipantId, RoomConnector, RoomEvent, RoomHandle, SourceContext, TrackKind, TrackSource,
-};
-use crate::pipeline::source::{test_audio, test_video, TestAudio, TestVideo, MARKER_BEEP_HZ};
-use crate::pipeline::PipelineError;
+use super::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, TrackKind};
+use crate::pipeline::source::MARKER_BEEP_HZ;
+pub use crate::pipeline::source::{TestAudio, TestVideo, PALETTE, SCREEN_COLOR};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Participant colours (0xRRGGBB), in join order.
-pub const PALETTE: &[u32] = &[
-    0xd02020, // red
-    0x20a040, // green
-    0x2040d0, // blue
-    0xd0b020, // yellow
-    0xa020c0, // purple
-    0x20b0b0, // teal
-    0xe07020, // orange
-    0xe060a0, // pink
-    0x80c040, // lime
-];
-/// Colour of synthetic screen shares.
-pub const SCREEN_COLOR: u32 = 0x90e0f0;
 /// Default synthetic camera size.
 pub const CAMERA_SIZE: (u32, u32) = (640, 360);
 /// Synthetic screen share size.
@@ -164,8 +148,8 @@ impl SyntheticRoom {
     }
 
     /// The camera source of participant `p`.
-    pub fn camera(&self, p: &SyntheticParticipant) -> SyntheticVideo {
-        SyntheticVideo(TestVideo {
+    pub fn camera(&self, p: &SyntheticParticipant) -> TestVideo {
+        TestVideo {
             name: format!("{}_camera", p.id),
             color: p.color,
             moving_marker: true,
@@ -174,12 +158,12 @@ impl SyntheticRoom {
             height: self.camera_size.1,
             fps: self.fps,
             pattern: None,
-        })
+        }
     }
 
     /// The screen-share source of participant `p`.
-    pub fn screen(&self, p: &SyntheticParticipant) -> SyntheticVideo {
-        SyntheticVideo(TestVideo {
+    pub fn screen(&self, p: &SyntheticParticipant) -> TestVideo {
+        TestVideo {
             name: format!("{}_screen", p.id),
             color: SCREEN_COLOR,
             moving_marker: true,
@@ -188,12 +172,12 @@ impl SyntheticRoom {
             height: SCREEN_SIZE.1,
             fps: SCREEN_FPS,
             pattern: None,
-        })
+        }
     }
 
     /// The microphone source of participant `p`.
-    pub fn microphone(&self, p: &SyntheticParticipant) -> SyntheticAudio {
-        SyntheticAudio(TestAudio {
+    pub fn microphone(&self, p: &SyntheticParticipant) -> TestAudio {
+        TestAudio {
             name: format!("{}_mic", p.id),
             freq: if p.sync_reference {
                 MARKER_BEEP_HZ
@@ -203,7 +187,7 @@ impl SyntheticRoom {
             volume: 0.2,
             beep_only: p.sync_reference,
             silent: false,
-        })
+        }
     }
 
     /// The script as timed events, in order.
@@ -272,26 +256,6 @@ impl SyntheticRoom {
         }
         ev.sort_by_key(|(t, prio, _)| (*t, *prio));
         ev.into_iter().map(|(t, _, e)| (t, e)).collect()
-    }
-}
-
-/// Generated camera or screen video.
-#[derive(Debug, Clone)]
-pub struct SyntheticVideo(pub TestVideo);
-
-impl TrackSource for SyntheticVideo {
-    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
-        test_video(&self.0, ctx)
-    }
-}
-
-/// Generated microphone audio.
-#[derive(Debug, Clone)]
-pub struct SyntheticAudio(pub TestAudio);
-
-impl TrackSource for SyntheticAudio {
-    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
-        test_audio(&self.0, ctx)
     }
 }
 

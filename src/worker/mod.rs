@@ -8,13 +8,13 @@
 //! follows the room: every progress report re-estimates it from the participants present, so
 //! a room that grows takes budget the worker no longer offers to new jobs.
 //!
-//! [`Preset::estimated_cost`]: crate::pipeline::Preset::estimated_cost
+//! [`Preset::estimated_cost`]: crate::model::Preset::estimated_cost
 
 mod run;
 
 use crate::config::DeliveryConfig;
 use crate::job::Outbox;
-use crate::pipeline::preset::MIN_VIDEO_JOB_COST;
+use crate::model::preset::MIN_VIDEO_JOB_COST;
 use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT};
 use std::collections::HashMap;
 use std::path::PathBuf;

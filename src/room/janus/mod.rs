@@ -12,7 +12,7 @@
 //! a new publisher takes to appear.
 //!
 //! **One PeerConnection per publisher.** Each feed gets its own subscriber handle and its own
-//! small pipeline ([`feed::FeedPipeline`]): a feed that fails ICE or is torn down is re-subscribed
+//! small pipeline ([`FeedPipeline`]): a feed that fails ICE or is torn down is re-subscribed
 //! alone, and joins/leaves never renegotiate a shared connection that carries everyone else.
 //! The cost is one ICE/DTLS setup per publisher; new publishers are subscribed concurrently.
 //!
@@ -31,12 +31,11 @@
 //! subscribed again into the same tiles; after [`JanusRoom::max_reconnects`] failed attempts in a
 //! row the room reports `Disconnected`. A feed whose connection fails is re-subscribed.
 
-pub mod feed;
 pub mod session;
 
 use crate::codes::Code;
+use crate::pipeline::source::webrtc::{FeedPipeline, FeedTrack, Slot};
 use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, TrackKind};
-use feed::{FeedPipeline, FeedTrack, Slot};
 use serde_json::{json, Value};
 use session::{JanusError, JanusEvent, Session};
 use std::collections::HashMap;

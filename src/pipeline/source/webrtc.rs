@@ -4,8 +4,8 @@
 //! Keeping WebRTC out of the recording pipeline means a feed's ICE/DTLS failure, renegotiation
 //! or teardown can never stall or error the recording: the tile just stops getting frames.
 
+use super::{SourceContext, TrackSource};
 use crate::pipeline::PipelineError;
-use crate::room::{SourceContext, TrackSource};
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -285,7 +285,7 @@ fn link_raw(
             gst::Caps::builder("audio/x-raw")
                 .field("format", "S16LE")
                 .field("layout", "interleaved")
-                .field("rate", crate::pipeline::source::AUDIO_RATE)
+                .field("rate", super::AUDIO_RATE)
                 .field("channels", 2i32)
                 .build(),
         )

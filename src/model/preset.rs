@@ -1,8 +1,40 @@
 //! Encoder presets: data files in `pipelines/` (built in) or a user's own TOML file.
 
-use super::PipelineError;
+use crate::codes::Code;
 use serde::Deserialize;
 use std::path::Path;
+
+/// Why a preset was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    /// Unknown name, malformed file or a value out of range.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The preset file could not be read.
+    #[error("{context}: {cause}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+impl PresetError {
+    /// 7017 (record parameters) for a bad preset, 7018 when the file cannot be read.
+    pub fn code(&self) -> Code {
+        match self {
+            PresetError::Invalid { .. } => Code::RecordParamsMissing,
+            PresetError::Io { .. } => Code::RecordError,
+        }
+    }
+}
 
 /// Name of the default preset.
 pub const DEFAULT_PRESET: &str = "h264-720p30";
@@ -127,18 +159,18 @@ impl Preset {
     }
 
     /// A built-in preset name or a path to a TOML preset file.
-    pub fn resolve(spec: &str) -> Result<Preset, PipelineError> {
+    pub fn resolve(spec: &str) -> Result<Preset, PresetError> {
         let text = match BUILTIN_PRESETS.iter().find(|(n, _)| *n == spec) {
             Some((_, text)) => text.to_string(),
             None if Path::new(spec).is_file() => {
-                std::fs::read_to_string(spec).map_err(|e| PipelineError::Io {
+                std::fs::read_to_string(spec).map_err(|e| PresetError::Io {
                     context: format!("reading {spec}"),
                     cause: e,
                 })?
             }
             None => {
                 let names: Vec<&str> = BUILTIN_PRESETS.iter().map(|(n, _)| *n).collect();
-                return Err(PipelineError::Invalid {
+                return Err(PresetError::Invalid {
                     field: "preset".into(),
                     message: format!(
                         "unknown preset {spec:?}: expected one of {} or a .toml file",
@@ -147,7 +179,7 @@ impl Preset {
                 });
             }
         };
-        let preset: Preset = toml::from_str(&text).map_err(|e| PipelineError::Invalid {
+        let preset: Preset = toml::from_str(&text).map_err(|e| PresetError::Invalid {
             field: "preset".into(),
             message: e.message().to_string(),
         })?;
@@ -155,8 +187,8 @@ impl Preset {
         Ok(preset)
     }
 
-    fn validate(&self) -> Result<(), PipelineError> {
-        let bad = |field: &str, message: &str| PipelineError::Invalid {
+    fn validate(&self) -> Result<(), PresetError> {
+        let bad = |field: &str, message: &str| PresetError::Invalid {
             field: field.to_string(),
             message: message.to_string(),
         };
@@ -246,7 +278,7 @@ mod tests {
         let text = include_str!("../../pipelines/h264-720p30.toml").replace("1280", "1281");
         std::fs::write(&p, text).unwrap();
         let e = Preset::resolve(p.to_str().unwrap()).unwrap_err();
-        assert!(matches!(e, PipelineError::Invalid { ref field, .. } if field == "video.width"));
+        assert!(matches!(e, PresetError::Invalid { ref field, .. } if field == "video.width"));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -3,8 +3,8 @@
 //! Each returns a bin with one `src` ghost pad, timestamped in pipeline running time from
 //! [`SourceContext::start`], live or offline as the context says.
 
-use super::{element_safe, expose, make, raw_video_caps, PipelineError};
-use crate::room::{SourceContext, Timing};
+use super::{SourceContext, Timing, TrackSource};
+use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError};
 use gst::prelude::*;
 
 /// Period of the sync marker (flash + beep).
@@ -17,6 +17,20 @@ pub const MARKER_BEEP_HZ: f64 = 2000.0;
 const AUDIO_SAMPLES_PER_BUFFER: i32 = 960;
 /// Sample rate of generated audio.
 pub const AUDIO_RATE: i32 = 48_000;
+/// Participant colours (0xRRGGBB), in join order.
+pub const PALETTE: &[u32] = &[
+    0xd02020, // red
+    0x20a040, // green
+    0x2040d0, // blue
+    0xd0b020, // yellow
+    0xa020c0, // purple
+    0x20b0b0, // teal
+    0xe07020, // orange
+    0xe060a0, // pink
+    0x80c040, // lime
+];
+/// Colour of synthetic screen shares.
+pub const SCREEN_COLOR: u32 = 0x90e0f0;
 
 /// A generated video track.
 #[derive(Debug, Clone)]
@@ -229,4 +243,16 @@ pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element,
         });
     }
     ghost_bin(&format!("audio_src_{n}"), &[&src, &caps])
+}
+
+impl TrackSource for TestVideo {
+    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+        test_video(self, ctx)
+    }
+}
+
+impl TrackSource for TestAudio {
+    fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
+        test_audio(self, ctx)
+    }
 }
