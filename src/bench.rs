@@ -4,7 +4,7 @@
 //! factor (media seconds ÷ wall seconds) and peak RSS.
 
 use crate::layout::{parse_color, Layout, Tile, TileId};
-use crate::pipeline::mixer::Output;
+use crate::pipeline::composite::Output;
 use crate::pipeline::source::{Timing, TrackSource};
 use crate::pipeline::{Composite, CompositeOptions, Preset};
 use crate::room::synthetic::SyntheticRoom;

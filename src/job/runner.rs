@@ -6,7 +6,7 @@
 
 use super::RoomState;
 use crate::layout::{parse_color, Layout, TileId};
-use crate::pipeline::mixer::{ErrorOrigin, Output};
+use crate::pipeline::composite::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::pipeline::rtmp::{
     Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,

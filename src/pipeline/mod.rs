@@ -13,7 +13,7 @@
 //! process leaves a playable file, and a graceful stop rewrites it as a normal MP4 with the index
 //! at the front ([`mp4::finalize`]).
 
-pub mod mixer;
+pub mod composite;
 pub mod mp4;
 
 pub mod preview;
@@ -21,7 +21,7 @@ pub mod rtmp;
 pub mod source;
 
 pub use crate::model::preset::{self, Preset};
-pub use mixer::{Composite, CompositeOptions};
+pub use composite::{Composite, CompositeOptions};
 
 use crate::codes::Code;
 

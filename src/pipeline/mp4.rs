@@ -1,7 +1,7 @@
 //! Turning the fragmented recording into a normal MP4.
 //!
 //! While recording, `mp4mux` writes a fragmented MP4 (a `moof`+`mdat` pair every
-//! [`super::mixer::FRAGMENT_MS`]), so a process killed mid-recording leaves a file that plays up to
+//! [`super::composite::FRAGMENT_MS`]), so a process killed mid-recording leaves a file that plays up to
 //! its last complete fragment. On a graceful stop [`finalize`] remuxes it (no re-encode) into a
 //! plain MP4 with the `moov` index at the front, writes it beside the original, syncs it and
 //! renames it over the original, so the file under the final name is playable at every moment.

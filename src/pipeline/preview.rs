@@ -1,6 +1,6 @@
 //! Layout previews: the real compositor draws numbered, coloured placeholder tiles into a PNG.
 
-use super::mixer::Output;
+use super::composite::Output;
 use super::source::{test_video, TestVideo};
 use super::source::{Timing, PALETTE, SCREEN_COLOR};
 use super::{Composite, CompositeOptions, PipelineError, Preset};

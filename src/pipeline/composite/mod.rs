@@ -1,0 +1,353 @@
+//! The composite: one pipeline that mixes every tile and audio input into one encoded output.
+//!
+//! Inputs are added and removed while playing. [`Composite::apply`] takes the slots a layout
+//! produced and moves, resizes, crops and labels tiles in place; tiles without a slot are hidden
+//! (live video) or removed (placeholders).
+//!
+//! By concern: [`tiles`] (video inputs, placeholders, labels, placement), [`background`]
+//! (colour or image under the tiles, watermark), [`audio`] (the mix), [`output`] (encoders,
+//! the MP4 sink and the taps that feed streaming). This file holds the types they share and
+//! the pipeline's life (build, clocking, EOS, error routing).
+
+mod audio;
+mod background;
+mod output;
+mod tiles;
+
+use crate::layout::{
+    parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
+};
+use crate::pipeline::source::{test_audio, test_video, TestAudio, TestVideo};
+use crate::pipeline::source::{SourceContext, Timing};
+use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError, Preset};
+use gst::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Colour of placeholder tiles (no video, hard-muted video, "+N").
+const PLACEHOLDER_COLOR: u32 = 0x2a2e35;
+/// Placeholder frame rate: they never change, so a few frames a second suffice.
+const PLACEHOLDER_FPS: u32 = 5;
+/// Margin before a source added while live starts, so its first buffer is not late.
+const LIVE_START_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(60);
+/// How long the aggregators wait for late input in live mode.
+const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(60);
+/// How long the muxer waits for every track's first data before it starts.
+const MUXER_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(3);
+/// Largest watermark, as the platform's `settings.watermark` allows.
+pub const WATERMARK_MAX_PX: u32 = 140;
+/// Watermark distance from the frame edge.
+const WATERMARK_MARGIN: i32 = 24;
+/// MP4 fragment length: at most this much is lost when the process is killed.
+pub const FRAGMENT_MS: u32 = 1000;
+
+/// Where the composite goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Fragmented MP4 file (finalize with [`crate::pipeline::mp4::finalize`] after EOS).
+    Mp4(PathBuf),
+    /// One PNG frame (layout previews); offline timing only.
+    Png(PathBuf),
+    /// No file: the encode only feeds streaming taps.
+    Discard,
+}
+
+/// How to build a composite.
+#[derive(Debug, Clone)]
+pub struct CompositeOptions {
+    /// Encoder settings.
+    pub preset: Preset,
+    /// Live or offline.
+    pub timing: Timing,
+    /// Output.
+    pub output: Output,
+    /// Background colour 0xRRGGBB.
+    pub background: u32,
+    /// Background image, drawn instead of the colour.
+    pub background_image: Option<PathBuf>,
+    /// Tile labels.
+    pub label: LabelStyle,
+    /// Watermark PNG (≤140×140), top right.
+    pub watermark: Option<PathBuf>,
+}
+
+/// Where a pipeline error came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorOrigin {
+    /// An element no longer in the pipeline (removed while it was stopping).
+    Detached,
+    /// One input.
+    Input(InputRef),
+    /// Mixers, encoders, muxer or sink.
+    Core,
+}
+
+/// Names one input of the composite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputRef {
+    /// A tile (live video, placeholder or overflow).
+    Tile(InputKey),
+    /// A participant's audio.
+    Audio(String),
+}
+
+/// Which compositor input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InputKey {
+    /// A participant's camera or screen share.
+    Video(TileId),
+    /// A named placeholder (no video or hard-muted video).
+    Placeholder(TileId),
+    /// The "+N" tile.
+    Overflow,
+}
+
+impl InputKey {
+    fn element_name(&self) -> String {
+        match self {
+            InputKey::Video(id) => format!("tile_{}", element_safe(&id.to_string())),
+            InputKey::Placeholder(id) => format!("placeholder_{}", element_safe(&id.to_string())),
+            InputKey::Overflow => "overflow".into(),
+        }
+    }
+}
+
+/// One compositor input: its bin, the compositor pad and the elements a layout change touches.
+struct TileInput {
+    bin: gst::Bin,
+    pad: gst::Pad,
+    caps: gst::Element,
+    crop: gst::Element,
+    target: Arc<Mutex<CropTarget>>,
+    label: gst::Element,
+    placed: Option<(Slot, u32)>,
+    started: bool,
+}
+
+struct Background {
+    element: gst::Element,
+    pad: gst::Pad,
+    /// The colour, for a colour background.
+    color: Option<u32>,
+}
+
+struct AudioInput {
+    bin: gst::Bin,
+    pad: gst::Pad,
+}
+
+/// The running composite pipeline.
+pub struct Composite {
+    pipeline: gst::Pipeline,
+    compositor: Option<gst::Element>,
+    audiomixer: Option<gst::Element>,
+    background: Option<Background>,
+    background_seq: u32,
+    tiles: HashMap<InputKey, TileInput>,
+    audio: HashMap<String, AudioInput>,
+    canvas: Canvas,
+    fps: u32,
+    timing: Timing,
+    label: LabelStyle,
+}
+
+fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
+    src.link(sink)
+        .map(|_| ())
+        .map_err(|e| PipelineError::Setup(format!("link: {e:?}")))
+}
+
+fn caps_video(canvas: Canvas, fps: u32) -> gst::Caps {
+    raw_video_caps(canvas.width, canvas.height, Some(fps))
+}
+
+fn tile_caps(w: u32, h: u32) -> gst::Caps {
+    raw_video_caps(w, h, None)
+}
+
+/// What a tile's crop needs: the input's size and the slot's shape.
+#[derive(Debug, Default)]
+struct CropTarget {
+    source: Option<(u32, u32)>,
+    slot: Option<(u32, u32, Fit)>,
+}
+
+impl CropTarget {
+    /// Pixels to cut (left, right, top, bottom) so the input has the slot's aspect ratio.
+    fn crop(&self) -> (i32, i32, i32, i32) {
+        let (Some((sw, sh)), Some((w, h, Fit::Crop))) = (self.source, self.slot) else {
+            return (0, 0, 0, 0);
+        };
+        let (sw, sh, w, h) = (sw as u64, sh as u64, w as u64, h as u64);
+        if sw * h > w * sh {
+            // Input wider than the slot: cut the sides.
+            let keep = (sh * w / h).max(2) & !1;
+            let cut = sw.saturating_sub(keep) as i32;
+            (cut / 2, cut - cut / 2, 0, 0)
+        } else {
+            let keep = (sw * h / w).max(2) & !1;
+            let cut = sh.saturating_sub(keep) as i32;
+            (0, 0, cut / 2, cut - cut / 2)
+        }
+    }
+
+    fn apply(&self, videobox: &gst::Element) {
+        let (l, r, t, b) = self.crop();
+        for (name, v) in [("left", l), ("right", r), ("top", t), ("bottom", b)] {
+            if videobox.property::<i32>(name) != v {
+                videobox.set_property(name, v);
+            }
+        }
+    }
+}
+
+/// Reads a PNG's size from its header.
+pub fn png_size(path: &Path) -> Result<(u32, u32), PipelineError> {
+    let bad = |m: String| PipelineError::Invalid {
+        field: "watermark".into(),
+        message: m,
+    };
+    let data = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
+        return Err(bad(format!("{} is not a PNG file", path.display())));
+    }
+    let w = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
+    let h = u32::from_be_bytes([data[20], data[21], data[22], data[23]]);
+    Ok((w, h))
+}
+
+impl Composite {
+    /// Builds the pipeline (not yet playing).
+    pub fn new(opts: &CompositeOptions) -> Result<Composite, PipelineError> {
+        let pipeline = gst::Pipeline::with_name("composite");
+        let (canvas, fps) = match &opts.preset.video {
+            Some(v) => (
+                Canvas {
+                    width: v.width,
+                    height: v.height,
+                },
+                v.fps,
+            ),
+            None => (
+                Canvas {
+                    width: 2,
+                    height: 2,
+                },
+                1,
+            ),
+        };
+        let mut c = Composite {
+            pipeline,
+            compositor: None,
+            audiomixer: None,
+            background: None,
+            background_seq: 0,
+            tiles: HashMap::new(),
+            audio: HashMap::new(),
+            canvas,
+            fps,
+            timing: opts.timing,
+            label: opts.label.clone(),
+        };
+        let is_png = matches!(opts.output, Output::Png(_));
+        let mux = match &opts.output {
+            Output::Mp4(path) => Some(c.build_mp4_sink(Some(path))?),
+            Output::Discard => Some(c.build_mp4_sink(None)?),
+            Output::Png(_) => None,
+        };
+        if opts.preset.video.is_some() {
+            c.build_video(opts, mux.as_ref())?;
+        }
+        if !is_png {
+            c.build_audio(opts, mux.as_ref())?;
+        }
+        Ok(c)
+    }
+
+    fn add(&self, elements: &[&gst::Element]) -> Result<(), PipelineError> {
+        self.pipeline
+            .add_many(elements)
+            .map_err(PipelineError::setup)
+    }
+
+    /// The GStreamer pipeline (for the bus and state changes).
+    pub fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
+    /// Output canvas.
+    pub fn canvas(&self) -> Canvas {
+        self.canvas
+    }
+
+    /// Context for a source added now.
+    pub fn source_context(&self, margin: gst::ClockTime) -> SourceContext {
+        let now = match self.timing {
+            Timing::Live => self.pipeline.current_running_time().map(|t| t + margin),
+            Timing::Offline { .. } => None,
+        };
+        SourceContext {
+            timing: self.timing,
+            start: now.unwrap_or(gst::ClockTime::ZERO),
+        }
+    }
+
+    /// Context for a participant source being added now.
+    pub fn next_source_context(&self) -> SourceContext {
+        self.source_context(LIVE_START_MARGIN)
+    }
+
+    /// Ends the recording: EOS goes straight into the encoder branches, so the muxer finishes
+    /// whatever state the inputs are in (a live source can be mid-renegotiation, holding its
+    /// lock, and would block an EOS sent the usual way through the sources). The mixers see
+    /// EOS as their downstream flow result and stop; the inputs follow.
+    pub fn end_of_stream(&self) {
+        for name in ["video_enc_queue", "audio_enc_queue"] {
+            if let Some(pad) = self
+                .pipeline
+                .by_name(name)
+                .and_then(|e| e.static_pad("sink"))
+            {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+    }
+
+    /// Decides what an error posted by `source` means: an input that was already removed (a
+    /// teardown race, ignore), one input that failed (drop it, keep recording), or the core
+    /// pipeline (the recording fails).
+    pub fn classify_error(&self, source: &gst::Object) -> ErrorOrigin {
+        let mut top = source.clone();
+        loop {
+            match top.parent() {
+                Some(p) if p == *self.pipeline.upcast_ref::<gst::Object>() => break,
+                Some(p) => top = p,
+                None => return ErrorOrigin::Detached,
+            }
+        }
+        if let Some(key) = self
+            .tiles
+            .iter()
+            .find(|(_, t)| t.bin.upcast_ref::<gst::Object>() == &top)
+            .map(|(k, _)| k)
+        {
+            return ErrorOrigin::Input(InputRef::Tile(key.clone()));
+        }
+        if let Some(id) = self
+            .audio
+            .iter()
+            .find(|(_, a)| a.bin.upcast_ref::<gst::Object>() == &top)
+            .map(|(k, _)| k)
+        {
+            return ErrorOrigin::Input(InputRef::Audio(id.clone()));
+        }
+        ErrorOrigin::Core
+    }
+}
+
+impl Drop for Composite {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

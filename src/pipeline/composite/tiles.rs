@@ -1,0 +1,274 @@
+//! Video inputs: live tiles, placeholders and the "+N" tile; their crop, scale, label and
+//! place in the compositor, applied from a layout's slots.
+
+use super::*;
+
+impl Composite {
+    /// Sets the label style used from the next [`Composite::apply`].
+    pub fn set_label_style(&mut self, label: LabelStyle) {
+        self.label = label;
+    }
+
+    /// Adds a video input for `id` (hidden until a slot shows it).
+    pub fn add_video(&mut self, id: &TileId, source: gst::Element) -> Result<(), PipelineError> {
+        let key = InputKey::Video(id.clone());
+        self.remove_input(&key)?;
+        self.attach_tile(key, source)
+    }
+
+    /// Removes the video input of `id`, if any.
+    pub fn remove_video(&mut self, id: &TileId) -> Result<(), PipelineError> {
+        self.remove_input(&InputKey::Video(id.clone()))
+    }
+
+    pub(super) fn attach_tile(
+        &mut self,
+        key: InputKey,
+        source: gst::Element,
+    ) -> Result<(), PipelineError> {
+        let Some(comp) = self.compositor.clone() else {
+            return Ok(());
+        };
+        let n = key.element_name();
+        let bin = gst::Bin::builder().name(&n).build();
+        let q = make("queue", &format!("{n}_queue"))?;
+        let conv = make("videoconvert", &format!("{n}_convert"))?;
+        let crop = make("videobox", &format!("{n}_crop"))?;
+        let target: Arc<Mutex<CropTarget>> = Arc::default();
+        let crop_weak = crop.downgrade();
+        let probe_target = target.clone();
+        let crop_sink = crop
+            .static_pad("sink")
+            .ok_or_else(|| PipelineError::setup("crop sink"))?;
+        // When the input's size becomes known (or changes), crop it to the slot's shape.
+        crop_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ref ev)) = info.data {
+                if let gst::EventView::Caps(c) = ev.view() {
+                    let size = c.caps().structure(0).and_then(|s| {
+                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                    });
+                    if let (Some(crop), Some((w, h))) = (crop_weak.upgrade(), size) {
+                        let mut t = probe_target.lock().unwrap_or_else(|e| e.into_inner());
+                        t.source = Some((w.max(1) as u32, h.max(1) as u32));
+                        t.apply(&crop);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        let scale = make("videoscale", &format!("{n}_scale"))?;
+        let caps = make("capsfilter", &format!("{n}_caps"))?;
+        caps.set_property("caps", tile_caps(320, 180));
+        // On a layout change, frames already on their way at the old size stay acceptable
+        // until the new size is negotiated.
+        caps.set_property_from_str("caps-change-mode", "delayed");
+        let label = make("textoverlay", &format!("{n}_label"))?;
+        label.set_property("silent", true);
+        label.set_property("auto-resize", false);
+        label.set_property("shaded-background", true);
+        label.set_property("wait-text", false);
+        let els = [&source, &q, &conv, &crop, &scale, &caps, &label];
+        bin.add_many(els).map_err(PipelineError::setup)?;
+        gst::Element::link_many(els).map_err(PipelineError::setup)?;
+        let ghost = expose(&bin, &label, "src")?;
+        self.pipeline.add(&bin).map_err(PipelineError::setup)?;
+        let pad = comp
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| PipelineError::setup("pad"))?;
+        pad.set_property("alpha", 0.0f64);
+        link_pads(ghost.upcast_ref(), &pad)?;
+        // Started by `apply` once its geometry is set, so the first negotiation already has
+        // the slot's size (changing caps while the first caps are in flight fails it).
+        self.tiles.insert(
+            key,
+            TileInput {
+                bin,
+                pad,
+                caps,
+                crop,
+                target,
+                label,
+                placed: None,
+                started: false,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn remove_input(&mut self, key: &InputKey) -> Result<(), PipelineError> {
+        let Some(input) = self.tiles.remove(key) else {
+            return Ok(());
+        };
+        self.detach(&input.bin, &input.pad, self.compositor.as_ref())
+    }
+
+    pub(super) fn detach(
+        &self,
+        bin: &gst::Bin,
+        pad: &gst::Pad,
+        aggregator: Option<&gst::Element>,
+    ) -> Result<(), PipelineError> {
+        // Stop the input's threads first so nothing pushes into a released pad.
+        bin.set_state(gst::State::Null)
+            .map_err(PipelineError::setup)?;
+        if let Some(agg) = aggregator {
+            agg.release_request_pad(pad);
+        }
+        self.pipeline.remove(bin).map_err(PipelineError::setup)?;
+        Ok(())
+    }
+
+    pub(super) fn placeholder_source(&self, key: &InputKey) -> Result<gst::Element, PipelineError> {
+        test_video(
+            &TestVideo {
+                name: key.element_name(),
+                color: PLACEHOLDER_COLOR,
+                moving_marker: false,
+                flash: false,
+                width: 320,
+                height: 180,
+                fps: PLACEHOLDER_FPS,
+                pattern: None,
+            },
+            &self.source_context(LIVE_START_MARGIN),
+        )
+    }
+
+    /// Shows `slots`: every input not named by a slot is hidden (live video) or removed.
+    pub fn apply(&mut self, slots: &[Slot]) -> Result<(), PipelineError> {
+        if self.compositor.is_none() {
+            return Ok(());
+        }
+        let mut used = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let (key, text, centered) = match &slot.content {
+                SlotContent::Tile {
+                    id,
+                    show_video,
+                    name,
+                } => {
+                    let video = InputKey::Video(id.clone());
+                    if *show_video && self.tiles.contains_key(&video) {
+                        (video, slot.label.clone(), false)
+                    } else {
+                        (InputKey::Placeholder(id.clone()), Some(name.clone()), true)
+                    }
+                }
+                SlotContent::Overflow(n) => (InputKey::Overflow, Some(format!("+{n}")), true),
+            };
+            if !self.tiles.contains_key(&key) {
+                let src = self.placeholder_source(&key)?;
+                self.attach_tile(key.clone(), src)?;
+            }
+            let z = slot.z * 100 + i as u32 + 1;
+            self.place(&key, slot, z, text.as_deref(), centered);
+            used.push(key);
+        }
+        let unused: Vec<InputKey> = self
+            .tiles
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
+        for key in unused {
+            match key {
+                InputKey::Video(_) => {
+                    if let Some(t) = self.tiles.get_mut(&key) {
+                        t.pad.set_property("alpha", 0.0f64);
+                        t.placed = None;
+                    }
+                }
+                _ => self.remove_input(&key)?,
+            }
+        }
+        // Inputs without a slot still run (hidden), so their sources keep flowing.
+        for t in self.tiles.values_mut().filter(|t| !t.started) {
+            t.bin
+                .sync_state_with_parent()
+                .map_err(PipelineError::setup)?;
+            t.started = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn place(
+        &mut self,
+        key: &InputKey,
+        slot: &Slot,
+        z: u32,
+        text: Option<&str>,
+        centered: bool,
+    ) {
+        let canvas_h = self.canvas.height;
+        let style = self.label.clone();
+        let Some(t) = self.tiles.get_mut(key) else {
+            return;
+        };
+        let (w, h) = (slot.rect.w, slot.rect.h);
+        let same_geometry = t
+            .placed
+            .as_ref()
+            .is_some_and(|(s, _)| s.rect == slot.rect && s.fit == slot.fit);
+        if !same_geometry {
+            {
+                let mut target = t.target.lock().unwrap_or_else(|e| e.into_inner());
+                target.slot = Some((w, h, slot.fit));
+                target.apply(&t.crop);
+            }
+            t.caps.set_property("caps", tile_caps(w, h));
+        }
+        t.pad.set_property("xpos", slot.rect.x);
+        t.pad.set_property("ypos", slot.rect.y);
+        t.pad.set_property("width", w as i32);
+        t.pad.set_property("height", h as i32);
+        t.pad.set_property("zorder", z);
+        t.pad.set_property("alpha", 1.0f64);
+        match text {
+            Some(text) if !text.is_empty() => {
+                let px = if centered {
+                    (h as f64 * 0.16).max(10.0)
+                } else {
+                    (canvas_h as f64 * style.size).max(8.0)
+                };
+                // Keep labels inside small tiles.
+                let px = px.min(h as f64 * 0.3).round() as u32;
+                t.label
+                    .set_property("font-desc", format!("Sans Bold {px}px"));
+                t.label.set_property("text", text);
+                let color = parse_color(&style.color).unwrap_or(0xffffff);
+                t.label.set_property("color", 0xff00_0000 | color);
+                let (h_al, v_al) = if centered {
+                    ("center", "center")
+                } else {
+                    match style.position {
+                        LabelPosition::TopLeft => ("left", "top"),
+                        LabelPosition::TopRight => ("right", "top"),
+                        LabelPosition::BottomLeft => ("left", "bottom"),
+                        LabelPosition::BottomRight => ("right", "bottom"),
+                    }
+                };
+                t.label.set_property_from_str("halignment", h_al);
+                t.label.set_property_from_str("valignment", v_al);
+                let pad = (px / 2).max(4) as i32;
+                t.label.set_property("xpad", pad);
+                t.label.set_property("ypad", pad);
+                t.label.set_property("silent", false);
+            }
+            _ => t.label.set_property("silent", true),
+        }
+        t.placed = Some((slot.clone(), z));
+    }
+
+    /// Removes an input that failed (see [`Composite::classify_error`]).
+    pub fn drop_input(&mut self, input: &InputRef) -> Result<(), PipelineError> {
+        match input {
+            InputRef::Tile(key) => self.remove_input(key),
+            InputRef::Audio(id) => self.remove_audio(id),
+        }
+    }
+
+    /// Number of live video inputs, placeholders included.
+    pub fn tile_inputs(&self) -> usize {
+        self.tiles.len()
+    }
+}
