@@ -108,7 +108,7 @@ pub fn composite(
     let t0 = Instant::now();
     pipeline.set_state(gst::State::Playing)?;
     let limit = Duration::from_secs(60 + seconds as u64 * 10);
-    let r = crate::pipeline::mp4::wait_eos(&pipeline, limit, "finish the bench");
+    let r = crate::pipeline::bus::wait_eos_blocking(&pipeline, limit, "finish the bench");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     pipeline.set_state(gst::State::Null)?;

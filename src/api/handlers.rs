@@ -1,13 +1,13 @@
 //! Route handlers.
 
-use super::input::{self, json_object, requester, room_id, MAX_BODY_BYTES};
+use super::input::{self, room_id, MAX_BODY_BYTES};
+use super::lifecycle::room_layout;
 use super::{end_waiting, ApiError, ApiState, OPENAPI};
 use crate::codes::Code;
 use crate::model::preset::DEFAULT_PRESET;
 use crate::model::RtmpUrl;
 use crate::queue::{
-    now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, Requester,
-    RoomConfig, RoomMode,
+    now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, RoomConfig,
 };
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -20,27 +20,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;
 
-type Reply = Result<Response, ApiError>;
-type St = State<Arc<ApiState>>;
+pub(super) type Reply = Result<Response, ApiError>;
+pub(super) type St = State<Arc<ApiState>>;
 
-fn reply(status: StatusCode, v: Value) -> Reply {
+pub(super) fn reply(status: StatusCode, v: Value) -> Reply {
     Ok((status, Json(v)).into_response())
 }
 
-fn ok(msg: &str, mut extra: Value) -> Reply {
+pub(super) fn ok(msg: &str, mut extra: Value) -> Reply {
     extra["result"] = json!(0);
     extra["msg"] = json!(msg);
     reply(StatusCode::OK, extra)
 }
 
-fn coded(code: Code, mut extra: Value) -> Reply {
+pub(super) fn coded(code: Code, mut extra: Value) -> Reply {
     let status = StatusCode::from_u16(code.info().http_status).unwrap_or(StatusCode::OK);
     extra["result"] = json!(code.as_u16());
     extra["msg"] = json!(code.message());
     reply(status, extra)
 }
 
-async fn read_body(body: Body, code: Code) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(body: Body, code: Code) -> Result<Vec<u8>, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map(|b| b.to_vec())
@@ -53,7 +53,7 @@ async fn read_body(body: Body, code: Code) -> Result<Vec<u8>, ApiError> {
         })
 }
 
-fn not_registered(room: &str) -> ApiError {
+pub(super) fn not_registered(room: &str) -> ApiError {
     ApiError::with_status(
         Code::Generic,
         StatusCode::NOT_FOUND,
@@ -61,7 +61,7 @@ fn not_registered(room: &str) -> ApiError {
     )
 }
 
-async fn room(st: &ApiState, id: &str) -> Result<RoomConfig, ApiError> {
+pub(super) async fn room(st: &ApiState, id: &str) -> Result<RoomConfig, ApiError> {
     room_id(id)?;
     st.store
         .get_room(id)
@@ -70,7 +70,7 @@ async fn room(st: &ApiState, id: &str) -> Result<RoomConfig, ApiError> {
 }
 
 /// A job as the API shows it: stream keys hidden.
-fn view(job: &Job) -> Value {
+pub(super) fn view(job: &Job) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or_default();
     let urls: Vec<String> = job
         .spec
@@ -88,7 +88,7 @@ fn view(job: &Job) -> Value {
 
 /// The room's unfinished job of `kind`, if any.
 /// Of `jobs` (one read of the store serves every check of a request).
-fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
+pub(super) fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
     jobs.iter()
         .filter(|j| j.spec.room_id == room && j.spec.kind == kind && !j.state.is_terminal())
         .max_by_key(|j| j.created_ms)
@@ -97,7 +97,7 @@ fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
 
 /// The last failure of the room's `kind` jobs, if recent (the platform's "try again after
 /// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room.
-fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
+pub(super) fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
     let horizon = now_ms().saturating_sub(st.cfg.retry_after.as_millis() as u64);
     jobs.iter().any(|j| {
         j.spec.room_id == room
@@ -111,7 +111,7 @@ fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bo
 
 /// How many people the room has, as far as the platform's events and the connector tell
 /// (None when nothing is known yet).
-fn known_participants(room: &RoomConfig) -> Option<usize> {
+pub(super) fn known_participants(room: &RoomConfig) -> Option<usize> {
     let generated = match &room.connector {
         ConnectorSpec::Synthetic { participants, .. } => *participants as usize,
         _ => 0,
@@ -122,7 +122,7 @@ fn known_participants(room: &RoomConfig) -> Option<usize> {
 
 /// Submits a job; answers 0 (a worker has room for it), or 7207/7208 (7104/7105 for
 /// streaming) when it waits: 7207 for the first request beyond capacity, 7208 for later ones.
-async fn submit(
+pub(super) async fn submit(
     st: &ApiState,
     room: &RoomConfig,
     kind: JobKind,
@@ -311,267 +311,6 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
         "events applied",
         json!({ "forwarded": forwarded, "auto_recording": started }),
     )
-}
-
-fn room_layout(r: &RoomConfig) -> Value {
-    match r.settings.mode {
-        RoomMode::Lecture => json!("speaker"),
-        RoomMode::Group => r.settings.layout.clone().unwrap_or_else(|| json!("grid")),
-    }
-}
-
-struct Checked {
-    room: RoomConfig,
-    who: Requester,
-    body: serde_json::Map<String, Value>,
-}
-
-/// Reads the body and checks the requester: `missing` for bad input, `not_moderator` when
-/// the requester is not a moderator, `disconnecting` when the room is going away.
-async fn checked(
-    st: &ApiState,
-    id: &str,
-    body: Body,
-    missing: Code,
-    not_moderator: Code,
-    disconnecting: Code,
-) -> Result<Checked, ApiError> {
-    let room = room(st, id).await?;
-    let bytes = read_body(body, missing).await?;
-    let body = json_object(&bytes, missing)?;
-    let who = requester(&body, missing)?;
-    if !who.is_moderator() {
-        return Err(ApiError::new(
-            not_moderator,
-            format!("{} is a {}", who.client_id, who.role),
-        ));
-    }
-    if room.disconnecting {
-        return Err(ApiError::new(disconnecting, "room destroyed"));
-    }
-    Ok(Checked { room, who, body })
-}
-
-pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::RecordParamsMissing,
-        Code::RecordNotModerator,
-        Code::RecordRoomDisconnecting,
-    )
-    .await?;
-    let layout = input::recording_layout(&c.body, false)?.unwrap_or_else(|| room_layout(&c.room));
-    let max = input::seconds(
-        c.body
-            .get("config")
-            .and_then(|v| v.get("max_duration_secs")),
-        "config.max_duration_secs",
-        Code::RecordParamsMissing,
-    )?;
-    let jobs = st.store.jobs().await?;
-    if let Some(job) = live_job(&jobs, &id, JobKind::Recording) {
-        let code = match job.state {
-            JobState::Queued | JobState::Starting => Code::RecordInProcess,
-            _ => Code::RecordAlreadyRunning,
-        };
-        return Err(ApiError::new(code, format!("job {}", job.id)));
-    }
-    if recently_failed(&st, &jobs, &id, JobKind::Recording) {
-        return Err(ApiError::new(
-            Code::RecordRetryLater,
-            "the last start failed",
-        ));
-    }
-    submit(
-        &st,
-        &c.room,
-        JobKind::Recording,
-        layout,
-        Vec::new(),
-        &c.who.client_id,
-        max,
-    )
-    .await
-}
-
-/// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.
-async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Reply {
-    let Some(mut job) = live_job(&st.store.jobs().await?, &c.room.room_id, kind) else {
-        return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
-    };
-    job.stopped_by = Some(c.who.client_id.clone());
-    if end_waiting(
-        st,
-        &mut job,
-        JobState::Cancelled,
-        cancelled,
-        cancelled.message(),
-    )
-    .await?
-    {
-        return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
-    }
-    st.store
-        .push_command(
-            &job.id,
-            &Command::Stop {
-                by: c.who.client_id.clone(),
-            },
-        )
-        .await?;
-    info!(job = %job.id, by = %c.who.client_id, "stop requested");
-    ok(
-        "stopping",
-        json!({ "job_id": job.id, "state": job.state.as_str() }),
-    )
-}
-
-pub(super) async fn stop_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::RecordParamsMissing,
-        Code::RecordStopNotModerator,
-        Code::RecordStopDisconnecting,
-    )
-    .await?;
-    stop(&st, c, JobKind::Recording, Code::RecordQueueCancelled).await
-}
-
-pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::RecordParamsMissing,
-        Code::RecordChangeNotModerator,
-        Code::RecordChangeDisconnecting,
-    )
-    .await?;
-    let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
-    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Recording) {
-        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
-        _ => {
-            return Err(ApiError::new(
-                Code::NotRunning,
-                "no live recording is running",
-            ))
-        }
-    };
-    st.store
-        .push_command(
-            &job.id,
-            &Command::SetLayout {
-                layout: layout.clone(),
-            },
-        )
-        .await?;
-    ok(
-        "layout change sent",
-        json!({ "job_id": job.id, "layout": layout }),
-    )
-}
-
-pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::StreamParamsMissing,
-        Code::StreamNotModerator,
-        Code::StreamRoomDisconnecting,
-    )
-    .await?;
-    let urls = input::rtmp_urls(&c.body)?;
-    let layout = match c.body.get("layout") {
-        None | Some(Value::Null) => room_layout(&c.room),
-        Some(l) => input::layout(l)?,
-    };
-    let max = input::seconds(
-        c.body.get("max_duration_secs"),
-        "max_duration_secs",
-        Code::StreamParamsMissing,
-    )?;
-    let jobs = st.store.jobs().await?;
-    if let Some(job) = live_job(&jobs, &id, JobKind::Streaming) {
-        return Err(ApiError::new(
-            Code::StreamStartInProcess,
-            format!("job {} is {}", job.id, job.state.as_str()),
-        ));
-    }
-    if recently_failed(&st, &jobs, &id, JobKind::Streaming) {
-        return Err(ApiError::new(
-            Code::StreamRetryLater,
-            "the last start failed",
-        ));
-    }
-    submit(
-        &st,
-        &c.room,
-        JobKind::Streaming,
-        layout,
-        urls,
-        &c.who.client_id,
-        max,
-    )
-    .await
-}
-
-pub(super) async fn stop_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::StreamParamsMissing,
-        Code::StreamStopNotModerator,
-        Code::StreamStopDisconnecting,
-    )
-    .await?;
-    stop(&st, c, JobKind::Streaming, Code::StreamQueueCancelled).await
-}
-
-pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
-    let c = checked(
-        &st,
-        &id,
-        body,
-        Code::StreamParamsMissing,
-        Code::StreamChangeNotModerator,
-        Code::StreamChangeDisconnecting,
-    )
-    .await?;
-    let urls = match c.body.get("rtmp_urls") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(input::rtmp_urls(&c.body)?),
-    };
-    let layout = match c.body.get("layout") {
-        None | Some(Value::Null) => None,
-        Some(l) => Some(input::layout(l)?),
-    };
-    if urls.is_none() && layout.is_none() {
-        return Err(ApiError::new(
-            Code::StreamParamsMissing,
-            "give rtmp_urls and/or layout",
-        ));
-    }
-    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Streaming) {
-        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
-        _ => return Err(ApiError::new(Code::NotRunning, "no streaming is running")),
-    };
-    if let Some(urls) = urls {
-        st.store
-            .push_command(&job.id, &Command::SetRtmp { urls })
-            .await?;
-    }
-    if let Some(layout) = layout {
-        st.store
-            .push_command(&job.id, &Command::SetLayout { layout })
-            .await?;
-    }
-    ok("streaming change sent", json!({ "job_id": job.id }))
 }
 
 pub(super) async fn room_jobs(State(st): St, Path(id): Path<String>) -> Reply {

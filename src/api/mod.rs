@@ -8,6 +8,7 @@
 
 mod handlers;
 pub mod input;
+mod lifecycle;
 mod metrics;
 
 use crate::codes::{Code, ResultBody};
@@ -130,6 +131,7 @@ async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Resp
 /// The router with every route behind the token check.
 pub fn router(st: Arc<ApiState>) -> Router {
     use handlers::*;
+    use lifecycle::*;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))

@@ -13,7 +13,7 @@ use crate::pipeline::rtmp::{
     MAX_DESTINATIONS,
 };
 use crate::pipeline::source::Timing;
-use crate::pipeline::{Composite, CompositeOptions, PipelineError, Preset};
+use crate::pipeline::{bus, Composite, CompositeOptions, PipelineError, Preset};
 use crate::room::{RoomEvent, RoomHandle, TrackKind};
 use crate::Error;
 use futures::StreamExt;
@@ -454,7 +454,7 @@ async fn run(
             },
             msg = bus.next() => {
                 let Some(msg) = msg else { continue };
-                if let Err(e) = bus_error(&msg) {
+                if let Err(e) = bus::check(&msg) {
                     let origin = msg.src().map(|s| job.composite.classify_error(s));
                     match origin {
                         Some(ErrorOrigin::Detached) => debug!(error = %e, "error from a removed input"),
@@ -535,46 +535,14 @@ fn coalesce(first: Option<RoomEvent>, room: &mut RoomHandle) -> Option<Vec<RoomE
     Some(events)
 }
 
-fn bus_error(msg: &gst::Message) -> Result<(), PipelineError> {
-    match msg.view() {
-        gst::MessageView::Error(e) => Err(PipelineError::Runtime {
-            element: msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
-            message: format!("{} ({:?})", e.error(), e.debug()),
-        }),
-        gst::MessageView::Warning(w) => {
-            warn!(element = %msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
-                warning = %w.error(), "pipeline warning");
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Waits for EOS to reach the sink after [`Composite::end_of_stream`]. Errors from inputs
 /// while they wind down do not matter any more; errors from the encoders and muxer do.
 async fn drain(composite: &Composite, bus: &mut gst::bus::BusStream) -> Result<(), PipelineError> {
-    let wait = async {
-        while let Some(msg) = bus.next().await {
-            match msg.view() {
-                gst::MessageView::Eos(_) => return Ok(()),
-                gst::MessageView::Error(_) => {
-                    let origin = msg.src().map(|s| composite.classify_error(s));
-                    if matches!(origin, Some(ErrorOrigin::Core) | None) {
-                        bus_error(&msg)?;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Err(PipelineError::setup("bus closed before EOS"))
-    };
-    match tokio::time::timeout(EOS_TIMEOUT, wait).await {
-        Ok(r) => r,
-        Err(_) => Err(PipelineError::Timeout {
-            what: "drain after stop",
-            secs: EOS_TIMEOUT.as_secs(),
-        }),
-    }
+    bus::wait_eos(bus, EOS_TIMEOUT, "drain after stop", |msg| {
+        let origin = msg.src().map(|s| composite.classify_error(s));
+        matches!(origin, Some(ErrorOrigin::Core) | None)
+    })
+    .await
 }
 
 #[cfg(test)]

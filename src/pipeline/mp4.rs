@@ -139,7 +139,8 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
         .set_state(gst::State::Playing)
         .map_err(PipelineError::setup)?;
     let secs = REMUX_MIN_SECS + size / 100_000_000 * REMUX_SECS_PER_100MB;
-    let result = wait_eos(&pipeline, Duration::from_secs(secs), "finalize the MP4");
+    let result =
+        super::bus::wait_eos_blocking(&pipeline, Duration::from_secs(secs), "finalize the MP4");
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     Ok(gst::ClockTime::from_nseconds(end.load(Ordering::Relaxed)))
@@ -252,41 +253,4 @@ fn signal_aac_priming(path: &Path) -> Result<(), PipelineError> {
             .map_err(io(format!("patching {}", path.display())))?;
     }
     Ok(())
-}
-
-/// Blocks until the pipeline posts EOS (Ok) or an error, or the time runs out.
-pub(crate) fn wait_eos(
-    pipeline: &gst::Pipeline,
-    limit: Duration,
-    what: &'static str,
-) -> Result<(), PipelineError> {
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| PipelineError::setup("no bus"))?;
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(PipelineError::Timeout {
-                what,
-                secs: limit.as_secs(),
-            });
-        }
-        let timeout = gst::ClockTime::from_mseconds(left.as_millis() as u64);
-        let Some(msg) =
-            bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error])
-        else {
-            continue;
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => return Ok(()),
-            gst::MessageView::Error(e) => {
-                return Err(PipelineError::Runtime {
-                    element: msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
-                    message: format!("{} ({:?})", e.error(), e.debug()),
-                })
-            }
-            _ => {}
-        }
-    }
 }

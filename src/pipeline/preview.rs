@@ -77,7 +77,7 @@ pub fn render(
     pipeline
         .set_state(gst::State::Playing)
         .map_err(PipelineError::setup)?;
-    let r = super::mp4::wait_eos(&pipeline, PREVIEW_TIMEOUT, "render the preview");
+    let r = super::bus::wait_eos_blocking(&pipeline, PREVIEW_TIMEOUT, "render the preview");
     let _ = pipeline.set_state(gst::State::Null);
     r
 }

@@ -470,11 +470,10 @@ async fn run_connection(
             msg = bus.next() => {
                 let Some(msg) = msg else { break Ok(()) };
                 match msg.view() {
-                    gst::MessageView::Error(e) => {
-                        break Err(PipelineError::Runtime {
-                            element: msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
-                            message: e.error().to_string(),
-                        })
+                    gst::MessageView::Error(_) => {
+                        if let Err(e) = super::bus::check(&msg) {
+                            break Err(e);
+                        }
                     }
                     gst::MessageView::Eos(_) => break Ok(()),
                     gst::MessageView::StateChanged(sc)

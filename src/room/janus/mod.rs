@@ -32,6 +32,9 @@
 //! row the room reports `Disconnected`. A feed whose connection fails is re-subscribed.
 
 pub mod session;
+mod subscribe;
+
+use subscribe::{reconnect, subscribe_feed, subscriber_join};
 
 use crate::codes::Code;
 use crate::pipeline::source::webrtc::{FeedPipeline, FeedTrack, Slot};
@@ -405,76 +408,6 @@ impl Room {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> JanusError {
-    JanusError {
-        code: -1,
-        message: e.to_string(),
-    }
-}
-
-/// A subscriber `join` for publisher `feed`, with the room's PIN when there is one.
-fn subscriber_join(cfg: &JanusRoom, feed: u64) -> Value {
-    let mut join = json!({
-        "request": "join",
-        "ptype": "subscriber",
-        "room": cfg.room,
-        "streams": [{ "feed": feed }],
-    });
-    if let Some(pin) = &cfg.pin {
-        join["pin"] = json!(pin);
-    }
-    join
-}
-
-async fn subscribe_feed(cfg: &JanusRoom, conn: &Conn, feed: &mut Feed) -> Result<(), JanusError> {
-    let id = feed.publisher.id;
-    let handle = conn.session.attach("janus.plugin.videoroom").await?;
-    feed.handle = Some(handle);
-    let r = conn
-        .session
-        .message(handle, subscriber_join(cfg, id), None)
-        .await?;
-    let data = &r["plugindata"]["data"];
-    let offer = r["jsep"]["sdp"]
-        .as_str()
-        .ok_or_else(|| other(format!("no offer in {data}")))?
-        .to_string();
-    let streams = data["streams"].as_array().cloned().unwrap_or_default();
-    let active = |t: &str| {
-        streams
-            .iter()
-            .any(|s| s["type"] == t && s["active"] != false)
-    };
-    let description: String = streams
-        .iter()
-        .filter_map(|s| s["feed_description"].as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    feed.tracks = Tracks {
-        audio: active("audio"),
-        video: active("video"),
-        screen: cfg.is_screen(&feed.publisher.display, &description),
-    };
-    // The tiles' slots stay the same across re-subscriptions.
-    let pipeline = FeedPipeline::new(
-        &id.to_string(),
-        cfg.local_ip.as_deref(),
-        feed.audio.clone(),
-        feed.video.clone(),
-    )
-    .map_err(other)?;
-    let answer = pipeline.answer(&offer).await.map_err(other)?;
-    conn.session
-        .message(
-            handle,
-            json!({ "request": "start", "room": cfg.room }),
-            Some(json!({ "type": "answer", "sdp": answer })),
-        )
-        .await?;
-    feed.pipeline = Some(pipeline);
-    Ok(())
-}
-
 async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
     let mut room = Room {
         cfg: cfg.clone(),
@@ -609,22 +542,6 @@ async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
         }
     }
     true
-}
-
-async fn reconnect(cfg: &JanusRoom) -> Option<Conn> {
-    for attempt in 0..cfg.max_reconnects {
-        let wait =
-            crate::util::backoff(attempt, Duration::from_millis(500), Duration::from_secs(8));
-        tokio::time::sleep(wait).await;
-        match Conn::open(cfg).await {
-            Ok(c) => {
-                info!(attempt = attempt + 1, "reconnected to Janus");
-                return Some(c);
-            }
-            Err(e) => warn!(attempt = attempt + 1, error = %e, "reconnect failed"),
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,273 @@
+//! Starting, stopping and changing live recordings and streams: the checks every request
+//! passes (room, moderator, what already runs) and the job each one submits or commands.
+
+use super::handlers::*;
+use super::input::{self, json_object, requester};
+use super::{end_waiting, ApiError, ApiState};
+use crate::codes::Code;
+use crate::queue::{Command, JobKind, JobState, Requester, RoomConfig, RoomMode};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use serde_json::{json, Value};
+use tracing::info;
+
+pub(super) fn room_layout(r: &RoomConfig) -> Value {
+    match r.settings.mode {
+        RoomMode::Lecture => json!("speaker"),
+        RoomMode::Group => r.settings.layout.clone().unwrap_or_else(|| json!("grid")),
+    }
+}
+
+pub(super) struct Checked {
+    room: RoomConfig,
+    who: Requester,
+    body: serde_json::Map<String, Value>,
+}
+
+/// Reads the body and checks the requester: `missing` for bad input, `not_moderator` when
+/// the requester is not a moderator, `disconnecting` when the room is going away.
+pub(super) async fn checked(
+    st: &ApiState,
+    id: &str,
+    body: Body,
+    missing: Code,
+    not_moderator: Code,
+    disconnecting: Code,
+) -> Result<Checked, ApiError> {
+    let room = room(st, id).await?;
+    let bytes = read_body(body, missing).await?;
+    let body = json_object(&bytes, missing)?;
+    let who = requester(&body, missing)?;
+    if !who.is_moderator() {
+        return Err(ApiError::new(
+            not_moderator,
+            format!("{} is a {}", who.client_id, who.role),
+        ));
+    }
+    if room.disconnecting {
+        return Err(ApiError::new(disconnecting, "room destroyed"));
+    }
+    Ok(Checked { room, who, body })
+}
+
+pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordNotModerator,
+        Code::RecordRoomDisconnecting,
+    )
+    .await?;
+    let layout = input::recording_layout(&c.body, false)?.unwrap_or_else(|| room_layout(&c.room));
+    let max = input::seconds(
+        c.body
+            .get("config")
+            .and_then(|v| v.get("max_duration_secs")),
+        "config.max_duration_secs",
+        Code::RecordParamsMissing,
+    )?;
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = live_job(&jobs, &id, JobKind::Recording) {
+        let code = match job.state {
+            JobState::Queued | JobState::Starting => Code::RecordInProcess,
+            _ => Code::RecordAlreadyRunning,
+        };
+        return Err(ApiError::new(code, format!("job {}", job.id)));
+    }
+    if recently_failed(&st, &jobs, &id, JobKind::Recording) {
+        return Err(ApiError::new(
+            Code::RecordRetryLater,
+            "the last start failed",
+        ));
+    }
+    submit(
+        &st,
+        &c.room,
+        JobKind::Recording,
+        layout,
+        Vec::new(),
+        &c.who.client_id,
+        max,
+    )
+    .await
+}
+
+/// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.
+pub(super) async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Code) -> Reply {
+    let Some(mut job) = live_job(&st.store.jobs().await?, &c.room.room_id, kind) else {
+        return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
+    };
+    job.stopped_by = Some(c.who.client_id.clone());
+    if end_waiting(
+        st,
+        &mut job,
+        JobState::Cancelled,
+        cancelled,
+        cancelled.message(),
+    )
+    .await?
+    {
+        return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
+    }
+    st.store
+        .push_command(
+            &job.id,
+            &Command::Stop {
+                by: c.who.client_id.clone(),
+            },
+        )
+        .await?;
+    info!(job = %job.id, by = %c.who.client_id, "stop requested");
+    ok(
+        "stopping",
+        json!({ "job_id": job.id, "state": job.state.as_str() }),
+    )
+}
+
+pub(super) async fn stop_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordStopNotModerator,
+        Code::RecordStopDisconnecting,
+    )
+    .await?;
+    stop(&st, c, JobKind::Recording, Code::RecordQueueCancelled).await
+}
+
+pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissing,
+        Code::RecordChangeNotModerator,
+        Code::RecordChangeDisconnecting,
+    )
+    .await?;
+    let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
+    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Recording) {
+        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
+        _ => {
+            return Err(ApiError::new(
+                Code::NotRunning,
+                "no live recording is running",
+            ))
+        }
+    };
+    st.store
+        .push_command(
+            &job.id,
+            &Command::SetLayout {
+                layout: layout.clone(),
+            },
+        )
+        .await?;
+    ok(
+        "layout change sent",
+        json!({ "job_id": job.id, "layout": layout }),
+    )
+}
+
+pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamNotModerator,
+        Code::StreamRoomDisconnecting,
+    )
+    .await?;
+    let urls = input::rtmp_urls(&c.body)?;
+    let layout = match c.body.get("layout") {
+        None | Some(Value::Null) => room_layout(&c.room),
+        Some(l) => input::layout(l)?,
+    };
+    let max = input::seconds(
+        c.body.get("max_duration_secs"),
+        "max_duration_secs",
+        Code::StreamParamsMissing,
+    )?;
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = live_job(&jobs, &id, JobKind::Streaming) {
+        return Err(ApiError::new(
+            Code::StreamStartInProcess,
+            format!("job {} is {}", job.id, job.state.as_str()),
+        ));
+    }
+    if recently_failed(&st, &jobs, &id, JobKind::Streaming) {
+        return Err(ApiError::new(
+            Code::StreamRetryLater,
+            "the last start failed",
+        ));
+    }
+    submit(
+        &st,
+        &c.room,
+        JobKind::Streaming,
+        layout,
+        urls,
+        &c.who.client_id,
+        max,
+    )
+    .await
+}
+
+pub(super) async fn stop_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamStopNotModerator,
+        Code::StreamStopDisconnecting,
+    )
+    .await?;
+    stop(&st, c, JobKind::Streaming, Code::StreamQueueCancelled).await
+}
+
+pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::StreamParamsMissing,
+        Code::StreamChangeNotModerator,
+        Code::StreamChangeDisconnecting,
+    )
+    .await?;
+    let urls = match c.body.get("rtmp_urls") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(input::rtmp_urls(&c.body)?),
+    };
+    let layout = match c.body.get("layout") {
+        None | Some(Value::Null) => None,
+        Some(l) => Some(input::layout(l)?),
+    };
+    if urls.is_none() && layout.is_none() {
+        return Err(ApiError::new(
+            Code::StreamParamsMissing,
+            "give rtmp_urls and/or layout",
+        ));
+    }
+    let job = match live_job(&st.store.jobs().await?, &id, JobKind::Streaming) {
+        Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
+        _ => return Err(ApiError::new(Code::NotRunning, "no streaming is running")),
+    };
+    if let Some(urls) = urls {
+        st.store
+            .push_command(&job.id, &Command::SetRtmp { urls })
+            .await?;
+    }
+    if let Some(layout) = layout {
+        st.store
+            .push_command(&job.id, &Command::SetLayout { layout })
+            .await?;
+    }
+    ok("streaming change sent", json!({ "job_id": job.id }))
+}
