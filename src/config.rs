@@ -16,6 +16,7 @@
 use crate::codes::Code;
 use crate::delivery::spool::Spool;
 use crate::delivery::{Deliverer, DeliveryError, Storage};
+use crate::util::Secret;
 use crate::webhook::{WebhookConfig, WebhookQueue, DEFAULT_HORIZON};
 use crate::Error;
 use std::path::PathBuf;
@@ -80,15 +81,15 @@ pub struct FileConfig {
 }
 
 /// `[server]` of the configuration file (each has a `ROOMCAST_*` variable that wins).
-#[derive(Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// API address:port (`ROOMCAST_LISTEN`).
     pub listen: Option<String>,
     /// API bearer token (`ROOMCAST_API_TOKEN`).
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Redis URL; unset = embedded queue (`ROOMCAST_REDIS_URL`).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     /// Worker CPU budget in cores (`ROOMCAST_CPU_BUDGET`).
     pub cpu_budget: Option<f64>,
     /// Longest a request waits for a worker (`ROOMCAST_QUEUE_WAIT_SECS`).
@@ -99,29 +100,15 @@ pub struct ServerSection {
     pub job_retention_secs: Option<u64>,
 }
 
-impl std::fmt::Debug for ServerSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerSection")
-            .field("listen", &self.listen)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
-            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
-            .field("cpu_budget", &self.cpu_budget)
-            .field("queue_wait_secs", &self.queue_wait_secs)
-            .field("retry_after_secs", &self.retry_after_secs)
-            .field("job_retention_secs", &self.job_retention_secs)
-            .finish()
-    }
-}
-
 /// API, queue and worker settings, resolved.
 #[derive(Clone)]
 pub struct ServerConfig {
     /// API address.
     pub listen: String,
     /// API bearer token.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Redis URL (None: embedded queue).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     /// Worker CPU budget (cores).
     pub cpu_budget: f64,
     /// Longest a request waits in the queue.
@@ -132,21 +119,6 @@ pub struct ServerConfig {
     pub job_retention: Duration,
     /// Data folder (queue store, spool, recordings).
     pub data_dir: PathBuf,
-}
-
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("listen", &self.listen)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
-            .field("redis", &self.redis_url.as_ref().map(|_| "<redacted>"))
-            .field("cpu_budget", &self.cpu_budget)
-            .field("queue_wait", &self.queue_wait)
-            .field("retry_after", &self.retry_after)
-            .field("job_retention", &self.job_retention)
-            .field("data_dir", &self.data_dir)
-            .finish()
-    }
 }
 
 /// Default API address.
@@ -202,11 +174,13 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen,
             api_token: env("ROOMCAST_API_TOKEN")
+                .map(Secret::from)
                 .or(file.server.api_token)
-                .filter(|t| !t.is_empty()),
+                .filter(|t| !t.expose().is_empty()),
             redis_url: env("ROOMCAST_REDIS_URL")
+                .map(Secret::from)
                 .or(file.server.redis_url)
-                .filter(|t| !t.is_empty()),
+                .filter(|t| !t.expose().is_empty()),
             cpu_budget,
             queue_wait: secs(
                 "ROOMCAST_QUEUE_WAIT_SECS",
@@ -255,25 +229,15 @@ pub struct StorageSection {
 }
 
 /// `[webhook]` of the configuration file.
-#[derive(Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
     /// Receiver URL.
     pub url: Option<String>,
     /// Signing secret.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Retry horizon in seconds.
     pub horizon_secs: Option<u64>,
-}
-
-impl std::fmt::Debug for WebhookSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSection")
-            .field("url", &self.url)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("horizon_secs", &self.horizon_secs)
-            .finish()
-    }
 }
 
 impl DeliveryConfig {
@@ -308,6 +272,7 @@ impl DeliveryConfig {
                     return Err(invalid("ROOMCAST_WEBHOOK_URL", "must be an http(s) URL"));
                 }
                 let secret = env("ROOMCAST_WEBHOOK_SECRET")
+                    .map(Secret::from)
                     .or(file.webhook.secret)
                     .ok_or_else(|| {
                         invalid(

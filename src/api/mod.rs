@@ -170,7 +170,7 @@ pub fn state(
     insecure_dev: bool,
 ) -> crate::Result<Arc<ApiState>> {
     let token = match (&cfg.api_token, insecure_dev) {
-        (Some(t), _) => t.clone(),
+        (Some(t), _) => t.expose().to_string(),
         (None, true) => {
             warn!("no ROOMCAST_API_TOKEN: development mode, the token is \"dev\"");
             "dev".to_string()

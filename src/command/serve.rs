@@ -39,7 +39,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
     let with_worker = role != Role::Api;
     let mut cfg = ServerConfig::from_env()?;
     if let Some(r) = opts.redis {
-        cfg.redis_url = Some(r);
+        cfg.redis_url = Some(r.into());
     }
     if let Some(l) = opts.listen {
         cfg.listen = l;
@@ -57,7 +57,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let store = match &cfg.redis_url {
-            Some(url) => Store::redis(url).await,
+            Some(url) => Store::redis(url.expose()).await,
             None => Store::embedded(&cfg.data_dir.join("queue")),
         }
         .map_err(|e| Error::Invalid {

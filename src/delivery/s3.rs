@@ -36,6 +36,7 @@ pub struct S3Target {
     threshold: u64,
 }
 
+/// The target's place, without its key template and tuning.
 impl std::fmt::Debug for S3Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Target")

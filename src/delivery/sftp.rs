@@ -28,7 +28,7 @@ enum HostKeyCheck {
 }
 
 /// An SFTP server target.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SftpTarget {
     user: String,
     host: String,
@@ -36,17 +36,6 @@ pub struct SftpTarget {
     root: String,
     key: Option<PathBuf>,
     host_key: HostKeyCheck,
-}
-
-impl std::fmt::Debug for SftpTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SftpTarget")
-            .field("user", &self.user)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("root", &self.root)
-            .finish_non_exhaustive()
-    }
 }
 
 struct Checker {

@@ -29,16 +29,16 @@ pub struct Embedded {
     workers: Mutex<HashMap<String, WorkerInfo>>,
 }
 
-fn e(err: impl std::fmt::Display) -> StoreError {
-    StoreError::new(err)
+fn e(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::Embedded(Box::new(err.into()))
 }
 
 impl Embedded {
     /// Opens (or creates) `dir/queue.redb`.
     pub fn open(dir: &Path) -> StoreResult<Embedded> {
-        std::fs::create_dir_all(dir).map_err(|err| e(format!("{}: {err}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|err| e(redb::StorageError::Io(err)))?;
         let path = dir.join("queue.redb");
-        let db = Database::create(&path).map_err(|err| e(format!("{}: {err}", path.display())))?;
+        let db = Database::create(&path).map_err(e)?;
         let tx = db.begin_write().map_err(e)?;
         {
             tx.open_table(ROOMS).map_err(e)?;

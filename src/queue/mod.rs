@@ -24,15 +24,27 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// How often workers refresh their claims and advertise their capacity.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
 
-/// A store failure (the store is down or returned something unreadable).
+/// A store failure (the store is down or returned something unreadable), with its cause.
 #[derive(Debug, thiserror::Error)]
-#[error("queue store: {0}")]
-pub struct StoreError(pub String);
-
-impl StoreError {
-    pub(crate) fn new(e: impl std::fmt::Display) -> Self {
-        StoreError(e.to_string())
-    }
+pub enum StoreError {
+    /// Redis refused, dropped the connection or answered an error.
+    #[error("queue store: {context}: {source}")]
+    Redis {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The embedded database failed.
+    #[error("queue store: {0}")]
+    Embedded(#[source] Box<redb::Error>),
+    /// A stored record could not be read or written as JSON.
+    #[error("queue store: unreadable record: {0}")]
+    Data(#[from] serde_json::Error),
+    /// The store answered something it should not have.
+    #[error("queue store: {0}")]
+    Unexpected(String),
 }
 
 /// Result of store operations.
@@ -203,11 +215,11 @@ impl Store {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(StoreError::new)
+    Ok(serde_json::to_string(v)?)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(StoreError::new)
+    Ok(serde_json::from_str(s)?)
 }
 
 fn archive_key(e: &ArchiveEntry) -> String {

@@ -26,8 +26,11 @@ pub struct RedisStore {
     con: MultiplexedConnection,
 }
 
-fn e(err: impl std::fmt::Display) -> StoreError {
-    StoreError::new(err)
+fn e(source: redis::RedisError) -> StoreError {
+    StoreError::Redis {
+        context: "redis command",
+        source,
+    }
 }
 
 fn key(k: &str) -> String {
@@ -69,11 +72,17 @@ fn entries(v: &Value) -> Vec<(String, String)> {
 impl RedisStore {
     /// Connects and creates the stream and consumer group if missing.
     pub async fn connect(url: &str) -> StoreResult<RedisStore> {
-        let client = redis::Client::open(url).map_err(|err| e(format!("redis URL: {err}")))?;
+        let client = redis::Client::open(url).map_err(|source| StoreError::Redis {
+            context: "parsing the redis URL",
+            source,
+        })?;
         let mut con = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|err| e(format!("connecting to redis: {err}")))?;
+            .map_err(|source| StoreError::Redis {
+                context: "connecting to redis",
+                source,
+            })?;
         let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(key("queue"))
@@ -84,7 +93,10 @@ impl RedisStore {
             .await;
         if let Err(err) = r {
             if !err.to_string().contains("BUSYGROUP") {
-                return Err(e(format!("creating the consumer group: {err}")));
+                return Err(StoreError::Redis {
+                    context: "creating the redis consumer group",
+                    source: err,
+                });
             }
         }
         Ok(RedisStore { con })

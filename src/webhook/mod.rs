@@ -5,7 +5,7 @@
 //! `"{id}.{timestamp}.{body}"` with the shared secret ([`sign`]).
 
 use crate::clock::now_ms;
-use crate::util::{backoff, path_component, write_atomic};
+use crate::util::{backoff, path_component, write_atomic, Secret};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -24,24 +24,14 @@ const RETRY_START: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Webhook endpoint and secret. The secret never appears in `Debug` or logs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Receiver URL.
     pub url: String,
     /// Shared signing secret.
-    pub secret: String,
+    pub secret: Secret,
     /// How long to keep retrying one event.
     pub horizon: Duration,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
-            .field("secret", &"<redacted>")
-            .field("horizon", &self.horizon)
-            .finish()
-    }
 }
 
 /// `v1,<base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}"))>`.
@@ -105,6 +95,20 @@ pub fn status_event(
         "conf_num": ctx.conf_num,
         "data": data,
     })
+}
+
+/// Why one attempt to send a webhook failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The body could not be serialized.
+    #[error("unserializable body: {0}")]
+    Body(#[from] serde_json::Error),
+    /// No answer (connection refused, timeout, TLS); the URL is left out.
+    #[error("request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// The receiver answered with a non-2xx status.
+    #[error("receiver answered {0}")]
+    Status(u16),
 }
 
 /// One queued event.
@@ -220,7 +224,7 @@ impl WebhookQueue {
                 }
                 Err(e) => {
                     q.attempts += 1;
-                    q.last_error = Some(e.clone());
+                    q.last_error = Some(e.to_string());
                     let age = Duration::from_millis(now_ms().saturating_sub(q.created_unix_ms));
                     if age >= self.config.horizon {
                         warn!(id = %q.id, attempts = q.attempts, error = %e,
@@ -247,10 +251,10 @@ impl WebhookQueue {
         report
     }
 
-    async fn send(&self, q: &Queued) -> Result<(), String> {
-        let body = serde_json::to_vec(&q.body).map_err(|e| e.to_string())?;
+    async fn send(&self, q: &Queued) -> Result<(), SendError> {
+        let body = serde_json::to_vec(&q.body)?;
         let ts = now_ms() / 1000;
-        let sig = sign(&self.config.secret, &q.id, ts, &body);
+        let sig = sign(self.config.secret.expose(), &q.id, ts, &body);
         let resp = self
             .client
             .post(&self.config.url)
@@ -261,11 +265,11 @@ impl WebhookQueue {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("request failed: {}", e.without_url()))?;
+            .map_err(|e| SendError::Request(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("receiver answered {}", resp.status()))
+            Err(SendError::Status(resp.status().as_u16()))
         }
     }
 
