@@ -4,34 +4,34 @@ use crate::codes::Code;
 use serde::Deserialize;
 use std::path::Path;
 
-/// Why a preset was refused.
+/// Why a preset was refused: the field at fault, what is wrong with it, and the I/O error
+/// when the preset file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PresetError {
-    /// Unknown name, malformed file or a value out of range.
-    #[error("invalid {field}: {message}")]
-    Invalid {
-        /// Field at fault.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The preset file could not be read.
-    #[error("{context}: {cause}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The cause.
-        #[source]
-        cause: std::io::Error,
-    },
+#[error("invalid {field}: {message}")]
+pub struct PresetError {
+    /// Field at fault (`preset` for the name or file).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// Why the file could not be read, if that was the trouble.
+    #[source]
+    pub cause: Option<std::io::Error>,
 }
 
 impl PresetError {
+    fn invalid(field: &str, message: impl Into<String>) -> PresetError {
+        PresetError {
+            field: field.into(),
+            message: message.into(),
+            cause: None,
+        }
+    }
+
     /// 7017 (record parameters) for a bad preset, 7018 when the file cannot be read.
     pub fn code(&self) -> Code {
-        match self {
-            PresetError::Invalid { .. } => Code::RecordParamsMissing,
-            PresetError::Io { .. } => Code::RecordError,
+        match self.cause {
+            None => Code::RecordParamsMissing,
+            Some(_) => Code::RecordError,
         }
     }
 }
@@ -163,35 +163,30 @@ impl Preset {
         let text = match BUILTIN_PRESETS.iter().find(|(n, _)| *n == spec) {
             Some((_, text)) => text.to_string(),
             None if Path::new(spec).is_file() => {
-                std::fs::read_to_string(spec).map_err(|e| PresetError::Io {
-                    context: format!("reading {spec}"),
-                    cause: e,
+                std::fs::read_to_string(spec).map_err(|e| PresetError {
+                    cause: Some(e),
+                    ..PresetError::invalid("preset", format!("{spec:?} could not be read"))
                 })?
             }
             None => {
                 let names: Vec<&str> = BUILTIN_PRESETS.iter().map(|(n, _)| *n).collect();
-                return Err(PresetError::Invalid {
-                    field: "preset".into(),
-                    message: format!(
+                return Err(PresetError::invalid(
+                    "preset",
+                    format!(
                         "unknown preset {spec:?}: expected one of {} or a .toml file",
                         names.join(", ")
                     ),
-                });
+                ));
             }
         };
-        let preset: Preset = toml::from_str(&text).map_err(|e| PresetError::Invalid {
-            field: "preset".into(),
-            message: e.message().to_string(),
-        })?;
+        let preset: Preset =
+            toml::from_str(&text).map_err(|e| PresetError::invalid("preset", e.message()))?;
         preset.validate()?;
         Ok(preset)
     }
 
     fn validate(&self) -> Result<(), PresetError> {
-        let bad = |field: &str, message: &str| PresetError::Invalid {
-            field: field.to_string(),
-            message: message.to_string(),
-        };
+        let bad = PresetError::invalid;
         if let Some(v) = &self.video {
             if v.width < 16 || v.height < 16 || v.width > 3840 || v.height > 3840 {
                 return Err(bad("video.width", "width and height must be 16..3840"));
@@ -278,7 +273,7 @@ mod tests {
         let text = include_str!("../../pipelines/h264-720p30.toml").replace("1280", "1281");
         std::fs::write(&p, text).unwrap();
         let e = Preset::resolve(p.to_str().unwrap()).unwrap_err();
-        assert!(matches!(e, PresetError::Invalid { ref field, .. } if field == "video.width"));
+        assert_eq!(e.field, "video.width");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -165,28 +165,37 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
     if spec.flash || spec.moving_marker {
         let painter = FramePainter::new(spec.width as usize, spec.height as usize);
         let (flash, marker) = (spec.flash, spec.moving_marker);
-        let pad = caps
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("caps src"))?;
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
-                let Some(pts) = buffer.pts() else {
-                    return gst::PadProbeReturn::Ok;
-                };
-                let buf = buffer.make_mut();
-                if let Ok(mut map) = buf.map_writable() {
-                    let data = map.as_mut_slice();
-                    if flash && in_marker(pts) {
-                        painter.fill_white(data);
-                    } else if marker {
-                        painter.marker(data, pts);
-                    }
-                }
+        paint(&caps, move |data, pts| {
+            if flash && in_marker(pts) {
+                painter.fill_white(data);
+            } else if marker {
+                painter.marker(data, pts);
             }
-            gst::PadProbeReturn::Ok
-        });
+        })?;
     }
     ghost_bin(&format!("video_src_{n}"), &[&src, &caps])
+}
+
+/// Rewrites every buffer leaving `element`'s src pad in place: `f` gets the writable data and
+/// the buffer's timestamp (buffers without one pass untouched).
+fn paint(
+    element: &gst::Element,
+    f: impl Fn(&mut [u8], gst::ClockTime) + Send + Sync + 'static,
+) -> Result<(), PipelineError> {
+    let pad = element
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::setup("caps src"))?;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+            if let Some(pts) = buffer.pts() {
+                if let Ok(mut map) = buffer.make_mut().map_writable() {
+                    f(map.as_mut_slice(), pts);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
 }
 
 /// Builds a generated audio source (S16LE, 48 kHz, stereo).
@@ -216,31 +225,16 @@ pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element,
             .build(),
     );
     if spec.beep_only {
-        let pad = caps
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("caps src"))?;
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
-                let Some(pts) = buffer.pts() else {
-                    return gst::PadProbeReturn::Ok;
-                };
-                let buf = buffer.make_mut();
-                if let Ok(mut map) = buf.map_writable() {
-                    let data = map.as_mut_slice();
-                    // 4 bytes per stereo S16 frame.
-                    for (i, frame) in data.chunks_exact_mut(4).enumerate() {
-                        let t = pts
-                            + gst::ClockTime::from_nseconds(
-                                i as u64 * 1_000_000_000 / AUDIO_RATE as u64,
-                            );
-                        if !in_marker(t) {
-                            frame.fill(0);
-                        }
-                    }
+        paint(&caps, |data, pts| {
+            // 4 bytes per stereo S16 frame.
+            for (i, frame) in data.chunks_exact_mut(4).enumerate() {
+                let t = pts
+                    + gst::ClockTime::from_nseconds(i as u64 * 1_000_000_000 / AUDIO_RATE as u64);
+                if !in_marker(t) {
+                    frame.fill(0);
                 }
             }
-            gst::PadProbeReturn::Ok
-        });
+        })?;
     }
     ghost_bin(&format!("audio_src_{n}"), &[&src, &caps])
 }

@@ -1,0 +1,286 @@
+//! Probing and decoding what roomcast writes: ffprobe facts, frames and pixels, audio tones.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs an ffmpeg/ffprobe command, fails the test if it fails, returns its stdout.
+#[track_caller]
+pub fn tool_output(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("run tool");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// What ffprobe says about a file.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub duration: f64,
+    pub audio_rate: u32,
+}
+
+pub fn probe(path: &Path) -> Probe {
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_streams",
+                "-show_format",
+            ])
+            .arg(path),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&stdout).expect("ffprobe json");
+    let mut p = Probe::default();
+    for s in v["streams"].as_array().cloned().unwrap_or_default() {
+        match s["codec_type"].as_str() {
+            Some("video") => {
+                p.video_codec = s["codec_name"].as_str().map(str::to_string);
+                p.width = s["width"].as_u64().unwrap_or(0) as u32;
+                p.height = s["height"].as_u64().unwrap_or(0) as u32;
+            }
+            Some("audio") => {
+                p.audio_codec = s["codec_name"].as_str().map(str::to_string);
+                p.audio_rate = s["sample_rate"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    p.duration = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    p
+}
+
+/// Number of video frames ffprobe can decode.
+pub fn decoded_video_frames(path: &Path) -> u64 {
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8_lossy(&stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Top-level MP4 box types, in file order.
+pub fn top_level_boxes(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).expect("read mp4");
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while i + 8 <= data.len() {
+        let mut size = u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as u64;
+        let kind = String::from_utf8_lossy(&data[i + 4..i + 8]).to_string();
+        if size == 1 && i + 16 <= data.len() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&data[i + 8..i + 16]);
+            size = u64::from_be_bytes(b);
+        } else if size == 0 {
+            size = (data.len() - i) as u64;
+        }
+        out.push(kind);
+        if size < 8 {
+            break;
+        }
+        i += size as usize;
+    }
+    out
+}
+
+/// An RGB frame.
+#[derive(Clone)]
+pub struct Frame {
+    pub w: usize,
+    pub h: usize,
+    pub rgb: Vec<u8>,
+}
+
+impl Frame {
+    pub fn px(&self, x: usize, y: usize) -> [u8; 3] {
+        let i = (y * self.w + x) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    /// Median colour of a grid of samples inside the middle of `(x, y, w, h)` (clear of labels
+    /// at the edges and of the marker near the top).
+    pub fn region_color(&self, x: usize, y: usize, w: usize, h: usize) -> [u8; 3] {
+        let mut ch: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for j in 0..7 {
+            for i in 0..7 {
+                let px = x + w * (25 + i * 50 / 6) / 100;
+                let py = y + h * (30 + j * 45 / 6) / 100;
+                let c = self.px(px.min(self.w - 1), py.min(self.h - 1));
+                for k in 0..3 {
+                    ch[k].push(c[k]);
+                }
+            }
+        }
+        let mut out = [0u8; 3];
+        for k in 0..3 {
+            ch[k].sort_unstable();
+            out[k] = ch[k][ch[k].len() / 2];
+        }
+        out
+    }
+}
+
+/// Decodes the frame at `t` seconds at its full size.
+pub fn frame_at(path: &Path, t: f64, w: usize, h: usize) -> Frame {
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-ss", &format!("{t:.3}"), "-i"])
+            .arg(path)
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
+    );
+    assert_eq!(stdout.len(), w * h * 3, "frame at {t} s has the wrong size");
+    Frame { w, h, rgb: stdout }
+}
+
+/// Decodes a still image (PNG).
+pub fn image(path: &Path, w: usize, h: usize) -> Frame {
+    frame_at(path, 0.0, w, h)
+}
+
+/// Every video frame, scaled to `w`×`h`, with its time in seconds.
+pub fn all_frames(path: &Path, w: usize, h: usize) -> Vec<(f64, Frame)> {
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-vf", &format!("scale={w}:{h}"), "-fps_mode", "passthrough"])
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
+    );
+    let times = frame_times(path);
+    let size = w * h * 3;
+    assert_eq!(
+        stdout.len() / size,
+        times.len(),
+        "frame count and timestamps disagree"
+    );
+    stdout
+        .chunks_exact(size)
+        .zip(times)
+        .map(|(c, t)| {
+            (
+                t,
+                Frame {
+                    w,
+                    h,
+                    rgb: c.to_vec(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Presentation times of every video frame, seconds.
+pub fn frame_times(path: &Path) -> Vec<f64> {
+    let stdout = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "frame=pts_time",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// The audio track as mono f32 at `rate` Hz.
+pub fn audio_mono(path: &Path, rate: u32) -> Vec<f32> {
+    let stdout = tool_output(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args([
+                "-vn",
+                "-ac",
+                "1",
+                "-ar",
+                &rate.to_string(),
+                "-f",
+                "f32le",
+                "-",
+            ]),
+    );
+    stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Amplitude of the `freq` component of `samples` (Goertzel).
+pub fn tone_amplitude(samples: &[f32], freq: f64, rate: u32) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq / rate as f64;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / samples.len() as f64
+}
+
+/// The samples between `from` and `to` seconds.
+pub fn window(samples: &[f32], rate: u32, from: f64, to: f64) -> &[f32] {
+    let a = ((from * rate as f64) as usize).min(samples.len());
+    let b = ((to * rate as f64) as usize).min(samples.len());
+    &samples[a..b]
+}
+
+/// Euclidean RGB distance.
+pub fn dist(a: [u8; 3], rgb: u32) -> f64 {
+    let b = [(rgb >> 16) as u8, (rgb >> 8) as u8, rgb as u8];
+    (0..3)
+        .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Asserts the median colour of a region is close to `rgb`.
+#[track_caller]
+pub fn assert_region(f: &Frame, rect: (usize, usize, usize, usize), rgb: u32, what: &str) {
+    let c = f.region_color(rect.0, rect.1, rect.2, rect.3);
+    assert!(
+        dist(c, rgb) < 60.0,
+        "{what}: region {rect:?} is {c:?}, expected #{rgb:06x}"
+    );
+}
+
+/// Whether any sampled point of the frame is close to `rgb`.
+pub fn frame_has_color(f: &Frame, rgb: u32) -> bool {
+    (0..f.h)
+        .step_by(8)
+        .any(|y| (0..f.w).step_by(8).any(|x| dist(f.px(x, y), rgb) < 40.0))
+}

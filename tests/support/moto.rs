@@ -1,0 +1,103 @@
+//! A moto S3 server (from the project's virtual environment).
+
+use super::*;
+use std::process::{Command, Stdio};
+
+/// The Python that has `moto[server]`: `ROOMCAST_TEST_PYTHON` (set by `make test`), else the
+/// project's `.tools/venv` when it exists, else `python3`.
+fn test_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("ROOMCAST_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
+/// A moto S3 server (PyPI `moto[server]`) on a loopback port.
+pub struct MotoS3 {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl MotoS3 {
+    pub fn start_on(port: u16) -> MotoS3 {
+        let child = Command::new(test_python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto.server (`make test-setup` installs it into .tools/venv)");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed().as_secs() < 30, "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        MotoS3 {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    /// Reads an object back through the real S3 client.
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        let c = aws_sdk_s3::Client::from_conf(conf);
+        let out = c
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        out.body
+            .collect()
+            .await
+            .expect("read body")
+            .into_bytes()
+            .to_vec()
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
