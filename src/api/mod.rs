@@ -1,5 +1,6 @@
 //! The control API (axum): rooms, room events, start/stop/change of recording and streaming,
-//! jobs, the archive report, health and Prometheus metrics.
+//! jobs, the archive report, health and Prometheus metrics. It validates with `model` and talks
+//! to running jobs only through the queue store (commands); it never touches media.
 //!
 //! Every route requires `Authorization: Bearer <token>`. Every answer has the platform's shape
 //! `{"result": 0 | 7xxx, "msg": "…", …}`; the HTTP status comes from the code table. Bodies are

@@ -1,6 +1,6 @@
 //! What each command-line command does, as library calls: `main.rs` only parses arguments
 //! and prints. A command-line recording (`demo`, `record`) is a job like any other: a spec run
-//! through [`job::execute`] over an in-memory host, then delivered.
+//! through [`job::execute()`] over an in-memory host, then delivered.
 
 mod record;
 mod serve;

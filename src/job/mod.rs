@@ -1,7 +1,13 @@
-//! Jobs: a recording of one room, from joining to a finished MP4 segment.
+//! Jobs: one recording or stream of a room, from its spec to delivered segments.
 //!
-//! [`RoomState`] folds room events into the tiles a layout needs; [`runner::record`] owns one
-//! pipeline and one room connection and is driven by [`JobCommand`]s.
+//! [`execute()`] is the one path every job takes, whoever runs it: the worker over the queue
+//! store, `roomcast demo`/`record` over a [`MemoryHost`]. [`runner::record`] owns one pipeline
+//! and one room connection and is driven by [`JobCommand`]s; [`RoomState`] folds room events
+//! into the tiles a layout needs; the [`Outbox`] hands finished segments to delivery and
+//! [`notify`] sends every webhook a job causes.
+//!
+//! Owns a job's lifecycle and record. Does not claim jobs or keep capacity (the worker's), parse
+//! requests (the API's) or build GStreamer elements itself (the pipeline's).
 
 pub mod execute;
 pub mod host;

@@ -1,4 +1,6 @@
-//! The media pipeline: GStreamer lives here and nowhere else.
+//! The media pipeline: GStreamer lives here and nowhere else. It depends only on `model`,
+//! `layout`, `codes` and `util` — never on rooms, jobs, the queue, the worker or the API, which
+//! hand it data (presets, slots, [`source::TrackSource`]s) and read back events.
 //!
 //! ```text
 //!  background (colour/image) ─────────────────┐

@@ -1,4 +1,5 @@
-//! The job queue and the state every process shares: rooms, jobs, commands, workers, archive.
+//! The job queue and the state every process shares: rooms, jobs, commands, workers, archive
+//! (the types are in `model::job`). Storage only: no media, no delivery, no webhooks.
 //!
 //! Two stores hold the same JSON:
 //! - [`embedded`]: a redb file in the data folder, for one machine with no external service

@@ -1,4 +1,6 @@
 //! Webhooks: signed, retried from a durable on-disk queue until delivered or a horizon passes.
+//! What to send and with which id is the job's business (`job::notify`); this module only
+//! signs, stores and sends.
 //!
 //! Each request carries `webhook-id` (stable across retries, so receivers can de-duplicate),
 //! `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256>` over

@@ -1,5 +1,7 @@
 //! The worker: pulls jobs it has capacity for, runs them, keeps its claims fresh, takes over
-//! jobs of workers that died, and on shutdown hands its running jobs back.
+//! jobs of workers that died, and on shutdown hands its running jobs back. Each job runs
+//! through `job::execute` with the worker as its host (records, commands and fencing in the
+//! queue store); the worker never builds media itself.
 //!
 //! Capacity: every job carries an estimated cost in cores ([`Preset::estimated_cost`], from its
 //! preset and the room's participant count when it was requested); the worker only claims

@@ -4,8 +4,8 @@
 //! produced and moves, resizes, crops and labels tiles in place; tiles without a slot are hidden
 //! (live video) or removed (placeholders).
 //!
-//! By concern: [`tiles`] (video inputs, placeholders, labels, placement), [`background`]
-//! (colour or image under the tiles, watermark), [`audio`] (the mix), [`output`] (encoders,
+//! By concern: `tiles` (video inputs, placeholders, labels, placement), `background`
+//! (colour or image under the tiles, watermark), `audio` (the mix), `output` (encoders,
 //! the MP4 sink and the taps that feed streaming). This file holds the types they share and
 //! the pipeline's life (build, clocking, EOS, error routing).
 
