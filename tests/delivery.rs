@@ -10,12 +10,6 @@ use support::*;
 
 const SECRET: &str = "test-secret-7f3a";
 
-fn demo(env: &[(&str, String)], args: &[&str]) -> (bool, serde_json::Value, String) {
-    let mut all = vec!["demo"];
-    all.extend_from_slice(args);
-    run_env(env, &all)
-}
-
 fn deliver(env: &[(&str, String)]) -> serde_json::Value {
     let (ok, j, err) = run_env(env, &["deliver", "--wait", "15"]);
     assert!(ok, "{err}");
@@ -75,17 +69,7 @@ fn delivers_to_storage_and_signs_the_webhook() {
     let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
     let rx = Receiver::start(0);
     let e = env(&data, &store, rx.port);
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "2",
-            "--duration",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out).participants(2).duration(3).env(&e).run();
     assert!(ok, "{err}");
     let stored = store.join("demo/1/demo_1_1.mp4");
     assert_eq!(PathBuf::from(j["file"].as_str().unwrap()), stored);
@@ -156,19 +140,12 @@ fn storage_down_keeps_the_file_until_it_returns() {
     std::fs::write(&store, b"not a folder").unwrap();
     let rx = Receiver::start(0);
     let e = env(&data, &store, rx.port);
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "2",
-            "--duration",
-            "2",
-            "--deliver-wait",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(2)
+        .duration(2)
+        .arg("--deliver-wait", "1")
+        .env(&e)
+        .run();
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 1, "{j}");
     let spooled = spool_files(&data);
@@ -211,19 +188,12 @@ fn webhook_receiver_down_then_back() {
     let (data, store, out) = (dir.0.join("data"), dir.0.join("store"), dir.0.join("rec"));
     let port = free_port();
     let e = env(&data, &store, port);
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "1",
-            "--duration",
-            "2",
-            "--deliver-wait",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(1)
+        .duration(2)
+        .arg("--deliver-wait", "1")
+        .env(&e)
+        .run();
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 0, "file delivered anyway: {j}");
     assert_eq!(j["delivery"]["webhooks_pending"], 3, "{j}");
@@ -267,19 +237,12 @@ fn backup_target_takes_over_when_the_primary_keeps_failing() {
         "ROOMCAST_STORAGE_BACKUP",
         format!("file://{}", backup.display()),
     ));
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "1",
-            "--duration",
-            "2",
-            "--deliver-wait",
-            "20",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(1)
+        .duration(2)
+        .arg("--deliver-wait", "20")
+        .env(&e)
+        .run();
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 0, "{j}");
     let stored = backup.join("demo/1/demo_1_1.mp4");
@@ -301,19 +264,12 @@ fn a_jobs_own_target_overrides_the_configured_one() {
     let rx = Receiver::start(0);
     let e = env(&data, &store, rx.port);
     let own_url = format!("file://{}", own.display());
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "1",
-            "--duration",
-            "2",
-            "--storage",
-            &own_url,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(1)
+        .duration(2)
+        .arg("--storage", &own_url)
+        .env(&e)
+        .run();
     assert!(ok, "{err}");
     assert!(own.join("demo/1/demo_1_1.mp4").is_file(), "{j}");
     assert!(
@@ -345,17 +301,7 @@ fn a_configuration_file_sets_delivery_and_the_environment_overrides_it() {
             format!("http://127.0.0.1:{}/h", rx.port),
         ),
     ];
-    let (ok, j, err) = demo(
-        &e,
-        &[
-            "--participants",
-            "1",
-            "--duration",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out).participants(1).duration(2).env(&e).run();
     assert!(ok, "{err}");
     assert!(store.join("demo/1/demo_1_1.mp4").is_file(), "{j}");
     assert_eq!(rx.of_type("live_recording").len(), 1);

@@ -71,24 +71,14 @@ fn demo_and_serve_report_the_same_way() {
     ];
     let storage = format!("file://{}", store_cli.display());
     let out = dir.path().join("rec-cli");
-    let (ok, cli, err) = run_env(
-        &env,
-        &[
-            "demo",
-            "--participants",
-            "3",
-            "--duration",
-            "4",
-            "--room",
-            "same",
-            "--app-id",
-            "app",
-            "--storage",
-            &storage,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, cli, err) = Demo::new(&out)
+        .participants(3)
+        .duration(4)
+        .arg("--room", "same")
+        .arg("--app-id", "app")
+        .arg("--storage", &storage)
+        .env(&env)
+        .run();
     assert!(ok, "{err}");
     let cli_job = cli["job_id"].as_str().unwrap().to_string();
 

@@ -38,18 +38,7 @@ async fn demo_uploads_to_s3_and_the_object_reads_back() {
     let rx = Receiver::start(0);
     let e = env(&dir.0.join("data"), s3.port, rx.port);
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_env(
-        &e,
-        &[
-            "demo",
-            "--participants",
-            "2",
-            "--duration",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out).participants(2).duration(3).env(&e).run();
     assert!(ok, "{err}");
     let key = "site-a/demo/demo/1/demo_1_1.mp4";
     assert_eq!(
@@ -78,20 +67,12 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
     let data = dir.0.join("data");
     let e = env(&data, port, rx.port);
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_env(
-        &e,
-        &[
-            "demo",
-            "--participants",
-            "1",
-            "--duration",
-            "2",
-            "--deliver-wait",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(1)
+        .duration(2)
+        .arg("--deliver-wait", "2")
+        .env(&e)
+        .run();
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 1, "{j}");
     let sha = j["delivery"]["sha256"].as_str().unwrap().to_string();

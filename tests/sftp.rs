@@ -22,20 +22,12 @@ fn demo_uploads_over_sftp_and_checks_the_host_key() {
         ]
     };
     let out = dir.0.join("rec");
-    let (ok, j, err) = run_env(
-        &env(sshd.url(&remote, wrong)),
-        &[
-            "demo",
-            "--participants",
-            "2",
-            "--duration",
-            "3",
-            "--deliver-wait",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, j, err) = Demo::new(&out)
+        .participants(2)
+        .duration(3)
+        .arg("--deliver-wait", "1")
+        .env(&env(sshd.url(&remote, wrong)))
+        .run();
     assert!(ok, "{err}");
     assert_eq!(j["delivery"]["pending"], 1, "{j}");
     assert!(

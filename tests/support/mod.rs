@@ -125,3 +125,50 @@ pub fn wait_for<T>(secs: f64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A `roomcast demo` run, built up from its options and environment, then run to its end.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Demo {
+    /// A demo recording into `out`.
+    pub fn new(out: &Path) -> Demo {
+        Demo {
+            args: vec!["demo".into(), "--out".into(), out.display().to_string()],
+            env: Vec::new(),
+        }
+    }
+
+    /// `--participants n`.
+    pub fn participants(self, n: u32) -> Demo {
+        self.arg("--participants", &n.to_string())
+    }
+
+    /// `--duration secs`.
+    pub fn duration(self, secs: u32) -> Demo {
+        self.arg("--duration", &secs.to_string())
+    }
+
+    /// Any other option and its value.
+    pub fn arg(mut self, name: &str, value: &str) -> Demo {
+        self.args.push(name.into());
+        self.args.push(value.into());
+        self
+    }
+
+    /// Environment variables for the process.
+    pub fn env(mut self, env: &[(&'static str, String)]) -> Demo {
+        self.env.extend_from_slice(env);
+        self
+    }
+
+    /// Runs it: (success, last JSON line, stderr).
+    pub fn run(&self) -> (bool, serde_json::Value, String) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        run_env(&env, &args)
+    }
+}
