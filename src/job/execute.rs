@@ -529,15 +529,9 @@ async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
 }
 
 fn update_destination(job: &mut Job, d: &DestinationStatus) {
-    let value = serde_json::to_value(d).unwrap_or_default();
-    let id = value.get("id").cloned();
-    match job
-        .destinations
-        .iter_mut()
-        .find(|v| v.get("id").cloned() == id)
-    {
-        Some(slot) => *slot = value,
-        None => job.destinations.push(value),
+    match job.destinations.iter_mut().find(|v| v.id == d.id) {
+        Some(slot) => *slot = d.clone(),
+        None => job.destinations.push(d.clone()),
     }
 }
 

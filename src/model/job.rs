@@ -363,7 +363,7 @@ pub struct Job {
     pub segments: Vec<SegmentRecord>,
     /// RTMP destination status, as last reported.
     #[serde(default)]
-    pub destinations: Vec<serde_json::Value>,
+    pub destinations: Vec<crate::model::DestinationStatus>,
     /// Media time produced per wall-clock second (1.0 = keeping up).
     #[serde(default)]
     pub realtime_factor: Option<f64>,

@@ -2,7 +2,7 @@
 //! and the status a destination reports. No media here (see `pipeline::rtmp`).
 
 use crate::codes::Code;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most RTMP destinations per job.
 pub const MAX_DESTINATIONS: usize = 3;
@@ -127,7 +127,7 @@ impl RtmpUrl {
 }
 
 /// Where a destination stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationState {
     /// Opening the connection.
@@ -141,7 +141,7 @@ pub enum DestinationState {
 }
 
 /// A destination's state as the job status reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStatus {
     /// Destination id within the job.
     pub id: u32,
