@@ -42,13 +42,16 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> Error {
-    Error::Invalid {
-        field: field.into(),
+fn invalid(setting: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        setting: setting.into(),
         message: message.into(),
         code: Code::RecordParamsMissing,
     }
 }
+
+/// Longest duration a `*_SECS` setting accepts (a year).
+const MAX_SETTING_SECS: f64 = 365.0 * 86_400.0;
 
 /// The optional configuration file (`ROOMCAST_CONFIG=path.toml`); every value can be
 /// overridden by its environment variable.
@@ -159,11 +162,14 @@ impl ServerConfig {
             .or(file.server.cpu_budget)
             .unwrap_or(cores * 0.8);
         let secs = |name: &str, file_value: Option<u64>, default: Duration| {
-            num(name, env(name)).map(|v| {
-                v.map(Duration::from_secs_f64)
-                    .or(file_value.map(Duration::from_secs))
-                    .unwrap_or(default)
-            })
+            let v = num(name, env(name))?.or(file_value.map(|s| s as f64));
+            match v {
+                Some(s) if s > MAX_SETTING_SECS => {
+                    Err(invalid(name, format!("at most {MAX_SETTING_SECS} seconds")))
+                }
+                Some(s) => Ok(Duration::from_secs_f64(s)),
+                None => Ok(default),
+            }
         };
         let listen = env("ROOMCAST_LISTEN")
             .or(file.server.listen)
@@ -340,8 +346,8 @@ impl DeliveryConfig {
 
 impl From<DeliveryError> for Error {
     fn from(e: DeliveryError) -> Self {
-        Error::Invalid {
-            field: "ROOMCAST_STORAGE".into(),
+        Error::Config {
+            setting: "ROOMCAST_STORAGE".into(),
             message: e.message,
             code: e.code,
         }

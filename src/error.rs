@@ -13,6 +13,9 @@ pub enum Error {
     /// Bad RTMP destinations (7101 / 7102).
     #[error(transparent)]
     Rtmp(#[from] crate::model::RtmpUrlError),
+    /// The queue store failed.
+    #[error(transparent)]
+    Store(#[from] crate::queue::StoreError),
     /// A preset that cannot be used.
     #[error(transparent)]
     Preset(#[from] crate::model::PresetError),
@@ -30,6 +33,17 @@ pub enum Error {
         code: Code,
     },
     /// File system failure.
+    /// A setting (environment variable, configuration file or command-line storage URL) that
+    /// cannot be used: the process cannot start as configured.
+    #[error("invalid {setting}: {message}")]
+    Config {
+        /// The setting at fault (`ROOMCAST_STORAGE`, …).
+        setting: String,
+        /// What is wrong.
+        message: String,
+        /// The code reported with it.
+        code: Code,
+    },
     /// A job ran and ended with a code (the room could not be joined, was lost, the
     /// pipeline failed, …).
     #[error("{message}")]
@@ -56,13 +70,20 @@ impl Error {
             Error::Pipeline(e) => e.code(),
             Error::Rtmp(e) => e.code(),
             Error::Preset(e) => e.code(),
+            Error::Store(_) => Code::Generic,
             Error::Invalid { code, .. } => *code,
             Error::Job { code, .. } => *code,
+            Error::Config { code, .. } => *code,
             Error::Io { .. } => Code::RecordError,
         }
     }
 
     /// Whether retrying the same request may succeed.
+    /// Bad configuration: the process exits with status 2.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config { .. })
+    }
+
     pub fn is_retryable(&self) -> bool {
         self.code().info().retryable
     }

@@ -1,5 +1,6 @@
 //! roomcast command line: parses arguments, calls [`roomcast::command`], prints JSON lines.
-//! Errors go to stderr as `{"result": <7xxx>, "msg": …}` with exit code 1.
+//! Errors go to stderr as `{"result": <7xxx>, "msg": …}` with exit code 1 (2 for bad
+//! configuration, as clap uses for bad arguments).
 
 use clap::{Parser, Subcommand};
 use roomcast::command::{

@@ -244,3 +244,54 @@ fn portrait_preset_stacks_the_grid() {
     assert_region(&f, (0, 576, 720, 352), PALETTE[1], "Bob below the share");
     assert_region(&f, (0, 928, 720, 352), PALETTE[0], "Alice at the bottom");
 }
+
+/// Runs the binary with `env`; returns (exit code, stderr).
+fn exit_code(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run roomcast");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn bad_configuration_is_one_coded_line_and_exit_code_2() {
+    let dir = TempDir::new("bad-config");
+    let data = dir.path().to_str().unwrap();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        // A percent sign before a multi-byte character in a storage URL.
+        (
+            "ROOMCAST_STORAGE",
+            "s3://b?region=%aé",
+            &["deliver", "--wait", "0"],
+        ),
+        // A wait too long to be a duration.
+        (
+            "ROOMCAST_QUEUE_WAIT_SECS",
+            "1e30",
+            &["serve", "--insecure-dev"],
+        ),
+        (
+            "ROOMCAST_RETRY_AFTER_SECS",
+            "NaN",
+            &["serve", "--insecure-dev"],
+        ),
+    ];
+    for (var, value, args) in cases {
+        let env = [
+            ("ROOMCAST_DATA_DIR", data),
+            ("ROOMCAST_LISTEN", "127.0.0.1:0"),
+            (var, value),
+        ];
+        let (code, err) = exit_code(&env, args);
+        assert_eq!(code, Some(2), "{var}={value}: {err}");
+        assert!(!err.contains("panicked"), "{var}={value}: {err}");
+        let j = last_json(&err);
+        assert!(j["result"].as_u64().is_some_and(|c| c >= 7000), "{err}");
+        assert!(j["msg"].as_str().unwrap().contains(var), "{err}");
+    }
+}

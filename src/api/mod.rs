@@ -177,8 +177,8 @@ pub fn state(
             "dev".to_string()
         }
         (None, false) => {
-            return Err(crate::Error::Invalid {
-                field: "ROOMCAST_API_TOKEN".into(),
+            return Err(crate::Error::Config {
+                setting: "ROOMCAST_API_TOKEN".into(),
                 message: "the API needs a token (or --insecure-dev for a local trial)".into(),
                 code: Code::Generic,
             })

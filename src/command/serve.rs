@@ -46,8 +46,8 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
     }
     let delivery = DeliveryConfig::from_env()?;
     if !(with_api && with_worker) && cfg.redis_url.is_none() {
-        return Err(Error::Invalid {
-            field: "ROOMCAST_REDIS_URL".into(),
+        return Err(Error::Config {
+            setting: "ROOMCAST_REDIS_URL".into(),
             message: "`roomcast api` and `roomcast worker` share jobs through Redis: set \
                       ROOMCAST_REDIS_URL or --redis (or run `roomcast serve` for one machine)"
                 .into(),
@@ -59,12 +59,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
         let store = match &cfg.redis_url {
             Some(url) => Store::redis(url.expose()).await,
             None => Store::embedded(&cfg.data_dir.join("queue")),
-        }
-        .map_err(|e| Error::Invalid {
-            field: "queue".into(),
-            message: e.to_string(),
-            code: crate::codes::Code::Generic,
-        })?;
+        }?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

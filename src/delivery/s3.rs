@@ -61,7 +61,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            // On bytes: a `%` before a multi-byte character must not split it.
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
                 continue;
@@ -100,7 +102,18 @@ impl S3Target {
         };
         for (k, v) in query_pairs(query) {
             match k.as_str() {
-                "region" => t.region = v,
+                "region" => {
+                    let ok = !v.is_empty()
+                        && v.len() <= 64
+                        && v.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                    if !ok {
+                        return Err(DeliveryError::config(
+                            "region must be lower-case letters, digits and '-'",
+                        ));
+                    }
+                    t.region = v;
+                }
                 "endpoint" => {
                     if !(v.starts_with("http://") || v.starts_with("https://")) {
                         return Err(DeliveryError::config("endpoint must be an http(s) URL"));
@@ -403,6 +416,9 @@ mod tests {
         assert_eq!(t.key_for(&m), "archive/app/room/7/room_7_2.mp4");
         assert!(S3Target::parse("s3://Bad_Bucket").is_err());
         assert!(S3Target::parse("s3://b?color=red").is_err());
+        assert!(S3Target::parse("s3://b?region=%aé").is_err());
+        assert!(S3Target::parse("s3://b?region=eu-west-3").is_ok());
+        assert_eq!(percent_decode("%aé%41"), "%aéA");
         assert!(S3Target::parse("s3://b?endpoint=ftp://x").is_err());
         assert!(!format!("{t:?}").contains("key_template"));
     }
