@@ -28,14 +28,16 @@ MOTO_SPEC := moto[server]>=5,<6
 .PHONY: setup test-setup build release demo test fmt lint bench fuzz clean
 
 # Installs the packages named in $(1) that are missing. Nothing is started on install (a
-# policy-rc.d that refuses every start is in place for the duration), and the services of the
-# packages installed here are disabled afterwards.
+# policy-rc.d that refuses every start is in place for the duration), and the services of every
+# package this call added (dependencies included: nginx's unit comes with nginx-common) are
+# disabled afterwards.
 define apt_install
 	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "$(2): all packages present"; exit 0; fi; \
 	echo "$(2): installing$$missing"; \
+	before=$$(dpkg-query -W -f='$${Package}\n' 2>/dev/null | sort); \
 	policy=/usr/sbin/policy-rc.d; own_policy=""; \
 	if [ ! -e $$policy ]; then \
 	  printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && $(SUDO) chmod 755 $$policy && own_policy=1; \
@@ -45,7 +47,8 @@ define apt_install
 	rc=$$?; \
 	[ -n "$$own_policy" ] && $(SUDO) rm -f $$policy; \
 	[ $$rc = 0 ] || exit $$rc; \
-	for p in $$missing; do \
+	added=$$(comm -13 <(echo "$$before") <(dpkg-query -W -f='$${Package}\n' 2>/dev/null | sort)); \
+	for p in $$added; do \
 	  for unit in $$(dpkg-query -L $$p 2>/dev/null | grep -E '^/(usr/)?lib/systemd/system/[^/]+\.service$$' | xargs -r -n1 basename); do \
 	    case $$unit in *@.service) continue;; esac; \
 	    if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --quiet $$unit 2>/dev/null || true; fi; \
