@@ -102,3 +102,39 @@ fn sigterm_finalizes_a_fast_start_mp4() {
         .collect();
     assert_eq!(names, ["demo_1_1.mp4"]);
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mounting a tmpfs needs root");
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_ends_the_recording_with_7204_and_keeps_what_was_written() {
+    let dir = TempDir::new("full-disk");
+    let disk = SmallDisk::mount(&dir.path().join("small"), "300k");
+    let (ok, j, err) = Demo::new(&disk.0).duration(8).run();
+    assert!(!ok, "recording on a full disk succeeded: {j}");
+    assert_eq!(last_json(&err)["result"], 7204, "{err}");
+    // What reached the disk is kept and reported, not lost with the error.
+    let file = std::path::PathBuf::from(j["file"].as_str().expect("file reported"));
+    let bytes = std::fs::metadata(&file).expect("file kept").len();
+    assert!(bytes > 10_000, "{bytes} bytes kept");
+    assert_eq!(j["segments"][0]["status"], "local", "{j}");
+}

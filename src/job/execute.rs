@@ -315,9 +315,15 @@ impl<H: JobHost> Run<'_, H> {
                     }
                     self.job.segments.push(seg);
                 }
-                let code = match e.code() {
-                    Code::RecordError | Code::Generic => failure_code(self.job.spec.kind),
-                    c => c,
+                // A recording that never started "cannot start" (7018); one that was
+                // recording "has encountered an error" (7204).
+                let started = self.job.started_ms.is_some();
+                let code = match (e.code(), self.job.spec.kind) {
+                    (Code::RecordError | Code::Generic, JobKind::Recording) if started => {
+                        Code::RecordError
+                    }
+                    (Code::RecordError | Code::Generic, kind) => failure_code(kind),
+                    (c, _) => c,
                 };
                 self.fail(code, e.to_string()).await;
             }
