@@ -26,6 +26,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 /// Longest wait for the pipeline to drain after a stop.
 pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the drained pipeline to shut down (the Null state change).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A validated recording job.
 #[derive(Debug, Clone)]
@@ -479,10 +481,22 @@ async fn run(
     for d in std::mem::take(&mut job.destinations) {
         destinations.push(d.finish(&pipeline).await);
     }
-    tokio::task::block_in_place(|| {
-        let _ = pipeline.set_state(gst::State::Null);
+    // A wedged element can keep the Null transition from returning: the file is finalized
+    // regardless, and the stuck thread is left behind rather than the job.
+    let p = pipeline.clone();
+    let shutdown = tokio::task::spawn_blocking(move || {
+        let _ = p.set_state(gst::State::Null);
         drop(job);
     });
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
+        .await
+        .is_err()
+    {
+        warn!(
+            secs = SHUTDOWN_TIMEOUT.as_secs(),
+            "the pipeline did not shut down in time; finalizing the file anyway"
+        );
+    }
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
     let finalized = match path.clone() {
         Some(p) => tokio::task::spawn_blocking(move || finalize(&p).map(Some))
