@@ -56,6 +56,13 @@ pub fn path_component(s: &str) -> String {
     out
 }
 
+/// The last component of `p` as text (empty when there is none).
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
 /// A value that must never reach logs: tokens, signing secrets, URLs with passwords.
 /// `Debug` shows `<redacted>`; [`Secret::expose`] is the one way to read it.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]

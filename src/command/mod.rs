@@ -45,10 +45,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         .map_err(|e| Error::io(format!("reading {}", file.display()), e))?
         .len();
     let now = crate::clock::now_ms();
-    let file_name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let file_name = crate::util::file_name(file);
     let segment = job::runner::segment_number(&file_name).unwrap_or(1);
     let meta = SegmentMeta {
         job_id: format!("{app_id}-{room}-{conf}-{segment}"),

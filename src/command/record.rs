@@ -292,11 +292,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             });
         };
         let (report, hooks) = env.outbox.run_until_empty(&host, req.deliver_wait).await;
-        let file_name = file
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let file_name = crate::util::file_name(&file.path);
         let url = report
             .files
             .iter()

@@ -22,7 +22,7 @@ use crate::queue::{
     now_ms, ArchiveEntry, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord,
     SegmentStatus,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -457,7 +457,7 @@ impl<H: JobHost> Run<'_, H> {
             JobEvent::Started { file } => {
                 if let Some(path) = file {
                     self.job.segments.push(SegmentRecord {
-                        file_name: file_name(&path),
+                        file_name: crate::util::file_name(&path),
                         path,
                         status: SegmentStatus::Recording,
                         url: None,
@@ -553,10 +553,4 @@ fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
         duration: gst::ClockTime::ZERO,
         path: seg.path.clone(),
     })
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
 }

@@ -25,8 +25,8 @@ pub trait JobHost: Send + Sync {
     fn save(&self, job: &mut Job) -> impl Future<Output = ()> + Send;
     /// Records a file in the archive (by job id and file name).
     fn archive(&self, entry: &ArchiveEntry) -> impl Future<Output = ()> + Send;
-    /// The archive entries of `job_id`.
-    fn archived(&self, job_id: &str) -> impl Future<Output = Vec<ArchiveEntry>> + Send;
+    /// Every archive entry.
+    fn archived(&self) -> impl Future<Output = Vec<ArchiveEntry>> + Send;
     /// The next segment number of a conference, at least `own_next`.
     fn next_segment(
         &self,
@@ -95,11 +95,8 @@ impl JobHost for MemoryHost {
         }
     }
 
-    async fn archived(&self, job_id: &str) -> Vec<ArchiveEntry> {
+    async fn archived(&self) -> Vec<ArchiveEntry> {
         self.entries()
-            .into_iter()
-            .filter(|e| e.job_id == job_id)
-            .collect()
     }
 
     async fn next_segment(&self, _room: &str, _conf: &str, own_next: u64) -> Result<u64, String> {

@@ -80,7 +80,7 @@ impl Outbox {
                 match put {
                     Ok(Ok((spool_file, sha256))) => HandOff::Spooled { spool_file, sha256 },
                     Ok(Err(e)) => {
-                        warn!(error = %e, file = %path_name(path), "spooling failed; file kept");
+                        warn!(error = %e, file = %crate::util::file_name(path), "spooling failed; file kept");
                         HandOff::Kept
                     }
                     Err(e) => {
@@ -147,13 +147,17 @@ impl Outbox {
 }
 
 /// Marks delivered files in the archive with their storage URL.
+/// The archive is read once per pass, not once per file.
 async fn record_deliveries<H: JobHost>(host: &H, report: &DrainReport) {
+    if report.files.is_empty() {
+        return;
+    }
+    let archive = host.archived().await;
     for (meta, url) in &report.files {
-        let mut entry = host
-            .archived(&meta.job_id)
-            .await
-            .into_iter()
-            .find(|e| e.file_name == meta.file_name)
+        let mut entry = archive
+            .iter()
+            .find(|e| e.job_id == meta.job_id && e.file_name == meta.file_name)
+            .cloned()
             .unwrap_or(ArchiveEntry {
                 room_id: meta.room_id.clone(),
                 conf_num: meta.conf_num.clone(),
@@ -171,10 +175,4 @@ async fn record_deliveries<H: JobHost>(host: &H, report: &DrainReport) {
         info!(file = %meta.file_name, %url, "archive: delivered");
         host.archive(&entry).await;
     }
-}
-
-fn path_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
 }

@@ -46,9 +46,9 @@ impl JobHost for Worker {
         }
     }
 
-    async fn archived(&self, job_id: &str) -> Vec<ArchiveEntry> {
+    async fn archived(&self) -> Vec<ArchiveEntry> {
         match self.store.archive().await {
-            Ok(a) => a.into_iter().filter(|e| e.job_id == job_id).collect(),
+            Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "archive not read");
                 Vec::new()
