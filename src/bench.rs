@@ -95,7 +95,7 @@ pub fn composite(
                 .collect();
             list.get(i % list.len().max(1)).map(|s| s.to_string())
         });
-        comp.add_video(&TileId::camera(&p.id), camera.build(&ctx)?)?;
+        comp.add_video(&TileId::camera(&p.id), Box::new(camera))?;
         let mut mic = room.microphone(p);
         mic.beep_only = false;
         comp.add_audio(&p.id, mic.build(&ctx)?)?;

@@ -138,3 +138,70 @@ fn a_full_disk_ends_the_recording_with_7204_and_keeps_what_was_written() {
     assert!(bytes > 10_000, "{bytes} bytes kept");
     assert_eq!(j["segments"][0]["status"], "local", "{j}");
 }
+
+#[test]
+fn a_job_whose_worker_dies_twice_is_failed_not_retried_and_empty_segments_are_removed() {
+    let dir = TempDir::new("crash-loop");
+    let hooks = Receiver::start(0);
+    let data = dir.path().join("data");
+    let env = serve_env(
+        &data,
+        &[
+            (
+                "ROOMCAST_WEBHOOK_URL",
+                &format!("http://127.0.0.1:{}/hook", hooks.port),
+            ),
+            ("ROOMCAST_WEBHOOK_SECRET", "crash-secret"),
+        ],
+    );
+    let log = |n: u32| dir.path().join(format!("serve{n}.log"));
+    // First run: records a few seconds, then its process dies.
+    let mut s = Service::start(&["serve"], &env, &log(1), true);
+    register_room(&s, "loop", 2, "{}");
+    let (_, v) = start_recording(&s, "loop");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&s, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(3));
+    s.kill9();
+
+    // Second run: the job is taken over and its process dies again, this time before the
+    // new segment's first fragment (1 s) reached the disk.
+    let mut s = Service::start(&["serve"], &env, &log(2), true);
+    let resumed = wait_for(20.0, || {
+        let j = job(&s, &id);
+        (j["segments"].as_array().map_or(0, |a| a.len()) == 2).then_some(j)
+    })
+    .expect("the job resumed in a second segment");
+    s.kill9();
+    let second = std::path::PathBuf::from(resumed["segments"][1]["path"].as_str().unwrap());
+    assert!(second.is_file(), "the second run had started its file");
+
+    // Third start: the job is failed with 7204 and not run again.
+    let s = Service::start(&["serve"], &env, &log(3), true);
+    let j = wait_state(&s, &id, "failed", 20.0);
+    assert_eq!(j["result"], 7204, "{j}");
+    assert_eq!(j["attempts"], 2, "not started a third time: {j}");
+    assert_eq!(j["worker_deaths"], 2, "{j}");
+    let segs = j["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 2, "{j}");
+    // The first run's segment is finalized and kept; the second held nothing and is gone.
+    assert_eq!(segs[0]["status"], "local", "{j}");
+    assert!(segs[0]["duration_s"].as_f64().unwrap() >= 2.0, "{j}");
+    let first = std::path::PathBuf::from(segs[0]["path"].as_str().unwrap());
+    assert!(decoded_video_frames(&first) >= 60);
+    assert_eq!(segs[1]["status"], "empty", "{j}");
+    assert!(!second.exists(), "empty segment removed");
+    let (_, rec) = s.call("GET", "/v1/recordings?room_id=loop", None);
+    let files = rec["files"].as_array().cloned().unwrap_or_default();
+    assert_eq!(files.len(), 1, "only the playable segment is listed: {rec}");
+    // Its failure went out as a status webhook with the code.
+    let failed = wait_for(10.0, || {
+        let got = hooks.of_type("room-live-recording-failed");
+        (!got.is_empty()).then_some(got)
+    })
+    .expect("failed status webhook");
+    let v: serde_json::Value = serde_json::from_slice(&failed[0].body).unwrap();
+    assert_eq!(v["data"]["status"]["resultCode"], 7204, "{v}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(job(&s, &id)["attempts"], 2, "still not retried");
+}

@@ -168,8 +168,9 @@ fn flash_onsets(d: &Demo) -> Vec<f64> {
     let base = sorted[sorted.len() / 2];
     // The smallest tile Alice takes (256x144 in the presentation column) is 2304 px at 1/4 scale.
     let on: Vec<bool> = counts.iter().map(|&c| c > base + 1200).collect();
-    (1..on.len())
-        .filter(|&i| on[i] && !on[i - 1])
+    // Before the first frame counts as dark: a flash under way at the start is an onset.
+    (0..on.len())
+        .filter(|&i| on[i] && (i == 0 || !on[i - 1]))
         .map(|i| frames[i].0)
         .collect()
 }
@@ -188,9 +189,11 @@ fn beep_onsets(d: &Demo) -> Vec<f64> {
     let thr = peak * 0.3;
     let mut out = Vec::new();
     let mut last = -10.0;
-    for i in 1..env.len() {
+    // Before the first sample counts as silent: a beep under way at the start is an onset.
+    for i in 0..env.len() {
         let t = (i * hop + win / 2) as f64 / rate as f64;
-        if env[i] > thr && env[i - 1] <= thr && t - last > 0.5 {
+        let before = if i == 0 { 0.0 } else { env[i - 1] };
+        if env[i] > thr && before <= thr && t - last > 0.5 {
             out.push(t);
             last = t;
         }

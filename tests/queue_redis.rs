@@ -215,3 +215,73 @@ fn a_worker_cut_off_past_its_lease_yields_to_the_new_holder() {
     assert_eq!(names.len(), 2, "{arch}");
     assert_ne!(names[0], names[1], "{arch}");
 }
+
+#[test]
+fn a_restarted_redis_is_used_again_and_the_running_job_goes_on() {
+    let dir = TempDir::new("redis-restart");
+    let mut redis = Redis::start_persistent(&dir.path().join("redis"));
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "outage", 2, "{}");
+    let (s, v) = start_recording(&api, "outage");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let before = wait_state(&api, &id, "active", 20.0);
+    let active_at = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Redis goes away for longer than a lease.
+    redis.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let (s, v) = api.call("GET", &format!("/v1/jobs/{id}"), None);
+    assert_eq!(s, 503, "{v}");
+    assert!(v["result"].as_u64().is_some_and(|c| c >= 7000), "{v}");
+    std::thread::sleep(Duration::from_secs(6));
+    redis.restart();
+    let back = std::time::Instant::now();
+
+    // The API answers again within 5 s, by itself.
+    let answered = wait_for(5.0, || {
+        let (s, v) = api.call("GET", &format!("/v1/jobs/{id}"), None);
+        (s == 200).then_some(v)
+    });
+    let recovered = back.elapsed();
+    let v = answered.unwrap_or_else(|| panic!("API still failing: {}", api.log_text()));
+    eprintln!(
+        "API answered {:.2} s after Redis returned",
+        recovered.as_secs_f64()
+    );
+    // The same run goes on: not restarted, not taken over.
+    let j = &v["job"];
+    assert_eq!(j["state"], "active", "{j}");
+    assert_eq!(j["attempts"], before["attempts"], "{j}");
+    assert_eq!(j["worker"], before["worker"], "{j}");
+    std::thread::sleep(Duration::from_secs(6));
+    let j = job(&api, &id);
+    assert_eq!(
+        j["attempts"], before["attempts"],
+        "no takeover after the lease: {j}"
+    );
+    assert_eq!(j["segments"].as_array().unwrap().len(), 1, "{j}");
+
+    // A stop goes through the restarted Redis to the job; one segment covers the outage.
+    assert_eq!(stop_recording(&api, "outage").1["result"], 0);
+    let recorded = active_at.elapsed().as_secs_f64();
+    let j = wait_state(&api, &id, "completed", 30.0);
+    let seg = &j["segments"][0];
+    let duration = seg["duration_s"].as_f64().unwrap();
+    assert!(
+        duration >= recorded - 2.0,
+        "{duration} s recorded over {recorded:.1} s: {j}"
+    );
+    let path = std::path::PathBuf::from(seg["path"].as_str().unwrap());
+    assert!(decoded_video_frames(&path) as f64 >= (recorded - 2.0) * 30.0);
+    // The outage is logged once, not on every call.
+    let log = api.log_text();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(warnings < 30, "{warnings} warnings:\n{log}");
+    assert!(log.contains("queue store reachable again"), "{log}");
+}

@@ -234,6 +234,9 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
     let events = input::parse_event_body(&bytes)?;
     let mut started = Vec::new();
     let mut forwarded = 0;
+    // One read of the jobs and one write of the room per request, not per event: a burst of
+    // fifty joins is one request.
+    let mut jobs = st.store.jobs().await?;
     for ev in events {
         let was_empty = r.participants.is_empty();
         match &ev {
@@ -255,8 +258,6 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
             }
             _ => {}
         }
-        st.store.put_room(&r).await?;
-        let jobs = st.store.jobs().await?;
         for mut job in jobs.iter().cloned() {
             if job.spec.room_id != id || job.state.is_terminal() {
                 continue;
@@ -286,6 +287,8 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
             && !r.disconnecting
             && live_job(&jobs, &id, JobKind::Recording).is_none()
         {
+            // The new job reads the room as it is now.
+            st.store.put_room(&r).await?;
             let layout = room_layout(&r);
             let resp = submit(
                 &st,
@@ -305,8 +308,10 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
                 .unwrap_or_default();
             info!(room = %id, status = %parts.status, "auto recording requested");
             started.push(body);
+            jobs = st.store.jobs().await?;
         }
     }
+    st.store.put_room(&r).await?;
     ok(
         "events applied",
         json!({ "forwarded": forwarded, "auto_recording": started }),

@@ -109,7 +109,7 @@ pub fn layout_preview(a: &PreviewArgs) -> Result<Value> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompositeBench {
     /// Number of participants.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=25))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub participants: u32,
     /// Encoder preset name or file.
     #[arg(long, default_value = DEFAULT_PRESET)]

@@ -33,6 +33,14 @@ use tracing::{info, info_span, warn, Instrument};
 const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// Starts (first run plus takeovers) after which a job fails instead of starting again.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// A job whose runs ended with their worker's process this many times in a row is failed
+/// instead of being started again (it is most likely what brings the worker down).
+pub const MAX_WORKER_DEATHS: u32 = 2;
+/// A crashed run's segment shorter than one fragment is removed and recorded as empty.
+const MIN_RECOVERED: gst::ClockTime =
+    gst::ClockTime::from_mseconds(crate::pipeline::composite::FRAGMENT_MS as u64);
+/// A run that records this long proves the job does not bring its worker down.
+const STABLE_RUN: Duration = Duration::from_secs(600);
 
 /// What the host's process provides to every job.
 pub struct JobEnv {
@@ -92,6 +100,15 @@ fn failure_code(kind: JobKind) -> Code {
     }
 }
 
+/// The code of a job that fails after it started: 7204 "live recording has encountered an
+/// error", 7022 for streaming.
+fn failure_code_after_start(kind: JobKind) -> Code {
+    match kind {
+        JobKind::Recording => Code::RecordError,
+        JobKind::Streaming => Code::StateStreamFailed,
+    }
+}
+
 impl<H: JobHost> Run<'_, H> {
     async fn save(&mut self) {
         self.host.save(&mut self.job).await;
@@ -116,7 +133,24 @@ impl<H: JobHost> Run<'_, H> {
         hand_back: Arc<AtomicBool>,
     ) {
         let resumed = !self.job.segments.is_empty() || self.job.state != JobState::Queued;
+        // A job found starting or running was not stopped or handed back: its worker's
+        // process ended under it.
+        let died = matches!(self.job.state, JobState::Starting | JobState::Active);
         self.recover_segments().await;
+        if died {
+            self.job.worker_deaths += 1;
+            warn!(deaths = self.job.worker_deaths, previous = ?self.job.worker,
+                "the job's previous worker ended while running it");
+            if self.job.worker_deaths >= MAX_WORKER_DEATHS {
+                let code = failure_code_after_start(self.job.spec.kind);
+                let msg = format!(
+                    "the worker's process ended while running this job {} times in a row; not \
+                     started again",
+                    self.job.worker_deaths
+                );
+                return self.fail(code, msg).await;
+            }
+        }
         if matches!(self.job.state, JobState::Stopping | JobState::Delivering) {
             // Stopped before its previous run went away: what was recorded is delivered.
             let result = self.job.result;
@@ -229,9 +263,18 @@ impl<H: JobHost> Run<'_, H> {
                         let _ = cmd_tx.send(JobCommand::Stop).await;
                     }
                     Poll::Commands(cmds) => {
+                        // Room events that arrived together reach the runner as one batch
+                        // (one layout pass for a burst of joins, not one per join).
+                        let mut room = Vec::new();
                         for cmd in cmds {
+                            if let Command::Room { event } = &cmd {
+                                room.extend(translator.translate(event));
+                                continue;
+                            }
+                            apply_actions(&cmd_tx, std::mem::take(&mut room)).await;
                             self.on_command(&cmd_tx, &mut translator, cmd).await;
                         }
+                        apply_actions(&cmd_tx, room).await;
                     }
                 },
                 Some(ev) = erx.recv() => self.on_event(&cost_model, ev).await,
@@ -310,8 +353,10 @@ impl<H: JobHost> Run<'_, H> {
             Err(e) => {
                 // The runner finalized what reached the file; deliver it before reporting.
                 if let Some(mut seg) = self.job.segments.pop() {
-                    if let Some(file) = written(&seg) {
-                        self.deliver_segment(&mut seg, &file).await;
+                    if !discard_if_empty(&mut seg) {
+                        if let Some(file) = written(&seg) {
+                            self.deliver_segment(&mut seg, &file).await;
+                        }
                     }
                     self.job.segments.push(seg);
                 }
@@ -344,11 +389,16 @@ impl<H: JobHost> Run<'_, H> {
             }
             let path = seg.path.clone();
             match tokio::task::spawn_blocking(move || finalize(&path)).await {
+                Ok(Ok(file)) if file.duration < MIN_RECOVERED => {
+                    // Not even one whole fragment: a run that died as it started.
+                    discard(seg);
+                }
                 Ok(Ok(file)) => {
                     info!(file = %seg.file_name, duration_s = file.duration.mseconds() as f64 / 1000.0,
                         "finalized the segment of an earlier run");
                     self.deliver_segment(seg, &file).await;
                 }
+                Ok(Err(_)) if discard_if_empty(seg) => {}
                 Ok(Err(e)) => {
                     warn!(error = %e, file = %seg.path.display(), "segment of an earlier run is unreadable");
                     seg.status = SegmentStatus::Unreadable;
@@ -508,6 +558,9 @@ impl<H: JobHost> Run<'_, H> {
                     &self.job.id,
                     cost_model.estimated_cost(rtmp, Some(participants)),
                 );
+                if wall >= STABLE_RUN && self.job.worker_deaths > 0 {
+                    self.job.worker_deaths = 0;
+                }
                 if wall.as_secs_f64() > 0.5 {
                     self.job.realtime_factor = Some(media.as_secs_f64() / wall.as_secs_f64());
                     self.save().await;
@@ -518,7 +571,15 @@ impl<H: JobHost> Run<'_, H> {
 }
 
 async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
+    // Consecutive event lists become one.
+    let mut merged: Vec<Action> = Vec::new();
     for a in actions {
+        match (merged.last_mut(), a) {
+            (Some(Action::Events(all)), Action::Events(more)) => all.extend(more),
+            (_, a) => merged.push(a),
+        }
+    }
+    for a in merged {
         let cmd = match a {
             Action::Events(ev) if ev.is_empty() => continue,
             Action::Events(ev) => JobCommand::Room(ev),
@@ -538,6 +599,32 @@ fn update_destination(job: &mut Job, d: &DestinationStatus) {
     match job.destinations.iter_mut().find(|v| v.id == d.id) {
         Some(slot) => *slot = d.clone(),
         None => job.destinations.push(d.clone()),
+    }
+}
+
+/// Removes a segment file that holds no media fragment (its run ended within the first
+/// fragment) and records it as empty; true if it did.
+fn discard_if_empty(seg: &mut SegmentRecord) -> bool {
+    if !seg.path.is_file() || crate::pipeline::mp4::holds_media(&seg.path) {
+        return false;
+    }
+    discard(seg)
+}
+
+/// Removes a segment's file and records the segment as empty; true if it did.
+fn discard(seg: &mut SegmentRecord) -> bool {
+    match std::fs::remove_file(&seg.path) {
+        Ok(()) => {
+            info!(file = %seg.path.display(), "segment ended within its first fragment: removed");
+            seg.status = SegmentStatus::Empty;
+            seg.size = 0;
+            seg.duration_s = 0.0;
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, file = %seg.path.display(), "empty segment could not be removed");
+            false
+        }
     }
 }
 

@@ -223,17 +223,16 @@ impl Job {
             }
             RoomEvent::TrackPublished { id, kind, source } => {
                 info!(participant = %id, ?kind, "track published");
-                let ctx = self.composite.next_source_context();
-                let element = source.build(&ctx)?;
                 tokio::task::block_in_place(|| match kind {
                     TrackKind::Audio => {
+                        let element = source.build(&self.composite.next_source_context())?;
                         self.composite.add_audio(&id.0, element)?;
                         self.composite
                             .set_audio_muted(&id.0, !self.state.audible(&id));
                         Ok(())
                     }
-                    TrackKind::Video => self.composite.add_video(&TileId::camera(&id.0), element),
-                    TrackKind::Screen => self.composite.add_video(&TileId::screen(&id.0), element),
+                    TrackKind::Video => self.composite.add_video(&TileId::camera(&id.0), source),
+                    TrackKind::Screen => self.composite.add_video(&TileId::screen(&id.0), source),
                 })?;
             }
             RoomEvent::TrackUnpublished { id, kind } => {

@@ -299,6 +299,9 @@ pub enum SegmentStatus {
     Missing,
     /// Left by an earlier run but could not be finalized.
     Unreadable,
+    /// Ended before a single fragment reached the disk: nothing playable; the file was
+    /// removed.
+    Empty,
 }
 
 /// One MP4 segment of a job.
@@ -355,6 +358,10 @@ pub struct Job {
     /// How many times a worker started it (more than one after a reclaim or hand-back).
     #[serde(default)]
     pub attempts: u32,
+    /// Runs in a row that ended with their worker's process (crash or kill) instead of a
+    /// stop or a hand-back; reset by a run that records for ten minutes.
+    #[serde(default)]
+    pub worker_deaths: u32,
     /// Client id that stopped it.
     #[serde(default)]
     pub stopped_by: Option<String>,
@@ -420,6 +427,7 @@ impl Job {
             ended_ms: None,
             worker: None,
             attempts: 0,
+            worker_deaths: 0,
             stopped_by: None,
             segments: Vec::new(),
             destinations: Vec::new(),

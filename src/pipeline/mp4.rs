@@ -33,6 +33,46 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> PipelineError {
     move |cause| PipelineError::Io { context, cause }
 }
 
+/// Whether the file holds any media: a fragment (`moof`) of a recording in progress, or a
+/// finalized file's `moov` with a non-empty `mdat`. Reads box headers only.
+pub fn holds_media(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (mut pos, mut moov, mut mdat) = (0u64, false, false);
+    while pos + 8 <= len {
+        let mut h = [0u8; 16];
+        if f.seek(SeekFrom::Start(pos)).is_err() || f.read_exact(&mut h[..8]).is_err() {
+            break;
+        }
+        let mut size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
+        let kind = [h[4], h[5], h[6], h[7]];
+        let mut header = 8;
+        if size == 1 {
+            if f.read_exact(&mut h[8..16]).is_err() {
+                break;
+            }
+            size = u64::from_be_bytes(h[8..16].try_into().unwrap_or([0; 8]));
+            header = 16;
+        } else if size == 0 {
+            size = len - pos;
+        }
+        if size < header {
+            break;
+        }
+        match &kind {
+            b"moof" if pos + size <= len => return true,
+            b"moov" => moov = true,
+            b"mdat" if size > header => mdat = true,
+            _ => {}
+        }
+        pos += size;
+    }
+    moov && mdat
+}
+
 /// Remuxes `path` in place into a fast-start MP4 and returns what it holds.
 pub fn finalize(path: &Path) -> Result<SegmentFile, PipelineError> {
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -1,7 +1,7 @@
 //! Layout previews: the real compositor draws numbered, coloured placeholder tiles into a PNG.
 
 use super::composite::Output;
-use super::source::{test_video, TestVideo};
+use super::source::TestVideo;
 use super::source::{Timing, PALETTE, SCREEN_COLOR};
 use super::{Composite, CompositeOptions, PipelineError, Preset};
 use crate::layout::{parse_color, Layout, SlotContent, Tile, TileId};
@@ -56,19 +56,16 @@ pub fn render(
             } else {
                 PALETTE[(idx - 1) % PALETTE.len()]
             };
-            let src = test_video(
-                &TestVideo {
-                    name: format!("preview_{id}"),
-                    color,
-                    moving_marker: false,
-                    flash: false,
-                    width: 640,
-                    height: 360,
-                    fps: 30,
-                    pattern: None,
-                },
-                &comp.source_context(gst::ClockTime::ZERO),
-            )?;
+            let src = Box::new(TestVideo {
+                name: format!("preview_{id}"),
+                color,
+                moving_marker: false,
+                flash: false,
+                width: 640,
+                height: 360,
+                fps: 30,
+                pattern: None,
+            });
             comp.add_video(id, src)?;
         }
     }

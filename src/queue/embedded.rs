@@ -94,6 +94,28 @@ impl Embedded {
         self.put(JOBS, &job.id, &to_json(job)?)
     }
 
+    /// Writes the record unless the stored one has a later attempt, in one write
+    /// transaction (redb serializes write transactions, so nothing comes between the check
+    /// and the write). True if written.
+    pub(super) fn put_job_fenced(&self, job: &Job) -> StoreResult<bool> {
+        let tx = self.db.begin_write().map_err(e)?;
+        {
+            let mut t = tx.open_table(JOBS).map_err(e)?;
+            let stored: Option<Job> = t
+                .get(job.id.as_str())
+                .map_err(e)?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
+            if stored.is_some_and(|s| s.attempts > job.attempts) {
+                return Ok(false);
+            }
+            t.insert(job.id.as_str(), to_json(job)?.as_str())
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(true)
+    }
+
     pub(super) fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
         self.get(JOBS, id)?.map(|s| from_json(&s)).transpose()
     }
@@ -317,6 +339,35 @@ impl Embedded {
         };
         tx.commit().map_err(e)?;
         Ok(list)
+    }
+
+    /// Takes the commands queued for a job unless its record has a later attempt (None), in
+    /// one write transaction.
+    pub(super) fn take_commands_fenced(
+        &self,
+        job: &str,
+        attempts: u32,
+    ) -> StoreResult<Option<Vec<Command>>> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let list = {
+            let jobs = tx.open_table(JOBS).map_err(e)?;
+            let stored: Option<Job> = jobs
+                .get(job)
+                .map_err(e)?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
+            if stored.is_some_and(|s| s.attempts > attempts) {
+                return Ok(None);
+            }
+            let mut t = tx.open_table(COMMANDS).map_err(e)?;
+            let removed = t.remove(job).map_err(e)?;
+            match removed {
+                Some(v) => from_json(v.value())?,
+                None => Vec::new(),
+            }
+        };
+        tx.commit().map_err(e)?;
+        Ok(Some(list))
     }
 
     pub(super) fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {

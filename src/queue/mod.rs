@@ -108,6 +108,13 @@ impl Store {
         dispatch!(self, s => s.put_job(job))
     }
 
+    /// Writes a job record unless another worker has started the job since (the stored
+    /// record has a later attempt): the check and the write are one atomic step. True if
+    /// written.
+    pub async fn put_job_fenced(&self, job: &Job) -> StoreResult<bool> {
+        dispatch!(self, s => s.put_job_fenced(job))
+    }
+
     /// A job record.
     pub async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
         dispatch!(self, s => s.get_job(id))
@@ -197,6 +204,16 @@ impl Store {
     /// Queues a command for the worker holding `job`.
     pub async fn push_command(&self, job: &str, cmd: &Command) -> StoreResult<()> {
         dispatch!(self, s => s.push_command(job, cmd))
+    }
+
+    /// Takes the commands queued for `job`, oldest first, unless another worker has started
+    /// the job since attempt `attempts` (None): checked and taken in one atomic step.
+    pub async fn take_commands_fenced(
+        &self,
+        job: &str,
+        attempts: u32,
+    ) -> StoreResult<Option<Vec<Command>>> {
+        dispatch!(self, s => s.take_commands_fenced(job, attempts))
     }
 
     /// Takes the commands queued for `job`, oldest first.

@@ -14,16 +14,29 @@ use super::{
     archive_key, from_json, to_json, ArchiveEntry, Command, Job, RoomConfig, StoreError,
     StoreResult, WorkerInfo, LEASE,
 };
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
+use std::time::Duration;
 
 const PREFIX: &str = "roomcast:";
 const GROUP: &str = "workers";
 
-/// The Redis store.
+/// The Redis store. Its connection reconnects by itself: a command that finds the connection
+/// broken fails (the caller sees a store error and retries on its next tick) and the next one
+/// goes out on a new connection, so a restarted Redis is used again within a second or two.
 #[derive(Clone)]
 pub struct RedisStore {
-    con: MultiplexedConnection,
+    con: ConnectionManager,
+}
+
+/// How the connection to Redis behaves when Redis goes away.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_millis(500))
 }
 
 fn e(source: redis::RedisError) -> StoreError {
@@ -76,8 +89,7 @@ impl RedisStore {
             context: "parsing the redis URL",
             source,
         })?;
-        let mut con = client
-            .get_multiplexed_async_connection()
+        let mut con = ConnectionManager::new_with_config(client, connection_config())
             .await
             .map_err(|source| StoreError::Redis {
                 context: "connecting to redis",
@@ -142,6 +154,34 @@ impl RedisStore {
         let pipe = Self::job_write(job)?;
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await.map_err(e)
+    }
+
+    /// Writes the record unless the stored one has a later attempt, checked and written by
+    /// one Lua script (atomic in Redis). True if written.
+    pub(super) async fn put_job_fenced(&self, job: &Job) -> StoreResult<bool> {
+        const FENCED_SET: &str = r#"
+            local cur = redis.call('GET', KEYS[1])
+            if cur then
+                local ok, stored = pcall(cjson.decode, cur)
+                if ok and type(stored) == 'table' and tonumber(stored['attempts'] or 0) > tonumber(ARGV[2]) then
+                    return 0
+                end
+            end
+            redis.call('SET', KEYS[1], ARGV[1])
+            redis.call('SADD', KEYS[2], ARGV[3])
+            return 1
+        "#;
+        let script = redis::Script::new(FENCED_SET);
+        let written: i64 = script
+            .key(key(&format!("job:{}", job.id)))
+            .key(key("jobs"))
+            .arg(to_json(job)?)
+            .arg(job.attempts)
+            .arg(&job.id)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(e)?;
+        Ok(written == 1)
     }
 
     pub(super) async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
@@ -275,29 +315,38 @@ impl RedisStore {
     }
 
     pub(super) async fn heartbeat(&self, info: &WorkerInfo) -> StoreResult<()> {
-        let mut entries = Vec::new();
-        for id in &info.jobs {
-            if let Some(job) = self.get_job(id).await? {
-                // A job another worker took over (this one was cut off longer than the
-                // lease) is not claimed back.
-                if job.worker.as_deref() != Some(info.id.as_str()) {
-                    continue;
-                }
-                if let Some(entry) = job.queue_entry {
-                    entries.push(entry);
-                }
+        // Refreshes the claim of each job whose record still names this worker; the check
+        // and the XCLAIM are one script, so a takeover between them cannot be undone. (A job
+        // another worker took over while this one was cut off is not claimed back.)
+        const REFRESH: &str = r#"
+            local n = 0
+            for i, k in ipairs(KEYS) do
+                if i > 1 then
+                    local cur = redis.call('GET', k)
+                    if cur then
+                        local ok, job = pcall(cjson.decode, cur)
+                        if ok and type(job) == 'table' and job['worker'] == ARGV[1]
+                            and type(job['queue_entry']) == 'string' then
+                            redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[1], 0, job['queue_entry'], 'JUSTID')
+                            n = n + 1
+                        end
+                    end
+                end
+            end
+            return n
+        "#;
+        if !info.jobs.is_empty() {
+            let script = redis::Script::new(REFRESH);
+            let mut call = script.key(key("queue"));
+            for id in &info.jobs {
+                call.key(key(&format!("job:{id}")));
             }
-        }
-        if !entries.is_empty() {
-            let _: Value = self
-                .q(redis::cmd("XCLAIM")
-                    .arg(key("queue"))
-                    .arg(GROUP)
-                    .arg(&info.id)
-                    .arg(0)
-                    .arg(&entries)
-                    .arg("JUSTID"))
-                .await?;
+            let _: i64 = call
+                .arg(&info.id)
+                .arg(GROUP)
+                .invoke_async(&mut self.con.clone())
+                .await
+                .map_err(e)?;
         }
         self.q(redis::cmd("HSET")
             .arg(key("workers"))
@@ -380,6 +429,44 @@ impl RedisStore {
         let mut con = self.con.clone();
         let (items,): (Vec<String>,) = pipe.query_async(&mut con).await.map_err(e)?;
         items.iter().map(|s| from_json(s)).collect()
+    }
+
+    /// Takes the commands queued for a job unless the job's record has a later attempt than
+    /// `attempts` (another worker holds it; None): one Lua script.
+    pub(super) async fn take_commands_fenced(
+        &self,
+        job: &str,
+        attempts: u32,
+    ) -> StoreResult<Option<Vec<Command>>> {
+        const TAKE: &str = r#"
+            local cur = redis.call('GET', KEYS[1])
+            if cur then
+                local ok, stored = pcall(cjson.decode, cur)
+                if ok and type(stored) == 'table' and tonumber(stored['attempts'] or 0) > tonumber(ARGV[1]) then
+                    return {0}
+                end
+            end
+            local items = redis.call('LRANGE', KEYS[2], 0, -1)
+            redis.call('DEL', KEYS[2])
+            table.insert(items, 1, 1)
+            return items
+        "#;
+        let script = redis::Script::new(TAKE);
+        let reply: Vec<Value> = script
+            .key(key(&format!("job:{job}")))
+            .key(key(&format!("cmd:{job}")))
+            .arg(attempts)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(e)?;
+        if !matches!(reply.first(), Some(Value::Int(1))) {
+            return Ok(None);
+        }
+        reply[1..]
+            .iter()
+            .map(|v| from_json(&text(v).unwrap_or_default()))
+            .collect::<StoreResult<Vec<Command>>>()
+            .map(Some)
     }
 
     pub(super) async fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {

@@ -17,14 +17,14 @@ mod run;
 use crate::config::DeliveryConfig;
 use crate::job::Outbox;
 use crate::model::preset::MIN_VIDEO_JOB_COST;
-use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT};
+use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT, LEASE};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use crate::job::MAX_ATTEMPTS;
 
@@ -104,9 +104,14 @@ impl Worker {
         }
     }
 
-    async fn heartbeat(&self, held: Option<&Job>) {
-        if let Err(e) = self.store.heartbeat(&self.info(held)).await {
-            warn!(error = %e, "heartbeat failed");
+    /// Advertises the worker and refreshes its claims; false if the store did not answer.
+    async fn heartbeat(&self, held: Option<&Job>) -> bool {
+        match self.store.heartbeat(&self.info(held)).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(error = %e, "heartbeat failed");
+                false
+            }
         }
     }
 
@@ -151,6 +156,7 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_beat = tokio::time::Instant::now() - HEARTBEAT;
         let mut held: Option<Job> = None;
+        let mut health = StoreHealth::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -160,11 +166,18 @@ impl Worker {
             }
             if last_beat.elapsed() >= HEARTBEAT {
                 last_beat = tokio::time::Instant::now();
-                self.heartbeat(held.as_ref()).await;
-                if held.is_none() && self.fits(MIN_VIDEO_JOB_COST) {
+                let reachable = self.heartbeat(held.as_ref()).await;
+                health.observe(reachable);
+                // After the store was away every worker's claims look stale: reclaiming
+                // waits one lease, so each holder refreshes its own first.
+                if held.is_none() && health.may_reclaim() && self.fits(MIN_VIDEO_JOB_COST) {
                     match self.store.reclaim(&self.cfg.id).await {
                         Ok(jobs) => {
                             for job in jobs {
+                                if self.running.lock().unwrap().contains_key(&job.id) {
+                                    debug!(job = %job.id, "reclaimed a job that runs here");
+                                    continue;
+                                }
                                 info!(job = %job.id, previous = ?job.worker, "taking over a job");
                                 self.start(job, &mut tasks);
                             }
@@ -172,6 +185,9 @@ impl Worker {
                         Err(e) => warn!(error = %e, "reclaim failed"),
                     }
                 }
+            }
+            if !health.reachable() {
+                continue;
             }
             if let Some(job) = held.take() {
                 if self.fits(job.spec.cost) || self.running.lock().unwrap().is_empty() {
@@ -238,5 +254,45 @@ impl Worker {
         delivery.abort();
         self.heartbeat(None).await;
         info!(worker = %self.cfg.id, "worker stopped");
+    }
+}
+
+/// Whether the queue store answers, as the heartbeat sees it: logged once when it goes away
+/// and once when it is back (not on every failed call).
+#[derive(Debug, Default)]
+struct StoreHealth {
+    down_since: Option<tokio::time::Instant>,
+    back_since: Option<tokio::time::Instant>,
+}
+
+impl StoreHealth {
+    fn observe(&mut self, reachable: bool) {
+        let now = tokio::time::Instant::now();
+        match (reachable, self.down_since) {
+            (false, None) => {
+                warn!(
+                    "queue store unreachable: running jobs go on recording; records, \
+                       commands and claims catch up when it is back"
+                );
+                self.down_since = Some(now);
+            }
+            (true, Some(since)) => {
+                info!(
+                    away_s = since.elapsed().as_secs_f64(),
+                    "queue store reachable again"
+                );
+                self.down_since = None;
+                self.back_since = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn reachable(&self) -> bool {
+        self.down_since.is_none()
+    }
+
+    fn may_reclaim(&self) -> bool {
+        self.reachable() && self.back_since.is_none_or(|t| t.elapsed() >= LEASE)
     }
 }

@@ -8,35 +8,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// How often the delivery loop drains the spool and webhook queue.
 const DELIVERY_POLL: Duration = Duration::from_secs(1);
-
-impl Worker {
-    /// Whether another worker has started the job since this one did (the attempt number is
-    /// the fencing token: every start or takeover raises it). Unknown (store unreachable)
-    /// counts as not superseded.
-    async fn superseded(&self, job: &Job) -> bool {
-        match self.store.get_job(&job.id).await {
-            Ok(Some(stored)) => stored.attempts > job.attempts,
-            _ => false,
-        }
-    }
-}
 
 impl JobHost for Worker {
     /// Writes the job record — unless another worker has taken the job over since (a worker
     /// that was cut off from the queue longer than its lease): the record then carries a later
     /// attempt, and this worker must not overwrite it.
     async fn save(&self, job: &mut Job) {
-        if self.superseded(job).await {
-            warn!(job = %job.id, "job record not saved: another worker holds the job now");
-            return;
-        }
         job.updated_ms = crate::clock::now_ms();
-        if let Err(e) = self.store.put_job(job).await {
-            warn!(error = %e, "job record not saved");
+        match self.store.put_job_fenced(job).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(job = %job.id, "job record not saved: another worker holds the job now")
+            }
+            // The store is away: the next save (every progress report) catches up.
+            Err(e) => debug!(error = %e, "job record not saved"),
         }
     }
 
@@ -74,13 +63,12 @@ impl JobHost for Worker {
     async fn poll(&self, job: &Job) -> Poll {
         // Ownership first: a worker that lost the job must not take the commands meant for
         // its new holder.
-        if self.superseded(job).await {
-            return Poll::Superseded;
-        }
-        match self.store.take_commands(&job.id).await {
-            Ok(c) => Poll::Commands(c),
+        match self.store.take_commands_fenced(&job.id, job.attempts).await {
+            Ok(Some(c)) => Poll::Commands(c),
+            Ok(None) => Poll::Superseded,
+            // The store is away (logged once by the worker): commands wait there.
             Err(e) => {
-                warn!(error = %e, "reading commands failed");
+                debug!(error = %e, "reading commands failed");
                 Poll::Commands(Vec::new())
             }
         }

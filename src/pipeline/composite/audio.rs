@@ -63,7 +63,7 @@ impl Composite {
         let Some(mixer) = self.audiomixer.clone() else {
             return Ok(());
         };
-        let n = format!("audio_{}", element_safe(id));
+        let n = format!("audio_{}_{}", element_safe(id), self.seq());
         let bin = gst::Bin::builder().name(&n).build();
         let q = make("queue", &format!("{n}_queue"))?;
         let conv = make("audioconvert", &format!("{n}_convert"))?;

@@ -18,15 +18,17 @@ use crate::layout::{
     parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
 };
 use crate::pipeline::source::{test_audio, test_video, TestAudio, TestVideo};
-use crate::pipeline::source::{SourceContext, Timing};
+use crate::pipeline::source::{SourceContext, Timing, TrackSource};
 use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError, Preset};
 use gst::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Colour of placeholder tiles (no video, hard-muted video, "+N").
 const PLACEHOLDER_COLOR: u32 = 0x2a2e35;
+/// A video input that failed this often is given up (its tile shows a placeholder).
+pub const MAX_INPUT_FAILURES: u32 = 3;
 /// Placeholder frame rate: they never change, so a few frames a second suffice.
 const PLACEHOLDER_FPS: u32 = 5;
 /// Margin before a source added while live starts, so its first buffer is not late.
@@ -104,11 +106,15 @@ pub enum InputKey {
 }
 
 impl InputKey {
-    fn element_name(&self) -> String {
+    /// A readable element name, unique through `seq` (participant ids that differ only in
+    /// characters an element name cannot hold, such as `x.1` and `x-1`, must not collide).
+    fn element_name(&self, seq: u64) -> String {
         match self {
-            InputKey::Video(id) => format!("tile_{}", element_safe(&id.to_string())),
-            InputKey::Placeholder(id) => format!("placeholder_{}", element_safe(&id.to_string())),
-            InputKey::Overflow => "overflow".into(),
+            InputKey::Video(id) => format!("tile_{}_{seq}", element_safe(&id.to_string())),
+            InputKey::Placeholder(id) => {
+                format!("placeholder_{}_{seq}", element_safe(&id.to_string()))
+            }
+            InputKey::Overflow => format!("overflow_{seq}"),
         }
     }
 }
@@ -118,7 +124,6 @@ struct TileInput {
     bin: gst::Bin,
     pad: gst::Pad,
     caps: gst::Element,
-    crop: gst::Element,
     target: Arc<Mutex<CropTarget>>,
     label: gst::Element,
     placed: Option<(Slot, u32)>,
@@ -145,7 +150,16 @@ pub struct Composite {
     background: Option<Background>,
     background_seq: u32,
     tiles: HashMap<InputKey, TileInput>,
+    /// Every video track of the room, shown or not; only tiles on screen have an input in
+    /// `tiles` (built when a slot shows them, removed when none does).
+    video_sources: HashMap<TileId, Box<dyn TrackSource>>,
     audio: HashMap<String, AudioInput>,
+    /// Makes element names unique.
+    next_seq: u64,
+    /// Failures of each tile's video input (see [`Composite::drop_input`]).
+    failures: HashMap<TileId, u32>,
+    /// Inputs taken out but still being torn down (their errors no longer matter).
+    retiring: Arc<Mutex<Vec<gst::Bin>>>,
     canvas: Canvas,
     fps: u32,
     timing: Timing,
@@ -167,10 +181,16 @@ fn tile_caps(w: u32, h: u32) -> gst::Caps {
 }
 
 /// What a tile's crop needs: the input's size and the slot's shape.
+///
+/// The crop is only ever applied on the tile's streaming thread (from a probe in front of the
+/// `videobox`), never from the thread that lays out tiles: changing a running `videobox`'s
+/// borders from another thread while it transforms a frame writes outside the frame (heap
+/// corruption, seen with twenty tiles resized at once).
 #[derive(Debug, Default)]
 struct CropTarget {
     source: Option<(u32, u32)>,
     slot: Option<(u32, u32, Fit)>,
+    applied: Option<(i32, i32, i32, i32)>,
 }
 
 impl CropTarget {
@@ -192,13 +212,19 @@ impl CropTarget {
         }
     }
 
-    fn apply(&self, videobox: &gst::Element) {
-        let (l, r, t, b) = self.crop();
+    /// Sets the borders that changed since the last call (streaming thread only).
+    fn apply(&mut self, videobox: &gst::Element) {
+        let want = self.crop();
+        if self.applied == Some(want) {
+            return;
+        }
+        let (l, r, t, b) = want;
         for (name, v) in [("left", l), ("right", r), ("top", t), ("bottom", b)] {
             if videobox.property::<i32>(name) != v {
                 videobox.set_property(name, v);
             }
         }
+        self.applied = Some(want);
     }
 }
 
@@ -244,7 +270,11 @@ impl Composite {
             background: None,
             background_seq: 0,
             tiles: HashMap::new(),
+            video_sources: HashMap::new(),
             audio: HashMap::new(),
+            next_seq: 0,
+            failures: HashMap::new(),
+            retiring: Arc::default(),
             canvas,
             fps,
             timing: opts.timing,
@@ -342,7 +372,22 @@ impl Composite {
         {
             return ErrorOrigin::Input(InputRef::Audio(id.clone()));
         }
+        let retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+        if retiring
+            .iter()
+            .any(|b| b.upcast_ref::<gst::Object>() == &top)
+        {
+            return ErrorOrigin::Detached;
+        }
         ErrorOrigin::Core
+    }
+}
+
+impl Composite {
+    /// A number for the next element name.
+    pub(super) fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
 }
 

@@ -9,16 +9,42 @@ impl Composite {
         self.label = label;
     }
 
-    /// Adds a video input for `id` (hidden until a slot shows it).
-    pub fn add_video(&mut self, id: &TileId, source: gst::Element) -> Result<(), PipelineError> {
-        let key = InputKey::Video(id.clone());
-        self.remove_input(&key)?;
-        self.attach_tile(key, source)
+    /// Registers the video track of tile `id`. Nothing is built yet: the track is received,
+    /// decoded and scaled only while a slot shows it (see [`Composite::apply`]), so a room of a
+    /// hundred costs what its visible tiles cost.
+    pub fn add_video(
+        &mut self,
+        id: &TileId,
+        source: Box<dyn TrackSource>,
+    ) -> Result<(), PipelineError> {
+        self.remove_video(id)?;
+        self.failures.remove(id);
+        self.video_sources.insert(id.clone(), source);
+        Ok(())
     }
 
-    /// Removes the video input of `id`, if any.
+    /// Forgets the video track of `id` (and takes it off screen).
     pub fn remove_video(&mut self, id: &TileId) -> Result<(), PipelineError> {
-        self.remove_input(&InputKey::Video(id.clone()))
+        self.detach_video(id)?;
+        self.video_sources.remove(id);
+        Ok(())
+    }
+
+    /// Takes the video of `id` out of the pipeline; the track stays registered.
+    fn detach_video(&mut self, id: &TileId) -> Result<(), PipelineError> {
+        let key = InputKey::Video(id.clone());
+        if self.tiles.contains_key(&key) {
+            self.remove_input(&key)?;
+            if let Some(source) = self.video_sources.get(id) {
+                source.release();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a tile's video is in the pipeline now (it is on screen).
+    pub fn video_attached(&self, id: &TileId) -> bool {
+        self.tiles.contains_key(&InputKey::Video(id.clone()))
     }
 
     pub(super) fn attach_tile(
@@ -29,7 +55,7 @@ impl Composite {
         let Some(comp) = self.compositor.clone() else {
             return Ok(());
         };
-        let n = key.element_name();
+        let n = key.element_name(self.seq());
         let bin = gst::Bin::builder().name(&n).build();
         let q = make("queue", &format!("{n}_queue"))?;
         let conv = make("videoconvert", &format!("{n}_convert"))?;
@@ -40,22 +66,33 @@ impl Composite {
         let crop_sink = crop
             .static_pad("sink")
             .ok_or_else(|| PipelineError::setup("crop sink"))?;
-        // When the input's size becomes known (or changes), crop it to the slot's shape.
-        crop_sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ref ev)) = info.data {
-                if let gst::EventView::Caps(c) = ev.view() {
-                    let size = c.caps().structure(0).and_then(|s| {
-                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
-                    });
-                    if let (Some(crop), Some((w, h))) = (crop_weak.upgrade(), size) {
-                        let mut t = probe_target.lock().unwrap_or_else(|e| e.into_inner());
-                        t.source = Some((w.max(1) as u32, h.max(1) as u32));
-                        t.apply(&crop);
+        // The input's size (caps) and the slot's shape (set by `place`) decide the crop; it is
+        // applied here, on the streaming thread, before the next frame enters the videobox.
+        crop_sink.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            move |_, info| {
+                let Some(crop) = crop_weak.upgrade() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut t = probe_target.lock().unwrap_or_else(|e| e.into_inner());
+                match info.data {
+                    Some(gst::PadProbeData::Event(ref ev)) => {
+                        if let gst::EventView::Caps(c) = ev.view() {
+                            let size = c.caps().structure(0).and_then(|s| {
+                                Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                            });
+                            if let Some((w, h)) = size {
+                                t.source = Some((w.max(1) as u32, h.max(1) as u32));
+                                t.apply(&crop);
+                            }
+                        }
                     }
+                    Some(gst::PadProbeData::Buffer(_)) => t.apply(&crop),
+                    _ => {}
                 }
-            }
-            gst::PadProbeReturn::Ok
-        });
+                gst::PadProbeReturn::Ok
+            },
+        );
         let scale = make("videoscale", &format!("{n}_scale"))?;
         let caps = make("capsfilter", &format!("{n}_caps"))?;
         caps.set_property("caps", tile_caps(320, 180));
@@ -85,7 +122,6 @@ impl Composite {
                 bin,
                 pad,
                 caps,
-                crop,
                 target,
                 label,
                 placed: None,
@@ -102,26 +138,52 @@ impl Composite {
         self.detach(&input.bin, &input.pad, self.compositor.as_ref())
     }
 
+    /// Takes an input out: hidden (or muted) at once, then stopped, released from its mixer
+    /// and removed on a thread of its own. Stopping waits for the input's streaming thread,
+    /// which may sit in the mixer until the next output period; a hundred leaves in one burst
+    /// must not hold the layout for that long each.
     pub(super) fn detach(
         &self,
         bin: &gst::Bin,
         pad: &gst::Pad,
         aggregator: Option<&gst::Element>,
     ) -> Result<(), PipelineError> {
-        // Stop the input's threads first so nothing pushes into a released pad.
-        bin.set_state(gst::State::Null)
-            .map_err(PipelineError::setup)?;
-        if let Some(agg) = aggregator {
-            agg.release_request_pad(pad);
+        if pad.has_property("alpha") {
+            pad.set_property("alpha", 0.0f64);
         }
-        self.pipeline.remove(bin).map_err(PipelineError::setup)?;
-        Ok(())
+        if pad.has_property("mute") {
+            pad.set_property("mute", true);
+        }
+        let (bin, pad, aggregator) = (bin.clone(), pad.clone(), aggregator.cloned());
+        let pipeline = self.pipeline.clone();
+        let retiring = self.retiring.clone();
+        retiring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bin.clone());
+        let teardown = move || {
+            // Stop the input's threads first so nothing pushes into a released pad.
+            let _ = bin.set_state(gst::State::Null);
+            if let Some(agg) = aggregator {
+                agg.release_request_pad(&pad);
+            }
+            let _ = pipeline.remove(&bin);
+            retiring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|b| b != &bin);
+        };
+        std::thread::Builder::new()
+            .name("input-teardown".into())
+            .spawn(teardown)
+            .map(|_| ())
+            .map_err(|e| PipelineError::Setup(format!("teardown thread: {e}")))
     }
 
     pub(super) fn placeholder_source(&self, key: &InputKey) -> Result<gst::Element, PipelineError> {
         test_video(
             &TestVideo {
-                name: key.element_name(),
+                name: key.element_name(0),
                 color: PLACEHOLDER_COLOR,
                 moving_marker: false,
                 flash: false,
@@ -138,6 +200,40 @@ impl Composite {
     pub fn apply(&mut self, slots: &[Slot]) -> Result<(), PipelineError> {
         if self.compositor.is_none() {
             return Ok(());
+        }
+        // Video leaves the pipeline when its tile leaves the screen, and is built when it
+        // comes on: first out, then in, so a burst of joins never holds more than the screen.
+        let shown: HashSet<TileId> = slots
+            .iter()
+            .filter_map(|s| match &s.content {
+                SlotContent::Tile {
+                    id,
+                    show_video: true,
+                    ..
+                } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let off_screen: Vec<TileId> = self
+            .tiles
+            .keys()
+            .filter_map(|k| match k {
+                InputKey::Video(id) if !shown.contains(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        for id in off_screen {
+            self.detach_video(&id)?;
+        }
+        for id in &shown {
+            if self.video_attached(id) {
+                continue;
+            }
+            let Some(source) = self.video_sources.get(id) else {
+                continue;
+            };
+            let element = source.build(&self.next_source_context())?;
+            self.attach_tile(InputKey::Video(id.clone()), element)?;
         }
         let mut used = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
@@ -172,16 +268,10 @@ impl Composite {
             .collect();
         for key in unused {
             match key {
-                InputKey::Video(_) => {
-                    if let Some(t) = self.tiles.get_mut(&key) {
-                        t.pad.set_property("alpha", 0.0f64);
-                        t.placed = None;
-                    }
-                }
+                InputKey::Video(id) => self.detach_video(&id)?,
                 _ => self.remove_input(&key)?,
             }
         }
-        // Inputs without a slot still run (hidden), so their sources keep flowing.
         for t in self.tiles.values_mut().filter(|t| !t.started) {
             t.bin
                 .sync_state_with_parent()
@@ -213,7 +303,6 @@ impl Composite {
             {
                 let mut target = t.target.lock().unwrap_or_else(|e| e.into_inner());
                 target.slot = Some((w, h, slot.fit));
-                target.apply(&t.crop);
             }
             t.caps.set_property("caps", tile_caps(w, h));
         }
@@ -260,8 +349,21 @@ impl Composite {
     }
 
     /// Removes an input that failed (see [`Composite::classify_error`]).
+    ///
+    /// A failed video input is rebuilt by the next [`Composite::apply`] that shows it, up to
+    /// [`MAX_INPUT_FAILURES`] times; then its track is given up.
     pub fn drop_input(&mut self, input: &InputRef) -> Result<(), PipelineError> {
         match input {
+            InputRef::Tile(InputKey::Video(id)) => {
+                let failures = self.failures.entry(id.clone()).or_default();
+                *failures += 1;
+                if *failures >= MAX_INPUT_FAILURES {
+                    tracing::warn!(tile = %id, "video input failed too often: shown as a placeholder");
+                    self.remove_video(id)
+                } else {
+                    self.detach_video(id)
+                }
+            }
             InputRef::Tile(key) => self.remove_input(key),
             InputRef::Audio(id) => self.remove_audio(id),
         }

@@ -39,7 +39,11 @@ pub struct SourceContext {
 
 /// Something that builds the GStreamer element producing one track: a bin (or element) with a
 /// single `src` pad giving raw video or raw audio, timestamped in the pipeline's running time.
-pub trait TrackSource: Send + fmt::Debug {
+pub trait TrackSource: Send + Sync + fmt::Debug {
     /// Builds the element. Called on the job's pipeline thread, never on a streaming thread.
     fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError>;
+
+    /// The element built last was taken out of the pipeline (its tile left the screen): stop
+    /// spending anything on the track until the next [`TrackSource::build`].
+    fn release(&self) {}
 }

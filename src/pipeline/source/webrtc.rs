@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex};
 pub struct Slot {
     appsrc: Mutex<Option<gst_app::AppSrc>>,
     delivered: AtomicU64,
+    /// Whether the recording shows this track. A video track that no tile shows is dropped
+    /// before its decoder (received, never decoded); when it is shown again the decoder asks
+    /// the sender for a keyframe.
+    wanted: AtomicBool,
 }
 
 impl Slot {
@@ -74,7 +78,13 @@ impl TrackSource for FeedTrack {
             .leaky_type(gst_app::AppLeakyType::Downstream)
             .build();
         *self.slot.appsrc.lock().unwrap() = Some(src.clone());
+        self.slot.wanted.store(true, Ordering::SeqCst);
         Ok(src.upcast())
+    }
+
+    fn release(&self) {
+        self.slot.wanted.store(false, Ordering::SeqCst);
+        *self.slot.appsrc.lock().unwrap() = None;
     }
 }
 
@@ -137,6 +147,16 @@ impl FeedPipeline {
             };
             let (a, v, on) = (a.clone(), v.clone(), on.clone());
             tracing::debug!(caps = ?pad.current_caps(), "feed stream");
+            let is_video = pad
+                .current_caps()
+                .and_then(|c| {
+                    c.structure(0)
+                        .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "video"))
+                })
+                .unwrap_or(false);
+            if is_video {
+                gate_unwanted(pad, v.clone());
+            }
             let Ok(decode) = make("decodebin") else {
                 return;
             };
@@ -266,6 +286,26 @@ impl FeedPipeline {
             Err(_) => shut_down(),
         }
     }
+}
+
+/// Drops a video stream's packets while no tile shows it; when it is wanted again, asks the
+/// sender for a keyframe (an upstream force-key-unit becomes an RTCP PLI) so the decoder
+/// starts at once.
+fn gate_unwanted(pad: &gst::Pad, slot: Arc<Slot>) {
+    let dropping = AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+        if !slot.wanted.load(Ordering::Relaxed) {
+            dropping.store(true, Ordering::Relaxed);
+            return gst::PadProbeReturn::Drop;
+        }
+        if dropping.swap(false, Ordering::Relaxed) {
+            let request = gst::Structure::builder("GstForceKeyUnit")
+                .field("all-headers", true)
+                .build();
+            pad.send_event(gst::event::CustomUpstream::new(request));
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 fn link_raw(
