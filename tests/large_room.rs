@@ -124,3 +124,31 @@ fn a_room_grows_to_a_hundred_in_bursts_and_shrinks_while_recording() {
         p.duration
     );
 }
+
+#[test]
+fn participant_ids_that_differ_only_in_punctuation_get_their_own_tiles() {
+    let dir = TempDir::new("id-collide");
+    let env = serve_env(&dir.path().join("data"), &[]);
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "names", 1, r#"{"layout":"grid"}"#);
+    let (_, v) = start_recording(&api, "names");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let body = r#"{"events":[{"type":"participant_joined","user_id":"x.1","name":"Dot"},{"type":"participant_joined","user_id":"x-1","name":"Dash"},{"type":"participant_joined","user_id":"x_1","name":"Underscore"}]}"#;
+    let (s, v) = api.call("POST", "/v1/rooms/names/events", Some(body));
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job(&api, &id)["state"], "active");
+    assert_eq!(stop_recording(&api, "names").1["result"], 0);
+    let j = wait_state(&api, &id, "completed", 30.0);
+    assert_eq!(j["result"], 0, "{j}");
+    let path = std::path::PathBuf::from(j["segments"][0]["path"].as_str().unwrap());
+    let p = probe(&path);
+    // Four tiles in a 2 × 2 grid: the first participant and the three guests, in join order.
+    let end = frame_at(&path, (p.duration - 1.0).floor() - 0.5, 1280, 720);
+    for (i, rgb) in PALETTE.iter().take(4).enumerate() {
+        let (x, y) = ((i % 2) * 640, (i / 2) * 360);
+        assert_region(&end, (x + 80, y + 90, 480, 180), *rgb, &format!("tile {i}"));
+    }
+}

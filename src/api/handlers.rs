@@ -6,6 +6,7 @@ use super::{end_waiting, ApiError, ApiState, OPENAPI};
 use crate::codes::Code;
 use crate::model::preset::DEFAULT_PRESET;
 use crate::model::RtmpUrl;
+use crate::queue::Enqueued;
 use crate::queue::{
     now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, RoomConfig,
 };
@@ -120,6 +121,17 @@ pub(super) fn known_participants(room: &RoomConfig) -> Option<usize> {
     (n > 0).then_some(n)
 }
 
+/// The answer to a start while the room's job of that kind has not ended: 7012 (7002
+/// streaming) while it is being set up, 7019 once it records.
+pub(super) fn busy(job: &Job) -> ApiError {
+    let code = match (job.spec.kind, job.state) {
+        (JobKind::Recording, JobState::Queued | JobState::Starting) => Code::RecordInProcess,
+        (JobKind::Recording, _) => Code::RecordAlreadyRunning,
+        (JobKind::Streaming, _) => Code::StreamStartInProcess,
+    };
+    ApiError::new(code, format!("job {} is {}", job.id, job.state.as_str()))
+}
+
 /// Submits a job; answers 0 (a worker has room for it), or 7207/7208 (7104/7105 for
 /// streaming) when it waits: 7207 for the first request beyond capacity, 7208 for later ones.
 pub(super) async fn submit(
@@ -155,7 +167,11 @@ pub(super) async fn submit(
         storage: None,
     };
     let job = Job::new(Job::new_id(kind), spec);
-    let ahead = st.store.enqueue(&job).await?;
+    let ahead = match st.store.enqueue(&job).await? {
+        Enqueued::Waiting(ahead) => ahead,
+        // Another request for this room won the race.
+        Enqueued::Busy(other) => return Err(busy(&other)),
+    };
     let slots: usize = st
         .store
         .workers()
@@ -299,7 +315,16 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
                 "auto",
                 None,
             )
-            .await?;
+            .await;
+            let resp = match resp {
+                Ok(r) => r,
+                // A racing join of the same room started it first.
+                Err(e) if matches!(e.code, Code::RecordInProcess | Code::RecordAlreadyRunning) => {
+                    jobs = st.store.jobs().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (parts, body) = resp.into_parts();
             let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
                 .await

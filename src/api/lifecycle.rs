@@ -70,11 +70,7 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
     )?;
     let jobs = st.store.jobs().await?;
     if let Some(job) = live_job(&jobs, &id, JobKind::Recording) {
-        let code = match job.state {
-            JobState::Queued | JobState::Starting => Code::RecordInProcess,
-            _ => Code::RecordAlreadyRunning,
-        };
-        return Err(ApiError::new(code, format!("job {}", job.id)));
+        return Err(busy(&job));
     }
     if recently_failed(&st, &jobs, &id, JobKind::Recording) {
         return Err(ApiError::new(
@@ -195,10 +191,7 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
     )?;
     let jobs = st.store.jobs().await?;
     if let Some(job) = live_job(&jobs, &id, JobKind::Streaming) {
-        return Err(ApiError::new(
-            Code::StreamStartInProcess,
-            format!("job {} is {}", job.id, job.state.as_str()),
-        ));
+        return Err(busy(&job));
     }
     if recently_failed(&st, &jobs, &id, JobKind::Streaming) {
         return Err(ApiError::new(

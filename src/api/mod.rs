@@ -43,7 +43,7 @@ pub struct ApiState {
 /// An API failure: a code, an optional HTTP status override and a detail for the message.
 #[derive(Debug)]
 pub struct ApiError {
-    code: Code,
+    pub(super) code: Code,
     status: Option<StatusCode>,
     detail: String,
 }

@@ -5,8 +5,8 @@
 //! claim in this process and is taken over by the first [`Embedded::reclaim`].
 
 use super::{
-    archive_key, from_json, to_json, ArchiveEntry, Command, Job, RoomConfig, StoreError,
-    StoreResult, WorkerInfo, LEASE,
+    archive_key, from_json, live_key, to_json, ArchiveEntry, Command, Enqueued, Job, RoomConfig,
+    StoreError, StoreResult, WorkerInfo, LEASE,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -21,6 +21,9 @@ const WAITING: TableDefinition<i64, &str> = TableDefinition::new("waiting");
 const COMMANDS: TableDefinition<&str, &str> = TableDefinition::new("commands");
 const ARCHIVE: TableDefinition<&str, &str> = TableDefinition::new("archive");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// `{room}|{kind}` → the id of the room's latest job of that kind (one live job per room
+/// and kind: see [`Embedded::enqueue`]).
+const LIVE: TableDefinition<&str, &str> = TableDefinition::new("live");
 
 /// The embedded store.
 pub struct Embedded {
@@ -160,10 +163,30 @@ impl Embedded {
         Ok(next)
     }
 
-    pub(super) fn enqueue(&self, job: &Job) -> StoreResult<usize> {
+    pub(super) fn enqueue(&self, job: &Job) -> StoreResult<Enqueued> {
         let tx = self.db.begin_write().map_err(e)?;
         let ahead;
         {
+            // The room's live job of this kind and the new one are decided in this one write
+            // transaction: of two racing starts, the second sees the first.
+            let live_key = live_key(job);
+            let mut live = tx.open_table(LIVE).map_err(e)?;
+            let current = live
+                .get(live_key.as_str())
+                .map_err(e)?
+                .map(|v| v.value().to_string());
+            if let Some(current) = current {
+                let jobs = tx.open_table(JOBS).map_err(e)?;
+                let other: Option<Job> = jobs
+                    .get(current.as_str())
+                    .map_err(e)?
+                    .map(|v| from_json(v.value()))
+                    .transpose()?;
+                if let Some(other) = other.filter(|o| !o.state.is_terminal()) {
+                    return Ok(Enqueued::Busy(other));
+                }
+            }
+            live.insert(live_key.as_str(), job.id.as_str()).map_err(e)?;
             let mut meta = tx.open_table(META).map_err(e)?;
             let seq = Self::next_seq(&mut meta, "seq", 1)?;
             let mut waiting = tx.open_table(WAITING).map_err(e)?;
@@ -175,7 +198,7 @@ impl Embedded {
                 .map_err(e)?;
         }
         tx.commit().map_err(e)?;
-        Ok(ahead)
+        Ok(Enqueued::Waiting(ahead))
     }
 
     pub(super) fn waiting(&self) -> StoreResult<Vec<String>> {

@@ -48,6 +48,24 @@ pub enum StoreError {
     Unexpected(String),
 }
 
+/// What [`Store::enqueue`] did.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    /// Stored and waiting; this many jobs wait ahead of it.
+    Waiting(usize),
+    /// Not stored: the room already has this job of the same kind, not yet ended.
+    Busy(Job),
+}
+
+/// The key of a room's live job of one kind.
+pub(crate) fn live_key(job: &Job) -> String {
+    let kind = match job.spec.kind {
+        JobKind::Recording => "recording",
+        JobKind::Streaming => "streaming",
+    };
+    format!("{}|{kind}", job.spec.room_id)
+}
+
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -149,9 +167,10 @@ impl Store {
         dispatch!(self, s => s.next_segment(&key, at_least))
     }
 
-    /// Stores a new job and puts it at the end of the waiting set; returns how many jobs
-    /// wait ahead of it.
-    pub async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
+    /// Stores a new job and puts it at the end of the waiting set, unless its room already
+    /// has a job of its kind that has not ended: a room has at most one live job per kind, and
+    /// the check and the write are one atomic step in both stores.
+    pub async fn enqueue(&self, job: &Job) -> StoreResult<Enqueued> {
         dispatch!(self, s => s.enqueue(job))
     }
 

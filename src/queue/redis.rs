@@ -11,8 +11,8 @@
 //!   `workers` (hash: worker id → advertisement), `archive` (hash), `seq` (counter).
 
 use super::{
-    archive_key, from_json, to_json, ArchiveEntry, Command, Job, RoomConfig, StoreError,
-    StoreResult, WorkerInfo, LEASE,
+    archive_key, from_json, live_key, to_json, ArchiveEntry, Command, Enqueued, Job, RoomConfig,
+    StoreError, StoreResult, WorkerInfo, LEASE,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
@@ -234,24 +234,53 @@ impl RedisStore {
             .map_err(e)
     }
 
-    pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<usize> {
-        let seq: i64 = self.q(redis::cmd("INCR").arg(key("seq"))).await?;
-        let ahead: usize = self.q(redis::cmd("ZCARD").arg(key("waiting"))).await?;
-        let mut pipe = Self::job_write(job)?;
-        pipe.cmd("ZADD")
-            .arg(key("waiting"))
-            .arg(seq)
+    pub(super) async fn enqueue(&self, job: &Job) -> StoreResult<Enqueued> {
+        // One script: the room's live job of this kind is checked and the new job written,
+        // numbered, listed as waiting and added to the stream, with nothing in between (of
+        // two racing starts, the second sees the first).
+        const ENQUEUE: &str = r#"
+            local current = redis.call('GET', KEYS[1])
+            if current then
+                local other = redis.call('GET', KEYS[2] .. current)
+                if other then
+                    local ok, job = pcall(cjson.decode, other)
+                    if ok and type(job) == 'table' and job['state'] ~= 'completed'
+                        and job['state'] ~= 'failed' and job['state'] ~= 'cancelled' then
+                        return {0, other}
+                    end
+                end
+            end
+            redis.call('SET', KEYS[1], ARGV[1])
+            local seq = redis.call('INCR', KEYS[3])
+            local ahead = redis.call('ZCARD', KEYS[4])
+            redis.call('SET', KEYS[2] .. ARGV[1], ARGV[2])
+            redis.call('SADD', KEYS[5], ARGV[1])
+            redis.call('ZADD', KEYS[4], seq, ARGV[1])
+            redis.call('XADD', KEYS[6], '*', 'job', ARGV[1])
+            return {1, ahead}
+        "#;
+        let script = redis::Script::new(ENQUEUE);
+        let reply: Vec<Value> = script
+            .key(key(&format!("live:{}", live_key(job))))
+            .key(key("job:"))
+            .key(key("seq"))
+            .key(key("waiting"))
+            .key(key("jobs"))
+            .key(key("queue"))
             .arg(&job.id)
-            .ignore()
-            .cmd("XADD")
-            .arg(key("queue"))
-            .arg("*")
-            .arg("job")
-            .arg(&job.id)
-            .ignore();
-        let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con).await.map_err(e)?;
-        Ok(ahead)
+            .arg(to_json(job)?)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(e)?;
+        match (reply.first(), reply.get(1)) {
+            (Some(Value::Int(1)), Some(Value::Int(ahead))) => {
+                Ok(Enqueued::Waiting((*ahead).max(0) as usize))
+            }
+            (_, Some(other)) => Ok(Enqueued::Busy(from_json(&text(other).unwrap_or_default())?)),
+            _ => Err(StoreError::Unexpected(format!(
+                "enqueue answered {reply:?}"
+            ))),
+        }
     }
 
     pub(super) async fn waiting(&self) -> StoreResult<Vec<String>> {
