@@ -183,7 +183,7 @@ impl Embedded {
                     .map(|v| from_json(v.value()))
                     .transpose()?;
                 if let Some(other) = other.filter(|o| !o.state.is_terminal()) {
-                    return Ok(Enqueued::Busy(other));
+                    return Ok(Enqueued::Busy(Box::new(other)));
                 }
             }
             live.insert(live_key.as_str(), job.id.as_str()).map_err(e)?;

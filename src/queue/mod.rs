@@ -54,7 +54,7 @@ pub enum Enqueued {
     /// Stored and waiting; this many jobs wait ahead of it.
     Waiting(usize),
     /// Not stored: the room already has this job of the same kind, not yet ended.
-    Busy(Job),
+    Busy(Box<Job>),
 }
 
 /// The key of a room's live job of one kind.

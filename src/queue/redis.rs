@@ -276,7 +276,9 @@ impl RedisStore {
             (Some(Value::Int(1)), Some(Value::Int(ahead))) => {
                 Ok(Enqueued::Waiting((*ahead).max(0) as usize))
             }
-            (_, Some(other)) => Ok(Enqueued::Busy(from_json(&text(other).unwrap_or_default())?)),
+            (_, Some(other)) => Ok(Enqueued::Busy(Box::new(from_json(
+                &text(other).unwrap_or_default(),
+            )?))),
             _ => Err(StoreError::Unexpected(format!(
                 "enqueue answered {reply:?}"
             ))),
