@@ -37,7 +37,7 @@ fn every_route_needs_the_token() {
     );
     let addr = api.addr.clone().unwrap();
     for (m, p) in [
-        ("GET", "/healthz"),
+        ("GET", "/v1/health"),
         ("GET", "/metrics"),
         ("PUT", "/v1/rooms/a"),
         ("GET", "/v1/jobs"),
@@ -50,8 +50,28 @@ fn every_route_needs_the_token() {
         let (s, _) = http(&addr, m, p, Some("wrong"), Some(b"{}"));
         assert_eq!(s, 401, "{m} {p} with a wrong token");
     }
-    let (s, v) = api.call("GET", "/healthz", None);
+    let (s, v) = api.call("GET", "/v1/health", None);
     assert_eq!((s, v["store"].as_str()), (200, Some("embedded")), "{v}");
+    // The probes answer without a token: alive, and ready (store reachable, worker running).
+    let (s, text) = http(&addr, "GET", "/healthz", None, None);
+    assert_eq!(s, 200, "{text}");
+    let (s, text) = http(&addr, "GET", "/readyz", None, None);
+    assert_eq!(s, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["result"].as_u64(), v["worker"].as_str()),
+        (Some(0), Some("running")),
+        "{v}"
+    );
+    // The framework's own refusals are coded too: a wrong method, a path that does not decode.
+    for (m, p, status) in [("PATCH", "/v1/jobs", 405), ("GET", "/v1/jobs/%FF", 400)] {
+        let (s, text) = http(&addr, m, p, Some(TOKEN), None);
+        assert_eq!(s, status, "{m} {p}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{m} {p}: not JSON: {text}"));
+        assert_eq!(v["result"], 7000, "{v}");
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
     let (s, doc) = api.call("GET", "/openapi.json", None);
     assert_eq!(s, 200);
     assert!(
@@ -79,6 +99,39 @@ fn bad_input_is_answered_with_codes() {
     );
     // Room registration.
     expect(&api, "PUT", "/v1/rooms/r1", "{", 400, 7017);
+    // Identifiers are plain: no newline (a forged log line), no path.
+    for bad in [r#"{"app_id":"a\nINFO forged"}"#, r#"{"conf_num":"../1"}"#] {
+        expect(&api, "PUT", "/v1/rooms/r1", bad, 400, 7017);
+    }
+    // The Janus PIN is stored but never shown.
+    let (s, v) = api.call(
+        "PUT",
+        "/v1/rooms/jr",
+        Some(r#"{"connector":{"type":"janus","url":"ws://127.0.0.1:9","room":5,"pin":"s3cret"}}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, got) = api.call("GET", "/v1/rooms/jr", None);
+    for v in [&v, &got] {
+        assert_eq!(v["room"]["connector"]["pin"], "***", "{v}");
+        assert!(!v.to_string().contains("s3cret"), "{v}");
+    }
+    // User ids and names are text without control characters.
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/jr/events",
+        r#"{"type":"participant_joined","user_id":"u1","name":"Ann\n2026-01-01 INFO forged"}"#,
+        400,
+        7017,
+    );
+    expect(
+        &api,
+        "POST",
+        "/v1/rooms/jr/events",
+        r#"{"type":"active_talkers","user_ids":["ok","bad\u0000id"]}"#,
+        400,
+        7017,
+    );
     expect(&api, "PUT", "/v1/rooms/r1", "[]", 400, 7017);
     expect(
         &api,

@@ -28,7 +28,7 @@ fn api(dir: &std::path::Path, redis: &Redis) -> Service {
 
 fn wait_workers(api: &Service, n: u64) {
     let ok = wait_for(15.0, || {
-        let (_, h) = api.call("GET", "/healthz", None);
+        let (_, h) = api.call("GET", "/v1/health", None);
         (h["workers"] == n).then_some(())
     });
     assert!(ok.is_some(), "{n} workers did not show up");
@@ -42,7 +42,7 @@ fn a_killed_workers_job_is_taken_over() {
     let mut a = worker(dir.path(), &redis, "wa", "0.6");
     let mut b = worker(dir.path(), &redis, "wb", "0.6");
     wait_workers(&api, 2);
-    let (_, h) = api.call("GET", "/healthz", None);
+    let (_, h) = api.call("GET", "/v1/health", None);
     assert_eq!(h["store"], "redis");
     register_room(&api, "fleet", 2, "{}");
     let (s, v) = start_recording(&api, "fleet");
@@ -200,7 +200,7 @@ fn a_worker_cut_off_past_its_lease_yields_to_the_new_holder() {
             .then_some(())
     });
     assert!(yielded.is_some(), "{}", stalled.log_text());
-    let (_, h) = api.call("GET", "/healthz", None);
+    let (_, h) = api.call("GET", "/v1/health", None);
     assert_eq!(h["workers"], 2, "the stalled worker keeps serving: {h}");
     assert_eq!(stop_recording(&api, "split").1["result"], 0);
     let j = wait_state(&api, &id, "completed", 30.0);

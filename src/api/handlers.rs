@@ -84,7 +84,22 @@ pub(super) fn view(job: &Job) -> Value {
         })
         .collect();
     v["spec"]["rtmp_urls"] = json!(urls);
+    redact_connector(&mut v["spec"]["connector"]);
     v
+}
+
+/// A room as the API shows it: the Janus PIN hidden.
+pub(super) fn room_view(room: &RoomConfig) -> Value {
+    let mut v = serde_json::to_value(room).unwrap_or_default();
+    redact_connector(&mut v["connector"]);
+    v
+}
+
+/// Hides a connector's room PIN (stored, used to join, never shown).
+fn redact_connector(connector: &mut Value) {
+    if let Some(pin) = connector.get_mut("pin").filter(|p| p.is_string()) {
+        *pin = json!("***");
+    }
 }
 
 /// The room's unfinished job of `kind`, if any.
@@ -236,12 +251,12 @@ pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) 
     };
     st.store.put_room(&room).await?;
     info!(room = %id, "room registered");
-    ok("room registered", json!({ "room": room }))
+    ok("room registered", json!({ "room": room_view(&room) }))
 }
 
 pub(super) async fn get_room(State(st): St, Path(id): Path<String>) -> Reply {
     let r = room(&st, &id).await?;
-    ok("ok", json!({ "room": r }))
+    ok("ok", json!({ "room": room_view(&r) }))
 }
 
 pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Body) -> Reply {

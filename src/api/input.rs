@@ -46,12 +46,7 @@ pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, V
 
 /// Checks a room id from the path.
 pub fn room_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
+    if is_identifier(id) {
         Ok(())
     } else {
         Err(ApiError::with_status(
@@ -60,6 +55,19 @@ pub fn room_id(id: &str) -> Result<(), ApiError> {
             format!("room id must be 1-{MAX_ID_LEN} characters of letters, digits and -_.:@"),
         ))
     }
+}
+
+/// Room ids, `app_id` and `conf_num`: 1–[`MAX_ID_LEN`] characters of letters, digits and
+/// `-_.:@` (no spaces, slashes or control characters: they go into logs, file names and
+/// storage keys).
+pub fn is_identifier(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c))
+        && id != "."
+        && id != ".."
 }
 
 /// `requested_by`: `{"client_id": "…", "role": "moderator"|…}`.
@@ -194,11 +202,14 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
     let text = |k: &str, default: &str| -> Result<String, ApiError> {
         match body.get(k) {
             None | Some(Value::Null) => Ok(default.to_string()),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::String(s)) if is_identifier(s) => Ok(s.clone()),
+            Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
             Some(_) => Err(ApiError::new(
                 code,
-                format!("{k} must be a non-empty string of at most {MAX_ID_LEN} characters"),
+                format!(
+                    "{k} must be 1-{MAX_ID_LEN} characters of letters, digits and -_.:@ (or a \
+                     whole number)"
+                ),
             )),
         }
     };
@@ -292,10 +303,39 @@ pub fn parse_event_body(bytes: &[u8]) -> Result<Vec<PlatformEvent>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            serde_json::from_value::<PlatformEvent>(v)
-                .map_err(|e| ApiError::new(code, format!("events[{i}]: {e}")))
+            let ev = serde_json::from_value::<PlatformEvent>(v)
+                .map_err(|e| ApiError::new(code, format!("events[{i}]: {e}")))?;
+            check_event_text(&ev).map_err(|m| ApiError::new(code, format!("events[{i}]: {m}")))?;
+            Ok(ev)
         })
         .collect()
+}
+
+/// Longest user id or display name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// User ids and display names are plain text of at most [`MAX_NAME_LEN`] characters without
+/// control characters (a newline in a name would forge a log line).
+fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
+    let plain = |s: &str| {
+        !s.is_empty() && s.chars().count() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
+    };
+    if let Some(bad) = ev.user_ids().into_iter().find(|u| !plain(u)) {
+        return Err(format!(
+            "user id {bad:?} must be 1-{MAX_NAME_LEN} characters without control characters"
+        ));
+    }
+    if let PlatformEvent::ParticipantJoined {
+        name: Some(name), ..
+    } = ev
+    {
+        if !plain(name) {
+            return Err(format!(
+                "name must be 1-{MAX_NAME_LEN} characters without control characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

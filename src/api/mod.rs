@@ -22,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ApiState {
     token_hash: [u8; 32],
     cfg: ServerConfig,
     hooks: Option<WebhookQueue>,
+    /// The in-process worker's loop clock (see `Worker::liveness`), when this process runs one.
+    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// An API failure: a code, an optional HTTP status override and a detail for the message.
@@ -133,8 +136,14 @@ async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Resp
 pub fn router(st: Arc<ApiState>) -> Router {
     use handlers::*;
     use lifecycle::*;
-    Router::new()
-        .route("/healthz", get(healthz))
+    // Probes answer without the token (an orchestrator's liveness and readiness checks);
+    // everything else is behind it. Every answer, the framework's own refusals included
+    // (wrong method, undecodable path), is `{"result": …, "msg": …}`.
+    let probes = Router::new()
+        .route("/healthz", get(alive))
+        .route("/readyz", get(ready));
+    let guarded = Router::new()
+        .route("/v1/health", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/rooms/{room_id}", put(put_room).get(get_room))
@@ -159,8 +168,81 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{job_id}", get(get_job).delete(cancel_job))
         .route("/v1/recordings", get(recordings))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(st.clone(), auth))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(st.clone(), auth));
+    probes
+        .merge(guarded)
+        .layer(axum::middleware::from_fn(coded_answers))
         .with_state(st)
+}
+
+/// Turns any error answer that is not already coded JSON (axum's own rejections: a path
+/// that does not decode, a wrong method) into `{"result": 7000, "msg": …}` with its status.
+async fn coded_answers(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail: String = String::from_utf8_lossy(&text)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        detail
+    };
+    let mut coded = ApiError::with_status(Code::Generic, status, detail).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            coded.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    coded
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::with_status(
+        Code::Generic,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
+
+/// Liveness: the process answers.
+async fn alive() -> Response {
+    handlers::ok("alive", json!({})).into_response()
+}
+
+/// Readiness: the queue store answers and, where this process runs a worker, its loop went
+/// round within the last five seconds. 503 (7000) otherwise.
+async fn ready(State(st): State<Arc<ApiState>>) -> Response {
+    let store = st.store.workers().await.is_ok();
+    let worker = st.worker_alive.as_ref().map(|t| {
+        let last = t.load(std::sync::atomic::Ordering::Relaxed);
+        last > 0 && crate::queue::now_ms().saturating_sub(last) < 5_000
+    });
+    let body = json!({
+        "store": if store { "reachable" } else { "unreachable" },
+        "worker": match worker { Some(true) => "running", Some(false) => "stopped", None => "none" },
+    });
+    if store && worker != Some(false) {
+        handlers::ok("ready", body).into_response()
+    } else {
+        let mut body = body;
+        body["result"] = json!(Code::Generic.as_u16());
+        body["msg"] = json!("not ready");
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
 }
 
 /// Builds the API state; refuses to run without a token unless `insecure_dev` is set.
@@ -168,6 +250,7 @@ pub fn state(
     store: Store,
     cfg: ServerConfig,
     hooks: Option<WebhookQueue>,
+    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
     insecure_dev: bool,
 ) -> crate::Result<Arc<ApiState>> {
     let token = match (&cfg.api_token, insecure_dev) {
@@ -189,6 +272,7 @@ pub fn state(
         token_hash: token_hash(&token),
         cfg,
         hooks,
+        worker_alive,
     }))
 }
 

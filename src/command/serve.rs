@@ -72,6 +72,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        let mut liveness = None;
         let worker = if with_worker {
             let w = Worker::new(
                 store.clone(),
@@ -85,13 +86,20 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                     delivery: delivery.clone(),
                 },
             )?;
+            liveness = Some(w.liveness());
             Some(tokio::spawn(w.run(stopped())))
         } else {
             None
         };
         if with_api {
             let hooks = delivery.webhook_queue()?;
-            let st = crate::api::state(store.clone(), cfg.clone(), hooks, opts.insecure_dev)?;
+            let st = crate::api::state(
+                store.clone(),
+                cfg.clone(),
+                hooks,
+                liveness.clone(),
+                opts.insecure_dev,
+            )?;
             tokio::spawn(crate::api::queue_janitor(st.clone(), !with_worker));
             crate::api::serve(st, stopped()).await?;
         }

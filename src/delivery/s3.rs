@@ -153,11 +153,13 @@ impl S3Target {
     pub fn key_for(&self, m: &SegmentMeta) -> String {
         let key = self
             .key_template
-            .replace("{app_id}", &m.app_id)
-            .replace("{room_id}", &m.room_id)
-            .replace("{conf_num}", &m.conf_num)
-            .replace("{job_id}", &m.job_id)
-            .replace("{file}", &m.file_name);
+            // Each value is one path component ("..", "/" and control characters cannot
+            // reach the key's structure), as for local and SFTP delivery.
+            .replace("{app_id}", &super::path_component(&m.app_id))
+            .replace("{room_id}", &super::path_component(&m.room_id))
+            .replace("{conf_num}", &super::path_component(&m.conf_num))
+            .replace("{job_id}", &super::path_component(&m.job_id))
+            .replace("{file}", &super::path_component(&m.file_name));
         if self.prefix.is_empty() {
             key
         } else {
@@ -414,6 +416,16 @@ mod tests {
             sha256: String::new(),
         };
         assert_eq!(t.key_for(&m), "archive/app/room/7/room_7_2.mp4");
+        // Identifiers cannot climb out of or add levels to the key.
+        let hostile = SegmentMeta {
+            app_id: "../../etc".into(),
+            room_id: "a/b".into(),
+            conf_num: "..".into(),
+            ..m.clone()
+        };
+        let key = t.key_for(&hostile);
+        assert_eq!(key.matches('/').count(), 4, "{key}");
+        assert!(!key.split('/').any(|c| c == ".." || c == "."), "{key}");
         assert!(S3Target::parse("s3://Bad_Bucket").is_err());
         assert!(S3Target::parse("s3://b?color=red").is_err());
         assert!(S3Target::parse("s3://b?region=%aé").is_err());

@@ -494,6 +494,24 @@ pub enum PlatformEvent {
     RoomDestroyed,
 }
 
+impl PlatformEvent {
+    /// Every user id the event names.
+    pub fn user_ids(&self) -> Vec<&str> {
+        match self {
+            PlatformEvent::ParticipantJoined { user_id, .. }
+            | PlatformEvent::ParticipantLeft { user_id }
+            | PlatformEvent::HardMute { user_id, .. } => vec![user_id.as_str()],
+            PlatformEvent::ActiveTalkers { user_ids }
+            | PlatformEvent::Spotlight { user_ids }
+            | PlatformEvent::Pinned { user_ids }
+            | PlatformEvent::Paused { user_ids, .. } => {
+                user_ids.iter().map(String::as_str).collect()
+            }
+            PlatformEvent::ModeSwitched { .. } | PlatformEvent::RoomDestroyed => Vec::new(),
+        }
+    }
+}
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -20,7 +20,7 @@ use crate::model::preset::MIN_VIDEO_JOB_COST;
 use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT, LEASE};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -67,6 +67,9 @@ pub struct Worker {
     outbox: Arc<Outbox>,
     running: Mutex<HashMap<String, Running>>,
     draining: AtomicBool,
+    /// When the worker loop last went round (ms since the epoch; 0 before it started and
+    /// after it stopped): readiness.
+    alive_ms: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -79,7 +82,13 @@ impl Worker {
             outbox,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            alive_ms: Arc::default(),
         }))
+    }
+
+    /// When the worker loop last went round (ms since the epoch; 0 when it does not run).
+    pub fn liveness(&self) -> Arc<AtomicU64> {
+        self.alive_ms.clone()
     }
 
     fn used(&self) -> f64 {
@@ -164,6 +173,7 @@ impl Worker {
                 _ = tick.tick() => {}
                 Some(_) = tasks.join_next() => {}
             }
+            self.alive_ms.store(now_ms(), Ordering::Relaxed);
             if last_beat.elapsed() >= HEARTBEAT {
                 last_beat = tokio::time::Instant::now();
                 let reachable = self.heartbeat(held.as_ref()).await;
@@ -220,6 +230,7 @@ impl Worker {
                 }
             }
         }
+        self.alive_ms.store(0, Ordering::Relaxed);
         info!(worker = %self.cfg.id, "draining");
         self.draining.store(true, Ordering::SeqCst);
         if let Some(job) = held.take() {

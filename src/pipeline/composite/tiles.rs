@@ -323,7 +323,9 @@ impl Composite {
                 let px = px.min(h as f64 * 0.3).round() as u32;
                 t.label
                     .set_property("font-desc", format!("Sans Bold {px}px"));
-                t.label.set_property("text", text);
+                // The overlay reads Pango markup: a display name is text, never markup.
+                t.label
+                    .set_property("text", gst::glib::markup_escape_text(text).as_str());
                 let color = parse_color(&style.color).unwrap_or(0xffffff);
                 t.label.set_property("color", 0xff00_0000 | color);
                 let (h_al, v_al) = if centered {
