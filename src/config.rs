@@ -101,6 +101,8 @@ pub struct ServerSection {
     pub retry_after_secs: Option<u64>,
     /// How long an ended job's record is kept (`ROOMCAST_JOB_RETENTION_SECS`).
     pub job_retention_secs: Option<u64>,
+    /// Free disk space the worker keeps (`ROOMCAST_MIN_FREE_MB`).
+    pub min_free_mb: Option<u64>,
 }
 
 /// API, queue and worker settings, resolved.
@@ -122,12 +124,17 @@ pub struct ServerConfig {
     pub job_retention: Duration,
     /// Data folder (queue store, spool, recordings).
     pub data_dir: PathBuf,
+    /// Free space the worker keeps on the recordings' file system: below it, it takes no new
+    /// jobs and ends running recordings cleanly (finalized, delivered, 7204).
+    pub min_free_bytes: u64,
 }
 
 /// Default API address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default longest wait in the queue.
 pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(600);
+/// Default free-space floor, MiB.
+pub const DEFAULT_MIN_FREE_MB: u64 = 256;
 /// Default cool-down after a failed start (the platform's "try again after 2 minutes").
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Default time an ended job's record is kept (seven days).
@@ -208,6 +215,15 @@ impl ServerConfig {
                     .or(file.data_dir)
                     .unwrap_or(DEFAULT_DATA_DIR.into()),
             ),
+            min_free_bytes: match num("ROOMCAST_MIN_FREE_MB", env("ROOMCAST_MIN_FREE_MB"))?
+                .or(file.server.min_free_mb.map(|m| m as f64))
+            {
+                Some(mb) if mb > 1e9 => {
+                    return Err(invalid("ROOMCAST_MIN_FREE_MB", "at most 10^9 MiB"))
+                }
+                Some(mb) => (mb * 1024.0 * 1024.0) as u64,
+                None => DEFAULT_MIN_FREE_MB * 1024 * 1024,
+            },
         })
     }
 }

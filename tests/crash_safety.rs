@@ -205,3 +205,142 @@ fn a_job_whose_worker_dies_twice_is_failed_not_retried_and_empty_segments_are_re
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(job(&s, &id)["attempts"], 2, "still not retried");
 }
+
+/// Fills the file system of `dir` with a file of `bytes` (or until it is full when None).
+fn fill(dir: &std::path::Path, bytes: Option<u64>) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 64 * 1024];
+    let mut written = 0u64;
+    while bytes.is_none_or(|b| written < b) {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+        written += block.len() as u64;
+    }
+    let _ = f.sync_all();
+    path
+}
+
+fn stored_mp4s(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp4") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
+    let dir = TempDir::new("floor");
+    let disk = SmallDisk::mount(&dir.path().join("small"), "64m");
+    let storage = dir.path().join("storage");
+    let env = serve_env(
+        &disk.0.join("data"),
+        &[
+            ("ROOMCAST_MIN_FREE_MB", "24"),
+            ("ROOMCAST_RETRY_AFTER_SECS", "0"),
+            ("ROOMCAST_STORAGE", &format!("file://{}", storage.display())),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "full", 2, "{}");
+    let (_, v) = start_recording(&api, "full");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(4));
+    // Something else takes the space: less than the floor is left, but room to finalize.
+    let free = || {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&disk.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let filler = fill(&disk.0, Some(free() - 16 * 1024 * 1024));
+    let t0 = std::time::Instant::now();
+    let j = wait_state(&api, &id, "failed", 15.0);
+    eprintln!(
+        "ended {:.1} s after the floor was crossed",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(j["result"], 7204, "{j}");
+    assert!(j["msg"].as_str().unwrap().contains("floor"), "{j}");
+    // The segment was finalized and delivered: a normal MP4 in storage, ~4 s long.
+    let delivered = wait_for(15.0, || {
+        let files = stored_mp4s(&storage);
+        (!files.is_empty()).then_some(files)
+    })
+    .expect("segment delivered");
+    let p = probe(&delivered[0]);
+    assert!(p.duration >= 3.0, "duration {}", p.duration);
+    assert!(decoded_video_frames(&delivered[0]) >= 90);
+    // Below the floor no job starts: a new request waits.
+    let (s, v) = start_recording(&api, "full");
+    assert_eq!((s, v["result"].as_u64()), (202, Some(7207)), "{v}");
+    let next = v["job_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job(&api, &next)["state"], "queued");
+    // Space comes back: it starts.
+    std::fs::remove_file(filler).unwrap();
+    wait_state(&api, &next, "active", 20.0);
+    assert_eq!(stop_recording(&api, "full").1["result"], 0);
+    wait_state(&api, &next, "completed", 30.0);
+}
+
+#[test]
+fn a_segment_the_full_disk_kept_is_delivered_once_space_returns() {
+    let dir = TempDir::new("kept");
+    let disk = SmallDisk::mount(&dir.path().join("small"), "48m");
+    let storage = dir.path().join("storage");
+    let env = serve_env(
+        &disk.0.join("data"),
+        &[
+            ("ROOMCAST_MIN_FREE_MB", "0"),
+            ("ROOMCAST_STORAGE", &format!("file://{}", storage.display())),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "kept", 2, "{}");
+    let (_, v) = start_recording(&api, "kept");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(4));
+    // No floor: the disk fills up completely under the recording.
+    let filler = fill(&disk.0, None);
+    let j = wait_state(&api, &id, "failed", 20.0);
+    assert_eq!(j["result"], 7204, "{j}");
+    // The spool could not take it (not even its sidecar fits): kept where it was recorded.
+    assert_eq!(j["segments"][0]["status"], "kept", "{j}");
+    // Nothing is lost: once there is space again the segment reaches storage.
+    std::fs::remove_file(filler).unwrap();
+    let delivered = wait_for(30.0, || {
+        let files = stored_mp4s(&storage);
+        (!files.is_empty()).then_some(files)
+    })
+    .expect("kept segment delivered after space returned");
+    assert!(decoded_video_frames(&delivered[0]) >= 60);
+    let done = wait_for(15.0, || {
+        let j = job(&api, &id);
+        (j["segments"][0]["status"] == "delivered").then_some(j)
+    });
+    assert!(done.is_some(), "{}", job(&api, &id));
+    let (_, rec) = api.call("GET", "/v1/recordings?room_id=kept", None);
+    assert_eq!(rec["files"][0]["status"], "delivered", "{rec}");
+}

@@ -7,6 +7,7 @@ use crate::codes::Code;
 use crate::model::preset::DEFAULT_PRESET;
 use crate::model::RtmpUrl;
 use crate::queue::Enqueued;
+use crate::queue::SegmentStatus;
 use crate::queue::{
     now_ms, Command, ConnectorSpec, Job, JobKind, JobSpec, JobState, PlatformEvent, RoomConfig,
 };
@@ -86,6 +87,42 @@ pub(super) fn view(job: &Job) -> Value {
     v["spec"]["rtmp_urls"] = json!(urls);
     redact_connector(&mut v["spec"]["connector"]);
     v
+}
+
+/// Jobs as the API shows them, with each segment's delivery as the archive records it (the
+/// delivery loop updates the archive when a file reaches storage; the job record keeps what
+/// its run knew when it handed the file over).
+pub(super) async fn views(st: &ApiState, jobs: Vec<Job>) -> Result<Vec<Value>, ApiError> {
+    let pending = jobs.iter().any(|j| {
+        j.segments
+            .iter()
+            .any(|s| s.status == SegmentStatus::Spooled)
+    });
+    let archive = if pending {
+        st.store.archive().await?
+    } else {
+        Vec::new()
+    };
+    Ok(jobs
+        .into_iter()
+        .map(|mut job| {
+            for seg in job
+                .segments
+                .iter_mut()
+                .filter(|s| s.status == SegmentStatus::Spooled)
+            {
+                if let Some(entry) = archive.iter().find(|e| {
+                    e.job_id == job.id
+                        && e.file_name == seg.file_name
+                        && e.status == SegmentStatus::Delivered
+                }) {
+                    seg.status = SegmentStatus::Delivered;
+                    seg.url = entry.url.clone();
+                }
+            }
+            view(&job)
+        })
+        .collect())
 }
 
 /// A room as the API shows it: the Janus PIN hidden.
@@ -368,10 +405,7 @@ pub(super) async fn room_jobs(State(st): St, Path(id): Path<String>) -> Reply {
         .filter(|j| j.spec.room_id == id)
         .collect();
     jobs.sort_by_key(|j| j.created_ms);
-    ok(
-        "ok",
-        json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>() }),
-    )
+    ok("ok", json!({ "jobs": views(&st, jobs).await? }))
 }
 
 pub(super) async fn all_jobs(State(st): St) -> Reply {
@@ -380,13 +414,16 @@ pub(super) async fn all_jobs(State(st): St) -> Reply {
     let waiting = st.store.waiting().await?;
     ok(
         "ok",
-        json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>(), "waiting": waiting }),
+        json!({ "jobs": views(&st, jobs).await?, "waiting": waiting }),
     )
 }
 
 pub(super) async fn get_job(State(st): St, Path(id): Path<String>) -> Reply {
     match st.store.get_job(&id).await? {
-        Some(job) => ok("ok", json!({ "job": view(&job) })),
+        Some(job) => {
+            let mut v = views(&st, vec![job]).await?;
+            ok("ok", json!({ "job": v.pop().unwrap_or_default() }))
+        }
         None => Err(ApiError::with_status(
             Code::Generic,
             StatusCode::NOT_FOUND,

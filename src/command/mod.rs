@@ -61,7 +61,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
     };
     let entry = cfg
         .spool()?
-        .put(file, meta)
+        .put(file, meta, None)
         .map_err(|e| Error::io("spooling the file", e))?;
     Ok(json!({ "spooled": entry.id, "sha256": entry.meta.sha256 }))
 }

@@ -265,6 +265,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
     let env = JobEnv {
         recordings_dir: req.out,
         outbox: Arc::new(Outbox::open(&delivery)?),
+        min_free_bytes: 0,
     };
     let rt = runtime()?;
     rt.block_on(async move {

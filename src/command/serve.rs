@@ -84,6 +84,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                     budget: cfg.cpu_budget,
                     recordings_dir: absolute(&cfg.data_dir.join("recordings"))?,
                     delivery: delivery.clone(),
+                    min_free_bytes: cfg.min_free_bytes,
                 },
             )?;
             liveness = Some(w.liveness());

@@ -51,6 +51,11 @@ pub struct SpoolEntry {
     /// This job's own storage URL, overriding the configured target.
     #[serde(default)]
     pub target: Option<String>,
+    /// Where the media was before it moved into the spool. The sidecar is written first, so
+    /// a process that dies between the two steps leaves a sidecar naming media still here:
+    /// it is delivered from here.
+    #[serde(default)]
+    pub origin: Option<PathBuf>,
 }
 
 /// The spool folder.
@@ -87,8 +92,15 @@ impl Spool {
         &self.dir
     }
 
-    /// Moves a finished segment into the spool with its sidecar.
-    pub fn put(&self, file: &Path, mut meta: SegmentMeta) -> std::io::Result<SpoolEntry> {
+    /// Moves a finished segment into the spool with its sidecar. The sidecar is durable
+    /// before the media moves; if the media cannot move (another file system and no room for
+    /// the copy), the sidecar is taken back and the file stays where it is, untouched.
+    pub fn put(
+        &self,
+        file: &Path,
+        mut meta: SegmentMeta,
+        target: Option<String>,
+    ) -> std::io::Result<SpoolEntry> {
         meta.size = std::fs::metadata(file)?.len();
         meta.sha256 = sha256_file(file)?;
         let stem = file
@@ -97,23 +109,23 @@ impl Spool {
             .unwrap_or_default();
         let id = format!("{stem}-{}", &meta.sha256[..12]);
         let media = self.dir.join(format!("{id}.mp4"));
-        if std::fs::rename(file, &media).is_err() {
-            // Another file system: copy, sync, then remove the original.
-            let tmp = self.dir.join(format!(".{id}.mp4.tmp"));
-            std::fs::copy(file, &tmp)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &media)?;
-            std::fs::remove_file(file)?;
-        }
-        let entry = SpoolEntry {
+        let mut entry = SpoolEntry {
             id,
             meta,
             attempts: 0,
             next_attempt_unix_ms: 0,
             last_error: None,
-            target: None,
+            target,
+            origin: Some(file.to_path_buf()),
         };
         self.update(&entry)?;
+        if let Err(e) = move_file(file, &media) {
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.json", entry.id)));
+            return Err(e);
+        }
+        entry.origin = None;
+        // Best effort: a stale origin is harmless (media is looked up in the spool first).
+        let _ = self.update(&entry);
         Ok(entry)
     }
 
@@ -123,9 +135,14 @@ impl Spool {
         write_atomic(&self.dir.join(format!("{}.json", entry.id)), &data)
     }
 
-    /// The media file of an entry.
+    /// The media file of an entry: in the spool, or still at its origin when the process
+    /// died between writing the sidecar and moving the media.
     pub fn media_path(&self, entry: &SpoolEntry) -> PathBuf {
-        self.dir.join(format!("{}.mp4", entry.id))
+        let spooled = self.dir.join(format!("{}.mp4", entry.id));
+        match &entry.origin {
+            Some(origin) if !spooled.exists() && origin.is_file() => origin.clone(),
+            _ => spooled,
+        }
     }
 
     /// Every entry, oldest first. Unreadable sidecars are skipped (and logged).
@@ -157,11 +174,35 @@ impl Spool {
 
     /// Deletes an entry (media first: a leftover sidecar without media is harmless).
     pub fn remove(&self, entry: &SpoolEntry) -> std::io::Result<()> {
-        match std::fs::remove_file(self.media_path(entry)) {
+        if let Some(origin) = entry.origin.as_ref().filter(|o| o.is_file()) {
+            if !self.dir.join(format!("{}.mp4", entry.id)).exists() {
+                std::fs::remove_file(origin)?;
+            }
+        }
+        match std::fs::remove_file(self.dir.join(format!("{}.mp4", entry.id))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::fs::remove_file(self.dir.join(format!("{}.json", entry.id)))
     }
+}
+
+/// Renames `from` to `to`; across file systems copies (synced) and removes the original.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.tmp"));
+    let copied = std::fs::copy(from, &tmp).and_then(|_| std::fs::File::open(&tmp)?.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, to)?;
+    std::fs::remove_file(from)
 }

@@ -48,6 +48,8 @@ pub struct JobEnv {
     pub recordings_dir: PathBuf,
     /// Spool, storage and webhooks.
     pub outbox: Arc<Outbox>,
+    /// Free space to keep on the recordings' file system (0: no floor).
+    pub min_free_bytes: u64,
 }
 
 /// How a run ended, beyond what the job record says.
@@ -211,6 +213,29 @@ impl<H: JobHost> Run<'_, H> {
         } else {
             own_next
         };
+        // The limit counts from the job's first start: a job resumed after a takeover gets
+        // what is left of it, not a new full term.
+        let max_duration = self
+            .job
+            .spec
+            .max_duration_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|max| {
+                let spent = self
+                    .job
+                    .started_ms
+                    .map_or(0, |t| now_ms().saturating_sub(t));
+                Duration::from_secs_f64(max).saturating_sub(Duration::from_millis(spent))
+            });
+        if max_duration.is_some_and(|d| d < Duration::from_secs(1)) {
+            (handle.leave)();
+            self.job
+                .end(JobState::Completed, 0, "maximum duration reached");
+            self.save().await;
+            self.status(Subject::Job, Transition::Off, None);
+            self.host.release(&self.job).await;
+            return;
+        }
         let cost_model = plan.preset.clone();
         let spec = RecordingSpec {
             room_id: self.job.spec.room_id.clone(),
@@ -219,15 +244,11 @@ impl<H: JobHost> Run<'_, H> {
             preset: plan.preset,
             layout: plan.layout,
             watermark: self.job.spec.watermark.clone(),
-            max_duration: self
-                .job
-                .spec
-                .max_duration_secs
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64),
+            max_duration,
             rtmp: plan.rtmp,
             record: self.job.spec.kind == JobKind::Recording,
             first_segment,
+            min_free_bytes: self.env.min_free_bytes,
         };
         let mut translator = Translator::new(
             synthetic,
@@ -326,6 +347,16 @@ impl<H: JobHost> Run<'_, H> {
                     self.outcome.handed_back = true;
                     return;
                 }
+                if rec.reason == EndReason::DiskLow {
+                    return self
+                        .fail(
+                            failure_code_after_start(self.job.spec.kind),
+                            "free disk space fell below the floor (ROOMCAST_MIN_FREE_MB): the \
+                             segment was ended and finalized before the disk filled"
+                                .into(),
+                        )
+                        .await;
+                }
                 if rec.reason == EndReason::Disconnected {
                     // The room could not be reached again: what was recorded is delivered,
                     // the job fails with the call-state code.
@@ -337,7 +368,7 @@ impl<H: JobHost> Run<'_, H> {
                         .await;
                 }
                 let (result, msg) = match rec.reason {
-                    EndReason::RoomDestroyed | EndReason::Disconnected => (
+                    EndReason::RoomDestroyed | EndReason::Disconnected | EndReason::DiskLow => (
                         Code::StateDisconnected.as_u16(),
                         "room destroyed; recording finalized",
                     ),
@@ -412,25 +443,15 @@ impl<H: JobHost> Run<'_, H> {
     /// Hands a finished segment to delivery and records where it went.
     async fn deliver_segment(&mut self, seg: &mut SegmentRecord, file: &SegmentFile) {
         seg.size = file.bytes;
-        seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
+        if !file.duration.is_zero() {
+            seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
+        }
         seg.ended_ms = Some(now_ms());
-        let spec = &self.job.spec;
-        let meta = SegmentMeta {
-            job_id: self.job.id.clone(),
-            app_id: spec.app_id.clone(),
-            room_id: spec.room_id.clone(),
-            conf_num: spec.conf_num.clone(),
-            segment: segment_number(&seg.file_name).unwrap_or(1),
-            file_name: seg.file_name.clone(),
-            started_at_unix_ms: seg.started_ms,
-            ended_at_unix_ms: seg.ended_ms.unwrap_or_else(now_ms),
-            size: file.bytes,
-            sha256: String::new(),
-        };
+        let meta = segment_meta(&self.job, seg);
         let handed = self
             .env
             .outbox
-            .hand_off(meta, &file.path, spec.storage.clone())
+            .hand_off(meta, &file.path, self.job.spec.storage.clone())
             .await;
         match &handed {
             HandOff::Spooled { .. } => {
@@ -441,21 +462,10 @@ impl<H: JobHost> Run<'_, H> {
                 seg.status = SegmentStatus::Local;
                 seg.url = Some(url.clone());
             }
-            HandOff::Kept => seg.status = SegmentStatus::Local,
+            // Stays where it was recorded; the worker hands it to the spool again later.
+            HandOff::Kept => seg.status = SegmentStatus::Kept,
         }
-        let entry = ArchiveEntry {
-            room_id: self.job.spec.room_id.clone(),
-            conf_num: self.job.spec.conf_num.clone(),
-            job_id: self.job.id.clone(),
-            file_name: seg.file_name.clone(),
-            size: seg.size,
-            duration_s: seg.duration_s,
-            started_ms: seg.started_ms,
-            ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
-            url: seg.url.clone(),
-            status: seg.status,
-        };
-        self.host.archive(&entry).await;
+        self.host.archive(&archive_entry(&self.job, seg)).await;
         self.outcome.segment = Some((file.clone(), handed));
         if seg.status == SegmentStatus::Spooled {
             self.host.spooled().await;
@@ -628,8 +638,41 @@ fn discard(seg: &mut SegmentRecord) -> bool {
     }
 }
 
+/// What the spool and storage know about a segment of `job`.
+pub fn segment_meta(job: &Job, seg: &SegmentRecord) -> SegmentMeta {
+    let spec = &job.spec;
+    SegmentMeta {
+        job_id: job.id.clone(),
+        app_id: spec.app_id.clone(),
+        room_id: spec.room_id.clone(),
+        conf_num: spec.conf_num.clone(),
+        segment: segment_number(&seg.file_name).unwrap_or(1),
+        file_name: seg.file_name.clone(),
+        started_at_unix_ms: seg.started_ms,
+        ended_at_unix_ms: seg.ended_ms.unwrap_or_else(now_ms),
+        size: seg.size,
+        sha256: String::new(),
+    }
+}
+
+/// The archive's entry for a segment of `job`.
+pub fn archive_entry(job: &Job, seg: &SegmentRecord) -> ArchiveEntry {
+    ArchiveEntry {
+        room_id: job.spec.room_id.clone(),
+        conf_num: job.spec.conf_num.clone(),
+        job_id: job.id.clone(),
+        file_name: seg.file_name.clone(),
+        size: seg.size,
+        duration_s: seg.duration_s,
+        started_ms: seg.started_ms,
+        ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
+        url: seg.url.clone(),
+        status: seg.status,
+    }
+}
+
 /// What a segment that ended in an error left on disk, if anything (the runner finalized
-/// what reached the file; its duration is not known here).
+/// what reached the file; its duration is read from the file's header).
 fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
     let bytes = std::fs::metadata(&seg.path)
         .ok()
@@ -637,7 +680,7 @@ fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
         .len();
     (bytes > 0).then(|| SegmentFile {
         bytes,
-        duration: gst::ClockTime::ZERO,
+        duration: crate::pipeline::mp4::duration(&seg.path).unwrap_or(gst::ClockTime::ZERO),
         path: seg.path.clone(),
     })
 }

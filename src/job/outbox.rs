@@ -42,6 +42,7 @@ pub struct Outbox {
     /// Webhooks.
     pub notifier: Notifier,
     drain_lock: tokio::sync::Mutex<()>,
+    hooks_lock: tokio::sync::Mutex<()>,
 }
 
 impl Outbox {
@@ -53,6 +54,7 @@ impl Outbox {
             deliverer: cfg.deliverer(Some(listener))?,
             notifier,
             drain_lock: tokio::sync::Mutex::new(()),
+            hooks_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -69,11 +71,7 @@ impl Outbox {
                 let spool = d.spool.clone();
                 let src = path.to_path_buf();
                 let put = tokio::task::spawn_blocking(move || {
-                    let mut entry = spool.put(&src, meta)?;
-                    if target.is_some() {
-                        entry.target = target;
-                        spool.update(&entry)?;
-                    }
+                    let entry = spool.put(&src, meta, target)?;
                     Ok::<_, std::io::Error>((spool.media_path(&entry), entry.meta.sha256))
                 })
                 .await;
@@ -112,15 +110,26 @@ impl Outbox {
 
     /// One pass over the spool and the webhook queue; delivered files update `host`'s archive.
     /// Returns the spool's report and how many webhooks are still pending.
+    /// Files and webhooks go side by side: a slow webhook receiver never holds up files.
     pub async fn drain_once<H: JobHost>(&self, host: &H) -> (DrainReport, usize) {
+        tokio::join!(self.drain_files_once(host), self.drain_hooks_once())
+    }
+
+    /// One pass over the spool; delivered files update `host`'s archive.
+    pub async fn drain_files_once<H: JobHost>(&self, host: &H) -> DrainReport {
         let _guard = self.drain_lock.lock().await;
         let report = match &self.deliverer {
             Some(d) => d.drain_once().await,
             None => DrainReport::default(),
         };
         record_deliveries(host, &report).await;
-        let hooks = self.notifier.drain_once().await;
-        (report, hooks)
+        report
+    }
+
+    /// One pass over the webhook queue; returns how many are still pending.
+    pub async fn drain_hooks_once(&self) -> usize {
+        let _guard = self.hooks_lock.lock().await;
+        self.notifier.drain_once().await
     }
 
     /// Drains until nothing is pending or `limit` passes.

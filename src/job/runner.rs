@@ -53,6 +53,8 @@ pub struct RecordingSpec {
     /// Lowest segment number to use (a job continued elsewhere keeps counting up, so its
     /// segments never share a name).
     pub first_segment: u64,
+    /// End the segment when free space in `out_dir` falls below this (0: never).
+    pub min_free_bytes: u64,
 }
 
 /// Commands to a running job.
@@ -83,6 +85,9 @@ pub enum EndReason {
     RoomDestroyed,
     /// The room connection ended.
     Disconnected,
+    /// Free disk space fell below the floor: the segment was ended while it could still be
+    /// finalized.
+    DiskLow,
 }
 
 /// A finished recording.
@@ -445,6 +450,14 @@ async fn run(
                 None => commands_open = false,
             },
             _ = progress.tick() => {
+                if spec.record && spec.min_free_bytes > 0 {
+                    let free = crate::util::free_bytes(&spec.out_dir);
+                    if free.is_some_and(|f| f < spec.min_free_bytes) {
+                        warn!(free_bytes = free.unwrap_or(0), floor = spec.min_free_bytes,
+                            "free disk space below the floor: ending the segment");
+                        break Ok(EndReason::DiskLow);
+                    }
+                }
                 if let (Some(tx), Some(pos)) = (&events, pipeline.query_position::<gst::ClockTime>()) {
                     let _ = tx.send(JobEvent::Progress {
                         media: Duration::from_nanos(pos.nseconds()),

@@ -302,6 +302,9 @@ pub enum SegmentStatus {
     /// Ended before a single fragment reached the disk: nothing playable; the file was
     /// removed.
     Empty,
+    /// Finalized, but the spool could not take it (no space): kept where it was recorded and
+    /// handed to the spool again until it can.
+    Kept,
 }
 
 /// One MP4 segment of a job.
@@ -564,12 +567,15 @@ pub struct WorkerInfo {
     /// Stopping: takes no more jobs.
     #[serde(default)]
     pub draining: bool,
+    /// Free disk space below the floor: takes no new jobs.
+    #[serde(default)]
+    pub disk_low: bool,
 }
 
 impl WorkerInfo {
-    /// Cores free for new jobs (none while draining).
+    /// Cores free for new jobs (none while draining or short of disk space).
     pub fn free(&self) -> f64 {
-        if self.draining {
+        if self.draining || self.disk_low {
             0.0
         } else {
             (self.budget - self.used).max(0.0)

@@ -186,6 +186,33 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
     Ok(gst::ClockTime::from_nseconds(end.load(Ordering::Relaxed)))
 }
 
+/// The duration a finalized (fast-start) MP4 declares in its `mvhd`; None if the header
+/// cannot be read.
+pub fn duration(path: &Path) -> Option<gst::ClockTime> {
+    use std::io::Read;
+    let mut head = vec![0u8; 8 * 1024 * 1024];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    head.truncate(n);
+    let (_, ms, me) = boxes(&head, 0, head.len())
+        .into_iter()
+        .find(|(k, _, _)| k == b"moov")?;
+    let (a, b) = child(&head, (ms, me), b"mvhd")?;
+    let (timescale, units) = match head.get(a)? {
+        0 if b >= a + 20 => (be32(&head, a + 12) as u64, be32(&head, a + 16) as u64),
+        1 if b >= a + 32 => {
+            let mut d = [0u8; 8];
+            d.copy_from_slice(&head[a + 24..a + 32]);
+            (be32(&head, a + 20) as u64, u64::from_be_bytes(d))
+        }
+        _ => return None,
+    };
+    (timescale > 0).then(|| {
+        gst::ClockTime::from_nseconds(
+            (units as u128 * 1_000_000_000 / timescale as u128).min(u64::MAX as u128) as u64,
+        )
+    })
+}
+
 /// Samples of encoder delay at the start of every `avenc_aac` stream.
 pub const AAC_PRIMING_SAMPLES: u64 = 1024;
 

@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     pub recordings_dir: PathBuf,
     /// Storage and webhooks.
     pub delivery: DeliveryConfig,
+    /// Free space to keep where segments are written (0: no floor).
+    pub min_free_bytes: u64,
 }
 
 /// A fresh worker id: host name and process id.
@@ -67,6 +69,8 @@ pub struct Worker {
     outbox: Arc<Outbox>,
     running: Mutex<HashMap<String, Running>>,
     draining: AtomicBool,
+    /// Free space under the floor (see [`WorkerConfig::min_free_bytes`]).
+    disk_low: AtomicBool,
     /// When the worker loop last went round (ms since the epoch; 0 before it started and
     /// after it stopped): readiness.
     alive_ms: Arc<AtomicU64>,
@@ -82,6 +86,7 @@ impl Worker {
             outbox,
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            disk_low: AtomicBool::new(false),
             alive_ms: Arc::default(),
         }))
     }
@@ -110,7 +115,39 @@ impl Worker {
             jobs,
             heartbeat_ms: now_ms(),
             draining: self.draining.load(Ordering::SeqCst),
+            disk_low: self.disk_low.load(Ordering::SeqCst),
         }
+    }
+
+    /// Checks the free space where segments are written against the floor; logs changes.
+    fn check_disk(&self) -> bool {
+        if self.cfg.min_free_bytes == 0 {
+            return true;
+        }
+        let free = crate::util::free_bytes(&self.cfg.recordings_dir);
+        let low = free.is_some_and(|f| f < self.cfg.min_free_bytes);
+        let was = self.disk_low.swap(low, Ordering::SeqCst);
+        if low && !was {
+            warn!(
+                free_mib = free.unwrap_or(0) / (1024 * 1024),
+                floor_mib = self.cfg.min_free_bytes / (1024 * 1024),
+                "free disk space below the floor: taking no new jobs"
+            );
+        } else if was && !low {
+            info!("free disk space above the floor again: taking jobs");
+        }
+        !low
+    }
+
+    /// A claimed job starts if it fits, or if nothing runs (a job bigger than the whole
+    /// budget still runs, alone) — never while disk space is short.
+    fn may_start(&self, cost: f64) -> bool {
+        !self.disk_low.load(Ordering::SeqCst)
+            && (self.fits(cost) || self.running.lock().unwrap().is_empty())
+    }
+
+    fn fits(&self, cost: f64) -> bool {
+        !self.disk_low.load(Ordering::SeqCst) && self.used() + cost <= self.cfg.budget + 1e-9
     }
 
     /// Advertises the worker and refreshes its claims; false if the store did not answer.
@@ -129,10 +166,6 @@ impl Worker {
         if let Some(r) = self.running.lock().unwrap().get_mut(job) {
             r.cost = cost;
         }
-    }
-
-    fn fits(&self, cost: f64) -> bool {
-        self.used() + cost <= self.cfg.budget + 1e-9
     }
 
     fn start(self: &Arc<Self>, job: Job, tasks: &mut tokio::task::JoinSet<()>) {
@@ -174,6 +207,7 @@ impl Worker {
                 Some(_) = tasks.join_next() => {}
             }
             self.alive_ms.store(now_ms(), Ordering::Relaxed);
+            self.check_disk();
             if last_beat.elapsed() >= HEARTBEAT {
                 last_beat = tokio::time::Instant::now();
                 let reachable = self.heartbeat(held.as_ref()).await;
@@ -200,7 +234,7 @@ impl Worker {
                 continue;
             }
             if let Some(job) = held.take() {
-                if self.fits(job.spec.cost) || self.running.lock().unwrap().is_empty() {
+                if self.may_start(job.spec.cost) {
                     self.start(job, &mut tasks);
                     self.heartbeat(None).await;
                 } else {
@@ -213,7 +247,7 @@ impl Worker {
                     Ok(Some(job)) => {
                         info!(job = %job.id, room = %job.spec.room_id, kind = ?job.spec.kind,
                             cost = job.spec.cost, "claimed a job");
-                        if self.fits(job.spec.cost) || self.running.lock().unwrap().is_empty() {
+                        if self.may_start(job.spec.cost) {
                             self.start(job, &mut tasks);
                             self.heartbeat(None).await;
                         } else {

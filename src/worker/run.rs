@@ -2,13 +2,14 @@
 //! queue store, fenced by the job's attempt number; and the worker's delivery loop.
 
 use super::Worker;
-use crate::job::{execute, JobCommand, JobEnv, JobHost, Poll};
-use crate::queue::{ArchiveEntry, Job};
+use crate::job::execute::{archive_entry, segment_meta};
+use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
+use crate::queue::{ArchiveEntry, Job, SegmentStatus};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How often the delivery loop drains the spool and webhook queue.
 const DELIVERY_POLL: Duration = Duration::from_secs(1);
@@ -103,11 +104,79 @@ impl Worker {
     }
 }
 
-/// Drains the spool and webhooks every second while the worker runs.
+/// Drains the spool and the webhooks every second while the worker runs, each on its own
+/// (a slow webhook receiver does not hold up files), and every [`KEPT_RETRY`] hands segments
+/// the spool could not take (a full disk) to it again.
 pub(super) async fn delivery_loop(w: Arc<Worker>) {
+    let hooks = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            loop {
+                w.outbox.drain_hooks_once().await;
+                tokio::time::sleep(DELIVERY_POLL).await;
+            }
+        })
+    };
+    let _stop_hooks = AbortOnDrop(hooks);
+    let mut last_kept = tokio::time::Instant::now();
     loop {
-        w.drain_once().await;
+        w.outbox.drain_files_once(w.as_ref()).await;
+        if last_kept.elapsed() >= KEPT_RETRY {
+            last_kept = tokio::time::Instant::now();
+            w.retry_kept().await;
+        }
         tokio::time::sleep(DELIVERY_POLL).await;
+    }
+}
+
+/// How often segments that could not be spooled are tried again.
+const KEPT_RETRY: Duration = Duration::from_secs(10);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    /// Segments of ended jobs that stayed where they were recorded because the spool could
+    /// not take them (disk full): handed to the spool again, record and archive updated.
+    async fn retry_kept(&self) {
+        if self.outbox.deliverer.is_none() {
+            return;
+        }
+        let Ok(jobs) = self.store.jobs().await else {
+            return;
+        };
+        for mut job in jobs {
+            if !job.state.is_terminal() {
+                continue;
+            }
+            let mut changed = false;
+            for i in 0..job.segments.len() {
+                let seg = &job.segments[i];
+                if seg.status != SegmentStatus::Kept || !seg.path.is_file() {
+                    continue;
+                }
+                let meta = segment_meta(&job, seg);
+                let (path, target) = (seg.path.clone(), job.spec.storage.clone());
+                if let HandOff::Spooled { .. } = self.outbox.hand_off(meta, &path, target).await {
+                    info!(job = %job.id, file = %job.segments[i].file_name,
+                        "kept segment handed to the spool");
+                    job.segments[i].status = SegmentStatus::Spooled;
+                    let entry = archive_entry(&job, &job.segments[i]);
+                    self.archive(&entry).await;
+                    changed = true;
+                }
+            }
+            if changed {
+                if let Err(e) = self.store.put_job(&job).await {
+                    warn!(error = %e, "job record not saved");
+                }
+            }
+        }
     }
 }
 
@@ -130,6 +199,7 @@ pub(super) async fn run_job(
     let env = JobEnv {
         recordings_dir: w.cfg.recordings_dir.clone(),
         outbox: w.outbox.clone(),
+        min_free_bytes: w.cfg.min_free_bytes,
     };
     execute(w.as_ref(), &env, job, None, local, hand_back).await;
 }
