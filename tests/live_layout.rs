@@ -30,6 +30,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
         rtmp: Vec::new(),
         record: true,
         first_segment: 1,
+        min_free_bytes: 0,
     }
 }
 
