@@ -153,6 +153,7 @@ async fn destinations_are_added_and_removed_while_recording() {
         rtmp: Vec::new(),
         record: true,
         first_segment: 1,
+        min_free_bytes: 0,
     };
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
