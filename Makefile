@@ -88,15 +88,17 @@ lint: setup
 
 test: test-setup lint
 	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test -- --test-threads=2
-	$(MAKE) fuzz FUZZ_SECS=30
+	$(MAKE) fuzz FUZZ_SECS=30 FUZZ_BUILD=--dev
 
-# Request and job parsing under libFuzzer (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP
-# lets the stable toolchain accept them).
+# Requests, room events, layout files and stored job records under libFuzzer (cargo-fuzz
+# needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). `make test`
+# runs it briefly with an unoptimized build (quicker to compile than to fuzz for long).
 FUZZ_SECS ?= 120
+FUZZ_BUILD ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	mkdir -p fuzz/corpus/api_input
-	RUSTC_BOOTSTRAP=1 cargo fuzz run api_input fuzz/corpus/api_input fuzz/seeds -- -max_total_time=$(FUZZ_SECS)
+	RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_BUILD) api_input fuzz/corpus/api_input fuzz/seeds -- -max_total_time=$(FUZZ_SECS)
 
 bench: release
 	@for p in h264-720p30 h264-1080p30; do for n in 2 4 9; do \

@@ -127,6 +127,8 @@ pub struct ServerConfig {
     /// Free space the worker keeps on the recordings' file system: below it, it takes no new
     /// jobs and ends running recordings cleanly (finalized, delivered, 7204).
     pub min_free_bytes: u64,
+    /// The only folder watermarks named through the API come from (`ROOMCAST_ASSETS_DIR`).
+    pub assets_dir: PathBuf,
 }
 
 /// Default API address.
@@ -210,6 +212,16 @@ impl ServerConfig {
                 file.server.job_retention_secs,
                 DEFAULT_JOB_RETENTION,
             )?,
+            assets_dir: env("ROOMCAST_ASSETS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(
+                        env("ROOMCAST_DATA_DIR")
+                            .or(file.data_dir.clone())
+                            .unwrap_or(DEFAULT_DATA_DIR.into()),
+                    )
+                    .join("assets")
+                }),
             data_dir: PathBuf::from(
                 env("ROOMCAST_DATA_DIR")
                     .or(file.data_dir)

@@ -165,14 +165,32 @@ fn bad_input_is_answered_with_codes() {
         400,
         7073,
     );
-    expect(
-        &api,
-        "PUT",
-        "/v1/rooms/r1",
-        r#"{"settings":{"watermark":"/nonexistent.png"}}"#,
-        400,
-        7017,
-    );
+    // Files come only from the assets folder, and the answers do not tell what exists
+    // elsewhere; presets are built-in names only.
+    for (settings, says) in [
+        (r#"{"watermark":"/nonexistent.png"}"#, "not allowed"),
+        (r#"{"watermark":"/etc/shadow"}"#, "not allowed"),
+        (r#"{"watermark":"../../etc/passwd"}"#, "not allowed"),
+        (r#"{"watermark":"logo.png"}"#, "not found"),
+        (r#"{"preset":"Makefile"}"#, "must be one of"),
+    ] {
+        let (s, v) = api.call(
+            "PUT",
+            "/v1/rooms/r1",
+            Some(&format!(r#"{{"settings":{settings}}}"#)),
+        );
+        assert_eq!(
+            (s, v["result"].as_u64()),
+            (400, Some(7017)),
+            "{settings}: {v}"
+        );
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains(says), "{settings}: {msg}");
+        assert!(
+            !msg.contains("such file") && !msg.contains("ermission"),
+            "{msg}"
+        );
+    }
     expect(&api, "PUT", "/v1/rooms/bad%20id", "{}", 400, 7017);
     let huge = format!(r#"{{"app_id":"{}"}}"#, "x".repeat(200_000));
     expect(&api, "PUT", "/v1/rooms/r1", &huge, 413, 7017);
@@ -380,13 +398,16 @@ fn bad_input_is_answered_with_codes() {
         7078,
     );
 
-    // A start that fails (the watermark file is not a PNG) → retrying too soon: 7015 / 7004.
-    register_room(
-        &api,
-        "r2",
-        1,
-        &format!(r#"{{"watermark":"{}"}}"#, garbage_png.display()),
-    );
+    // A start that fails (the watermark was a PNG when the room was registered, and is not
+    // any more when the worker reads it) → retrying too soon: 7015 / 7004.
+    let assets = dir.path().join("data").join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    png.extend(32u32.to_be_bytes());
+    png.extend(32u32.to_be_bytes());
+    std::fs::write(assets.join("swapped.png"), &png).unwrap();
+    register_room(&api, "r2", 1, r#"{"watermark":"swapped.png"}"#);
+    std::fs::copy(&garbage_png, assets.join("swapped.png")).unwrap();
     let (_, v) = start_recording(&api, "r2");
     let failed = wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 20.0);
     assert!(failed["result"].as_u64().unwrap() > 7000, "{failed}");

@@ -291,7 +291,17 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     let p = probe(&delivered[0]);
     assert!(p.duration >= 3.0, "duration {}", p.duration);
     assert!(decoded_video_frames(&delivered[0]) >= 90);
-    // Below the floor no job starts: a new request waits.
+    // Below the floor the worker offers no capacity (from its next heartbeat on)…
+    let offered = wait_for(5.0, || {
+        let (_, h) = api.call("GET", "/v1/health", None);
+        (h["capacity_free"].as_f64() == Some(0.0)).then_some(())
+    });
+    assert!(
+        offered.is_some(),
+        "{}",
+        api.call("GET", "/v1/health", None).1
+    );
+    // …so a new request waits.
     let (s, v) = start_recording(&api, "full");
     assert_eq!((s, v["result"].as_u64()), (202, Some(7207)), "{v}");
     let next = v["job_id"].as_str().unwrap().to_string();

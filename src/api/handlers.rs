@@ -276,7 +276,10 @@ pub(super) async fn not_found() -> ApiError {
 pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
     room_id(&id)?;
     let bytes = read_body(body, Code::RecordParamsMissing).await?;
-    let b = input::parse_room_body(&bytes)?;
+    let mut b = input::parse_room_body(&bytes)?;
+    if let Some(w) = &b.settings.watermark {
+        b.settings.watermark = Some(input::watermark(&st.cfg.assets_dir, w)?);
+    }
     let room = RoomConfig {
         room_id: id.clone(),
         app_id: b.app_id,

@@ -245,17 +245,6 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
     if let Some(p) = &settings.preset {
         preset(p)?;
     }
-    if let Some(w) = &settings.watermark {
-        if !w.is_absolute() || !w.is_file() {
-            return Err(ApiError::new(
-                code,
-                format!(
-                    "settings.watermark: {} is not a file on the worker",
-                    w.display()
-                ),
-            ));
-        }
-    }
     if settings.max_active_talkers == Some(0) {
         return Err(ApiError::new(
             code,
@@ -270,16 +259,43 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
     })
 }
 
-/// A preset named in settings: a built-in name only (no paths).
+/// A preset named in settings: a built-in name only (no files).
 pub fn preset(name: &str) -> Result<crate::model::Preset, ApiError> {
-    if name.contains('/') || name.contains('.') {
+    if !crate::model::preset::BUILTIN_PRESETS
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
         return Err(ApiError::new(
             Code::RecordParamsMissing,
-            "settings.preset must be a preset name",
+            format!(
+                "settings.preset must be one of {}",
+                crate::model::preset::BUILTIN_PRESETS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ));
     }
     crate::model::Preset::resolve(name)
         .map_err(|e| ApiError::new(Code::RecordParamsMissing, format!("settings.preset: {e}")))
+}
+
+/// `settings.watermark`: a PNG file name in `assets` or inline PNG data (see
+/// [`crate::model::watermark`]); answers say only "not allowed" or "not found".
+pub fn watermark(
+    assets: &std::path::Path,
+    given: &std::path::Path,
+) -> Result<std::path::PathBuf, ApiError> {
+    let max = crate::pipeline::composite::WATERMARK_MAX_PX;
+    crate::model::watermark::accept(assets, &given.to_string_lossy(), max)
+        .map(std::path::PathBuf::from)
+        .map_err(|e| {
+            ApiError::new(
+                Code::RecordParamsMissing,
+                format!("settings.watermark: {e}"),
+            )
+        })
 }
 
 /// Parses `POST /v1/rooms/{id}/events`: one event object or `{"events": [...]}`.

@@ -206,3 +206,85 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, to)?;
     std::fs::remove_file(from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> SegmentMeta {
+        SegmentMeta {
+            job_id: "j".into(),
+            app_id: "a".into(),
+            room_id: "r".into(),
+            conf_num: "1".into(),
+            segment: 1,
+            file_name: "r_1_1.mp4".into(),
+            started_at_unix_ms: 0,
+            ended_at_unix_ms: 0,
+            size: 0,
+            sha256: String::new(),
+        }
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("roomcast-spool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("spool")).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_media_file_that_cannot_move_leaves_no_sidecar_and_stays_put() {
+        let d = scratch("nomove");
+        let spool = Spool::open(d.join("spool")).unwrap();
+        let file = d.join("r_1_1.mp4");
+        std::fs::write(&file, b"media").unwrap();
+        // Block the destination: a folder where the media file would go.
+        let sha = sha256_file(&file).unwrap();
+        std::fs::create_dir_all(d.join("spool").join(format!("r_1_1-{}.mp4", &sha[..12]))).unwrap();
+        assert!(spool.put(&file, meta(), None).is_err());
+        assert!(spool.list().is_empty(), "sidecar taken back");
+        assert_eq!(std::fs::read(&file).unwrap(), b"media");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_sidecar_whose_media_did_not_move_delivers_from_the_origin() {
+        let d = scratch("origin");
+        let spool = Spool::open(d.join("spool")).unwrap();
+        let file = d.join("r_1_1.mp4");
+        std::fs::write(&file, b"media").unwrap();
+        // What a process that died between the two steps leaves: the sidecar, media unmoved.
+        let entry = SpoolEntry {
+            id: "r_1_1-abc".into(),
+            meta: meta(),
+            attempts: 0,
+            next_attempt_unix_ms: 0,
+            last_error: None,
+            target: None,
+            origin: Some(file.clone()),
+        };
+        spool.update(&entry).unwrap();
+        let listed = spool.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(spool.media_path(&listed[0]), file);
+        spool.remove(&listed[0]).unwrap();
+        assert!(!file.exists() && spool.list().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn put_moves_the_media_after_its_sidecar() {
+        let d = scratch("put");
+        let spool = Spool::open(d.join("spool")).unwrap();
+        let file = d.join("r_1_1.mp4");
+        std::fs::write(&file, b"media").unwrap();
+        let e = spool.put(&file, meta(), Some("file:///x".into())).unwrap();
+        assert!(!file.exists());
+        assert_eq!(std::fs::read(spool.media_path(&e)).unwrap(), b"media");
+        let listed = spool.list();
+        assert_eq!(listed[0].origin, None);
+        assert_eq!(listed[0].target.as_deref(), Some("file:///x"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

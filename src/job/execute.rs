@@ -184,6 +184,16 @@ impl<H: JobHost> Run<'_, H> {
             Ok(p) => p,
             Err(e) => return self.fail(Code::RecordInternalRetry, e).await,
         };
+        let watermark = match &self.job.spec.watermark {
+            None => None,
+            Some(w) => match crate::model::watermark::materialize(
+                w,
+                &self.env.recordings_dir.join(".assets"),
+            ) {
+                Ok(p) => Some(p),
+                Err(e) => return self.fail(failure_code(self.job.spec.kind), e).await,
+            },
+        };
         let connected = connect(&self.job.spec).await;
         let (handle, synthetic) = match connected {
             Ok(c) => c,
@@ -243,7 +253,7 @@ impl<H: JobHost> Run<'_, H> {
             out_dir: self.env.recordings_dir.clone(),
             preset: plan.preset,
             layout: plan.layout,
-            watermark: self.job.spec.watermark.clone(),
+            watermark,
             max_duration,
             rtmp: plan.rtmp,
             record: self.job.spec.kind == JobKind::Recording,

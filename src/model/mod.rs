@@ -6,6 +6,7 @@
 pub mod job;
 pub mod preset;
 pub mod rtmp;
+pub mod watermark;
 
 pub use preset::{Preset, PresetError};
 pub use rtmp::{DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError};

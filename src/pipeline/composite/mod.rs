@@ -228,19 +228,19 @@ impl CropTarget {
     }
 }
 
-/// Reads a PNG's size from its header.
+/// Reads a PNG's size from its header (the first 24 bytes; the file is not read whole).
 pub fn png_size(path: &Path) -> Result<(u32, u32), PipelineError> {
+    use std::io::Read;
     let bad = |m: String| PipelineError::Invalid {
         field: "watermark".into(),
         message: m,
     };
-    let data = std::fs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    if data.len() < 24 || &data[..8] != b"\x89PNG\r\n\x1a\n" || &data[12..16] != b"IHDR" {
-        return Err(bad(format!("{} is not a PNG file", path.display())));
-    }
-    let w = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
-    let h = u32::from_be_bytes([data[20], data[21], data[22], data[23]]);
-    Ok((w, h))
+    let mut head = [0u8; 24];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    crate::util::png_header_size(&head)
+        .ok_or_else(|| bad(format!("{} is not a PNG file", path.display())))
 }
 
 impl Composite {
