@@ -440,3 +440,55 @@ fn bad_input_is_answered_with_codes() {
     assert!(m.contains("roomcast_job_failures{code="), "{m}");
     assert!(api.log_text().contains("job failed"));
 }
+
+#[test]
+fn rooms_have_a_participant_cap_and_can_be_deleted() {
+    let dir = TempDir::new("api-rooms");
+    let api = Service::start(
+        &["serve"],
+        &serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "2")]),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    register_room(&api, "cap", 0, "{}");
+    let joins = |from: usize, n: usize| {
+        let evs: Vec<String> = (from..from + n)
+            .map(|i| format!(r#"{{"type":"participant_joined","user_id":"u{i}"}}"#))
+            .collect();
+        format!(r#"{{"events":[{}]}}"#, evs.join(","))
+    };
+    let t0 = std::time::Instant::now();
+    for batch in 0..10 {
+        let (s, v) = api.call(
+            "POST",
+            "/v1/rooms/cap/events",
+            Some(&joins(batch * 100, 100)),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    eprintln!(
+        "1000 joins in 10 requests: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // The 1001st is refused with a code; the room keeps its 1000.
+    let (s, v) = api.call("POST", "/v1/rooms/cap/events", Some(&joins(1000, 1)));
+    assert_eq!((s, v["result"].as_u64()), (409, Some(7017)), "{v}");
+    let (_, room) = api.call("GET", "/v1/rooms/cap", None);
+    assert_eq!(room["room"]["participants"].as_array().unwrap().len(), 1000);
+
+    // A room with a job that has not ended is not deleted; afterwards it is.
+    register_room(&api, "gone", 1, "{}");
+    let (_, v) = start_recording(&api, "gone");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    let (s, v) = api.call("DELETE", "/v1/rooms/gone", None);
+    assert_eq!((s, v["result"].as_u64()), (409, Some(7012)), "{v}");
+    assert_eq!(stop_recording(&api, "gone").1["result"], 0);
+    wait_state(&api, &id, "completed", 30.0);
+    let (s, v) = api.call("DELETE", "/v1/rooms/gone", None);
+    assert_eq!((s, v["result"].as_u64()), (200, Some(0)), "{v}");
+    let (s, _) = api.call("GET", "/v1/rooms/gone", None);
+    assert_eq!(s, 404);
+    // The job's record and files stay.
+    assert_eq!(job(&api, &id)["state"], "completed");
+}

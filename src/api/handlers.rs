@@ -294,10 +294,33 @@ pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) 
     ok("room registered", json!({ "room": room_view(&room) }))
 }
 
+/// `DELETE /v1/rooms/{id}`: forgets a room that has no job running or waiting (those are
+/// stopped first: 409 with 7012 while any has not ended).
+pub(super) async fn delete_room(State(st): St, Path(id): Path<String>) -> Reply {
+    room(&st, &id).await?;
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = jobs
+        .iter()
+        .find(|j| j.spec.room_id == id && !j.state.is_terminal())
+    {
+        return Err(ApiError::with_status(
+            Code::RecordInProcess,
+            StatusCode::CONFLICT,
+            format!("job {} of the room has not ended: stop it first", job.id),
+        ));
+    }
+    st.store.delete_room(&id).await?;
+    info!(room = %id, "room deleted");
+    ok("room deleted", json!({ "room_id": id }))
+}
+
 pub(super) async fn get_room(State(st): St, Path(id): Path<String>) -> Reply {
     let r = room(&st, &id).await?;
     ok("ok", json!({ "room": room_view(&r) }))
 }
+
+/// Most participants a room may have (joins beyond it are refused with 409 / 7017).
+pub const MAX_ROOM_PARTICIPANTS: usize = 1000;
 
 pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
     let mut r = room(&st, &id).await?;
@@ -308,12 +331,24 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
     // One read of the jobs and one write of the room per request, not per event: a burst of
     // fifty joins is one request.
     let mut jobs = st.store.jobs().await?;
+    let mut refused = None;
     for ev in events {
         let was_empty = r.participants.is_empty();
         match &ev {
             PlatformEvent::ParticipantJoined { user_id, name }
                 if !r.participants.iter().any(|(u, _)| u == user_id) =>
             {
+                if r.participants.len() >= MAX_ROOM_PARTICIPANTS {
+                    refused = Some(ApiError::with_status(
+                        Code::RecordParamsMissing,
+                        StatusCode::CONFLICT,
+                        format!(
+                            "the room has {MAX_ROOM_PARTICIPANTS} participants, the most roomcast \
+                             tracks; the events before this one were applied"
+                        ),
+                    ));
+                    break;
+                }
                 r.participants.push((
                     user_id.clone(),
                     name.clone().unwrap_or_else(|| user_id.clone()),
@@ -392,6 +427,9 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
         }
     }
     st.store.put_room(&r).await?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
     ok(
         "events applied",
         json!({ "forwarded": forwarded, "auto_recording": started }),

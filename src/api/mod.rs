@@ -146,7 +146,10 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .route("/v1/health", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))
-        .route("/v1/rooms/{room_id}", put(put_room).get(get_room))
+        .route(
+            "/v1/rooms/{room_id}",
+            put(put_room).get(get_room).delete(delete_room),
+        )
         .route(
             "/v1/rooms/{room_id}/events",
             axum::routing::post(post_events),

@@ -89,6 +89,18 @@ impl Embedded {
         self.put(ROOMS, &room.room_id, &to_json(room)?)
     }
 
+    pub(super) fn delete_room(&self, id: &str) -> StoreResult<bool> {
+        let tx = self.db.begin_write().map_err(e)?;
+        let found = tx
+            .open_table(ROOMS)
+            .map_err(e)?
+            .remove(id)
+            .map_err(e)?
+            .is_some();
+        tx.commit().map_err(e)?;
+        Ok(found)
+    }
+
     pub(super) fn get_room(&self, id: &str) -> StoreResult<Option<RoomConfig>> {
         self.get(ROOMS, id)?.map(|s| from_json(&s)).transpose()
     }

@@ -116,6 +116,11 @@ impl Store {
         dispatch!(self, s => s.put_room(room))
     }
 
+    /// Forgets a room; true if it was registered.
+    pub async fn delete_room(&self, id: &str) -> StoreResult<bool> {
+        dispatch!(self, s => s.delete_room(id))
+    }
+
     /// A registered room.
     pub async fn get_room(&self, id: &str) -> StoreResult<Option<RoomConfig>> {
         dispatch!(self, s => s.get_room(id))

@@ -124,6 +124,13 @@ impl RedisStore {
         v.map(|s| from_json(&s)).transpose()
     }
 
+    pub(super) async fn delete_room(&self, id: &str) -> StoreResult<bool> {
+        let n: i64 = self
+            .q(redis::cmd("DEL").arg(key(&format!("room:{id}"))))
+            .await?;
+        Ok(n > 0)
+    }
+
     pub(super) async fn put_room(&self, room: &RoomConfig) -> StoreResult<()> {
         self.q(redis::cmd("SET")
             .arg(key(&format!("room:{}", room.room_id)))
