@@ -538,3 +538,38 @@ fn speaker_follows_janus_talking_and_a_described_share_is_presented() {
     );
     drop((ann, bob));
 }
+
+/// `wss://` to Janus: trusted through an extra authority file, refused without it. Signalling
+/// only (an empty room), so no network namespace is needed.
+#[test]
+fn records_over_wss_with_an_extra_certificate_authority() {
+    let dir = TempDir::new("janus-wss");
+    let janus = Janus::start_tls(&dir.path().join("janus"));
+    rt().block_on(async {
+        let admin = Admin::connect(&janus.url()).await;
+        admin.create_room(77).await;
+    });
+    let wss = janus.wss_url();
+    let ca = janus.ca_file().to_string_lossy().to_string();
+    let out = dir.path().join("rec").to_string_lossy().to_string();
+    let args = [
+        "record",
+        "--janus",
+        &wss,
+        "--room",
+        "77",
+        "--duration",
+        "3",
+        "--out",
+        &out,
+    ];
+    let (ok, j, err) = run_env(&[("ROOMCAST_EXTRA_CA_FILE", ca)], &args);
+    assert!(ok, "{err}");
+    let file = std::path::PathBuf::from(j["file"].as_str().unwrap());
+    let p = probe(&file);
+    assert!(p.duration >= 2.5, "duration {}", p.duration);
+    // The same server is not trusted without the authority.
+    let (ok, _, err) = run_env(&[("ROOMCAST_EXTRA_CA_FILE", String::new())], &args);
+    assert!(!ok, "connected to an untrusted server");
+    assert_eq!(last_json(&err)["result"], 7028, "{err}");
+}

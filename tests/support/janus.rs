@@ -55,12 +55,46 @@ pub struct Janus {
     child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    pub wss_port: Option<u16>,
 }
 
 impl Janus {
     pub fn start(dir: &Path) -> Janus {
+        Self::start_with(dir, false)
+    }
+
+    /// Also listens for `wss://` on [`Janus::wss_url`], with a certificate for 127.0.0.1 signed
+    /// by a test authority (its PEM at [`Janus::ca_file`]).
+    pub fn start_tls(dir: &Path) -> Janus {
+        Self::start_with(dir, true)
+    }
+
+    pub fn wss_url(&self) -> String {
+        format!(
+            "wss://127.0.0.1:{}",
+            self.wss_port.expect("started with TLS")
+        )
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn start_with(dir: &Path, tls: bool) -> Janus {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
+        let wss_port = tls.then(free_port);
+        if tls {
+            make_certificates(dir);
+        }
+        let wss = match wss_port {
+            Some(p) => format!(
+                "wss = true\n wss_port = {p}\n wss_ip = \"127.0.0.1\" }}\n\
+                 certificates: {{ cert_pem = \"{d}/server.pem\"\n cert_key = \"{d}/server.key\" }}\n",
+                d = dir.display()
+            ),
+            None => "wss = false }\n".to_string(),
+        };
         let lib = "/usr/lib/x86_64-linux-gnu/janus";
         let skip_plugins = [
             "audiobridge",
@@ -111,7 +145,7 @@ impl Janus {
         std::fs::write(
             dir.join("janus.transport.websockets.jcfg"),
             format!(
-                "general: {{ json = \"compact\"\n ws = true\n ws_port = {port}\n ws_ip = \"127.0.0.1\"\n wss = false }}\n\
+                "general: {{ json = \"compact\"\n ws = true\n ws_port = {port}\n ws_ip = \"127.0.0.1\"\n {wss}\
                  admin: {{ admin_ws = false }}\n"
             ),
         )
@@ -121,6 +155,7 @@ impl Janus {
             child: None,
             dir: dir.to_path_buf(),
             port,
+            wss_port,
         };
         j.spawn();
         j
@@ -171,6 +206,67 @@ impl Janus {
         self.kill();
         self.spawn();
     }
+}
+
+/// A test certificate authority and a server certificate for 127.0.0.1 it signed, in `dir`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (apt package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=roomcast test authority",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 impl Drop for Janus {

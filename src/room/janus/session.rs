@@ -63,6 +63,61 @@ pub struct Session {
 /// connection ends.
 pub type JanusEvent = Value;
 
+/// Names a PEM file of extra certificate authorities trusted for `wss://` (besides the
+/// system's).
+pub const EXTRA_CA_ENV: &str = "ROOMCAST_EXTRA_CA_FILE";
+
+/// The TLS settings for `wss://`: the system's roots, plus the authorities in
+/// [`EXTRA_CA_ENV`] when set.
+fn tls_connector() -> Result<Option<tokio_tungstenite::Connector>, JanusError> {
+    let Some(file) = std::env::var_os(EXTRA_CA_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&file).map_err(|e| {
+        JanusError::transport(format!("{EXTRA_CA_ENV} {}: {e}", file.to_string_lossy()))
+    })?;
+    let mut builder = native_tls::TlsConnector::builder();
+    let mut added = 0;
+    for block in pem_blocks(&pem) {
+        let cert = native_tls::Certificate::from_pem(&block)
+            .map_err(|e| JanusError::transport(format!("{EXTRA_CA_ENV}: {e}")))?;
+        builder.add_root_certificate(cert);
+        added += 1;
+    }
+    if added == 0 {
+        return Err(JanusError::transport(format!(
+            "{EXTRA_CA_ENV}: no PEM certificate in {}",
+            file.to_string_lossy()
+        )));
+    }
+    let tls = builder
+        .build()
+        .map_err(|e| JanusError::transport(format!("TLS setup: {e}")))?;
+    Ok(Some(tokio_tungstenite::Connector::NativeTls(tls)))
+}
+
+/// Each `-----BEGIN CERTIFICATE-----` block of a PEM file.
+fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE-----") {
+            cur = Some(String::new());
+        }
+        if let Some(c) = cur.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+        if line.starts_with("-----END CERTIFICATE-----") {
+            if let Some(c) = cur.take() {
+                out.push(c.into_bytes());
+            }
+        }
+    }
+    out
+}
+
 impl Session {
     /// Connects to `url` (subprotocol `janus-protocol`), creates a session and starts the
     /// keepalive. Async events arrive on the returned receiver.
@@ -76,7 +131,9 @@ impl Session {
             "Sec-WebSocket-Protocol",
             "janus-protocol".parse().expect("static header"),
         );
-        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(req))
+        let connector = tls_connector()?;
+        let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
+        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
             .map_err(|_| JanusError::transport(format!("connecting to {url}: timed out")))?
             .map_err(|e| JanusError::transport(format!("connecting to {url}: {e}")))?;
