@@ -129,6 +129,52 @@ pub struct ServerConfig {
     pub min_free_bytes: u64,
     /// The only folder watermarks named through the API come from (`ROOMCAST_ASSETS_DIR`).
     pub assets_dir: PathBuf,
+    /// Hosts a room's Janus URL may name (`ROOMCAST_JANUS_HOSTS`; unset: any).
+    pub janus_hosts: HostList,
+    /// Hosts RTMP destinations may name (`ROOMCAST_RTMP_HOSTS`; unset: any).
+    pub rtmp_hosts: HostList,
+}
+
+/// An optional allow-list of host names: `name`, or `*.domain` for any name under it.
+#[derive(Debug, Clone, Default)]
+pub struct HostList(Option<Vec<String>>);
+
+impl HostList {
+    /// From a comma-separated list (empty or unset: every host allowed).
+    pub fn parse(list: Option<&str>) -> HostList {
+        let hosts: Vec<String> = list
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        HostList((!hosts.is_empty()).then_some(hosts))
+    }
+
+    /// Whether `url`'s host is allowed.
+    pub fn allows_url(&self, url: &str) -> bool {
+        let Some(list) = &self.0 else { return true };
+        let Some(host) = url_host(url) else {
+            return false;
+        };
+        list.iter().any(|p| match p.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == *p,
+        })
+    }
+}
+
+/// The host of `scheme://[user@]host[:port]/…`, lower case (brackets kept off IPv6).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        hostport.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// Default API address.
@@ -212,6 +258,8 @@ impl ServerConfig {
                 file.server.job_retention_secs,
                 DEFAULT_JOB_RETENTION,
             )?,
+            janus_hosts: HostList::parse(env("ROOMCAST_JANUS_HOSTS").as_deref()),
+            rtmp_hosts: HostList::parse(env("ROOMCAST_RTMP_HOSTS").as_deref()),
             assets_dir: env("ROOMCAST_ASSETS_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
@@ -386,6 +434,22 @@ impl From<DeliveryError> for Error {
 mod tests {
     use super::*;
     use crate::delivery::Storage;
+
+    #[test]
+    fn host_lists_match_names_and_subdomains() {
+        assert_eq!(
+            url_host("rtmp://User@Live.Example.com:1935/app").as_deref(),
+            Some("live.example.com")
+        );
+        assert_eq!(url_host("wss://[::1]:8989/x").as_deref(), Some("::1"));
+        let l = HostList::parse(Some("janus.local, *.example.com"));
+        assert!(l.allows_url("ws://janus.local:8188"));
+        assert!(l.allows_url("wss://a.b.example.com/janus"));
+        assert!(!l.allows_url("wss://example.com.evil.net"));
+        assert!(!l.allows_url("ws://10.0.0.1"));
+        assert!(HostList::parse(None).allows_url("ws://anything"));
+        assert!(HostList::parse(Some(" , ")).allows_url("ws://anything"));
+    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| {

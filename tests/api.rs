@@ -492,3 +492,70 @@ fn rooms_have_a_participant_cap_and_can_be_deleted() {
     // The job's record and files stay.
     assert_eq!(job(&api, &id)["state"], "completed");
 }
+
+#[test]
+fn network_targets_follow_the_allow_lists_and_failures_do_not_describe_the_network() {
+    let dir = TempDir::new("api-hosts");
+    let api = Service::start(
+        &["serve"],
+        &serve_env(
+            &dir.path().join("data"),
+            &[
+                ("ROOMCAST_JANUS_HOSTS", "127.0.0.1, *.example.com"),
+                ("ROOMCAST_RTMP_HOSTS", "live.example.com"),
+                ("ROOMCAST_RETRY_AFTER_SECS", "0"),
+            ],
+        ),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    let janus = |url: &str| {
+        api.call(
+            "PUT",
+            "/v1/rooms/j",
+            Some(&format!(
+                r#"{{"connector":{{"type":"janus","url":"{url}","room":1}}}}"#
+            )),
+        )
+    };
+    for bad in [
+        "ws://10.0.0.1:8188",
+        "ws://example.com.evil.net",
+        "wss://[::1]:8989",
+    ] {
+        let (s, v) = janus(bad);
+        assert_eq!((s, v["result"].as_u64()), (400, Some(7017)), "{bad}: {v}");
+        assert!(v["msg"].as_str().unwrap().contains("not allowed"), "{v}");
+    }
+    assert_eq!(janus("wss://sfu.example.com/janus").0, 200);
+    register_room(&api, "s", 1, "{}");
+    let (s, v) = api.call(
+        "POST",
+        "/v1/rooms/s/streaming",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"rtmp_urls":["rtmp://127.0.0.1:1935/live/k"]}}"#
+        )),
+    );
+    assert_eq!((s, v["result"].as_u64()), (400, Some(7102)), "{v}");
+
+    // An allowed address where nothing (or something else) answers: the job fails, and what
+    // it says does not describe what was found there.
+    assert_eq!(janus("ws://127.0.0.1:9").0, 200);
+    let (_, v) = start_recording(&api, "j");
+    let failed = wait_state(&api, v["job_id"].as_str().unwrap(), "failed", 30.0);
+    let msg = failed["msg"].as_str().unwrap().to_lowercase();
+    for leak in [
+        "refused",
+        "os error",
+        "io error",
+        "lookup",
+        "404",
+        "protocol error",
+    ] {
+        assert!(!msg.contains(leak), "{leak}: {msg}");
+    }
+    assert!(
+        api.log_text().contains("Connection refused"),
+        "the log keeps the detail"
+    );
+}

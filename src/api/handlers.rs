@@ -277,6 +277,14 @@ pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) 
     room_id(&id)?;
     let bytes = read_body(body, Code::RecordParamsMissing).await?;
     let mut b = input::parse_room_body(&bytes)?;
+    if let ConnectorSpec::Janus { url, .. } = &b.connector {
+        if !st.cfg.janus_hosts.allows_url(url) {
+            return Err(ApiError::new(
+                Code::RecordParamsMissing,
+                "connector.url: host not allowed",
+            ));
+        }
+    }
     if let Some(w) = &b.settings.watermark {
         b.settings.watermark = Some(input::watermark(&st.cfg.assets_dir, w)?);
     }

@@ -180,6 +180,7 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
     )
     .await?;
     let urls = input::rtmp_urls(&c.body)?;
+    allowed_rtmp(&st, &urls)?;
     let layout = match c.body.get("layout") {
         None | Some(Value::Null) => room_layout(&c.room),
         Some(l) => input::layout(l)?,
@@ -236,7 +237,11 @@ pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body
     .await?;
     let urls = match c.body.get("rtmp_urls") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(input::rtmp_urls(&c.body)?),
+        Some(_) => {
+            let urls = input::rtmp_urls(&c.body)?;
+            allowed_rtmp(&st, &urls)?;
+            Some(urls)
+        }
     };
     let layout = match c.body.get("layout") {
         None | Some(Value::Null) => None,
@@ -263,4 +268,15 @@ pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body
             .await?;
     }
     ok("streaming change sent", json!({ "job_id": job.id }))
+}
+
+/// RTMP destinations must name hosts of `ROOMCAST_RTMP_HOSTS` when it is set (7102).
+fn allowed_rtmp(st: &ApiState, urls: &[String]) -> Result<(), ApiError> {
+    match urls.iter().find(|u| !st.cfg.rtmp_hosts.allows_url(u)) {
+        Some(_) => Err(ApiError::new(
+            Code::InvalidRtmpUrl,
+            "rtmp_urls: host not allowed",
+        )),
+        None => Ok(()),
+    }
 }

@@ -419,7 +419,13 @@ async fn keep_connected(
                 attempt += 1;
                 set_status(&status, |s| {
                     s.state = DestinationState::Retrying;
-                    s.last_error = Some(e.to_string());
+                    // What answered at the address stays in the log: the status that the
+                    // API shows says only that the destination failed.
+                    s.last_error = Some(
+                        "the destination could not be reached or refused the \
+                                         stream (details in the worker log)"
+                            .into(),
+                    );
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -98,9 +98,19 @@ fn join_error(e: JanusError) -> crate::Error {
         0 => ("janus.url", Code::StateBrokerNotFound),
         _ => ("janus", Code::StateRecordFailed),
     };
+    // What answered (or did not) at the address stays in the log: an answer naming it would
+    // let API callers probe the network.
+    let message = if e.code == 0 {
+        tracing::warn!(error = %e.message, "Janus server not reachable");
+        "the Janus server could not be reached or did not speak the Janus protocol (details \
+         in the worker log)"
+            .to_string()
+    } else {
+        e.message
+    };
     crate::Error::Invalid {
         field: field.into(),
-        message: e.message,
+        message,
         code,
     }
 }
