@@ -239,25 +239,54 @@ fn stored_mp4s(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `roomcast serve` with its data folder on a small tmpfs of `size`, delivering to a folder
+/// outside it, recording room `room` for four seconds.
+/// (Dropped in field order: the server stops, the disk is unmounted, then the folder goes.)
+struct SmallDiskRecording {
+    api: Service,
+    disk: SmallDisk,
+    storage: std::path::PathBuf,
+    job: String,
+    _dir: TempDir,
+}
+
+impl SmallDiskRecording {
+    fn start(tag: &str, size: &str, room: &str, extra: &[(&str, &str)]) -> SmallDiskRecording {
+        let dir = TempDir::new(tag);
+        let disk = SmallDisk::mount(&dir.path().join("small"), size);
+        let storage = dir.path().join("storage");
+        let target = format!("file://{}", storage.display());
+        let mut settings = vec![("ROOMCAST_STORAGE", target.as_str())];
+        settings.extend_from_slice(extra);
+        let env = serve_env(&disk.0.join("data"), &settings);
+        let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+        register_room(&api, room, 2, "{}");
+        let (_, v) = start_recording(&api, room);
+        let job = v["job_id"].as_str().unwrap().to_string();
+        wait_state(&api, &job, "active", 20.0);
+        std::thread::sleep(Duration::from_secs(4));
+        SmallDiskRecording {
+            api,
+            disk,
+            storage,
+            job,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
-    let dir = TempDir::new("floor");
-    let disk = SmallDisk::mount(&dir.path().join("small"), "64m");
-    let storage = dir.path().join("storage");
-    let env = serve_env(
-        &disk.0.join("data"),
+    let r = SmallDiskRecording::start(
+        "floor",
+        "64m",
+        "full",
         &[
             ("ROOMCAST_MIN_FREE_MB", "24"),
             ("ROOMCAST_RETRY_AFTER_SECS", "0"),
-            ("ROOMCAST_STORAGE", &format!("file://{}", storage.display())),
         ],
     );
-    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
-    register_room(&api, "full", 2, "{}");
-    let (_, v) = start_recording(&api, "full");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    wait_state(&api, &id, "active", 20.0);
-    std::thread::sleep(Duration::from_secs(4));
+    let (disk, storage, api, id) = (&r.disk, &r.storage, &r.api, &r.job);
     // Something else takes the space: less than the floor is left, but room to finalize.
     let free = || {
         let out = Command::new("df")
@@ -291,6 +320,12 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     let p = probe(&delivered[0]);
     assert!(p.duration >= 3.0, "duration {}", p.duration);
     assert!(decoded_video_frames(&delivered[0]) >= 90);
+    // The failed job's archive entry says how long its file is.
+    let (_, rec) = api.call("GET", "/v1/recordings?room_id=full", None);
+    assert!(
+        rec["files"][0]["duration_s"].as_f64().unwrap() >= 3.0,
+        "{rec}"
+    );
     // Below the floor the worker offers no capacity (from its next heartbeat on)…
     let offered = wait_for(5.0, || {
         let (_, h) = api.call("GET", "/v1/health", None);
@@ -316,22 +351,8 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
 
 #[test]
 fn a_segment_the_full_disk_kept_is_delivered_once_space_returns() {
-    let dir = TempDir::new("kept");
-    let disk = SmallDisk::mount(&dir.path().join("small"), "48m");
-    let storage = dir.path().join("storage");
-    let env = serve_env(
-        &disk.0.join("data"),
-        &[
-            ("ROOMCAST_MIN_FREE_MB", "0"),
-            ("ROOMCAST_STORAGE", &format!("file://{}", storage.display())),
-        ],
-    );
-    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
-    register_room(&api, "kept", 2, "{}");
-    let (_, v) = start_recording(&api, "kept");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    wait_state(&api, &id, "active", 20.0);
-    std::thread::sleep(Duration::from_secs(4));
+    let r = SmallDiskRecording::start("kept", "48m", "kept", &[("ROOMCAST_MIN_FREE_MB", "0")]);
+    let (disk, storage, api, id) = (&r.disk, &r.storage, &r.api, &r.job);
     // No floor: the disk fills up completely under the recording.
     let filler = fill(&disk.0, None);
     let j = wait_state(&api, &id, "failed", 20.0);

@@ -240,3 +240,39 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     let (_, arch) = s3.call("GET", "/v1/recordings?room_id=keep", None);
     assert_eq!(arch["count"], 3, "{arch}");
 }
+
+#[test]
+fn max_duration_counts_from_the_first_start_across_a_takeover() {
+    let dir = TempDir::new("q-maxdur");
+    let env = serve_env(&dir.path().join("data"), &[]);
+    let mut s1 = Service::start(&["serve"], &env, &dir.path().join("s1.log"), true);
+    register_room(&s1, "cap", 2, "{}");
+    let (_, v) = s1.call(
+        "POST",
+        "/v1/rooms/cap/live-recording",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"config":{{"max_duration_secs":10}}}}"#
+        )),
+    );
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&s1, &id, "active", 20.0);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    s1.kill9();
+    let s2 = Service::start(&["serve"], &env, &dir.path().join("s2.log"), true);
+    let j = wait_state(&s2, &id, "completed", 30.0);
+    let total = t0.elapsed().as_secs_f64();
+    assert_eq!(j["msg"], "maximum duration reached", "{j}");
+    let recorded: f64 = j["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["duration_s"].as_f64().unwrap_or(0.0))
+        .sum();
+    // 10 s in all (not 5 s + a fresh 10 s), give or take the restart.
+    assert!(total < 13.0, "completed {total:.1} s after the start: {j}");
+    assert!(
+        (7.0..=11.0).contains(&recorded),
+        "{recorded} s recorded: {j}"
+    );
+}

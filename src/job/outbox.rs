@@ -110,9 +110,13 @@ impl Outbox {
 
     /// One pass over the spool and the webhook queue; delivered files update `host`'s archive.
     /// Returns the spool's report and how many webhooks are still pending.
-    /// Files and webhooks go side by side: a slow webhook receiver never holds up files.
+    /// Files first, then the webhooks (including those the delivered files just queued).
+    /// A worker runs the two on separate tasks instead, so a slow webhook receiver never
+    /// holds up files.
     pub async fn drain_once<H: JobHost>(&self, host: &H) -> (DrainReport, usize) {
-        tokio::join!(self.drain_files_once(host), self.drain_hooks_once())
+        let report = self.drain_files_once(host).await;
+        let hooks = self.drain_hooks_once().await;
+        (report, hooks)
     }
 
     /// One pass over the spool; delivered files update `host`'s archive.

@@ -358,24 +358,6 @@ impl Embedded {
         tx.commit().map_err(e)
     }
 
-    pub(super) fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
-        // Cheap read first: most polls find nothing.
-        if self.get(COMMANDS, job)?.is_none() {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_write().map_err(e)?;
-        let list = {
-            let mut t = tx.open_table(COMMANDS).map_err(e)?;
-            let removed = t.remove(job).map_err(e)?;
-            match removed {
-                Some(v) => from_json(v.value())?,
-                None => Vec::new(),
-            }
-        };
-        tx.commit().map_err(e)?;
-        Ok(list)
-    }
-
     /// Takes the commands queued for a job unless its record has a later attempt (None), in
     /// one write transaction.
     pub(super) fn take_commands_fenced(
@@ -383,6 +365,15 @@ impl Embedded {
         job: &str,
         attempts: u32,
     ) -> StoreResult<Option<Vec<Command>>> {
+        // Cheap reads first: most polls find nothing (and a superseded run learns it from the
+        // record on its next poll that finds commands or from its next save).
+        if self.get(COMMANDS, job)?.is_none() {
+            let stored = self.get_job(job)?;
+            return Ok(match stored {
+                Some(s) if s.attempts > attempts => None,
+                _ => Some(Vec::new()),
+            });
+        }
         let tx = self.db.begin_write().map_err(e)?;
         let list = {
             let jobs = tx.open_table(JOBS).map_err(e)?;

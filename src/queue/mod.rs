@@ -240,11 +240,6 @@ impl Store {
         dispatch!(self, s => s.take_commands_fenced(job, attempts))
     }
 
-    /// Takes the commands queued for `job`, oldest first.
-    pub async fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
-        dispatch!(self, s => s.take_commands(job))
-    }
-
     /// Adds or replaces an archive entry.
     pub async fn put_archive(&self, entry: &ArchiveEntry) -> StoreResult<()> {
         dispatch!(self, s => s.put_archive(entry))

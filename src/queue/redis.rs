@@ -453,22 +453,6 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn take_commands(&self, job: &str) -> StoreResult<Vec<Command>> {
-        let k = key(&format!("cmd:{job}"));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LRANGE")
-            .arg(&k)
-            .arg(0)
-            .arg(-1)
-            .cmd("DEL")
-            .arg(&k)
-            .ignore();
-        let mut con = self.con.clone();
-        let (items,): (Vec<String>,) = pipe.query_async(&mut con).await.map_err(e)?;
-        items.iter().map(|s| from_json(s)).collect()
-    }
-
     /// Takes the commands queued for a job unless the job's record has a later attempt than
     /// `attempts` (another worker holds it; None): one Lua script.
     pub(super) async fn take_commands_fenced(

@@ -225,6 +225,13 @@ impl Composite {
         for id in off_screen {
             self.detach_video(&id)?;
         }
+        // Tracks that no slot shows spend nothing (a feed starts out decoding until this
+        // says otherwise).
+        for (id, source) in &self.video_sources {
+            if !shown.contains(id) {
+                source.release();
+            }
+        }
         for id in &shown {
             if self.video_attached(id) {
                 continue;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Where decoded frames of one track go: the appsrc in the recording pipeline, once built.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Slot {
     appsrc: Mutex<Option<gst_app::AppSrc>>,
     delivered: AtomicU64,
@@ -19,6 +19,17 @@ pub struct Slot {
     /// before its decoder (received, never decoded); when it is shown again the decoder asks
     /// the sender for a keyframe.
     wanted: AtomicBool,
+}
+
+impl Default for Slot {
+    /// Wanted until the recording says otherwise: a new feed starts decoding at once.
+    fn default() -> Self {
+        Slot {
+            appsrc: Mutex::default(),
+            delivered: AtomicU64::default(),
+            wanted: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Slot {
