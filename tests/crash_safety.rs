@@ -304,7 +304,7 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     };
     let filler = fill(&disk.0, Some(free() - 16 * 1024 * 1024));
     let t0 = std::time::Instant::now();
-    let j = wait_state(&api, &id, "failed", 15.0);
+    let j = wait_state(api, id, "failed", 15.0);
     eprintln!(
         "ended {:.1} s after the floor was crossed",
         t0.elapsed().as_secs_f64()
@@ -313,7 +313,7 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     assert!(j["msg"].as_str().unwrap().contains("floor"), "{j}");
     // The segment was finalized and delivered: a normal MP4 in storage, ~4 s long.
     let delivered = wait_for(15.0, || {
-        let files = stored_mp4s(&storage);
+        let files = stored_mp4s(storage);
         (!files.is_empty()).then_some(files)
     })
     .expect("segment delivered");
@@ -337,16 +337,16 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
         api.call("GET", "/v1/health", None).1
     );
     // …so a new request waits.
-    let (s, v) = start_recording(&api, "full");
+    let (s, v) = start_recording(api, "full");
     assert_eq!((s, v["result"].as_u64()), (202, Some(7207)), "{v}");
     let next = v["job_id"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(job(&api, &next)["state"], "queued");
+    assert_eq!(job(api, &next)["state"], "queued");
     // Space comes back: it starts.
     std::fs::remove_file(filler).unwrap();
-    wait_state(&api, &next, "active", 20.0);
-    assert_eq!(stop_recording(&api, "full").1["result"], 0);
-    wait_state(&api, &next, "completed", 30.0);
+    wait_state(api, &next, "active", 20.0);
+    assert_eq!(stop_recording(api, "full").1["result"], 0);
+    wait_state(api, &next, "completed", 30.0);
 }
 
 #[test]
@@ -355,23 +355,23 @@ fn a_segment_the_full_disk_kept_is_delivered_once_space_returns() {
     let (disk, storage, api, id) = (&r.disk, &r.storage, &r.api, &r.job);
     // No floor: the disk fills up completely under the recording.
     let filler = fill(&disk.0, None);
-    let j = wait_state(&api, &id, "failed", 20.0);
+    let j = wait_state(api, id, "failed", 20.0);
     assert_eq!(j["result"], 7204, "{j}");
     // The spool could not take it (not even its sidecar fits): kept where it was recorded.
     assert_eq!(j["segments"][0]["status"], "kept", "{j}");
     // Nothing is lost: once there is space again the segment reaches storage.
     std::fs::remove_file(filler).unwrap();
     let delivered = wait_for(30.0, || {
-        let files = stored_mp4s(&storage);
+        let files = stored_mp4s(storage);
         (!files.is_empty()).then_some(files)
     })
     .expect("kept segment delivered after space returned");
     assert!(decoded_video_frames(&delivered[0]) >= 60);
     let done = wait_for(15.0, || {
-        let j = job(&api, &id);
+        let j = job(api, id);
         (j["segments"][0]["status"] == "delivered").then_some(j)
     });
-    assert!(done.is_some(), "{}", job(&api, &id));
+    assert!(done.is_some(), "{}", job(api, id));
     let (_, rec) = api.call("GET", "/v1/recordings?room_id=kept", None);
     assert_eq!(rec["files"][0]["status"], "delivered", "{rec}");
 }
