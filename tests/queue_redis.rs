@@ -285,3 +285,77 @@ fn a_restarted_redis_is_used_again_and_the_running_job_goes_on() {
     assert!(warnings < 30, "{warnings} warnings:\n{log}");
     assert!(log.contains("queue store reachable again"), "{log}");
 }
+
+/// Stale writers racing a takeover, in both stores: whatever the interleaving, the record
+/// keeps the later attempt, and a stale run reads no command meant for the new holder.
+#[test]
+fn fenced_writes_and_command_reads_never_beat_a_later_attempt() {
+    use roomcast::queue::{Command, Job, JobSpec, Store};
+    let dir = TempDir::new("fenced");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stores = [
+            Store::redis(&redis.url()).await.unwrap(),
+            Store::embedded(&dir.path().join("embedded")).unwrap(),
+        ];
+        for store in stores {
+            let spec: JobSpec = serde_json::from_value(serde_json::json!({
+                "kind": "recording", "room_id": "f", "app_id": "a", "conf_num": "1",
+                "connector": {"type": "synthetic", "participants": 1}, "layout": "grid",
+                "preset": "h264-720p30", "started_by": "m", "cost": 0.3
+            }))
+            .unwrap();
+            let mut stale = Job::new("rec_fenced".into(), spec);
+            stale.attempts = 1;
+            stale.worker = Some("old".into());
+            assert!(store.put_job_fenced(&stale).await.unwrap());
+            let mut newer = stale.clone();
+            newer.attempts = 2;
+            newer.worker = Some("new".into());
+            let mut tasks = Vec::new();
+            for i in 0..40 {
+                let (s, j) = (
+                    store.clone(),
+                    if i == 20 {
+                        newer.clone()
+                    } else {
+                        stale.clone()
+                    },
+                );
+                tasks.push(tokio::spawn(
+                    async move { s.put_job_fenced(&j).await.unwrap() },
+                ));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let stored = store.get_job("rec_fenced").await.unwrap().unwrap();
+            assert_eq!(
+                (stored.attempts, stored.worker.as_deref()),
+                (2, Some("new"))
+            );
+            assert!(
+                !store.put_job_fenced(&stale).await.unwrap(),
+                "stale write refused"
+            );
+            store
+                .push_command("rec_fenced", &Command::Stop { by: "m".into() })
+                .await
+                .unwrap();
+            assert_eq!(
+                store.take_commands_fenced("rec_fenced", 1).await.unwrap(),
+                None
+            );
+            let taken = store.take_commands_fenced("rec_fenced", 2).await.unwrap();
+            assert_eq!(
+                taken.map(|c| c.len()),
+                Some(1),
+                "the new holder gets the stop"
+            );
+        }
+    });
+}

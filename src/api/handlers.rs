@@ -89,9 +89,8 @@ pub(super) fn view(job: &Job) -> Value {
     v
 }
 
-/// Jobs as the API shows them, with each segment's delivery as the archive records it (the
-/// delivery loop updates the archive when a file reaches storage; the job record keeps what
-/// its run knew when it handed the file over).
+/// Jobs as the API shows them, with each segment's delivery as the archive records it (see
+/// [`Job::apply_deliveries`]).
 pub(super) async fn views(st: &ApiState, jobs: Vec<Job>) -> Result<Vec<Value>, ApiError> {
     let pending = jobs.iter().any(|j| {
         j.segments
@@ -106,20 +105,7 @@ pub(super) async fn views(st: &ApiState, jobs: Vec<Job>) -> Result<Vec<Value>, A
     Ok(jobs
         .into_iter()
         .map(|mut job| {
-            for seg in job
-                .segments
-                .iter_mut()
-                .filter(|s| s.status == SegmentStatus::Spooled)
-            {
-                if let Some(entry) = archive.iter().find(|e| {
-                    e.job_id == job.id
-                        && e.file_name == seg.file_name
-                        && e.status == SegmentStatus::Delivered
-                }) {
-                    seg.status = SegmentStatus::Delivered;
-                    seg.url = entry.url.clone();
-                }
-            }
+            job.apply_deliveries(&archive);
             view(&job)
         })
         .collect())

@@ -327,7 +327,8 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             }
             HandOff::Kept => (file.path.display().to_string(), Value::Null),
         };
-        let job = host.job().unwrap_or(job);
+        let mut job = host.job().unwrap_or(job);
+        job.apply_deliveries(&host.entries());
         let line = json!({
             "file": where_now,
             "duration_s": file.duration.mseconds() as f64 / 1000.0,

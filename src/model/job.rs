@@ -383,6 +383,26 @@ pub struct Job {
 }
 
 impl Job {
+    /// Marks the segments the archive records as delivered (`delivered` with their URL): the
+    /// delivery loop updates the archive when a file reaches storage, while the job record
+    /// keeps what its run knew when it handed the file over.
+    pub fn apply_deliveries(&mut self, archive: &[ArchiveEntry]) {
+        for seg in self
+            .segments
+            .iter_mut()
+            .filter(|s| s.status == SegmentStatus::Spooled)
+        {
+            if let Some(entry) = archive.iter().find(|e| {
+                e.job_id == self.id
+                    && e.file_name == seg.file_name
+                    && e.status == SegmentStatus::Delivered
+            }) {
+                seg.status = SegmentStatus::Delivered;
+                seg.url = entry.url.clone();
+            }
+        }
+    }
+
     /// Ends the job: `state` (completed, failed or cancelled), its result code (0 or 7xxx)
     /// and message, stamped now.
     pub fn end(&mut self, state: JobState, result: u16, msg: impl Into<String>) {
