@@ -287,7 +287,7 @@ pub fn watermark(
     assets: &std::path::Path,
     given: &std::path::Path,
 ) -> Result<std::path::PathBuf, ApiError> {
-    let max = crate::pipeline::composite::WATERMARK_MAX_PX;
+    let max = crate::model::watermark::MAX_PX;
     crate::model::watermark::accept(assets, &given.to_string_lossy(), max)
         .map(std::path::PathBuf::from)
         .map_err(|e| {

@@ -9,18 +9,19 @@ use super::host::{JobHost, Poll};
 use super::notify::{Subject, Transition};
 use super::outbox::{HandOff, Outbox};
 use super::plan::{connect, Plan};
-use super::platform::{Action, Translator};
+use super::platform::{apply_actions, Translator};
 use super::runner::{segment_number, EndReason};
+use super::segments::{
+    archive_entry, discard, discard_if_empty, segment_meta, written, MIN_RECOVERED,
+};
 use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use crate::codes::Code;
-use crate::delivery::spool::SegmentMeta;
 use crate::layout::Layout;
 use crate::model::Preset;
 use crate::model::{DestinationState, DestinationStatus, RtmpUrl};
 use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::queue::{
-    now_ms, ArchiveEntry, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord,
-    SegmentStatus,
+    now_ms, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord, SegmentStatus,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,9 +37,6 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// A job whose runs ended with their worker's process this many times in a row is failed
 /// instead of being started again (it is most likely what brings the worker down).
 pub const MAX_WORKER_DEATHS: u32 = 2;
-/// A crashed run's segment shorter than one fragment is removed and recorded as empty.
-const MIN_RECOVERED: gst::ClockTime =
-    gst::ClockTime::from_mseconds(crate::pipeline::composite::FRAGMENT_MS as u64);
 /// A run that records this long proves the job does not bring its worker down.
 const STABLE_RUN: Duration = Duration::from_secs(600);
 
@@ -549,7 +547,7 @@ impl<H: JobHost> Run<'_, H> {
                 }
             }
             JobEvent::Streaming(d) => {
-                update_destination(&mut self.job, &d);
+                self.job.update_destination(&d);
                 self.save().await;
                 // A streaming job's own end is its `-off`; a recording job's streams report
                 // each destination's end.
@@ -588,109 +586,4 @@ impl<H: JobHost> Run<'_, H> {
             }
         }
     }
-}
-
-async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
-    // Consecutive event lists become one.
-    let mut merged: Vec<Action> = Vec::new();
-    for a in actions {
-        match (merged.last_mut(), a) {
-            (Some(Action::Events(all)), Action::Events(more)) => all.extend(more),
-            (_, a) => merged.push(a),
-        }
-    }
-    for a in merged {
-        let cmd = match a {
-            Action::Events(ev) if ev.is_empty() => continue,
-            Action::Events(ev) => JobCommand::Room(ev),
-            Action::Layout(v) => match Layout::from_request(&v) {
-                Ok(l) => JobCommand::SetLayout(Box::new(l)),
-                Err(e) => {
-                    warn!(error = %e, "layout of the room mode not applied");
-                    continue;
-                }
-            },
-        };
-        let _ = tx.send(cmd).await;
-    }
-}
-
-fn update_destination(job: &mut Job, d: &DestinationStatus) {
-    match job.destinations.iter_mut().find(|v| v.id == d.id) {
-        Some(slot) => *slot = d.clone(),
-        None => job.destinations.push(d.clone()),
-    }
-}
-
-/// Removes a segment file that holds no media fragment (its run ended within the first
-/// fragment) and records it as empty; true if it did.
-fn discard_if_empty(seg: &mut SegmentRecord) -> bool {
-    if !seg.path.is_file() || crate::pipeline::mp4::holds_media(&seg.path) {
-        return false;
-    }
-    discard(seg)
-}
-
-/// Removes a segment's file and records the segment as empty; true if it did.
-fn discard(seg: &mut SegmentRecord) -> bool {
-    match std::fs::remove_file(&seg.path) {
-        Ok(()) => {
-            info!(file = %seg.path.display(), "segment ended within its first fragment: removed");
-            seg.status = SegmentStatus::Empty;
-            seg.size = 0;
-            seg.duration_s = 0.0;
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, file = %seg.path.display(), "empty segment could not be removed");
-            false
-        }
-    }
-}
-
-/// What the spool and storage know about a segment of `job`.
-pub fn segment_meta(job: &Job, seg: &SegmentRecord) -> SegmentMeta {
-    let spec = &job.spec;
-    SegmentMeta {
-        job_id: job.id.clone(),
-        app_id: spec.app_id.clone(),
-        room_id: spec.room_id.clone(),
-        conf_num: spec.conf_num.clone(),
-        segment: segment_number(&seg.file_name).unwrap_or(1),
-        file_name: seg.file_name.clone(),
-        started_at_unix_ms: seg.started_ms,
-        ended_at_unix_ms: seg.ended_ms.unwrap_or_else(now_ms),
-        size: seg.size,
-        sha256: String::new(),
-    }
-}
-
-/// The archive's entry for a segment of `job`.
-pub fn archive_entry(job: &Job, seg: &SegmentRecord) -> ArchiveEntry {
-    ArchiveEntry {
-        room_id: job.spec.room_id.clone(),
-        conf_num: job.spec.conf_num.clone(),
-        job_id: job.id.clone(),
-        file_name: seg.file_name.clone(),
-        size: seg.size,
-        duration_s: seg.duration_s,
-        started_ms: seg.started_ms,
-        ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
-        url: seg.url.clone(),
-        status: seg.status,
-    }
-}
-
-/// What a segment that ended in an error left on disk, if anything (the runner finalized
-/// what reached the file; its duration is read from the file's header).
-fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
-    let bytes = std::fs::metadata(&seg.path)
-        .ok()
-        .filter(|m| m.is_file())?
-        .len();
-    (bytes > 0).then(|| SegmentFile {
-        bytes,
-        duration: crate::pipeline::mp4::duration(&seg.path).unwrap_or(gst::ClockTime::ZERO),
-        path: seg.path.clone(),
-    })
 }

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod plan;
 pub mod platform;
 pub mod runner;
+pub mod segments;
 pub mod state;
 
 pub use execute::{execute, JobEnv, Outcome, MAX_ATTEMPTS};

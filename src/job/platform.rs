@@ -1,10 +1,14 @@
 //! Platform room events (the platform's view of the room, posted to the API) → what a running
 //! job does with them.
 
+use super::JobCommand;
+use crate::layout::Layout;
 use crate::queue::{MediaKind, PlatformEvent, RoomMode};
 use crate::room::synthetic::SyntheticRoom;
 use crate::room::{ParticipantId, RoomEvent, TrackKind};
 use std::collections::HashSet;
+use tokio::sync::mpsc;
+use tracing::warn;
 
 /// What a platform event asks of a running job.
 #[derive(Debug)]
@@ -144,6 +148,32 @@ impl Translator {
             })],
             PlatformEvent::RoomDestroyed => vec![Action::Events(vec![RoomEvent::RoomDestroyed])],
         }
+    }
+}
+
+/// Sends the actions to the runner; consecutive event lists go as one.
+pub(super) async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
+    // Consecutive event lists become one.
+    let mut merged: Vec<Action> = Vec::new();
+    for a in actions {
+        match (merged.last_mut(), a) {
+            (Some(Action::Events(all)), Action::Events(more)) => all.extend(more),
+            (_, a) => merged.push(a),
+        }
+    }
+    for a in merged {
+        let cmd = match a {
+            Action::Events(ev) if ev.is_empty() => continue,
+            Action::Events(ev) => JobCommand::Room(ev),
+            Action::Layout(v) => match Layout::from_request(&v) {
+                Ok(l) => JobCommand::SetLayout(Box::new(l)),
+                Err(e) => {
+                    warn!(error = %e, "layout of the room mode not applied");
+                    continue;
+                }
+            },
+        };
+        let _ = tx.send(cmd).await;
     }
 }
 

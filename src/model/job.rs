@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub use super::event::{MediaKind, PlatformEvent};
 pub use crate::clock::now_ms;
 
 /// Where a job gets its media from.
@@ -383,6 +384,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// Records an RTMP destination's latest status.
+    pub fn update_destination(&mut self, d: &crate::model::DestinationStatus) {
+        match self.destinations.iter_mut().find(|v| v.id == d.id) {
+            Some(slot) => *slot = d.clone(),
+            None => self.destinations.push(d.clone()),
+        }
+    }
+
     /// Marks the segments the archive records as delivered (`delivered` with their URL): the
     /// delivery loop updates the archive when a file reaches storage, while the job record
     /// keeps what its run knew when it handed the file over.
@@ -458,91 +467,6 @@ impl Job {
             queue_entry: None,
         }
     }
-}
-
-/// A room event reported by the platform.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PlatformEvent {
-    /// A participant joined.
-    ParticipantJoined {
-        /// User id.
-        user_id: String,
-        /// Display name.
-        #[serde(default)]
-        name: Option<String>,
-    },
-    /// A participant left.
-    ParticipantLeft {
-        /// User id.
-        user_id: String,
-    },
-    /// Who is talking now (most active first).
-    ActiveTalkers {
-        /// User ids.
-        user_ids: Vec<String>,
-    },
-    /// Spotlighted users.
-    Spotlight {
-        /// User ids.
-        user_ids: Vec<String>,
-    },
-    /// Pinned users.
-    Pinned {
-        /// User ids.
-        user_ids: Vec<String>,
-    },
-    /// A moderator hard-muted (or released) a user's audio or video.
-    HardMute {
-        /// User id.
-        user_id: String,
-        /// `audio` or `video`.
-        media: MediaKind,
-        /// Muted or not.
-        muted: bool,
-    },
-    /// Users moved to break-out rooms (paused) or back.
-    Paused {
-        /// User ids.
-        user_ids: Vec<String>,
-        /// Paused or resumed.
-        paused: bool,
-    },
-    /// The room switched between group and lecture mode.
-    ModeSwitched {
-        /// New mode.
-        mode: RoomMode,
-    },
-    /// The room was destroyed.
-    RoomDestroyed,
-}
-
-impl PlatformEvent {
-    /// Every user id the event names.
-    pub fn user_ids(&self) -> Vec<&str> {
-        match self {
-            PlatformEvent::ParticipantJoined { user_id, .. }
-            | PlatformEvent::ParticipantLeft { user_id }
-            | PlatformEvent::HardMute { user_id, .. } => vec![user_id.as_str()],
-            PlatformEvent::ActiveTalkers { user_ids }
-            | PlatformEvent::Spotlight { user_ids }
-            | PlatformEvent::Pinned { user_ids }
-            | PlatformEvent::Paused { user_ids, .. } => {
-                user_ids.iter().map(String::as_str).collect()
-            }
-            PlatformEvent::ModeSwitched { .. } | PlatformEvent::RoomDestroyed => Vec::new(),
-        }
-    }
-}
-
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MediaKind {
-    /// Audio.
-    Audio,
-    /// Video.
-    Video,
 }
 
 /// A command to a running job, delivered to the worker that holds it.

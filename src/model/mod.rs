@@ -3,6 +3,7 @@
 //! ([`preset`]), RTMP destinations ([`rtmp`]). The API validates requests with these types, the
 //! queue stores them, the worker and the pipeline consume them.
 
+pub mod event;
 pub mod job;
 pub mod preset;
 pub mod rtmp;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub const INLINE_PREFIX: &str = "data:image/png;base64,";
 /// Largest inline watermark (decoded).
 pub const MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Largest watermark, width and height (the platform's `settings.watermark` limit).
+pub const MAX_PX: u32 = 140;
 /// Largest watermark file in the assets folder.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 

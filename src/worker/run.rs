@@ -2,7 +2,7 @@
 //! queue store, fenced by the job's attempt number; and the worker's delivery loop.
 
 use super::Worker;
-use crate::job::execute::{archive_entry, segment_meta};
+use crate::job::segments::{archive_entry, segment_meta};
 use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
 use crate::queue::{ArchiveEntry, Job, SegmentStatus};
 use std::sync::atomic::AtomicBool;

@@ -38,7 +38,7 @@ const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(60);
 /// How long the muxer waits for every track's first data before it starts.
 const MUXER_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(3);
 /// Largest watermark, as the platform's `settings.watermark` allows.
-pub const WATERMARK_MAX_PX: u32 = 140;
+pub const WATERMARK_MAX_PX: u32 = crate::model::watermark::MAX_PX;
 /// Watermark distance from the frame edge.
 const WATERMARK_MARGIN: i32 = 24;
 /// MP4 fragment length: at most this much is lost when the process is killed.
