@@ -88,11 +88,12 @@ lint: setup
 
 test: test-setup lint
 	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test -- --test-threads=2
-	$(MAKE) fuzz FUZZ_SECS=30 FUZZ_BUILD=--dev
 
 # Requests, room events, layout files and stored job records under libFuzzer (cargo-fuzz
-# needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). `make test`
-# runs it briefly with an unoptimized build (quicker to compile than to fuzz for long).
+# needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). The same checks
+# (fuzz/exercise.rs) run in `make test` over the seeds, the corpus this target keeps and
+# 20,000 deterministic mutations (tests/fuzz_inputs.rs), without a second build of every
+# dependency.
 FUZZ_SECS ?= 120
 FUZZ_BUILD ?=
 fuzz:

@@ -307,3 +307,38 @@ fn a_configuration_file_sets_delivery_and_the_environment_overrides_it() {
     assert_eq!(rx.of_type("live_recording").len(), 1);
     assert!(!err.contains(SECRET));
 }
+
+#[test]
+fn a_slow_webhook_receiver_does_not_hold_up_files() {
+    let dir = TempDir::new("slow-hooks");
+    let (data, store) = (dir.0.join("data"), dir.0.join("store"));
+    // Every webhook takes 6 s to be answered.
+    let rx = Receiver::start_with_delay(0, std::time::Duration::from_secs(6));
+    let mut e = env(&data, &store, rx.port);
+    e.push(("ROOMCAST_API_TOKEN", TOKEN.to_string()));
+    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".to_string()));
+    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
+    register_room(&api, "slow", 1, "{}");
+    let (_, v) = start_recording(&api, "slow");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(stop_recording(&api, "slow").1["result"], 0);
+    let t0 = std::time::Instant::now();
+    wait_state(&api, &id, "completed", 30.0);
+    // The status webhooks (on, off) are still being sent, one every 6 s; the file is not
+    // behind them.
+    let stored = wait_for(5.0, || {
+        let p = store.join("slow/1/slow_1_1.mp4");
+        p.is_file().then_some(p)
+    });
+    assert!(
+        stored.is_some(),
+        "file not delivered within 5 s of the job's end"
+    );
+    eprintln!(
+        "delivered {:.1} s after the job completed, {} webhooks answered so far",
+        t0.elapsed().as_secs_f64(),
+        rx.received().len()
+    );
+}

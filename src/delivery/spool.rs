@@ -226,19 +226,20 @@ mod tests {
         }
     }
 
-    fn scratch(tag: &str) -> PathBuf {
+    /// A fresh folder with a spool and a media file `r_1_1.mp4` holding "media".
+    fn scratch(tag: &str) -> (PathBuf, Spool, PathBuf) {
         let d = std::env::temp_dir().join(format!("roomcast-spool-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("spool")).unwrap();
-        d
+        let spool = Spool::open(d.join("spool")).unwrap();
+        let file = d.join("r_1_1.mp4");
+        std::fs::write(&file, b"media").unwrap();
+        (d, spool, file)
     }
 
     #[test]
     fn a_media_file_that_cannot_move_leaves_no_sidecar_and_stays_put() {
-        let d = scratch("nomove");
-        let spool = Spool::open(d.join("spool")).unwrap();
-        let file = d.join("r_1_1.mp4");
-        std::fs::write(&file, b"media").unwrap();
+        let (d, spool, file) = scratch("nomove");
         // Block the destination: a folder where the media file would go.
         let sha = sha256_file(&file).unwrap();
         std::fs::create_dir_all(d.join("spool").join(format!("r_1_1-{}.mp4", &sha[..12]))).unwrap();
@@ -250,10 +251,7 @@ mod tests {
 
     #[test]
     fn a_sidecar_whose_media_did_not_move_delivers_from_the_origin() {
-        let d = scratch("origin");
-        let spool = Spool::open(d.join("spool")).unwrap();
-        let file = d.join("r_1_1.mp4");
-        std::fs::write(&file, b"media").unwrap();
+        let (d, spool, file) = scratch("origin");
         // What a process that died between the two steps leaves: the sidecar, media unmoved.
         let entry = SpoolEntry {
             id: "r_1_1-abc".into(),
@@ -275,10 +273,7 @@ mod tests {
 
     #[test]
     fn put_moves_the_media_after_its_sidecar() {
-        let d = scratch("put");
-        let spool = Spool::open(d.join("spool")).unwrap();
-        let file = d.join("r_1_1.mp4");
-        std::fs::write(&file, b"media").unwrap();
+        let (d, spool, file) = scratch("put");
         let e = spool.put(&file, meta(), Some("file:///x".into())).unwrap();
         assert!(!file.exists());
         assert_eq!(std::fs::read(spool.media_path(&e)).unwrap(), b"media");

@@ -16,6 +16,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(port: u16) -> Receiver {
+        Self::start_with_delay(port, std::time::Duration::ZERO)
+    }
+
+    /// Answers each request only after `delay` (one request at a time): a slow receiver.
+    pub fn start_with_delay(port: u16, delay: std::time::Duration) -> Receiver {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -55,6 +60,7 @@ impl Receiver {
                     continue;
                 }
                 g.lock().unwrap().push(Received { headers, body });
+                std::thread::sleep(delay);
                 let mut s = r.into_inner();
                 let _ = s.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
