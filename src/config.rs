@@ -226,6 +226,11 @@ impl ServerConfig {
                 None => Ok(default),
             }
         };
+        let data_dir = PathBuf::from(
+            env("ROOMCAST_DATA_DIR")
+                .or(file.data_dir)
+                .unwrap_or(DEFAULT_DATA_DIR.into()),
+        );
         let listen = env("ROOMCAST_LISTEN")
             .or(file.server.listen)
             .unwrap_or(DEFAULT_LISTEN.into());
@@ -262,19 +267,8 @@ impl ServerConfig {
             rtmp_hosts: HostList::parse(env("ROOMCAST_RTMP_HOSTS").as_deref()),
             assets_dir: env("ROOMCAST_ASSETS_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(
-                        env("ROOMCAST_DATA_DIR")
-                            .or(file.data_dir.clone())
-                            .unwrap_or(DEFAULT_DATA_DIR.into()),
-                    )
-                    .join("assets")
-                }),
-            data_dir: PathBuf::from(
-                env("ROOMCAST_DATA_DIR")
-                    .or(file.data_dir)
-                    .unwrap_or(DEFAULT_DATA_DIR.into()),
-            ),
+                .unwrap_or_else(|| data_dir.join("assets")),
+            data_dir,
             min_free_bytes: match num("ROOMCAST_MIN_FREE_MB", env("ROOMCAST_MIN_FREE_MB"))?
                 .or(file.server.min_free_mb.map(|m| m as f64))
             {

@@ -219,7 +219,7 @@ impl S3Target {
     ) -> Result<String, DeliveryError> {
         let data = std::fs::read(src)
             .map_err(|e| DeliveryError::retryable(format!("reading {}: {e}", src.display())))?;
-        let md5 = hex(&Md5::digest(&data));
+        let md5 = crate::util::hex(&Md5::digest(&data));
         client
             .put_object()
             .bucket(&self.bucket)
@@ -349,12 +349,12 @@ impl S3Target {
                 )))
             }
         }
-        Ok(format!("{}-{}", hex(&Md5::digest(&digests)), n - 1))
+        Ok(format!(
+            "{}-{}",
+            crate::util::hex(&Md5::digest(&digests)),
+            n - 1
+        ))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The SDK's error without request details (which can carry signed URLs).

@@ -189,14 +189,8 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
 /// The duration a finalized (fast-start) MP4 declares in its `mvhd`; None if the header
 /// cannot be read.
 pub fn duration(path: &Path) -> Option<gst::ClockTime> {
-    use std::io::Read;
-    let mut head = vec![0u8; 8 * 1024 * 1024];
-    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
-    head.truncate(n);
-    let (_, ms, me) = boxes(&head, 0, head.len())
-        .into_iter()
-        .find(|(k, _, _)| k == b"moov")?;
-    let (a, b) = child(&head, (ms, me), b"mvhd")?;
+    let head = read_head(&mut std::fs::File::open(path).ok()?).ok()?;
+    let (a, b) = child(&head, moov(&head)?, b"mvhd")?;
     let (timescale, units) = match head.get(a)? {
         0 if b >= a + 20 => (be32(&head, a + 12) as u64, be32(&head, a + 16) as u64),
         1 if b >= a + 32 => {
@@ -215,6 +209,23 @@ pub fn duration(path: &Path) -> Option<gst::ClockTime> {
 
 /// Samples of encoder delay at the start of every `avenc_aac` stream.
 pub const AAC_PRIMING_SAMPLES: u64 = 1024;
+
+/// The front of a file, where a fast-start file's `moov` sits (up to the start of `mdat`):
+/// at most 8 MiB.
+fn read_head(f: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    f.take(8 * 1024 * 1024).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// The payload range of the top-level `moov` box in `head`.
+fn moov(head: &[u8]) -> Option<(usize, usize)> {
+    boxes(head, 0, head.len())
+        .into_iter()
+        .find(|(k, _, _)| k == b"moov")
+        .map(|(_, a, b)| (a, b))
+}
 
 /// Top-level (or child) boxes of an ISO-BMFF byte range: (type, start, end of payload).
 fn boxes(data: &[u8], from: usize, to: usize) -> Vec<([u8; 4], usize, usize)> {
@@ -258,22 +269,14 @@ fn be32(d: &[u8], at: usize) -> u32 {
 /// writers, signal it in the audio track's edit list (media_time = priming), patching the
 /// single version-0 entry in place. Only the header is read; the file is not rewritten.
 fn signal_aac_priming(path: &Path) -> Result<(), PipelineError> {
-    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(io(format!("opening {}", path.display())))?;
-    // The moov sits at the front of a fast-start file: read up to the start of mdat.
-    let mut head = vec![0u8; 8 * 1024 * 1024];
-    let n = f
-        .read(&mut head)
-        .map_err(io(format!("reading {}", path.display())))?;
-    head.truncate(n);
-    let Some((_, ms, me)) = boxes(&head, 0, head.len())
-        .into_iter()
-        .find(|(k, _, _)| k == b"moov")
-    else {
+    let head = read_head(&mut f).map_err(io(format!("reading {}", path.display())))?;
+    let Some((ms, me)) = moov(&head) else {
         return Ok(());
     };
     let movie_ts = child(&head, (ms, me), b"mvhd")

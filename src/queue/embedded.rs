@@ -116,12 +116,7 @@ impl Embedded {
         let tx = self.db.begin_write().map_err(e)?;
         {
             let mut t = tx.open_table(JOBS).map_err(e)?;
-            let stored: Option<Job> = t
-                .get(job.id.as_str())
-                .map_err(e)?
-                .map(|v| from_json(v.value()))
-                .transpose()?;
-            if stored.is_some_and(|s| s.attempts > job.attempts) {
+            if stored_attempts(&t, &job.id)? > job.attempts {
                 return Ok(false);
             }
             t.insert(job.id.as_str(), to_json(job)?.as_str())
@@ -189,12 +184,8 @@ impl Embedded {
                 .map(|v| v.value().to_string());
             if let Some(current) = current {
                 let jobs = tx.open_table(JOBS).map_err(e)?;
-                let other: Option<Job> = jobs
-                    .get(current.as_str())
-                    .map_err(e)?
-                    .map(|v| from_json(v.value()))
-                    .transpose()?;
-                if let Some(other) = other.filter(|o| !o.state.is_terminal()) {
+                if let Some(other) = stored_job(&jobs, &current)?.filter(|o| !o.state.is_terminal())
+                {
                     return Ok(Enqueued::Busy(Box::new(other)));
                 }
             }
@@ -368,21 +359,13 @@ impl Embedded {
         // Cheap reads first: most polls find nothing (and a superseded run learns it from the
         // record on its next poll that finds commands or from its next save).
         if self.get(COMMANDS, job)?.is_none() {
-            let stored = self.get_job(job)?;
-            return Ok(match stored {
-                Some(s) if s.attempts > attempts => None,
-                _ => Some(Vec::new()),
-            });
+            let superseded = self.get_job(job)?.is_some_and(|s| s.attempts > attempts);
+            return Ok((!superseded).then(Vec::new));
         }
         let tx = self.db.begin_write().map_err(e)?;
         let list = {
             let jobs = tx.open_table(JOBS).map_err(e)?;
-            let stored: Option<Job> = jobs
-                .get(job)
-                .map_err(e)?
-                .map(|v| from_json(v.value()))
-                .transpose()?;
-            if stored.is_some_and(|s| s.attempts > attempts) {
+            if stored_attempts(&jobs, job)? > attempts {
                 return Ok(None);
             }
             let mut t = tx.open_table(COMMANDS).map_err(e)?;
@@ -403,4 +386,25 @@ impl Embedded {
     pub(super) fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
         self.values(ARCHIVE)?.iter().map(|s| from_json(s)).collect()
     }
+}
+
+/// A job record read inside a transaction.
+fn stored_job(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> StoreResult<Option<Job>> {
+    table
+        .get(id)
+        .map_err(e)?
+        .map(|v| from_json(v.value()))
+        .transpose()
+}
+
+/// The attempt number of a stored job record (0 when there is none), read inside a
+/// transaction: the fencing token the fenced writes and reads compare with.
+fn stored_attempts(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> StoreResult<u32> {
+    Ok(stored_job(table, id)?.map_or(0, |j| j.attempts))
 }

@@ -16,6 +16,7 @@ use super::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 const PREFIX: &str = "roomcast:";
@@ -28,6 +29,104 @@ const GROUP: &str = "workers";
 pub struct RedisStore {
     con: ConnectionManager,
 }
+
+/// Lua: ends the script, answering `$answer`, when the job record at `KEYS[1]` carries a
+/// later attempt than `$attempts` (another worker has started the job since: the fencing
+/// check every guarded write and read makes in the same step as its effect).
+macro_rules! unless_superseded {
+    ($attempts:literal, $answer:literal) => {
+        concat!(
+            "local cur = redis.call('GET', KEYS[1])\n",
+            "if cur then\n",
+            "  local ok, stored = pcall(cjson.decode, cur)\n",
+            "  if ok and type(stored) == 'table'\n",
+            "     and tonumber(stored['attempts'] or 0) > tonumber(",
+            $attempts,
+            ") then\n",
+            "    return ",
+            $answer,
+            "\n",
+            "  end\n",
+            "end\n"
+        )
+    };
+}
+
+/// Writes a job record (KEYS[1]) and lists its id (KEYS[2]) unless superseded (answers 0).
+static FENCED_SET: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        unless_superseded!("ARGV[2]", "0"),
+        "redis.call('SET', KEYS[1], ARGV[1])\n",
+        "redis.call('SADD', KEYS[2], ARGV[3])\n",
+        "return 1\n"
+    ))
+});
+
+/// Takes a job's command list (KEYS[2]) unless superseded (answers `{0}`); else `{1, …}`.
+static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        unless_superseded!("ARGV[1]", "{0}"),
+        "local items = redis.call('LRANGE', KEYS[2], 0, -1)\n",
+        "redis.call('DEL', KEYS[2])\n",
+        "table.insert(items, 1, 1)\n",
+        "return items\n"
+    ))
+});
+
+/// Refreshes the claim (XCLAIM on the stream KEYS[1], group ARGV[2]) of each job record in
+/// KEYS[2..] that still names worker ARGV[1]: the check and the claim are one step, so a
+/// takeover between them cannot be undone.
+static REFRESH: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+        local n = 0
+        for i, k in ipairs(KEYS) do
+            if i > 1 then
+                local cur = redis.call('GET', k)
+                if cur then
+                    local ok, job = pcall(cjson.decode, cur)
+                    if ok and type(job) == 'table' and job['worker'] == ARGV[1]
+                        and type(job['queue_entry']) == 'string' then
+                        redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[1], 0, job['queue_entry'], 'JUSTID')
+                        n = n + 1
+                    end
+                end
+            end
+        end
+        return n
+        "#,
+    )
+});
+
+/// Enqueues a job unless its room's live job of its kind (KEYS[1] names it) has not ended
+/// (answers `{0, that job}`): writes the record (KEYS[2] .. id), numbers it (KEYS[3]), lists
+/// it as waiting (KEYS[4]) and in the job set (KEYS[5]), adds it to the stream (KEYS[6]);
+/// answers `{1, jobs waiting ahead}`.
+static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+        local current = redis.call('GET', KEYS[1])
+        if current then
+            local other = redis.call('GET', KEYS[2] .. current)
+            if other then
+                local ok, job = pcall(cjson.decode, other)
+                if ok and type(job) == 'table' and job['state'] ~= 'completed'
+                    and job['state'] ~= 'failed' and job['state'] ~= 'cancelled' then
+                    return {0, other}
+                end
+            end
+        end
+        redis.call('SET', KEYS[1], ARGV[1])
+        local seq = redis.call('INCR', KEYS[3])
+        local ahead = redis.call('ZCARD', KEYS[4])
+        redis.call('SET', KEYS[2] .. ARGV[1], ARGV[2])
+        redis.call('SADD', KEYS[5], ARGV[1])
+        redis.call('ZADD', KEYS[4], seq, ARGV[1])
+        redis.call('XADD', KEYS[6], '*', 'job', ARGV[1])
+        return {1, ahead}
+        "#,
+    )
+});
 
 /// How the connection to Redis behaves when Redis goes away.
 fn connection_config() -> ConnectionManagerConfig {
@@ -166,20 +265,7 @@ impl RedisStore {
     /// Writes the record unless the stored one has a later attempt, checked and written by
     /// one Lua script (atomic in Redis). True if written.
     pub(super) async fn put_job_fenced(&self, job: &Job) -> StoreResult<bool> {
-        const FENCED_SET: &str = r#"
-            local cur = redis.call('GET', KEYS[1])
-            if cur then
-                local ok, stored = pcall(cjson.decode, cur)
-                if ok and type(stored) == 'table' and tonumber(stored['attempts'] or 0) > tonumber(ARGV[2]) then
-                    return 0
-                end
-            end
-            redis.call('SET', KEYS[1], ARGV[1])
-            redis.call('SADD', KEYS[2], ARGV[3])
-            return 1
-        "#;
-        let script = redis::Script::new(FENCED_SET);
-        let written: i64 = script
+        let written: i64 = FENCED_SET
             .key(key(&format!("job:{}", job.id)))
             .key(key("jobs"))
             .arg(to_json(job)?)
@@ -245,29 +331,7 @@ impl RedisStore {
         // One script: the room's live job of this kind is checked and the new job written,
         // numbered, listed as waiting and added to the stream, with nothing in between (of
         // two racing starts, the second sees the first).
-        const ENQUEUE: &str = r#"
-            local current = redis.call('GET', KEYS[1])
-            if current then
-                local other = redis.call('GET', KEYS[2] .. current)
-                if other then
-                    local ok, job = pcall(cjson.decode, other)
-                    if ok and type(job) == 'table' and job['state'] ~= 'completed'
-                        and job['state'] ~= 'failed' and job['state'] ~= 'cancelled' then
-                        return {0, other}
-                    end
-                end
-            end
-            redis.call('SET', KEYS[1], ARGV[1])
-            local seq = redis.call('INCR', KEYS[3])
-            local ahead = redis.call('ZCARD', KEYS[4])
-            redis.call('SET', KEYS[2] .. ARGV[1], ARGV[2])
-            redis.call('SADD', KEYS[5], ARGV[1])
-            redis.call('ZADD', KEYS[4], seq, ARGV[1])
-            redis.call('XADD', KEYS[6], '*', 'job', ARGV[1])
-            return {1, ahead}
-        "#;
-        let script = redis::Script::new(ENQUEUE);
-        let reply: Vec<Value> = script
+        let reply: Vec<Value> = ENQUEUE
             .key(key(&format!("live:{}", live_key(job))))
             .key(key("job:"))
             .key(key("seq"))
@@ -356,26 +420,8 @@ impl RedisStore {
         // Refreshes the claim of each job whose record still names this worker; the check
         // and the XCLAIM are one script, so a takeover between them cannot be undone. (A job
         // another worker took over while this one was cut off is not claimed back.)
-        const REFRESH: &str = r#"
-            local n = 0
-            for i, k in ipairs(KEYS) do
-                if i > 1 then
-                    local cur = redis.call('GET', k)
-                    if cur then
-                        local ok, job = pcall(cjson.decode, cur)
-                        if ok and type(job) == 'table' and job['worker'] == ARGV[1]
-                            and type(job['queue_entry']) == 'string' then
-                            redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[1], 0, job['queue_entry'], 'JUSTID')
-                            n = n + 1
-                        end
-                    end
-                end
-            end
-            return n
-        "#;
         if !info.jobs.is_empty() {
-            let script = redis::Script::new(REFRESH);
-            let mut call = script.key(key("queue"));
+            let mut call = REFRESH.key(key("queue"));
             for id in &info.jobs {
                 call.key(key(&format!("job:{id}")));
             }
@@ -460,21 +506,7 @@ impl RedisStore {
         job: &str,
         attempts: u32,
     ) -> StoreResult<Option<Vec<Command>>> {
-        const TAKE: &str = r#"
-            local cur = redis.call('GET', KEYS[1])
-            if cur then
-                local ok, stored = pcall(cjson.decode, cur)
-                if ok and type(stored) == 'table' and tonumber(stored['attempts'] or 0) > tonumber(ARGV[1]) then
-                    return {0}
-                end
-            end
-            local items = redis.call('LRANGE', KEYS[2], 0, -1)
-            redis.call('DEL', KEYS[2])
-            table.insert(items, 1, 1)
-            return items
-        "#;
-        let script = redis::Script::new(TAKE);
-        let reply: Vec<Value> = script
+        let reply: Vec<Value> = TAKE
             .key(key(&format!("job:{job}")))
             .key(key(&format!("cmd:{job}")))
             .arg(attempts)

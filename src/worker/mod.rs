@@ -120,9 +120,9 @@ impl Worker {
     }
 
     /// Checks the free space where segments are written against the floor; logs changes.
-    fn check_disk(&self) -> bool {
+    fn check_disk(&self) {
         if self.cfg.min_free_bytes == 0 {
-            return true;
+            return;
         }
         let free = crate::util::free_bytes(&self.cfg.recordings_dir);
         let low = free.is_some_and(|f| f < self.cfg.min_free_bytes);
@@ -136,7 +136,6 @@ impl Worker {
         } else if was && !low {
             info!("free disk space above the floor again: taking jobs");
         }
-        !low
     }
 
     /// A claimed job starts if it fits, or if nothing runs (a job bigger than the whole

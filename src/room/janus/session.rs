@@ -76,46 +76,22 @@ fn tls_connector() -> Result<Option<tokio_tungstenite::Connector>, JanusError> {
     let pem = std::fs::read(&file).map_err(|e| {
         JanusError::transport(format!("{EXTRA_CA_ENV} {}: {e}", file.to_string_lossy()))
     })?;
-    let mut builder = native_tls::TlsConnector::builder();
-    let mut added = 0;
-    for block in pem_blocks(&pem) {
-        let cert = native_tls::Certificate::from_pem(&block)
-            .map_err(|e| JanusError::transport(format!("{EXTRA_CA_ENV}: {e}")))?;
-        builder.add_root_certificate(cert);
-        added += 1;
-    }
-    if added == 0 {
+    let certs = native_tls::Certificate::stack_from_pem(&pem)
+        .map_err(|e| JanusError::transport(format!("{EXTRA_CA_ENV}: {e}")))?;
+    if certs.is_empty() {
         return Err(JanusError::transport(format!(
             "{EXTRA_CA_ENV}: no PEM certificate in {}",
             file.to_string_lossy()
         )));
     }
+    let mut builder = native_tls::TlsConnector::builder();
+    for cert in certs {
+        builder.add_root_certificate(cert);
+    }
     let tls = builder
         .build()
         .map_err(|e| JanusError::transport(format!("TLS setup: {e}")))?;
     Ok(Some(tokio_tungstenite::Connector::NativeTls(tls)))
-}
-
-/// Each `-----BEGIN CERTIFICATE-----` block of a PEM file.
-fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with("-----BEGIN CERTIFICATE-----") {
-            cur = Some(String::new());
-        }
-        if let Some(c) = cur.as_mut() {
-            c.push_str(line);
-            c.push('\n');
-        }
-        if line.starts_with("-----END CERTIFICATE-----") {
-            if let Some(c) = cur.take() {
-                out.push(c.into_bytes());
-            }
-        }
-    }
-    out
 }
 
 impl Session {
