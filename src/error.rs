@@ -32,7 +32,6 @@ pub enum Error {
         /// Code to report.
         code: Code,
     },
-    /// File system failure.
     /// A setting (environment variable, configuration file or command-line storage URL) that
     /// cannot be used: the process cannot start as configured.
     #[error("invalid {setting}: {message}")]
@@ -53,6 +52,7 @@ pub enum Error {
         /// What happened.
         message: String,
     },
+    /// File system failure.
     #[error("{context}: {cause}")]
     Io {
         /// What was being done.

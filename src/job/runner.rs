@@ -213,6 +213,23 @@ impl Job {
         tokio::task::block_in_place(|| self.composite.apply(&slots))
     }
 
+    /// Applies a batch of room events; the reason to end when the room is gone.
+    fn on_room(&mut self, events: Vec<RoomEvent>) -> Result<Option<EndReason>, Error> {
+        if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
+            info!("room destroyed");
+            return Ok(Some(EndReason::RoomDestroyed));
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Disconnected { .. }))
+        {
+            warn!("room connection lost");
+            return Ok(Some(EndReason::Disconnected));
+        }
+        self.on_events(events)?;
+        Ok(None)
+    }
+
     fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
         for ev in events {
             self.on_event(ev)?;
@@ -364,13 +381,6 @@ async fn run(
         .bus()
         .ok_or_else(|| PipelineError::setup("no bus"))?
         .stream();
-    tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
-        .map_err(PipelineError::setup)?;
-    info!(preset = %spec.preset.name, layout = %def.name, "recording started");
-    if let Some(tx) = &events {
-        let _ = tx.send(JobEvent::Started { file: path.clone() });
-    }
-
     let mut job = Job {
         composite,
         destinations: Vec::new(),
@@ -379,7 +389,21 @@ async fn run(
         state: RoomState::new(),
         layout: spec.layout.clone(),
     };
-    job.relayout()?;
+    // Whoever is already in the room is built before the clock starts, so the recording opens
+    // on them (sound and picture from its first frame) rather than on an empty canvas.
+    let mut ended_early = match waiting(&mut room) {
+        Some(present) => job.on_room(present)?,
+        None => {
+            job.relayout()?;
+            None
+        }
+    };
+    tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
+        .map_err(PipelineError::setup)?;
+    info!(preset = %spec.preset.name, layout = %def.name, "recording started");
+    if let Some(tx) = &events {
+        let _ = tx.send(JobEvent::Started { file: path.clone() });
+    }
     for url in spec.rtmp.clone() {
         job.add_destination(url)?;
     }
@@ -389,6 +413,9 @@ async fn run(
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
     let outcome: Result<EndReason, Error> = loop {
+        if let Some(reason) = ended_early.take() {
+            break Ok(reason);
+        }
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -396,18 +423,14 @@ async fn run(
             }
         };
         tokio::select! {
-            ev = room.events.recv() => match coalesce(ev, &mut room) {
-                Some(events) if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) => {
-                    info!("room destroyed");
-                    break Ok(EndReason::RoomDestroyed);
-                }
-                Some(events) if events.iter().any(|e| matches!(e, RoomEvent::Disconnected { .. })) => {
-                    warn!("room connection lost");
-                    break Ok(EndReason::Disconnected);
-                }
-                Some(events) => {
-                    if let Err(e) = job.on_events(events) {
-                        break Err(e.into());
+            ev = room.events.recv() => match ev {
+                Some(first) => {
+                    let mut events = vec![first];
+                    events.extend(waiting(&mut room).unwrap_or_default());
+                    match job.on_room(events) {
+                        Ok(Some(reason)) => break Ok(reason),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
                     }
                 }
                 None => break Ok(EndReason::Disconnected),
@@ -438,15 +461,11 @@ async fn run(
                         }
                     }
                 }
-                Some(JobCommand::Room(events)) => {
-                    if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
-                        info!("room destroyed");
-                        break Ok(EndReason::RoomDestroyed);
-                    }
-                    if let Err(e) = job.on_events(events) {
-                        break Err(e.into());
-                    }
-                }
+                Some(JobCommand::Room(events)) => match job.on_room(events) {
+                    Ok(Some(reason)) => break Ok(reason),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                },
                 None => commands_open = false,
             },
             _ = progress.tick() => {
@@ -551,14 +570,14 @@ fn shown_path(p: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
-/// Takes `first` and every event already waiting, so a burst (a join and its tracks) is laid out
-/// once rather than once per event.
-fn coalesce(first: Option<RoomEvent>, room: &mut RoomHandle) -> Option<Vec<RoomEvent>> {
-    let mut events = vec![first?];
+/// Every event already waiting, so a burst (a join and its tracks) is laid out once rather than
+/// once per event; `None` when nothing is waiting.
+fn waiting(room: &mut RoomHandle) -> Option<Vec<RoomEvent>> {
+    let mut events = Vec::new();
     while let Ok(ev) = room.events.try_recv() {
         events.push(ev);
     }
-    Some(events)
+    (!events.is_empty()).then_some(events)
 }
 
 /// Waits for EOS to reach the sink after [`Composite::end_of_stream`]. Errors from inputs

@@ -261,18 +261,20 @@ impl SyntheticRoom {
 
 impl RoomConnector for SyntheticRoom {
     async fn connect(&self) -> Result<RoomHandle, crate::Error> {
-        let (tx, rx) = mpsc::channel(64);
-        let timeline = self.timeline();
+        let mut events = self.timeline().into_iter().peekable();
+        // Everything at time zero is in the channel when `connect` returns, so the recorder
+        // builds the room as it is before its media clock starts; the script's clock starts when
+        // the recorder has taken those events, so scripted times are times in the recording.
+        let mut initial = Vec::new();
+        while let Some((_, event)) = events.next_if(|(at, _)| at.is_zero()) {
+            initial.push(event);
+        }
+        let (tx, rx) = mpsc::channel(initial.len().max(64));
+        for event in initial {
+            // Cannot fail: the channel is new, its receiver alive and it has room for all.
+            let _ = tx.try_send(event);
+        }
         let task = tokio::spawn(async move {
-            let mut events = timeline.into_iter().peekable();
-            // Everything at time zero is there at once; the script's clock starts when the
-            // recorder has taken those events, i.e. when its media clock starts, so scripted
-            // times are times in the recording.
-            while let Some((_, event)) = events.next_if(|(at, _)| at.is_zero()) {
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
             let waited = tokio::time::Instant::now();
             while tx.capacity() < tx.max_capacity() && waited.elapsed() < SCRIPT_START_WAIT {
                 tokio::time::sleep(Duration::from_millis(5)).await;
