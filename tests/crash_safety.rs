@@ -65,6 +65,76 @@ fn kill_9_leaves_a_playable_file() {
     assert!(after >= frames);
 }
 
+/// Per-track durations (video, audio) ffprobe reads.
+fn track_durations(file: &std::path::Path) -> (f64, f64) {
+    let out = tool_output(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_type,duration"])
+            .args(["-of", "csv=p=0"])
+            .arg(file),
+    );
+    let (mut v, mut a) = (0.0, 0.0);
+    for line in String::from_utf8_lossy(&out).lines() {
+        let mut parts = line.split(',');
+        let kind = parts.next().unwrap_or_default();
+        let d: f64 = parts.next().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+        match kind {
+            "video" => v = d,
+            "audio" => a = d,
+            _ => {}
+        }
+    }
+    (v, a)
+}
+
+/// A segment whose tracks end far apart (audio that fell behind in a crowded room, or video
+/// behind an overloaded encoder) is finalized, not left waiting for the shorter track.
+#[test]
+fn a_segment_with_tracks_of_unequal_length_is_finalized() {
+    let dir = TempDir::new("skew");
+    // 10 s of video with 1 s of audio, then 1 s of video with 10 s of audio, in 1 s fragments.
+    for (name, video_frames, audio_buffers) in [("short_audio", 300, 47), ("short_video", 30, 469)]
+    {
+        let file = dir.path().join(format!("{name}.mp4"));
+        let pipeline = format!(
+            "videotestsrc num-buffers={video_frames} ! video/x-raw,framerate=30/1,width=320,height=240 \
+             ! x264enc ! h264parse ! mp4mux fragment-duration=1000 name=m ! filesink location={} \
+             audiotestsrc num-buffers={audio_buffers} ! audio/x-raw,rate=48000 ! avenc_aac ! m.",
+            file.display()
+        );
+        tool_output(
+            Command::new("gst-launch-1.0")
+                .arg("-q")
+                .args(pipeline.split_whitespace()),
+        );
+        assert!(top_level_boxes(&file).iter().any(|b| b == "moof"));
+
+        let t0 = Instant::now();
+        let (ok, stdout, stderr) = run(&["finalize", file.to_str().unwrap()]);
+        assert!(ok, "{name}: finalize failed: {stderr}");
+        eprintln!(
+            "{name}: finalized in {:?}: {}",
+            t0.elapsed(),
+            last_json(&stdout)
+        );
+        let boxes = top_level_boxes(&file);
+        assert!(!boxes.iter().any(|b| b == "moof"), "{name}: {boxes:?}");
+        let (v, a) = track_durations(&file);
+        let (want_v, want_a) = (
+            video_frames as f64 / 30.0,
+            audio_buffers as f64 * 1024.0 / 48_000.0,
+        );
+        assert!(
+            (v - want_v).abs() < 0.2,
+            "{name}: video {v} s, want {want_v}"
+        );
+        assert!(
+            (a - want_a).abs() < 0.2,
+            "{name}: audio {a} s, want {want_a}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_finalizes_a_fast_start_mp4() {
     let dir = TempDir::new("sigterm");

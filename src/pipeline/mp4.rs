@@ -17,6 +17,9 @@ use std::time::Duration;
 const REMUX_SECS_PER_100MB: u64 = 20;
 /// Minimum time allowed for a remux.
 const REMUX_MIN_SECS: u64 = 30;
+/// How much of one track a remux holds while the other has no more samples (bytes): at a
+/// 720p bitrate, over half an hour of one track running past the other.
+const REMUX_QUEUE_BYTES: u32 = 512 * 1024 * 1024;
 
 /// A finished recording file.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +145,12 @@ fn remux(src_path: &Path, out: &Path, scratch: &Path) -> Result<gst::ClockTime, 
         if pipeline.add(&q).is_err() {
             return;
         }
+        // A track that ended early (audio that fell behind while recording) leaves the other
+        // track's samples waiting here until the demuxer reaches the end of the file: the
+        // queue holds them up to REMUX_QUEUE_BYTES rather than a second of media.
+        q.set_property("max-size-buffers", 0u32);
+        q.set_property("max-size-time", 0u64);
+        q.set_property("max-size-bytes", REMUX_QUEUE_BYTES);
         let _ = q.sync_state_with_parent();
         if let Some(qs) = q.static_pad("sink") {
             let _ = pad.link(&qs);
