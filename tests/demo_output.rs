@@ -151,75 +151,21 @@ fn audio_mixes_whoever_is_present() {
     );
 }
 
-/// Times where the white pixel count jumps (the sync reference's flashes).
-fn flash_onsets(d: &Demo) -> Vec<f64> {
-    let frames = all_frames(&d.file, 320, 180);
-    let counts: Vec<usize> = frames
-        .iter()
-        .map(|(_, f)| {
-            f.rgb
-                .chunks_exact(3)
-                .filter(|p| p.iter().all(|&c| c > 215))
-                .count()
-        })
-        .collect();
-    let mut sorted = counts.clone();
-    sorted.sort_unstable();
-    let base = sorted[sorted.len() / 2];
-    // The smallest tile Alice takes (256x144 in the presentation column) is 2304 px at 1/4 scale.
-    let on: Vec<bool> = counts.iter().map(|&c| c > base + 1200).collect();
-    // Before the first frame counts as dark: a flash under way at the start is an onset.
-    (0..on.len())
-        .filter(|&i| on[i] && (i == 0 || !on[i - 1]))
-        .map(|i| frames[i].0)
-        .collect()
-}
-
-/// Times where the 2 kHz beep starts.
-fn beep_onsets(d: &Demo) -> Vec<f64> {
-    let rate = 48_000u32;
-    let pcm = audio_mono(&d.file, rate);
-    let hop = 48; // 1 ms
-    let win = 240; // 5 ms
-    let env: Vec<f64> = (0..pcm.len().saturating_sub(win))
-        .step_by(hop)
-        .map(|i| tone_amplitude(&pcm[i..i + win], 2000.0, rate))
-        .collect();
-    let peak = env.iter().cloned().fold(0.0, f64::max);
-    let thr = peak * 0.3;
-    let mut out = Vec::new();
-    let mut last = -10.0;
-    // Before the first sample counts as silent: a beep under way at the start is an onset.
-    for i in 0..env.len() {
-        let t = (i * hop + win / 2) as f64 / rate as f64;
-        let before = if i == 0 { 0.0 } else { env[i - 1] };
-        if env[i] > thr && before <= thr && t - last > 0.5 {
-            out.push(t);
-            last = t;
-        }
-    }
-    out
-}
-
 #[test]
 fn audio_and_video_stay_in_sync() {
     let d = demo();
-    let flashes = flash_onsets(d);
-    let beeps = beep_onsets(d);
+    // The smallest tile Alice takes (256x144 in the presentation column) is 2304 px at 1/4 scale.
+    let flashes = flash_onsets(&d.file, 1200);
+    let beeps = beep_onsets(&d.file, 2000.0);
     assert!(
         flashes.len() >= 13,
         "found {} flashes: {flashes:?}",
         flashes.len()
     );
     assert!(beeps.len() >= 13, "found {} beeps: {beeps:?}", beeps.len());
+    let offsets = av_offsets(&flashes, &beeps);
     let mut worst = 0.0f64;
-    let mut checked = 0;
-    for &f in &flashes {
-        let nearest = beeps
-            .iter()
-            .cloned()
-            .min_by(|a, b| (a - f).abs().total_cmp(&(b - f).abs()));
-        let off = nearest.map(|b| f - b).unwrap_or(f64::MAX);
+    for &(f, off) in &offsets {
         assert!(
             off.abs() <= 0.045,
             "A/V offset {:.1} ms at {f:.3} s (flashes {flashes:?}, beeps {beeps:?})",
@@ -227,13 +173,14 @@ fn audio_and_video_stay_in_sync() {
         );
         eprintln!("flash {f:.3} s offset {:+.1} ms", off * 1000.0);
         worst = worst.max(off.abs());
-        checked += 1;
     }
+    assert_eq!(offsets.len(), flashes.len());
     // Flashes after the late join (4 s) and after the layout change (10 s) are among them.
     assert!(flashes.iter().any(|&t| t > 4.5 && t < 9.5));
     assert!(flashes.iter().any(|&t| t > 10.5));
     eprintln!(
-        "A/V sync: {checked} flashes, worst offset {:.1} ms",
+        "A/V sync: {} flashes, worst offset {:.1} ms",
+        offsets.len(),
         worst * 1000.0
     );
 }

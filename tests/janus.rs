@@ -11,69 +11,6 @@ const GREEN: u32 = 0x20a040;
 const BLUE: u32 = 0x2040d0;
 const SCREEN: u32 = 0x90e0f0;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Starts `roomcast record` on the room; returns it and the instant its pipeline started.
-fn recorder(
-    janus: &Janus,
-    room: u64,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (std::process::Child, Instant) {
-    let log = dir.join("record.log");
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args([
-        "record",
-        "--janus",
-        &janus.url(),
-        "--room",
-        &room.to_string(),
-    ])
-    .args(["--ice-address", ICE_ADDRESS, "--out"])
-    .arg(dir.join("rec"))
-    .args(extra)
-    .env("ROOMCAST_DATA_DIR", dir.join("data"))
-    .env(
-        "RUST_LOG",
-        std::env::var("RECORD_LOG").unwrap_or_else(|_| "info".into()),
-    )
-    .stdout(std::fs::File::create(dir.join("record.out")).unwrap())
-    .stderr(std::fs::File::create(&log).unwrap());
-    let spawned = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let started = wait_for(15.0, || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("recording started")
-            .then(Instant::now)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "recorder did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
-    eprintln!(
-        "recorder pipeline started {:?} after spawn",
-        started - spawned
-    );
-    (child, started)
-}
-
-/// A Janus server with room `room` created, a runtime and an admin session.
-fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::Runtime, Admin) {
-    let janus = Janus::start(&dir.join("janus"));
-    let rt = rt();
-    let admin = rt.block_on(Admin::connect(&janus.url()));
-    rt.block_on(admin.create_room(room));
-    (janus, rt, admin)
-}
-
 /// A publisher joining `room` (sending `rgb` and a `hz` tone).
 fn join(
     rt: &tokio::runtime::Runtime,

@@ -1,16 +1,18 @@
 //! Janus for the tests: a private network namespace, a Janus server from a generated config
-//! folder, and GStreamer webrtcbin publishers that join through the same WebSocket API.
+//! folder, the recorder started on it; GStreamer webrtcbin publishers are in [`super::publisher`].
 //!
 //! Janus never gathers loopback ICE candidates, so WebRTC tests run inside a network namespace
 //! of their own with a veth pair (address [`ICE_ADDRESS`]); nothing leaves the namespace.
 
-use super::{free_port, wait_for};
+pub use super::publisher::*;
+use super::{bin, free_port, wait_for};
 use gst::prelude::*;
 use roomcast::room::janus::session::Session;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The test interface's address inside the namespace.
 pub const ICE_ADDRESS: &str = "10.99.0.1";
@@ -347,266 +349,65 @@ impl Admin {
     }
 }
 
-/// Volume of a publisher's tone (the audio-level extension carries about 13 dBov for it).
-const TONE_VOLUME: f64 = 0.3;
-
-/// Video codec of a test publisher.
-#[derive(Clone, Copy, Debug)]
-pub enum Codec {
-    Vp8,
-    Vp9,
-    H264,
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-/// A publisher: a solid colour and a tone, sent with webrtcbin.
-pub struct Publisher {
-    pub pipeline: gst::Pipeline,
-    pub session: Session,
-    pub handle: u64,
-    pub id: u64,
-    /// Everything Janus sent this participant's session.
-    pub events: Arc<Mutex<Vec<Value>>>,
-    pub joined: Value,
-    pub offer: String,
-}
-
-impl Publisher {
-    pub async fn publish(
-        url: &str,
-        room: u64,
-        display: &str,
-        rgb: u32,
-        tone_hz: f64,
-        codec: Codec,
-    ) -> Publisher {
-        Self::publish_sized(url, room, display, rgb, tone_hz, codec, (320, 180, 15)).await
-    }
-
-    /// A silent publisher with a `description` on its video stream (what a client sets to
-    /// mark a screen share without saying so in its display name).
-    pub async fn publish_described(
-        url: &str,
-        room: u64,
-        display: &str,
-        rgb: u32,
-        tone_hz: f64,
-        description: &str,
-    ) -> Publisher {
-        let size = (320, 180, 15);
-        Self::publish_with(
-            url,
-            room,
-            display,
-            rgb,
-            tone_hz,
-            Codec::Vp8,
-            size,
-            Some(description),
-        )
-        .await
-    }
-
-    /// [`Publisher::publish`] at `(width, height, fps)`.
-    pub async fn publish_sized(
-        url: &str,
-        room: u64,
-        display: &str,
-        rgb: u32,
-        tone_hz: f64,
-        codec: Codec,
-        size: (u32, u32, u32),
-    ) -> Publisher {
-        Self::publish_with(url, room, display, rgb, tone_hz, codec, size, None).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn publish_with(
-        url: &str,
-        room: u64,
-        display: &str,
-        rgb: u32,
-        tone_hz: f64,
-        codec: Codec,
-        size: (u32, u32, u32),
-        video_description: Option<&str>,
-    ) -> Publisher {
-        let (session, mut rx) = Session::connect(url).await.expect("publisher session");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let ev = events.clone();
-        tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                ev.lock().unwrap().push(v);
-            }
-        });
-        let handle = session.attach("janus.plugin.videoroom").await.unwrap();
-        let joined = session
-            .message(
-                handle,
-                json!({ "request": "join", "ptype": "publisher", "room": room, "display": display }),
-                None,
-            )
-            .await
-            .expect("publisher join");
-        let id = joined["plugindata"]["data"]["id"].as_u64().unwrap();
-        // Explicit SSRCs, so the offer carries `a=ssrc` lines: Janus drops packets whose SSRC
-        // it cannot match to a stream.
-        let vssrc = (rgb ^ 0x5a5a5a) | 1;
-        let assrc = vssrc + 1;
-        let video = match codec {
-            Codec::Vp8 => "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp8pay pt=96 ssrc={vssrc} ! \
-                 application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,ssrc=(uint){vssrc}"
-                .replace("{vssrc}", &vssrc.to_string()),
-            Codec::Vp9 => "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp9pay pt=98 ssrc={vssrc} ! \
-                 application/x-rtp,media=video,encoding-name=VP9,payload=98,clock-rate=90000,ssrc=(uint){vssrc}"
-                .replace("{vssrc}", &vssrc.to_string()),
-            Codec::H264 => "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 ! \
-                 video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc={vssrc} config-interval=-1 aggregate-mode=zero-latency ! \
-                 application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,ssrc=(uint){vssrc}"
-                .replace("{vssrc}", &vssrc.to_string()),
-        };
-        let desc = format!(
-            "webrtcbin name=w bundle-policy=max-bundle \
-             videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
-             video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert ! {video} ! w. \
-             audiotestsrc name=tone is-live=true wave=sine freq={tone_hz} volume={volume} ! audioconvert ! audioresample ! \
-             audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
-             rtpopuspay pt=111 ssrc={assrc} ! \
-             application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,ssrc=(uint){assrc},\
-             extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! w.",
-            fg = 0xff00_0000u32 | rgb,
-            volume = if video_description.is_some() { 0.0 } else { TONE_VOLUME },
-            w = size.0,
-            h = size.1,
-            fps = size.2,
-        );
-        let pipeline = gst::parse::launch(&desc)
-            .expect("publisher pipeline")
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let webrtc = pipeline.by_name("w").unwrap();
-        let agent = webrtc.property::<gst::glib::Object>("ice-agent");
-        agent.set_property("ice-tcp", false);
-        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ICE_ADDRESS]);
-        pipeline.set_state(gst::State::Playing).unwrap();
-        // The offer describes the codecs from the negotiated caps: wait for them.
-        for _ in 0..250 {
-            let ready = webrtc
-                .sink_pads()
-                .iter()
-                .all(|p| p.current_caps().is_some());
-            if ready && webrtc.sink_pads().len() == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let offer = create_offer(&webrtc).await;
-        let mut publish = json!({ "request": "publish", "display": display });
-        if let Some(d) = video_description {
-            // The video m-line's mid, from the offer.
-            let mid = offer
-                .split("m=")
-                .find(|m| m.starts_with("video"))
-                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
-                .expect("video mid")
-                .trim()
-                .to_string();
-            publish["descriptions"] = json!([{ "mid": mid, "description": d }]);
-        }
-        let r = session
-            .message(
-                handle,
-                publish,
-                Some(json!({ "type": "offer", "sdp": offer })),
-            )
-            .await
-            .expect("publish");
-        let answer = r["jsep"]["sdp"].as_str().expect("answer").to_string();
-        let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
-        webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]);
-        Publisher {
-            pipeline,
-            session,
-            handle,
-            id,
-            events,
-            joined,
-            offer,
-        }
-    }
-
-    /// Leaves the room (unpublish + leave) and stops sending.
-    pub async fn leave(&self) {
-        let _ = self
-            .session
-            .message(self.handle, json!({ "request": "leave" }), None)
-            .await;
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-
-    /// Waits (up to 10 s) until Janus reports the upstream connection up.
-    pub async fn wait_connected(&self) {
-        for _ in 0..100 {
-            if self.connected() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+/// Starts `roomcast record` on the room; returns it and the instant its pipeline started.
+pub fn recorder(
+    janus: &Janus,
+    room: u64,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, Instant) {
+    let log = dir.join("record.log");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "record",
+        "--janus",
+        &janus.url(),
+        "--room",
+        &room.to_string(),
+    ])
+    .args(["--ice-address", ICE_ADDRESS, "--out"])
+    .arg(dir.join("rec"))
+    .args(extra)
+    .env("ROOMCAST_DATA_DIR", dir.join("data"))
+    .env(
+        "RUST_LOG",
+        std::env::var("RECORD_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .stdout(std::fs::File::create(dir.join("record.out")).unwrap())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let spawned = Instant::now();
+    let child = cmd.spawn().unwrap();
+    let started = wait_for(15.0, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("recording started")
+            .then(Instant::now)
+    })
+    .unwrap_or_else(|| {
         panic!(
-            "publisher {} did not connect; offer:\n{}\nevents: {:?}",
-            self.id,
-            self.offer,
-            self.events.lock().unwrap()
-        );
-    }
-
-    /// Starts or stops the publisher's tone (silence is digital zero: Janus's audio-level
-    /// detection then reports it not talking).
-    pub fn set_tone(&self, on: bool) {
-        let tone = self.pipeline.by_name("tone").expect("tone source");
-        tone.set_property("volume", if on { TONE_VOLUME } else { 0.0 });
-    }
-
-    /// Whether Janus reports the upstream connection up.
-    pub fn connected(&self) -> bool {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e["janus"] == "webrtcup")
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-        self.session.close();
-    }
-}
-
-async fn create_offer(webrtc: &gst::Element) -> String {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let promise = gst::Promise::with_change_func(move |reply| {
-        let offer = reply.ok().flatten().and_then(|s| {
-            s.value("offer")
-                .ok()
-                .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
-        });
-        let _ = tx.send(offer);
+            "recorder did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
     });
-    webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-    let offer = rx.await.unwrap().expect("offer");
-    webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
-    for _ in 0..500 {
-        let st = webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-        if st == gst_webrtc::WebRTCICEGatheringState::Complete {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let local = webrtc
-        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-        .unwrap();
-    local.sdp().as_text().unwrap()
+    eprintln!(
+        "recorder pipeline started {:?} after spawn",
+        started - spawned
+    );
+    (child, started)
+}
+
+/// A Janus server with room `room` created, a runtime and an admin session.
+pub fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::Runtime, Admin) {
+    let janus = Janus::start(&dir.join("janus"));
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&janus.url()));
+    rt.block_on(admin.create_room(room));
+    (janus, rt, admin)
 }

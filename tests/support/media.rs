@@ -284,3 +284,68 @@ pub fn frame_has_color(f: &Frame, rgb: u32) -> bool {
         .step_by(8)
         .any(|y| (0..f.w).step_by(8).any(|x| dist(f.px(x, y), rgb) < 40.0))
 }
+
+/// Times where the count of white pixels (at 320x180) rises by more than `min_px` over the
+/// usual: the onsets of a sync reference's flashes.
+pub fn flash_onsets(file: &Path, min_px: usize) -> Vec<f64> {
+    let frames = all_frames(file, 320, 180);
+    let counts: Vec<usize> = frames
+        .iter()
+        .map(|(_, f)| {
+            f.rgb
+                .chunks_exact(3)
+                .filter(|p| p.iter().all(|&c| c > 215))
+                .count()
+        })
+        .collect();
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    let base = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+    let on: Vec<bool> = counts.iter().map(|&c| c > base + min_px).collect();
+    // Before the first frame counts as dark: a flash under way at the start is an onset.
+    (0..on.len())
+        .filter(|&i| on[i] && (i == 0 || !on[i - 1]))
+        .map(|i| frames[i].0)
+        .collect()
+}
+
+/// Times where a `hz` tone starts (at least 0.5 s apart): the onsets of a sync reference's
+/// beeps.
+pub fn beep_onsets(file: &Path, hz: f64) -> Vec<f64> {
+    let rate = 48_000u32;
+    let pcm = audio_mono(file, rate);
+    let hop = 48; // 1 ms
+    let win = 240; // 5 ms
+    let env: Vec<f64> = (0..pcm.len().saturating_sub(win))
+        .step_by(hop)
+        .map(|i| tone_amplitude(&pcm[i..i + win], hz, rate))
+        .collect();
+    let peak = env.iter().cloned().fold(0.0, f64::max);
+    let thr = peak * 0.3;
+    let mut out = Vec::new();
+    let mut last = -10.0;
+    // Before the first sample counts as silent: a beep under way at the start is an onset.
+    for i in 0..env.len() {
+        let t = (i * hop + win / 2) as f64 / rate as f64;
+        let before = if i == 0 { 0.0 } else { env[i - 1] };
+        if env[i] > thr && before <= thr && t - last > 0.5 {
+            out.push(t);
+            last = t;
+        }
+    }
+    out
+}
+
+/// For each flash, the offset (s) of the nearest beep: positive when the picture is later.
+pub fn av_offsets(flashes: &[f64], beeps: &[f64]) -> Vec<(f64, f64)> {
+    flashes
+        .iter()
+        .filter_map(|&f| {
+            beeps
+                .iter()
+                .cloned()
+                .min_by(|a, b| (a - f).abs().total_cmp(&(b - f).abs()))
+                .map(|b| (f, f - b))
+        })
+        .collect()
+}

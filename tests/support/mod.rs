@@ -1,12 +1,13 @@
 //! Shared test helpers, one file per thing they start or read: the binary (here), media
 //! probes, nginx-rtmp, the webhook receiver, moto S3, sshd, redis and the service; Janus in
-//! [`janus`].
+//! [`janus`] (its test publishers in `publisher`).
 #![allow(dead_code, unused_imports)]
 
 pub mod janus;
 mod media;
 mod moto;
 mod nginx;
+mod publisher;
 mod redis;
 mod service;
 mod sshd;

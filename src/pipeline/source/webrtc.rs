@@ -40,15 +40,26 @@ impl Slot {
             return;
         };
         let caps = caps.to_owned();
+        let audio = caps
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("audio/"));
         if src.caps().as_ref() != Some(&caps) {
             src.set_caps(Some(&caps));
         }
-        // The recording pipeline stamps it on arrival (do-timestamp): the feed's own clock
-        // and base time mean nothing there.
+        // Placed by its arrival on the recording's clock: a buffer arrives when its last
+        // sample is decoded, so it began its duration earlier (20 ms for an Opus frame; a
+        // video frame is one instant).
+        let Some(now) = src.current_running_time() else {
+            return;
+        };
         let mut buffer = buffer;
         {
             let b = buffer.make_mut();
-            b.set_pts(gst::ClockTime::NONE);
+            let lead = b
+                .duration()
+                .filter(|_| audio)
+                .unwrap_or(gst::ClockTime::ZERO);
+            b.set_pts(now.saturating_sub(lead));
             b.set_dts(gst::ClockTime::NONE);
         }
         match src.push_buffer(buffer) {
@@ -79,7 +90,6 @@ impl TrackSource for FeedTrack {
         let src = gst_app::AppSrc::builder()
             .name(format!("janus_{}", self.name))
             .is_live(true)
-            .do_timestamp(true)
             .format(gst::Format::Time)
             .max_bytes(if self.audio {
                 256 * 1024

@@ -1,0 +1,78 @@
+//! Lip sync of WebRTC feeds: a publisher whose picture flashes and whose sound beeps on the
+//! same timestamps of its own clock, recorded through a real Janus; flash and beep must meet
+//! in the MP4. Each test runs in its own network namespace.
+
+mod support;
+use std::time::Duration;
+use support::janus::*;
+use support::*;
+
+const RED: u32 = 0xd02020;
+
+/// Records `secs` of a room with one marker publisher; returns the (flash time, offset) pairs
+/// found in the recording.
+fn record_markers(tag: &str, secs: u64) -> Vec<(f64, f64)> {
+    gst::init().unwrap();
+    let dir = TempDir::new(tag);
+    let (janus, rt, _admin) = janus_room(dir.path(), 1);
+    let publisher = rt.block_on(Publisher::publish_markers(&janus.url(), 1, "Ann", RED));
+    rt.block_on(publisher.wait_connected());
+    let duration = secs.to_string();
+    let (child, _) = recorder(&janus, 1, dir.path(), &["--duration", &duration]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "recorder failed");
+    let mp4 = std::fs::read_dir(dir.path().join("rec"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "mp4"))
+        .expect("recording");
+    drop(publisher);
+    // Ann fills the canvas alone: a flash whitens most of the frame.
+    let flashes = flash_onsets(&mp4, 20_000);
+    let beeps = beep_onsets(&mp4, 2000.0);
+    eprintln!("{tag}: flashes {flashes:?}\n{tag}: beeps {beeps:?}");
+    let want = secs as usize - 3;
+    assert!(flashes.len() >= want, "{tag}: {} flashes", flashes.len());
+    assert!(beeps.len() >= want, "{tag}: {} beeps", beeps.len());
+    // The feed's first two seconds are left out: its decoder waits for a keyframe and the
+    // first beep in the file may be cut at its start.
+    let settled = flashes[0].max(beeps[0]) + 1.5;
+    let offsets: Vec<(f64, f64)> = av_offsets(&flashes, &beeps)
+        .into_iter()
+        .filter(|(t, _)| *t > settled)
+        .collect();
+    assert!(offsets.len() >= want - 2, "{tag}: {offsets:?}");
+    for (t, off) in &offsets {
+        eprintln!("{tag}: flash {t:.3} s offset {:+.1} ms", off * 1000.0);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    offsets
+}
+
+/// The offsets stay within what viewers cannot notice (ITU-R BT.1359: sound no more than
+/// 45 ms ahead of or 125 ms behind the picture) and tighter: every pair within 45 ms either
+/// way, at the recording's frame resolution (33 ms at 30 fps).
+fn check(tag: &str, offsets: &[(f64, f64)]) {
+    let mut sorted: Vec<f64> = offsets.iter().map(|(_, o)| o * 1000.0).collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let worst = sorted.iter().map(|o| o.abs()).fold(0.0, f64::max);
+    eprintln!(
+        "{tag}: {} pairs, median offset {median:+.1} ms, worst {worst:.1} ms",
+        sorted.len()
+    );
+    assert!(
+        worst <= 45.0,
+        "{tag}: an A/V offset of {worst:.1} ms: {sorted:?}"
+    );
+}
+
+#[test]
+fn a_webrtc_feed_keeps_the_senders_lip_sync() {
+    if !in_network_namespace("a_webrtc_feed_keeps_the_senders_lip_sync") {
+        return;
+    }
+    let offsets = record_markers("lipsync", 12);
+    check("lipsync", &offsets);
+}

@@ -1,0 +1,351 @@
+//! Test publishers: GStreamer webrtcbin pipelines that join a Janus VideoRoom through the same
+//! WebSocket API as a browser, sending a solid colour and a tone, or a sync reference.
+
+use super::janus::ICE_ADDRESS;
+use gst::prelude::*;
+use roomcast::room::janus::session::Session;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// Volume of a publisher's tone (the audio-level extension carries about 13 dBov for it).
+const TONE_VOLUME: f64 = 0.3;
+
+/// Video codec of a test publisher.
+#[derive(Clone, Copy, Debug)]
+pub enum Codec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+/// A publisher: a solid colour and a tone, sent with webrtcbin.
+pub struct Publisher {
+    pub pipeline: gst::Pipeline,
+    pub session: Session,
+    pub handle: u64,
+    pub id: u64,
+    /// Everything Janus sent this participant's session.
+    pub events: Arc<Mutex<Vec<Value>>>,
+    pub joined: Value,
+    pub offer: String,
+}
+
+impl Publisher {
+    pub async fn publish(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        codec: Codec,
+    ) -> Publisher {
+        Self::publish_sized(url, room, display, rgb, tone_hz, codec, (320, 180, 15)).await
+    }
+
+    /// A silent publisher with a `description` on its video stream (what a client sets to
+    /// mark a screen share without saying so in its display name).
+    pub async fn publish_described(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        description: &str,
+    ) -> Publisher {
+        let size = (320, 180, 15);
+        Self::publish_with(
+            url,
+            room,
+            display,
+            rgb,
+            tone_hz,
+            Codec::Vp8,
+            size,
+            Some(description),
+            false,
+        )
+        .await
+    }
+
+    /// [`Publisher::publish`] at `(width, height, fps)`.
+    pub async fn publish_sized(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        codec: Codec,
+        size: (u32, u32, u32),
+    ) -> Publisher {
+        Self::publish_with(url, room, display, rgb, tone_hz, codec, size, None, false).await
+    }
+
+    /// A sync reference: the picture flashes white and a 2 kHz tone beeps for the first
+    /// 100 ms of every second of the publisher's clock, both drawn from the same buffer
+    /// timestamps.
+    pub async fn publish_markers(url: &str, room: u64, display: &str, rgb: u32) -> Publisher {
+        let size = (320, 180, 30);
+        Self::publish_with(
+            url,
+            room,
+            display,
+            rgb,
+            2000.0,
+            Codec::Vp8,
+            size,
+            None,
+            true,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_with(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        tone_hz: f64,
+        codec: Codec,
+        size: (u32, u32, u32),
+        video_description: Option<&str>,
+        markers: bool,
+    ) -> Publisher {
+        let (session, mut rx) = Session::connect(url).await.expect("publisher session");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev = events.clone();
+        tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let handle = session.attach("janus.plugin.videoroom").await.unwrap();
+        let joined = session
+            .message(
+                handle,
+                json!({ "request": "join", "ptype": "publisher", "room": room, "display": display }),
+                None,
+            )
+            .await
+            .expect("publisher join");
+        let id = joined["plugindata"]["data"]["id"].as_u64().unwrap();
+        // Explicit SSRCs, so the offer carries `a=ssrc` lines: Janus drops packets whose SSRC
+        // it cannot match to a stream.
+        let vssrc = (rgb ^ 0x5a5a5a) | 1;
+        let assrc = vssrc + 1;
+        let video = match codec {
+            Codec::Vp8 => "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp8pay pt=96 ssrc={vssrc} ! \
+                 application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,ssrc=(uint){vssrc}"
+                .replace("{vssrc}", &vssrc.to_string()),
+            Codec::Vp9 => "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=15 target-bitrate=300000 ! rtpvp9pay pt=98 ssrc={vssrc} ! \
+                 application/x-rtp,media=video,encoding-name=VP9,payload=98,clock-rate=90000,ssrc=(uint){vssrc}"
+                .replace("{vssrc}", &vssrc.to_string()),
+            Codec::H264 => "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=300 ! \
+                 video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc={vssrc} config-interval=-1 aggregate-mode=zero-latency ! \
+                 application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,ssrc=(uint){vssrc}"
+                .replace("{vssrc}", &vssrc.to_string()),
+        };
+        let (video_in, audio_in) =
+            match markers {
+                // Inputs linked below to the flashing picture and the beeping tone.
+                true => (
+                    "videoconvert name=vin".to_string(),
+                    "identity name=ain".to_string(),
+                ),
+                false => (
+                    format!(
+                        "videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
+                     video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert",
+                        fg = 0xff00_0000u32 | rgb,
+                        w = size.0,
+                        h = size.1,
+                        fps = size.2,
+                    ),
+                    format!(
+                    "audiotestsrc name=tone is-live=true wave=sine freq={tone_hz} volume={volume}",
+                    volume = if video_description.is_some() { 0.0 } else { TONE_VOLUME },
+                ),
+                ),
+            };
+        let desc = format!(
+            "webrtcbin name=w bundle-policy=max-bundle \
+             {video_in} ! {video} ! w. \
+             {audio_in} ! audioconvert ! audioresample ! \
+             audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
+             rtpopuspay pt=111 ssrc={assrc} ! \
+             application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,ssrc=(uint){assrc},\
+             extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! w.",
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .expect("publisher pipeline")
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        if markers {
+            add_markers(&pipeline, display, rgb, size);
+        }
+        let webrtc = pipeline.by_name("w").unwrap();
+        let agent = webrtc.property::<gst::glib::Object>("ice-agent");
+        agent.set_property("ice-tcp", false);
+        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ICE_ADDRESS]);
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // The offer describes the codecs from the negotiated caps: wait for them.
+        for _ in 0..250 {
+            let ready = webrtc
+                .sink_pads()
+                .iter()
+                .all(|p| p.current_caps().is_some());
+            if ready && webrtc.sink_pads().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let offer = create_offer(&webrtc).await;
+        let mut publish = json!({ "request": "publish", "display": display });
+        if let Some(d) = video_description {
+            // The video m-line's mid, from the offer.
+            let mid = offer
+                .split("m=")
+                .find(|m| m.starts_with("video"))
+                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
+                .expect("video mid")
+                .trim()
+                .to_string();
+            publish["descriptions"] = json!([{ "mid": mid, "description": d }]);
+        }
+        let r = session
+            .message(
+                handle,
+                publish,
+                Some(json!({ "type": "offer", "sdp": offer })),
+            )
+            .await
+            .expect("publish");
+        let answer = r["jsep"]["sdp"].as_str().expect("answer").to_string();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+        let desc =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
+        webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]);
+        Publisher {
+            pipeline,
+            session,
+            handle,
+            id,
+            events,
+            joined,
+            offer,
+        }
+    }
+
+    /// Leaves the room (unpublish + leave) and stops sending.
+    pub async fn leave(&self) {
+        let _ = self
+            .session
+            .message(self.handle, json!({ "request": "leave" }), None)
+            .await;
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+
+    /// Waits (up to 10 s) until Janus reports the upstream connection up.
+    pub async fn wait_connected(&self) {
+        for _ in 0..100 {
+            if self.connected() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "publisher {} did not connect; offer:\n{}\nevents: {:?}",
+            self.id,
+            self.offer,
+            self.events.lock().unwrap()
+        );
+    }
+
+    /// Starts or stops the publisher's tone (silence is digital zero: Janus's audio-level
+    /// detection then reports it not talking).
+    pub fn set_tone(&self, on: bool) {
+        let tone = self.pipeline.by_name("tone").expect("tone source");
+        tone.set_property("volume", if on { TONE_VOLUME } else { 0.0 });
+    }
+
+    /// Whether Janus reports the upstream connection up.
+    pub fn connected(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["janus"] == "webrtcup")
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.session.close();
+    }
+}
+
+/// Feeds `vin` and `ain` of `pipeline` with roomcast's own sync reference sources (a flash
+/// and a beep on the same timestamps).
+fn add_markers(pipeline: &gst::Pipeline, name: &str, rgb: u32, size: (u32, u32, u32)) {
+    use roomcast::pipeline::source::{test_audio, test_video, SourceContext, Timing};
+    use roomcast::pipeline::source::{TestAudio, TestVideo, MARKER_BEEP_HZ};
+    let ctx = SourceContext {
+        timing: Timing::Live,
+        start: gst::ClockTime::ZERO,
+    };
+    let video = test_video(
+        &TestVideo {
+            name: format!("{name}_v"),
+            color: rgb,
+            moving_marker: false,
+            flash: true,
+            width: size.0,
+            height: size.1,
+            fps: size.2,
+            pattern: None,
+        },
+        &ctx,
+    )
+    .expect("marker video");
+    let audio = test_audio(
+        &TestAudio {
+            name: format!("{name}_a"),
+            freq: MARKER_BEEP_HZ,
+            volume: TONE_VOLUME,
+            beep_only: true,
+            silent: false,
+        },
+        &ctx,
+    )
+    .expect("marker audio");
+    pipeline.add_many([&video, &audio]).unwrap();
+    video.link(&pipeline.by_name("vin").unwrap()).unwrap();
+    audio.link(&pipeline.by_name("ain").unwrap()).unwrap();
+}
+
+async fn create_offer(webrtc: &gst::Element) -> String {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let promise = gst::Promise::with_change_func(move |reply| {
+        let offer = reply.ok().flatten().and_then(|s| {
+            s.value("offer")
+                .ok()
+                .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+        });
+        let _ = tx.send(offer);
+    });
+    webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+    let offer = rx.await.unwrap().expect("offer");
+    webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+    for _ in 0..500 {
+        let st = webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        if st == gst_webrtc::WebRTCICEGatheringState::Complete {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let local = webrtc
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .unwrap();
+    local.sdp().as_text().unwrap()
+}
