@@ -18,6 +18,33 @@ pub enum Codec {
     H264,
 }
 
+/// What a test publisher sends.
+struct Media<'a> {
+    /// Solid colour 0xRRGGBB (ignored with `markers`).
+    rgb: u32,
+    tone_hz: f64,
+    codec: Codec,
+    /// Width, height, frames per second.
+    size: (u32, u32, u32),
+    /// A `description` on the video stream.
+    description: Option<&'a str>,
+    /// A flash and a beep on the same timestamps instead of colour and tone.
+    markers: bool,
+}
+
+impl Media<'_> {
+    fn tone(rgb: u32, tone_hz: f64, codec: Codec) -> Self {
+        Media {
+            rgb,
+            tone_hz,
+            codec,
+            size: (320, 180, 15),
+            description: None,
+            markers: false,
+        }
+    }
+}
+
 /// A publisher: a solid colour and a tone, sent with webrtcbin.
 pub struct Publisher {
     pub pipeline: gst::Pipeline,
@@ -39,7 +66,7 @@ impl Publisher {
         tone_hz: f64,
         codec: Codec,
     ) -> Publisher {
-        Self::publish_sized(url, room, display, rgb, tone_hz, codec, (320, 180, 15)).await
+        Self::publish_with(url, room, display, Media::tone(rgb, tone_hz, codec)).await
     }
 
     /// A silent publisher with a `description` on its video stream (what a client sets to
@@ -52,19 +79,11 @@ impl Publisher {
         tone_hz: f64,
         description: &str,
     ) -> Publisher {
-        let size = (320, 180, 15);
-        Self::publish_with(
-            url,
-            room,
-            display,
-            rgb,
-            tone_hz,
-            Codec::Vp8,
-            size,
-            Some(description),
-            false,
-        )
-        .await
+        let media = Media {
+            description: Some(description),
+            ..Media::tone(rgb, tone_hz, Codec::Vp8)
+        };
+        Self::publish_with(url, room, display, media).await
     }
 
     /// [`Publisher::publish`] at `(width, height, fps)`.
@@ -77,40 +96,34 @@ impl Publisher {
         codec: Codec,
         size: (u32, u32, u32),
     ) -> Publisher {
-        Self::publish_with(url, room, display, rgb, tone_hz, codec, size, None, false).await
+        let media = Media {
+            size,
+            ..Media::tone(rgb, tone_hz, codec)
+        };
+        Self::publish_with(url, room, display, media).await
     }
 
     /// A sync reference: the picture flashes white and a 2 kHz tone beeps for the first
     /// 100 ms of every second of the publisher's clock, both drawn from the same buffer
     /// timestamps.
     pub async fn publish_markers(url: &str, room: u64, display: &str, rgb: u32) -> Publisher {
-        let size = (320, 180, 30);
-        Self::publish_with(
-            url,
-            room,
-            display,
-            rgb,
-            2000.0,
-            Codec::Vp8,
-            size,
-            None,
-            true,
-        )
-        .await
+        let media = Media {
+            size: (320, 180, 30),
+            markers: true,
+            ..Media::tone(rgb, 2000.0, Codec::Vp8)
+        };
+        Self::publish_with(url, room, display, media).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn publish_with(
-        url: &str,
-        room: u64,
-        display: &str,
-        rgb: u32,
-        tone_hz: f64,
-        codec: Codec,
-        size: (u32, u32, u32),
-        video_description: Option<&str>,
-        markers: bool,
-    ) -> Publisher {
+    async fn publish_with(url: &str, room: u64, display: &str, media: Media<'_>) -> Publisher {
+        let Media {
+            rgb,
+            tone_hz,
+            codec,
+            size,
+            description: video_description,
+            markers,
+        } = media;
         let (session, mut rx) = Session::connect(url).await.expect("publisher session");
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev = events.clone();
