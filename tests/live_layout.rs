@@ -55,6 +55,7 @@ async fn room_with_injector(room: SyntheticRoom) -> (RoomHandle, mpsc::Sender<Ro
     (
         RoomHandle {
             events: out_rx,
+            feeds: Default::default(),
             leave: Box::new(move || task.abort()),
         },
         tx,

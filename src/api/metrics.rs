@@ -63,6 +63,7 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
             );
         }
     }
+    feed_metrics(&mut out, &jobs);
     let mut failures: BTreeMap<u16, usize> = BTreeMap::new();
     for j in jobs.iter().filter(|j| j.state == JobState::Failed) {
         *failures.entry(j.result).or_default() += 1;
@@ -75,4 +76,81 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
         let _ = writeln!(out, "roomcast_job_failures{{code=\"{code}\"}} {n}");
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `roomcast_feed_*`: the health of every track running jobs receive over the network, as
+/// their records last say.
+fn feed_metrics(out: &mut String, jobs: &[crate::model::job::Job]) {
+    use crate::model::feed::FeedHealth;
+    type Value = fn(&FeedHealth) -> f64;
+    let series: [(&str, &str, &str, Value); 9] = [
+        (
+            "packets_received_total",
+            "counter",
+            "RTP packets received.",
+            |f| f.packets_received as f64,
+        ),
+        ("packets_lost_total", "counter", "RTP packets lost.", |f| {
+            f.packets_lost as f64
+        }),
+        ("jitter_seconds", "gauge", "Interarrival jitter.", |f| {
+            f.jitter_ms / 1000.0
+        }),
+        (
+            "nacks_sent_total",
+            "counter",
+            "Retransmission requests (NACK) sent.",
+            |f| f.nacks_sent as f64,
+        ),
+        (
+            "plis_sent_total",
+            "counter",
+            "Keyframe requests (PLI) sent.",
+            |f| f.plis_sent as f64,
+        ),
+        (
+            "fps",
+            "gauge",
+            "Decoded frames (audio: buffers) per second while shown.",
+            |f| f.fps,
+        ),
+        ("bitrate_bps", "gauge", "Received bitrate.", |f| {
+            f.bitrate_kbps * 1000.0
+        }),
+        (
+            "freezes_total",
+            "counter",
+            "Video stalls longer than 500 ms while shown.",
+            |f| f.freezes as f64,
+        ),
+        (
+            "degraded",
+            "gauge",
+            "1 while frozen or losing more than 5 % of packets.",
+            |f| f64::from(u8::from(f.degraded)),
+        ),
+    ];
+    let active: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Active && !j.feeds.is_empty())
+        .collect();
+    for (name, kind, help, value) in series {
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_feed_{name} {help}\n# TYPE roomcast_feed_{name} {kind}"
+        );
+        for j in &active {
+            for f in &j.feeds {
+                let _ = writeln!(
+                    out,
+                    "roomcast_feed_{name}{{job=\"{}\",room=\"{}\",participant=\"{}\",kind=\"{}\"}} {}",
+                    label(&j.id),
+                    label(&j.spec.room_id),
+                    label(&f.participant),
+                    label(&f.kind),
+                    value(f)
+                );
+            }
+        }
+    }
 }

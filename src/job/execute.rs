@@ -570,7 +570,9 @@ impl<H: JobHost> Run<'_, H> {
                 media,
                 wall,
                 participants,
+                feeds,
             } => {
+                self.job.feeds = feeds;
                 let rtmp = self.job.spec.rtmp_urls.len();
                 self.host.set_cost(
                     &self.job.id,

@@ -305,6 +305,8 @@ pub enum JobEvent {
         wall: Duration,
         /// Participants in the room now.
         participants: usize,
+        /// Health of the tracks received over the network.
+        feeds: Vec<crate::model::feed::FeedHealth>,
     },
 }
 
@@ -482,6 +484,7 @@ async fn run(
                         media: Duration::from_nanos(pos.nseconds()),
                         wall: started.elapsed(),
                         participants: job.state.len(),
+                        feeds: room.feeds.lock().unwrap().clone(),
                     });
                 }
             },

@@ -378,6 +378,9 @@ pub struct Job {
     /// Media time produced per wall-clock second (1.0 = keeping up).
     #[serde(default)]
     pub realtime_factor: Option<f64>,
+    /// Health of the tracks received over the network, as last reported while running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<crate::model::feed::FeedHealth>,
     /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
     #[serde(default)]
     pub queue_entry: Option<String>,
@@ -464,6 +467,7 @@ impl Job {
             segments: Vec::new(),
             destinations: Vec::new(),
             realtime_factor: None,
+            feeds: Vec::new(),
             queue_entry: None,
         }
     }

@@ -114,6 +114,8 @@ pub enum RoomEvent {
 pub struct RoomHandle {
     /// Room events, in order.
     pub events: mpsc::Receiver<RoomEvent>,
+    /// Health of the tracks received over the network (empty for generated rooms).
+    pub feeds: crate::model::feed::FeedBoard,
     /// Leaves the room when dropped or called.
     pub leave: Box<dyn FnOnce() + Send>,
 }

@@ -291,6 +291,7 @@ impl RoomConnector for SyntheticRoom {
         });
         Ok(RoomHandle {
             events: rx,
+            feeds: Default::default(),
             leave: Box::new(move || task.abort()),
         })
     }

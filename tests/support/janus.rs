@@ -58,6 +58,8 @@ pub struct Janus {
     pub dir: PathBuf,
     pub port: u16,
     pub wss_port: Option<u16>,
+    /// First and last UDP port of its media.
+    pub rtp_ports: (u16, u16),
 }
 
 impl Janus {
@@ -158,6 +160,7 @@ impl Janus {
             dir: dir.to_path_buf(),
             port,
             wss_port,
+            rtp_ports: (rtp, rtp + 199),
         };
         j.spawn();
         j

@@ -5,6 +5,7 @@
 //! or teardown can never stall or error the recording: the tile just stops getting frames.
 
 use super::{SourceContext, TrackSource};
+use crate::model::feed::FREEZE_GAP_MS;
 use crate::pipeline::PipelineError;
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,12 @@ pub struct Slot {
     /// before its decoder (received, never decoded); when it is shown again the decoder asks
     /// the sender for a keyframe.
     wanted: AtomicBool,
+    /// When the recording last took a frame (monotonic ns), 0 for none since it was shown.
+    last_frame: AtomicU64,
+    /// When the recording started showing the track (monotonic ns), 0 while it does not.
+    shown_at: AtomicU64,
+    /// Gaps longer than [`FREEZE_GAP_MS`] between two frames while shown.
+    freezes: AtomicU64,
 }
 
 impl Default for Slot {
@@ -28,11 +35,50 @@ impl Default for Slot {
             appsrc: Mutex::default(),
             delivered: AtomicU64::default(),
             wanted: AtomicBool::new(true),
+            last_frame: AtomicU64::default(),
+            shown_at: AtomicU64::default(),
+            freezes: AtomicU64::default(),
         }
     }
 }
 
+fn monotonic_ns() -> u64 {
+    gst::get_timestamp().nseconds()
+}
+
+/// What a [`Slot`] has counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotCounts {
+    /// Frames (video) or buffers (audio) the recording took.
+    pub frames: u64,
+    /// Gaps longer than [`FREEZE_GAP_MS`] between two frames while shown.
+    pub freezes: u64,
+    /// Shown, and no frame for longer than [`FREEZE_GAP_MS`] now.
+    pub frozen: bool,
+    /// The recording shows the track.
+    pub shown: bool,
+}
+
 impl Slot {
+    /// The counts so far.
+    pub fn counts(&self) -> SlotCounts {
+        let shown_at = self.shown_at.load(Ordering::Relaxed);
+        let last = self.last_frame.load(Ordering::Relaxed).max(shown_at);
+        let gap = FREEZE_GAP_MS * 1_000_000;
+        SlotCounts {
+            frames: self.delivered.load(Ordering::Relaxed),
+            freezes: self.freezes.load(Ordering::Relaxed),
+            frozen: shown_at != 0 && monotonic_ns().saturating_sub(last) > gap,
+            shown: shown_at != 0,
+        }
+    }
+
+    fn shown(&self, shown: bool) {
+        self.last_frame.store(0, Ordering::Relaxed);
+        self.shown_at
+            .store(if shown { monotonic_ns() } else { 0 }, Ordering::Relaxed);
+    }
+
     fn push(&self, sample: &gst::Sample) {
         let src = self.appsrc.lock().unwrap().clone();
         let Some(src) = src else { return };
@@ -64,6 +110,11 @@ impl Slot {
         }
         match src.push_buffer(buffer) {
             Ok(_) => {
+                let now = monotonic_ns();
+                let before = self.last_frame.swap(now, Ordering::Relaxed);
+                if !audio && before != 0 && now - before > FREEZE_GAP_MS * 1_000_000 {
+                    self.freezes.fetch_add(1, Ordering::Relaxed);
+                }
                 let n = self.delivered.fetch_add(1, Ordering::Relaxed);
                 if n == 0 {
                     tracing::info!(track = %src.name(), "first media of the track in the recording");
@@ -100,11 +151,13 @@ impl TrackSource for FeedTrack {
             .build();
         *self.slot.appsrc.lock().unwrap() = Some(src.clone());
         self.slot.wanted.store(true, Ordering::SeqCst);
+        self.slot.shown(true);
         Ok(src.upcast())
     }
 
     fn release(&self) {
         self.slot.wanted.store(false, Ordering::SeqCst);
+        self.slot.shown(false);
         *self.slot.appsrc.lock().unwrap() = None;
     }
 }
@@ -154,6 +207,14 @@ impl FeedPipeline {
             }
             let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip]);
         }
+        // Lost packets are asked for again (RTCP NACK; retransmissions arrive on the RTX
+        // stream when the offer has one) before the jitter buffer gives up on them.
+        webrtc.connect("on-new-transceiver", false, |args| {
+            if let Some(t) = args.get(1).and_then(|v| v.get::<gst::glib::Object>().ok()) {
+                t.set_property("do-nack", true);
+            }
+            None
+        });
         pipeline.add(&webrtc).map_err(PipelineError::setup)?;
         let active = Arc::new(AtomicBool::new(true));
         let (a, v) = (audio.clone(), video.clone());
@@ -282,6 +343,43 @@ impl FeedPipeline {
             .map_err(|_| PipelineError::setup("answer SDP"))
     }
 
+    /// webrtcbin's receive statistics, one entry per incoming RTP stream (empty when it does
+    /// not answer within a second).
+    pub async fn stats(&self) -> Vec<InboundStats> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let _ = tx.send(reply.ok().flatten().map(|s| s.to_owned()));
+        });
+        self.webrtc
+            .emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+        match tokio::time::timeout(std::time::Duration::from_secs(1), rx).await {
+            Ok(Ok(Some(report))) => inbound_stats(&report, &self.video_ssrcs()),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The SSRCs the offer announced for video (webrtcbin's stats do not tell a stream's kind
+    /// reliably when streams are bundled).
+    fn video_ssrcs(&self) -> Vec<u32> {
+        let Some(remote) = self
+            .webrtc
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("remote-description")
+        else {
+            return Vec::new();
+        };
+        remote
+            .sdp()
+            .medias()
+            .filter(|m| m.media() == Some("video"))
+            .flat_map(|m| {
+                m.attributes()
+                    .filter(|a| a.key() == "ssrc")
+                    .filter_map(|a| a.value()?.split_whitespace().next()?.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     /// Whether ICE failed or the connection closed.
     pub fn failed(&self) -> bool {
         use gst_webrtc::WebRTCPeerConnectionState as S;
@@ -307,6 +405,72 @@ impl FeedPipeline {
             Err(_) => shut_down(),
         }
     }
+}
+
+/// Receive statistics of one incoming RTP stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundStats {
+    /// Video (else audio).
+    pub video: bool,
+    /// Packets received.
+    pub packets_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Packets lost.
+    pub packets_lost: u64,
+    /// Interarrival jitter, seconds.
+    pub jitter: f64,
+    /// NACKs sent.
+    pub nacks_sent: u64,
+    /// PLIs sent.
+    pub plis_sent: u64,
+}
+
+/// The `inbound-rtp` entries of a webrtcbin stats report, summed per kind (a stream and its
+/// retransmission stream count together); a stream is video when its SSRC is in `video`.
+fn inbound_stats(report: &gst::StructureRef, video: &[u32]) -> Vec<InboundStats> {
+    let count = |s: &gst::Structure, field: &str| -> u64 {
+        if let Ok(v) = s.get::<u64>(field) {
+            v
+        } else if let Ok(v) = s.get::<i64>(field) {
+            v.max(0) as u64
+        } else if let Ok(v) = s.get::<u32>(field) {
+            v as u64
+        } else if let Ok(v) = s.get::<i32>(field) {
+            v.max(0) as u64
+        } else {
+            0
+        }
+    };
+    let mut out: Vec<InboundStats> = Vec::new();
+    for s in report
+        .iter()
+        .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
+        .filter(|s| {
+            s.get::<gst_webrtc::WebRTCStatsType>("type").ok()
+                == Some(gst_webrtc::WebRTCStatsType::InboundRtp)
+        })
+    {
+        let is_video = s.get::<u32>("ssrc").is_ok_and(|ssrc| video.contains(&ssrc));
+        let i = match out.iter().position(|e| e.video == is_video) {
+            Some(i) => i,
+            None => {
+                out.push(InboundStats {
+                    video: is_video,
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let e = &mut out[i];
+        e.packets_received += count(&s, "packets-received");
+        e.bytes_received += count(&s, "bytes-received");
+        e.packets_lost += count(&s, "packets-lost");
+        e.jitter = e.jitter.max(s.get::<f64>("jitter").unwrap_or(0.0));
+        e.nacks_sent += count(&s, "nack-count");
+        e.plis_sent += count(&s, "pli-count");
+    }
+    out
 }
 
 /// Drops a video stream's packets while no tile shows it; when it is wanted again, asks the

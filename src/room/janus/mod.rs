@@ -30,13 +30,18 @@
 //! **Failures.** A lost WebSocket (Janus restarted) is reconnected with backoff and every feed is
 //! subscribed again into the same tiles; after [`JanusRoom::max_reconnects`] failed attempts in a
 //! row the room reports `Disconnected`. A feed whose connection fails is re-subscribed.
+//!
+//! **Health.** Once a second every feed's receive statistics and frame counts become the
+//! room's [`FeedBoard`] (see [`health`]).
 
+mod health;
 pub mod session;
 mod subscribe;
 
 use subscribe::{reconnect, subscribe_feed, subscriber_join};
 
 use crate::codes::Code;
+use crate::model::feed::FeedBoard;
 use crate::pipeline::source::webrtc::{FeedPipeline, FeedTrack, Slot};
 use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, TrackKind};
 use serde_json::{json, Value};
@@ -230,6 +235,7 @@ struct Feed {
     announced_tracks: bool,
     handle: Option<u64>,
     pipeline: Option<FeedPipeline>,
+    health: health::Tracker,
 }
 
 impl Drop for Feed {
@@ -252,9 +258,11 @@ impl RoomConnector for JanusRoom {
         let (tx, rx) = mpsc::channel(256);
         let cfg = self.clone();
         let span = info_span!("janus", room = self.room);
-        let task = tokio::spawn(run(cfg, conn, tx).instrument(span));
+        let board = FeedBoard::default();
+        let task = tokio::spawn(run(cfg, conn, tx, board.clone()).instrument(span));
         Ok(RoomHandle {
             events: rx,
+            feeds: board,
             leave: Box::new(move || task.abort()),
         })
     }
@@ -264,11 +272,27 @@ struct Room {
     cfg: JanusRoom,
     tx: mpsc::Sender<RoomEvent>,
     feeds: HashMap<u64, Feed>,
+    board: FeedBoard,
 }
 
 impl Room {
     async fn send(&self, ev: RoomEvent) -> bool {
         self.tx.send(ev).await.is_ok()
+    }
+
+    /// Reads every feed's health onto the board.
+    async fn read_health(&mut self) {
+        let mut board = Vec::new();
+        for (id, feed) in self.feeds.iter_mut() {
+            let Some(pipeline) = &feed.pipeline else {
+                continue;
+            };
+            let stats = pipeline.stats().await;
+            let (audio, video) = (feed.audio.counts(), feed.video.counts());
+            board.extend(feed.health.update(&id.to_string(), &stats, audio, video));
+        }
+        board.sort_by(|a, b| (&a.participant, &a.kind).cmp(&(&b.participant, &b.kind)));
+        *self.board.lock().unwrap() = board;
     }
 
     /// Registers new publishers (joined, talking) and subscribes to all of `list` at once.
@@ -306,6 +330,7 @@ impl Room {
                     announced_tracks: false,
                     handle: None,
                     pipeline: None,
+                    health: health::Tracker::default(),
                 },
             );
         }
@@ -418,11 +443,12 @@ impl Room {
     }
 }
 
-async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
+async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>, board: FeedBoard) {
     let mut room = Room {
         cfg: cfg.clone(),
         tx,
         feeds: HashMap::new(),
+        board,
     };
     let mut conn = conn;
     room.add_publishers(&conn, conn.publishers.clone()).await;
@@ -487,6 +513,7 @@ async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>) {
                     info!(feeds = ?failed, "re-subscribing");
                     room.subscribe(&conn, &failed).await;
                 }
+                room.read_health().await;
             }
         }
     }
@@ -555,32 +582,4 @@ async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_publisher_first_seen_talking_is_reported_talking() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let mut room = Room {
-            cfg: JanusRoom::new("ws://127.0.0.1:1", 1),
-            tx,
-            feeds: HashMap::new(),
-        };
-        for (id, talking) in [(7, true), (8, false)] {
-            room.register(Publisher {
-                id,
-                display: format!("P{id}"),
-                talking,
-            })
-            .await;
-        }
-        drop(room);
-        let mut talking = Vec::new();
-        while let Some(ev) = rx.recv().await {
-            if let RoomEvent::Talking { id, talking: true } = ev {
-                talking.push(id.0);
-            }
-        }
-        assert_eq!(talking, ["7"]);
-    }
-}
+mod tests;

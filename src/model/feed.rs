@@ -1,0 +1,43 @@
+//! Health of the WebRTC tracks a job receives, as the job record, `/metrics` and the logs
+//! report it.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// A gap between two decoded video frames longer than this is a freeze.
+pub const FREEZE_GAP_MS: u64 = 500;
+/// Share of packets lost over one report interval above which a track is degraded.
+pub const DEGRADED_LOSS: f64 = 0.05;
+
+/// One received track (a publisher's audio or video).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedHealth {
+    /// The publisher (participant id).
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// RTP packets received since the subscription started.
+    pub packets_received: u64,
+    /// RTP packets lost (never received, after retransmission) since it started.
+    pub packets_lost: u64,
+    /// Interarrival jitter, milliseconds.
+    pub jitter_ms: f64,
+    /// Retransmission requests (RTCP NACK) sent to the publisher.
+    pub nacks_sent: u64,
+    /// Keyframe requests (RTCP PLI) sent to the publisher.
+    pub plis_sent: u64,
+    /// Decoded frames (video) or buffers (audio) per second over the last interval; 0 while no
+    /// tile shows the video.
+    pub fps: f64,
+    /// Received bitrate over the last interval, kbit/s.
+    pub bitrate_kbps: f64,
+    /// Times the picture stood still for more than [`FREEZE_GAP_MS`] while shown.
+    pub freezes: u64,
+    /// No new frame for more than [`FREEZE_GAP_MS`] now, while shown.
+    pub frozen: bool,
+    /// Frozen, or more than [`DEGRADED_LOSS`] of packets lost over the last interval.
+    pub degraded: bool,
+}
+
+/// The latest health of every track of a room, written by its connector, read by the job.
+pub type FeedBoard = Arc<Mutex<Vec<FeedHealth>>>;

@@ -1,0 +1,141 @@
+//! Health of WebRTC feeds on a real Janus, through `roomcast serve`: every received track's
+//! counters in the job record and in `/metrics`, and what packet loss (nftables, inside the
+//! test's own network namespace) does to them and to the recording.
+
+mod support;
+use std::time::Duration;
+use support::janus::*;
+use support::*;
+
+const RED: u32 = 0xd02020;
+
+/// The value of the `/metrics` series `name` for `participant`'s `kind` track.
+fn metric(text: &str, name: &str, participant: &str, kind: &str) -> Option<f64> {
+    let labels = format!("participant=\"{participant}\",kind=\"{kind}\"");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn metrics(api: &Service) -> String {
+    let (status, body) = api.call("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    body.as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn feed_health_is_reported_and_lost_packets_are_requested_again() {
+    if !in_network_namespace("feed_health_is_reported_and_lost_packets_are_requested_again") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("feed-health");
+    let (janus, rt, _admin) = janus_room(dir.path(), 1);
+    let publisher = rt.block_on(Publisher::publish_sized(
+        &janus.url(),
+        1,
+        "Ann",
+        RED,
+        440.0,
+        Codec::Vp8,
+        (640, 360, 30),
+    ));
+    rt.block_on(publisher.wait_connected());
+    let ann = publisher.id.to_string();
+
+    let api = Service::start(
+        &["serve"],
+        &serve_env(&dir.path().join("data"), &[]),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    let room = format!(
+        r#"{{"connector":{{"type":"janus","url":"{}","room":1,"ice_address":"{ICE_ADDRESS}"}}}}"#,
+        janus.url()
+    );
+    let (status, v) = api.call("PUT", "/v1/rooms/r1", Some(&room));
+    assert!(status == 200 || status == 201, "{status} {v}");
+    let (status, v) = start_recording(&api, "r1");
+    assert_eq!(status, 201, "{v}");
+    let id = v["job_id"].as_str().expect("job id").to_string();
+    wait_state(&api, &id, "active", 20.0);
+
+    // A clean network: the video decodes at the sender's rate, nothing is lost.
+    let clean = wait_for(15.0, || {
+        let text = metrics(&api);
+        let fps = metric(&text, "roomcast_feed_fps", &ann, "video")?;
+        let received = metric(&text, "roomcast_feed_packets_received_total", &ann, "video")?;
+        (fps > 20.0 && received > 100.0).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no video for {ann}: {}", metrics(&api)));
+    assert!(
+        metric(
+            &clean,
+            "roomcast_feed_packets_received_total",
+            &ann,
+            "audio"
+        )
+        .unwrap()
+            > 50.0
+    );
+    assert_eq!(
+        metric(&clean, "roomcast_feed_degraded", &ann, "video"),
+        Some(0.0)
+    );
+    let record = job(&api, &id);
+    let feeds = record["feeds"]
+        .as_array()
+        .expect("feeds in the job record")
+        .clone();
+    assert!(
+        feeds
+            .iter()
+            .any(|f| f["participant"] == ann.as_str() && f["kind"] == "video"),
+        "{record}"
+    );
+
+    // 5 % of the packets reaching the recorder from Janus are dropped for 8 s.
+    let (first, last) = janus.rtp_ports;
+    nft(&format!(
+        "add table inet loss; add chain inet loss in {{ type filter hook input priority 0; }}; \
+         add rule inet loss in udp sport {first}-{last} udp dport != {first}-{last} \
+         numgen random mod 100 lt 5 drop"
+    ));
+    std::thread::sleep(Duration::from_secs(8));
+    nft("delete table inet loss");
+    std::thread::sleep(Duration::from_secs(3));
+    let lossy = metrics(&api);
+    let lost = metric(&lossy, "roomcast_feed_packets_lost_total", &ann, "video").unwrap();
+    let nacks = metric(&lossy, "roomcast_feed_nacks_sent_total", &ann, "video").unwrap();
+    let plis = metric(&lossy, "roomcast_feed_plis_sent_total", &ann, "video").unwrap();
+    let freezes = metric(&lossy, "roomcast_feed_freezes_total", &ann, "video").unwrap();
+    let fps = metric(&lossy, "roomcast_feed_fps", &ann, "video").unwrap();
+    eprintln!(
+        "after 8 s of 5 % loss: lost {lost}, NACKs {nacks}, PLIs {plis}, freezes {freezes}, fps {fps:.1}"
+    );
+    assert!(nacks > 0.0, "lost packets must be requested again: {lossy}");
+    assert!(fps > 20.0, "the video decodes at full rate again: {lossy}");
+    assert_eq!(
+        metric(&lossy, "roomcast_feed_degraded", &ann, "video"),
+        Some(0.0),
+        "{lossy}"
+    );
+    let (status, _) = stop_recording(&api, "r1");
+    assert_eq!(status, 200);
+    let done = wait_state(&api, &id, "completed", 30.0);
+    eprintln!("job record feeds: {}", done["feeds"]);
+    drop(publisher);
+}
+
+fn nft(script: &str) {
+    let out = std::process::Command::new("nft")
+        .arg(script)
+        .output()
+        .expect("nft (Debian nftables)");
+    assert!(
+        out.status.success(),
+        "nft {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
