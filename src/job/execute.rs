@@ -39,6 +39,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const MAX_WORKER_DEATHS: u32 = 2;
 /// A run that records this long proves the job does not bring its worker down.
 const STABLE_RUN: Duration = Duration::from_secs(600);
+/// Segments in a row that may end with a stalled output before the job fails.
+const MAX_STALL_RESTARTS: u32 = 2;
 
 /// What the host's process provides to every job.
 pub struct JobEnv {
@@ -345,6 +347,9 @@ impl<H: JobHost> Run<'_, H> {
                         self.job.segments.push(seg);
                     }
                 }
+                if rec.reason == EndReason::Stalled {
+                    return self.restart_after_stall(local, hand_back).await;
+                }
                 if handing_back && rec.reason == EndReason::Stopped {
                     info!("handing the job back");
                     self.job.state = JobState::Queued;
@@ -376,7 +381,10 @@ impl<H: JobHost> Run<'_, H> {
                         .await;
                 }
                 let (result, msg) = match rec.reason {
-                    EndReason::RoomDestroyed | EndReason::Disconnected | EndReason::DiskLow => (
+                    EndReason::RoomDestroyed
+                    | EndReason::Disconnected
+                    | EndReason::DiskLow
+                    | EndReason::Stalled => (
                         Code::StateDisconnected.as_u16(),
                         "room destroyed; recording finalized",
                     ),
@@ -412,6 +420,34 @@ impl<H: JobHost> Run<'_, H> {
                 self.fail(code, e.to_string()).await;
             }
         }
+    }
+
+    /// After a segment ended because the output stalled (and was delivered): runs the job
+    /// again in a new segment, or fails it with 7204 (7022) when that already happened
+    /// [`MAX_STALL_RESTARTS`] times in a row.
+    async fn restart_after_stall(
+        &mut self,
+        local: mpsc::Receiver<JobCommand>,
+        hand_back: Arc<AtomicBool>,
+    ) {
+        self.job.stall_restarts += 1;
+        if self.job.stall_restarts > MAX_STALL_RESTARTS {
+            let msg = format!(
+                "the output stalled {} times in a row; not started again",
+                self.job.stall_restarts
+            );
+            return self
+                .fail(failure_code_after_start(self.job.spec.kind), msg)
+                .await;
+        }
+        warn!(
+            restarts = self.job.stall_restarts,
+            "output stalled: starting a new segment"
+        );
+        self.job.state = JobState::Queued;
+        self.job.msg = "output stalled; starting a new segment".into();
+        self.save().await;
+        Box::pin(self.run(None, local, hand_back)).await
     }
 
     /// Finalizes the segments an earlier run left `recording` and hands them off.
@@ -578,8 +614,9 @@ impl<H: JobHost> Run<'_, H> {
                     &self.job.id,
                     cost_model.estimated_cost(rtmp, Some(participants)),
                 );
-                if wall >= STABLE_RUN && self.job.worker_deaths > 0 {
+                if wall >= STABLE_RUN {
                     self.job.worker_deaths = 0;
+                    self.job.stall_restarts = 0;
                 }
                 if wall.as_secs_f64() > 0.5 {
                     self.job.realtime_factor = Some(media.as_secs_f64() / wall.as_secs_f64());

@@ -88,6 +88,9 @@ pub enum EndReason {
     /// Free disk space fell below the floor: the segment was ended while it could still be
     /// finalized.
     DiskLow,
+    /// The mixers produced nothing for [`STALL_TIMEOUT`] (a wedged element, a feed holding a
+    /// lock): the segment was ended with what reached the file.
+    Stalled,
 }
 
 /// A finished recording.
@@ -312,6 +315,30 @@ pub enum JobEvent {
 
 /// How often [`JobEvent::Progress`] is reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// The mixers producing nothing for this long ends the segment ([`EndReason::Stalled`]).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stalled segment's pipeline gets to drain before its file is finalized as it is.
+const STALLED_DRAIN: Duration = Duration::from_secs(1);
+
+/// `ROOMCAST_FAULT_STALL_AFTER_SECS`: a test of the stall watchdog wedges a segment this long
+/// after it starts, in the first `ROOMCAST_FAULT_STALL_SEGMENTS` (default 1) segments of the
+/// process.
+fn stall_fault_due(elapsed: Duration) -> bool {
+    static WEDGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
+    let Some(after) = setting("ROOMCAST_FAULT_STALL_AFTER_SECS") else {
+        return false;
+    };
+    let segments = setting("ROOMCAST_FAULT_STALL_SEGMENTS").unwrap_or(1.0) as u32;
+    elapsed.as_secs_f64() >= after
+        && WEDGED
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| (n < segments).then_some(n + 1),
+            )
+            .is_ok()
+}
 
 /// Records the room until stopped, the duration ends or the room goes away; returns the
 /// finalized segment.
@@ -414,6 +441,7 @@ async fn run(
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
+    let mut wedged = false;
     let outcome: Result<EndReason, Error> = loop {
         if let Some(reason) = ended_early.take() {
             break Ok(reason);
@@ -471,6 +499,15 @@ async fn run(
                 None => commands_open = false,
             },
             _ = progress.tick() => {
+                if !wedged && stall_fault_due(started.elapsed()) {
+                    wedged = true;
+                    warn!("fault injection: wedging the video encoder's input");
+                    job.composite.wedge();
+                }
+                if job.composite.output_idle().is_some_and(|idle| idle >= STALL_TIMEOUT) {
+                    warn!(secs = STALL_TIMEOUT.as_secs(), "the mixers produced nothing: ending the segment");
+                    break Ok(EndReason::Stalled);
+                }
                 if spec.record && spec.min_free_bytes > 0 {
                     let free = crate::util::free_bytes(&spec.out_dir);
                     if free.is_some_and(|f| f < spec.min_free_bytes) {
@@ -510,7 +547,12 @@ async fn run(
     };
     (room.leave)();
     job.composite.end_of_stream();
-    let drained = drain(&job.composite, &mut bus).await;
+    // A stalled pipeline will not drain: it gets a moment, not the full wait.
+    let limit = match outcome {
+        Ok(EndReason::Stalled) => STALLED_DRAIN,
+        _ => EOS_TIMEOUT,
+    };
+    let drained = drain(&job.composite, &mut bus, limit).await;
     let mut destinations = Vec::new();
     for d in std::mem::take(&mut job.destinations) {
         destinations.push(d.finish(&pipeline).await);
@@ -537,6 +579,14 @@ async fn run(
             .await
             .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?,
         None => Ok(None),
+    };
+    // A stalled pipeline cannot drain: what reached the file is what there is.
+    let drained = match (&outcome, drained) {
+        (Ok(EndReason::Stalled), Err(e)) => {
+            warn!(error = %e, "the stalled pipeline did not drain");
+            Ok(())
+        }
+        (_, d) => d,
     };
     let reason = match outcome.and_then(|r| drained.map(|_| r).map_err(Error::from)) {
         Ok(reason) => reason,
@@ -585,8 +635,12 @@ fn waiting(room: &mut RoomHandle) -> Option<Vec<RoomEvent>> {
 
 /// Waits for EOS to reach the sink after [`Composite::end_of_stream`]. Errors from inputs
 /// while they wind down do not matter any more; errors from the encoders and muxer do.
-async fn drain(composite: &Composite, bus: &mut gst::bus::BusStream) -> Result<(), PipelineError> {
-    bus::wait_eos(bus, EOS_TIMEOUT, "drain after stop", |msg| {
+async fn drain(
+    composite: &Composite,
+    bus: &mut gst::bus::BusStream,
+    limit: Duration,
+) -> Result<(), PipelineError> {
+    bus::wait_eos(bus, limit, "drain after stop", |msg| {
         let origin = msg.src().map(|s| composite.classify_error(s));
         matches!(origin, Some(ErrorOrigin::Core) | None)
     })

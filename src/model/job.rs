@@ -366,6 +366,10 @@ pub struct Job {
     /// stop or a hand-back; reset by a run that records for ten minutes.
     #[serde(default)]
     pub worker_deaths: u32,
+    /// Segments in a row that ended because the output stalled (each followed by a new
+    /// segment); reset by a run that records for ten minutes.
+    #[serde(default)]
+    pub stall_restarts: u32,
     /// Client id that stopped it.
     #[serde(default)]
     pub stopped_by: Option<String>,
@@ -468,6 +472,7 @@ impl Job {
             destinations: Vec::new(),
             realtime_factor: None,
             feeds: Vec::new(),
+            stall_restarts: 0,
             queue_entry: None,
         }
     }

@@ -23,6 +23,7 @@ use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError,
 use gst::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Colour of placeholder tiles (no video, hard-muted video, "+N").
@@ -164,6 +165,8 @@ pub struct Composite {
     fps: u32,
     timing: Timing,
     label: LabelStyle,
+    /// When the mixers last produced output (monotonic ns; 0: not yet).
+    last_output: Arc<AtomicU64>,
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
@@ -279,6 +282,7 @@ impl Composite {
             fps,
             timing: opts.timing,
             label: opts.label.clone(),
+            last_output: Arc::default(),
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
@@ -292,7 +296,43 @@ impl Composite {
         if !is_png {
             c.build_audio(opts, mux.as_ref())?;
         }
+        c.watch_output();
         Ok(c)
+    }
+
+    /// Notes the time of every buffer the video mixer (else the audio mixer) produces.
+    fn watch_output(&self) {
+        let mixer = self.compositor.as_ref().or(self.audiomixer.as_ref());
+        let Some(pad) = mixer.and_then(|m| m.static_pad("src")) else {
+            return;
+        };
+        let last = self.last_output.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            last.store(gst::get_timestamp().nseconds(), Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// How long ago the mixers last produced output; `None` before they first did.
+    pub fn output_idle(&self) -> Option<std::time::Duration> {
+        let last = self.last_output.load(Ordering::Relaxed);
+        (last != 0).then(|| {
+            std::time::Duration::from_nanos(gst::get_timestamp().nseconds().saturating_sub(last))
+        })
+    }
+
+    /// Fault injection for tests of the stall watchdog: from now on the video encoder's input
+    /// queue passes nothing, as a wedged element would hold it.
+    pub fn wedge(&self) {
+        let pad = self
+            .pipeline
+            .by_name("video_enc_queue")
+            .and_then(|q| q.static_pad("src"));
+        if let Some(pad) = pad {
+            pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| {
+                gst::PadProbeReturn::Ok
+            });
+        }
     }
 
     fn add(&self, elements: &[&gst::Element]) -> Result<(), PipelineError> {
@@ -332,15 +372,24 @@ impl Composite {
     /// whatever state the inputs are in (a live source can be mid-renegotiation, holding its
     /// lock, and would block an EOS sent the usual way through the sources). The mixers see
     /// EOS as their downstream flow result and stop; the inputs follow.
+    ///
+    /// Sent from a thread of its own: a serialized event waits for room in a full queue, and
+    /// a wedged encoder never makes any; the caller's bounded wait for end-of-stream then runs
+    /// out instead of the caller hanging.
     pub fn end_of_stream(&self) {
-        for name in ["video_enc_queue", "audio_enc_queue"] {
-            if let Some(pad) = self
-                .pipeline
-                .by_name(name)
-                .and_then(|e| e.static_pad("sink"))
-            {
-                pad.send_event(gst::event::Eos::new());
-            }
+        let pads: Vec<gst::Pad> = ["video_enc_queue", "audio_enc_queue"]
+            .iter()
+            .filter_map(|name| self.pipeline.by_name(name)?.static_pad("sink"))
+            .collect();
+        let sent = std::thread::Builder::new()
+            .name("end-of-stream".into())
+            .spawn(move || {
+                for pad in pads {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            });
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "no thread to send end-of-stream");
         }
     }
 

@@ -1,0 +1,128 @@
+//! The stall watchdog: a segment whose output stops (a wedged element, injected with
+//! `ROOMCAST_FAULT_STALL_AFTER_SECS`) is ended with what reached the file, and the job goes on
+//! in a new segment.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn mp4s(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp4") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
+    let dir = TempDir::new("stall");
+    let storage = dir.path().join("storage");
+    let target = format!("file://{}", storage.display());
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ROOMCAST_STORAGE", target.as_str()),
+            ("ROOMCAST_FAULT_STALL_AFTER_SECS", "3"),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "st", 2, "{}");
+    let (status, v) = start_recording(&api, "st");
+    assert_eq!(status, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    let t0 = Instant::now();
+
+    // The wedge comes at 3 s; within the watchdog's 5 s (checked every 2 s) the segment ends,
+    // is finalized and delivered, and a second segment starts.
+    let second = wait_for(30.0, || {
+        let j = job(&api, &id);
+        let segments = j["segments"].as_array()?.len();
+        (segments >= 2 && j["state"] == "active").then_some(j)
+    })
+    .unwrap_or_else(|| panic!("no second segment: {}\n{}", job(&api, &id), api.log_text()));
+    eprintln!(
+        "second segment recording {:?} after the start",
+        t0.elapsed()
+    );
+    assert_eq!(second["stall_restarts"], 1, "{second}");
+    assert_eq!(second["segments"][0]["status"], "delivered", "{second}");
+    assert!(api.log_text().contains("the mixers produced nothing"));
+
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, v) = stop_recording(&api, "st");
+    assert_eq!(status, 200, "{v}");
+    let done = wait_state(&api, &id, "completed", 30.0);
+    let segments = done["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2, "{done}");
+    assert!(
+        segments.iter().all(|s| s["status"] == "delivered"),
+        "{done}"
+    );
+
+    // Both files play: the first holds what was recorded before the wedge, the second the
+    // rest.
+    let files = mp4s(&storage);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let durations: Vec<f64> = files.iter().map(|f| probe(f).duration).collect();
+    eprintln!("segment durations {durations:?}");
+    for f in &files {
+        let p = probe(f);
+        assert_eq!(p.video_codec.as_deref(), Some("h264"));
+        assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+        assert!(decoded_video_frames(f) > 30, "{}", f.display());
+    }
+    assert!(
+        (1.5..=5.0).contains(&durations[0]),
+        "first segment {durations:?}"
+    );
+    assert!(durations[1] >= 3.0, "second segment {durations:?}");
+}
+
+/// A job whose new segments stall again is not restarted forever: after the third stalled
+/// segment in a row it fails with 7204, every segment delivered.
+#[test]
+fn a_job_that_keeps_stalling_fails_with_7204() {
+    let dir = TempDir::new("stall-again");
+    let storage = dir.path().join("storage");
+    let target = format!("file://{}", storage.display());
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ROOMCAST_STORAGE", target.as_str()),
+            ("ROOMCAST_FAULT_STALL_AFTER_SECS", "2"),
+            ("ROOMCAST_FAULT_STALL_SEGMENTS", "10"),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "st", 2, "{}");
+    let (status, v) = start_recording(&api, "st");
+    assert_eq!(status, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let failed = wait_state(&api, &id, "failed", 90.0);
+    assert_eq!(failed["result"], 7204, "{failed}");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stalled 3 times"),
+        "{failed}"
+    );
+    let segments = failed["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 3, "{failed}");
+    assert!(
+        segments.iter().all(|s| s["status"] == "delivered"),
+        "{failed}"
+    );
+    assert_eq!(mp4s(&storage).len(), 3);
+}
