@@ -25,8 +25,8 @@ fn metrics(api: &Service) -> String {
 }
 
 #[test]
-fn feed_health_is_reported_and_lost_packets_are_requested_again() {
-    if !in_network_namespace("feed_health_is_reported_and_lost_packets_are_requested_again") {
+fn feed_health_is_reported_and_losses_are_repaired() {
+    if !in_network_namespace("feed_health_is_reported_and_losses_are_repaired") {
         return;
     }
     gst::init().unwrap();
@@ -115,6 +115,10 @@ fn feed_health_is_reported_and_lost_packets_are_requested_again() {
         "after 8 s of 5 % loss: lost {lost}, NACKs {nacks}, PLIs {plis}, freezes {freezes}, fps {fps:.1}"
     );
     assert!(nacks > 0.0, "lost packets must be requested again: {lossy}");
+    assert!(
+        plis > 0.0,
+        "keyframes must be asked for after a loss: {lossy}"
+    );
     assert!(fps > 20.0, "the video decodes at full rate again: {lossy}");
     assert_eq!(
         metric(&lossy, "roomcast_feed_degraded", &ann, "video"),

@@ -208,7 +208,9 @@ impl FeedPipeline {
             let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ip]);
         }
         // Lost packets are asked for again (RTCP NACK; retransmissions arrive on the RTX
-        // stream when the offer has one) before the jitter buffer gives up on them.
+        // stream when the offer has one) before the jitter buffer gives up on them. With one
+        // bundled transport the jitter buffers take the setting of one transceiver for all
+        // streams, so it is on for audio too: a recording can afford the wait.
         webrtc.connect("on-new-transceiver", false, |args| {
             if let Some(t) = args.get(1).and_then(|v| v.get::<gst::glib::Object>().ok()) {
                 t.set_property("do-nack", true);
@@ -238,6 +240,7 @@ impl FeedPipeline {
                 .unwrap_or(false);
             if is_video {
                 gate_unwanted(pad, v.clone());
+                ask_keyframes_by_pli(pad);
             }
             let Ok(decode) = make("decodebin") else {
                 return;
@@ -471,6 +474,34 @@ fn inbound_stats(report: &gst::StructureRef, video: &[u32]) -> Vec<InboundStats>
         e.plis_sent += count(&s, "pli-count");
     }
     out
+}
+
+/// Keyframe requests from the depayloader and decoder (upstream force-key-unit events) leave
+/// webrtcbin as RTCP PLI only when they name the stream's SSRC; they are sent without one, so
+/// it is added here from the stream's caps (and the request is made a PLI, which every sender
+/// answers, rather than a FIR).
+fn ask_keyframes_by_pli(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, |pad, info| {
+        let Some(gst::PadProbeData::Event(ref mut ev)) = info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(s) = ev.structure() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if s.name() != "GstForceKeyUnit" || s.has_field("ssrc") {
+            return gst::PadProbeReturn::Ok;
+        }
+        let ssrc = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).and_then(|c| c.get::<u32>("ssrc").ok()));
+        if let Some(ssrc) = ssrc {
+            let mut request = s.to_owned();
+            request.set("ssrc", ssrc);
+            request.set("all-headers", false);
+            *ev = gst::event::CustomUpstream::new(request);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Drops a video stream's packets while no tile shows it; when it is wanted again, asks the
