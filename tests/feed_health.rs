@@ -96,14 +96,9 @@ fn feed_health_is_reported_and_losses_are_repaired() {
     );
 
     // 5 % of the packets reaching the recorder from Janus are dropped for 8 s.
-    let (first, last) = janus.rtp_ports;
-    nft(&format!(
-        "add table inet loss; add chain inet loss in {{ type filter hook input priority 0; }}; \
-         add rule inet loss in udp sport {first}-{last} udp dport != {first}-{last} \
-         numgen random mod 100 lt 5 drop"
-    ));
+    add_loss(&janus, 0, 5);
     std::thread::sleep(Duration::from_secs(8));
-    nft("delete table inet loss");
+    clear_loss();
     std::thread::sleep(Duration::from_secs(3));
     let lossy = metrics(&api);
     let lost = metric(&lossy, "roomcast_feed_packets_lost_total", &ann, "video").unwrap();
@@ -130,16 +125,4 @@ fn feed_health_is_reported_and_losses_are_repaired() {
     let done = wait_state(&api, &id, "completed", 30.0);
     eprintln!("job record feeds: {}", done["feeds"]);
     drop(publisher);
-}
-
-fn nft(script: &str) {
-    let out = std::process::Command::new("nft")
-        .arg(script)
-        .output()
-        .expect("nft (Debian nftables)");
-    assert!(
-        out.status.success(),
-        "nft {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -9,18 +9,31 @@ use support::*;
 
 const RED: u32 = 0xd02020;
 
-/// Records `secs` of a room with one marker publisher; returns the (flash time, offset) pairs
-/// found in the recording.
-fn record_markers(tag: &str, secs: u64) -> Vec<(f64, f64)> {
+/// Records `secs` of a room with one marker publisher (its packets jittered by up to
+/// `jitter_ms`; with `lossy`, 3 % of the packets reaching Janus and 1 % of those reaching the
+/// recorder dropped); returns the (flash time, offset) pairs found in the recording.
+fn record_markers(tag: &str, secs: u64, jitter_ms: u32, lossy: bool) -> Vec<(f64, f64)> {
     gst::init().unwrap();
     let dir = TempDir::new(tag);
     let (janus, rt, _admin) = janus_room(dir.path(), 1);
-    let publisher = rt.block_on(Publisher::publish_markers(&janus.url(), 1, "Ann", RED));
+    let publisher = rt.block_on(Publisher::publish_markers(
+        &janus.url(),
+        1,
+        "Ann",
+        RED,
+        jitter_ms,
+    ));
     rt.block_on(publisher.wait_connected());
+    if lossy {
+        add_loss(&janus, 3, 1);
+    }
     let duration = secs.to_string();
     let (child, _) = recorder(&janus, 1, dir.path(), &["--duration", &duration]);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "recorder failed");
+    if lossy {
+        clear_loss();
+    }
     let mp4 = std::fs::read_dir(dir.path().join("rec"))
         .unwrap()
         .flatten()
@@ -73,6 +86,27 @@ fn a_webrtc_feed_keeps_the_senders_lip_sync() {
     if !in_network_namespace("a_webrtc_feed_keeps_the_senders_lip_sync") {
         return;
     }
-    let offsets = record_markers("lipsync", 12);
+    let offsets = record_markers("lipsync", 12, 0, false);
     check("lipsync", &offsets);
+}
+
+/// 40 ms of jitter on the publisher's packets, 3 % loss on the way to Janus and 1 % on the way
+/// to the recorder: flash and beep still meet, and no second goes without its flash (no
+/// freeze of a second or more).
+#[test]
+fn lip_sync_holds_under_loss_and_jitter() {
+    if !in_network_namespace("lip_sync_holds_under_loss_and_jitter") {
+        return;
+    }
+    let offsets = record_markers("impaired", 15, 40, true);
+    check("impaired", &offsets);
+    let times: Vec<f64> = offsets.iter().map(|(t, _)| *t).collect();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] < 1.5,
+            "impaired: a flash missing between {:.2} s and {:.2} s: {times:?}",
+            pair[0],
+            pair[1]
+        );
+    }
 }

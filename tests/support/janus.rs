@@ -414,3 +414,34 @@ pub fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::R
     rt.block_on(admin.create_room(room));
     (janus, rt, admin)
 }
+
+/// Runs an nftables script in the test's network namespace (packet loss: the kernel here has
+/// no `netem`).
+pub fn nft(script: &str) {
+    let out = Command::new("nft")
+        .arg(script)
+        .output()
+        .expect("nft (Debian nftables)");
+    assert!(
+        out.status.success(),
+        "nft {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drops `to_janus` % of the UDP packets reaching Janus's media ports and `from_janus` % of
+/// those it sends to others (the recorder), until [`clear_loss`].
+pub fn add_loss(janus: &Janus, to_janus: u32, from_janus: u32) {
+    let (first, last) = janus.rtp_ports;
+    nft(&format!(
+        "add table inet loss; add chain inet loss in {{ type filter hook input priority 0; }}; \
+         add rule inet loss in udp dport {first}-{last} numgen random mod 100 lt {to_janus} drop; \
+         add rule inet loss in udp sport {first}-{last} udp dport != {first}-{last} \
+         numgen random mod 100 lt {from_janus} drop"
+    ));
+}
+
+/// Removes the loss [`add_loss`] added.
+pub fn clear_loss() {
+    nft("delete table inet loss");
+}

@@ -30,6 +30,9 @@ struct Media<'a> {
     description: Option<&'a str>,
     /// A flash and a beep on the same timestamps instead of colour and tone.
     markers: bool,
+    /// Each packet held back 0 to this many milliseconds on its way out (GStreamer's
+    /// `netsim`): network jitter, packets reordered.
+    jitter_ms: u32,
 }
 
 impl Media<'_> {
@@ -41,6 +44,7 @@ impl Media<'_> {
             size: (320, 180, 15),
             description: None,
             markers: false,
+            jitter_ms: 0,
         }
     }
 }
@@ -105,11 +109,18 @@ impl Publisher {
 
     /// A sync reference: the picture flashes white and a 2 kHz tone beeps for the first
     /// 100 ms of every second of the publisher's clock, both drawn from the same buffer
-    /// timestamps.
-    pub async fn publish_markers(url: &str, room: u64, display: &str, rgb: u32) -> Publisher {
+    /// timestamps; its packets leave with up to `jitter_ms` of random delay.
+    pub async fn publish_markers(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        jitter_ms: u32,
+    ) -> Publisher {
         let media = Media {
             size: (320, 180, 30),
             markers: true,
+            jitter_ms,
             ..Media::tone(rgb, 2000.0, Codec::Vp8)
         };
         Self::publish_with(url, room, display, media).await
@@ -123,7 +134,13 @@ impl Publisher {
             size,
             description: video_description,
             markers,
+            jitter_ms,
         } = media;
+        let net = if jitter_ms > 0 {
+            format!("netsim min-delay=0 max-delay={jitter_ms} delay-probability=1.0 ! ")
+        } else {
+            String::new()
+        };
         let (session, mut rx) = Session::connect(url).await.expect("publisher session");
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev = events.clone();
@@ -182,12 +199,12 @@ impl Publisher {
             };
         let desc = format!(
             "webrtcbin name=w bundle-policy=max-bundle \
-             {video_in} ! {video} ! w. \
+             {video_in} ! {video} ! {net}w. \
              {audio_in} ! audioconvert ! audioresample ! \
              audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
              rtpopuspay pt=111 ssrc={assrc} ! \
              application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,ssrc=(uint){assrc},\
-             extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! w.",
+             extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! {net}w.",
         );
         let pipeline = gst::parse::launch(&desc)
             .expect("publisher pipeline")
