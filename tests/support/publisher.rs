@@ -214,6 +214,14 @@ impl Publisher {
             add_markers(&pipeline, display, rgb, size);
         }
         let webrtc = pipeline.by_name("w").unwrap();
+        // Like a browser, it answers NACKs by sending lost packets again.
+        for i in 0..2i32 {
+            if let Some(t) = webrtc
+                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&i])
+            {
+                t.set_property("do-nack", true);
+            }
+        }
         let agent = webrtc.property::<gst::glib::Object>("ice-agent");
         agent.set_property("ice-tcp", false);
         let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ICE_ADDRESS]);
