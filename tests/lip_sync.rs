@@ -107,7 +107,7 @@ fn a_webrtc_feed_keeps_the_senders_lip_sync() {
 
 /// 40 ms of jitter on the publisher's packets, 3 % loss on the way to Janus and 1 % on the way
 /// to the recorder: every flash that reaches the recording meets its beep (placing frames by
-/// arrival put them 100–170 ms apart here).
+/// arrival put them 150–185 ms apart here).
 #[test]
 fn lip_sync_holds_under_loss_and_jitter() {
     if !in_network_namespace("lip_sync_holds_under_loss_and_jitter") {
