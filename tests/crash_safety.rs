@@ -293,22 +293,6 @@ fn fill(dir: &std::path::Path, bytes: Option<u64>) -> std::path::PathBuf {
     path
 }
 
-fn stored_mp4s(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "mp4") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// `roomcast serve` with its data folder on a small tmpfs of `size`, delivering to a folder
 /// outside it, recording room `room` for four seconds.
 /// (Dropped in field order: the server stops, the disk is unmounted, then the folder goes.)
@@ -383,7 +367,7 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     assert!(j["msg"].as_str().unwrap().contains("floor"), "{j}");
     // The segment was finalized and delivered: a normal MP4 in storage, ~4 s long.
     let delivered = wait_for(15.0, || {
-        let files = stored_mp4s(storage);
+        let files = mp4s_under(storage);
         (!files.is_empty()).then_some(files)
     })
     .expect("segment delivered");
@@ -432,7 +416,7 @@ fn a_segment_the_full_disk_kept_is_delivered_once_space_returns() {
     // Nothing is lost: once there is space again the segment reaches storage.
     std::fs::remove_file(filler).unwrap();
     let delivered = wait_for(30.0, || {
-        let files = stored_mp4s(storage);
+        let files = mp4s_under(storage);
         (!files.is_empty()).then_some(files)
     })
     .expect("kept segment delivered after space returned");

@@ -6,23 +6,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn mp4s(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "mp4") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
     let dir = TempDir::new("stall");
@@ -72,7 +55,7 @@ fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
 
     // Both files play: the first holds what was recorded before the wedge, the second the
     // rest.
-    let files = mp4s(&storage);
+    let files = mp4s_under(&storage);
     assert_eq!(files.len(), 2, "{files:?}");
     let durations: Vec<f64> = files.iter().map(|f| probe(f).duration).collect();
     eprintln!("segment durations {durations:?}");
@@ -124,5 +107,5 @@ fn a_job_that_keeps_stalling_fails_with_7204() {
         segments.iter().all(|s| s["status"] == "delivered"),
         "{failed}"
     );
-    assert_eq!(mp4s(&storage).len(), 3);
+    assert_eq!(mp4s_under(&storage).len(), 3);
 }

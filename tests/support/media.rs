@@ -349,3 +349,21 @@ pub fn av_offsets(flashes: &[f64], beeps: &[f64]) -> Vec<(f64, f64)> {
         })
         .collect()
 }
+
+/// Every `.mp4` file under `dir` (any depth), sorted.
+pub fn mp4s_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp4") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -34,11 +34,8 @@ pub const MAX_INPUT_FAILURES: u32 = 3;
 const PLACEHOLDER_FPS: u32 = 5;
 /// Margin before a source added while live starts, so its first buffer is not late.
 const LIVE_START_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(60);
-/// How long the aggregators wait for late input in live mode. WebRTC feeds are placed by
-/// their jitter buffers' timestamps, so a frame reaches the mixers after its time by what it
-/// spent in the jitter buffer (up to its 200 ms latency while a lost packet is retransmitted)
-/// and the decoder; within this much it is still used.
-const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(300);
+/// How long the aggregators wait for late input in live mode.
+const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(60);
 /// How long the muxer waits for every track's first data before it starts.
 const MUXER_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(3);
 /// Largest watermark, as the platform's `settings.watermark` allows.
@@ -253,8 +250,6 @@ impl Composite {
     /// Builds the pipeline (not yet playing).
     pub fn new(opts: &CompositeOptions) -> Result<Composite, PipelineError> {
         let pipeline = gst::Pipeline::with_name("composite");
-        // WebRTC feeds run in pipelines of their own on this clock; their timestamps carry over.
-        pipeline.use_clock(Some(&gst::SystemClock::obtain()));
         let (canvas, fps) = match &opts.preset.video {
             Some(v) => (
                 Canvas {

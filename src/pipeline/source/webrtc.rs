@@ -79,7 +79,7 @@ impl Slot {
             .store(if shown { monotonic_ns() } else { 0 }, Ordering::Relaxed);
     }
 
-    fn push(&self, sample: &gst::Sample, at: Option<gst::ClockTime>) {
+    fn push(&self, sample: &gst::Sample) {
         let src = self.appsrc.lock().unwrap().clone();
         let Some(src) = src else { return };
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
@@ -92,27 +92,20 @@ impl Slot {
         if src.caps().as_ref() != Some(&caps) {
             src.set_caps(Some(&caps));
         }
-        // Placed where the feed's jitter buffer put it (`at`, on the clock both pipelines
-        // share): the jitter buffer derives it from the sender's RTP timestamps, so network
-        // jitter, retransmission waits and decoding time do not move it, and a feed's sound
-        // and picture keep the relation they had when they left Janus. Without one, placed
-        // by arrival.
-        let pts = match (at, src.base_time()) {
-            (Some(at), Some(base)) => at.checked_sub(base),
-            _ => None,
-        }
-        .or_else(|| src.current_running_time());
-        let Some(pts) = pts else { return };
+        // Placed by its arrival on the recording's clock: a buffer arrives when its last
+        // sample is decoded, so it began its duration earlier (20 ms for an Opus frame; a
+        // video frame is one instant).
+        let Some(now) = src.current_running_time() else {
+            return;
+        };
         let mut buffer = buffer;
         {
-            // An audio packet is stamped when it arrived whole, its duration (20 ms for Opus)
-            // after its first sample; a video frame when its first packet arrived.
             let b = buffer.make_mut();
             let lead = b
                 .duration()
                 .filter(|_| audio)
                 .unwrap_or(gst::ClockTime::ZERO);
-            b.set_pts(pts.saturating_sub(lead));
+            b.set_pts(now.saturating_sub(lead));
             b.set_dts(gst::ClockTime::NONE);
         }
         match src.push_buffer(buffer) {
@@ -204,8 +197,6 @@ impl FeedPipeline {
         video: Arc<Slot>,
     ) -> Result<FeedPipeline, PipelineError> {
         let pipeline = gst::Pipeline::with_name(&format!("feed_{name}"));
-        // The recording pipeline runs on the same clock: a feed's timestamps carry over.
-        pipeline.use_clock(Some(&gst::SystemClock::obtain()));
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         webrtc.set_property("latency", 200u32);
@@ -533,13 +524,6 @@ fn gate_unwanted(pad: &gst::Pad, slot: Arc<Slot>) {
     });
 }
 
-/// Where a sample of the feed pipeline sits on the clock it shares with the recording.
-fn clock_time(sample: &gst::Sample, base: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
-    let pts = sample.buffer()?.pts()?;
-    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-    Some(segment.to_running_time(pts)? + base?)
-}
-
 fn link_raw(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
@@ -579,7 +563,7 @@ fn link_raw(
                 .new_sample(move |s| {
                     if let Ok(sample) = s.pull_sample() {
                         if active.load(Ordering::SeqCst) {
-                            slot.push(&sample, clock_time(&sample, s.base_time()));
+                            slot.push(&sample);
                         }
                     }
                     Ok(gst::FlowSuccess::Ok)
