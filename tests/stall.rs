@@ -3,26 +3,30 @@
 //! in a new segment.
 
 mod support;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::*;
 
-#[test]
-fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
-    let dir = TempDir::new("stall");
+/// `roomcast serve` delivering to a folder, with the stall `fault` settings, recording
+/// synthetic room "st": its folder, the service, the storage folder and the job id.
+fn recording(tag: &str, fault: &[(&str, &str)]) -> (TempDir, Service, PathBuf, String) {
+    let dir = TempDir::new(tag);
     let storage = dir.path().join("storage");
     let target = format!("file://{}", storage.display());
-    let env = serve_env(
-        &dir.path().join("data"),
-        &[
-            ("ROOMCAST_STORAGE", target.as_str()),
-            ("ROOMCAST_FAULT_STALL_AFTER_SECS", "3"),
-        ],
-    );
+    let mut settings = vec![("ROOMCAST_STORAGE", target.as_str())];
+    settings.extend_from_slice(fault);
+    let env = serve_env(&dir.path().join("data"), &settings);
     let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
     register_room(&api, "st", 2, "{}");
     let (status, v) = start_recording(&api, "st");
     assert_eq!(status, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
+    (dir, api, storage, id)
+}
+
+#[test]
+fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
+    let (_dir, api, storage, id) = recording("stall", &[("ROOMCAST_FAULT_STALL_AFTER_SECS", "3")]);
     wait_state(&api, &id, "active", 20.0);
     let t0 = Instant::now();
 
@@ -76,22 +80,13 @@ fn a_stalled_output_ends_the_segment_and_a_new_one_records() {
 /// segment in a row it fails with 7204, every segment delivered.
 #[test]
 fn a_job_that_keeps_stalling_fails_with_7204() {
-    let dir = TempDir::new("stall-again");
-    let storage = dir.path().join("storage");
-    let target = format!("file://{}", storage.display());
-    let env = serve_env(
-        &dir.path().join("data"),
+    let (_dir, api, storage, id) = recording(
+        "stall-again",
         &[
-            ("ROOMCAST_STORAGE", target.as_str()),
             ("ROOMCAST_FAULT_STALL_AFTER_SECS", "2"),
             ("ROOMCAST_FAULT_STALL_SEGMENTS", "10"),
         ],
     );
-    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
-    register_room(&api, "st", 2, "{}");
-    let (status, v) = start_recording(&api, "st");
-    assert_eq!(status, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_string();
     let failed = wait_state(&api, &id, "failed", 90.0);
     assert_eq!(failed["result"], 7204, "{failed}");
     assert!(

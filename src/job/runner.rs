@@ -322,22 +322,20 @@ const STALLED_DRAIN: Duration = Duration::from_secs(1);
 
 /// `ROOMCAST_FAULT_STALL_AFTER_SECS`: a test of the stall watchdog wedges a segment this long
 /// after it starts, in the first `ROOMCAST_FAULT_STALL_SEGMENTS` (default 1) segments of the
-/// process.
-fn stall_fault_due(elapsed: Duration) -> bool {
+/// process. Asked once per segment: when to wedge this one, if at all.
+fn stall_fault() -> Option<Duration> {
     static WEDGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
-    let Some(after) = setting("ROOMCAST_FAULT_STALL_AFTER_SECS") else {
-        return false;
-    };
+    let after = setting("ROOMCAST_FAULT_STALL_AFTER_SECS")?;
     let segments = setting("ROOMCAST_FAULT_STALL_SEGMENTS").unwrap_or(1.0) as u32;
-    elapsed.as_secs_f64() >= after
-        && WEDGED
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| (n < segments).then_some(n + 1),
-            )
-            .is_ok()
+    WEDGED
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| (n < segments).then_some(n + 1),
+        )
+        .ok()
+        .map(|_| Duration::from_secs_f64(after.max(0.0)))
 }
 
 /// Records the room until stopped, the duration ends or the room goes away; returns the
@@ -441,7 +439,7 @@ async fn run(
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
-    let mut wedged = false;
+    let mut wedge_at = stall_fault();
     let outcome: Result<EndReason, Error> = loop {
         if let Some(reason) = ended_early.take() {
             break Ok(reason);
@@ -499,8 +497,8 @@ async fn run(
                 None => commands_open = false,
             },
             _ = progress.tick() => {
-                if !wedged && stall_fault_due(started.elapsed()) {
-                    wedged = true;
+                if wedge_at.is_some_and(|at| started.elapsed() >= at) {
+                    wedge_at = None;
                     warn!("fault injection: wedging the video encoder's input");
                     job.composite.wedge();
                 }
@@ -547,12 +545,17 @@ async fn run(
     };
     (room.leave)();
     job.composite.end_of_stream();
-    // A stalled pipeline will not drain: it gets a moment, not the full wait.
-    let limit = match outcome {
-        Ok(EndReason::Stalled) => STALLED_DRAIN,
-        _ => EOS_TIMEOUT,
+    // A stalled pipeline will not drain: it gets a moment, not the full wait, and what reached
+    // the file is what there is.
+    let drained = match outcome {
+        Ok(EndReason::Stalled) => {
+            if let Err(e) = drain(&job.composite, &mut bus, STALLED_DRAIN).await {
+                warn!(error = %e, "the stalled pipeline did not drain");
+            }
+            Ok(())
+        }
+        _ => drain(&job.composite, &mut bus, EOS_TIMEOUT).await,
     };
-    let drained = drain(&job.composite, &mut bus, limit).await;
     let mut destinations = Vec::new();
     for d in std::mem::take(&mut job.destinations) {
         destinations.push(d.finish(&pipeline).await);
@@ -579,14 +582,6 @@ async fn run(
             .await
             .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?,
         None => Ok(None),
-    };
-    // A stalled pipeline cannot drain: what reached the file is what there is.
-    let drained = match (&outcome, drained) {
-        (Ok(EndReason::Stalled), Err(e)) => {
-            warn!(error = %e, "the stalled pipeline did not drain");
-            Ok(())
-        }
-        (_, d) => d,
     };
     let reason = match outcome.and_then(|r| drained.map(|_| r).map_err(Error::from)) {
         Ok(reason) => reason,

@@ -418,15 +418,7 @@ pub fn janus_room(dir: &std::path::Path, room: u64) -> (Janus, tokio::runtime::R
 /// Runs an nftables script in the test's network namespace (packet loss: the kernel here has
 /// no `netem`).
 pub fn nft(script: &str) {
-    let out = Command::new("nft")
-        .arg(script)
-        .output()
-        .expect("nft (Debian nftables)");
-    assert!(
-        out.status.success(),
-        "nft {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::tool_output(Command::new("nft").arg(script));
 }
 
 /// Drops `to_janus` % of the UDP packets reaching Janus's media ports and `from_janus` % of

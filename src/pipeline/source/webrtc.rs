@@ -79,16 +79,13 @@ impl Slot {
             .store(if shown { monotonic_ns() } else { 0 }, Ordering::Relaxed);
     }
 
-    fn push(&self, sample: &gst::Sample) {
+    fn push(&self, sample: &gst::Sample, audio: bool) {
         let src = self.appsrc.lock().unwrap().clone();
         let Some(src) = src else { return };
         let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
             return;
         };
         let caps = caps.to_owned();
-        let audio = caps
-            .structure(0)
-            .is_some_and(|s| s.name().starts_with("audio/"));
         if src.caps().as_ref() != Some(&caps) {
             src.set_caps(Some(&caps));
         }
@@ -563,7 +560,7 @@ fn link_raw(
                 .new_sample(move |s| {
                     if let Ok(sample) = s.pull_sample() {
                         if active.load(Ordering::SeqCst) {
-                            slot.push(&sample);
+                            slot.push(&sample, audio);
                         }
                     }
                     Ok(gst::FlowSuccess::Ok)

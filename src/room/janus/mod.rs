@@ -280,14 +280,19 @@ impl Room {
         self.tx.send(ev).await.is_ok()
     }
 
-    /// Reads every feed's health onto the board.
+    /// Reads every feed's health onto the board (all feeds' statistics asked at once, so a
+    /// feed that does not answer holds the room up for its one-second limit, not per feed).
     async fn read_health(&mut self) {
+        let asked = self.feeds.iter().filter_map(|(id, feed)| {
+            let pipeline = feed.pipeline.as_ref()?;
+            Some(async move { (*id, pipeline.stats().await) })
+        });
+        let answers = futures::future::join_all(asked).await;
         let mut board = Vec::new();
-        for (id, feed) in self.feeds.iter_mut() {
-            let Some(pipeline) = &feed.pipeline else {
+        for (id, stats) in answers {
+            let Some(feed) = self.feeds.get_mut(&id) else {
                 continue;
             };
-            let stats = pipeline.stats().await;
             let (audio, video) = (feed.audio.counts(), feed.video.counts());
             board.extend(feed.health.update(&id.to_string(), &stats, audio, video));
         }
