@@ -187,6 +187,8 @@ fn janus_restart_is_survived_and_room_destroyed_ends_the_job() {
     let room = 77;
     let (mut janus, rt, _admin) = janus_room(dir.path(), room);
     let ann = join(&rt, &janus, room, "Ann", RED, 330.0, Codec::Vp8);
+    // Ann is up before the recorder starts: the picture at 2.5 s is hers, whatever the load.
+    rt.block_on(ann.wait_connected());
     let (mut rec, t0) = recorder(&janus, room, dir.path(), &["--layout", "grid"]);
     sleep_until(t0 + Duration::from_secs(4));
     janus.restart();
