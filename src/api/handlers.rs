@@ -136,7 +136,7 @@ pub(super) fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
 
 /// The last failure of the room's `kind` jobs, if recent (the platform's "try again after
 /// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room.
-pub(super) fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
+fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
     let horizon = now_ms().saturating_sub(st.cfg.retry_after.as_millis() as u64);
     jobs.iter().any(|j| {
         j.spec.room_id == room
@@ -146,6 +146,23 @@ pub(super) fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: Job
             && j.result != Code::StreamQueueFailed.as_u16()
             && j.ended_ms.is_some_and(|t| t >= horizon)
     })
+}
+
+/// Whether a `kind` job may start in `room` now: not while one runs (7012/7019, 7002) nor
+/// within the retry horizon after a failed start (7015, 7004).
+pub(super) async fn may_start(st: &ApiState, room: &str, kind: JobKind) -> Result<(), ApiError> {
+    let jobs = st.store.jobs().await?;
+    if let Some(job) = live_job(&jobs, room, kind) {
+        return Err(busy(&job));
+    }
+    if recently_failed(st, &jobs, room, kind) {
+        let code = match kind {
+            JobKind::Recording => Code::RecordRetryLater,
+            JobKind::Streaming => Code::StreamRetryLater,
+        };
+        return Err(ApiError::new(code, "the last start failed"));
+    }
+    Ok(())
 }
 
 /// How many people the room has, as far as the platform's events and the connector tell

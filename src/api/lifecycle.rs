@@ -68,16 +68,7 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         "config.max_duration_secs",
         Code::RecordParamsMissing,
     )?;
-    let jobs = st.store.jobs().await?;
-    if let Some(job) = live_job(&jobs, &id, JobKind::Recording) {
-        return Err(busy(&job));
-    }
-    if recently_failed(&st, &jobs, &id, JobKind::Recording) {
-        return Err(ApiError::new(
-            Code::RecordRetryLater,
-            "the last start failed",
-        ));
-    }
+    may_start(&st, &id, JobKind::Recording).await?;
     submit(
         &st,
         &c.room,
@@ -190,16 +181,7 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
         "max_duration_secs",
         Code::StreamParamsMissing,
     )?;
-    let jobs = st.store.jobs().await?;
-    if let Some(job) = live_job(&jobs, &id, JobKind::Streaming) {
-        return Err(busy(&job));
-    }
-    if recently_failed(&st, &jobs, &id, JobKind::Streaming) {
-        return Err(ApiError::new(
-            Code::StreamRetryLater,
-            "the last start failed",
-        ));
-    }
+    may_start(&st, &id, JobKind::Streaming).await?;
     submit(
         &st,
         &c.room,

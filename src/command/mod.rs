@@ -46,7 +46,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         .len();
     let now = crate::clock::now_ms();
     let file_name = crate::util::file_name(file);
-    let segment = job::runner::segment_number(&file_name).unwrap_or(1);
+    let segment = job::segments::segment_number(&file_name).unwrap_or(1);
     let meta = SegmentMeta {
         job_id: format!("{app_id}-{room}-{conf}-{segment}"),
         app_id: app_id.to_string(),

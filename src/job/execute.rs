@@ -10,16 +10,14 @@ use super::notify::{Subject, Transition};
 use super::outbox::{HandOff, Outbox};
 use super::plan::{connect, Plan};
 use super::platform::{apply_actions, Translator};
-use super::runner::{segment_number, EndReason};
-use super::segments::{
-    archive_entry, discard, discard_if_empty, segment_meta, written, MIN_RECOVERED,
-};
+use super::runner::EndReason;
+use super::segments::{discard_if_empty, segment_number, written};
 use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use crate::codes::Code;
 use crate::layout::Layout;
 use crate::model::Preset;
 use crate::model::{DestinationState, DestinationStatus, RtmpUrl};
-use crate::pipeline::mp4::{finalize, SegmentFile};
+use crate::pipeline::mp4::SegmentFile;
 use crate::queue::{
     now_ms, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord, SegmentStatus,
 };
@@ -66,11 +64,11 @@ pub struct Outcome {
 }
 
 /// A job being run: its record, host and surroundings.
-struct Run<'a, H: JobHost> {
-    host: &'a H,
-    env: &'a JobEnv,
-    job: Job,
-    outcome: Outcome,
+pub(super) struct Run<'a, H: JobHost> {
+    pub(super) host: &'a H,
+    pub(super) env: &'a JobEnv,
+    pub(super) job: Job,
+    pub(super) outcome: Outcome,
 }
 
 /// Runs `job` to its end (or until it is handed back). `plan` overrides the spec's own
@@ -182,7 +180,7 @@ impl<H: JobHost> Run<'_, H> {
         };
         let present = match self.host.present(&self.job.spec.room_id).await {
             Ok(p) => p,
-            Err(e) => return self.fail(Code::RecordInternalRetry, e).await,
+            Err(e) => return self.fail(Code::RecordInternalRetry, e.to_string()).await,
         };
         let watermark = match &self.job.spec.watermark {
             None => None,
@@ -214,11 +212,7 @@ impl<H: JobHost> Run<'_, H> {
                 .await
             {
                 Ok(n) => n,
-                Err(err) => {
-                    return self
-                        .fail(Code::Generic, format!("queue store: {err}"))
-                        .await
-                }
+                Err(err) => return self.fail(Code::Generic, err.to_string()).await,
             }
         } else {
             own_next
@@ -448,72 +442,6 @@ impl<H: JobHost> Run<'_, H> {
         self.job.msg = "output stalled; starting a new segment".into();
         self.save().await;
         Box::pin(self.run(None, local, hand_back)).await
-    }
-
-    /// Finalizes the segments an earlier run left `recording` and hands them off.
-    async fn recover_segments(&mut self) {
-        let mut segments = std::mem::take(&mut self.job.segments);
-        for seg in segments
-            .iter_mut()
-            .filter(|s| s.status == SegmentStatus::Recording)
-        {
-            if !seg.path.is_file() {
-                warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
-                seg.status = SegmentStatus::Missing;
-                continue;
-            }
-            let path = seg.path.clone();
-            match tokio::task::spawn_blocking(move || finalize(&path)).await {
-                Ok(Ok(file)) if file.duration < MIN_RECOVERED => {
-                    // Not even one whole fragment: a run that died as it started.
-                    discard(seg);
-                }
-                Ok(Ok(file)) => {
-                    info!(file = %seg.file_name, duration_s = file.duration.mseconds() as f64 / 1000.0,
-                        "finalized the segment of an earlier run");
-                    self.deliver_segment(seg, &file).await;
-                }
-                Ok(Err(_)) if discard_if_empty(seg) => {}
-                Ok(Err(e)) => {
-                    warn!(error = %e, file = %seg.path.display(), "segment of an earlier run is unreadable");
-                    seg.status = SegmentStatus::Unreadable;
-                }
-                Err(e) => warn!(error = %e, "finalize task failed"),
-            }
-        }
-        self.job.segments = segments;
-    }
-
-    /// Hands a finished segment to delivery and records where it went.
-    async fn deliver_segment(&mut self, seg: &mut SegmentRecord, file: &SegmentFile) {
-        seg.size = file.bytes;
-        if !file.duration.is_zero() {
-            seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
-        }
-        seg.ended_ms = Some(now_ms());
-        let meta = segment_meta(&self.job, seg);
-        let handed = self
-            .env
-            .outbox
-            .hand_off(meta, &file.path, self.job.spec.storage.clone())
-            .await;
-        match &handed {
-            HandOff::Spooled { .. } => {
-                seg.status = SegmentStatus::Spooled;
-                info!(file = %seg.file_name, "segment spooled for delivery");
-            }
-            HandOff::Local { url, .. } => {
-                seg.status = SegmentStatus::Local;
-                seg.url = Some(url.clone());
-            }
-            // Stays where it was recorded; the worker hands it to the spool again later.
-            HandOff::Kept => seg.status = SegmentStatus::Kept,
-        }
-        self.host.archive(&archive_entry(&self.job, seg)).await;
-        self.outcome.segment = Some((file.clone(), handed));
-        if seg.status == SegmentStatus::Spooled {
-            self.host.spooled().await;
-        }
     }
 
     async fn stop_requested(&mut self, by: String, tx: &mpsc::Sender<JobCommand>) {

@@ -5,7 +5,7 @@
 //! `roomcast demo` / `record` use [`MemoryHost`], which keeps everything in memory and takes
 //! commands only from the process itself. Nothing here touches media or storage.
 
-use crate::queue::{ArchiveEntry, Command, Job};
+use crate::queue::{ArchiveEntry, Command, Job, StoreResult};
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -33,12 +33,12 @@ pub trait JobHost: Send + Sync {
         room_id: &str,
         conf_num: &str,
         own_next: u64,
-    ) -> impl Future<Output = Result<u64, String>> + Send;
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Participants the platform reported present in the room (id, name).
     fn present(
         &self,
         room_id: &str,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<(String, String)>>> + Send;
     /// Commands for the running job, or word that it was taken over.
     fn poll(&self, job: &Job) -> impl Future<Output = Poll> + Send;
     /// The job ended: release its queue entry.
@@ -99,12 +99,12 @@ impl JobHost for MemoryHost {
         self.entries()
     }
 
-    async fn next_segment(&self, _room: &str, _conf: &str, own_next: u64) -> Result<u64, String> {
+    async fn next_segment(&self, _room: &str, _conf: &str, own_next: u64) -> StoreResult<u64> {
         // The output folder decides (an existing file is never overwritten).
         Ok(own_next)
     }
 
-    async fn present(&self, _room_id: &str) -> Result<Vec<(String, String)>, String> {
+    async fn present(&self, _room_id: &str) -> StoreResult<Vec<(String, String)>> {
         Ok(Vec::new())
     }
 

@@ -1,10 +1,15 @@
 //! A job's segment files as records: what the spool and the archive say about them, and what
-//! becomes of a file a run left behind (finalized, found empty and removed, or kept as it is).
+//! becomes of a file a run left behind (finalized, found empty and removed, or kept as it is),
+//! how segment files are named, and how a run recovers and hands off its segments.
 
-use super::runner::segment_number;
+use super::execute::Run;
+use super::host::JobHost;
+use super::outbox::HandOff;
 use crate::delivery::spool::SegmentMeta;
-use crate::pipeline::mp4::SegmentFile;
+use crate::error::Error;
+use crate::pipeline::mp4::{finalize, SegmentFile};
 use crate::queue::{now_ms, ArchiveEntry, Job, SegmentRecord, SegmentStatus};
+use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 /// A crashed run's segment shorter than one fragment is removed and recorded as empty.
@@ -81,4 +86,150 @@ pub(super) fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
         duration: crate::pipeline::mp4::duration(&seg.path).unwrap_or(gst::ClockTime::ZERO),
         path: seg.path.clone(),
     })
+}
+
+impl<H: JobHost> Run<'_, H> {
+    /// Finalizes the segments an earlier run left `recording` and hands them off.
+    pub(super) async fn recover_segments(&mut self) {
+        let mut segments = std::mem::take(&mut self.job.segments);
+        for seg in segments
+            .iter_mut()
+            .filter(|s| s.status == SegmentStatus::Recording)
+        {
+            if !seg.path.is_file() {
+                warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
+                seg.status = SegmentStatus::Missing;
+                continue;
+            }
+            let path = seg.path.clone();
+            match tokio::task::spawn_blocking(move || finalize(&path)).await {
+                Ok(Ok(file)) if file.duration < MIN_RECOVERED => {
+                    // Not even one whole fragment: a run that died as it started.
+                    discard(seg);
+                }
+                Ok(Ok(file)) => {
+                    info!(file = %seg.file_name, duration_s = file.duration.mseconds() as f64 / 1000.0,
+                        "finalized the segment of an earlier run");
+                    self.deliver_segment(seg, &file).await;
+                }
+                Ok(Err(_)) if discard_if_empty(seg) => {}
+                Ok(Err(e)) => {
+                    warn!(error = %e, file = %seg.path.display(), "segment of an earlier run is unreadable");
+                    seg.status = SegmentStatus::Unreadable;
+                }
+                Err(e) => warn!(error = %e, "finalize task failed"),
+            }
+        }
+        self.job.segments = segments;
+    }
+
+    /// Hands a finished segment to delivery and records where it went.
+    pub(super) async fn deliver_segment(&mut self, seg: &mut SegmentRecord, file: &SegmentFile) {
+        seg.size = file.bytes;
+        if !file.duration.is_zero() {
+            seg.duration_s = file.duration.mseconds() as f64 / 1000.0;
+        }
+        seg.ended_ms = Some(now_ms());
+        let meta = segment_meta(&self.job, seg);
+        let handed = self
+            .env
+            .outbox
+            .hand_off(meta, &file.path, self.job.spec.storage.clone())
+            .await;
+        match &handed {
+            HandOff::Spooled { .. } => {
+                seg.status = SegmentStatus::Spooled;
+                info!(file = %seg.file_name, "segment spooled for delivery");
+            }
+            HandOff::Local { url, .. } => {
+                seg.status = SegmentStatus::Local;
+                seg.url = Some(url.clone());
+            }
+            // Stays where it was recorded; the worker hands it to the spool again later.
+            HandOff::Kept => seg.status = SegmentStatus::Kept,
+        }
+        self.host.archive(&archive_entry(&self.job, seg)).await;
+        self.outcome.segment = Some((file.clone(), handed));
+        if seg.status == SegmentStatus::Spooled {
+            self.host.spooled().await;
+        }
+    }
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The `n` of a segment file name `<room>_<conf>_<n>.mp4`.
+pub fn segment_number(file_name: &str) -> Option<u64> {
+    file_name
+        .trim_end_matches(".mp4")
+        .rsplit('_')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Reserves the next segment file `<room>_<conf>_<n>.mp4` in `dir`: n is above every
+/// segment already there and at least `first`.
+pub fn reserve_segment(dir: &Path, room: &str, conf: &str, first: u64) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let prefix = format!("{}_{}_", file_safe(room), file_safe(conf));
+    let mut n = first.max(1);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(k) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".mp4"))
+                .and_then(|k| k.parse::<u64>().ok())
+            {
+                n = n.max(k + 1);
+            }
+        }
+    }
+    loop {
+        let path = dir.join(format!("{prefix}{n}.mp4"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_count_up() {
+        let dir = std::env::temp_dir().join(format!("roomcast-seg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
+        assert_eq!(a.file_name().unwrap(), "room_1_c_7_1.mp4");
+        let b = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
+        assert_eq!(b.file_name().unwrap(), "room_1_c_7_2.mp4");
+        std::fs::write(dir.join("room_1_c_7_9.mp4"), b"").unwrap();
+        let c = reserve_segment(&dir, "room 1", "c/7", 1).unwrap();
+        assert_eq!(c.file_name().unwrap(), "room_1_c_7_10.mp4");
+        let other = reserve_segment(&dir, "room 2", "c/7", 1).unwrap();
+        assert_eq!(other.file_name().unwrap(), "room_2_c_7_1.mp4");
+        let later = reserve_segment(&dir, "room 2", "c/7", 5).unwrap();
+        assert_eq!(later.file_name().unwrap(), "room_2_c_7_5.mp4");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

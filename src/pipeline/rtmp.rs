@@ -12,7 +12,7 @@
 //! is rebuilt with exponential backoff (and jitter) until it is removed or the job ends; each
 //! new connection starts on a keyframe with timestamps rebased to zero.
 
-use super::{expose, make, PipelineError};
+use super::{bridge, expose, make, PipelineError};
 pub use crate::model::rtmp::{
     DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, MAX_DESTINATIONS,
 };
@@ -79,11 +79,7 @@ impl Forward {
             branch.base = buffer.pts();
         }
         let Some(base) = branch.base else { return };
-        if let Some(caps) = sample.caps() {
-            if src.caps().as_ref() != Some(&caps.to_owned()) {
-                src.set_caps(Some(&caps.to_owned()));
-            }
-        }
+        bridge::follow_caps(src, sample.caps());
         if let Some(b) = rebase(buffer, base) {
             let _ = src.push_buffer(b);
         }
@@ -108,11 +104,7 @@ impl Forward {
             }
             (None, Some(_)) => return,
         };
-        if let Some(caps) = sample.caps() {
-            if branch.audio.caps().as_ref() != Some(&caps.to_owned()) {
-                branch.audio.set_caps(Some(&caps.to_owned()));
-            }
-        }
+        bridge::follow_caps(&branch.audio, sample.caps());
         if let Some(b) = rebase(buffer, base) {
             let _ = branch.audio.push_buffer(b);
         }
@@ -166,29 +158,22 @@ impl Tap {
             q.set_property("max-size-time", TAP_QUEUE.nseconds());
             q.set_property("max-size-buffers", 0u32);
             q.set_property("max-size-bytes", 0u32);
-            let sink = gst_app::AppSink::builder()
-                .name(format!("rtmp_tap_{kind}_sink_{id}"))
-                .sync(false)
-                .async_(false)
-                .build();
             let fw = forward.clone();
             let is_video = kind == "video";
             let fw_eos = forward.clone();
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        if let Ok(sample) = s.pull_sample() {
-                            let mut f = lock(&fw);
-                            if is_video {
-                                f.video(&sample);
-                            } else {
-                                f.audio(&sample);
-                            }
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .eos(move |_| lock(&fw_eos).eos())
-                    .build(),
+            let sink = bridge::sink(
+                Some(&format!("rtmp_tap_{kind}_sink_{id}")),
+                None,
+                0,
+                move |sample| {
+                    let mut f = lock(&fw);
+                    if is_video {
+                        f.video(&sample);
+                    } else {
+                        f.audio(&sample);
+                    }
+                },
+                move || lock(&fw_eos).eos(),
             );
             let sink: gst::Element = sink.upcast();
             if is_video {
@@ -338,14 +323,7 @@ fn build_branch(
     p.add_many([&mux, &sink]).map_err(PipelineError::setup)?;
     mux.link(&sink).map_err(PipelineError::setup)?;
     let appsrc = |kind: &str| -> Result<gst_app::AppSrc, PipelineError> {
-        let src = gst_app::AppSrc::builder()
-            .name(format!("rtmp_src_{kind}_{id}"))
-            .format(gst::Format::Time)
-            .is_live(true)
-            .block(false)
-            .max_bytes(APPSRC_MAX_BYTES)
-            .build();
-        src.set_property_from_str("leaky-type", "downstream");
+        let src = bridge::source(&format!("rtmp_src_{kind}_{id}"), APPSRC_MAX_BYTES);
         let q = make("queue", &format!("rtmp_queue_{kind}_{id}"))?;
         p.add_many([src.upcast_ref(), &q])
             .map_err(PipelineError::setup)?;

@@ -4,7 +4,7 @@
 use super::Worker;
 use crate::job::segments::{archive_entry, segment_meta};
 use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
-use crate::queue::{ArchiveEntry, Job, SegmentStatus};
+use crate::queue::{ArchiveEntry, Job, SegmentStatus, StoreResult};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,19 +46,17 @@ impl JobHost for Worker {
         }
     }
 
-    async fn next_segment(&self, room: &str, conf: &str, own_next: u64) -> Result<u64, String> {
-        self.store
-            .next_segment(room, conf, own_next)
-            .await
-            .map_err(|e| e.to_string())
+    async fn next_segment(&self, room: &str, conf: &str, own_next: u64) -> StoreResult<u64> {
+        self.store.next_segment(room, conf, own_next).await
     }
 
-    async fn present(&self, room_id: &str) -> Result<Vec<(String, String)>, String> {
-        match self.store.get_room(room_id).await {
-            Ok(Some(room)) => Ok(room.participants),
-            Ok(None) => Ok(Vec::new()),
-            Err(e) => Err(e.to_string()),
-        }
+    async fn present(&self, room_id: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(self
+            .store
+            .get_room(room_id)
+            .await?
+            .map(|room| room.participants)
+            .unwrap_or_default())
     }
 
     async fn poll(&self, job: &Job) -> Poll {

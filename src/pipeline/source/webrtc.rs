@@ -6,7 +6,7 @@
 
 use super::{SourceContext, TrackSource};
 use crate::model::feed::FREEZE_GAP_MS;
-use crate::pipeline::PipelineError;
+use crate::pipeline::{bridge, PipelineError};
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,13 +82,9 @@ impl Slot {
     fn push(&self, sample: &gst::Sample, audio: bool) {
         let src = self.appsrc.lock().unwrap().clone();
         let Some(src) = src else { return };
-        let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
+        let Some(buffer) = sample.buffer_owned() else {
             return;
         };
-        let caps = caps.to_owned();
-        if src.caps().as_ref() != Some(&caps) {
-            src.set_caps(Some(&caps));
-        }
         // Placed by its arrival on the recording's clock: a buffer arrives when its last
         // sample is decoded, so it began its duration earlier (20 ms for an Opus frame; a
         // video frame is one instant).
@@ -105,7 +101,7 @@ impl Slot {
             b.set_pts(now.saturating_sub(lead));
             b.set_dts(gst::ClockTime::NONE);
         }
-        match src.push_buffer(buffer) {
+        match bridge::push(&src, sample.caps(), buffer) {
             Ok(_) => {
                 let now = monotonic_ns();
                 let before = self.last_frame.swap(now, Ordering::Relaxed);
@@ -135,17 +131,12 @@ pub struct FeedTrack {
 
 impl TrackSource for FeedTrack {
     fn build(&self, _ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
-        let src = gst_app::AppSrc::builder()
-            .name(format!("janus_{}", self.name))
-            .is_live(true)
-            .format(gst::Format::Time)
-            .max_bytes(if self.audio {
-                256 * 1024
-            } else {
-                8 * 1024 * 1024
-            })
-            .leaky_type(gst_app::AppLeakyType::Downstream)
-            .build();
+        let max_bytes = if self.audio {
+            256 * 1024
+        } else {
+            8 * 1024 * 1024
+        };
+        let src = bridge::source(&format!("janus_{}", self.name), max_bytes);
         *self.slot.appsrc.lock().unwrap() = Some(src.clone());
         self.slot.wanted.store(true, Ordering::SeqCst);
         self.slot.shown(true);
@@ -550,24 +541,17 @@ fn link_raw(
                 .build(),
         )
     };
-    let sink = gst_app::AppSink::builder()
-        .caps(&caps)
-        .sync(false)
-        .max_buffers(if audio { 50 } else { 3 })
-        .drop(true)
-        .callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    if let Ok(sample) = s.pull_sample() {
-                        if active.load(Ordering::SeqCst) {
-                            slot.push(&sample, audio);
-                        }
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        )
-        .build();
+    let sink = bridge::sink(
+        None,
+        Some(&caps),
+        if audio { 50 } else { 3 },
+        move |sample| {
+            if active.load(Ordering::SeqCst) {
+                slot.push(&sample, audio);
+            }
+        },
+        || {},
+    );
     let mut all: Vec<gst::Element> = elements;
     all.push(sink.upcast());
     pipeline.add_many(&all).map_err(PipelineError::setup)?;
