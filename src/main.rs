@@ -108,6 +108,7 @@ fn init_tracing(json: bool) {
 }
 
 fn main() -> ExitCode {
+    command::tune_allocator();
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match run(cli) {

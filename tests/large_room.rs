@@ -28,18 +28,6 @@ fn events(kind: &str, ids: impl Iterator<Item = String>) -> String {
     format!(r#"{{"events":[{}]}}"#, list.join(","))
 }
 
-fn vm_hwm_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 #[test]
 fn a_room_grows_to_a_hundred_in_bursts_and_shrinks_while_recording() {
     let dir = TempDir::new("large-room");
@@ -61,7 +49,7 @@ fn a_room_grows_to_a_hundred_in_bursts_and_shrinks_while_recording() {
         std::thread::sleep(Duration::from_secs(3));
     }
     let pid = api.child.as_ref().unwrap().id();
-    let peak_grown = vm_hwm_mib(pid);
+    let peak_grown = proc_mib(pid, "VmHWM");
     // Everyone who joined leaves at once.
     let body = events("leave", (0..100).map(|i| format!("g{i}")));
     let (s, v) = api.call("POST", "/v1/rooms/big/events", Some(&body));
