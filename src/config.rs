@@ -101,6 +101,8 @@ pub struct ServerSection {
     pub retry_after_secs: Option<u64>,
     /// How long an ended job's record is kept (`ROOMCAST_JOB_RETENTION_SECS`).
     pub job_retention_secs: Option<u64>,
+    /// How long a start may take (`ROOMCAST_START_TIMEOUT_SECS`).
+    pub start_timeout_secs: Option<u64>,
     /// Free disk space the worker keeps (`ROOMCAST_MIN_FREE_MB`).
     pub min_free_mb: Option<u64>,
 }
@@ -124,6 +126,9 @@ pub struct ServerConfig {
     pub job_retention: Duration,
     /// Data folder (queue store, spool, recordings).
     pub data_dir: PathBuf,
+    /// How long joining the room, then the first encoded frame (a stream: its first live
+    /// destination) may take before the start fails as timed out (7011/7013, 7001).
+    pub start_timeout: Duration,
     /// Free space the worker keeps on the recordings' file system: below it, it takes no new
     /// jobs and ends running recordings cleanly (finalized, delivered, 7204).
     pub min_free_bytes: u64,
@@ -183,6 +188,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(600);
 /// Default free-space floor, MiB.
 pub const DEFAULT_MIN_FREE_MB: u64 = 256;
+/// Default [`ServerConfig::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default cool-down after a failed start (the platform's "try again after 2 minutes").
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// Default time an ended job's record is kept (seven days).
@@ -257,6 +264,11 @@ impl ServerConfig {
                 "ROOMCAST_RETRY_AFTER_SECS",
                 file.server.retry_after_secs,
                 DEFAULT_RETRY_AFTER,
+            )?,
+            start_timeout: secs(
+                "ROOMCAST_START_TIMEOUT_SECS",
+                file.server.start_timeout_secs,
+                DEFAULT_START_TIMEOUT,
             )?,
             job_retention: secs(
                 "ROOMCAST_JOB_RETENTION_SECS",

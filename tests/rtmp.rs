@@ -154,6 +154,7 @@ async fn destinations_are_added_and_removed_while_recording() {
         record: true,
         first_segment: 1,
         min_free_bytes: 0,
+        start_timeout: None,
     };
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);

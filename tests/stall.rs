@@ -104,3 +104,73 @@ fn a_job_that_keeps_stalling_fails_with_7204() {
     );
     assert_eq!(mp4s_under(&storage).len(), 3);
 }
+
+/// A recording whose encoders produce nothing within `ROOMCAST_START_TIMEOUT_SECS` (its video
+/// encoder wedged from the start) fails with 7013, "start timed out", not with a stall.
+#[test]
+fn a_start_that_encodes_nothing_fails_with_7013() {
+    let (_dir, api, storage, id) = recording(
+        "start-timeout",
+        &[
+            ("ROOMCAST_FAULT_STALL_AFTER_SECS", "0"),
+            ("ROOMCAST_START_TIMEOUT_SECS", "3"),
+        ],
+    );
+    let t0 = Instant::now();
+    let failed = wait_state(&api, &id, "failed", 30.0);
+    eprintln!("failed {:?} after the start: {failed}", t0.elapsed());
+    assert_eq!(failed["result"], 7013, "{failed}");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no frame was encoded within 3 s"),
+        "{failed}"
+    );
+    assert_eq!(
+        failed["stall_restarts"].as_u64().unwrap_or(0),
+        0,
+        "{failed}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // Nothing was recorded, so no file is listed or delivered.
+    assert!(mp4s_under(&storage).is_empty());
+    let segments = failed["segments"].as_array().unwrap();
+    assert!(
+        segments.iter().all(|s| s["status"] != "delivered"),
+        "{failed}"
+    );
+}
+
+/// A stop the pipeline cannot drain within its limit (the encoder wedged just before it) ends
+/// the job with 7031, and what was written is finalized and delivered all the same.
+#[test]
+fn a_stop_that_cannot_drain_reports_7031_and_keeps_the_file() {
+    let (_dir, api, storage, id) =
+        recording("stop-timeout", &[("ROOMCAST_FAULT_STALL_AFTER_SECS", "3")]);
+    wait_state(&api, &id, "active", 20.0);
+    // Stopped after the wedge (3 s), before the stall watchdog would notice it.
+    std::thread::sleep(Duration::from_millis(4500));
+    let (status, v) = stop_recording(&api, "st");
+    assert_eq!(status, 200, "{v}");
+    let failed = wait_state(&api, &id, "failed", 40.0);
+    assert_eq!(failed["result"], 7031, "{failed}");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not drain"),
+        "{failed}"
+    );
+    assert_eq!(failed["segments"][0]["status"], "delivered", "{failed}");
+    let files = mp4s_under(&storage);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let p = probe(&files[0]);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert!((1.5..=5.0).contains(&p.duration), "duration {}", p.duration);
+    assert!(decoded_video_frames(&files[0]) > 30);
+}

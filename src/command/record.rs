@@ -266,6 +266,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
         recordings_dir: req.out,
         outbox: Arc::new(Outbox::open(&delivery)?),
         min_free_bytes: 0,
+        start_timeout: crate::config::DEFAULT_START_TIMEOUT,
     };
     let rt = runtime()?;
     rt.block_on(async move {

@@ -85,6 +85,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                     recordings_dir: absolute(&cfg.data_dir.join("recordings"))?,
                     delivery: delivery.clone(),
                     min_free_bytes: cfg.min_free_bytes,
+                    start_timeout: cfg.start_timeout,
                 },
             )?;
             liveness = Some(w.liveness());

@@ -121,6 +121,22 @@ pub struct DrainReport {
     /// What was delivered where.
     #[serde(skip)]
     pub files: Vec<(spool::SegmentMeta, String)>,
+    /// The files whose attempt failed this time.
+    #[serde(skip)]
+    pub failures: Vec<FileFailure>,
+}
+
+/// A file whose attempt to reach its storage failed.
+#[derive(Debug, Clone)]
+pub struct FileFailure {
+    /// The file.
+    pub meta: spool::SegmentMeta,
+    /// Why.
+    pub error: DeliveryError,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Its first failure, or one with another code than the last: worth telling.
+    pub news: bool,
 }
 
 /// Drains a spool into storage.
@@ -161,6 +177,14 @@ impl Deliverer {
                     let wait = backoff(entry.attempts - 1, RETRY_START, RETRY_MAX);
                     entry.next_attempt_unix_ms = now_ms() + wait.as_millis() as u64;
                     entry.last_error = Some(e.to_string());
+                    let code = e.code.as_u16();
+                    report.failures.push(FileFailure {
+                        meta: entry.meta.clone(),
+                        error: e.clone(),
+                        attempts: entry.attempts,
+                        news: entry.last_code != Some(code),
+                    });
+                    entry.last_code = Some(code);
                     warn!(file = %entry.meta.file_name, code = %e.code, error = %e,
                         attempts = entry.attempts, retry_in_s = wait.as_secs(),
                         "delivery failed, kept in the spool");
@@ -213,6 +237,7 @@ impl Deliverer {
             total.delivered += r.delivered;
             total.urls.extend(r.urls);
             total.files.extend(r.files);
+            total.failures.extend(r.failures);
             total.failed += r.failed;
             total.pending = r.pending;
             if r.pending == 0 || tokio::time::Instant::now() >= deadline {

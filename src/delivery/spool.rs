@@ -48,6 +48,9 @@ pub struct SpoolEntry {
     pub next_attempt_unix_ms: u64,
     /// Last failure, if any.
     pub last_error: Option<String>,
+    /// Its code (7051 or 7052).
+    #[serde(default)]
+    pub last_code: Option<u16>,
     /// This job's own storage URL, overriding the configured target.
     #[serde(default)]
     pub target: Option<String>,
@@ -115,6 +118,7 @@ impl Spool {
             attempts: 0,
             next_attempt_unix_ms: 0,
             last_error: None,
+            last_code: None,
             target,
             origin: Some(file.to_path_buf()),
         };
@@ -259,6 +263,7 @@ mod tests {
             attempts: 0,
             next_attempt_unix_ms: 0,
             last_error: None,
+            last_code: None,
             target: None,
             origin: Some(file.clone()),
         };

@@ -48,6 +48,9 @@ pub struct JobEnv {
     pub outbox: Arc<Outbox>,
     /// Free space to keep on the recordings' file system (0: no floor).
     pub min_free_bytes: u64,
+    /// How long joining the room, and then the first encoded frame (or a stream's first live
+    /// destination), may take before the start is failed as timed out.
+    pub start_timeout: Duration,
 }
 
 /// How a run ended, beyond what the job record says.
@@ -192,10 +195,21 @@ impl<H: JobHost> Run<'_, H> {
                 Err(e) => return self.fail(failure_code(self.job.spec.kind), e).await,
             },
         };
-        let connected = connect(&self.job.spec).await;
+        let connected = tokio::time::timeout(self.env.start_timeout, connect(&self.job.spec)).await;
         let (handle, synthetic) = match connected {
-            Ok(c) => c,
-            Err(e) => return self.fail(e.code(), e.to_string()).await,
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return self.fail(e.code(), e.to_string()).await,
+            Err(_) => {
+                let code = match self.job.spec.kind {
+                    JobKind::Recording => Code::RecordStartTimedOut,
+                    JobKind::Streaming => Code::StreamStartTimedOut,
+                };
+                let msg = format!(
+                    "the room was not joined within {} s",
+                    self.env.start_timeout.as_secs_f64()
+                );
+                return self.fail(code, msg).await;
+            }
         };
         let own_next = self
             .job
@@ -253,6 +267,7 @@ impl<H: JobHost> Run<'_, H> {
             record: self.job.spec.kind == JobKind::Recording,
             first_segment,
             min_free_bytes: self.env.min_free_bytes,
+            start_timeout: Some(self.env.start_timeout),
         };
         let mut translator = Translator::new(
             synthetic,
@@ -497,6 +512,7 @@ impl<H: JobHost> Run<'_, H> {
                         duration_s: 0.0,
                         started_ms: now_ms(),
                         ended_ms: None,
+                        delivery_error: None,
                     });
                 }
                 if self.job.state == JobState::Starting {

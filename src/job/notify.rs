@@ -1,5 +1,6 @@
 //! Every webhook a job causes, in one place with one id scheme: status events
-//! (`room-live-recording-on`, `room-streaming-failed`, …) and the `live_recording` file event.
+//! (`room-live-recording-on`, `room-streaming-failed`, …), the `live_recording` file event and
+//! `move-file-failed` (a file that could not be moved to its storage yet).
 //!
 //! Ids: a status event is `{type}-{job id}-a{attempt}-{stamp}` (the stamp is a per-process
 //! strictly increasing millisecond count, so two events never share an id and a retried one
@@ -11,7 +12,7 @@
 
 use crate::codes::Code;
 use crate::delivery::spool::SegmentMeta;
-use crate::delivery::DeliveryListener;
+use crate::delivery::{DeliveryError, DeliveryListener};
 use crate::queue::{Job, JobKind};
 use crate::webhook::{status_event, EventContext, WebhookQueue};
 use serde_json::json;
@@ -120,6 +121,40 @@ impl Notifier {
         let id = self.status_id(&kind, job);
         if let Err(e) = q.enqueue(&id, &status_event(&kind, &ctx, code)) {
             warn!(error = %e, kind = %kind, "status webhook not queued");
+        }
+    }
+
+    /// Queues a `move-file-failed` event: `meta`'s file could not be moved to its storage
+    /// (7051, or 7052 when the storage refuses it as configured); it stays in the spool and
+    /// is tried again. Sent for a file's first failure and when the cause's code changes.
+    pub fn move_file_failed(&self, meta: &SegmentMeta, error: &DeliveryError, attempts: u32) {
+        let Some(q) = &self.queue else { return };
+        let code = error.code;
+        let event = json!({
+            "type": "move-file-failed",
+            "trans_date": crate::clock::now_ms() / 1000,
+            "app_id": meta.app_id,
+            "room_id": meta.room_id,
+            "conf_num": meta.conf_num,
+            "file_name": meta.file_name,
+            "data": {
+                "status": {
+                    "resultCode": code.as_u16(),
+                    "success": false,
+                    "error": { "errorCode": code.as_u16(), "errorDesc": code.message() },
+                },
+                "reason": error.message,
+                "attempts": attempts,
+            },
+        });
+        let id = format!(
+            "mf_{}-{}-{}",
+            meta.file_name.trim_end_matches(".mp4"),
+            code.as_u16(),
+            attempts
+        );
+        if let Err(e) = q.enqueue(&id, &event) {
+            warn!(error = %e, "move-file webhook not queued");
         }
     }
 

@@ -8,7 +8,7 @@ use super::notify::Notifier;
 use crate::config::DeliveryConfig;
 use crate::delivery::spool::{sha256_file, SegmentMeta};
 use crate::delivery::{Deliverer, DeliveryListener, DrainReport};
-use crate::queue::{ArchiveEntry, SegmentStatus};
+use crate::queue::{ArchiveEntry, DeliveryFailure, SegmentStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +126,7 @@ impl Outbox {
             Some(d) => d.drain_once().await,
             None => DrainReport::default(),
         };
-        record_deliveries(host, &report).await;
+        record_deliveries(host, &self.notifier, &report).await;
         report
     }
 
@@ -149,6 +149,7 @@ impl Outbox {
             total.delivered += r.delivered;
             total.urls.extend(r.urls);
             total.files.extend(r.files);
+            total.failures.extend(r.failures);
             total.failed += r.failed;
             total.pending = r.pending;
             if (r.pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
@@ -159,15 +160,17 @@ impl Outbox {
     }
 }
 
-/// Marks delivered files in the archive with their storage URL.
-/// The archive is read once per pass, not once per file.
-async fn record_deliveries<H: JobHost>(host: &H, report: &DrainReport) {
-    if report.files.is_empty() {
+/// Records in the archive where files went: delivered ones with their storage URL, failed
+/// attempts with their code (7051/7052). The archive is read once per pass, not once per file.
+/// A file's first failure, or a change of its code, is also told by a `move-file-failed`
+/// status webhook.
+async fn record_deliveries<H: JobHost>(host: &H, notifier: &Notifier, report: &DrainReport) {
+    if report.files.is_empty() && report.failures.is_empty() {
         return;
     }
     let archive = host.archived().await;
-    for (meta, url) in &report.files {
-        let mut entry = archive
+    let entry_of = |meta: &SegmentMeta| {
+        archive
             .iter()
             .find(|e| e.job_id == meta.job_id && e.file_name == meta.file_name)
             .cloned()
@@ -181,11 +184,28 @@ async fn record_deliveries<H: JobHost>(host: &H, report: &DrainReport) {
                 started_ms: meta.started_at_unix_ms,
                 ended_ms: meta.ended_at_unix_ms,
                 url: None,
-                status: SegmentStatus::Delivered,
-            });
+                status: SegmentStatus::Spooled,
+                delivery_error: None,
+            })
+    };
+    for (meta, url) in &report.files {
+        let mut entry = entry_of(meta);
         entry.url = Some(url.clone());
         entry.status = SegmentStatus::Delivered;
+        entry.delivery_error = None;
         info!(file = %meta.file_name, %url, "archive: delivered");
         host.archive(&entry).await;
+    }
+    for f in &report.failures {
+        let mut entry = entry_of(&f.meta);
+        entry.delivery_error = Some(DeliveryFailure {
+            code: f.error.code.as_u16(),
+            msg: f.error.message.clone(),
+            attempts: f.attempts,
+        });
+        host.archive(&entry).await;
+        if f.news {
+            notifier.move_file_failed(&f.meta, &f.error, f.attempts);
+        }
     }
 }

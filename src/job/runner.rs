@@ -6,6 +6,7 @@
 
 use super::segments::reserve_segment;
 use super::RoomState;
+use crate::codes::Code;
 use crate::layout::{parse_color, Layout, TileId};
 use crate::pipeline::composite::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
@@ -56,6 +57,9 @@ pub struct RecordingSpec {
     pub first_segment: u64,
     /// End the segment when free space in `out_dir` falls below this (0: never).
     pub min_free_bytes: u64,
+    /// Fail when the encoders have produced nothing this long after the start (7013), or a
+    /// stream-only job has no RTMP destination live by then (7001). None: wait forever.
+    pub start_timeout: Option<Duration>,
 }
 
 /// Commands to a running job.
@@ -284,6 +288,39 @@ fn stall_fault() -> Option<Duration> {
         .map(|_| Duration::from_secs_f64(after.max(0.0)))
 }
 
+/// The error a start that took too long ends with, if it did: nothing encoded within
+/// `spec.start_timeout` (7013; 7001 for a stream), or a stream-only job with no destination
+/// live by then (7001).
+fn start_timed_out(
+    spec: &RecordingSpec,
+    job: &Job,
+    went_live: bool,
+    elapsed: Duration,
+) -> Option<Error> {
+    let limit = spec.start_timeout.filter(|t| elapsed >= *t)?;
+    let secs = limit.as_secs_f64();
+    let (code, message) = if !job.composite.has_encoded() {
+        let code = if spec.record {
+            Code::RecordStartTimedOut2
+        } else {
+            Code::StreamStartTimedOut
+        };
+        (
+            code,
+            format!("no frame was encoded within {secs} s of the start"),
+        )
+    } else if !spec.record && !spec.rtmp.is_empty() && !went_live {
+        (
+            Code::StreamStartTimedOut,
+            format!("no RTMP destination was live within {secs} s of the start"),
+        )
+    } else {
+        return None;
+    };
+    warn!(code = %code, "{message}");
+    Some(Error::Job { code, message })
+}
+
 /// Records the room until stopped, the duration ends or the room goes away; returns the
 /// finalized segment.
 pub async fn record(
@@ -371,6 +408,12 @@ async fn run(
             None
         }
     };
+    let mut wedge_at = stall_fault();
+    if wedge_at.is_some_and(|at| at.is_zero()) {
+        wedge_at = None;
+        warn!("fault injection: the video encoder's input is wedged from the start");
+        job.composite.wedge();
+    }
     tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(PipelineError::setup)?;
     info!(preset = %spec.preset.name, layout = %def.name, "recording started");
@@ -385,7 +428,7 @@ async fn run(
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
-    let mut wedge_at = stall_fault();
+    let mut went_live = false;
     let outcome: Result<EndReason, Error> = loop {
         if let Some(reason) = ended_early.take() {
             break Ok(reason);
@@ -448,7 +491,13 @@ async fn run(
                     warn!("fault injection: wedging the video encoder's input");
                     job.composite.wedge();
                 }
-                if job.composite.output_idle().is_some_and(|idle| idle >= STALL_TIMEOUT) {
+                went_live |= job.destinations.iter().any(|d| d.status().state == DestinationState::Live);
+                if let Some(e) = start_timed_out(&spec, &job, went_live, started.elapsed()) {
+                    break Err(e);
+                }
+                if job.composite.has_encoded()
+                    && job.composite.output_idle().is_some_and(|idle| idle >= STALL_TIMEOUT)
+                {
                     warn!(secs = STALL_TIMEOUT.as_secs(), "the mixers produced nothing: ending the segment");
                     break Ok(EndReason::Stalled);
                 }
@@ -491,16 +540,39 @@ async fn run(
     };
     (room.leave)();
     job.composite.end_of_stream();
-    // A stalled pipeline will not drain: it gets a moment, not the full wait, and what reached
-    // the file is what there is.
-    let drained = match outcome {
-        Ok(EndReason::Stalled) => {
-            if let Err(e) = drain(&job.composite, &mut bus, STALLED_DRAIN).await {
-                warn!(error = %e, "the stalled pipeline did not drain");
-            }
-            Ok(())
+    // A stalled pipeline, or one that never encoded anything, will not drain: it gets a
+    // moment, not the full wait, and what reached the file is what there is.
+    let hopeless = match &outcome {
+        Ok(EndReason::Stalled) => true,
+        Err(Error::Job { code, .. }) => {
+            matches!(code, Code::RecordStartTimedOut2 | Code::StreamStartTimedOut)
         }
-        _ => drain(&job.composite, &mut bus, EOS_TIMEOUT).await,
+        _ => false,
+    };
+    let drained = if hopeless {
+        if let Err(e) = drain(&job.composite, &mut bus, STALLED_DRAIN).await {
+            warn!(error = %e, "the stalled pipeline did not drain");
+        }
+        Ok(())
+    } else {
+        // A stop that cannot drain in time: 7031 (7041 streaming); the file is still
+        // finalized from what was written.
+        drain(&job.composite, &mut bus, EOS_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                PipelineError::Timeout { .. } => Error::Job {
+                    code: if spec.record {
+                        Code::RecordStopTimedOut
+                    } else {
+                        Code::StreamStopTimedOut
+                    },
+                    message: format!(
+                        "the pipeline did not drain within {} s of the stop",
+                        EOS_TIMEOUT.as_secs()
+                    ),
+                },
+                e => e.into(),
+            })
     };
     let mut destinations = Vec::new();
     for d in std::mem::take(&mut job.destinations) {
@@ -513,15 +585,27 @@ async fn run(
         let _ = p.set_state(gst::State::Null);
         drop(job);
     });
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
+    // A pipeline that does not stop in time: 7032 (7042 streaming), once the file is kept.
+    let stuck = tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
         .await
-        .is_err()
-    {
+        .is_err();
+    if stuck {
         warn!(
             secs = SHUTDOWN_TIMEOUT.as_secs(),
             "the pipeline did not shut down in time; finalizing the file anyway"
         );
     }
+    let stuck = stuck.then(|| Error::Job {
+        code: if spec.record {
+            Code::RecordStopTimedOut2
+        } else {
+            Code::StreamStopTimedOut2
+        },
+        message: format!(
+            "the pipeline did not shut down within {} s of the stop",
+            SHUTDOWN_TIMEOUT.as_secs()
+        ),
+    });
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
     let finalized = match path.clone() {
         Some(p) => tokio::task::spawn_blocking(move || finalize(&p).map(Some))
@@ -529,7 +613,10 @@ async fn run(
             .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?,
         None => Ok(None),
     };
-    let reason = match outcome.and_then(|r| drained.map(|_| r).map_err(Error::from)) {
+    let ended = outcome
+        .and_then(|r| drained.map(|_| r))
+        .and_then(|r| stuck.map_or(Ok(r), Err));
+    let reason = match ended {
         Ok(reason) => reason,
         Err(e) => {
             match &finalized {
@@ -542,7 +629,11 @@ async fn run(
             return Err(e);
         }
     };
-    let file = finalized?;
+    // A segment that could not be rewritten stays fragmented (playable): 7033.
+    let file = finalized.map_err(|e| Error::Job {
+        code: Code::RecordStopTimedOut3,
+        message: format!("the segment could not be finalized: {e}"),
+    })?;
     if let Some(file) = &file {
         info!(
             duration_s = file.duration.mseconds() as f64 / 1000.0,

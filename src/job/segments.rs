@@ -71,6 +71,7 @@ pub fn archive_entry(job: &Job, seg: &SegmentRecord) -> ArchiveEntry {
         ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
         url: seg.url.clone(),
         status: seg.status,
+        delivery_error: seg.delivery_error.clone(),
     }
 }
 

@@ -331,6 +331,21 @@ pub struct SegmentRecord {
     /// End, ms since the epoch.
     #[serde(default)]
     pub ended_ms: Option<u64>,
+    /// Why the file has not reached its storage yet (while it waits in the spool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_error: Option<DeliveryFailure>,
+}
+
+/// A failed attempt to move a segment's file to its storage: 7051 (retried with backoff) or
+/// 7052 (the storage refuses it as configured; retried in case that is corrected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    /// 7051 or 7052.
+    pub code: u16,
+    /// What happened (no secrets).
+    pub msg: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// A job and its progress.
@@ -399,22 +414,28 @@ impl Job {
         }
     }
 
-    /// Marks the segments the archive records as delivered (`delivered` with their URL): the
-    /// delivery loop updates the archive when a file reaches storage, while the job record
-    /// keeps what its run knew when it handed the file over.
+    /// Marks the segments the archive records as delivered (`delivered` with their URL), or
+    /// as failing to move (their last `delivery_error`): the delivery loop updates the archive
+    /// as a file's attempts go, while the job record keeps what its run knew when it handed
+    /// the file over.
     pub fn apply_deliveries(&mut self, archive: &[ArchiveEntry]) {
         for seg in self
             .segments
             .iter_mut()
             .filter(|s| s.status == SegmentStatus::Spooled)
         {
-            if let Some(entry) = archive.iter().find(|e| {
-                e.job_id == self.id
-                    && e.file_name == seg.file_name
-                    && e.status == SegmentStatus::Delivered
-            }) {
+            let Some(entry) = archive
+                .iter()
+                .find(|e| e.job_id == self.id && e.file_name == seg.file_name)
+            else {
+                continue;
+            };
+            if entry.status == SegmentStatus::Delivered {
                 seg.status = SegmentStatus::Delivered;
                 seg.url = entry.url.clone();
+                seg.delivery_error = None;
+            } else {
+                seg.delivery_error = entry.delivery_error.clone();
             }
         }
     }
@@ -559,4 +580,7 @@ pub struct ArchiveEntry {
     pub url: Option<String>,
     /// Where the file is.
     pub status: SegmentStatus,
+    /// The last failed attempt to move the file to its storage, while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_error: Option<DeliveryFailure>,
 }

@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub delivery: DeliveryConfig,
     /// Free space to keep where segments are written (0: no floor).
     pub min_free_bytes: u64,
+    /// How long a job's start may take.
+    pub start_timeout: Duration,
 }
 
 /// A fresh worker id: host name and process id.

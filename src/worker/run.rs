@@ -198,6 +198,7 @@ pub(super) async fn run_job(
         recordings_dir: w.cfg.recordings_dir.clone(),
         outbox: w.outbox.clone(),
         min_free_bytes: w.cfg.min_free_bytes,
+        start_timeout: w.cfg.start_timeout,
     };
     execute(w.as_ref(), &env, job, None, local, hand_back).await;
     // A big room's pipeline leaves freed memory in the allocator's arenas; give it back to

@@ -23,7 +23,7 @@ use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError,
 use gst::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Colour of placeholder tiles (no video, hard-muted video, "+N").
@@ -34,8 +34,11 @@ pub const MAX_INPUT_FAILURES: u32 = 3;
 const PLACEHOLDER_FPS: u32 = 5;
 /// Margin before a source added while live starts, so its first buffer is not late.
 const LIVE_START_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(60);
-/// How long the aggregators wait for late input in live mode.
-const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(60);
+/// How long the aggregators wait for late input in live mode. WebRTC feeds are placed by
+/// their jitter buffers' timestamps, so a frame reaches the mixers after its time by what it
+/// spent in the jitter buffer (while a lost packet is retransmitted) and the decoder; within
+/// this much it is still used.
+pub const AGGREGATOR_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(300);
 /// How long the muxer waits for every track's first data before it starts.
 const MUXER_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(3);
 /// Largest watermark, as the platform's `settings.watermark` allows.
@@ -167,6 +170,8 @@ pub struct Composite {
     label: LabelStyle,
     /// When the mixers last produced output (monotonic ns; 0: not yet).
     last_output: Arc<AtomicU64>,
+    /// Set once the first encoded frame (else audio) left the encoders.
+    encoded: Arc<AtomicBool>,
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
@@ -250,6 +255,8 @@ impl Composite {
     /// Builds the pipeline (not yet playing).
     pub fn new(opts: &CompositeOptions) -> Result<Composite, PipelineError> {
         let pipeline = gst::Pipeline::with_name("composite");
+        // WebRTC feeds run in pipelines of their own on this clock; their timestamps carry over.
+        pipeline.use_clock(Some(&gst::SystemClock::obtain()));
         let (canvas, fps) = match &opts.preset.video {
             Some(v) => (
                 Canvas {
@@ -283,6 +290,7 @@ impl Composite {
             timing: opts.timing,
             label: opts.label.clone(),
             last_output: Arc::default(),
+            encoded: Arc::default(),
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
@@ -300,17 +308,32 @@ impl Composite {
         Ok(c)
     }
 
-    /// Notes the time of every buffer the video mixer (else the audio mixer) produces.
+    /// Notes the time of every buffer the video mixer (else the audio mixer) produces, and
+    /// the first frame the video encoder (else the audio encoder) produces.
     fn watch_output(&self) {
         let mixer = self.compositor.as_ref().or(self.audiomixer.as_ref());
-        let Some(pad) = mixer.and_then(|m| m.static_pad("src")) else {
-            return;
-        };
-        let last = self.last_output.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            last.store(gst::get_timestamp().nseconds(), Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
+        if let Some(pad) = mixer.and_then(|m| m.static_pad("src")) {
+            let last = self.last_output.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                last.store(gst::get_timestamp().nseconds(), Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let encoder = ["video_enc", "audio_enc"]
+            .iter()
+            .find_map(|n| self.pipeline.by_name(n));
+        if let Some(pad) = encoder.and_then(|e| e.static_pad("src")) {
+            let encoded = self.encoded.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                encoded.store(true, Ordering::Relaxed);
+                gst::PadProbeReturn::Remove
+            });
+        }
+    }
+
+    /// Whether the encoders have produced their first frame (the recording has begun).
+    pub fn has_encoded(&self) -> bool {
+        self.encoded.load(Ordering::Relaxed)
     }
 
     /// How long ago the mixers last produced output; `None` before they first did.

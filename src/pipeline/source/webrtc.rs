@@ -46,6 +46,10 @@ fn monotonic_ns() -> u64 {
     gst::get_timestamp().nseconds()
 }
 
+/// How far from its arrival a feed's frame may be placed: less than the mixers wait for late
+/// input and queue ahead ([`crate::pipeline::composite::AGGREGATOR_LATENCY`]).
+const MAX_OFF_ARRIVAL: gst::ClockTime = gst::ClockTime::from_mseconds(250);
+
 /// What a [`Slot`] has counted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SlotCounts {
@@ -79,26 +83,44 @@ impl Slot {
             .store(if shown { monotonic_ns() } else { 0 }, Ordering::Relaxed);
     }
 
-    fn push(&self, sample: &gst::Sample, audio: bool) {
+    fn push(&self, sample: &gst::Sample, audio: bool, at: Option<gst::ClockTime>) {
         let src = self.appsrc.lock().unwrap().clone();
         let Some(src) = src else { return };
         let Some(buffer) = sample.buffer_owned() else {
             return;
         };
-        // Placed by its arrival on the recording's clock: a buffer arrives when its last
-        // sample is decoded, so it began its duration earlier (20 ms for an Opus frame; a
-        // video frame is one instant).
         let Some(now) = src.current_running_time() else {
             return;
+        };
+        // An audio packet is sent, and reaches the recorder, once its last sample is captured:
+        // its sound began its duration earlier (20 ms for an Opus frame). A video frame is one
+        // instant, sent as soon as it is encoded.
+        let lead = buffer
+            .duration()
+            .filter(|_| audio)
+            .unwrap_or(gst::ClockTime::ZERO);
+        let arrival = now.saturating_sub(lead);
+        // Placed where the feed's jitter buffer put it (`at`, on the clock both pipelines
+        // share, less the lead): it derives that from the sender's RTP timestamps and the
+        // packets' arrival, smoothed, so network jitter, retransmission waits and decoding do
+        // not move a frame against its sound. Bounded
+        // around the arrival: never so far before it that the mixers would already have gone
+        // past, nor so far after it that the mixers' inputs back up.
+        let mapped = at
+            .zip(src.base_time())
+            .and_then(|(at, base)| at.checked_sub(base))
+            .map(|m| m.saturating_sub(lead));
+        let placed = match mapped {
+            Some(m) => m.clamp(
+                arrival.saturating_sub(MAX_OFF_ARRIVAL),
+                arrival + MAX_OFF_ARRIVAL,
+            ),
+            None => arrival,
         };
         let mut buffer = buffer;
         {
             let b = buffer.make_mut();
-            let lead = b
-                .duration()
-                .filter(|_| audio)
-                .unwrap_or(gst::ClockTime::ZERO);
-            b.set_pts(now.saturating_sub(lead));
+            b.set_pts(placed);
             b.set_dts(gst::ClockTime::NONE);
         }
         match bridge::push(&src, sample.caps(), buffer) {
@@ -185,6 +207,8 @@ impl FeedPipeline {
         video: Arc<Slot>,
     ) -> Result<FeedPipeline, PipelineError> {
         let pipeline = gst::Pipeline::with_name(&format!("feed_{name}"));
+        // The recording runs on the same clock: a feed's timestamps carry over.
+        pipeline.use_clock(Some(&gst::SystemClock::obtain()));
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         webrtc.set_property("latency", 200u32);
@@ -512,6 +536,13 @@ fn gate_unwanted(pad: &gst::Pad, slot: Arc<Slot>) {
     });
 }
 
+/// Where a sample of the feed pipeline sits on the clock it shares with the recording.
+fn clock_time(sample: &gst::Sample, base: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
+    let pts = sample.buffer()?.pts()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    Some(segment.to_running_time(pts)? + base?)
+}
+
 fn link_raw(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
@@ -541,13 +572,17 @@ fn link_raw(
                 .build(),
         )
     };
+    let feed = pipeline.downgrade();
     let sink = bridge::sink(
         None,
         Some(&caps),
         if audio { 50 } else { 3 },
         move |sample| {
             if active.load(Ordering::SeqCst) {
-                slot.push(&sample, audio);
+                let at = feed
+                    .upgrade()
+                    .and_then(|p| clock_time(&sample, p.base_time()));
+                slot.push(&sample, audio, at);
             }
         },
         || {},
