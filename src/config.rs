@@ -103,6 +103,8 @@ pub struct ServerSection {
     pub job_retention_secs: Option<u64>,
     /// How long a start may take (`ROOMCAST_START_TIMEOUT_SECS`).
     pub start_timeout_secs: Option<u64>,
+    /// The app's watermark, used by `settings.watermark: true` (`ROOMCAST_WATERMARK`).
+    pub watermark: Option<String>,
     /// Free disk space the worker keeps (`ROOMCAST_MIN_FREE_MB`).
     pub min_free_mb: Option<u64>,
 }
@@ -134,6 +136,9 @@ pub struct ServerConfig {
     pub min_free_bytes: u64,
     /// The only folder watermarks named through the API come from (`ROOMCAST_ASSETS_DIR`).
     pub assets_dir: PathBuf,
+    /// The app's watermark (a PNG file name in `assets_dir`, or inline `data:` PNG), drawn
+    /// when a room's settings say `"watermark": true` (`ROOMCAST_WATERMARK`).
+    pub watermark: Option<String>,
     /// Hosts a room's Janus URL may name (`ROOMCAST_JANUS_HOSTS`; unset: any).
     pub janus_hosts: HostList,
     /// Hosts RTMP destinations may name (`ROOMCAST_RTMP_HOSTS`; unset: any).
@@ -277,6 +282,9 @@ impl ServerConfig {
             )?,
             janus_hosts: HostList::parse(env("ROOMCAST_JANUS_HOSTS").as_deref()),
             rtmp_hosts: HostList::parse(env("ROOMCAST_RTMP_HOSTS").as_deref()),
+            watermark: env("ROOMCAST_WATERMARK")
+                .or(file.server.watermark)
+                .filter(|w| !w.is_empty()),
             assets_dir: env("ROOMCAST_ASSETS_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| data_dir.join("assets")),

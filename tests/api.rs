@@ -103,11 +103,20 @@ fn bad_input_is_answered_with_codes() {
     for bad in [r#"{"app_id":"a\nINFO forged"}"#, r#"{"conf_num":"../1"}"#] {
         expect(&api, "PUT", "/v1/rooms/r1", bad, 400, 7017);
     }
+    // A Janus room is a conference: its number must be given (7029); a generated room is "1".
+    expect(
+        &api,
+        "PUT",
+        "/v1/rooms/jr",
+        r#"{"connector":{"type":"janus","url":"ws://127.0.0.1:9","room":5}}"#,
+        400,
+        7029,
+    );
     // The Janus PIN is stored but never shown.
     let (s, v) = api.call(
         "PUT",
         "/v1/rooms/jr",
-        Some(r#"{"connector":{"type":"janus","url":"ws://127.0.0.1:9","room":5,"pin":"s3cret"}}"#),
+        Some(r#"{"conf_num":"1","connector":{"type":"janus","url":"ws://127.0.0.1:9","room":5,"pin":"s3cret"}}"#),
     );
     assert_eq!(s, 200, "{v}");
     let (_, got) = api.call("GET", "/v1/rooms/jr", None);
@@ -514,7 +523,7 @@ fn network_targets_follow_the_allow_lists_and_failures_do_not_describe_the_netwo
             "PUT",
             "/v1/rooms/j",
             Some(&format!(
-                r#"{{"connector":{{"type":"janus","url":"{url}","room":1}}}}"#
+                r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{url}","room":1}}}}"#
             )),
         )
     };

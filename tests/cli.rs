@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::process::Command;
 use support::*;
 
 const PALETTE: [u32; 4] = [0xd02020, 0x20a040, 0x2040d0, 0xd0b020];
@@ -124,17 +123,6 @@ fn bad_input_fails_with_a_code_and_a_message() {
     assert!(std::fs::read_dir(dir.path())
         .unwrap()
         .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".mp4") }));
-}
-
-fn make_png(path: &std::path::Path, w: u32, h: u32, color: &str) {
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("color=c={color}:s={w}x{h}"))
-        .args(["-frames:v", "1"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg");
-    assert!(st.success());
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn feed_health_is_reported_and_losses_are_repaired() {
         true,
     );
     let room = format!(
-        r#"{{"connector":{{"type":"janus","url":"{}","room":1,"ice_address":"{ICE_ADDRESS}"}}}}"#,
+        r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{}","room":1,"ice_address":"{ICE_ADDRESS}"}}}}"#,
         janus.url()
     );
     let (status, v) = api.call("PUT", "/v1/rooms/r1", Some(&room));

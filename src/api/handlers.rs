@@ -288,6 +288,15 @@ pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) 
             ));
         }
     }
+    if b.app_watermark {
+        let Some(app) = &st.cfg.watermark else {
+            return Err(ApiError::new(
+                Code::RecordParamsMissing,
+                "settings.watermark: no watermark is configured for the app (ROOMCAST_WATERMARK)",
+            ));
+        };
+        b.settings.watermark = Some(std::path::PathBuf::from(app));
+    }
     if let Some(w) = &b.settings.watermark {
         b.settings.watermark = Some(input::watermark(&st.cfg.assets_dir, w)?);
     }

@@ -188,6 +188,8 @@ pub struct RoomBody {
     pub connector: ConnectorSpec,
     /// Settings.
     pub settings: RoomSettings,
+    /// `settings.watermark: true`: the app's configured watermark is wanted.
+    pub app_watermark: bool,
 }
 
 /// Parses and validates a room registration.
@@ -214,12 +216,22 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
         }
     };
     let app_id = text("app_id", "roomcast")?;
-    let conf_num = text("conf_num", "1")?;
     let connector: ConnectorSpec = match body.get("connector") {
         None | Some(Value::Null) => ConnectorSpec::default(),
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| ApiError::new(code, format!("connector: {e}")))?,
     };
+    // A real conference is named by its number (files, archive, webhooks): it must be given.
+    // A generated room is a demo and is conference "1" unless told otherwise.
+    let conf_given = !matches!(body.get("conf_num"), None | Some(Value::Null));
+    if !conf_given && matches!(connector, ConnectorSpec::Janus { .. }) {
+        return Err(ApiError::new(
+            Code::StateConfNumMissing,
+            "conf_num is missing: a Janus room is a conference, and its recordings are named \
+             and reported by its number",
+        ));
+    }
+    let conf_num = text("conf_num", "1")?;
     match &connector {
         ConnectorSpec::Synthetic { participants, .. } if *participants > 16 => {
             return Err(ApiError::new(code, "connector.participants: at most 16"));
@@ -234,10 +246,24 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
         }
         _ => {}
     }
-    let settings: RoomSettings = match body.get("settings") {
+    // The platform's flag: `true` asks for the app's watermark, `false` for none.
+    let mut settings_value = body.get("settings").cloned();
+    let app_watermark = match settings_value.as_mut().and_then(Value::as_object_mut) {
+        Some(s) => match s.get("watermark") {
+            Some(Value::Bool(on)) => {
+                let on = *on;
+                s.remove("watermark");
+                on
+            }
+            _ => false,
+        },
+        None => false,
+    };
+    let settings: RoomSettings = match settings_value {
         None | Some(Value::Null) => RoomSettings::default(),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| ApiError::new(code, format!("settings: {e}")))?,
+        Some(v) => {
+            serde_json::from_value(v).map_err(|e| ApiError::new(code, format!("settings: {e}")))?
+        }
     };
     if let Some(l) = &settings.layout {
         layout(l)?;
@@ -256,6 +282,7 @@ pub fn parse_room_body(bytes: &[u8]) -> Result<RoomBody, ApiError> {
         conf_num,
         connector,
         settings,
+        app_watermark,
     })
 }
 

@@ -367,3 +367,15 @@ pub fn mp4s_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Writes a `w`×`h` PNG of one colour (`0xRRGGBB`).
+pub fn make_png(path: &Path, w: u32, h: u32, color: &str) {
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c={color}:s={w}x{h}"))
+        .args(["-frames:v", "1"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success());
+}
