@@ -4,7 +4,8 @@
 
 use clap::{Parser, Subcommand};
 use roomcast::command::{
-    self, CompositeBench, DemoArgs, PreviewArgs, RecordArgs, RecordReport, Role, ServeArgs,
+    self, CompositeBench, DemoArgs, LiveBench, PreviewArgs, RecordArgs, RecordReport, Role,
+    ServeArgs,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,8 @@ enum LayoutCmd {
 enum BenchCmd {
     /// Run the real composite pipeline as fast as possible on synthetic inputs.
     Composite(CompositeBench),
+    /// Run real-time recordings at once and check what each wrote.
+    Live(LiveBench),
 }
 
 fn init_tracing(json: bool) {
@@ -155,6 +158,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             cmd: BenchCmd::Composite(b),
         } => print(command::bench_composite(b)?),
+        Cmd::Bench {
+            cmd: BenchCmd::Live(b),
+        } => print(command::bench_live(b)?),
         Cmd::Deliver { wait } => print(command::deliver(Duration::from_secs_f64(
             wait.clamp(0.0, 86_400.0),
         ))?),

@@ -150,6 +150,55 @@ pub fn bench_composite(b: CompositeBench) -> Result<Value> {
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 
+/// `roomcast bench live`: real-time recordings at once, each checked.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveBench {
+    /// Recordings to run at once.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Participants in each synthetic room.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub participants: u32,
+    /// Seconds each records.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600))]
+    pub seconds: u32,
+    /// Encoder preset name or file.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// Layout.
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+    /// Also stream each recording to this RTMP URL (one destination each, same encode).
+    #[arg(long)]
+    pub rtmp: Option<String>,
+}
+
+/// Runs the live benchmark.
+pub fn bench_live(b: LiveBench) -> Result<Value> {
+    let preset = Preset::resolve(&b.preset)?;
+    let layout = Layout::resolve(&b.layout)?;
+    let rtmp = b
+        .rtmp
+        .as_deref()
+        .map(crate::model::RtmpUrl::parse)
+        .transpose()?;
+    let rt = runtime()?;
+    let report = rt
+        .block_on(crate::bench::live::live(
+            b.jobs as usize,
+            b.participants as usize,
+            b.seconds,
+            &preset,
+            &layout,
+            rtmp,
+        ))
+        .map_err(|e| Error::Job {
+            code: crate::codes::Code::Generic,
+            message: format!("{e:#}"),
+        })?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -629,10 +629,24 @@ async fn run(
             return Err(e);
         }
     };
-    // A segment that could not be rewritten stays fragmented (playable): 7033.
-    let file = finalized.map_err(|e| Error::Job {
-        code: Code::RecordStopTimedOut3,
-        message: format!("the segment could not be finalized: {e}"),
+    // A segment that could not be rewritten stays fragmented (playable): 7033, or 7204 when
+    // the disk has no room for the rewrite (a full disk fails the recording, as it does while
+    // recording).
+    let file = finalized.map_err(|e| {
+        let bytes = path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        let free = crate::util::free_bytes(&spec.out_dir).unwrap_or(u64::MAX);
+        let code = if free <= bytes {
+            Code::RecordError
+        } else {
+            Code::RecordStopTimedOut3
+        };
+        Error::Job {
+            code,
+            message: format!("the segment could not be finalized: {e}"),
+        }
     })?;
     if let Some(file) = &file {
         info!(

@@ -1,7 +1,12 @@
-//! `roomcast bench composite`: the real composite pipeline, offline, as fast as it goes.
+//! Benchmarks. `roomcast bench composite`: the real composite pipeline, offline, as fast as it
+//! goes; reports cores per real-time recording (process CPU seconds ÷ media seconds), the
+//! real-time factor (media seconds ÷ wall seconds) and peak RSS. `roomcast bench live`
+//! ([`live`]): N real-time recordings at once, each checked for frames written and A/V offset.
 //!
-//! Reports cores per real-time recording (process CPU seconds ÷ media seconds), the real-time
-//! factor (media seconds ÷ wall seconds) and peak RSS.
+//! Owns measuring only; it runs the same pipeline and job code as recordings do.
+
+pub mod live;
+mod probe;
 
 use crate::layout::{parse_color, Layout, Tile, TileId};
 use crate::pipeline::composite::Output;
@@ -38,7 +43,7 @@ pub struct CompositeReport {
     pub output_bytes: u64,
 }
 
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -46,7 +51,7 @@ fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
