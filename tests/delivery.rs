@@ -63,6 +63,26 @@ fn env(data: &Path, storage: &Path, hook_port: u16) -> Vec<(&'static str, String
     ]
 }
 
+/// `roomcast serve` with `env`, recording a one-person synthetic room `room` for 2 s and
+/// stopping it: the service and the job id.
+fn serve_and_record_briefly(
+    dir: &TempDir,
+    env: &[(&'static str, String)],
+    room: &str,
+) -> (Service, String) {
+    let mut e = env.to_vec();
+    e.push(("ROOMCAST_API_TOKEN", TOKEN.to_string()));
+    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".to_string()));
+    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
+    register_room(&api, room, 1, "{}");
+    let (_, v) = start_recording(&api, room);
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(stop_recording(&api, room).1["result"], 0);
+    (api, id)
+}
+
 #[test]
 fn delivers_to_storage_and_signs_the_webhook() {
     let dir = TempDir::new("deliver");
@@ -314,16 +334,7 @@ fn a_slow_webhook_receiver_does_not_hold_up_files() {
     let (data, store) = (dir.0.join("data"), dir.0.join("store"));
     // Every webhook takes 6 s to be answered.
     let rx = Receiver::start_with_delay(0, std::time::Duration::from_secs(6));
-    let mut e = env(&data, &store, rx.port);
-    e.push(("ROOMCAST_API_TOKEN", TOKEN.to_string()));
-    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".to_string()));
-    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
-    register_room(&api, "slow", 1, "{}");
-    let (_, v) = start_recording(&api, "slow");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    wait_state(&api, &id, "active", 20.0);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert_eq!(stop_recording(&api, "slow").1["result"], 0);
+    let (api, id) = serve_and_record_briefly(&dir, &env(&data, &store, rx.port), "slow");
     let t0 = std::time::Instant::now();
     wait_state(&api, &id, "completed", 30.0);
     // The status webhooks (on, off) are still being sent, one every 6 s; the file is not
@@ -354,16 +365,7 @@ fn a_failed_move_reaches_the_job_record_and_a_webhook() {
     // Storage unreachable: its root is a plain file, so nothing can be written under it.
     std::fs::write(&store, b"not a folder").unwrap();
     let rx = Receiver::start(0);
-    let mut e = env(&data, &store, rx.port);
-    e.push(("ROOMCAST_API_TOKEN", TOKEN.to_string()));
-    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".to_string()));
-    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
-    register_room(&api, "mv", 1, "{}");
-    let (_, v) = start_recording(&api, "mv");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    wait_state(&api, &id, "active", 20.0);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert_eq!(stop_recording(&api, "mv").1["result"], 0);
+    let (api, id) = serve_and_record_briefly(&dir, &env(&data, &store, rx.port), "mv");
     wait_state(&api, &id, "completed", 30.0);
 
     let failed = wait_for(10.0, || {

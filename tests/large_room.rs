@@ -16,18 +16,6 @@ fn cell(i: usize) -> (usize, usize, usize, usize) {
     (col * 427 + 60, row * 240 + 70, 300, 100)
 }
 
-fn events(kind: &str, ids: impl Iterator<Item = String>) -> String {
-    let list: Vec<String> = ids
-        .map(|id| match kind {
-            "join" => {
-                format!(r#"{{"type":"participant_joined","user_id":"{id}","name":"Guest {id}"}}"#)
-            }
-            _ => format!(r#"{{"type":"participant_left","user_id":"{id}"}}"#),
-        })
-        .collect();
-    format!(r#"{{"events":[{}]}}"#, list.join(","))
-}
-
 #[test]
 fn a_room_grows_to_a_hundred_in_bursts_and_shrinks_while_recording() {
     let dir = TempDir::new("large-room");

@@ -5,13 +5,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn joins(from: usize, to: usize) -> String {
-    let list: Vec<String> = (from..to)
-        .map(|i| format!(r#"{{"type":"participant_joined","user_id":"m{i}","name":"M {i}"}}"#))
-        .collect();
-    format!(r#"{{"events":[{}]}}"#, list.join(","))
-}
-
 #[test]
 fn a_workers_memory_returns_after_a_thousand_person_recording() {
     let dir = TempDir::new("memory");
@@ -39,7 +32,10 @@ fn a_workers_memory_returns_after_a_thousand_person_recording() {
         let (s, v) = api.call(
             "POST",
             "/v1/rooms/crowd/events",
-            Some(&joins(burst * 100, burst * 100 + 100)),
+            Some(&events(
+                "join",
+                (burst * 100..burst * 100 + 100).map(|i| format!("m{i}")),
+            )),
         );
         assert_eq!(s, 200, "{v}");
     }

@@ -584,6 +584,9 @@ async fn run(
     let shutdown = tokio::task::spawn_blocking(move || {
         let _ = p.set_state(gst::State::Null);
         drop(job);
+        drop(p);
+        // However long the teardown took, what it freed goes back to the system.
+        crate::util::release_free_memory();
     });
     // A pipeline that does not stop in time: 7032 (7042 streaming), once the file is kept.
     let stuck = tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)

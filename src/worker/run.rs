@@ -201,10 +201,5 @@ pub(super) async fn run_job(
         start_timeout: w.cfg.start_timeout,
     };
     execute(w.as_ref(), &env, job, None, local, hand_back).await;
-    // A big room's pipeline leaves freed memory in the allocator's arenas; give it back to
-    // the system so the worker's size follows what it runs now.
-    // SAFETY: malloc_trim only releases free memory of the process's own heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::util::release_free_memory();
 }

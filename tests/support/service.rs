@@ -333,3 +333,17 @@ pub fn proc_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// A `POST /v1/rooms/{id}/events` body: `participant_joined` (kind "join", named "Guest {id}")
+/// or `participant_left` for each id.
+pub fn events(kind: &str, ids: impl Iterator<Item = String>) -> String {
+    let list: Vec<String> = ids
+        .map(|id| match kind {
+            "join" => {
+                format!(r#"{{"type":"participant_joined","user_id":"{id}","name":"Guest {id}"}}"#)
+            }
+            _ => format!(r#"{{"type":"participant_left","user_id":"{id}"}}"#),
+        })
+        .collect();
+    format!(r#"{{"events":[{}]}}"#, list.join(","))
+}
