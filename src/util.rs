@@ -130,6 +130,16 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&sha2::Sha256::digest(data))
 }
 
+/// Gives the memory the allocator holds free back to the system. A big room's pipeline leaves
+/// freed memory in the allocator's arenas; called when a pipeline is gone, so a worker's size
+/// follows what it runs now.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only releases free memory of the process's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,15 +168,5 @@ mod tests {
         assert_eq!(path_component("../x"), "_._x");
         assert_eq!(path_component(".hidden"), "_hidden");
         assert_eq!(path_component("demo_1_2.mp4"), "demo_1_2.mp4");
-    }
-}
-
-/// Gives the memory the allocator holds free back to the system. A big room's pipeline leaves
-/// freed memory in the allocator's arenas; called when a pipeline is gone, so a worker's size
-/// follows what it runs now.
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim only releases free memory of the process's own heap.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
