@@ -45,7 +45,8 @@ pub struct LiveReport {
     pub preset: String,
     /// Seconds each recorded.
     pub seconds: u32,
-    /// Whether each also streamed to an RTMP destination.
+    /// Whether each also streamed to an RTMP destination (its own stream: the URL's key
+    /// followed by `_<index>`).
     pub rtmp: bool,
     /// Process CPU seconds ÷ wall seconds while they ran.
     pub cores_total: f64,
@@ -82,7 +83,11 @@ pub async fn live(
             layout: layout.clone(),
             watermark: None,
             max_duration: Some(Duration::from_secs(seconds as u64)),
-            rtmp: rtmp.iter().cloned().collect(),
+            // One stream per recording: a server takes one publisher per stream key.
+            rtmp: match &rtmp {
+                Some(u) => vec![RtmpUrl::parse(&format!("{}_{i}", u.secret()))?],
+                None => Vec::new(),
+            },
             record: true,
             first_segment: 1,
             min_free_bytes: 0,

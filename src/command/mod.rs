@@ -168,7 +168,8 @@ pub struct LiveBench {
     /// Layout.
     #[arg(long, default_value = "grid")]
     pub layout: String,
-    /// Also stream each recording to this RTMP URL (one destination each, same encode).
+    /// Also stream each recording to this RTMP URL (one destination each, same encode; each
+    /// recording's stream key gets `_<index>` appended).
     #[arg(long)]
     pub rtmp: Option<String>,
 }
