@@ -11,6 +11,7 @@
 
 pub mod execute;
 pub mod host;
+mod live;
 pub mod notify;
 pub mod outbox;
 pub mod plan;

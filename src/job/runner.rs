@@ -1,27 +1,25 @@
 //! The recording runner: one task owns one composite pipeline and one room connection.
 //!
-//! Room events and [`JobCommand`]s arrive on channels; the runner folds them into
-//! [`RoomState`], recomputes the layout and applies it. Stop sends EOS, waits for the muxer to
-//! finish under [`EOS_TIMEOUT`], then finalizes the MP4 segment.
+//! Room events and [`JobCommand`]s arrive on channels; the runner hands them to the running
+//! recording ([`super::live`]), which folds them into [`RoomState`] and applies the layout.
+//! Stop sends EOS, waits for the muxer to finish under [`EOS_TIMEOUT`], then finalizes the MP4
+//! segment.
 
+use super::live::Job;
 use super::segments::reserve_segment;
 use super::RoomState;
 use crate::codes::Code;
-use crate::layout::{parse_color, Layout, TileId};
+use crate::layout::{parse_color, Layout};
 use crate::pipeline::composite::{ErrorOrigin, Output};
 use crate::pipeline::mp4::{finalize, SegmentFile};
-use crate::pipeline::rtmp::{
-    Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
-    MAX_DESTINATIONS,
-};
+use crate::pipeline::rtmp::{DestinationState, DestinationStatus, RtmpUrl};
 use crate::pipeline::source::Timing;
 use crate::pipeline::{bus, Composite, CompositeOptions, PipelineError, Preset};
-use crate::room::{RoomEvent, RoomHandle, TrackKind};
+use crate::room::{RoomEvent, RoomHandle};
 use crate::Error;
 use futures::StreamExt;
 use gst::prelude::*;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -107,137 +105,6 @@ pub struct Recording {
     pub reason: EndReason,
     /// What became of each RTMP destination.
     pub destinations: Vec<DestinationStatus>,
-}
-
-struct Job {
-    composite: Composite,
-    destinations: Vec<Destination>,
-    next_destination: u32,
-    events: Option<mpsc::UnboundedSender<JobEvent>>,
-    state: RoomState,
-    layout: Layout,
-}
-
-impl Job {
-    fn add_destination(&mut self, url: RtmpUrl) -> Result<(), Error> {
-        let live = self
-            .destinations
-            .iter()
-            .filter(|d| d.status().state != DestinationState::Stopped)
-            .count();
-        if live >= MAX_DESTINATIONS {
-            return Err(RtmpUrlError::TooMany(live + 1).into());
-        }
-        self.next_destination += 1;
-        let id = self.next_destination;
-        info!(destination = id, url = %url.redacted(), "adding RTMP destination");
-        let pipeline = self.composite.pipeline().clone();
-        let listener: Option<StatusListener> = self.events.clone().map(|tx| {
-            Arc::new(move |s: &DestinationStatus| {
-                let _ = tx.send(JobEvent::Streaming(s.clone()));
-            }) as StatusListener
-        });
-        let d = tokio::task::block_in_place(|| Destination::start(&pipeline, id, url, listener))?;
-        self.destinations.push(d);
-        Ok(())
-    }
-
-    async fn remove_destination(&mut self, id: u32) {
-        if let Some(i) = self.destinations.iter().position(|d| d.id == id) {
-            let d = self.destinations.remove(i);
-            info!(destination = id, "removing RTMP destination");
-            let status = d.finish(self.composite.pipeline()).await;
-            info!(
-                destination = id,
-                connections = status.connections,
-                "RTMP destination removed"
-            );
-        }
-    }
-
-    fn relayout(&mut self) -> Result<(), PipelineError> {
-        let tiles = self.state.tiles();
-        let def = self.layout.active_def(&tiles);
-        let bg = def.background.as_deref().and_then(parse_color).unwrap_or(0);
-        tokio::task::block_in_place(|| self.composite.set_background(bg))?;
-        self.composite.set_label_style(def.label.clone());
-        let slots = self.layout.place(self.composite.canvas(), &tiles);
-        debug!(layout = %def.name, slots = slots.len(), "layout applied");
-        tokio::task::block_in_place(|| self.composite.apply(&slots))
-    }
-
-    /// Applies a batch of room events; the reason to end when the room is gone.
-    fn on_room(&mut self, events: Vec<RoomEvent>) -> Result<Option<EndReason>, Error> {
-        if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
-            info!("room destroyed");
-            return Ok(Some(EndReason::RoomDestroyed));
-        }
-        if events
-            .iter()
-            .any(|e| matches!(e, RoomEvent::Disconnected { .. }))
-        {
-            warn!("room connection lost");
-            return Ok(Some(EndReason::Disconnected));
-        }
-        self.on_events(events)?;
-        Ok(None)
-    }
-
-    fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
-        for ev in events {
-            self.on_event(ev)?;
-        }
-        self.relayout()
-    }
-
-    fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
-        self.state.apply(&event);
-        match event {
-            RoomEvent::ParticipantJoined { id, display_name } => {
-                info!(participant = %id, name = %display_name, "participant joined");
-            }
-            RoomEvent::TrackPublished { id, kind, source } => {
-                info!(participant = %id, ?kind, "track published");
-                tokio::task::block_in_place(|| match kind {
-                    TrackKind::Audio => {
-                        let element = source.build(&self.composite.next_source_context())?;
-                        self.composite.add_audio(&id.0, element)?;
-                        self.composite
-                            .set_audio_muted(&id.0, !self.state.audible(&id));
-                        Ok(())
-                    }
-                    TrackKind::Video => self.composite.add_video(&TileId::camera(&id.0), source),
-                    TrackKind::Screen => self.composite.add_video(&TileId::screen(&id.0), source),
-                })?;
-            }
-            RoomEvent::TrackUnpublished { id, kind } => {
-                info!(participant = %id, ?kind, "track unpublished");
-                tokio::task::block_in_place(|| match kind {
-                    TrackKind::Audio => self.composite.remove_audio(&id.0),
-                    TrackKind::Video => self.composite.remove_video(&TileId::camera(&id.0)),
-                    TrackKind::Screen => self.composite.remove_video(&TileId::screen(&id.0)),
-                })?;
-            }
-            RoomEvent::ParticipantLeft { id } => {
-                info!(participant = %id, "participant left");
-                tokio::task::block_in_place(|| {
-                    self.composite.remove_audio(&id.0)?;
-                    self.composite.remove_video(&TileId::camera(&id.0))?;
-                    self.composite.remove_video(&TileId::screen(&id.0))
-                })?;
-            }
-            RoomEvent::HardMute { id, .. } | RoomEvent::Paused { id, .. } => {
-                self.composite
-                    .set_audio_muted(&id.0, !self.state.audible(&id));
-            }
-            RoomEvent::Talking { .. }
-            | RoomEvent::Spotlight { .. }
-            | RoomEvent::Pinned { .. }
-            | RoomEvent::RoomDestroyed
-            | RoomEvent::Disconnected { .. } => {}
-        }
-        Ok(())
-    }
 }
 
 /// What a running job reports while it runs (its end is the return value of [`record`]).

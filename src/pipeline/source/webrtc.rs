@@ -45,7 +45,6 @@ impl Default for Slot {
 fn monotonic_ns() -> u64 {
     gst::get_timestamp().nseconds()
 }
-
 /// How far from its arrival a feed's frame may be placed: less than the mixers wait for late
 /// input and queue ahead ([`crate::pipeline::composite::AGGREGATOR_LATENCY`]).
 const MAX_OFF_ARRIVAL: gst::ClockTime = gst::ClockTime::from_mseconds(250);
@@ -101,11 +100,10 @@ impl Slot {
             .unwrap_or(gst::ClockTime::ZERO);
         let arrival = now.saturating_sub(lead);
         // Placed where the feed's jitter buffer put it (`at`, on the clock both pipelines
-        // share, less the lead): it derives that from the sender's RTP timestamps and the
-        // packets' arrival, smoothed, so network jitter, retransmission waits and decoding do
-        // not move a frame against its sound. Bounded
-        // around the arrival: never so far before it that the mixers would already have gone
-        // past, nor so far after it that the mixers' inputs back up.
+        // share, less the lead): derived from the sender's RTP timestamps and the packets'
+        // arrival, smoothed, so jitter, retransmission waits and decoding do not move a frame
+        // against its sound. Bounded around the arrival: not so far before it that the mixers
+        // have gone past, nor so far after it that their inputs back up.
         let mapped = at
             .zip(src.base_time())
             .and_then(|(at, base)| at.checked_sub(base))

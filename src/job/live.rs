@@ -1,0 +1,152 @@
+//! A running recording's media side ([`Job`]): room events folded into the room state and
+//! applied to the composite's tiles and audio, layout changes, and RTMP destinations added and
+//! removed while it records. The runner owns the loop around it.
+//!
+//! Owns no lifecycle (the runner's) and no signalling (the room's).
+
+use super::runner::{EndReason, JobEvent};
+use super::RoomState;
+use crate::layout::{parse_color, Layout, TileId};
+use crate::pipeline::rtmp::{
+    Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
+    MAX_DESTINATIONS,
+};
+use crate::pipeline::{Composite, PipelineError};
+use crate::room::{RoomEvent, TrackKind};
+use crate::Error;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// A running recording's media side: its composite and RTMP destinations, the room as it
+/// stands, and the layout in force.
+pub(super) struct Job {
+    pub(super) composite: Composite,
+    pub(super) destinations: Vec<Destination>,
+    pub(super) next_destination: u32,
+    pub(super) events: Option<mpsc::UnboundedSender<JobEvent>>,
+    pub(super) state: RoomState,
+    pub(super) layout: Layout,
+}
+
+impl Job {
+    pub(super) fn add_destination(&mut self, url: RtmpUrl) -> Result<(), Error> {
+        let live = self
+            .destinations
+            .iter()
+            .filter(|d| d.status().state != DestinationState::Stopped)
+            .count();
+        if live >= MAX_DESTINATIONS {
+            return Err(RtmpUrlError::TooMany(live + 1).into());
+        }
+        self.next_destination += 1;
+        let id = self.next_destination;
+        info!(destination = id, url = %url.redacted(), "adding RTMP destination");
+        let pipeline = self.composite.pipeline().clone();
+        let listener: Option<StatusListener> = self.events.clone().map(|tx| {
+            Arc::new(move |s: &DestinationStatus| {
+                let _ = tx.send(JobEvent::Streaming(s.clone()));
+            }) as StatusListener
+        });
+        let d = tokio::task::block_in_place(|| Destination::start(&pipeline, id, url, listener))?;
+        self.destinations.push(d);
+        Ok(())
+    }
+
+    pub(super) async fn remove_destination(&mut self, id: u32) {
+        if let Some(i) = self.destinations.iter().position(|d| d.id == id) {
+            let d = self.destinations.remove(i);
+            info!(destination = id, "removing RTMP destination");
+            let status = d.finish(self.composite.pipeline()).await;
+            info!(
+                destination = id,
+                connections = status.connections,
+                "RTMP destination removed"
+            );
+        }
+    }
+
+    pub(super) fn relayout(&mut self) -> Result<(), PipelineError> {
+        let tiles = self.state.tiles();
+        let def = self.layout.active_def(&tiles);
+        let bg = def.background.as_deref().and_then(parse_color).unwrap_or(0);
+        tokio::task::block_in_place(|| self.composite.set_background(bg))?;
+        self.composite.set_label_style(def.label.clone());
+        let slots = self.layout.place(self.composite.canvas(), &tiles);
+        debug!(layout = %def.name, slots = slots.len(), "layout applied");
+        tokio::task::block_in_place(|| self.composite.apply(&slots))
+    }
+
+    /// Applies a batch of room events; the reason to end when the room is gone.
+    pub(super) fn on_room(&mut self, events: Vec<RoomEvent>) -> Result<Option<EndReason>, Error> {
+        if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
+            info!("room destroyed");
+            return Ok(Some(EndReason::RoomDestroyed));
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::Disconnected { .. }))
+        {
+            warn!("room connection lost");
+            return Ok(Some(EndReason::Disconnected));
+        }
+        self.on_events(events)?;
+        Ok(None)
+    }
+
+    pub(super) fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
+        for ev in events {
+            self.on_event(ev)?;
+        }
+        self.relayout()
+    }
+
+    pub(super) fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
+        self.state.apply(&event);
+        match event {
+            RoomEvent::ParticipantJoined { id, display_name } => {
+                info!(participant = %id, name = %display_name, "participant joined");
+            }
+            RoomEvent::TrackPublished { id, kind, source } => {
+                info!(participant = %id, ?kind, "track published");
+                tokio::task::block_in_place(|| match kind {
+                    TrackKind::Audio => {
+                        let element = source.build(&self.composite.next_source_context())?;
+                        self.composite.add_audio(&id.0, element)?;
+                        self.composite
+                            .set_audio_muted(&id.0, !self.state.audible(&id));
+                        Ok(())
+                    }
+                    TrackKind::Video => self.composite.add_video(&TileId::camera(&id.0), source),
+                    TrackKind::Screen => self.composite.add_video(&TileId::screen(&id.0), source),
+                })?;
+            }
+            RoomEvent::TrackUnpublished { id, kind } => {
+                info!(participant = %id, ?kind, "track unpublished");
+                tokio::task::block_in_place(|| match kind {
+                    TrackKind::Audio => self.composite.remove_audio(&id.0),
+                    TrackKind::Video => self.composite.remove_video(&TileId::camera(&id.0)),
+                    TrackKind::Screen => self.composite.remove_video(&TileId::screen(&id.0)),
+                })?;
+            }
+            RoomEvent::ParticipantLeft { id } => {
+                info!(participant = %id, "participant left");
+                tokio::task::block_in_place(|| {
+                    self.composite.remove_audio(&id.0)?;
+                    self.composite.remove_video(&TileId::camera(&id.0))?;
+                    self.composite.remove_video(&TileId::screen(&id.0))
+                })?;
+            }
+            RoomEvent::HardMute { id, .. } | RoomEvent::Paused { id, .. } => {
+                self.composite
+                    .set_audio_muted(&id.0, !self.state.audible(&id));
+            }
+            RoomEvent::Talking { .. }
+            | RoomEvent::Spotlight { .. }
+            | RoomEvent::Pinned { .. }
+            | RoomEvent::RoomDestroyed
+            | RoomEvent::Disconnected { .. } => {}
+        }
+        Ok(())
+    }
+}
