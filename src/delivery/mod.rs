@@ -126,6 +126,18 @@ pub struct DrainReport {
     pub failures: Vec<FileFailure>,
 }
 
+impl DrainReport {
+    /// Adds a later pass's report to this one (its `pending` is the latest).
+    pub fn absorb(&mut self, r: DrainReport) {
+        self.delivered += r.delivered;
+        self.urls.extend(r.urls);
+        self.files.extend(r.files);
+        self.failures.extend(r.failures);
+        self.failed += r.failed;
+        self.pending = r.pending;
+    }
+}
+
 /// A file whose attempt to reach its storage failed.
 #[derive(Debug, Clone)]
 pub struct FileFailure {
@@ -226,25 +238,6 @@ impl Deliverer {
             .remove(entry)
             .map_err(|e| DeliveryError::retryable(format!("spool cleanup: {e}")))?;
         Ok(url)
-    }
-
-    /// Drains the spool until it is empty or `limit` passes.
-    pub async fn run_until_empty(&self, limit: Duration) -> DrainReport {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut total = DrainReport::default();
-        loop {
-            let r = self.drain_once().await;
-            total.delivered += r.delivered;
-            total.urls.extend(r.urls);
-            total.files.extend(r.files);
-            total.failures.extend(r.failures);
-            total.failed += r.failed;
-            total.pending = r.pending;
-            if r.pending == 0 || tokio::time::Instant::now() >= deadline {
-                return total;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 }
 

@@ -146,13 +146,9 @@ impl Outbox {
         let mut total = DrainReport::default();
         loop {
             let (r, hooks) = self.drain_once(host).await;
-            total.delivered += r.delivered;
-            total.urls.extend(r.urls);
-            total.files.extend(r.files);
-            total.failures.extend(r.failures);
-            total.failed += r.failed;
-            total.pending = r.pending;
-            if (r.pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
+            let pending = r.pending;
+            total.absorb(r);
+            if (pending == 0 && hooks == 0) || tokio::time::Instant::now() >= deadline {
                 return (total, hooks);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
