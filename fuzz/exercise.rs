@@ -34,10 +34,17 @@ pub fn exercise(data: &[u8]) {
             let _ = layout.place(Canvas { width: 1280, height: 720 }, &tiles);
         }
     }
+    if let Ok(roomcast::page::channel::PageMessage::Regions { viewport, regions }) =
+        serde_json::from_slice(data)
+    {
+        if let Ok(Some(layout)) = roomcast::page::regions_layout(viewport, &regions) {
+            let _ = layout.place(Canvas { width: 1280, height: 720 }, &[]);
+        }
+    }
     if let Ok(body) = input::json_object(data, Code::RecordParamsMissing) {
         let _ = input::requester(&body, Code::RecordParamsMissing);
-        let _ = input::recording_layout(&body, false);
-        let _ = input::recording_layout(&body, true);
+        let _ = input::recording_view(&body, &[]);
+        let _ = input::recording_view(&body, &["*".to_string()]);
         let _ = input::rtmp_urls(&body);
         if let Some(l) = body.get("layout") {
             let _ = input::layout(l);

@@ -143,6 +143,9 @@ pub struct ServerConfig {
     pub janus_hosts: HostList,
     /// Hosts RTMP destinations may name (`ROOMCAST_RTMP_HOSTS`; unset: any).
     pub rtmp_hosts: HostList,
+    /// Origins custom view pages may come from (`ROOMCAST_PAGE_ORIGINS`: comma-separated
+    /// `scheme://host[:port]`, or `*` for any web origin; unset: no pages through the API).
+    pub page_origins: Vec<String>,
 }
 
 /// An optional allow-list of host names: `name`, or `*.domain` for any name under it.
@@ -282,6 +285,12 @@ impl ServerConfig {
             )?,
             janus_hosts: HostList::parse(env("ROOMCAST_JANUS_HOSTS").as_deref()),
             rtmp_hosts: HostList::parse(env("ROOMCAST_RTMP_HOSTS").as_deref()),
+            page_origins: env("ROOMCAST_PAGE_ORIGINS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
             watermark: env("ROOMCAST_WATERMARK")
                 .or(file.server.watermark)
                 .filter(|w| !w.is_empty()),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod job;
 pub mod layout;
 pub mod model;
+pub mod page;
 pub mod pipeline;
 pub mod queue;
 pub mod room;

@@ -140,6 +140,17 @@ pub fn release_free_memory() {
     }
 }
 
+/// `bytes` random bytes from the kernel, as hex (tokens nobody else may guess).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
+        // No kernel randomness is a broken machine; a token from the clock would be guessable.
+        panic!("cannot read /dev/urandom: {e}");
+    }
+    hex(&buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,7 @@ async fn destinations_are_added_and_removed_while_recording() {
     let dir = TempDir::new("rtmp-live");
     let server = NginxRtmp::start(&dir.path().join("nginx"));
     let spec = RecordingSpec {
+        page: None,
         room_id: "r".into(),
         conf_num: "1".into(),
         out_dir: dir.path().join("rec"),

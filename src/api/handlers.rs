@@ -4,6 +4,7 @@ use super::input::{self, room_id, MAX_BODY_BYTES};
 use super::lifecycle::room_layout;
 use super::{end_waiting, ApiError, ApiState, OPENAPI};
 use crate::codes::Code;
+use crate::model::page::PageSpec;
 use crate::model::preset::DEFAULT_PRESET;
 use crate::model::RtmpUrl;
 use crate::queue::Enqueued;
@@ -20,7 +21,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 pub(super) type Reply = Result<Response, ApiError>;
 pub(super) type St = State<Arc<ApiState>>;
@@ -193,7 +194,7 @@ pub(super) async fn submit(
     st: &ApiState,
     room: &RoomConfig,
     kind: JobKind,
-    layout: Value,
+    (layout, page): (Value, Option<PageSpec>),
     rtmp_urls: Vec<String>,
     started_by: &str,
     max_duration_secs: Option<f64>,
@@ -220,6 +221,7 @@ pub(super) async fn submit(
         started_by: started_by.to_string(),
         cost,
         storage: None,
+        page,
     };
     let job = Job::new(Job::new_id(kind), spec);
     let ahead = match st.store.enqueue(&job).await? {
@@ -416,11 +418,15 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
             // The new job reads the room as it is now.
             st.store.put_room(&r).await?;
             let layout = room_layout(&r);
+            let page = super::lifecycle::room_page(&st, &r).unwrap_or_else(|e| {
+                warn!(room = %id, error = ?e, "settings.live_recording.url not used");
+                None
+            });
             let resp = submit(
                 &st,
                 &r,
                 JobKind::Recording,
-                layout,
+                (layout, page),
                 Vec::new(),
                 "auto",
                 None,

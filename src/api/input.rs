@@ -5,6 +5,7 @@
 use super::ApiError;
 use crate::codes::Code;
 use crate::layout::Layout;
+use crate::model::page::PageSpec;
 use crate::model::RtmpUrl;
 use crate::queue::{ConnectorSpec, PlatformEvent, Requester, RoomSettings};
 use axum::http::StatusCode;
@@ -86,25 +87,33 @@ pub fn layout(value: &Value) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::new(e.code, e.to_string()))
 }
 
-/// The layout of a start/change live-recording request (`config.url_details.layout`):
-/// `Ok(None)` when the request names none.
-pub fn recording_layout(
+/// What a start/change live-recording request asks to show.
+#[derive(Debug, Default, PartialEq)]
+pub struct RecordingView {
+    /// The layout (`layout` or the platform's `layOut`), validated.
+    pub layout: Option<Value>,
+    /// The custom view page (`url`; custom keys in its query string). `Some(None)`: the
+    /// request gave an empty `url` (no page from now on).
+    pub page: Option<Option<PageSpec>>,
+}
+
+impl RecordingView {
+    /// Whether the request named neither a layout nor a page.
+    pub fn is_empty(&self) -> bool {
+        self.layout.is_none() && self.page.is_none()
+    }
+}
+
+/// The view of a start/change live-recording request (`config.url_details`, or the platform's
+/// `config.urlDetails`): a layout, a page from one of `origins`, or both. `urlDetails` given
+/// with neither is 7075; a page address not allowed or malformed is 7202.
+pub fn recording_view(
     body: &serde_json::Map<String, Value>,
-    required: bool,
-) -> Result<Option<Value>, ApiError> {
-    let missing = || {
-        if required {
-            Err(ApiError::new(
-                Code::LayoutMissing,
-                "config.url_details.layout is missing",
-            ))
-        } else {
-            Ok(None)
-        }
-    };
+    origins: &[String],
+) -> Result<RecordingView, ApiError> {
     let details = match body.get("config") {
-        None | Some(Value::Null) => return missing(),
-        Some(Value::Object(c)) => c.get("url_details"),
+        None | Some(Value::Null) => return Ok(RecordingView::default()),
+        Some(Value::Object(c)) => c.get("url_details").or_else(|| c.get("urlDetails")),
         Some(_) => {
             return Err(ApiError::new(
                 Code::InvalidUrlFormat,
@@ -112,20 +121,58 @@ pub fn recording_layout(
             ))
         }
     };
-    match details {
-        None | Some(Value::Null) => missing(),
-        Some(Value::Object(d)) => match d.get("layout") {
-            None | Some(Value::Null) => Err(ApiError::new(
-                Code::LayoutMissing,
-                "url_details.layout is missing",
-            )),
-            Some(l) => layout(l).map(Some),
-        },
-        Some(_) => Err(ApiError::new(
-            Code::InvalidUrlFormat,
-            "config.url_details must be an object",
-        )),
+    let d = match details {
+        None | Some(Value::Null) => return Ok(RecordingView::default()),
+        Some(Value::Object(d)) => d,
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidUrlFormat,
+                "config.url_details must be an object",
+            ))
+        }
+    };
+    let layout = match d.get("layout").or_else(|| d.get("layOut")) {
+        None | Some(Value::Null) => None,
+        // The platform's SDK sends `layOut: {}` when the page decides.
+        Some(Value::Object(o)) if o.is_empty() => None,
+        Some(l) => Some(layout(l)?),
+    };
+    let page = match d.get("url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) if u.trim().is_empty() => Some(None),
+        Some(Value::String(u)) => {
+            let url = crate::page::check_url(u, origins)
+                .map_err(|e| ApiError::new(e.code(), format!("url_details.url: {e}")))?;
+            Some(Some(PageSpec {
+                url: crate::page::page_url(url, d),
+            }))
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidUrlFormat,
+                "url_details.url must be a string",
+            ))
+        }
+    };
+    if let Some(true) = d
+        .get("chatOverlay")
+        .or_else(|| d.get("chat_overlay"))
+        .and_then(Value::as_bool)
+    {
+        return Err(ApiError::new(
+            Code::RecordParamsMissing,
+            "url_details.chatOverlay: the built-in chat overlay is not available on this \
+             worker; draw chat in the custom view page instead",
+        ));
     }
+    let view = RecordingView { layout, page };
+    if view.is_empty() {
+        return Err(ApiError::new(
+            Code::LayoutMissing,
+            "url_details names neither a layout nor a url",
+        ));
+    }
+    Ok(view)
 }
 
 /// `rtmp_urls` of a streaming request: 1–3 valid rtmp(s) URLs.
@@ -384,6 +431,7 @@ fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bodies_are_checked() {
@@ -415,20 +463,39 @@ mod tests {
     #[test]
     fn layouts_and_urls() {
         let body = |s: &str| json_object(s.as_bytes(), Code::Generic).unwrap();
-        assert_eq!(recording_layout(&body("{}"), false).unwrap(), None);
-        let e = recording_layout(&body(r#"{"config":{"url_details":{}}}"#), false).unwrap_err();
+        let view = |s: &str| recording_view(&body(s), &["http://v.example.com".into()]);
+        assert!(view("{}").unwrap().is_empty());
+        let e = view(r#"{"config":{"url_details":{}}}"#).unwrap_err();
         assert_eq!(e.code(), Code::LayoutMissing);
-        let e = recording_layout(&body(r#"{"config":{"url_details":"x"}}"#), false).unwrap_err();
+        let e = view(r#"{"config":{"url_details":"x"}}"#).unwrap_err();
         assert_eq!(e.code(), Code::InvalidUrlFormat);
-        let e = recording_layout(
-            &body(r#"{"config":{"url_details":{"layout":"zz"}}}"#),
-            false,
+        let e = view(r#"{"config":{"url_details":{"layout":"zz"}}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::UnsupportedLayout);
+        let e = view(r#"{"config":{"url_details":{"layout":""}}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::LayoutMissing);
+        let v = view(r#"{"config":{"urlDetails":{"url":"http://v.example.com/p","layOut":{},"chatOverlay":false,"k":"v"}}}"#).unwrap();
+        assert_eq!(v.layout, None);
+        assert_eq!(v.page.unwrap().unwrap().url, "http://v.example.com/p?k=v");
+        let v = view(r#"{"config":{"url_details":{"url":"","layout":"grid"}}}"#).unwrap();
+        assert_eq!(v.page, Some(None));
+        assert_eq!(v.layout, Some(json!("grid")));
+        for bad in [
+            r#"{"config":{"url_details":{"url":"http://other.example.com/p"}}}"#,
+            r#"{"config":{"url_details":{"url":"file:///etc/passwd"}}}"#,
+            r#"{"config":{"url_details":{"url":"::"}}}"#,
+            r#"{"config":{"url_details":{"url":7}}}"#,
+        ] {
+            assert_eq!(
+                view(bad).unwrap_err().code(),
+                Code::InvalidUrlFormat,
+                "{bad}"
+            );
+        }
+        let e = view(
+            r#"{"config":{"url_details":{"url":"http://v.example.com/p","chatOverlay":true}}}"#,
         )
         .unwrap_err();
-        assert_eq!(e.code(), Code::UnsupportedLayout);
-        let e = recording_layout(&body(r#"{"config":{"url_details":{"layout":""}}}"#), false)
-            .unwrap_err();
-        assert_eq!(e.code(), Code::LayoutMissing);
+        assert!(format!("{e:?}").contains("chatOverlay"), "{e:?}");
         assert_eq!(
             rtmp_urls(&body("{}")).unwrap_err().code(),
             Code::StreamUrlMissing

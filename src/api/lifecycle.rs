@@ -5,6 +5,7 @@ use super::handlers::*;
 use super::input::{self, json_object, requester};
 use super::{end_waiting, ApiError, ApiState};
 use crate::codes::Code;
+use crate::model::page::PageSpec;
 use crate::queue::{Command, JobKind, JobState, Requester, RoomConfig, RoomMode};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -60,7 +61,12 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         Code::RecordRoomDisconnecting,
     )
     .await?;
-    let layout = input::recording_layout(&c.body, false)?.unwrap_or_else(|| room_layout(&c.room));
+    let view = input::recording_view(&c.body, &st.cfg.page_origins)?;
+    let layout = view.layout.unwrap_or_else(|| room_layout(&c.room));
+    let page = match view.page {
+        Some(page) => page,
+        None => room_page(&st, &c.room)?,
+    };
     let max = input::seconds(
         c.body
             .get("config")
@@ -73,12 +79,27 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         &st,
         &c.room,
         JobKind::Recording,
-        layout,
+        (layout, page),
         Vec::new(),
         &c.who.client_id,
         max,
     )
     .await
+}
+
+/// The page of the room's `settings.live_recording.url`, if it names one.
+pub(super) fn room_page(st: &ApiState, room: &RoomConfig) -> Result<Option<PageSpec>, ApiError> {
+    match room.settings.live_recording.url.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(u) => {
+            let url = crate::page::check_url(u, &st.cfg.page_origins).map_err(|e| {
+                ApiError::new(e.code(), format!("settings.live_recording.url: {e}"))
+            })?;
+            Ok(Some(PageSpec {
+                url: url.to_string(),
+            }))
+        }
+    }
 }
 
 /// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.
@@ -136,7 +157,13 @@ pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body
         Code::RecordChangeDisconnecting,
     )
     .await?;
-    let layout = input::recording_layout(&c.body, true)?.unwrap_or_default();
+    let view = input::recording_view(&c.body, &st.cfg.page_origins)?;
+    if view.is_empty() {
+        return Err(ApiError::new(
+            Code::LayoutMissing,
+            "config.url_details (a layout or a url) is missing",
+        ));
+    }
     let job = match live_job(&st.store.jobs().await?, &id, JobKind::Recording) {
         Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
         _ => {
@@ -146,17 +173,28 @@ pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body
             ))
         }
     };
-    st.store
-        .push_command(
-            &job.id,
-            &Command::SetLayout {
-                layout: layout.clone(),
-            },
-        )
-        .await?;
+    if let Some(layout) = &view.layout {
+        st.store
+            .push_command(
+                &job.id,
+                &Command::SetLayout {
+                    layout: layout.clone(),
+                },
+            )
+            .await?;
+    }
+    if let Some(page) = &view.page {
+        st.store
+            .push_command(&job.id, &Command::SetPage { page: page.clone() })
+            .await?;
+    }
+    let shown = view
+        .page
+        .as_ref()
+        .map(|p| p.as_ref().map(|p| p.shown_url()));
     ok(
         "layout change sent",
-        json!({ "job_id": job.id, "layout": layout }),
+        json!({ "job_id": job.id, "layout": view.layout, "url": shown }),
     )
 }
 
@@ -186,7 +224,7 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
         &st,
         &c.room,
         JobKind::Streaming,
-        layout,
+        (layout, None),
         urls,
         &c.who.client_id,
         max,

@@ -76,6 +76,7 @@ pub async fn live(
     let mut keep = Vec::new();
     for i in 0..jobs {
         let spec = RecordingSpec {
+            page: None,
             room_id: format!("bench{i}"),
             conf_num: "1".into(),
             out_dir: dir.join(format!("job{i}")),

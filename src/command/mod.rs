@@ -248,6 +248,10 @@ pub fn tune_allocator() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         cmd.env("MALLOC_ARENA_MAX", cores.max(2).to_string());
     }
+    if std::env::var_os("LIBGL_ALWAYS_SOFTWARE").is_none() {
+        // Custom view pages are drawn by WebKit; without this it looks for a GPU and display.
+        cmd.env("LIBGL_ALWAYS_SOFTWARE", "1");
+    }
     // Only returns if the exec failed: then run as we are.
     let _ = cmd.exec();
 }

@@ -101,6 +101,10 @@ pub struct OutputArgs {
     /// for `roomcast deliver`).
     #[arg(long, default_value_t = 30.0)]
     pub deliver_wait: f64,
+    /// A web page drawn over the tiles (custom view: http://, https:// or file://); tiles go
+    /// where it marks them with `data-roomcast-tile`.
+    #[arg(long, value_name = "URL")]
+    pub layout_url: Option<String>,
 }
 
 impl DemoArgs {
@@ -167,6 +171,7 @@ impl OutputArgs {
             out: self.out,
             duration: (duration > 0.0).then(|| Duration::from_secs_f64(duration)),
             deliver_wait: Duration::from_secs_f64(self.deliver_wait.clamp(0.0, 86_400.0)),
+            page: self.layout_url,
         }
     }
 }
@@ -211,6 +216,8 @@ pub struct RecordRequest {
     pub duration: Option<Duration>,
     /// How long to wait for delivery before returning.
     pub deliver_wait: Duration,
+    /// A web page drawn over the tiles (custom view).
+    pub page: Option<String>,
 }
 
 /// What a command-line recording printed, and the error it ended with (a job that failed
@@ -232,6 +239,18 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
     }
     let preset = Preset::resolve(&req.preset)?;
     let rtmp = RtmpUrl::parse_all(&req.rtmp)?;
+    if let Some(url) = &req.page {
+        // The command line is the operator's: any web page or local file.
+        let ok =
+            reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https" | "file"));
+        if !ok {
+            return Err(Error::Invalid {
+                field: "--layout-url".into(),
+                message: format!("{url:?} is not an http://, https:// or file:// URL"),
+                code: crate::codes::Code::InvalidUrlFormat,
+            });
+        }
+    }
     let mut delivery = DeliveryConfig::from_env()?;
     if let Some(url) = &req.storage {
         delivery.storage = Some(Storage::parse(url)?);
@@ -256,6 +275,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
         max_duration_secs: req.duration.map(|d| d.as_secs_f64()),
         started_by: CLI_REQUESTER.into(),
         storage: req.storage,
+        page: req.page.map(|url| crate::model::page::PageSpec { url }),
     };
     let plan = Plan {
         layout,

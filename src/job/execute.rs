@@ -268,6 +268,7 @@ impl<H: JobHost> Run<'_, H> {
             first_segment,
             min_free_bytes: self.env.min_free_bytes,
             start_timeout: Some(self.env.start_timeout),
+            page: self.job.spec.page.clone(),
         };
         let mut translator = Translator::new(
             synthetic,
@@ -485,6 +486,15 @@ impl<H: JobHost> Run<'_, H> {
                 }
                 Err(e) => warn!(error = %e, "layout change refused"),
             },
+            Command::SetPage { page } => {
+                let _ = tx.send(JobCommand::SetPage(page.clone())).await;
+                self.job.spec.page = page;
+                if self.job.spec.page.is_none() {
+                    self.job.page = None;
+                }
+                self.save().await;
+                self.status(Subject::Job, Transition::Updated, None);
+            }
             Command::SetRtmp { urls } => match RtmpUrl::parse_all(&urls) {
                 Ok(parsed) => {
                     let _ = tx.send(JobCommand::SetRtmp(parsed)).await;
@@ -545,6 +555,11 @@ impl<H: JobHost> Run<'_, H> {
                     }
                     DestinationState::Connecting | DestinationState::Stopped => {}
                 }
+            }
+            JobEvent::Page(status) => {
+                self.env.outbox.notifier.page(&self.job, &status);
+                self.job.page = Some(status);
+                self.save().await;
             }
             JobEvent::Progress {
                 media,

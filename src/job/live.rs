@@ -4,9 +4,12 @@
 //!
 //! Owns no lifecycle (the runner's) and no signalling (the room's).
 
+use super::page::MAX_RSS;
+use super::page::{PageLayer, PageUpdate};
 use super::runner::{EndReason, JobEvent};
 use super::RoomState;
 use crate::layout::{parse_color, Layout, TileId};
+use crate::model::page::PageSpec;
 use crate::pipeline::rtmp::{
     Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
     MAX_DESTINATIONS,
@@ -27,6 +30,10 @@ pub(super) struct Job {
     pub(super) events: Option<mpsc::UnboundedSender<JobEvent>>,
     pub(super) state: RoomState,
     pub(super) layout: Layout,
+    /// The custom view page, if one is shown (or tried).
+    pub(super) page: Option<PageLayer>,
+    /// When the recording started (ms since the epoch), for the page's clock.
+    pub(super) started_ms: u64,
 }
 
 impl Job {
@@ -66,13 +73,72 @@ impl Job {
         }
     }
 
+    /// Shows `page` over the tiles from now on (None: none), replacing any page shown.
+    pub(super) async fn set_page(&mut self, page: Option<PageSpec>) {
+        self.page = None;
+        let Some(spec) = page else { return };
+        let canvas = self.composite.canvas();
+        info!(url = %spec.shown_url(), "custom view requested");
+        let overlay = self.composite.page_overlay();
+        match PageLayer::start(spec, (canvas.width, canvas.height), overlay, MAX_RSS).await {
+            Ok(layer) => {
+                self.page = Some(layer);
+                self.send_page_state();
+                if let Some(s) = self.page.as_ref().map(|p| p.status().clone()) {
+                    self.report(JobEvent::Page(s));
+                }
+            }
+            Err(e) => warn!(error = %e, "no channel for the custom view: not shown"),
+        }
+    }
+
+    /// The page's next change (never, without a page).
+    pub(super) async fn page_update(&mut self) -> PageUpdate {
+        match &mut self.page {
+            Some(p) => p.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub(super) fn on_page(&mut self, update: PageUpdate) -> Result<(), PipelineError> {
+        if let Some(status) = update.status {
+            self.report(JobEvent::Page(status));
+        }
+        if update.relayout {
+            self.relayout()?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, event: JobEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn send_page_state(&self) {
+        if let Some(p) = &self.page {
+            let tiles = self.state.tiles();
+            p.send_room(
+                &tiles,
+                &self.layout.active_def(&tiles).name,
+                self.started_ms,
+            );
+        }
+    }
+
     pub(super) fn relayout(&mut self) -> Result<(), PipelineError> {
         let tiles = self.state.tiles();
-        let def = self.layout.active_def(&tiles);
+        let layout = self
+            .page
+            .as_ref()
+            .and_then(|p| p.layout())
+            .unwrap_or(&self.layout);
+        let def = layout.active_def(&tiles);
         let bg = def.background.as_deref().and_then(parse_color).unwrap_or(0);
         tokio::task::block_in_place(|| self.composite.set_background(bg))?;
         self.composite.set_label_style(def.label.clone());
-        let slots = self.layout.place(self.composite.canvas(), &tiles);
+        let slots = layout.place(self.composite.canvas(), &tiles);
         debug!(layout = %def.name, slots = slots.len(), "layout applied");
         tokio::task::block_in_place(|| self.composite.apply(&slots))
     }
@@ -98,6 +164,7 @@ impl Job {
         for ev in events {
             self.on_event(ev)?;
         }
+        self.send_page_state();
         self.relayout()
     }
 

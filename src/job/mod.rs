@@ -14,6 +14,7 @@ pub mod host;
 mod live;
 pub mod notify;
 pub mod outbox;
+mod page;
 pub mod plan;
 pub mod platform;
 pub mod runner;

@@ -158,6 +158,45 @@ impl Notifier {
         }
     }
 
+    /// Queues a `custom-view` event: `job`'s page was shown, or failed and the room's own
+    /// layout is shown instead (7073, the reason in `data.reason`; the recording goes on).
+    pub fn page(&self, job: &Job, status: &crate::model::page::PageStatus) {
+        use crate::model::page::PagePhase;
+        let Some(q) = &self.queue else { return };
+        let failure = (status.phase == PagePhase::Fallback).then_some(Code::UnsupportedLayout);
+        let code = failure.map(|c| c.as_u16()).unwrap_or(0);
+        let event = json!({
+            "type": "custom-view",
+            "trans_date": crate::clock::now_ms() / 1000,
+            "app_id": job.spec.app_id,
+            "room_id": job.spec.room_id,
+            "conf_num": job.spec.conf_num,
+            "job_id": job.id,
+            "data": {
+                "status": {
+                    "resultCode": code,
+                    "success": failure.is_none(),
+                    "error": {
+                        "errorCode": code,
+                        "errorDesc": failure.map(|c| c.message()).unwrap_or(""),
+                    },
+                },
+                "url": status.url,
+                "phase": status.phase,
+                "reason": status.error,
+                "failures": status.failures,
+            },
+        });
+        let phase = serde_json::to_value(status.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let id = format!("cv-{}-a{}-{phase}-{}", job.id, job.attempts, self.stamp());
+        if let Err(e) = q.enqueue(&id, &event) {
+            warn!(error = %e, "custom-view webhook not queued");
+        }
+    }
+
     /// Queues the `live_recording` event for a file now at `url`.
     pub fn file_delivered(&self, meta: &SegmentMeta, url: &str) -> std::io::Result<()> {
         match &self.queue {

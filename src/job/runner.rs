@@ -58,6 +58,8 @@ pub struct RecordingSpec {
     /// Fail when the encoders have produced nothing this long after the start (7013), or a
     /// stream-only job has no RTMP destination live by then (7001). None: wait forever.
     pub start_timeout: Option<Duration>,
+    /// A web page drawn over the tiles (custom view).
+    pub page: Option<crate::model::page::PageSpec>,
 }
 
 /// Commands to a running job.
@@ -75,6 +77,8 @@ pub enum JobCommand {
     SetRtmp(Vec<RtmpUrl>),
     /// Room events from outside the room connection (the platform's own view of the room).
     Room(Vec<RoomEvent>),
+    /// Show this web page over the tiles instead (None: no page).
+    SetPage(Option<crate::model::page::PageSpec>),
 }
 
 /// Why a recording ended.
@@ -128,6 +132,8 @@ pub enum JobEvent {
         /// Health of the tracks received over the network.
         feeds: Vec<crate::model::feed::FeedHealth>,
     },
+    /// The custom view page was shown, fell back or is loading again.
+    Page(crate::model::page::PageStatus),
 }
 
 /// How often [`JobEvent::Progress`] is reported.
@@ -265,7 +271,12 @@ async fn run(
         events: events.clone(),
         state: RoomState::new(),
         layout: spec.layout.clone(),
+        page: None,
+        started_ms: crate::clock::now_ms(),
     };
+    if let Some(page) = spec.page.clone() {
+        job.set_page(Some(page)).await;
+    }
     // Whoever is already in the room is built before the clock starts, so the recording opens
     // on them (sound and picture from its first frame) rather than on an empty canvas.
     let mut ended_early = match waiting(&mut room) {
@@ -345,6 +356,12 @@ async fn run(
                         }
                     }
                 }
+                Some(JobCommand::SetPage(page)) => {
+                    job.set_page(page).await;
+                    if let Err(e) = job.relayout() {
+                        break Err(e.into());
+                    }
+                }
                 Some(JobCommand::Room(events)) => match job.on_room(events) {
                     Ok(Some(reason)) => break Ok(reason),
                     Ok(None) => {}
@@ -352,6 +369,11 @@ async fn run(
                 },
                 None => commands_open = false,
             },
+            update = job.page_update() => {
+                if let Err(e) = job.on_page(update) {
+                    break Err(e.into());
+                }
+            }
             _ = progress.tick() => {
                 if wedge_at.is_some_and(|at| started.elapsed() >= at) {
                     wedge_at = None;

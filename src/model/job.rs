@@ -89,6 +89,9 @@ pub struct LiveRecordingSettings {
     /// Start a recording when the first participant joins.
     #[serde(default)]
     pub auto_recording: bool,
+    /// The custom view page recordings of the room show (from an allowed origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Room settings.
@@ -282,6 +285,9 @@ pub struct JobSpec {
     /// spooled file, so a later delivery honours it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// A web page drawn over the tiles (custom view), already checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<crate::model::page::PageSpec>,
 }
 
 /// Where a segment's file is.
@@ -400,6 +406,9 @@ pub struct Job {
     /// Health of the tracks received over the network, as last reported while running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feeds: Vec<crate::model::feed::FeedHealth>,
+    /// The custom view page, while the job shows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<crate::model::page::PageStatus>,
     /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
     #[serde(default)]
     pub queue_entry: Option<String>,
@@ -493,6 +502,7 @@ impl Job {
             destinations: Vec::new(),
             realtime_factor: None,
             feeds: Vec::new(),
+            page: None,
             stall_restarts: 0,
             queue_entry: None,
         }
@@ -512,6 +522,11 @@ pub enum Command {
     SetLayout {
         /// Validated layout (name or inline definition).
         layout: serde_json::Value,
+    },
+    /// Show another custom view page (None: none).
+    SetPage {
+        /// Checked page.
+        page: Option<crate::model::page::PageSpec>,
     },
     /// Replace the RTMP destinations.
     SetRtmp {

@@ -7,6 +7,7 @@
 pub mod event;
 pub mod feed;
 pub mod job;
+pub mod page;
 pub mod preset;
 pub mod rtmp;
 pub mod watermark;

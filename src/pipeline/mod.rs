@@ -19,6 +19,7 @@ pub(crate) mod bridge;
 pub mod bus;
 pub mod composite;
 pub mod mp4;
+pub mod page;
 
 pub mod preview;
 pub mod rtmp;

@@ -172,6 +172,8 @@ pub struct Composite {
     last_output: Arc<AtomicU64>,
     /// Set once the first encoded frame (else audio) left the encoders.
     encoded: Arc<AtomicBool>,
+    /// What a web page draws over the tiles.
+    page: Arc<crate::pipeline::page::PageOverlay>,
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
@@ -291,6 +293,7 @@ impl Composite {
             label: opts.label.clone(),
             last_output: Arc::default(),
             encoded: Arc::default(),
+            page: Arc::default(),
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
@@ -362,6 +365,11 @@ impl Composite {
         self.pipeline
             .add_many(elements)
             .map_err(PipelineError::setup)
+    }
+
+    /// Where a web page's frames go to be drawn over the tiles.
+    pub fn page_overlay(&self) -> Arc<crate::pipeline::page::PageOverlay> {
+        self.page.clone()
     }
 
     /// The GStreamer pipeline (for the bus and state changes).

@@ -74,7 +74,12 @@ impl Composite {
         caps.set_property("caps", caps_video(self.canvas, self.fps));
         self.add(&[&comp, &caps])?;
         comp.link(&caps).map_err(PipelineError::setup)?;
-        let mut last = caps;
+        // A web page's drawing goes over the tiles and under the watermark (nothing is drawn
+        // while no page is shown).
+        let page = crate::pipeline::page::overlay_element(self.page.clone())?;
+        self.add(&[&page])?;
+        caps.link(&page).map_err(PipelineError::setup)?;
+        let mut last = page;
         if let Some(wm) = &opts.watermark {
             let (w, h) = png_size(wm)?;
             if w > WATERMARK_MAX_PX || h > WATERMARK_MAX_PX {

@@ -1,0 +1,413 @@
+//! Keeps a job's web page shown ([`PageLayer`]): checks it loads, renders it, runs the script
+//! that connects it to roomcast, follows the tiles it marks, and falls back to the room's own
+//! layout when the page fails — it never stops or blanks the recording — trying it again
+//! later.
+//!
+//! A page is shown once its script says hello from the page's own address; it fails when its
+//! address does not answer 2xx within [`CHECK_TIMEOUT`], when it has not said hello within
+//! [`LOAD_TIMEOUT`] of rendering, when it is silent for [`SILENCE_TIMEOUT`], when its renderer
+//! reports an error or uses more than its memory cap.
+
+use crate::layout::{Layout, Tile};
+use crate::model::page::{PagePhase, PageStatus};
+use crate::page::channel::{Channel, PageMessage};
+use crate::page::{bootstrap_script, regions_layout, PageSpec};
+use crate::pipeline::page::{PageOverlay, PageView, PageViewEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Longest wait for the page's address to answer.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a rendered page's script to say hello.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A shown page silent this long has failed (hung or crashed).
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// First wait before a failed page is tried again (doubling up to [`MAX_RETRY`]).
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Largest resident memory of a page's renderer.
+pub const MAX_RSS: u64 = 1024 << 20;
+/// How often timeouts are checked and the script re-run while the page is not heard.
+const TICK: Duration = Duration::from_millis(500);
+
+enum Internal {
+    Checked(Result<(), String>),
+    View(PageViewEvent),
+}
+
+enum Phase {
+    Checking,
+    Loading { since: Instant, injected: Instant },
+    Shown { heard: Instant },
+    Fallback { retry_at: Instant },
+}
+
+/// What the job must do after the page moved on.
+#[derive(Debug, Default)]
+pub(super) struct PageUpdate {
+    /// The tiles' layout changed (the page marked other boxes, or the page fell back).
+    pub relayout: bool,
+    /// The page's status changed: record and announce it.
+    pub status: Option<PageStatus>,
+}
+
+/// A job's page, from check to fallback.
+pub(super) struct PageLayer {
+    spec: PageSpec,
+    canvas: (u32, u32),
+    overlay: Arc<PageOverlay>,
+    channel: Channel,
+    view: Option<PageView>,
+    tx: mpsc::UnboundedSender<Internal>,
+    rx: mpsc::UnboundedReceiver<Internal>,
+    phase: Phase,
+    layout: Option<Layout>,
+    failures: u32,
+    status: PageStatus,
+    max_rss: u64,
+}
+
+impl PageLayer {
+    /// Starts showing `spec` on a `canvas`-sized composite whose page overlay is `overlay`.
+    pub(super) async fn start(
+        spec: PageSpec,
+        canvas: (u32, u32),
+        overlay: Arc<PageOverlay>,
+        max_rss: u64,
+    ) -> std::io::Result<PageLayer> {
+        let channel = Channel::open().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = PageStatus {
+            url: spec.shown_url(),
+            phase: PagePhase::Loading,
+            error: None,
+            failures: 0,
+        };
+        let mut layer = PageLayer {
+            spec,
+            canvas,
+            overlay,
+            channel,
+            view: None,
+            tx,
+            rx,
+            phase: Phase::Checking,
+            layout: None,
+            failures: 0,
+            status,
+            max_rss,
+        };
+        layer.check();
+        Ok(layer)
+    }
+
+    /// The page's status.
+    pub(super) fn status(&self) -> &PageStatus {
+        &self.status
+    }
+
+    /// The layout the page's marked tiles make, while it is shown and marks any.
+    pub(super) fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
+    }
+
+    /// Sends the room as it stands to the page.
+    pub(super) fn send_room(&self, tiles: &[Tile], layout: &str, started_ms: u64) {
+        let participants: Vec<_> = tiles
+            .iter()
+            .filter(|t| !t.id.screen)
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id.participant,
+                    "name": t.display_name,
+                    "talking": t.talker_rank.is_some(),
+                    "video": t.shows_video(),
+                    "video_muted": t.video_muted,
+                    "paused": t.paused,
+                    "spotlight": t.spotlighted,
+                    "pinned": t.pinned,
+                    "screen": tiles.iter().any(|s| s.id.screen && s.id.participant == t.id.participant),
+                })
+            })
+            .collect();
+        self.channel.send_state(&serde_json::json!({
+            "participants": participants,
+            "layout": layout,
+            "recording_started_ms": started_ms,
+        }));
+    }
+
+    fn check(&mut self) {
+        self.phase = Phase::Checking;
+        let url = self.spec.url.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Internal::Checked(answers(&url).await));
+        });
+    }
+
+    /// Waits for the page to move on (a message, a failure, a timeout, a retry).
+    pub(super) async fn next(&mut self) -> PageUpdate {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let update = tokio::select! {
+                msg = self.channel.recv() => match msg {
+                    Some(m) => self.on_message(m),
+                    None => PageUpdate::default(),
+                },
+                Some(ev) = self.rx.recv() => self.on_internal(ev),
+                _ = tick.tick() => self.on_tick(),
+            };
+            if update.relayout || update.status.is_some() {
+                return update;
+            }
+        }
+    }
+
+    fn on_internal(&mut self, ev: Internal) -> PageUpdate {
+        match ev {
+            Internal::Checked(Ok(())) if matches!(self.phase, Phase::Checking) => self.render(),
+            Internal::Checked(Err(e)) if matches!(self.phase, Phase::Checking) => self.fail(e),
+            Internal::View(PageViewEvent::Failed(e)) if self.view.is_some() => {
+                self.fail(format!("the page's renderer failed: {e}"))
+            }
+            _ => PageUpdate::default(),
+        }
+    }
+
+    fn render(&mut self) -> PageUpdate {
+        let tx = self.tx.clone();
+        let started = tokio::task::block_in_place(|| {
+            PageView::start(
+                &self.spec.url,
+                self.canvas.0,
+                self.canvas.1,
+                self.overlay.clone(),
+                move |ev| {
+                    let _ = tx.send(Internal::View(ev));
+                },
+            )
+        });
+        match started {
+            Ok(view) => {
+                view.run_javascript(&bootstrap_script(self.channel.address()));
+                self.view = Some(view);
+                let now = Instant::now();
+                self.phase = Phase::Loading {
+                    since: now,
+                    injected: now,
+                };
+                PageUpdate::default()
+            }
+            Err(e) => self.fail(format!("the page could not be rendered: {e}")),
+        }
+    }
+
+    fn on_message(&mut self, msg: PageMessage) -> PageUpdate {
+        let now = Instant::now();
+        match msg {
+            PageMessage::Hello { href } => {
+                if href.is_empty() || href == "about:blank" || self.view.is_none() {
+                    return PageUpdate::default();
+                }
+                let first = !matches!(self.phase, Phase::Shown { .. });
+                self.phase = Phase::Shown { heard: now };
+                if first {
+                    info!(url = %self.status.url, "custom view shown");
+                    self.failures = 0;
+                    return self.set_status(PagePhase::Shown, None);
+                }
+                PageUpdate::default()
+            }
+            PageMessage::Alive => {
+                if let Phase::Shown { heard } = &mut self.phase {
+                    *heard = now;
+                }
+                PageUpdate::default()
+            }
+            PageMessage::Regions { viewport, regions } => {
+                if !matches!(self.phase, Phase::Shown { .. }) {
+                    return PageUpdate::default();
+                }
+                let layout = match regions_layout(viewport, &regions) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        warn!(error = %e, "the page's marked tiles are not a layout; ignored");
+                        None
+                    }
+                };
+                if layout != self.layout {
+                    self.layout = layout;
+                    return PageUpdate {
+                        relayout: true,
+                        status: None,
+                    };
+                }
+                PageUpdate::default()
+            }
+        }
+    }
+
+    fn on_tick(&mut self) -> PageUpdate {
+        let now = Instant::now();
+        match &mut self.phase {
+            Phase::Checking => PageUpdate::default(),
+            Phase::Loading { since, injected } => {
+                if now.duration_since(*since) >= LOAD_TIMEOUT {
+                    let secs = LOAD_TIMEOUT.as_secs();
+                    return self.fail(format!("the page did not load within {secs} s"));
+                }
+                if now.duration_since(*injected) >= Duration::from_secs(1) {
+                    *injected = now;
+                    self.inject();
+                }
+                PageUpdate::default()
+            }
+            Phase::Shown { heard } => {
+                let silent = now.duration_since(*heard);
+                if silent >= SILENCE_TIMEOUT {
+                    let secs = SILENCE_TIMEOUT.as_secs();
+                    return self.fail(format!("the page stopped answering for {secs} s"));
+                }
+                if silent >= Duration::from_secs(1) {
+                    // The page navigated (its script is gone) or is busy: run it again.
+                    self.inject();
+                }
+                if let Some(rss) = page_process_rss().filter(|r| *r > self.max_rss) {
+                    return self.fail(format!(
+                        "the page used {} MiB, more than its {} MiB",
+                        rss >> 20,
+                        self.max_rss >> 20
+                    ));
+                }
+                PageUpdate::default()
+            }
+            Phase::Fallback { retry_at } => {
+                if now >= *retry_at {
+                    info!(url = %self.status.url, "trying the custom view again");
+                    self.check();
+                }
+                PageUpdate::default()
+            }
+        }
+    }
+
+    fn inject(&self) {
+        if let Some(view) = &self.view {
+            view.run_javascript(&bootstrap_script(self.channel.address()));
+        }
+    }
+
+    fn fail(&mut self, reason: String) -> PageUpdate {
+        warn!(url = %self.status.url, reason = %reason,
+            "custom view failed: the room's own layout is shown");
+        if let Some(view) = self.view.take() {
+            tokio::task::block_in_place(|| drop(view));
+        }
+        self.overlay.clear();
+        self.layout = None;
+        let wait = crate::util::backoff(self.failures, FIRST_RETRY, MAX_RETRY);
+        self.failures += 1;
+        self.phase = Phase::Fallback {
+            retry_at: Instant::now() + wait,
+        };
+        let mut update = self.set_status(PagePhase::Fallback, Some(reason));
+        update.relayout = true;
+        update
+    }
+
+    fn set_status(&mut self, phase: PagePhase, error: Option<String>) -> PageUpdate {
+        self.status.phase = phase;
+        self.status.error = error;
+        self.status.failures = self.failures;
+        PageUpdate {
+            relayout: false,
+            status: Some(self.status.clone()),
+        }
+    }
+}
+
+impl Drop for PageLayer {
+    fn drop(&mut self) {
+        if let Some(view) = self.view.take() {
+            // Ending the renderer waits for its pipeline; never on an async worker thread's
+            // time budget unannounced.
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::block_in_place(|| drop(view)),
+                Err(_) => drop(view),
+            }
+        }
+        self.overlay.clear();
+    }
+}
+
+/// Whether `url` answers with a 2xx status within [`CHECK_TIMEOUT`] (its body read whole, so a
+/// page that never finishes sending fails too).
+async fn answers(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(CHECK_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let shown = PageSpec { url: url.into() }.shown_url();
+    let resp = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!(
+                "{shown} did not answer within {} s",
+                CHECK_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("{shown} could not be fetched: {}", e.without_url())
+        }
+    })?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("{shown} answered HTTP {}", status.as_u16()));
+    }
+    resp.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            format!(
+                "{shown} did not finish loading within {} s",
+                CHECK_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("{shown} could not be read: {}", e.without_url())
+        }
+    })?;
+    Ok(())
+}
+
+/// Resident memory of this process's WebKit web processes (the pages' renderers), if any run.
+fn page_process_rss() -> Option<u64> {
+    let me = std::process::id().to_string();
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = stat[..close].split_once('(').map(|(_, c)| c).unwrap_or("");
+        let ppid = stat[close + 1..].split_whitespace().nth(1).unwrap_or("");
+        if ppid != me || !comm.contains("WebProcess") {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            total += kb * 1024;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}

@@ -1,0 +1,64 @@
+(function () {
+  if (window.__roomcastChannel) return;
+  window.__roomcastChannel = true;
+  var address = "__ROOMCAST_CHANNEL__";
+  var rc = window.roomcast = window.roomcast || {};
+  rc.state = rc.state || null;
+  var ws = null;
+  var lastRegions = "";
+  function regions() {
+    var out = [];
+    var marked = document.querySelectorAll("[data-roomcast-tile]");
+    for (var i = 0; i < marked.length; i++) {
+      var el = marked[i];
+      var r = el.getBoundingClientRect();
+      if (r.width < 1 || r.height < 1) continue;
+      var z = parseInt(window.getComputedStyle(el).zIndex, 10);
+      out.push({
+        fill: el.getAttribute("data-roomcast-tile"),
+        fit: el.getAttribute("data-roomcast-fit") || null,
+        x: r.left, y: r.top, w: r.width, h: r.height,
+        z: isNaN(z) ? null : z
+      });
+    }
+    return JSON.stringify({
+      type: "regions",
+      viewport: [window.innerWidth, window.innerHeight],
+      regions: out
+    });
+  }
+  function report() {
+    if (!ws || ws.readyState !== 1) return;
+    var m = regions();
+    if (m !== lastRegions) { lastRegions = m; ws.send(m); }
+  }
+  function connect() {
+    ws = new WebSocket(address);
+    ws.onopen = function () {
+      lastRegions = "";
+      ws.send(JSON.stringify({ type: "hello", href: String(window.location.href) }));
+      report();
+    };
+    ws.onmessage = function (e) {
+      var m;
+      try { m = JSON.parse(e.data); } catch (err) { return; }
+      if (m.type === "state") {
+        rc.state = m.state;
+        window.dispatchEvent(new CustomEvent("roomcast", { detail: m }));
+      } else if (m.type === "event") {
+        window.dispatchEvent(new CustomEvent("roomcast", { detail: m }));
+      }
+    };
+    ws.onclose = function () { ws = null; setTimeout(connect, 500); };
+  }
+  connect();
+  setInterval(function () {
+    report();
+    if (ws && ws.readyState === 1) ws.send('{"type":"alive"}');
+  }, 250);
+  window.addEventListener("resize", report);
+  if (window.MutationObserver) {
+    new MutationObserver(report).observe(document.documentElement,
+      { attributes: true, childList: true, subtree: true });
+  }
+})();
