@@ -73,6 +73,20 @@ enum Cmd {
     },
     /// Run the control API on Redis (no worker).
     Api(ServeArgs),
+    /// Render a custom view page for a recording (run by roomcast itself, one process per
+    /// page: frames to stdout, scripts from stdin).
+    #[command(hide = true)]
+    PageRender {
+        /// The page.
+        #[arg(long)]
+        url: String,
+        /// Canvas width.
+        #[arg(long)]
+        width: u32,
+        /// Canvas height.
+        #[arg(long)]
+        height: u32,
+    },
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
         /// Segment files to finalize.
@@ -178,6 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             Ok(command::serve(a, Role::Worker)?)
+        }
+        Cmd::PageRender { url, width, height } => {
+            Ok(roomcast::pipeline::page::render_main(&url, width, height)?)
         }
         Cmd::Finalize { files } => {
             for f in files {

@@ -290,6 +290,16 @@ pub(super) async fn put_room(State(st): St, Path(id): Path<String>, body: Body) 
             ));
         }
     }
+    if let Some(u) = b
+        .settings
+        .live_recording
+        .url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
+        crate::page::check_url(u, &st.cfg.page_origins)
+            .map_err(|e| ApiError::new(e.code(), format!("settings.live_recording.url: {e}")))?;
+    }
     if b.app_watermark {
         let Some(app) = &st.cfg.watermark else {
             return Err(ApiError::new(

@@ -16,7 +16,7 @@ use crate::pipeline::page::{PageOverlay, PageView, PageViewEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Longest wait for the page's address to answer.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,9 +39,18 @@ enum Internal {
 
 enum Phase {
     Checking,
-    Loading { since: Instant, injected: Instant },
-    Shown { heard: Instant },
-    Fallback { retry_at: Instant },
+    /// Rendering; `hello` once its script runs in it (shown once a frame has arrived too).
+    Loading {
+        since: Instant,
+        injected: Instant,
+        hello: bool,
+    },
+    Shown {
+        heard: Instant,
+    },
+    Fallback {
+        retry_at: Instant,
+    },
 }
 
 /// What the job must do after the page moved on.
@@ -67,6 +76,10 @@ pub(super) struct PageLayer {
     failures: u32,
     status: PageStatus,
     max_rss: u64,
+    /// Kept across calls of [`PageLayer::next`]: the runner drops that future whenever
+    /// something else happens first, and a timer made anew each call would never fire in a
+    /// busy room.
+    tick: tokio::time::Interval,
 }
 
 impl PageLayer {
@@ -98,6 +111,11 @@ impl PageLayer {
             failures: 0,
             status,
             max_rss,
+            tick: {
+                let mut t = tokio::time::interval(TICK);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
         };
         layer.check();
         Ok(layer)
@@ -110,7 +128,10 @@ impl PageLayer {
 
     /// The layout the page's marked tiles make, while it is shown and marks any.
     pub(super) fn layout(&self) -> Option<&Layout> {
-        self.layout.as_ref()
+        match self.phase {
+            Phase::Shown { .. } => self.layout.as_ref(),
+            _ => None,
+        }
     }
 
     /// Sends the room as it stands to the page.
@@ -150,9 +171,6 @@ impl PageLayer {
 
     /// Waits for the page to move on (a message, a failure, a timeout, a retry).
     pub(super) async fn next(&mut self) -> PageUpdate {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
             let update = tokio::select! {
                 msg = self.channel.recv() => match msg {
@@ -160,7 +178,7 @@ impl PageLayer {
                     None => PageUpdate::default(),
                 },
                 Some(ev) = self.rx.recv() => self.on_internal(ev),
-                _ = tick.tick() => self.on_tick(),
+                _ = self.tick.tick() => self.on_tick(),
             };
             if update.relayout || update.status.is_some() {
                 return update;
@@ -180,6 +198,7 @@ impl PageLayer {
     }
 
     fn render(&mut self) -> PageUpdate {
+        debug!(url = %self.status.url, "the custom view answers: rendering it");
         let tx = self.tx.clone();
         let started = tokio::task::block_in_place(|| {
             PageView::start(
@@ -193,13 +212,14 @@ impl PageLayer {
             )
         });
         match started {
-            Ok(view) => {
+            Ok(mut view) => {
                 view.run_javascript(&bootstrap_script(self.channel.address()));
                 self.view = Some(view);
                 let now = Instant::now();
                 self.phase = Phase::Loading {
                     since: now,
                     injected: now,
+                    hello: false,
                 };
                 PageUpdate::default()
             }
@@ -208,20 +228,26 @@ impl PageLayer {
     }
 
     fn on_message(&mut self, msg: PageMessage) -> PageUpdate {
+        if !matches!(msg, PageMessage::Alive) {
+            debug!(?msg, "custom view says");
+        }
         let now = Instant::now();
         match msg {
             PageMessage::Hello { href } => {
                 if href.is_empty() || href == "about:blank" || self.view.is_none() {
                     return PageUpdate::default();
                 }
-                let first = !matches!(self.phase, Phase::Shown { .. });
-                self.phase = Phase::Shown { heard: now };
-                if first {
-                    info!(url = %self.status.url, "custom view shown");
-                    self.failures = 0;
-                    return self.set_status(PagePhase::Shown, None);
+                match &mut self.phase {
+                    Phase::Loading { hello, .. } => {
+                        *hello = true;
+                        self.shown_once_drawn()
+                    }
+                    Phase::Shown { heard } => {
+                        *heard = now;
+                        PageUpdate::default()
+                    }
+                    _ => PageUpdate::default(),
                 }
-                PageUpdate::default()
             }
             PageMessage::Alive => {
                 if let Phase::Shown { heard } = &mut self.phase {
@@ -230,7 +256,8 @@ impl PageLayer {
                 PageUpdate::default()
             }
             PageMessage::Regions { viewport, regions } => {
-                if !matches!(self.phase, Phase::Shown { .. }) {
+                let shown = matches!(self.phase, Phase::Shown { .. });
+                if !shown && !matches!(self.phase, Phase::Loading { .. }) {
                     return PageUpdate::default();
                 }
                 let layout = match regions_layout(viewport, &regions) {
@@ -243,7 +270,7 @@ impl PageLayer {
                 if layout != self.layout {
                     self.layout = layout;
                     return PageUpdate {
-                        relayout: true,
+                        relayout: shown,
                         status: None,
                     };
                 }
@@ -256,7 +283,12 @@ impl PageLayer {
         let now = Instant::now();
         match &mut self.phase {
             Phase::Checking => PageUpdate::default(),
-            Phase::Loading { since, injected } => {
+            Phase::Loading { hello: true, .. } if self.overlay.frames() > 0 => {
+                self.shown_once_drawn()
+            }
+            Phase::Loading {
+                since, injected, ..
+            } => {
                 if now.duration_since(*since) >= LOAD_TIMEOUT {
                     let secs = LOAD_TIMEOUT.as_secs();
                     return self.fail(format!("the page did not load within {secs} s"));
@@ -277,7 +309,8 @@ impl PageLayer {
                     // The page navigated (its script is gone) or is busy: run it again.
                     self.inject();
                 }
-                if let Some(rss) = page_process_rss().filter(|r| *r > self.max_rss) {
+                let rss = self.view.as_ref().and_then(|v| renderer_rss(v.pid()));
+                if let Some(rss) = rss.filter(|r| *r > self.max_rss) {
                     return self.fail(format!(
                         "the page used {} MiB, more than its {} MiB",
                         rss >> 20,
@@ -296,8 +329,25 @@ impl PageLayer {
         }
     }
 
-    fn inject(&self) {
-        if let Some(view) = &self.view {
+    /// Shown: its script said hello and its first frame arrived.
+    fn shown_once_drawn(&mut self) -> PageUpdate {
+        if self.overlay.frames() == 0 {
+            return PageUpdate::default();
+        }
+        self.phase = Phase::Shown {
+            heard: Instant::now(),
+        };
+        info!(url = %self.status.url, "custom view shown");
+        self.failures = 0;
+        let mut update = self.set_status(PagePhase::Shown, None);
+        // Regions reported before this were held back.
+        update.relayout = self.layout.is_some();
+        update
+    }
+
+    fn inject(&mut self) {
+        if let Some(view) = &mut self.view {
+            debug!("running the custom view's script");
             view.run_javascript(&bootstrap_script(self.channel.address()));
         }
     }
@@ -380,34 +430,29 @@ async fn answers(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Resident memory of this process's WebKit web processes (the pages' renderers), if any run.
-fn page_process_rss() -> Option<u64> {
-    let me = std::process::id().to_string();
-    let mut total = 0u64;
-    let mut found = false;
+/// Resident memory of a page's renderer process and its children (WebKit's web and network
+/// processes).
+fn renderer_rss(pid: u32) -> Option<u64> {
+    let rss = |p: &std::path::Path| -> Option<u64> {
+        let status = std::fs::read_to_string(p.join("status")).ok()?;
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        Some(kb.split_whitespace().next()?.parse::<u64>().ok()? * 1024)
+    };
+    let root = std::path::Path::new("/proc").join(pid.to_string());
+    let mut total = rss(&root)?;
+    let parent = pid.to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let path = entry.path();
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
             continue;
         };
         // pid (comm) state ppid …
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let comm = stat[..close].split_once('(').map(|(_, c)| c).unwrap_or("");
-        let ppid = stat[close + 1..].split_whitespace().nth(1).unwrap_or("");
-        if ppid != me || !comm.contains("WebProcess") {
-            continue;
-        }
-        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-        if let Some(kb) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            total += kb * 1024;
-            found = true;
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1));
+        if ppid == Some(parent.as_str()) {
+            total += rss(&path).unwrap_or(0);
         }
     }
-    found.then_some(total)
+    Some(total)
 }

@@ -27,8 +27,9 @@
       regions: out
     });
   }
+  var greeted = false;
   function report() {
-    if (!ws || ws.readyState !== 1) return;
+    if (!ws || ws.readyState !== 1 || !greeted) return;
     var m = regions();
     if (m !== lastRegions) { lastRegions = m; ws.send(m); }
   }
@@ -36,8 +37,20 @@
     ws = new WebSocket(address);
     ws.onopen = function () {
       lastRegions = "";
-      ws.send(JSON.stringify({ type: "hello", href: String(window.location.href) }));
-      report();
+      greeted = false;
+      // Hello once the page has been painted (two animation frames on), so "shown" means
+      // its content is on screen, not a blank first frame.
+      var hello = function () {
+        if (!ws || ws.readyState !== 1) return;
+        ws.send(JSON.stringify({ type: "hello", href: String(window.location.href) }));
+        greeted = true;
+        report();
+      };
+      if (window.requestAnimationFrame) {
+        window.requestAnimationFrame(function () { window.requestAnimationFrame(hello); });
+      } else {
+        hello();
+      }
     };
     ws.onmessage = function (e) {
       var m;
@@ -54,7 +67,7 @@
   connect();
   setInterval(function () {
     report();
-    if (ws && ws.readyState === 1) ws.send('{"type":"alive"}');
+    if (ws && ws.readyState === 1 && greeted) ws.send('{"type":"alive"}');
   }, 250);
   window.addEventListener("resize", report);
   if (window.MutationObserver) {

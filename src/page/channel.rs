@@ -50,14 +50,16 @@ impl Channel {
         let port = listener.local_addr()?.port();
         let token = crate::util::random_hex(16);
         let address = format!("ws://127.0.0.1:{port}/{token}");
+        debug!(port, "custom view channel listening");
         let (state, state_rx) = watch::channel(String::new());
         let (tx, incoming) = mpsc::unbounded_channel();
         let path = format!("/{token}");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
+                debug!(%peer, "custom view connected");
                 let path = path.clone();
                 let tx = tx.clone();
                 let state_rx = state_rx.clone();

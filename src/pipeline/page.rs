@@ -1,15 +1,21 @@
-//! A web page drawn over the composite: WPE WebKit renders it in a pipeline of its own
-//! ([`PageView`]), and what it draws reaches the recording as an overlay ([`PageOverlay`])
-//! blended onto the composited frames before they are encoded.
+//! A web page drawn over the composite: WPE WebKit renders it in a process of its own
+//! ([`PageView`] runs `roomcast page-render`, [`render_main`]), and what it draws reaches the
+//! recording as an overlay ([`PageOverlay`]) blended onto the composited frames before they
+//! are encoded.
 //!
-//! The page's pipeline is apart from the recording's so a page that crashes, hangs or errors
-//! cannot stop or blank the recording: its frames stop arriving, and the overlay keeps the last
-//! one until the owner clears it. Only the part of a frame the page actually draws on (its
-//! bounding box of non-transparent pixels) is blended, and only a frame that differs from the
-//! previous one is prepared again, so a static overlay costs a small blend per output frame.
+//! The renderer is a separate process so a page that crashes, hangs or errors — or WebKit
+//! itself failing — cannot stop or blank the recording: its frames stop arriving, and the
+//! overlay keeps the last one until the owner clears it. The renderer sends only frames that
+//! changed, cut to the box the page draws in (its non-transparent pixels), so a static overlay
+//! costs nothing to carry and a small blend per output frame.
+//!
+//! Renderer protocol. Out (stdout), per changed frame: `x y w h` as four little-endian u32, then
+//! `w·h·4` bytes of premultiplied BGRA (`w = h = 0`: the page draws nothing). In (stdin), one
+//! JSON string per line: a script to run in the page. The renderer ends when its input closes.
 
 use super::{bridge, make, PipelineError};
 use gst::prelude::*;
+use std::io::{BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
 
 /// Frames per second the page is rendered at.
@@ -24,8 +30,6 @@ pub struct PageOverlay {
 #[derive(Default)]
 struct OverlayState {
     composition: Option<gst_video::VideoOverlayComposition>,
-    /// The last frame's bytes, to skip frames that did not change.
-    last: Vec<u8>,
     frames: u64,
 }
 
@@ -35,93 +39,73 @@ impl PageOverlay {
         self.lock().composition.clone()
     }
 
-    /// Frames received from the page so far.
+    /// Changed frames received from the page so far.
     pub fn frames(&self) -> u64 {
         self.lock().frames
     }
 
     /// Draws nothing from now on.
     pub fn clear(&self) {
-        let mut s = self.lock();
-        s.composition = None;
-        s.last.clear();
+        self.lock().composition = None;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OverlayState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a BGRA frame of `width`×`height` (premultiplied alpha, as WebKit draws).
-    fn set_frame(&self, buffer: &gst::BufferRef, width: u32, height: u32) {
-        let Ok(map) = buffer.map_readable() else {
-            return;
-        };
-        let data = map.as_slice();
-        let stride = width as usize * 4;
-        if data.len() < stride * height as usize {
-            return;
-        }
+    fn set(&self, composition: Option<gst_video::VideoOverlayComposition>) {
         let mut s = self.lock();
         s.frames += 1;
-        if s.last.as_slice() == data {
-            return;
-        }
-        s.last.clear();
-        s.last.extend_from_slice(data);
-        s.composition = overlay_of(data, width, height);
+        s.composition = composition;
     }
 }
 
-/// The smallest rectangle holding every pixel with alpha, as an overlay composition.
-fn overlay_of(data: &[u8], width: u32, height: u32) -> Option<gst_video::VideoOverlayComposition> {
-    let (w, h) = (width as usize, height as usize);
-    let stride = w * 4;
-    let row_drawn = |y: usize| {
-        data[y * stride..(y + 1) * stride]
-            .chunks_exact(4)
-            .any(|p| p[3] != 0)
-    };
-    let top = (0..h).find(|&y| row_drawn(y))?;
-    let bottom = (top..h).rev().find(|&y| row_drawn(y))?;
-    let mut left = w;
-    let mut right = 0;
+/// The smallest box holding every pixel with alpha in a BGRA frame: (x, y, w, h), even-aligned
+/// for 4:2:0 chroma; None when nothing is drawn.
+fn drawn_box(data: &[u8], width: usize, height: usize) -> Option<(usize, usize, usize, usize)> {
+    let stride = width * 4;
+    let row = |y: usize| &data[y * stride..(y + 1) * stride];
+    let drawn = |y: usize| row(y).chunks_exact(4).any(|p| p[3] != 0);
+    let top = (0..height).find(|&y| drawn(y))?;
+    let bottom = (top..height).rev().find(|&y| drawn(y))?;
+    let (mut left, mut right) = (width, 0);
     for y in top..=bottom {
-        let row = &data[y * stride..(y + 1) * stride];
-        if let Some(x) = row.chunks_exact(4).position(|p| p[3] != 0) {
+        if let Some(x) = row(y).chunks_exact(4).position(|p| p[3] != 0) {
             left = left.min(x);
         }
-        if let Some(x) = row.chunks_exact(4).rposition(|p| p[3] != 0) {
+        if let Some(x) = row(y).chunks_exact(4).rposition(|p| p[3] != 0) {
             right = right.max(x);
         }
     }
-    // Even edges keep the blend aligned with 4:2:0 chroma.
-    let left = left & !1;
-    let top = top & !1;
-    let right = ((right + 2) & !1).min(w);
-    let bottom = ((bottom + 2) & !1).min(h);
-    let (cw, ch) = (right - left, bottom - top);
-    let mut out = Vec::with_capacity(cw * ch * 4);
-    for y in top..bottom {
-        out.extend_from_slice(&data[y * stride + left * 4..y * stride + right * 4]);
+    let (left, top) = (left & !1, top & !1);
+    let right = ((right + 2) & !1).min(width);
+    let bottom = ((bottom + 2) & !1).min(height);
+    Some((left, top, right - left, bottom - top))
+}
+
+/// An overlay of `w`×`h` premultiplied BGRA pixels at (x, y).
+fn composition_of(
+    pixels: Vec<u8>,
+    (x, y, w, h): (u32, u32, u32, u32),
+) -> Option<gst_video::VideoOverlayComposition> {
+    if w == 0 || h == 0 || pixels.len() != (w * h * 4) as usize {
+        return None;
     }
-    let mut buffer = gst::Buffer::from_mut_slice(out);
-    {
-        let b = buffer.get_mut()?;
-        gst_video::VideoMeta::add(
-            b,
-            gst_video::VideoFrameFlags::empty(),
-            gst_video::VideoFormat::Bgra,
-            cw as u32,
-            ch as u32,
-        )
-        .ok()?;
-    }
+    let mut buffer = gst::Buffer::from_mut_slice(pixels);
+    gst_video::VideoMeta::add(
+        buffer.get_mut()?,
+        gst_video::VideoFrameFlags::empty(),
+        gst_video::VideoFormat::Bgra,
+        w,
+        h,
+    )
+    .ok()?;
     let rect = gst_video::VideoOverlayRectangle::new_raw(
         &buffer,
-        left as i32,
-        top as i32,
-        cw as u32,
-        ch as u32,
+        x as i32,
+        y as i32,
+        w,
+        h,
         gst_video::VideoOverlayFormatFlags::PREMULTIPLIED_ALPHA,
     );
     gst_video::VideoOverlayComposition::new(Some(&rect)).ok()
@@ -136,23 +120,22 @@ pub(crate) fn overlay_element(overlay: Arc<PageOverlay>) -> Result<gst::Element,
     Ok(element)
 }
 
-/// What a page pipeline reports besides frames.
+/// What a page renderer reports besides frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageViewEvent {
-    /// It failed (load error, renderer crash): the message.
+    /// It ended or failed: why.
     Failed(String),
 }
 
-/// A page rendered by WPE WebKit in a pipeline of its own, its frames going to a
-/// [`PageOverlay`]. Stopped (and its renderer ended) when dropped.
+/// A page rendered by WPE WebKit in a process of its own, its frames going to a
+/// [`PageOverlay`]. The process ends (and its WebKit processes with it) when this is dropped.
 pub struct PageView {
-    pipeline: gst::Pipeline,
-    source: gst::Element,
-    watch: Option<std::thread::JoinHandle<()>>,
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
 }
 
 impl PageView {
-    /// Starts rendering `url` at `width`×`height`; frames go to `overlay`, failures to
+    /// Starts rendering `url` at `width`×`height`; frames go to `overlay`, its end to
     /// `on_event` (called from a thread of the view's own).
     pub fn start(
         url: &str,
@@ -161,90 +144,205 @@ impl PageView {
         overlay: Arc<PageOverlay>,
         on_event: impl Fn(PageViewEvent) + Send + 'static,
     ) -> Result<PageView, PipelineError> {
-        let pipeline = gst::Pipeline::with_name("page");
-        let source = make("wpesrc", "page_source")?;
-        source.set_property("location", url);
-        source.set_property("draw-background", false);
-        let caps = make("capsfilter", "page_caps")?;
-        // System memory (not GL) is what a machine without a GPU can give; BGRA keeps alpha.
-        caps.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "BGRA")
-                .field("width", width as i32)
-                .field("height", height as i32)
-                .field("framerate", gst::Fraction::new(PAGE_FPS as i32, 1))
-                .build(),
-        );
-        let sink = bridge::sink(
-            Some("page_sink"),
-            None,
-            1,
-            move |sample| {
-                if let Some(buffer) = sample.buffer() {
-                    overlay.set_frame(buffer, width, height);
+        let exe = std::env::current_exe()
+            .map_err(|e| PipelineError::setup(format!("page renderer: {e}")))?;
+        let mut child = std::process::Command::new(exe)
+            .args(["page-render", "--width", &width.to_string()])
+            .args(["--height", &height.to_string(), "--url", url])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| PipelineError::setup(format!("page renderer: {e}")))?;
+        let input = child.stdin.take();
+        let output = child.stdout.take();
+        let errors = child.stderr.take();
+        if let Some(errors) = errors {
+            spawn("page-log", move || {
+                for line in std::io::BufReader::new(errors)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    tracing::debug!(line = %line, "page renderer");
                 }
-            },
-            || {},
-        );
-        pipeline
-            .add_many([&source, &caps, sink.upcast_ref()])
-            .map_err(PipelineError::setup)?;
-        source.link(&caps).map_err(PipelineError::setup)?;
-        caps.link(&sink).map_err(PipelineError::setup)?;
-        let bus = pipeline
-            .bus()
-            .ok_or_else(|| PipelineError::setup("no bus"))?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(PipelineError::setup)?;
-        let watch = std::thread::Builder::new()
-            .name("page-bus".into())
-            .spawn(move || {
-                for msg in bus.iter_timed(gst::ClockTime::NONE) {
-                    match msg.view() {
-                        gst::MessageView::Error(e) => {
-                            on_event(PageViewEvent::Failed(format!(
-                                "{} ({})",
-                                e.error(),
-                                e.debug().map(|d| d.to_string()).unwrap_or_default()
-                            )));
-                            break;
-                        }
-                        gst::MessageView::Eos(_) => {
-                            on_event(PageViewEvent::Failed("the page stopped rendering".into()));
-                            break;
-                        }
-                        gst::MessageView::Application(_) => break,
-                        _ => {}
+            })?;
+        }
+        if let Some(mut output) = output {
+            spawn("page-frames", move || {
+                let why = loop {
+                    let mut head = [0u8; 16];
+                    if let Err(e) = output.read_exact(&mut head) {
+                        break format!("the page renderer ended ({e})");
                     }
-                }
-            })
-            .map_err(|e| PipelineError::setup(format!("page bus thread: {e}")))?;
-        Ok(PageView {
-            pipeline,
-            source,
-            watch: Some(watch),
-        })
+                    let v = |i: usize| {
+                        u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]])
+                    };
+                    let (x, y, w, h) = (v(0), v(4), v(8), v(12));
+                    if x + w > width || y + h > height {
+                        break "the page renderer sent a frame out of bounds".to_string();
+                    }
+                    let mut pixels = vec![0u8; (w * h * 4) as usize];
+                    if let Err(e) = output.read_exact(&mut pixels) {
+                        break format!("the page renderer ended ({e})");
+                    }
+                    overlay.set(composition_of(pixels, (x, y, w, h)));
+                };
+                on_event(PageViewEvent::Failed(why));
+            })?;
+        }
+        Ok(PageView { child, input })
     }
 
     /// Runs `script` in the page (no result comes back).
-    pub fn run_javascript(&self, script: &str) {
-        self.source.emit_by_name::<()>("run-javascript", &[&script]);
+    pub fn run_javascript(&mut self, script: &str) {
+        if let Some(input) = &mut self.input {
+            let line = serde_json::Value::String(script.to_string()).to_string();
+            if writeln!(input, "{line}")
+                .and_then(|_| input.flush())
+                .is_err()
+            {
+                self.input = None;
+            }
+        }
+    }
+
+    /// Process id of the renderer (its WebKit processes are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
 impl Drop for PageView {
     fn drop(&mut self) {
-        if let Some(bus) = self.pipeline.bus() {
-            let _ = bus.post(gst::message::Application::new(gst::Structure::new_empty(
-                "roomcast-page-stop",
-            )));
+        // Closing its input asks the renderer to end; it gets a moment, then is killed.
+        self.input = None;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                _ => break,
+            }
         }
-        let _ = self.pipeline.set_state(gst::State::Null);
-        if let Some(w) = self.watch.take() {
-            let _ = w.join();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), PipelineError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| PipelineError::setup(format!("{name} thread: {e}")))
+}
+
+/// The renderer process (`roomcast page-render`): renders `url` with `wpesrc` until its input
+/// closes, writing every changed frame to stdout and running every script read from stdin.
+pub fn render_main(url: &str, width: u32, height: u32) -> Result<(), PipelineError> {
+    let pipeline = gst::Pipeline::with_name("page");
+    let source = make("wpesrc", "page_source")?;
+    source.set_property("location", url);
+    source.set_property("draw-background", false);
+    let caps = make("capsfilter", "page_caps")?;
+    // System memory (not GL) is what a machine without a GPU can give; BGRA keeps alpha.
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "BGRA")
+            .field("width", width as i32)
+            .field("height", height as i32)
+            .field("framerate", gst::Fraction::new(PAGE_FPS as i32, 1))
+            .build(),
+    );
+    let (w, h) = (width as usize, height as usize);
+    let last = Mutex::new(Vec::<u8>::new());
+    let sink = bridge::sink(
+        Some("page_sink"),
+        None,
+        1,
+        move |sample| {
+            let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else {
+                return;
+            };
+            let data = map.as_slice();
+            if data.len() < w * h * 4 {
+                return;
+            }
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_slice() == data {
+                return;
+            }
+            last.clear();
+            last.extend_from_slice(data);
+            let (x, y, bw, bh) = drawn_box(data, w, h).unwrap_or((0, 0, 0, 0));
+            let mut msg = Vec::with_capacity(16 + bw * bh * 4);
+            for v in [x, y, bw, bh] {
+                msg.extend_from_slice(&(v as u32).to_le_bytes());
+            }
+            for row in y..y + bh {
+                msg.extend_from_slice(&data[(row * w + x) * 4..(row * w + x + bw) * 4]);
+            }
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&msg).and_then(|_| out.flush()).is_err() {
+                // The recording is gone: nobody to draw for.
+                std::process::exit(0);
+            }
+        },
+        || std::process::exit(0),
+    );
+    pipeline
+        .add_many([&source, &caps, sink.upcast_ref()])
+        .map_err(PipelineError::setup)?;
+    source.link(&caps).map_err(PipelineError::setup)?;
+    caps.link(&sink).map_err(PipelineError::setup)?;
+    let main_loop = gst::glib::MainLoop::new(None, false);
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| PipelineError::setup("no bus"))?;
+    let failed: Arc<Mutex<Option<String>>> = Arc::default();
+    let _watch = {
+        let (main_loop, failed) = (main_loop.clone(), failed.clone());
+        bus.add_watch(move |_, msg| {
+            if let gst::MessageView::Error(e) = msg.view() {
+                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "{} ({})",
+                    e.error(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default()
+                ));
+                main_loop.quit();
+            }
+            gst::glib::ControlFlow::Continue
+        })
+        .map_err(PipelineError::setup)?
+    };
+    // Scripts from stdin; its end (the recording let go of the page) ends the renderer.
+    {
+        let (main_loop, source) = (main_loop.clone(), source.clone());
+        spawn("page-scripts", move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if let Ok(serde_json::Value::String(script)) = serde_json::from_str(&line) {
+                    source.emit_by_name::<()>("run-javascript", &[&script]);
+                }
+            }
+            main_loop.quit();
+        })?;
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(PipelineError::setup)?;
+    main_loop.run();
+    let _ = pipeline.set_state(gst::State::Null);
+    let failed = failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match failed {
+        Some(message) => Err(PipelineError::Runtime {
+            element: "wpesrc".into(),
+            message,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -255,19 +353,18 @@ mod tests {
     #[test]
     fn the_overlay_covers_only_what_the_page_draws() {
         gst::init().unwrap();
-        let (w, h) = (64u32, 32u32);
-        let mut data = vec![0u8; (w * h * 4) as usize];
-        assert!(overlay_of(&data, w, h).is_none());
+        let (w, h) = (64usize, 32usize);
+        let mut data = vec![0u8; w * h * 4];
+        assert!(drawn_box(&data, w, h).is_none());
         for y in 10..20 {
             for x in 5..30 {
-                let i = ((y * w + x) * 4) as usize;
+                let i = (y * w + x) * 4;
                 data[i..i + 4].copy_from_slice(&[0, 0, 255, 255]);
             }
         }
-        let c = overlay_of(&data, w, h).unwrap();
-        let r = c.rectangle(0).unwrap();
-        let (x, y, rw, rh) = r.render_rectangle();
-        assert_eq!((x, y), (4, 10));
-        assert_eq!((rw, rh), (26, 10));
+        assert_eq!(drawn_box(&data, w, h), Some((4, 10, 26, 10)));
+        let c = composition_of(vec![0u8; 26 * 10 * 4], (4, 10, 26, 10)).unwrap();
+        assert_eq!(c.rectangle(0).unwrap().render_rectangle(), (4, 10, 26, 10));
+        assert!(composition_of(vec![0u8; 5], (0, 0, 2, 2)).is_none());
     }
 }
