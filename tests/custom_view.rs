@@ -211,6 +211,12 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
         );
     };
     assert!(ia < ib, "page B ({ib}) before page A ({ia})");
+    // Page A stays until page B is ready: never the room's own layout in between.
+    let native = frames[ia..ib]
+        .iter()
+        .filter(|(_, f)| near(f.region_color(200, 40, 100, 80), SPEAKER))
+        .count();
+    assert_eq!(native, 0, "the room's layout showed between the pages");
     // The page was told the room: its box turned from blue to green.
     let told = frames
         .iter()

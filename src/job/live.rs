@@ -32,6 +32,8 @@ pub(super) struct Job {
     pub(super) layout: Layout,
     /// The custom view page, if one is shown (or tried).
     pub(super) page: Option<PageLayer>,
+    /// A page replacing a shown one: it loads unseen and takes over once it is shown.
+    pub(super) next_page: Option<PageLayer>,
     /// When the recording started (ms since the epoch), for the page's clock.
     pub(super) started_ms: u64,
 }
@@ -73,30 +75,56 @@ impl Job {
         }
     }
 
-    /// Shows `page` over the tiles from now on (None: none), replacing any page shown.
+    /// Shows `page` over the tiles from now on (None: none). A shown page stays until its
+    /// replacement is shown (or fails), so the recording does not drop to the room's layout
+    /// in between.
     pub(super) async fn set_page(&mut self, page: Option<PageSpec>) {
-        self.page = None;
-        let Some(spec) = page else { return };
+        self.next_page = None;
+        let Some(spec) = page else {
+            self.page = None;
+            return;
+        };
         let canvas = self.composite.canvas();
         info!(url = %spec.shown_url(), "custom view requested");
         let overlay = self.composite.page_overlay();
         match PageLayer::start(spec, (canvas.width, canvas.height), overlay, MAX_RSS).await {
             Ok(layer) => {
-                self.page = Some(layer);
-                self.send_page_state();
-                if let Some(s) = self.page.as_ref().map(|p| p.status().clone()) {
-                    self.report(JobEvent::Page(s));
+                let status = layer.status().clone();
+                if self.page.as_ref().is_some_and(|p| p.is_shown()) {
+                    self.next_page = Some(layer);
+                } else {
+                    self.page = Some(layer);
                 }
+                self.send_page_state();
+                self.report(JobEvent::Page(status));
             }
             Err(e) => warn!(error = %e, "no channel for the custom view: not shown"),
         }
     }
 
-    /// The page's next change (never, without a page).
+    /// The next change of the page or of its replacement (never, without either).
     pub(super) async fn page_update(&mut self) -> PageUpdate {
-        match &mut self.page {
-            Some(p) => p.next().await,
-            None => std::future::pending().await,
+        let next = async {
+            match &mut self.next_page {
+                Some(p) => p.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let current = async {
+            match &mut self.page {
+                Some(p) => p.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            mut update = next => {
+                // The replacement is shown, or failed: either way it is the page from now on
+                // (a failed one falls back to the room's layout and is retried).
+                self.page = self.next_page.take();
+                update.relayout = true;
+                update
+            }
+            update = current => update,
         }
     }
 

@@ -67,6 +67,8 @@ pub(super) struct PageLayer {
     spec: PageSpec,
     canvas: (u32, u32),
     overlay: Arc<PageOverlay>,
+    /// This page's generation in the overlay.
+    generation: u64,
     channel: Channel,
     view: Option<PageView>,
     tx: mpsc::UnboundedSender<Internal>,
@@ -98,10 +100,12 @@ impl PageLayer {
             error: None,
             failures: 0,
         };
+        let generation = overlay.generation();
         let mut layer = PageLayer {
             spec,
             canvas,
             overlay,
+            generation,
             channel,
             view: None,
             tx,
@@ -124,6 +128,11 @@ impl PageLayer {
     /// The page's status.
     pub(super) fn status(&self) -> &PageStatus {
         &self.status
+    }
+
+    /// Whether the page is on screen.
+    pub(super) fn is_shown(&self) -> bool {
+        matches!(self.phase, Phase::Shown { .. })
     }
 
     /// The layout the page's marked tiles make, while it is shown and marks any.
@@ -205,7 +214,7 @@ impl PageLayer {
                 &self.spec.url,
                 self.canvas.0,
                 self.canvas.1,
-                self.overlay.clone(),
+                (self.overlay.clone(), self.generation),
                 move |ev| {
                     let _ = tx.send(Internal::View(ev));
                 },
@@ -283,7 +292,7 @@ impl PageLayer {
         let now = Instant::now();
         match &mut self.phase {
             Phase::Checking => PageUpdate::default(),
-            Phase::Loading { hello: true, .. } if self.overlay.frames() > 0 => {
+            Phase::Loading { hello: true, .. } if self.overlay.frames(self.generation) > 0 => {
                 self.shown_once_drawn()
             }
             Phase::Loading {
@@ -331,9 +340,10 @@ impl PageLayer {
 
     /// Shown: its script said hello and its first frame arrived.
     fn shown_once_drawn(&mut self) -> PageUpdate {
-        if self.overlay.frames() == 0 {
+        if self.overlay.frames(self.generation) == 0 {
             return PageUpdate::default();
         }
+        self.overlay.activate(self.generation);
         self.phase = Phase::Shown {
             heard: Instant::now(),
         };
@@ -358,7 +368,8 @@ impl PageLayer {
         if let Some(view) = self.view.take() {
             tokio::task::block_in_place(|| drop(view));
         }
-        self.overlay.clear();
+        self.overlay.clear(self.generation);
+        self.generation = self.overlay.generation();
         self.layout = None;
         let wait = crate::util::backoff(self.failures, FIRST_RETRY, MAX_RETRY);
         self.failures += 1;
@@ -391,7 +402,7 @@ impl Drop for PageLayer {
                 Err(_) => drop(view),
             }
         }
-        self.overlay.clear();
+        self.overlay.clear(self.generation);
     }
 }
 

@@ -272,6 +272,7 @@ async fn run(
         state: RoomState::new(),
         layout: spec.layout.clone(),
         page: None,
+        next_page: None,
         started_ms: crate::clock::now_ms(),
     };
     if let Some(page) = spec.page.clone() {

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 /// Frames per second the page is rendered at.
 pub const PAGE_FPS: u32 = 15;
 
-/// The page's latest drawing, ready to blend onto every composited frame.
+/// What pages draw, ready to blend onto every composited frame.
+///
+/// Each page view draws under a generation of its own, and only the active one is shown: a page
+/// replacing another renders unseen until it is ready, then takes over in one frame.
 #[derive(Default)]
 pub struct PageOverlay {
     inner: Mutex<OverlayState>,
@@ -29,34 +32,58 @@ pub struct PageOverlay {
 
 #[derive(Default)]
 struct OverlayState {
-    composition: Option<gst_video::VideoOverlayComposition>,
-    frames: u64,
+    active: Option<u64>,
+    next: u64,
+    /// Per generation: its latest drawing and how many changed frames it sent.
+    pages: std::collections::HashMap<u64, (Option<gst_video::VideoOverlayComposition>, u64)>,
 }
 
 impl PageOverlay {
     /// What to draw now (None: nothing).
     pub fn composition(&self) -> Option<gst_video::VideoOverlayComposition> {
-        self.lock().composition.clone()
+        let s = self.lock();
+        s.active
+            .and_then(|g| s.pages.get(&g))
+            .and_then(|(c, _)| c.clone())
     }
 
-    /// Changed frames received from the page so far.
-    pub fn frames(&self) -> u64 {
-        self.lock().frames
+    /// A generation for a new page view (not shown until [`PageOverlay::activate`]).
+    pub fn generation(&self) -> u64 {
+        let mut s = self.lock();
+        s.next += 1;
+        let g = s.next;
+        s.pages.insert(g, (None, 0));
+        g
     }
 
-    /// Draws nothing from now on.
-    pub fn clear(&self) {
-        self.lock().composition = None;
+    /// Changed frames generation `g` has sent so far.
+    pub fn frames(&self, g: u64) -> u64 {
+        self.lock().pages.get(&g).map_or(0, |(_, n)| *n)
+    }
+
+    /// Shows generation `g` from the next composited frame on.
+    pub fn activate(&self, g: u64) {
+        self.lock().active = Some(g);
+    }
+
+    /// Forgets generation `g`; nothing is drawn if it was the one shown.
+    pub fn clear(&self, g: u64) {
+        let mut s = self.lock();
+        s.pages.remove(&g);
+        if s.active == Some(g) {
+            s.active = None;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OverlayState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, composition: Option<gst_video::VideoOverlayComposition>) {
-        let mut s = self.lock();
-        s.frames += 1;
-        s.composition = composition;
+    fn set(&self, g: u64, composition: Option<gst_video::VideoOverlayComposition>) {
+        if let Some(page) = self.lock().pages.get_mut(&g) {
+            page.0 = composition;
+            page.1 += 1;
+        }
     }
 }
 
@@ -135,13 +162,14 @@ pub struct PageView {
 }
 
 impl PageView {
-    /// Starts rendering `url` at `width`×`height`; frames go to `overlay`, its end to
+    /// Starts rendering `url` at `width`×`height`; frames go to `overlay` under `generation`,
+    /// its end to
     /// `on_event` (called from a thread of the view's own).
     pub fn start(
         url: &str,
         width: u32,
         height: u32,
-        overlay: Arc<PageOverlay>,
+        (overlay, generation): (Arc<PageOverlay>, u64),
         on_event: impl Fn(PageViewEvent) + Send + 'static,
     ) -> Result<PageView, PipelineError> {
         let exe = std::env::current_exe()
@@ -186,7 +214,7 @@ impl PageView {
                     if let Err(e) = output.read_exact(&mut pixels) {
                         break format!("the page renderer ended ({e})");
                     }
-                    overlay.set(composition_of(pixels, (x, y, w, h)));
+                    overlay.set(generation, composition_of(pixels, (x, y, w, h)));
                 };
                 on_event(PageViewEvent::Failed(why));
             })?;
