@@ -21,6 +21,7 @@ const BLACK: u32 = 0x000000;
 fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
     RecordingSpec {
         page: None,
+        page_layer: false,
         room_id: "live".into(),
         conf_num: "7".into(),
         out_dir: dir.to_path_buf(),

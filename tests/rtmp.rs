@@ -144,6 +144,7 @@ async fn destinations_are_added_and_removed_while_recording() {
     let server = NginxRtmp::start(&dir.path().join("nginx"));
     let spec = RecordingSpec {
         page: None,
+        page_layer: false,
         room_id: "r".into(),
         conf_num: "1".into(),
         out_dir: dir.path().join("rec"),

@@ -77,6 +77,7 @@ pub async fn live(
     for i in 0..jobs {
         let spec = RecordingSpec {
             page: None,
+            page_layer: false,
             room_id: format!("bench{i}"),
             conf_num: "1".into(),
             out_dir: dir.join(format!("job{i}")),

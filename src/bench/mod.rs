@@ -41,6 +41,51 @@ pub struct CompositeReport {
     pub peak_rss_mib: f64,
     /// Output size in bytes.
     pub output_bytes: u64,
+    /// With `--layout-url`: what the page cost besides (its overlay's blend is in
+    /// `cores_per_recording`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageCost>,
+}
+
+/// What a custom view page cost while the bench ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageCost {
+    /// The page.
+    pub url: String,
+    /// Changed frames the page sent.
+    pub frames: u64,
+    /// CPU of the renderer and its WebKit processes per wall second (it renders in real time
+    /// whatever the composite's pace).
+    pub renderer_cores: f64,
+    /// Resident memory of the renderer and its WebKit processes at the end, MiB.
+    pub renderer_rss_mib: f64,
+}
+
+/// CPU seconds and resident bytes of process `pid` and its direct children.
+fn process_tree(pid: u32) -> (f64, u64) {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let read = |dir: &std::path::Path| -> Option<(u32, f64, u64)> {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ppid = rest.get(1)?.parse().ok()?;
+        let cpu = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+        let rss = rest.get(21)?.parse::<u64>().ok()? * 4096;
+        Some((ppid, cpu / tick, rss))
+    };
+    let (mut cpu, mut rss) = (0.0, 0);
+    if let Some((_, c, r)) = read(&std::path::Path::new("/proc").join(pid.to_string())) {
+        cpu += c;
+        rss += r;
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some((ppid, c, r)) = read(&entry.path()) {
+            if ppid == pid {
+                cpu += c;
+                rss += r;
+            }
+        }
+    }
+    (cpu, rss)
 }
 
 pub(crate) fn cpu_seconds() -> f64 {
@@ -71,6 +116,7 @@ pub fn composite(
     participants: usize,
     seconds: u32,
     pattern: Option<&str>,
+    page_url: Option<&str>,
 ) -> anyhow::Result<CompositeReport> {
     let media = gst::ClockTime::from_seconds(seconds as u64);
     let dir = std::env::temp_dir().join(format!("roomcast-bench-{}", std::process::id()));
@@ -85,6 +131,7 @@ pub fn composite(
         background_image: def.background_image.clone(),
         label: def.label.clone(),
         watermark: None,
+        page_layer: page_url.is_some(),
     };
     let room = SyntheticRoom::steady(participants);
     let mut comp = Composite::new(&opts)?;
@@ -109,6 +156,33 @@ pub fn composite(
     let slots = layout.place(comp.canvas(), &tiles);
     comp.apply(&slots)?;
     let pipeline = comp.pipeline().clone();
+    // A page is rendered and shown before the clock starts, as a recording shows it once it
+    // is painted.
+    let page = match page_url {
+        Some(url) => {
+            let overlay = comp.page_overlay().context("no page layer")?;
+            let generation = overlay.generation();
+            let canvas = comp.canvas();
+            let view = crate::pipeline::page::PageView::start(
+                url,
+                canvas.width,
+                canvas.height,
+                (overlay.clone(), generation),
+                |_| {},
+            )?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while overlay.frames(generation) == 0 {
+                anyhow::ensure!(Instant::now() < deadline, "the page drew nothing in 20 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Let it settle (fonts, first layout) before measuring.
+            std::thread::sleep(Duration::from_secs(2));
+            overlay.activate(generation);
+            let (cpu, _) = process_tree(view.pid());
+            Some((view, overlay, generation, cpu))
+        }
+        None => None,
+    };
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     pipeline.set_state(gst::State::Playing)?;
@@ -116,6 +190,15 @@ pub fn composite(
     let r = crate::pipeline::bus::wait_eos_blocking(&pipeline, limit, "finish the bench");
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let page = page.map(|(view, overlay, generation, cpu_before)| {
+        let (cpu_after, rss) = process_tree(view.pid());
+        PageCost {
+            url: page_url.unwrap_or_default().to_string(),
+            frames: overlay.frames(generation),
+            renderer_cores: (cpu_after - cpu_before) / wall.max(1e-3),
+            renderer_rss_mib: rss as f64 / (1024.0 * 1024.0),
+        }
+    });
     pipeline.set_state(gst::State::Null)?;
     r.context("bench pipeline failed")?;
     let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -132,5 +215,6 @@ pub fn composite(
         realtime_factor: media_s / wall,
         peak_rss_mib: peak_rss_mib(),
         output_bytes: bytes,
+        page,
     })
 }

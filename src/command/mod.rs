@@ -127,6 +127,9 @@ pub struct CompositeBench {
     /// Override the preset's video bitrate (kbit/s), e.g. to match another pipeline.
     #[arg(long)]
     pub bitrate: Option<u32>,
+    /// Also draw this custom view page over the tiles, and report what it cost.
+    #[arg(long, value_name = "URL")]
+    pub layout_url: Option<String>,
 }
 
 /// Runs the composite benchmark.
@@ -142,6 +145,7 @@ pub fn bench_composite(b: CompositeBench) -> Result<Value> {
         b.participants as usize,
         b.seconds,
         b.pattern.as_deref(),
+        b.layout_url.as_deref(),
     )
     .map_err(|e| Error::Job {
         code: crate::codes::Code::Generic,

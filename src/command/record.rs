@@ -287,6 +287,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
         outbox: Arc::new(Outbox::open(&delivery)?),
         min_free_bytes: 0,
         start_timeout: crate::config::DEFAULT_START_TIMEOUT,
+        custom_views: false,
     };
     let rt = runtime()?;
     rt.block_on(async move {

@@ -86,6 +86,7 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                     delivery: delivery.clone(),
                     min_free_bytes: cfg.min_free_bytes,
                     start_timeout: cfg.start_timeout,
+                    custom_views: !cfg.page_origins.is_empty(),
                 },
             )?;
             liveness = Some(w.liveness());

@@ -51,6 +51,9 @@ pub struct JobEnv {
     /// How long joining the room, and then the first encoded frame (or a stream's first live
     /// destination), may take before the start is failed as timed out.
     pub start_timeout: Duration,
+    /// Whether recordings can show custom view pages: their composite then draws a page layer
+    /// (set on workers where pages are allowed; a job that names a page always gets one).
+    pub custom_views: bool,
 }
 
 /// How a run ended, beyond what the job record says.
@@ -269,6 +272,7 @@ impl<H: JobHost> Run<'_, H> {
             min_free_bytes: self.env.min_free_bytes,
             start_timeout: Some(self.env.start_timeout),
             page: self.job.spec.page.clone(),
+            page_layer: self.env.custom_views || self.job.spec.page.is_some(),
         };
         let mut translator = Translator::new(
             synthetic,

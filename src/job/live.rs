@@ -86,7 +86,10 @@ impl Job {
         };
         let canvas = self.composite.canvas();
         info!(url = %spec.shown_url(), "custom view requested");
-        let overlay = self.composite.page_overlay();
+        let Some(overlay) = self.composite.page_overlay() else {
+            warn!("this recording was started without a page layer: the custom view is not shown");
+            return;
+        };
         match PageLayer::start(spec, (canvas.width, canvas.height), overlay, MAX_RSS).await {
             Ok(layer) => {
                 let status = layer.status().clone();

@@ -60,6 +60,8 @@ pub struct RecordingSpec {
     pub start_timeout: Option<Duration>,
     /// A web page drawn over the tiles (custom view).
     pub page: Option<crate::model::page::PageSpec>,
+    /// Whether the composite can draw a page at all (a page can be set later only then).
+    pub page_layer: bool,
 }
 
 /// Commands to a running job.
@@ -257,6 +259,7 @@ async fn run(
         background_image: def.background_image.clone(),
         label: def.label.clone(),
         watermark: spec.watermark.clone(),
+        page_layer: spec.page_layer || spec.page.is_some(),
     };
     let composite = tokio::task::block_in_place(|| Composite::new(&opts))?;
     let pipeline = composite.pipeline().clone();

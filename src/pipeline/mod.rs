@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  background (colour/image) ─────────────────┐
-//!  tile: src ─ queue ─ convert ─ box ─ scale ─ caps ─ label ─┤ compositor ─ caps ─ [watermark] ─ queue ─ x264enc ─ h264parse ─┐
+//!  tile: src ─ queue ─ convert ─ box ─ scale ─ caps ─ label ─┤ compositor ─ caps ─ page overlay ─ [watermark] ─ queue ─ x264enc ─ h264parse ─┐
 //!  tile: …                                      ┘                                                                    │
 //!  silence ────────────────────────────────────┐                                                                     ├─ mp4mux (fragmented) ─ filesink
 //!  audio: src ─ queue ─ convert ─ resample ─ caps ─┤ audiomixer ─ convert ─ caps ─ queue ─ avenc_aac ─ aacparse ─────┘

@@ -174,7 +174,10 @@ impl PageView {
     ) -> Result<PageView, PipelineError> {
         let exe = std::env::current_exe()
             .map_err(|e| PipelineError::setup(format!("page renderer: {e}")))?;
+        use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new(exe)
+            // A group of its own, so its WebKit processes can be ended with it.
+            .process_group(0)
             .args(["page-render", "--width", &width.to_string()])
             .args(["--height", &height.to_string(), "--url", url])
             .env("RUST_LOG", "warn")
@@ -248,7 +251,6 @@ impl Drop for PageView {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             match self.child.try_wait() {
-                Ok(Some(_)) => return,
                 Ok(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20))
                 }
@@ -257,6 +259,11 @@ impl Drop for PageView {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // WebKit's web and network processes share the renderer's group; none outlives it.
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill only sends a signal; the group is the renderer's own.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
     }
 }
 

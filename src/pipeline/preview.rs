@@ -45,6 +45,7 @@ pub fn render(
         background_image: def.background_image.clone(),
         label: def.label.clone(),
         watermark: None,
+        page_layer: false,
     };
     let mut comp = Composite::new(&opts)?;
     let slots = layout.place(comp.canvas(), &tiles);

@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     pub min_free_bytes: u64,
     /// How long a job's start may take.
     pub start_timeout: Duration,
+    /// Whether recordings can show custom view pages (`ROOMCAST_PAGE_ORIGINS` is set).
+    pub custom_views: bool,
 }
 
 /// A fresh worker id: host name and process id.

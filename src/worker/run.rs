@@ -199,6 +199,7 @@ pub(super) async fn run_job(
         outbox: w.outbox.clone(),
         min_free_bytes: w.cfg.min_free_bytes,
         start_timeout: w.cfg.start_timeout,
+        custom_views: w.cfg.custom_views,
     };
     execute(w.as_ref(), &env, job, None, local, hand_back).await;
     crate::util::release_free_memory();

@@ -76,6 +76,8 @@ pub struct CompositeOptions {
     pub label: LabelStyle,
     /// Watermark PNG (≤140×140), top right.
     pub watermark: Option<PathBuf>,
+    /// Draw a web page's overlay over the tiles ([`Composite::page_overlay`]).
+    pub page_layer: bool,
 }
 
 /// Where a pipeline error came from.
@@ -172,8 +174,8 @@ pub struct Composite {
     last_output: Arc<AtomicU64>,
     /// Set once the first encoded frame (else audio) left the encoders.
     encoded: Arc<AtomicBool>,
-    /// What a web page draws over the tiles.
-    page: Arc<crate::pipeline::page::PageOverlay>,
+    /// What a web page draws over the tiles (None: no page layer).
+    page: Option<Arc<crate::pipeline::page::PageOverlay>>,
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
@@ -293,7 +295,7 @@ impl Composite {
             label: opts.label.clone(),
             last_output: Arc::default(),
             encoded: Arc::default(),
-            page: Arc::default(),
+            page: opts.page_layer.then(Arc::default),
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
@@ -367,8 +369,9 @@ impl Composite {
             .map_err(PipelineError::setup)
     }
 
-    /// Where a web page's frames go to be drawn over the tiles.
-    pub fn page_overlay(&self) -> Arc<crate::pipeline::page::PageOverlay> {
+    /// Where a web page's frames go to be drawn over the tiles (None: built without a page
+    /// layer).
+    pub fn page_overlay(&self) -> Option<Arc<crate::pipeline::page::PageOverlay>> {
         self.page.clone()
     }
 

@@ -76,10 +76,13 @@ impl Composite {
         comp.link(&caps).map_err(PipelineError::setup)?;
         // A web page's drawing goes over the tiles and under the watermark (nothing is drawn
         // while no page is shown).
-        let page = crate::pipeline::page::overlay_element(self.page.clone())?;
-        self.add(&[&page])?;
-        caps.link(&page).map_err(PipelineError::setup)?;
-        let mut last = page;
+        let mut last = caps;
+        if let Some(overlay) = &self.page {
+            let page = crate::pipeline::page::overlay_element(overlay.clone())?;
+            self.add(&[&page])?;
+            last.link(&page).map_err(PipelineError::setup)?;
+            last = page;
+        }
         if let Some(wm) = &opts.watermark {
             let (w, h) = png_size(wm)?;
             if w > WATERMARK_MAX_PX || h > WATERMARK_MAX_PX {
