@@ -9,20 +9,24 @@ use support::*;
 
 const SPEAKER: u32 = 0xd02020; // the first synthetic participant
 /// Page A: the speaker at (160, 120) 480×272, a band at the bottom in the colour its query
-/// string names, and a box that turns green once the page has been told the room.
+/// string names, a box that turns green once the page has been told the room and one that
+/// turns yellow once it has been told a chat message.
 const PAGE_A: &str = r#"<!doctype html><html><head><style>
 html,body{margin:0;background:transparent;overflow:hidden}
 #band{position:absolute;left:0;top:600px;width:1280px;height:120px}
 #spk{position:absolute;left:160px;top:120px;width:480px;height:272px}
 #st{position:absolute;left:1120px;top:20px;width:120px;height:80px;background:#0000ff}
+#chat{position:absolute;left:1120px;top:440px;width:120px;height:80px;background:#0000ff}
 </style></head><body><div id="band"></div><div id="spk" data-roomcast-tile="speaker"></div>
-<div id="st"></div><script>
+<div id="st"></div><div id="chat"></div><script>
 var q = new URLSearchParams(location.search);
 document.getElementById('band').style.background = '#' + (q.get('band') || '000000');
 window.addEventListener('roomcast', function () {
   var s = window.roomcast.state;
   if (s && s.participants && s.participants.length === 1 && s.participants[0].name)
     document.getElementById('st').style.background = '#00ff00';
+  if (s && s.chat && s.chat.some(function (m) { return m.text === 'hello roomcast' && m.name === 'Alice'; }))
+    document.getElementById('chat').style.background = '#ffff00';
 });
 </script></body></html>"#;
 /// Page B: the speaker at (720, 360) 480×272 and a magenta band at the top.
@@ -159,7 +163,19 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
         !rec["page"]["url"].as_str().unwrap().contains("band"),
         "{rec}"
     );
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let started_ms = rec["segments"][0]["started_ms"].as_u64().unwrap();
+    let chat_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (s, v) = api.call(
+        "POST",
+        "/v1/rooms/cv/events",
+        Some(r#"{"events":[{"type":"chat_message","user_id":"p1","name":"Alice","text":"hello roomcast"}]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(3));
 
     let b = format!("http://127.0.0.1:{pages}/b.html");
     let changed = Instant::now();
@@ -226,14 +242,28 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
         told >= 60,
         "the page showed the room's state in {told} frames"
     );
+    // The chat message reached the page: its box turned yellow, about when it was posted (the
+    // file's clock starts with the segment's record, within a few frames).
+    let chat_t = frames
+        .iter()
+        .find(|(_, f)| on_a(f) && near(f.region_color(280, 110, 30, 20), 0xffff00))
+        .map(|(t, _)| *t)
+        .expect("the chat message never showed");
+    let posted_t = (chat_ms - started_ms) as f64 / 1000.0;
+    let chat_delay = chat_t - posted_t;
+    assert!(
+        chat_delay < 1.0,
+        "chat shown {chat_delay:.2} s after it was posted"
+    );
     let a_frames = frames.iter().filter(|(_, f)| on_a(f)).count();
     let b_frames = frames.iter().filter(|(_, f)| on_b(f)).count();
     // At least 3 s of each (30 fps) of the 5 s each was shown.
     assert!(a_frames >= 90, "page A shown in {a_frames} frames");
     assert!(b_frames >= 90, "page B shown in {b_frames} frames");
     eprintln!(
-        "custom view: page A in {a_frames} frames ({told} with the room's state), page B in \
-         {b_frames} (shown {:.1} s after the PATCH)",
+        "custom view: page A in {a_frames} frames ({told} with the room's state), chat shown \
+         {chat_delay:.2} s after it was posted, page B in {b_frames} (shown {:.1} s after the \
+         PATCH)",
         shown_b.as_secs_f64()
     );
     let shown: Vec<_> = hooks

@@ -401,6 +401,8 @@ pub fn parse_event_body(bytes: &[u8]) -> Result<Vec<PlatformEvent>, ApiError> {
         .collect()
 }
 
+/// Longest chat message, in characters.
+pub const MAX_CHAT_LEN: usize = 4000;
 /// Longest user id or display name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -415,13 +417,23 @@ fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
             "user id {bad:?} must be 1-{MAX_NAME_LEN} characters without control characters"
         ));
     }
-    if let PlatformEvent::ParticipantJoined {
-        name: Some(name), ..
-    } = ev
-    {
-        if !plain(name) {
+    let name = match ev {
+        PlatformEvent::ParticipantJoined { name, .. } | PlatformEvent::ChatMessage { name, .. } => {
+            name.as_deref()
+        }
+        _ => None,
+    };
+    if name.is_some_and(|n| !plain(n)) {
+        return Err(format!(
+            "name must be 1-{MAX_NAME_LEN} characters without control characters"
+        ));
+    }
+    if let PlatformEvent::ChatMessage { text, .. } = ev {
+        let n = text.chars().count();
+        if n == 0 || n > MAX_CHAT_LEN || text.chars().any(|c| c.is_control() && c != '\n') {
             return Err(format!(
-                "name must be 1-{MAX_NAME_LEN} characters without control characters"
+                "text must be 1-{MAX_CHAT_LEN} characters without control characters other than \
+                 line breaks"
             ));
         }
     }
@@ -458,6 +470,23 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert!(parse_event_body(br#"{"type":"participant_joined"}"#).is_err());
         assert!(parse_event_body(br#"{"events":[]}"#).is_err());
+        let chat = parse_event_body(
+            br#"{"type":"chat_message","user_id":"u","name":"Ann","text":"hi\nthere"}"#,
+        )
+        .unwrap();
+        assert!(matches!(&chat[0], PlatformEvent::ChatMessage { text, .. } if text == "hi\nthere"));
+        for bad in [
+            r#"{"type":"chat_message","user_id":"u","text":""}"#,
+            r#"{"type":"chat_message","user_id":"u","text":"a\u0007b"}"#,
+            r#"{"type":"chat_message","user_id":"u"}"#,
+        ] {
+            assert!(parse_event_body(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let long = format!(
+            r#"{{"type":"chat_message","user_id":"u","text":"{}"}}"#,
+            "x".repeat(MAX_CHAT_LEN + 1)
+        );
+        assert!(parse_event_body(long.as_bytes()).is_err());
     }
 
     #[test]

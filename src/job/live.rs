@@ -9,7 +9,10 @@ use super::page::{PageLayer, PageUpdate};
 use super::runner::{EndReason, JobEvent};
 use super::RoomState;
 use crate::layout::{parse_color, Layout, TileId};
-use crate::model::page::PageSpec;
+use crate::model::page::{ChatLine, PageSpec};
+
+/// Chat messages a page is given (the latest).
+const PAGE_CHAT_LINES: usize = 50;
 use crate::pipeline::rtmp::{
     Destination, DestinationState, DestinationStatus, RtmpUrl, RtmpUrlError, StatusListener,
     MAX_DESTINATIONS,
@@ -34,6 +37,8 @@ pub(super) struct Job {
     pub(super) page: Option<PageLayer>,
     /// A page replacing a shown one: it loads unseen and takes over once it is shown.
     pub(super) next_page: Option<PageLayer>,
+    /// The latest chat messages, for the page.
+    pub(super) chat: std::collections::VecDeque<ChatLine>,
     /// When the recording started (ms since the epoch), for the page's clock.
     pub(super) started_ms: u64,
 }
@@ -147,14 +152,22 @@ impl Job {
         }
     }
 
+    /// A chat message: the page learns it (with the latest before it).
+    pub(super) fn on_chat(&mut self, line: ChatLine) {
+        debug!(from = %line.user_id, chars = line.text.chars().count(), "chat message");
+        if self.chat.len() >= PAGE_CHAT_LINES {
+            self.chat.pop_front();
+        }
+        self.chat.push_back(line);
+        self.send_page_state();
+    }
+
+    /// Tells the page (and a page about to replace it) the room as it stands.
     fn send_page_state(&self) {
-        if let Some(p) = &self.page {
-            let tiles = self.state.tiles();
-            p.send_room(
-                &tiles,
-                &self.layout.active_def(&tiles).name,
-                self.started_ms,
-            );
+        let tiles = self.state.tiles();
+        let layout = &self.layout.active_def(&tiles).name;
+        for p in self.page.iter().chain(self.next_page.iter()) {
+            p.send_room(&tiles, layout, self.started_ms, &self.chat);
         }
     }
 

@@ -144,7 +144,13 @@ impl PageLayer {
     }
 
     /// Sends the room as it stands to the page.
-    pub(super) fn send_room(&self, tiles: &[Tile], layout: &str, started_ms: u64) {
+    pub(super) fn send_room(
+        &self,
+        tiles: &[Tile],
+        layout: &str,
+        started_ms: u64,
+        chat: &std::collections::VecDeque<crate::model::page::ChatLine>,
+    ) {
         let participants: Vec<_> = tiles
             .iter()
             .filter(|t| !t.id.screen)
@@ -166,6 +172,7 @@ impl PageLayer {
             "participants": participants,
             "layout": layout,
             "recording_started_ms": started_ms,
+            "chat": chat,
         }));
     }
 

@@ -17,6 +17,8 @@ pub enum Action {
     Events(Vec<RoomEvent>),
     /// Switch to this layout (name or inline definition).
     Layout(serde_json::Value),
+    /// A chat message (for the custom view page).
+    Chat(crate::model::page::ChatLine),
 }
 
 /// Turns the platform's events into room events for one job.
@@ -147,6 +149,17 @@ impl Translator {
                 RoomMode::Group => self.group_layout.clone(),
             })],
             PlatformEvent::RoomDestroyed => vec![Action::Events(vec![RoomEvent::RoomDestroyed])],
+            PlatformEvent::ChatMessage {
+                user_id,
+                name,
+                text,
+                time,
+            } => vec![Action::Chat(crate::model::page::ChatLine {
+                user_id: user_id.clone(),
+                name: name.clone().unwrap_or_else(|| user_id.clone()),
+                text: text.clone(),
+                time_ms: time.unwrap_or_else(crate::clock::now_ms),
+            })],
         }
     }
 }
@@ -165,6 +178,7 @@ pub(super) async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Ac
         let cmd = match a {
             Action::Events(ev) if ev.is_empty() => continue,
             Action::Events(ev) => JobCommand::Room(ev),
+            Action::Chat(line) => JobCommand::Chat(line),
             Action::Layout(v) => match Layout::from_request(&v) {
                 Ok(l) => JobCommand::SetLayout(Box::new(l)),
                 Err(e) => {

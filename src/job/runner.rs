@@ -81,6 +81,8 @@ pub enum JobCommand {
     Room(Vec<RoomEvent>),
     /// Show this web page over the tiles instead (None: no page).
     SetPage(Option<crate::model::page::PageSpec>),
+    /// A chat message in the room (the custom view page is told).
+    Chat(crate::model::page::ChatLine),
 }
 
 /// Why a recording ended.
@@ -276,6 +278,7 @@ async fn run(
         layout: spec.layout.clone(),
         page: None,
         next_page: None,
+        chat: std::collections::VecDeque::new(),
         started_ms: crate::clock::now_ms(),
     };
     if let Some(page) = spec.page.clone() {
@@ -366,6 +369,7 @@ async fn run(
                         break Err(e.into());
                     }
                 }
+                Some(JobCommand::Chat(line)) => job.on_chat(line),
                 Some(JobCommand::Room(events)) => match job.on_room(events) {
                     Ok(Some(reason)) => break Ok(reason),
                     Ok(None) => {}

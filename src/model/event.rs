@@ -59,6 +59,19 @@ pub enum PlatformEvent {
     },
     /// The room was destroyed.
     RoomDestroyed,
+    /// A chat message was sent in the room.
+    ChatMessage {
+        /// Sender's user id.
+        user_id: String,
+        /// Sender's display name.
+        #[serde(default)]
+        name: Option<String>,
+        /// The message.
+        text: String,
+        /// When it was sent, ms since the epoch (default: when roomcast got it).
+        #[serde(default)]
+        time: Option<u64>,
+    },
 }
 
 impl PlatformEvent {
@@ -67,7 +80,8 @@ impl PlatformEvent {
         match self {
             PlatformEvent::ParticipantJoined { user_id, .. }
             | PlatformEvent::ParticipantLeft { user_id }
-            | PlatformEvent::HardMute { user_id, .. } => vec![user_id.as_str()],
+            | PlatformEvent::HardMute { user_id, .. }
+            | PlatformEvent::ChatMessage { user_id, .. } => vec![user_id.as_str()],
             PlatformEvent::ActiveTalkers { user_ids }
             | PlatformEvent::Spotlight { user_ids }
             | PlatformEvent::Pinned { user_ids }

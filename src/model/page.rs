@@ -20,6 +20,19 @@ impl PageSpec {
     }
 }
 
+/// One chat message, as the page is told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Sender's user id.
+    pub user_id: String,
+    /// Sender's display name.
+    pub name: String,
+    /// The message.
+    pub text: String,
+    /// When it was sent, ms since the epoch.
+    pub time_ms: u64,
+}
+
 /// Where showing the page stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
