@@ -6,12 +6,13 @@
 //! The renderer is a separate process so a page that crashes, hangs or errors — or WebKit
 //! itself failing — cannot stop or blank the recording: its frames stop arriving, and the
 //! overlay keeps the last one until the owner clears it. The renderer sends only frames that
-//! changed, cut to the box the page draws in (its non-transparent pixels), so a static overlay
-//! costs nothing to carry and a small blend per output frame.
+//! changed, cut to the parts the page draws in (cells with non-transparent pixels), so a static
+//! overlay costs nothing to carry and a blend of what it covers per output frame.
 //!
-//! Renderer protocol. Out (stdout), per changed frame: `x y w h` as four little-endian u32, then
-//! `w·h·4` bytes of premultiplied BGRA (`w = h = 0`: the page draws nothing). In (stdin), one
-//! JSON string per line: a script to run in the page. The renderer ends when its input closes.
+//! Renderer protocol. Out (stdout), per changed frame: the number of rectangles, then for each
+//! `x y w h` (all little-endian u32) and `w·h·4` bytes of premultiplied BGRA (no rectangles: the
+//! page draws nothing). In (stdin), one JSON string per line: a script to run in the page. The
+//! renderer ends when its input closes.
 
 use super::{bridge, make, PipelineError};
 use gst::prelude::*;
@@ -87,34 +88,83 @@ impl PageOverlay {
     }
 }
 
-/// The smallest box holding every pixel with alpha in a BGRA frame: (x, y, w, h), even-aligned
-/// for 4:2:0 chroma; None when nothing is drawn.
-fn drawn_box(data: &[u8], width: usize, height: usize) -> Option<(usize, usize, usize, usize)> {
+/// Side of the square cells a page's frame is cut into: only cells the page draws in are
+/// blended, so a frame around the canvas costs its border, not the whole canvas.
+const CELL: usize = 64;
+/// Most rectangles one frame is sent as (beyond: merged into their bounding box).
+const MAX_RECTS: usize = 64;
+
+/// The parts of a BGRA frame that hold pixels with alpha, as (x, y, w, h) rectangles: cells of
+/// [`CELL`] pixels with anything drawn, merged into runs along each row of cells and then down
+/// columns of identical runs. Even-aligned for 4:2:0 chroma; empty when nothing is drawn.
+fn drawn_rects(data: &[u8], width: usize, height: usize) -> Vec<(usize, usize, usize, usize)> {
     let stride = width * 4;
-    let row = |y: usize| &data[y * stride..(y + 1) * stride];
-    let drawn = |y: usize| row(y).chunks_exact(4).any(|p| p[3] != 0);
-    let top = (0..height).find(|&y| drawn(y))?;
-    let bottom = (top..height).rev().find(|&y| drawn(y))?;
-    let (mut left, mut right) = (width, 0);
-    for y in top..=bottom {
-        if let Some(x) = row(y).chunks_exact(4).position(|p| p[3] != 0) {
-            left = left.min(x);
-        }
-        if let Some(x) = row(y).chunks_exact(4).rposition(|p| p[3] != 0) {
-            right = right.max(x);
+    let (cols, rows) = (width.div_ceil(CELL), height.div_ceil(CELL));
+    let mut drawn = vec![false; cols * rows];
+    for y in 0..height {
+        let row = &data[y * stride..(y + 1) * stride];
+        for (c, cell) in row.chunks(CELL * 4).enumerate() {
+            let slot = &mut drawn[(y / CELL) * cols + c];
+            if !*slot && cell.chunks_exact(4).any(|p| p[3] != 0) {
+                *slot = true;
+            }
         }
     }
-    let (left, top) = (left & !1, top & !1);
-    let right = ((right + 2) & !1).min(width);
-    let bottom = ((bottom + 2) & !1).min(height);
-    Some((left, top, right - left, bottom - top))
+    // Runs of drawn cells per row of cells: (first column, last column + 1).
+    let mut rects: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut open: Vec<(usize, usize, usize)> = Vec::new(); // (c0, c1, index in rects)
+    for r in 0..rows {
+        let mut runs = Vec::new();
+        let mut c = 0;
+        while c < cols {
+            if drawn[r * cols + c] {
+                let start = c;
+                while c < cols && drawn[r * cols + c] {
+                    c += 1;
+                }
+                runs.push((start, c));
+            } else {
+                c += 1;
+            }
+        }
+        let mut next_open = Vec::new();
+        for (c0, c1) in runs {
+            let y0 = r * CELL;
+            let h = CELL.min(height - y0);
+            match open.iter().find(|(a, b, _)| *a == c0 && *b == c1) {
+                Some(&(_, _, i)) => {
+                    rects[i].3 += h;
+                    next_open.push((c0, c1, i));
+                }
+                None => {
+                    let x0 = c0 * CELL;
+                    rects.push((x0, y0, (c1 * CELL).min(width) - x0, h));
+                    next_open.push((c0, c1, rects.len() - 1));
+                }
+            }
+        }
+        open = next_open;
+    }
+    if rects.len() > MAX_RECTS {
+        let x0 = rects.iter().map(|r| r.0).min().unwrap_or(0);
+        let y0 = rects.iter().map(|r| r.1).min().unwrap_or(0);
+        let x1 = rects.iter().map(|r| r.0 + r.2).max().unwrap_or(0);
+        let y1 = rects.iter().map(|r| r.1 + r.3).max().unwrap_or(0);
+        rects = vec![(x0, y0, x1 - x0, y1 - y0)];
+    }
+    // Cells are even-sized; only the canvas edge can make a side odd.
+    rects
+        .into_iter()
+        .map(|(x, y, w, h)| (x, y, w & !1, h & !1))
+        .filter(|r| r.2 > 0 && r.3 > 0)
+        .collect()
 }
 
-/// An overlay of `w`×`h` premultiplied BGRA pixels at (x, y).
-fn composition_of(
+/// One rectangle of `w`×`h` premultiplied BGRA pixels at (x, y).
+fn rectangle_of(
     pixels: Vec<u8>,
     (x, y, w, h): (u32, u32, u32, u32),
-) -> Option<gst_video::VideoOverlayComposition> {
+) -> Option<gst_video::VideoOverlayRectangle> {
     if w == 0 || h == 0 || pixels.len() != (w * h * 4) as usize {
         return None;
     }
@@ -127,15 +177,28 @@ fn composition_of(
         h,
     )
     .ok()?;
-    let rect = gst_video::VideoOverlayRectangle::new_raw(
+    Some(gst_video::VideoOverlayRectangle::new_raw(
         &buffer,
         x as i32,
         y as i32,
         w,
         h,
         gst_video::VideoOverlayFormatFlags::PREMULTIPLIED_ALPHA,
-    );
-    gst_video::VideoOverlayComposition::new(Some(&rect)).ok()
+    ))
+}
+
+/// An overlay of these rectangles (None: nothing to draw).
+fn composition_of(
+    rects: Vec<gst_video::VideoOverlayRectangle>,
+) -> Option<gst_video::VideoOverlayComposition> {
+    let mut it = rects.into_iter();
+    let first = it.next()?;
+    let mut c = gst_video::VideoOverlayComposition::new(Some(&first)).ok()?;
+    let cm = c.make_mut();
+    for r in it {
+        cm.add_rectangle(&r);
+    }
+    Some(c)
 }
 
 /// The element that blends `overlay` onto every frame passing through it.
@@ -202,22 +265,10 @@ impl PageView {
         if let Some(mut output) = output {
             spawn("page-frames", move || {
                 let why = loop {
-                    let mut head = [0u8; 16];
-                    if let Err(e) = output.read_exact(&mut head) {
-                        break format!("the page renderer ended ({e})");
+                    match read_frame(&mut output, width, height) {
+                        Ok(rects) => overlay.set(generation, composition_of(rects)),
+                        Err(e) => break e,
                     }
-                    let v = |i: usize| {
-                        u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]])
-                    };
-                    let (x, y, w, h) = (v(0), v(4), v(8), v(12));
-                    if x + w > width || y + h > height {
-                        break "the page renderer sent a frame out of bounds".to_string();
-                    }
-                    let mut pixels = vec![0u8; (w * h * 4) as usize];
-                    if let Err(e) = output.read_exact(&mut pixels) {
-                        break format!("the page renderer ended ({e})");
-                    }
-                    overlay.set(generation, composition_of(pixels, (x, y, w, h)));
                 };
                 on_event(PageViewEvent::Failed(why));
             })?;
@@ -267,6 +318,35 @@ impl Drop for PageView {
     }
 }
 
+/// Reads one frame message: a count, then per rectangle `x y w h` and its pixels.
+fn read_frame(
+    input: &mut impl Read,
+    width: u32,
+    height: u32,
+) -> Result<Vec<gst_video::VideoOverlayRectangle>, String> {
+    let ended = |e: std::io::Error| format!("the page renderer ended ({e})");
+    let mut word = [0u8; 4];
+    input.read_exact(&mut word).map_err(ended)?;
+    let n = u32::from_le_bytes(word) as usize;
+    if n > MAX_RECTS {
+        return Err(format!("the page renderer sent {n} rectangles"));
+    }
+    let mut rects = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut head = [0u8; 16];
+        input.read_exact(&mut head).map_err(ended)?;
+        let v = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (x, y, w, h) = (v(0), v(4), v(8), v(12));
+        if x.saturating_add(w) > width || y.saturating_add(h) > height {
+            return Err("the page renderer sent a rectangle out of bounds".into());
+        }
+        let mut pixels = vec![0u8; (w * h * 4) as usize];
+        input.read_exact(&mut pixels).map_err(ended)?;
+        rects.extend(rectangle_of(pixels, (x, y, w, h)));
+    }
+    Ok(rects)
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), PipelineError> {
     std::thread::Builder::new()
         .name(name.into())
@@ -313,13 +393,15 @@ pub fn render_main(url: &str, width: u32, height: u32) -> Result<(), PipelineErr
             }
             last.clear();
             last.extend_from_slice(data);
-            let (x, y, bw, bh) = drawn_box(data, w, h).unwrap_or((0, 0, 0, 0));
-            let mut msg = Vec::with_capacity(16 + bw * bh * 4);
-            for v in [x, y, bw, bh] {
-                msg.extend_from_slice(&(v as u32).to_le_bytes());
-            }
-            for row in y..y + bh {
-                msg.extend_from_slice(&data[(row * w + x) * 4..(row * w + x + bw) * 4]);
+            let rects = drawn_rects(data, w, h);
+            let mut msg = (rects.len() as u32).to_le_bytes().to_vec();
+            for (x, y, bw, bh) in rects {
+                for v in [x, y, bw, bh] {
+                    msg.extend_from_slice(&(v as u32).to_le_bytes());
+                }
+                for row in y..y + bh {
+                    msg.extend_from_slice(&data[(row * w + x) * 4..(row * w + x + bw) * 4]);
+                }
             }
             let mut out = std::io::stdout().lock();
             if out.write_all(&msg).and_then(|_| out.flush()).is_err() {
@@ -388,18 +470,52 @@ mod tests {
     #[test]
     fn the_overlay_covers_only_what_the_page_draws() {
         gst::init().unwrap();
-        let (w, h) = (64usize, 32usize);
+        let (w, h) = (640usize, 400usize);
         let mut data = vec![0u8; w * h * 4];
-        assert!(drawn_box(&data, w, h).is_none());
-        for y in 10..20 {
-            for x in 5..30 {
-                let i = (y * w + x) * 4;
-                data[i..i + 4].copy_from_slice(&[0, 0, 255, 255]);
+        assert!(drawn_rects(&data, w, h).is_empty());
+        let mut paint = |x0: usize, y0: usize, x1: usize, y1: usize| {
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    data[(y * w + x) * 4 + 3] = 255;
+                }
             }
+        };
+        // A frame 10 px wide around the canvas and a dot in the middle.
+        paint(0, 0, w, 10);
+        paint(0, h - 10, w, h);
+        paint(0, 0, 10, h);
+        paint(w - 10, 0, w, h);
+        paint(300, 200, 302, 202);
+        let rects = drawn_rects(&data, w, h);
+        let area: usize = rects.iter().map(|r| r.2 * r.3).sum();
+        assert!(area < w * h * 3 / 4, "{rects:?}");
+        // Every drawn pixel is inside a rectangle.
+        for (x, y) in [
+            (0, 0),
+            (639, 399),
+            (5, 200),
+            (635, 200),
+            (301, 201),
+            (320, 395),
+        ] {
+            assert!(
+                rects
+                    .iter()
+                    .any(|r| x >= r.0 && x < r.0 + r.2 && y >= r.1 && y < r.1 + r.3),
+                "({x}, {y}) not in {rects:?}"
+            );
         }
-        assert_eq!(drawn_box(&data, w, h), Some((4, 10, 26, 10)));
-        let c = composition_of(vec![0u8; 26 * 10 * 4], (4, 10, 26, 10)).unwrap();
-        assert_eq!(c.rectangle(0).unwrap().render_rectangle(), (4, 10, 26, 10));
-        assert!(composition_of(vec![0u8; 5], (0, 0, 2, 2)).is_none());
+        // Nothing in the empty middle, away from the dot.
+        assert!(!rects
+            .iter()
+            .any(|r| 150 >= r.0 && 150 < r.0 + r.2 && 150 >= r.1 && 150 < r.1 + r.3));
+        let r = rectangle_of(vec![0u8; 26 * 10 * 4], (4, 10, 26, 10)).unwrap();
+        assert_eq!(r.render_rectangle(), (4, 10, 26, 10));
+        assert!(rectangle_of(vec![0u8; 5], (0, 0, 2, 2)).is_none());
+        assert!(composition_of(vec![]).is_none());
+        assert_eq!(
+            composition_of(vec![r.clone(), r]).unwrap().n_rectangles(),
+            2
+        );
     }
 }
