@@ -334,3 +334,59 @@ fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
         }
     }
 }
+
+#[test]
+fn the_chat_overlay_shows_a_posted_message_within_a_second() {
+    let dir = TempDir::new("chat-overlay");
+    let pages = serve_pages();
+    let hooks = Receiver::start(0);
+    let api = start_service(&dir, pages, hooks.port);
+    register_room(&api, "chat", 1, "{}");
+    let (s, v) = start_with(&api, "chat", r#"{"chatOverlay":true}"#);
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    let rec = wait_page(&api, &id, "shown", "(chat overlay)", 20.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let started_ms = rec["segments"][0]["started_ms"].as_u64().unwrap();
+    let posted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (s, v) = api.call(
+        "POST",
+        "/v1/rooms/chat/events",
+        Some(r#"{"events":[{"type":"chat_message","user_id":"p1","name":"Alice","text":"Can everyone hear me?"}]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stop_recording(&api, "chat").1["result"], 0);
+    wait_state(&api, &id, "completed", 40.0);
+    let files = mp4s_under(&dir.path().join("store"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let frames = all_frames(&files[0], 320, 180);
+    // The panel (#101010) at the bottom right, over the room's grid (the participant's colour).
+    let panel = |f: &Frame| near(f.region_color(220, 165, 90, 8), 0x101010);
+    let posted_t = (posted_ms - started_ms) as f64 / 1000.0;
+    let before: Vec<_> = frames.iter().filter(|(t, _)| *t < posted_t - 0.3).collect();
+    assert!(before.len() > 30, "{} frames before the post", before.len());
+    assert!(
+        before.iter().all(|(_, f)| !panel(f)),
+        "a chat panel before any message"
+    );
+    let shown_t = frames
+        .iter()
+        .find(|(_, f)| panel(f))
+        .map(|(t, _)| *t)
+        .expect("the chat panel never showed");
+    let delay = shown_t - posted_t;
+    eprintln!("chat overlay: message shown {delay:.2} s after it was posted");
+    assert!(delay < 1.0, "shown {delay:.2} s after it was posted");
+    // It stays, and the grid is still there around it.
+    let last = &frames[frames.len() - 10].1;
+    assert!(panel(last));
+    assert!(
+        near(last.region_color(40, 30, 120, 68), SPEAKER)
+            || near(last.region_color(40, 30, 120, 68), 0xffffff)
+    );
+}

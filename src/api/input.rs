@@ -137,15 +137,13 @@ pub fn recording_view(
         Some(Value::Object(o)) if o.is_empty() => None,
         Some(l) => Some(layout(l)?),
     };
-    let page = match d.get("url") {
+    let mut page = match d.get("url") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) if u.trim().is_empty() => Some(None),
         Some(Value::String(u)) => {
             let url = crate::page::check_url(u, origins)
                 .map_err(|e| ApiError::new(e.code(), format!("url_details.url: {e}")))?;
-            Some(Some(PageSpec {
-                url: crate::page::page_url(url, d),
-            }))
+            Some(Some(PageSpec::new(crate::page::page_url(url, d))))
         }
         Some(_) => {
             return Err(ApiError::new(
@@ -154,16 +152,19 @@ pub fn recording_view(
             ))
         }
     };
-    if let Some(true) = d
-        .get("chatOverlay")
-        .or_else(|| d.get("chat_overlay"))
-        .and_then(Value::as_bool)
-    {
-        return Err(ApiError::new(
-            Code::RecordParamsMissing,
-            "url_details.chatOverlay: the built-in chat overlay is not available on this \
-             worker; draw chat in the custom view page instead",
-        ));
+    match d.get("chatOverlay").or_else(|| d.get("chat_overlay")) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        // The chat over the page asked for, or alone over the room's layout.
+        Some(Value::Bool(true)) => match &mut page {
+            Some(Some(p)) => p.chat_overlay = true,
+            _ => page = Some(Some(PageSpec::chat_overlay())),
+        },
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::RecordParamsMissing,
+                "url_details.chatOverlay must be true or false",
+            ))
+        }
     }
     let view = RecordingView { layout, page };
     if view.is_empty() {
@@ -520,11 +521,16 @@ mod tests {
                 "{bad}"
             );
         }
-        let e = view(
+        let v = view(
             r#"{"config":{"url_details":{"url":"http://v.example.com/p","chatOverlay":true}}}"#,
         )
-        .unwrap_err();
-        assert!(format!("{e:?}").contains("chatOverlay"), "{e:?}");
+        .unwrap();
+        let p = v.page.unwrap().unwrap();
+        assert!(p.chat_overlay && p.url == "http://v.example.com/p");
+        let v = view(r#"{"config":{"urlDetails":{"chatOverlay":true}}}"#).unwrap();
+        assert_eq!(v.page, Some(Some(PageSpec::chat_overlay())));
+        let e = view(r#"{"config":{"urlDetails":{"chatOverlay":"yes"}}}"#).unwrap_err();
+        assert_eq!(e.code(), Code::RecordParamsMissing);
         assert_eq!(
             rtmp_urls(&body("{}")).unwrap_err().code(),
             Code::StreamUrlMissing

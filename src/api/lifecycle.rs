@@ -95,9 +95,7 @@ pub(super) fn room_page(st: &ApiState, room: &RoomConfig) -> Result<Option<PageS
             let url = crate::page::check_url(u, &st.cfg.page_origins).map_err(|e| {
                 ApiError::new(e.code(), format!("settings.live_recording.url: {e}"))
             })?;
-            Ok(Some(PageSpec {
-                url: url.to_string(),
-            }))
+            Ok(Some(PageSpec::new(url.to_string())))
         }
     }
 }

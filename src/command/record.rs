@@ -105,6 +105,10 @@ pub struct OutputArgs {
     /// where it marks them with `data-roomcast-tile`.
     #[arg(long, value_name = "URL")]
     pub layout_url: Option<String>,
+    /// Draw the room's latest chat messages in a panel at the bottom right (over the custom
+    /// view, or over the room's layout).
+    #[arg(long)]
+    pub chat_overlay: bool,
 }
 
 impl DemoArgs {
@@ -172,6 +176,7 @@ impl OutputArgs {
             duration: (duration > 0.0).then(|| Duration::from_secs_f64(duration)),
             deliver_wait: Duration::from_secs_f64(self.deliver_wait.clamp(0.0, 86_400.0)),
             page: self.layout_url,
+            chat_overlay: self.chat_overlay,
         }
     }
 }
@@ -218,6 +223,8 @@ pub struct RecordRequest {
     pub deliver_wait: Duration,
     /// A web page drawn over the tiles (custom view).
     pub page: Option<String>,
+    /// Draw the room's chat over the recording.
+    pub chat_overlay: bool,
 }
 
 /// What a command-line recording printed, and the error it ended with (a job that failed
@@ -275,7 +282,11 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
         max_duration_secs: req.duration.map(|d| d.as_secs_f64()),
         started_by: CLI_REQUESTER.into(),
         storage: req.storage,
-        page: req.page.map(|url| crate::model::page::PageSpec { url }),
+        page: match (req.page, req.chat_overlay) {
+            (Some(url), chat_overlay) => Some(crate::model::page::PageSpec { url, chat_overlay }),
+            (None, true) => Some(crate::model::page::PageSpec::chat_overlay()),
+            (None, false) => None,
+        },
     };
     let plan = Plan {
         layout,

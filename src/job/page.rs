@@ -180,6 +180,10 @@ impl PageLayer {
         self.phase = Phase::Checking;
         let url = self.spec.url.clone();
         let tx = self.tx.clone();
+        if self.spec.is_builtin() {
+            let _ = tx.send(Internal::Checked(Ok(())));
+            return;
+        }
         tokio::spawn(async move {
             let _ = tx.send(Internal::Checked(answers(&url).await));
         });
@@ -229,7 +233,10 @@ impl PageLayer {
         });
         match started {
             Ok(mut view) => {
-                view.run_javascript(&bootstrap_script(self.channel.address()));
+                view.run_javascript(&bootstrap_script(
+                    self.channel.address(),
+                    self.spec.chat_overlay,
+                ));
                 self.view = Some(view);
                 let now = Instant::now();
                 self.phase = Phase::Loading {
@@ -365,7 +372,10 @@ impl PageLayer {
     fn inject(&mut self) {
         if let Some(view) = &mut self.view {
             debug!("running the custom view's script");
-            view.run_javascript(&bootstrap_script(self.channel.address()));
+            view.run_javascript(&bootstrap_script(
+                self.channel.address(),
+                self.spec.chat_overlay,
+            ));
         }
     }
 
@@ -420,7 +430,7 @@ async fn answers(url: &str) -> Result<(), String> {
         .timeout(CHECK_TIMEOUT)
         .build()
         .map_err(|e| e.to_string())?;
-    let shown = PageSpec { url: url.into() }.shown_url();
+    let shown = PageSpec::new(url).shown_url();
     let resp = client.get(url).send().await.map_err(|e| {
         if e.is_timeout() {
             format!(

@@ -7,12 +7,43 @@ use serde::{Deserialize, Serialize};
 pub struct PageSpec {
     /// The page's address, the request's custom keys already in its query string.
     pub url: String,
+    /// Draw roomcast's chat overlay (the room's latest chat messages) in the page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chat_overlay: bool,
 }
 
+/// The page shown for a chat overlay without a custom view: empty and transparent.
+pub const BLANK_PAGE: &str =
+    "data:text/html,<!doctype html><html><head><style>html,body{margin:0;background:transparent}</style></head><body></body></html>";
+
 impl PageSpec {
+    /// A page at `url`.
+    pub fn new(url: impl Into<String>) -> PageSpec {
+        PageSpec {
+            url: url.into(),
+            chat_overlay: false,
+        }
+    }
+
+    /// roomcast's chat overlay alone (over the room's own layout).
+    pub fn chat_overlay() -> PageSpec {
+        PageSpec {
+            url: BLANK_PAGE.into(),
+            chat_overlay: true,
+        }
+    }
+
+    /// Whether this is roomcast's own page (nothing to fetch).
+    pub fn is_builtin(&self) -> bool {
+        self.url.starts_with("data:")
+    }
+
     /// The address without its query string or fragment (custom keys may carry tokens): what
     /// logs, records and webhooks show.
     pub fn shown_url(&self) -> String {
+        if self.is_builtin() {
+            return "(chat overlay)".into();
+        }
         match self.url.split_once(['?', '#']) {
             Some((base, _)) => base.to_string(),
             None => self.url.clone(),

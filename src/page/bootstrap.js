@@ -2,6 +2,31 @@
   if (window.__roomcastChannel) return;
   window.__roomcastChannel = true;
   var address = "__ROOMCAST_CHANNEL__";
+  var chatOverlay = __ROOMCAST_CHAT_OVERLAY__;
+  var chatPanel = null;
+  function drawChat(state) {
+    if (!chatOverlay || !document.body) return;
+    var lines = (state && state.chat) ? state.chat.slice(-5) : [];
+    if (!chatPanel) {
+      chatPanel = document.createElement("div");
+      chatPanel.id = "roomcast-chat";
+      chatPanel.style.cssText = "position:fixed;right:24px;bottom:24px;width:400px;" +
+        "background:#101010;color:#ffffff;font:20px/1.35 'DejaVu Sans',sans-serif;" +
+        "padding:12px 16px;border-radius:8px;z-index:2147483647;display:none;" +
+        "overflow:hidden;word-wrap:break-word;";
+      document.body.appendChild(chatPanel);
+    }
+    chatPanel.textContent = "";
+    for (var i = 0; i < lines.length; i++) {
+      var row = document.createElement("div");
+      var who = document.createElement("b");
+      who.textContent = lines[i].name + ": ";
+      row.appendChild(who);
+      row.appendChild(document.createTextNode(lines[i].text));
+      chatPanel.appendChild(row);
+    }
+    chatPanel.style.display = lines.length ? "block" : "none";
+  }
   var rc = window.roomcast = window.roomcast || {};
   rc.state = rc.state || null;
   var ws = null;
@@ -57,6 +82,7 @@
       try { m = JSON.parse(e.data); } catch (err) { return; }
       if (m.type === "state") {
         rc.state = m.state;
+        drawChat(m.state);
         window.dispatchEvent(new CustomEvent("roomcast", { detail: m }));
       } else if (m.type === "event") {
         window.dispatchEvent(new CustomEvent("roomcast", { detail: m }));

@@ -156,10 +156,16 @@ pub fn regions_layout(
 }
 
 /// The script run in the page: it connects to roomcast's channel at `address`, keeps
-/// `window.roomcast.state` current, fires a `roomcast` event on `window` for every change, and
-/// reports the boxes of elements marked `data-roomcast-tile` whenever they move.
-pub fn bootstrap_script(address: &str) -> String {
-    include_str!("bootstrap.js").replace("__ROOMCAST_CHANNEL__", address)
+/// `window.roomcast.state` current, fires a `roomcast` event on `window` for every change,
+/// reports the boxes of elements marked `data-roomcast-tile` whenever they move, and with
+/// `chat_overlay` draws the room's latest chat messages in a panel at the bottom right.
+pub fn bootstrap_script(address: &str, chat_overlay: bool) -> String {
+    include_str!("bootstrap.js")
+        .replace("__ROOMCAST_CHANNEL__", address)
+        .replace(
+            "__ROOMCAST_CHAT_OVERLAY__",
+            if chat_overlay { "true" } else { "false" },
+        )
 }
 
 #[cfg(test)]
@@ -192,7 +198,7 @@ mod tests {
         assert!(u.contains("title=Town+hall"));
         assert!(u.contains("opts=%7B%22a%22%3A1%7D"));
         assert!(!u.contains("chatOverlay"));
-        let spec = PageSpec { url: u };
+        let spec = PageSpec::new(u);
         assert_eq!(spec.shown_url(), "https://v.example.com/view");
     }
 
