@@ -86,6 +86,15 @@ fn serve_pages() -> u16 {
     port
 }
 
+/// A data folder, the test pages, a webhook receiver and the service allowing the pages.
+fn set_up(tag: &str) -> (TempDir, u16, Receiver, Service) {
+    let dir = TempDir::new(tag);
+    let pages = serve_pages();
+    let hooks = Receiver::start(0);
+    let api = start_service(&dir, pages, hooks.port);
+    (dir, pages, hooks, api)
+}
+
 fn start_service(dir: &TempDir, pages: u16, hooks: u16) -> Service {
     let env = serve_env(
         &dir.path().join("data"),
@@ -130,16 +139,31 @@ fn wait_page(api: &Service, id: &str, phase: &str, url_end: &str, secs: f64) -> 
     .unwrap_or_else(|| panic!("page of {id} not {phase} ({url_end}) within {secs} s: {last}"))
 }
 
+/// Posts a chat message from the first participant; when it was posted (ms since the epoch).
+fn post_chat(api: &Service, room: &str, text: &str) -> u64 {
+    let posted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let body = serde_json::json!({"events": [
+        {"type": "chat_message", "user_id": "p1", "name": "Alice", "text": text}
+    ]});
+    let (s, v) = api.call(
+        "POST",
+        &format!("/v1/rooms/{room}/events"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    posted
+}
+
 fn near(c: [u8; 3], rgb: u32) -> bool {
     dist(c, rgb) < 60.0
 }
 
 #[test]
 fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
-    let dir = TempDir::new("custom-view");
-    let pages = serve_pages();
-    let hooks = Receiver::start(0);
-    let api = start_service(&dir, pages, hooks.port);
+    let (dir, pages, hooks, api) = set_up("custom-view");
     register_room(&api, "cv", 1, "{}");
 
     // Refused up front: an origin not allowed, a file, no address at all (7202).
@@ -165,16 +189,7 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let started_ms = rec["segments"][0]["started_ms"].as_u64().unwrap();
-    let chat_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let (s, v) = api.call(
-        "POST",
-        "/v1/rooms/cv/events",
-        Some(r#"{"events":[{"type":"chat_message","user_id":"p1","name":"Alice","text":"hello roomcast"}]}"#),
-    );
-    assert_eq!(s, 200, "{v}");
+    let chat_ms = post_chat(&api, "cv", "hello roomcast");
     std::thread::sleep(Duration::from_secs(3));
 
     let b = format!("http://127.0.0.1:{pages}/b.html");
@@ -278,10 +293,7 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
 
 #[test]
 fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
-    let dir = TempDir::new("custom-view-fail");
-    let pages = serve_pages();
-    let hooks = Receiver::start(0);
-    let api = start_service(&dir, pages, hooks.port);
+    let (dir, pages, hooks, api) = set_up("custom-view-fail");
     let mut lengths = Vec::new();
     for (room, page, why) in [
         ("missing", "missing.html", "HTTP 404"),
@@ -337,10 +349,7 @@ fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
 
 #[test]
 fn the_chat_overlay_shows_a_posted_message_within_a_second() {
-    let dir = TempDir::new("chat-overlay");
-    let pages = serve_pages();
-    let hooks = Receiver::start(0);
-    let api = start_service(&dir, pages, hooks.port);
+    let (dir, _pages, _hooks, api) = set_up("chat-overlay");
     register_room(&api, "chat", 1, "{}");
     let (s, v) = start_with(&api, "chat", r#"{"chatOverlay":true}"#);
     assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
@@ -349,16 +358,7 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
     let rec = wait_page(&api, &id, "shown", "(chat overlay)", 20.0);
     std::thread::sleep(Duration::from_secs(2));
     let started_ms = rec["segments"][0]["started_ms"].as_u64().unwrap();
-    let posted_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let (s, v) = api.call(
-        "POST",
-        "/v1/rooms/chat/events",
-        Some(r#"{"events":[{"type":"chat_message","user_id":"p1","name":"Alice","text":"Can everyone hear me?"}]}"#),
-    );
-    assert_eq!(s, 200, "{v}");
+    let posted_ms = post_chat(&api, "chat", "Can everyone hear me?");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(stop_recording(&api, "chat").1["result"], 0);
     wait_state(&api, &id, "completed", 40.0);

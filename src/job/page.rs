@@ -431,30 +431,27 @@ async fn answers(url: &str) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let shown = PageSpec::new(url).shown_url();
-    let resp = client.get(url).send().await.map_err(|e| {
+    let secs = CHECK_TIMEOUT.as_secs();
+    // The request's own text names the URL with its query string: left out.
+    let why = |e: reqwest::Error, late: &str, failed: &str| {
         if e.is_timeout() {
-            format!(
-                "{shown} did not answer within {} s",
-                CHECK_TIMEOUT.as_secs()
-            )
+            format!("{shown} {late} within {secs} s")
         } else {
-            format!("{shown} could not be fetched: {}", e.without_url())
+            format!("{shown} {failed}: {}", e.without_url())
         }
-    })?;
+    };
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| why(e, "did not answer", "could not be fetched"))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("{shown} answered HTTP {}", status.as_u16()));
     }
-    resp.bytes().await.map_err(|e| {
-        if e.is_timeout() {
-            format!(
-                "{shown} did not finish loading within {} s",
-                CHECK_TIMEOUT.as_secs()
-            )
-        } else {
-            format!("{shown} could not be read: {}", e.without_url())
-        }
-    })?;
+    resp.bytes()
+        .await
+        .map_err(|e| why(e, "did not finish loading", "could not be read"))?;
     Ok(())
 }
 
