@@ -283,3 +283,44 @@ fn bad_configuration_is_one_coded_line_and_exit_code_2() {
         assert!(j["msg"].as_str().unwrap().contains(var), "{err}");
     }
 }
+
+#[test]
+fn preview_draws_a_custom_view_page_with_the_tiles_where_it_marks_them() {
+    let dir = TempDir::new("preview-page");
+    let page = dir.path().join("view.html");
+    std::fs::write(
+        &page,
+        r#"<!doctype html><html><head><style>
+html,body{margin:0;background:transparent;overflow:hidden}
+#band{position:absolute;left:0;top:640px;width:1280px;height:80px;background:#ff00ff}
+#spk{position:absolute;left:640px;top:0;width:640px;height:360px}
+#rest{position:absolute;left:0;top:360px;width:640px;height:280px}
+</style></head><body><div id="band"></div>
+<div id="spk" data-roomcast-tile="speaker"></div><div id="rest" data-roomcast-tile="others"></div>
+</body></html>"#,
+    )
+    .unwrap();
+    let out = dir.path().join("page.png");
+    let url = format!("file://{}", page.display());
+    let (ok, _, err) = run(&[
+        "layout",
+        "preview",
+        "--url",
+        &url,
+        "--participants",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let img = image(&out, 1280, 720);
+    assert_region(&img, (0, 640, 1280, 80), 0xff00ff, "the page's band");
+    assert_region(
+        &img,
+        (640, 0, 640, 360),
+        PALETTE[0],
+        "tile 1 where the page marks the speaker",
+    );
+    // Nothing where no region is marked.
+    assert_region(&img, (0, 0, 640, 360), 0x000000, "unmarked top left");
+}

@@ -79,8 +79,13 @@ pub fn finalize(file: &Path) -> Result<Value> {
 /// `roomcast layout preview`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PreviewArgs {
-    /// grid, speaker, presentation, single, or a layout file.
+    /// grid, speaker, presentation, single, or a layout file (with `--url`: the room's layout,
+    /// used where the page marks no tiles).
+    #[arg(default_value = "grid")]
     pub layout: String,
+    /// A custom view page to draw over the tiles, the tiles where it marks them.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
     /// Number of participants.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=49))]
     pub participants: u32,
@@ -100,8 +105,100 @@ pub fn layout_preview(a: &PreviewArgs) -> Result<Value> {
     let layout = Layout::resolve(&a.layout)?;
     let preset = Preset::resolve(&a.preset)?;
     let n = a.participants as usize;
-    pipeline::preview::render(&layout, &preset, n, a.screen_share, &a.out)?;
+    let show = |overlay: std::sync::Arc<pipeline::page::PageOverlay>,
+                canvas: crate::layout::Canvas| match &a.url {
+        Some(url) => page_preview(url, n, overlay, canvas),
+        None => Ok(None),
+    };
+    let page: Option<pipeline::preview::PagePreview> = a
+        .url
+        .as_ref()
+        .map(|_| &show as pipeline::preview::PagePreview);
+    pipeline::preview::render(&layout, &preset, n, a.screen_share, &a.out, page)?;
     Ok(json!({ "file": a.out }))
+}
+
+/// Longest wait for a previewed page to be painted and to mark its tiles.
+const PAGE_PREVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Shows `url` in a preview: renders it into `overlay` with `n` numbered participants as its
+/// room, waits until it is painted and has said where its tiles go; the layout they make.
+fn page_preview(
+    url: &str,
+    n: usize,
+    overlay: std::sync::Arc<pipeline::page::PageOverlay>,
+    canvas: crate::layout::Canvas,
+) -> std::result::Result<Option<Layout>, pipeline::PipelineError> {
+    use crate::page::channel::{Channel, PageMessage};
+    use std::time::{Duration, Instant};
+    let failed = |m: String| pipeline::PipelineError::Runtime {
+        element: "page".into(),
+        message: m,
+    };
+    let rt = runtime().map_err(|e| failed(e.to_string()))?;
+    rt.block_on(async {
+        let mut channel = Channel::open().await.map_err(|e| failed(e.to_string()))?;
+        let participants: Vec<Value> = (1..=n)
+            .map(|i| {
+                json!({"id": format!("p{i}"), "name": i.to_string(), "talking": i == 1,
+                "video": true, "video_muted": false, "paused": false, "spotlight": false,
+                "pinned": false, "screen": false})
+            })
+            .collect();
+        channel.send_state(&json!({"participants": participants, "layout": "grid",
+            "recording_started_ms": crate::clock::now_ms(), "chat": []}));
+        let generation = overlay.generation();
+        let mut view = pipeline::page::PageView::start(
+            url,
+            canvas.width,
+            canvas.height,
+            (overlay.clone(), generation),
+            |_| {},
+        )?;
+        let script = crate::page::bootstrap_script(channel.address(), false);
+        let deadline = Instant::now() + PAGE_PREVIEW_TIMEOUT;
+        let (mut hello, mut regions) = (None::<Instant>, None);
+        let mut injected = Instant::now() - Duration::from_secs(1);
+        loop {
+            if Instant::now() > deadline {
+                return Err(failed(format!(
+                    "{url} was not painted within {} s",
+                    PAGE_PREVIEW_TIMEOUT.as_secs()
+                )));
+            }
+            let painted = hello.is_some() && overlay.frames(generation) > 0;
+            // Marked tiles come with the hello; a page that marks none is an overlay.
+            if painted && (regions.is_some() || hello.is_some_and(|t| t.elapsed().as_secs() >= 1)) {
+                break;
+            }
+            if hello.is_none() && injected.elapsed() >= Duration::from_secs(1) {
+                injected = Instant::now();
+                view.run_javascript(&script);
+            }
+            match tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
+                Ok(Some(PageMessage::Hello { href }))
+                    if href != "about:blank" && !href.is_empty() =>
+                {
+                    hello.get_or_insert_with(Instant::now);
+                }
+                Ok(Some(PageMessage::Regions {
+                    viewport,
+                    regions: r,
+                })) => {
+                    regions = Some(
+                        crate::page::regions_layout(viewport, &r)
+                            .map_err(|e| failed(format!("the page's marked tiles: {e}")))?,
+                    );
+                }
+                _ => {}
+            }
+        }
+        // The last frame is what the preview shows; the renderer is no longer needed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        overlay.activate(generation);
+        drop(view);
+        Ok(regions.flatten())
+    })
 }
 
 /// `roomcast bench composite`: the real composite pipeline, as fast as possible, on

@@ -12,13 +12,22 @@ use std::time::Duration;
 /// Longest a preview render may take.
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Renders `layout` with `participants` tiles (and a screen share if asked) into `out`.
+/// What a custom view page makes of a preview: given the composite's page overlay and canvas,
+/// it shows the page there and answers the layout its marked tiles make (None: the layout).
+pub type PagePreview<'a> = &'a dyn Fn(
+    std::sync::Arc<super::page::PageOverlay>,
+    crate::layout::Canvas,
+) -> Result<Option<Layout>, PipelineError>;
+
+/// Renders `layout` with `participants` tiles (and a screen share if asked) into `out`, under
+/// a custom view page if `page` is given.
 pub fn render(
     layout: &Layout,
     preset: &Preset,
     participants: usize,
     screen_share: bool,
     out: &Path,
+    page: Option<PagePreview>,
 ) -> Result<(), PipelineError> {
     if preset.video.is_none() {
         return Err(PipelineError::Invalid {
@@ -45,9 +54,14 @@ pub fn render(
         background_image: def.background_image.clone(),
         label: def.label.clone(),
         watermark: None,
-        page_layer: false,
+        page_layer: page.is_some(),
     };
     let mut comp = Composite::new(&opts)?;
+    let placed = match (page, comp.page_overlay()) {
+        (Some(show), Some(overlay)) => show(overlay, comp.canvas())?,
+        _ => None,
+    };
+    let layout = placed.as_ref().unwrap_or(layout);
     let slots = layout.place(comp.canvas(), &tiles);
     for s in &slots {
         if let SlotContent::Tile { id, .. } = &s.content {
