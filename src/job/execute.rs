@@ -272,7 +272,7 @@ impl<H: JobHost> Run<'_, H> {
             min_free_bytes: self.env.min_free_bytes,
             start_timeout: Some(self.env.start_timeout),
             page: self.job.spec.page.clone(),
-            page_layer: self.env.custom_views || self.job.spec.page.is_some(),
+            page_layer: self.env.custom_views,
         };
         let mut translator = Translator::new(
             synthetic,

@@ -164,6 +164,9 @@ impl Job {
 
     /// Tells the page (and a page about to replace it) the room as it stands.
     fn send_page_state(&self) {
+        if self.page.is_none() && self.next_page.is_none() {
+            return;
+        }
         let tiles = self.state.tiles();
         let layout = &self.layout.active_def(&tiles).name;
         for p in self.page.iter().chain(self.next_page.iter()) {

@@ -34,7 +34,8 @@ const TICK: Duration = Duration::from_millis(500);
 
 enum Internal {
     Checked(Result<(), String>),
-    View(PageViewEvent),
+    /// From the view of this generation (a replaced view's end arrives late and is ignored).
+    View(u64, PageViewEvent),
 }
 
 enum Phase {
@@ -151,6 +152,11 @@ impl PageLayer {
         started_ms: u64,
         chat: &std::collections::VecDeque<crate::model::page::ChatLine>,
     ) {
+        let sharing: std::collections::HashSet<&str> = tiles
+            .iter()
+            .filter(|t| t.id.screen)
+            .map(|t| t.id.participant.as_str())
+            .collect();
         let participants: Vec<_> = tiles
             .iter()
             .filter(|t| !t.id.screen)
@@ -164,7 +170,7 @@ impl PageLayer {
                     "paused": t.paused,
                     "spotlight": t.spotlighted,
                     "pinned": t.pinned,
-                    "screen": tiles.iter().any(|s| s.id.screen && s.id.participant == t.id.participant),
+                    "screen": sharing.contains(t.id.participant.as_str()),
                 })
             })
             .collect();
@@ -210,7 +216,9 @@ impl PageLayer {
         match ev {
             Internal::Checked(Ok(())) if matches!(self.phase, Phase::Checking) => self.render(),
             Internal::Checked(Err(e)) if matches!(self.phase, Phase::Checking) => self.fail(e),
-            Internal::View(PageViewEvent::Failed(e)) if self.view.is_some() => {
+            Internal::View(g, PageViewEvent::Failed(e))
+                if g == self.generation && self.view.is_some() =>
+            {
                 self.fail(format!("the page's renderer failed: {e}"))
             }
             _ => PageUpdate::default(),
@@ -220,6 +228,7 @@ impl PageLayer {
     fn render(&mut self) -> PageUpdate {
         debug!(url = %self.status.url, "the custom view answers: rendering it");
         let tx = self.tx.clone();
+        let generation = self.generation;
         let started = tokio::task::block_in_place(|| {
             PageView::start(
                 &self.spec.url,
@@ -227,7 +236,7 @@ impl PageLayer {
                 self.canvas.1,
                 (self.overlay.clone(), self.generation),
                 move |ev| {
-                    let _ = tx.send(Internal::View(ev));
+                    let _ = tx.send(Internal::View(generation, ev));
                 },
             )
         });

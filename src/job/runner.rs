@@ -60,7 +60,7 @@ pub struct RecordingSpec {
     pub start_timeout: Option<Duration>,
     /// A web page drawn over the tiles (custom view).
     pub page: Option<crate::model::page::PageSpec>,
-    /// Whether the composite can draw a page at all (a page can be set later only then).
+    /// Whether the composite can draw a page set later (one given in `page` always can).
     pub page_layer: bool,
 }
 
