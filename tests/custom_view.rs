@@ -349,7 +349,7 @@ fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
 
 #[test]
 fn the_chat_overlay_shows_a_posted_message_within_a_second() {
-    let (dir, _pages, _hooks, api) = set_up("chat-overlay");
+    let (dir, _pages, hooks, api) = set_up("chat-overlay");
     register_room(&api, "chat", 1, "{}");
     let (s, v) = start_with(&api, "chat", r#"{"chatOverlay":true}"#);
     assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
@@ -359,9 +359,63 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
     std::thread::sleep(Duration::from_secs(2));
     let started_ms = rec["segments"][0]["started_ms"].as_u64().unwrap();
     let posted_ms = post_chat(&api, "chat", "Can everyone hear me?");
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(1));
+    post_chat(&api, "chat", "Yes — \"loud\" and clear\n👍");
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stop_recording(&api, "chat").1["result"], 0);
-    wait_state(&api, &id, "completed", 40.0);
+    let done = wait_state(&api, &id, "completed", 40.0);
+    // The segment's transcript is delivered with it and announced by a `chatdata` webhook.
+    let hook = wait_for(20.0, || hooks.of_type("chatdata").into_iter().next())
+        .expect("no chatdata webhook");
+    let hook: serde_json::Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(
+        (hook["room_id"].as_str(), hook["app_id"].is_string()),
+        (Some("chat"), true),
+        "{hook}"
+    );
+    let url = hook["chatdata"][0]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let path = url
+        .strip_prefix("file://")
+        .unwrap_or_else(|| panic!("{hook}"));
+    assert!(
+        path.starts_with(&dir.path().join("store").display().to_string()),
+        "{url}"
+    );
+    let transcript: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let messages = transcript["messages"].as_array().unwrap();
+    let texts: Vec<_> = messages
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["Can everyone hear me?", "Yes — \"loud\" and clear\n👍"]
+    );
+    assert_eq!(
+        (
+            messages[0]["name"].as_str(),
+            messages[0]["user_id"].as_str()
+        ),
+        (Some("Alice"), Some("p1"))
+    );
+    let offset = messages[0]["offset_s"].as_f64().unwrap();
+    let expected = (posted_ms - started_ms) as f64 / 1000.0;
+    assert!(
+        (offset - expected).abs() < 0.5,
+        "offset {offset} s, posted at {expected} s"
+    );
+    let seg = wait_for(10.0, || {
+        let j = job(&api, &id);
+        (j["segments"][0]["chat"]["status"] == "delivered").then(|| j["segments"][0].clone())
+    })
+    .unwrap_or_else(|| panic!("transcript not recorded as delivered: {done}"));
+    assert_eq!(seg["chat"]["messages"], 2, "{seg}");
+    assert_eq!(seg["chat"]["url"].as_str(), Some(url.as_str()));
+    assert_eq!(transcript["recording"], seg["file_name"], "{transcript}");
     let files = mp4s_under(&dir.path().join("store"));
     assert_eq!(files.len(), 1, "{files:?}");
     let frames = all_frames(&files[0], 320, 180);

@@ -194,7 +194,9 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     let (_, v) = start_recording(&s1, "keep");
     let id = v["job_id"].as_str().unwrap().to_string();
     wait_state(&s1, &id, "active", 20.0);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(2));
+    chat(&s1, "keep", "before the crash");
+    std::thread::sleep(Duration::from_secs(2));
     s1.kill9();
 
     // A new server on the same data folder takes the job over: the killed run's segment is
@@ -211,6 +213,9 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     let d = probe(&first_path).duration;
     assert!(d >= 3.0, "the killed run's segment holds {d} s");
     assert_eq!(j["segments"].as_array().unwrap().len(), 2, "{j}");
+    // The chat of the killed run's segment was journaled: its transcript is made on recovery.
+    assert_eq!(transcript(first), ["before the crash"], "{j}");
+    chat(&s2, "keep", "after the takeover");
     std::thread::sleep(Duration::from_secs(3));
 
     // SIGTERM: the server finalizes the segment and hands the job back, then exits.
@@ -237,8 +242,42 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
         assert!(pr.duration >= 1.5, "segment {i}: {} s", pr.duration);
         assert_eq!(s["status"], "local");
     }
+    assert_eq!(transcript(&segs[1]), ["after the takeover"], "{j}");
+    assert!(segs[2].get("chat").is_none(), "{j}");
     let (_, arch) = s3.call("GET", "/v1/recordings?room_id=keep", None);
     assert_eq!(arch["count"], 3, "{arch}");
+    let (_, arch) = s3.call("GET", "/v1/recordings?room_id=keep&kind=chat", None);
+    assert_eq!(arch["count"], 2, "{arch}");
+}
+
+/// Posts a chat message to `room`.
+fn chat(api: &Service, room: &str, text: &str) {
+    let body = serde_json::json!({"events": [
+        {"type": "chat_message", "user_id": "u1", "name": "Ann", "text": text}
+    ]});
+    let (s, v) = api.call(
+        "POST",
+        &format!("/v1/rooms/{room}/events"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+/// The texts in a segment record's chat transcript (kept locally: no storage configured).
+fn transcript(seg: &serde_json::Value) -> Vec<String> {
+    assert_eq!(seg["chat"]["status"], "local", "{seg}");
+    let url = seg["chat"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{seg}"));
+    let text = std::fs::read(url.strip_prefix("file://").unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["recording"], seg["file_name"], "{v}");
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]

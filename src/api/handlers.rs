@@ -548,6 +548,18 @@ pub(super) async fn recordings(State(st): St, Query(q): Query<HashMap<String, St
     };
     let from = num("from")?.map(|s| s * 1000);
     let to = num("to")?.map(|s| s * 1000);
+    // Recordings by default; `kind=chat` lists the segments' chat transcripts, `kind=all` both.
+    let (recordings, chats) = match q.get("kind").map(String::as_str) {
+        None | Some("recording") => (true, false),
+        Some("chat") => (false, true),
+        Some("all") => (true, true),
+        Some(other) => {
+            return Err(ApiError::new(
+                Code::RecordParamsMissing,
+                format!("kind {other:?} is not one of recording, chat, all"),
+            ))
+        }
+    };
     let mut files: Vec<_> = st
         .store
         .archive()
@@ -557,6 +569,13 @@ pub(super) async fn recordings(State(st): St, Query(q): Query<HashMap<String, St
         .filter(|e| q.get("conf_num").is_none_or(|c| &e.conf_num == c))
         .filter(|e| from.is_none_or(|f| e.ended_ms >= f))
         .filter(|e| to.is_none_or(|t| e.started_ms <= t))
+        .filter(|e| {
+            if crate::job::chat::is_transcript(&e.file_name) {
+                chats
+            } else {
+                recordings
+            }
+        })
         .collect();
     files.sort_by_key(|e| e.started_ms);
     let total: u64 = files.iter().map(|e| e.size).sum();

@@ -224,7 +224,7 @@ impl S3Target {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("video/mp4")
+            .content_type(content_type(key))
             .body(ByteStream::from(data))
             .send()
             .await
@@ -242,7 +242,7 @@ impl S3Target {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("video/mp4")
+            .content_type(content_type(key))
             .send()
             .await
             .map_err(|e| {
@@ -388,6 +388,17 @@ where
         SdkError::ResponseError(_) => "unreadable response".into(),
         SdkError::ConstructionFailure(_) => "request could not be built".into(),
         _ => "unknown error".into(),
+    }
+}
+
+/// The content type stored with an object, by its name.
+fn content_type(key: &str) -> &'static str {
+    if key.ends_with(".mp4") {
+        "video/mp4"
+    } else if key.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
     }
 }
 

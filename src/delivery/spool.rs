@@ -111,7 +111,7 @@ impl Spool {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
         let id = format!("{stem}-{}", &meta.sha256[..12]);
-        let media = self.dir.join(format!("{id}.mp4"));
+        let media = self.dir.join(media_name(&id, &meta.file_name));
         let mut entry = SpoolEntry {
             id,
             meta,
@@ -142,7 +142,7 @@ impl Spool {
     /// The media file of an entry: in the spool, or still at its origin when the process
     /// died between writing the sidecar and moving the media.
     pub fn media_path(&self, entry: &SpoolEntry) -> PathBuf {
-        let spooled = self.dir.join(format!("{}.mp4", entry.id));
+        let spooled = self.dir.join(media_name(&entry.id, &entry.meta.file_name));
         match &entry.origin {
             Some(origin) if !spooled.exists() && origin.is_file() => origin.clone(),
             _ => spooled,
@@ -179,16 +179,30 @@ impl Spool {
     /// Deletes an entry (media first: a leftover sidecar without media is harmless).
     pub fn remove(&self, entry: &SpoolEntry) -> std::io::Result<()> {
         if let Some(origin) = entry.origin.as_ref().filter(|o| o.is_file()) {
-            if !self.dir.join(format!("{}.mp4", entry.id)).exists() {
+            if !self
+                .dir
+                .join(media_name(&entry.id, &entry.meta.file_name))
+                .exists()
+            {
                 std::fs::remove_file(origin)?;
             }
         }
-        match std::fs::remove_file(self.dir.join(format!("{}.mp4", entry.id))) {
+        match std::fs::remove_file(self.dir.join(media_name(&entry.id, &entry.meta.file_name))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::fs::remove_file(self.dir.join(format!("{}.json", entry.id)))
+    }
+}
+
+/// The spool's name for the content of entry `id`: `.mp4` for recordings, `.data` for any
+/// other file (a chat transcript), so no content is ever taken for a sidecar (`.json`).
+fn media_name(id: &str, file_name: &str) -> String {
+    if file_name.ends_with(".mp4") {
+        format!("{id}.mp4")
+    } else {
+        format!("{id}.data")
     }
 }
 

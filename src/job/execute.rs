@@ -527,6 +527,7 @@ impl<H: JobHost> Run<'_, H> {
                         started_ms: now_ms(),
                         ended_ms: None,
                         delivery_error: None,
+                        chat: None,
                     });
                 }
                 if self.job.state == JobState::Starting {

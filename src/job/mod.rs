@@ -9,6 +9,7 @@
 //! Owns a job's lifecycle and record. Does not claim jobs or keep capacity (the worker's), parse
 //! requests (the API's) or build GStreamer elements itself (the pipeline's).
 
+pub mod chat;
 pub mod execute;
 pub mod host;
 mod live;

@@ -1,10 +1,11 @@
 //! Every webhook a job causes, in one place with one id scheme: status events
-//! (`room-live-recording-on`, `room-streaming-failed`, …), the `live_recording` file event and
-//! `move-file-failed` (a file that could not be moved to its storage yet).
+//! (`room-live-recording-on`, `room-streaming-failed`, …), the `live_recording` and `chatdata`
+//! file events and `move-file-failed` (a file that could not be moved to its storage yet).
 //!
 //! Ids: a status event is `{type}-{job id}-a{attempt}-{stamp}` (the stamp is a per-process
 //! strictly increasing millisecond count, so two events never share an id and a retried one
-//! keeps its own); a file event is `lr_{file stem}-{first 12 hex of its SHA-256}`, derived from
+//! keeps its own); a file event is `lr_{file stem}-{first 12 hex of its SHA-256}` (`cd_` for a
+//! chat transcript), derived from
 //! the file alone, so reporting the same file twice (a crash between upload and clean-up, or a
 //! local file seen again) queues it once.
 //!
@@ -197,11 +198,16 @@ impl Notifier {
         }
     }
 
-    /// Queues the `live_recording` event for a file now at `url`.
+    /// Queues the event for a file now at `url`: `live_recording` for a recording,
+    /// `chatdata` for a chat transcript.
     pub fn file_delivered(&self, meta: &SegmentMeta, url: &str) -> std::io::Result<()> {
-        match &self.queue {
-            Some(q) => q.enqueue(&file_event_id(meta), &live_recording_event(meta, url)),
-            None => Ok(()),
+        let Some(q) = &self.queue else {
+            return Ok(());
+        };
+        if crate::job::chat::is_transcript(&meta.file_name) {
+            q.enqueue(&file_event_id(meta), &chatdata_event(meta, url))
+        } else {
+            q.enqueue(&file_event_id(meta), &live_recording_event(meta, url))
         }
     }
 
@@ -241,13 +247,29 @@ pub fn live_recording_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
     })
 }
 
-/// The id of the `live_recording` event of a file: from its name and content (`sha256` set).
+/// The platform's `chatdata` webhook body for a delivered chat transcript.
+pub fn chatdata_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
+    json!({
+        "type": "chatdata",
+        "trans_date": m.ended_at_unix_ms / 1000,
+        "app_id": m.app_id,
+        "room_id": m.room_id,
+        "conf_num": m.conf_num,
+        "chatdata": [{ "url": url }],
+    })
+}
+
+/// The id of the event of a delivered file (`lr_` recording, `cd_` chat transcript): from its
+/// name and content (`sha256` set).
 pub fn file_event_id(m: &SegmentMeta) -> String {
-    format!(
-        "lr_{}-{}",
-        m.file_name.trim_end_matches(".mp4"),
-        &m.sha256[..m.sha256.len().min(12)]
-    )
+    let sha = &m.sha256[..m.sha256.len().min(12)];
+    match m
+        .file_name
+        .strip_suffix(crate::job::chat::TRANSCRIPT_SUFFIX)
+    {
+        Some(stem) => format!("cd_{stem}-{sha}"),
+        None => format!("lr_{}-{sha}", m.file_name.trim_end_matches(".mp4")),
+    }
 }
 
 #[cfg(test)]

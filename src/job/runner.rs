@@ -308,6 +308,8 @@ async fn run(
     for url in spec.rtmp.clone() {
         job.add_destination(url)?;
     }
+    // The segment's chat, kept beside it as it arrives (see `super::chat`).
+    let journal = path.as_deref().map(super::chat::journal_path);
     let started = tokio::time::Instant::now();
     let deadline = spec.max_duration.map(|d| started + d);
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
@@ -369,7 +371,14 @@ async fn run(
                         break Err(e.into());
                     }
                 }
-                Some(JobCommand::Chat(line)) => job.on_chat(line),
+                Some(JobCommand::Chat(line)) => {
+                    if let Some(journal) = &journal {
+                        if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, &line)) {
+                            warn!(error = %e, "chat message not written to the segment's journal");
+                        }
+                    }
+                    job.on_chat(line);
+                }
                 Some(JobCommand::Room(events)) => match job.on_room(events) {
                     Ok(Some(reason)) => break Ok(reason),
                     Ok(None) => {}

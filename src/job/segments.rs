@@ -2,13 +2,14 @@
 //! becomes of a file a run left behind (finalized, found empty and removed, or kept as it is),
 //! how segment files are named, and how a run recovers and hands off its segments.
 
+use super::chat;
 use super::execute::Run;
 use super::host::JobHost;
 use super::outbox::HandOff;
 use crate::delivery::spool::SegmentMeta;
 use crate::error::Error;
 use crate::pipeline::mp4::{finalize, SegmentFile};
-use crate::queue::{now_ms, ArchiveEntry, Job, SegmentRecord, SegmentStatus};
+use crate::queue::{now_ms, ArchiveEntry, ChatFile, Job, SegmentRecord, SegmentStatus};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
@@ -151,10 +152,95 @@ impl<H: JobHost> Run<'_, H> {
         }
         self.host.archive(&archive_entry(&self.job, seg)).await;
         self.outcome.segment = Some((file.clone(), handed));
-        if seg.status == SegmentStatus::Spooled {
+        self.deliver_chat(seg).await;
+        if seg.status == SegmentStatus::Spooled
+            || seg
+                .chat
+                .as_ref()
+                .is_some_and(|c| c.status == SegmentStatus::Spooled)
+        {
             self.host.spooled().await;
         }
     }
+
+    /// Seals the segment's chat journal into its transcript and hands it off like the
+    /// segment (its `chatdata` webhook follows its delivery).
+    async fn deliver_chat(&mut self, seg: &mut SegmentRecord) {
+        let header = chat::Header {
+            app_id: self.job.spec.app_id.clone(),
+            room_id: self.job.spec.room_id.clone(),
+            conf_num: self.job.spec.conf_num.clone(),
+            job_id: self.job.id.clone(),
+            recording: seg.file_name.clone(),
+            started_ms: seg.started_ms,
+            ended_ms: seg.ended_ms.unwrap_or_else(now_ms),
+        };
+        let path = seg.path.clone();
+        let sealed = tokio::task::spawn_blocking(move || chat::seal(&path, &header)).await;
+        let (transcript, messages) = match sealed {
+            Ok(Ok(Some(t))) => t,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                // The journal stays beside the segment; nothing of it is lost.
+                warn!(error = %e, file = %seg.file_name, "chat transcript could not be written");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "chat transcript task failed");
+                return;
+            }
+        };
+        let mut file = ChatFile {
+            file_name: crate::util::file_name(&transcript),
+            messages,
+            size: std::fs::metadata(&transcript).map_or(0, |m| m.len()),
+            status: SegmentStatus::Kept,
+            url: None,
+            delivery_error: None,
+        };
+        let handed = self
+            .env
+            .outbox
+            .hand_off(
+                chat_meta(&self.job, seg, &file),
+                &transcript,
+                self.job.spec.storage.clone(),
+            )
+            .await;
+        match handed {
+            HandOff::Spooled { .. } => file.status = SegmentStatus::Spooled,
+            HandOff::Local { url, .. } => {
+                file.status = SegmentStatus::Local;
+                file.url = Some(url);
+            }
+            HandOff::Kept => {}
+        }
+        info!(file = %file.file_name, messages, status = ?file.status, "chat transcript handed off");
+        self.host
+            .archive(&chat_archive_entry(&self.job, seg, &file))
+            .await;
+        seg.chat = Some(file);
+    }
+}
+
+/// What the spool and storage know about a segment's chat transcript.
+pub fn chat_meta(job: &Job, seg: &SegmentRecord, chat: &ChatFile) -> SegmentMeta {
+    let mut meta = segment_meta(job, seg);
+    meta.file_name = chat.file_name.clone();
+    meta.size = chat.size;
+    meta
+}
+
+/// The archive's entry for a segment's chat transcript.
+pub fn chat_archive_entry(job: &Job, seg: &SegmentRecord, chat: &ChatFile) -> ArchiveEntry {
+    let mut entry = archive_entry(job, seg);
+    entry.file_name = chat.file_name.clone();
+    entry.size = chat.size;
+    entry.duration_s = 0.0;
+    entry.url = chat.url.clone();
+    entry.status = chat.status;
+    entry.delivery_error = chat.delivery_error.clone();
+    entry
 }
 
 fn file_safe(s: &str) -> String {

@@ -340,6 +340,29 @@ pub struct SegmentRecord {
     /// Why the file has not reached its storage yet (while it waits in the spool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_error: Option<DeliveryFailure>,
+    /// The chat transcript of the segment (when the room chatted while it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatFile>,
+}
+
+/// The chat transcript of one segment (`<room>_<conf>_<n>.chat.json`), delivered with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatFile {
+    /// Transcript file name.
+    pub file_name: String,
+    /// Messages in it.
+    pub messages: u32,
+    /// Bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Where the file is (`spooled`, `delivered`, `local` or `kept`).
+    pub status: SegmentStatus,
+    /// Storage URL once delivered (or `file://` for local files).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Why the file has not reached its storage yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_error: Option<DeliveryFailure>,
 }
 
 /// A failed attempt to move a segment's file to its storage: 7051 (retried with backoff) or
@@ -428,23 +451,39 @@ impl Job {
     /// as a file's attempts go, while the job record keeps what its run knew when it handed
     /// the file over.
     pub fn apply_deliveries(&mut self, archive: &[ArchiveEntry]) {
-        for seg in self
-            .segments
-            .iter_mut()
-            .filter(|s| s.status == SegmentStatus::Spooled)
-        {
-            let Some(entry) = archive
+        let id = &self.id;
+        let find = |name: &str| {
+            archive
                 .iter()
-                .find(|e| e.job_id == self.id && e.file_name == seg.file_name)
+                .find(|e| e.job_id == *id && e.file_name == name)
+        };
+        for seg in self.segments.iter_mut() {
+            if seg.status == SegmentStatus::Spooled {
+                if let Some(entry) = find(&seg.file_name) {
+                    if entry.status == SegmentStatus::Delivered {
+                        seg.status = SegmentStatus::Delivered;
+                        seg.url = entry.url.clone();
+                        seg.delivery_error = None;
+                    } else {
+                        seg.delivery_error = entry.delivery_error.clone();
+                    }
+                }
+            }
+            let Some(chat) = seg
+                .chat
+                .as_mut()
+                .filter(|c| c.status == SegmentStatus::Spooled)
             else {
                 continue;
             };
-            if entry.status == SegmentStatus::Delivered {
-                seg.status = SegmentStatus::Delivered;
-                seg.url = entry.url.clone();
-                seg.delivery_error = None;
-            } else {
-                seg.delivery_error = entry.delivery_error.clone();
+            if let Some(entry) = find(&chat.file_name) {
+                if entry.status == SegmentStatus::Delivered {
+                    chat.status = SegmentStatus::Delivered;
+                    chat.url = entry.url.clone();
+                    chat.delivery_error = None;
+                } else {
+                    chat.delivery_error = entry.delivery_error.clone();
+                }
             }
         }
     }

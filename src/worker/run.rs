@@ -2,7 +2,7 @@
 //! queue store, fenced by the job's attempt number; and the worker's delivery loop.
 
 use super::Worker;
-use crate::job::segments::{archive_entry, segment_meta};
+use crate::job::segments::{archive_entry, chat_archive_entry, chat_meta, segment_meta};
 use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
 use crate::queue::{ArchiveEntry, Job, SegmentStatus, StoreResult};
 use std::sync::atomic::AtomicBool;
@@ -155,16 +155,37 @@ impl Worker {
             let mut changed = false;
             for i in 0..job.segments.len() {
                 let seg = &job.segments[i];
-                if seg.status != SegmentStatus::Kept || !seg.path.is_file() {
-                    continue;
+                let target = job.spec.storage.clone();
+                if seg.status == SegmentStatus::Kept && seg.path.is_file() {
+                    let (meta, path) = (segment_meta(&job, seg), seg.path.clone());
+                    if let HandOff::Spooled { .. } =
+                        self.outbox.hand_off(meta, &path, target.clone()).await
+                    {
+                        info!(job = %job.id, file = %job.segments[i].file_name,
+                            "kept segment handed to the spool");
+                        job.segments[i].status = SegmentStatus::Spooled;
+                        let entry = archive_entry(&job, &job.segments[i]);
+                        self.archive(&entry).await;
+                        changed = true;
+                    }
                 }
-                let meta = segment_meta(&job, seg);
-                let (path, target) = (seg.path.clone(), job.spec.storage.clone());
-                if let HandOff::Spooled { .. } = self.outbox.hand_off(meta, &path, target).await {
-                    info!(job = %job.id, file = %job.segments[i].file_name,
-                        "kept segment handed to the spool");
-                    job.segments[i].status = SegmentStatus::Spooled;
-                    let entry = archive_entry(&job, &job.segments[i]);
+                let seg = &job.segments[i];
+                let transcript = crate::job::chat::transcript_path(&seg.path);
+                let Some(mut chat) = seg
+                    .chat
+                    .clone()
+                    .filter(|c| c.status == SegmentStatus::Kept && transcript.is_file())
+                else {
+                    continue;
+                };
+                let meta = chat_meta(&job, seg, &chat);
+                if let HandOff::Spooled { .. } =
+                    self.outbox.hand_off(meta, &transcript, target).await
+                {
+                    info!(job = %job.id, file = %chat.file_name, "kept chat transcript handed to the spool");
+                    chat.status = SegmentStatus::Spooled;
+                    let entry = chat_archive_entry(&job, &job.segments[i], &chat);
+                    job.segments[i].chat = Some(chat);
                     self.archive(&entry).await;
                     changed = true;
                 }
