@@ -37,7 +37,15 @@ html,body{margin:0;background:transparent;overflow:hidden}
 </style></head><body><div id="band"></div>
 <div id="spk" data-roomcast-tile="speaker" data-roomcast-fit="crop"></div></body></html>"#;
 
-/// Serves the test pages on a free loopback port: `/a.html`, `/b.html`, `/hang.html` (headers,
+/// Page C, drawn under the tiles: opaque blue everywhere, the speaker marked at (160, 120).
+const PAGE_C: &str = r#"<!doctype html><html data-roomcast-layer="background"><head><style>
+html,body{margin:0;background:#2060c0;overflow:hidden}
+#spk{position:absolute;left:160px;top:120px;width:480px;height:272px}
+</style></head><body><div id="spk" data-roomcast-tile="speaker"></div></body></html>"#;
+const PAGE_C_BLUE: u32 = 0x2060c0;
+
+/// Serves the test pages on a free loopback port: `/a.html`, `/b.html`, `/bg.html`,
+/// `/hang.html` (headers,
 /// then nothing for a minute) and a 404 for anything else.
 fn serve_pages() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -62,6 +70,7 @@ fn serve_pages() -> u16 {
                 let page = match path.as_str() {
                     "/a.html" => Some(PAGE_A),
                     "/b.html" => Some(PAGE_B),
+                    "/bg.html" => Some(PAGE_C),
                     "/hang.html" => {
                         let _ = s.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html>",
@@ -345,6 +354,41 @@ fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
             );
         }
     }
+}
+
+#[test]
+fn a_background_page_lies_under_the_tiles() {
+    let (dir, pages, _hooks, api) = set_up("custom-view-bg");
+    register_room(&api, "bg", 1, "{}");
+    let url = format!("http://127.0.0.1:{pages}/bg.html");
+    let (s, v) = start_with(&api, "bg", &format!(r#"{{"url":"{url}"}}"#));
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    wait_page(&api, &id, "shown", "/bg.html", 20.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stop_recording(&api, "bg").1["result"], 0);
+    wait_state(&api, &id, "completed", 40.0);
+    let files = mp4s_under(&dir.path().join("store"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let frames = all_frames(&files[0], 320, 180);
+    // The page is opaque: drawn over the tiles it would hide the speaker.
+    let shown = |f: &Frame| {
+        let spk = f.region_color(50, 40, 100, 48);
+        (near(spk, SPEAKER) || near(spk, 0xffffff))
+            && near(f.region_color(200, 100, 100, 60), PAGE_C_BLUE)
+            && near(f.region_color(0, 0, 320, 20), PAGE_C_BLUE)
+    };
+    let n = frames.len();
+    let last: Vec<_> = frames[n - 30..].iter().filter(|(_, f)| shown(f)).collect();
+    let mid = &frames[n - 15].1;
+    assert_eq!(
+        last.len(),
+        30,
+        "speaker {:?}, page {:?}",
+        mid.region_color(50, 40, 100, 48),
+        mid.region_color(200, 100, 100, 60)
+    );
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub struct CompositeReport {
 pub struct PageCost {
     /// The page.
     pub url: String,
+    /// Drawn under the tiles (`--page-below`) rather than over them.
+    pub below: bool,
     /// Changed frames the page sent.
     pub frames: u64,
     /// CPU of the renderer and its WebKit processes per wall second (it renders in real time
@@ -116,8 +118,10 @@ pub fn composite(
     participants: usize,
     seconds: u32,
     pattern: Option<&str>,
-    page_url: Option<&str>,
+    page: Option<(&str, bool)>,
 ) -> anyhow::Result<CompositeReport> {
+    let page_url = page.map(|(url, _)| url);
+    let below = page.is_some_and(|(_, below)| below);
     let media = gst::ClockTime::from_seconds(seconds as u64);
     let dir = std::env::temp_dir().join(format!("roomcast-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -177,6 +181,7 @@ pub fn composite(
             }
             // Let it settle (fonts, first layout) before measuring.
             std::thread::sleep(Duration::from_secs(2));
+            overlay.set_below(generation, below);
             overlay.activate(generation);
             let (cpu, _) = process_tree(view.pid());
             Some((view, overlay, generation, cpu))
@@ -194,6 +199,7 @@ pub fn composite(
         let (cpu_after, rss) = process_tree(view.pid());
         PageCost {
             url: page_url.unwrap_or_default().to_string(),
+            below,
             frames: overlay.frames(generation),
             renderer_cores: (cpu_after - cpu_before) / wall.max(1e-3),
             renderer_rss_mib: rss as f64 / (1024.0 * 1024.0),

@@ -176,15 +176,18 @@ fn page_preview(
                 view.run_javascript(&script);
             }
             match tokio::time::timeout(Duration::from_millis(100), channel.recv()).await {
-                Ok(Some(PageMessage::Hello { href }))
+                Ok(Some(PageMessage::Hello { href, layer }))
                     if href != "about:blank" && !href.is_empty() =>
                 {
+                    overlay.set_below(generation, layer == crate::page::channel::Layer::Background);
                     hello.get_or_insert_with(Instant::now);
                 }
                 Ok(Some(PageMessage::Regions {
                     viewport,
                     regions: r,
+                    layer,
                 })) => {
+                    overlay.set_below(generation, layer == crate::page::channel::Layer::Background);
                     regions = Some(
                         crate::page::regions_layout(viewport, &r)
                             .map_err(|e| failed(format!("the page's marked tiles: {e}")))?,
@@ -227,6 +230,9 @@ pub struct CompositeBench {
     /// Also draw this custom view page over the tiles, and report what it cost.
     #[arg(long, value_name = "URL")]
     pub layout_url: Option<String>,
+    /// Draw the page under the tiles, as a page marked `data-roomcast-layer="background"`.
+    #[arg(long, requires = "layout_url")]
+    pub page_below: bool,
 }
 
 /// Runs the composite benchmark.
@@ -242,7 +248,7 @@ pub fn bench_composite(b: CompositeBench) -> Result<Value> {
         b.participants as usize,
         b.seconds,
         b.pattern.as_deref(),
-        b.layout_url.as_deref(),
+        b.layout_url.as_deref().map(|u| (u, b.page_below)),
     )
     .map_err(|e| Error::Job {
         code: crate::codes::Code::Generic,

@@ -10,7 +10,7 @@
 
 use crate::layout::{Layout, Tile};
 use crate::model::page::{PagePhase, PageStatus};
-use crate::page::channel::{Channel, PageMessage};
+use crate::page::channel::{Channel, Layer, PageMessage};
 use crate::page::{bootstrap_script, regions_layout, PageSpec};
 use crate::pipeline::page::{PageOverlay, PageView, PageViewEvent};
 use std::sync::Arc;
@@ -76,6 +76,8 @@ pub(super) struct PageLayer {
     rx: mpsc::UnboundedReceiver<Internal>,
     phase: Phase,
     layout: Option<Layout>,
+    /// The page asked to be drawn under the tiles.
+    below: bool,
     failures: u32,
     status: PageStatus,
     max_rss: u64,
@@ -113,6 +115,7 @@ impl PageLayer {
             rx,
             phase: Phase::Checking,
             layout: None,
+            below: false,
             failures: 0,
             status,
             max_rss,
@@ -265,10 +268,11 @@ impl PageLayer {
         }
         let now = Instant::now();
         match msg {
-            PageMessage::Hello { href } => {
+            PageMessage::Hello { href, layer } => {
                 if href.is_empty() || href == "about:blank" || self.view.is_none() {
                     return PageUpdate::default();
                 }
+                self.set_layer(layer);
                 match &mut self.phase {
                     Phase::Loading { hello, .. } => {
                         *hello = true;
@@ -287,11 +291,16 @@ impl PageLayer {
                 }
                 PageUpdate::default()
             }
-            PageMessage::Regions { viewport, regions } => {
+            PageMessage::Regions {
+                viewport,
+                regions,
+                layer,
+            } => {
                 let shown = matches!(self.phase, Phase::Shown { .. });
                 if !shown && !matches!(self.phase, Phase::Loading { .. }) {
                     return PageUpdate::default();
                 }
+                self.set_layer(layer);
                 let layout = match regions_layout(viewport, &regions) {
                     Ok(l) => l,
                     Err(e) => {
@@ -359,6 +368,16 @@ impl PageLayer {
                 PageUpdate::default()
             }
         }
+    }
+
+    /// Draws the page under the tiles or over them, as it asks.
+    fn set_layer(&mut self, layer: Layer) {
+        let below = layer == Layer::Background;
+        if below != self.below {
+            info!(url = %self.status.url, ?layer, "custom view layer");
+            self.below = below;
+        }
+        self.overlay.set_below(self.generation, below);
     }
 
     /// Shown: its script said hello and its first frame arrived.

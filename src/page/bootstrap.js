@@ -49,8 +49,16 @@
     return JSON.stringify({
       type: "regions",
       viewport: [window.innerWidth, window.innerHeight],
+      layer: layer(),
       regions: out
     });
+  }
+  // "background": the page is drawn under the tiles instead of over them.
+  function layer() {
+    var el = document.documentElement;
+    var v = (el && el.getAttribute("data-roomcast-layer")) ||
+      (document.body && document.body.getAttribute("data-roomcast-layer")) || "overlay";
+    return v === "background" ? "background" : "overlay";
   }
   var greeted = false;
   function report() {
@@ -67,7 +75,7 @@
       // its content is on screen, not a blank first frame.
       var hello = function () {
         if (!ws || ws.readyState !== 1) return;
-        ws.send(JSON.stringify({ type: "hello", href: String(window.location.href) }));
+        ws.send(JSON.stringify({ type: "hello", href: String(window.location.href), layer: layer() }));
         greeted = true;
         report();
       };

@@ -23,6 +23,9 @@ pub enum PageMessage {
         /// The page's address.
         #[serde(default)]
         href: String,
+        /// Where the page is drawn.
+        #[serde(default)]
+        layer: Layer,
     },
     /// The page is alive.
     Alive,
@@ -30,9 +33,24 @@ pub enum PageMessage {
     Regions {
         /// Viewport size in CSS pixels.
         viewport: (f64, f64),
+        /// Where the page is drawn.
+        #[serde(default)]
+        layer: Layer,
         /// The marked boxes.
         regions: Vec<super::PageRegion>,
     },
+}
+
+/// Where a page is drawn: over the tiles (the default) or under them, as the canvas's
+/// background (`data-roomcast-layer="background"` on `<html>` or `<body>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Over the tiles.
+    #[default]
+    Overlay,
+    /// Under the tiles.
+    Background,
 }
 
 /// The server end of a page's channel. Ends (and closes the page's connection) when dropped.

@@ -1,5 +1,5 @@
-//! Web layouts (the platform's "custom view"): a page drawn over the recording while the video
-//! tiles stay native.
+//! Web layouts (the platform's "custom view"): a page drawn over the recording (or under its
+//! tiles, when it asks to be the backdrop) while the video tiles stay native.
 //!
 //! - [`PageSpec`]: which page a job shows, checked against the configured origins
 //!   ([`check_url`]); the request's custom keys go into its query string ([`page_url`]).

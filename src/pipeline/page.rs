@@ -35,17 +35,28 @@ pub struct PageOverlay {
 struct OverlayState {
     active: Option<u64>,
     next: u64,
-    /// Per generation: its latest drawing and how many changed frames it sent.
-    pages: std::collections::HashMap<u64, (Option<gst_video::VideoOverlayComposition>, u64)>,
+    /// Per generation: what it draws.
+    pages: std::collections::HashMap<u64, Drawing>,
+}
+
+#[derive(Default)]
+struct Drawing {
+    /// The latest frame.
+    composition: Option<gst_video::VideoOverlayComposition>,
+    /// Changed frames sent so far.
+    frames: u64,
+    /// Drawn under the tiles rather than over them.
+    below: bool,
 }
 
 impl PageOverlay {
-    /// What to draw now (None: nothing).
-    pub fn composition(&self) -> Option<gst_video::VideoOverlayComposition> {
+    /// What to draw now over the tiles (`below` false) or under them (None: nothing).
+    pub fn composition(&self, below: bool) -> Option<gst_video::VideoOverlayComposition> {
         let s = self.lock();
         s.active
             .and_then(|g| s.pages.get(&g))
-            .and_then(|(c, _)| c.clone())
+            .filter(|d| d.below == below)
+            .and_then(|d| d.composition.clone())
     }
 
     /// A generation for a new page view (not shown until [`PageOverlay::activate`]).
@@ -53,13 +64,20 @@ impl PageOverlay {
         let mut s = self.lock();
         s.next += 1;
         let g = s.next;
-        s.pages.insert(g, (None, 0));
+        s.pages.insert(g, Drawing::default());
         g
     }
 
     /// Changed frames generation `g` has sent so far.
     pub fn frames(&self, g: u64) -> u64 {
-        self.lock().pages.get(&g).map_or(0, |(_, n)| *n)
+        self.lock().pages.get(&g).map_or(0, |d| d.frames)
+    }
+
+    /// Draws generation `g` under the tiles (`below`) or over them.
+    pub fn set_below(&self, g: u64, below: bool) {
+        if let Some(d) = self.lock().pages.get_mut(&g) {
+            d.below = below;
+        }
     }
 
     /// Shows generation `g` from the next composited frame on.
@@ -82,8 +100,8 @@ impl PageOverlay {
 
     fn set(&self, g: u64, composition: Option<gst_video::VideoOverlayComposition>) {
         if let Some(page) = self.lock().pages.get_mut(&g) {
-            page.0 = composition;
-            page.1 += 1;
+            page.composition = composition;
+            page.frames += 1;
         }
     }
 }
@@ -201,13 +219,68 @@ fn composition_of(
     Some(c)
 }
 
-/// The element that blends `overlay` onto every frame passing through it.
-pub(crate) fn overlay_element(overlay: Arc<PageOverlay>) -> Result<gst::Element, PipelineError> {
-    let element = make("overlaycomposition", "page_overlay")?;
+/// The element named `name` that blends `overlay`'s page onto every frame passing through it:
+/// pages drawn over the tiles, or (`below`) the one drawn under them.
+pub(crate) fn overlay_element(
+    overlay: Arc<PageOverlay>,
+    name: &str,
+    below: bool,
+) -> Result<gst::Element, PipelineError> {
+    let element = make("overlaycomposition", name)?;
     element.connect("draw", false, move |_| {
-        Some(overlay.composition().to_value())
+        Some(overlay.composition(below).to_value())
     });
     Ok(element)
+}
+
+/// Makes the frames leaving `pad` (a background source of the canvas's size) show the page
+/// drawn under the tiles, while one is shown. The page is blended onto a background frame once
+/// per frame the page sends; every frame in between carries that picture's memory again (a
+/// shallow copy), so a still backdrop costs what the plain background costs.
+pub(crate) fn draw_below(overlay: Arc<PageOverlay>, pad: &gst::Pad) {
+    // The composition last blended (by sequence number) and the frame it gave.
+    let cache: Mutex<Option<(u32, gst::Buffer)>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(composition) = overlay.composition(true) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = composition.seqnum();
+        if cache.as_ref().is_none_or(|(s, _)| *s != seq) {
+            let Some(info) = pad
+                .current_caps()
+                .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut drawn = buffer.copy_deep().unwrap_or_else(|_| buffer.copy());
+            let blended =
+                match gst_video::VideoFrameRef::from_buffer_ref_writable(drawn.make_mut(), &info) {
+                    Ok(mut frame) => composition.blend(&mut frame).is_ok(),
+                    Err(_) => false,
+                };
+            if !blended {
+                return gst::PadProbeReturn::Ok;
+            }
+            *cache = Some((seq, drawn));
+        }
+        if let Some((_, drawn)) = cache.as_ref() {
+            let mut out = drawn.copy();
+            {
+                let out = out.make_mut();
+                out.set_pts(buffer.pts());
+                out.set_dts(buffer.dts());
+                out.set_duration(buffer.duration());
+                out.set_offset(buffer.offset());
+                out.set_offset_end(buffer.offset_end());
+            }
+            *buffer = out;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// What a page renderer reports besides frames.

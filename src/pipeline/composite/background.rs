@@ -42,7 +42,8 @@ impl Composite {
         self.attach_background(bin, Some(color))
     }
 
-    /// Links a new background below every tile, then removes the previous one.
+    /// Links a new background below every tile, then removes the previous one. With a page
+    /// layer, a page that asks to be the background replaces its picture.
     pub(super) fn attach_background(
         &mut self,
         element: gst::Element,
@@ -51,6 +52,12 @@ impl Composite {
         let Some(comp) = self.compositor.clone() else {
             return Ok(());
         };
+        if let Some(overlay) = &self.page {
+            let src = element
+                .static_pad("src")
+                .ok_or_else(|| PipelineError::setup("background src"))?;
+            crate::pipeline::page::draw_below(overlay.clone(), &src);
+        }
         self.add(&[&element])?;
         let pad = comp
             .request_pad_simple("sink_%u")

@@ -78,7 +78,8 @@ impl Composite {
         // while no page is shown).
         let mut last = caps;
         if let Some(overlay) = &self.page {
-            let page = crate::pipeline::page::overlay_element(overlay.clone())?;
+            let page =
+                crate::pipeline::page::overlay_element(overlay.clone(), "page_overlay", false)?;
             self.add(&[&page])?;
             last.link(&page).map_err(PipelineError::setup)?;
             last = page;
