@@ -182,11 +182,26 @@ mod tests {
             r#"{"type":"regions","viewport":[1280,720],"regions":[{"fill":"speaker","fit":null,"x":1,"y":2,"w":3,"h":4,"z":null}]}"#,
         )
         .unwrap();
-        let PageMessage::Regions { viewport, regions } = m else {
+        let PageMessage::Regions {
+            viewport,
+            regions,
+            layer,
+        } = m
+        else {
             panic!("not regions")
         };
-        assert_eq!(viewport, (1280.0, 720.0));
+        assert_eq!((viewport, layer), ((1280.0, 720.0), Layer::Overlay));
         assert_eq!(regions[0].fill, "speaker");
+        let m: PageMessage =
+            serde_json::from_str(r#"{"type":"hello","href":"http://x/","layer":"background"}"#)
+                .unwrap();
+        assert!(matches!(
+            m,
+            PageMessage::Hello {
+                layer: Layer::Background,
+                ..
+            }
+        ));
         let m: PageMessage = serde_json::from_str(r#"{"type":"alive"}"#).unwrap();
         assert_eq!(m, PageMessage::Alive);
     }
