@@ -34,7 +34,7 @@ pub fn exercise(data: &[u8]) {
             let _ = layout.place(Canvas { width: 1280, height: 720 }, &tiles);
         }
     }
-    if let Ok(roomcast::page::channel::PageMessage::Regions { viewport, regions }) =
+    if let Ok(roomcast::page::channel::PageMessage::Regions { viewport, regions, .. }) =
         serde_json::from_slice(data)
     {
         if let Ok(Some(layout)) = roomcast::page::regions_layout(viewport, &regions) {
