@@ -15,6 +15,7 @@
 //! process leaves a playable file, and a graceful stop rewrites it as a normal MP4 with the index
 //! at the front ([`mp4::finalize`]).
 
+pub mod blend;
 pub(crate) mod bridge;
 pub mod bus;
 pub mod composite;

@@ -1,7 +1,8 @@
-//! A web page drawn over the composite: WPE WebKit renders it in a process of its own
-//! ([`PageView`] runs `roomcast page-render`, [`render_main`]), and what it draws reaches the
-//! recording as an overlay ([`PageOverlay`]) blended onto the composited frames before they
-//! are encoded.
+//! A web page drawn over the composite (or under its tiles): WPE WebKit renders it in a process
+//! of its own ([`PageView`] runs `roomcast page-render`, [`render_main`]), and what it draws
+//! reaches the recording through a [`PageOverlay`]: blended onto the composited frames before
+//! they are encoded ([`draw_over`], with [`super::blend`]), or onto the background under the
+//! tiles ([`draw_below`]).
 //!
 //! The renderer is a separate process so a page that crashes, hangs or errors — or WebKit
 //! itself failing — cannot stop or blank the recording: its frames stop arriving, and the
@@ -45,6 +46,8 @@ struct Drawing {
     composition: Option<gst_video::VideoOverlayComposition>,
     /// Changed frames sent so far.
     frames: u64,
+    /// The latest frame ready to blend onto the I420 canvas.
+    yuv: Option<Arc<Vec<super::blend::YuvRect>>>,
     /// Drawn under the tiles rather than over them.
     below: bool,
 }
@@ -57,6 +60,15 @@ impl PageOverlay {
             .and_then(|g| s.pages.get(&g))
             .filter(|d| d.below == below)
             .and_then(|d| d.composition.clone())
+    }
+
+    /// What to blend over the tiles now, converted for the canvas (None: nothing).
+    pub fn over(&self) -> Option<Arc<Vec<super::blend::YuvRect>>> {
+        let s = self.lock();
+        s.active
+            .and_then(|g| s.pages.get(&g))
+            .filter(|d| !d.below)
+            .and_then(|d| d.yuv.clone())
     }
 
     /// A generation for a new page view (not shown until [`PageOverlay::activate`]).
@@ -98,9 +110,13 @@ impl PageOverlay {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, g: u64, composition: Option<gst_video::VideoOverlayComposition>) {
+    fn set(&self, g: u64, frame: Frame) {
+        let (rects, yuv) = frame;
+        let yuv: Vec<_> = yuv.into_iter().filter(|r| !r.is_clear()).collect();
+        let composition = composition_of(rects);
         if let Some(page) = self.lock().pages.get_mut(&g) {
             page.composition = composition;
+            page.yuv = (!yuv.is_empty()).then(|| Arc::new(yuv));
             page.frames += 1;
         }
     }
@@ -219,18 +235,28 @@ fn composition_of(
     Some(c)
 }
 
-/// The element named `name` that blends `overlay`'s page onto every frame passing through it:
-/// pages drawn over the tiles, or (`below`) the one drawn under them.
-pub(crate) fn overlay_element(
-    overlay: Arc<PageOverlay>,
-    name: &str,
-    below: bool,
-) -> Result<gst::Element, PipelineError> {
-    let element = make("overlaycomposition", name)?;
-    element.connect("draw", false, move |_| {
-        Some(overlay.composition(below).to_value())
+/// Blends the page shown over the tiles onto every frame leaving `pad` (the composited I420
+/// canvas).
+pub(crate) fn draw_over(overlay: Arc<PageOverlay>, pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(rects) = overlay.over() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(video) = pad
+            .current_caps()
+            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
+        else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            if let Ok(mut frame) =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &video)
+            {
+                super::blend::blend_i420(&mut frame, &rects);
+            }
+        }
+        gst::PadProbeReturn::Ok
     });
-    Ok(element)
 }
 
 /// Makes the frames leaving `pad` (a background source of the canvas's size) show the page
@@ -339,7 +365,7 @@ impl PageView {
             spawn("page-frames", move || {
                 let why = loop {
                     match read_frame(&mut output, width, height) {
-                        Ok(rects) => overlay.set(generation, composition_of(rects)),
+                        Ok(frame) => overlay.set(generation, frame),
                         Err(e) => break e,
                     }
                 };
@@ -392,11 +418,14 @@ impl Drop for PageView {
 }
 
 /// Reads one frame message: a count, then per rectangle `x y w h` and its pixels.
-fn read_frame(
-    input: &mut impl Read,
-    width: u32,
-    height: u32,
-) -> Result<Vec<gst_video::VideoOverlayRectangle>, String> {
+/// A page frame: its rectangles, as an overlay composition (what is blended under the tiles)
+/// and converted for the canvas (what is blended over them).
+type Frame = (
+    Vec<gst_video::VideoOverlayRectangle>,
+    Vec<super::blend::YuvRect>,
+);
+
+fn read_frame(input: &mut impl Read, width: u32, height: u32) -> Result<Frame, String> {
     let ended = |e: std::io::Error| format!("the page renderer ended ({e})");
     let mut word = [0u8; 4];
     input.read_exact(&mut word).map_err(ended)?;
@@ -405,6 +434,7 @@ fn read_frame(
         return Err(format!("the page renderer sent {n} rectangles"));
     }
     let mut rects = Vec::with_capacity(n);
+    let mut yuv = Vec::with_capacity(n);
     for _ in 0..n {
         let mut head = [0u8; 16];
         input.read_exact(&mut head).map_err(ended)?;
@@ -415,9 +445,13 @@ fn read_frame(
         }
         let mut pixels = vec![0u8; (w * h * 4) as usize];
         input.read_exact(&mut pixels).map_err(ended)?;
+        let at = (x as usize, y as usize, w as usize, h as usize);
+        yuv.extend(super::blend::YuvRect::from_bgra(
+            &pixels, at.0, at.1, at.2, at.3,
+        ));
         rects.extend(rectangle_of(pixels, (x, y, w, h)));
     }
-    Ok(rects)
+    Ok((rects, yuv))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), PipelineError> {

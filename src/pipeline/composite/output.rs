@@ -78,11 +78,10 @@ impl Composite {
         // while no page is shown).
         let mut last = caps;
         if let Some(overlay) = &self.page {
-            let page =
-                crate::pipeline::page::overlay_element(overlay.clone(), "page_overlay", false)?;
-            self.add(&[&page])?;
-            last.link(&page).map_err(PipelineError::setup)?;
-            last = page;
+            let src = last
+                .static_pad("src")
+                .ok_or_else(|| PipelineError::setup("video_mixer_caps src"))?;
+            crate::pipeline::page::draw_over(overlay.clone(), &src);
         }
         if let Some(wm) = &opts.watermark {
             let (w, h) = png_size(wm)?;
