@@ -33,6 +33,8 @@ impl Composite {
         gst::Element::link_many([&mixer, &caps, &conv, &q, &enc, &parse])
             .map_err(PipelineError::setup)?;
         self.fan_out(&parse, mux, "audio")?;
+        self.releases
+            .push((mixer.clone(), PadReleases::install(&mixer)?));
         self.audiomixer = Some(mixer);
         // A silent input keeps the mix running when nobody is publishing audio.
         let ctx = self.source_context(gst::ClockTime::ZERO);

@@ -166,6 +166,8 @@ pub struct Composite {
     failures: HashMap<TileId, u32>,
     /// Inputs taken out but still being torn down (their errors no longer matter).
     retiring: Arc<Mutex<Vec<gst::Bin>>>,
+    /// Each mixer with the queue its released inputs' pads wait in (see [`PadReleases`]).
+    releases: Vec<(gst::Element, PadReleases)>,
     canvas: Canvas,
     fps: u32,
     timing: Timing,
@@ -176,6 +178,40 @@ pub struct Composite {
     encoded: Arc<AtomicBool>,
     /// What a web page draws over the tiles (None: no page layer).
     page: Option<Arc<crate::pipeline::page::PageOverlay>>,
+}
+
+/// Request pads of a mixer waiting to be released. They are released on the mixer's own output
+/// thread, between one mixed buffer and the next, never while it mixes: releasing a pad from
+/// another thread while the audio mixer aggregated crashed it (a hundred inputs leaving in one
+/// burst).
+#[derive(Clone, Default)]
+pub(super) struct PadReleases(Arc<Mutex<Vec<gst::Pad>>>);
+
+impl PadReleases {
+    /// Releases `mixer`'s pads queued here as each of its buffers leaves it.
+    pub(super) fn install(mixer: &gst::Element) -> Result<PadReleases, PipelineError> {
+        let releases = PadReleases::default();
+        let pending = releases.0.clone();
+        let weak = mixer.downgrade();
+        mixer
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("mixer src"))?
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let pads = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+                if let (false, Some(mixer)) = (pads.is_empty(), weak.upgrade()) {
+                    for pad in pads {
+                        mixer.release_request_pad(&pad);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        Ok(releases)
+    }
+
+    /// Queues `pad` for release.
+    pub(super) fn release(&self, pad: gst::Pad) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pad);
+    }
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
@@ -289,6 +325,7 @@ impl Composite {
             next_seq: 0,
             failures: HashMap::new(),
             retiring: Arc::default(),
+            releases: Vec::new(),
             canvas,
             fps,
             timing: opts.timing,

@@ -137,6 +137,8 @@ impl Composite {
             }
             (Output::Mp4(_) | Output::Discard, None) => {}
         }
+        self.releases
+            .push((comp.clone(), PadReleases::install(&comp)?));
         self.compositor = Some(comp);
         self.build_background(opts)?;
         Ok(())

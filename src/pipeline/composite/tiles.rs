@@ -138,10 +138,10 @@ impl Composite {
         self.detach(&input.bin, &input.pad, self.compositor.as_ref())
     }
 
-    /// Takes an input out: hidden (or muted) at once, then stopped, released from its mixer
-    /// and removed on a thread of its own. Stopping waits for the input's streaming thread,
-    /// which may sit in the mixer until the next output period; a hundred leaves in one burst
-    /// must not hold the layout for that long each.
+    /// Takes an input out: hidden (or muted) at once, then stopped and removed on a thread of
+    /// its own, its mixer pad released by the mixer itself ([`PadReleases`]). Stopping waits for
+    /// the input's streaming thread, which may sit in the mixer until the next output period; a
+    /// hundred leaves in one burst must not hold the layout for that long each.
     pub(super) fn detach(
         &self,
         bin: &gst::Bin,
@@ -154,6 +154,12 @@ impl Composite {
         if pad.has_property("mute") {
             pad.set_property("mute", true);
         }
+        let releases = aggregator.and_then(|agg| {
+            self.releases
+                .iter()
+                .find(|(mixer, _)| mixer == agg)
+                .map(|(_, r)| r.clone())
+        });
         let (bin, pad, aggregator) = (bin.clone(), pad.clone(), aggregator.cloned());
         let pipeline = self.pipeline.clone();
         let retiring = self.retiring.clone();
@@ -164,10 +170,17 @@ impl Composite {
         let teardown = move || {
             // Stop the input's threads first so nothing pushes into a released pad.
             let _ = bin.set_state(gst::State::Null);
-            if let Some(agg) = aggregator {
-                agg.release_request_pad(&pad);
-            }
             let _ = pipeline.remove(&bin);
+            match (releases, aggregator) {
+                (Some(releases), _) => {
+                    // Ended, the mixer waits for it no more (an offline mix would otherwise
+                    // wait for its data forever, and never reach the release).
+                    let _ = pad.send_event(gst::event::Eos::new());
+                    releases.release(pad)
+                }
+                (None, Some(agg)) => agg.release_request_pad(&pad),
+                (None, None) => {}
+            }
             retiring
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
