@@ -1,0 +1,99 @@
+//! Inputs leaving the mixers in bursts while they mix (library API): a room of sixty that
+//! empties at once, six times over. Nothing crashes, every removed input's mixer pad is
+//! released, and the file holds sound and picture for the whole run.
+
+mod support;
+
+use roomcast::layout::{Layout, Tile, TileId};
+use roomcast::pipeline::composite::Output;
+use roomcast::pipeline::source::{Timing, TrackSource};
+use roomcast::pipeline::{self, Composite, CompositeOptions, Preset};
+use roomcast::room::synthetic::SyntheticRoom;
+use std::time::{Duration, Instant};
+use support::*;
+
+const ROUNDS: usize = 6;
+const PEOPLE: usize = 60;
+
+fn sink_pads(pipeline: &gst::Pipeline, name: &str) -> usize {
+    use gst::prelude::*;
+    pipeline
+        .by_name(name)
+        .map(|e| e.sink_pads().len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sixty_inputs_leaving_at_once_while_mixing() {
+    use gst::prelude::*;
+    pipeline::init().unwrap();
+    let dir = TempDir::new("mixer-churn");
+    let out = dir.path().join("churn.mp4");
+    let layout = Layout::resolve("grid").unwrap();
+    let opts = CompositeOptions {
+        preset: Preset::resolve("h264-720p30").unwrap(),
+        timing: Timing::Live,
+        output: Output::Mp4(out.clone()),
+        background: 0,
+        background_image: None,
+        label: layout.def().label.clone(),
+        watermark: None,
+        page_layer: false,
+    };
+    let mut comp = Composite::new(&opts).unwrap();
+    let p = comp.pipeline().clone();
+    let (audio_base, video_base) = (sink_pads(&p, "audio_mixer"), sink_pads(&p, "video_mixer"));
+    p.set_state(gst::State::Playing).unwrap();
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let room = SyntheticRoom::steady(PEOPLE);
+        let mut tiles = Vec::new();
+        let mut ids = Vec::new();
+        for (i, person) in room.participants.iter().enumerate() {
+            // Ids of their own each round: nothing is reused from the last.
+            let id = format!("r{round}-{}", person.id);
+            let ctx = comp.source_context(gst::ClockTime::from_mseconds(200));
+            comp.add_video(&TileId::camera(&id), Box::new(room.camera(person)))
+                .unwrap();
+            comp.add_audio(&id, room.microphone(person).build(&ctx).unwrap())
+                .unwrap();
+            tiles.push(Tile::new(&id, &person.name, i as u64));
+            ids.push(id);
+        }
+        comp.apply(&layout.place(comp.canvas(), &tiles)).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        for id in &ids {
+            comp.remove_audio(id).unwrap();
+            comp.remove_video(&TileId::camera(id)).unwrap();
+        }
+        comp.apply(&layout.place(comp.canvas(), &[])).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every removed input's pad is released by its mixer.
+    let released = wait_for(10.0, || {
+        (sink_pads(&p, "audio_mixer") == audio_base && sink_pads(&p, "video_mixer") == video_base)
+            .then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "mixer pads left: audio {} (from {audio_base}), video {} (from {video_base})",
+        sink_pads(&p, "audio_mixer"),
+        sink_pads(&p, "video_mixer")
+    );
+    let ran = started.elapsed().as_secs_f64();
+    comp.end_of_stream();
+    pipeline::bus::wait_eos_blocking(&p, Duration::from_secs(20), "churn drain").unwrap();
+    p.set_state(gst::State::Null).unwrap();
+    drop(comp);
+    pipeline::mp4::finalize(&out).unwrap();
+    let pr = probe(&out);
+    assert!(
+        pr.duration > ran - 1.5,
+        "{} s of media for {ran:.1} s of mixing",
+        pr.duration
+    );
+    assert_eq!(
+        (pr.video_codec.as_deref(), pr.audio_codec.as_deref()),
+        (Some("h264"), Some("aac"))
+    );
+}
