@@ -442,6 +442,11 @@ async fn run_connection(
         pad.push_event(force_key_unit());
     }
     let mut stopping = false;
+    // Live once the server has answered: the sink's connection counts bytes received (the
+    // pipeline reaching PLAYING only means the connection attempt began).
+    let sink = pipeline.by_name(&format!("rtmp_sink_{id}"));
+    let mut live = false;
+    let mut check = tokio::time::interval(LIVE_CHECK);
     let result = loop {
         let deadline = async {
             if stopping {
@@ -451,6 +456,13 @@ async fn run_connection(
             }
         };
         tokio::select! {
+            _ = check.tick(), if !live => {
+                if sink.as_ref().is_some_and(server_answered) {
+                    live = true;
+                    set_status(status, |s| s.state = DestinationState::Live);
+                    info!(destination = id, url = %url.redacted(), "RTMP destination live");
+                }
+            }
             msg = bus.next() => {
                 let Some(msg) = msg else { break Ok(()) };
                 match msg.view() {
@@ -460,13 +472,6 @@ async fn run_connection(
                         }
                     }
                     gst::MessageView::Eos(_) => break Ok(()),
-                    gst::MessageView::StateChanged(sc)
-                        if sc.current() == gst::State::Playing
-                            && msg.src() == Some(pipeline.upcast_ref()) =>
-                    {
-                        set_status(status, |s| s.state = DestinationState::Live);
-                        info!(destination = id, url = %url.redacted(), "RTMP destination live");
-                    }
                     _ => {}
                 }
             }
@@ -482,4 +487,15 @@ async fn run_connection(
     lock(forward).branch = None;
     let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
     result
+}
+
+/// How often a connecting destination is checked for the server's answer.
+const LIVE_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether the server at the other end of `sink` (an `rtmp2sink`) has sent anything: its
+/// handshake answer at least.
+fn server_answered(sink: &gst::Element) -> bool {
+    sink.property::<Option<gst::Structure>>("stats")
+        .and_then(|s| s.get::<u64>("in-bytes-total").ok())
+        .is_some_and(|n| n > 0)
 }
