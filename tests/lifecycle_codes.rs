@@ -1,6 +1,7 @@
 //! Start and stop failures by their cause, each with the platform's code in the job record and
 //! the `…-failed` status webhook: a room that cannot be joined in time (7011, streaming 7001),
-//! a stream whose destination never goes live (7001), a stream whose stop cannot drain (7041).
+//! a stream whose destination never goes live (7001), a stream whose stop cannot drain (7041),
+//! a pipeline that does not shut down in time (7032, streaming 7042).
 
 mod support;
 use std::time::{Duration, Instant};
@@ -142,4 +143,47 @@ fn a_stream_stop_that_cannot_drain_reports_7041() {
         "{failed}"
     );
     failed_hook(&hooks, "room-streaming-failed", "wedge", 7041);
+}
+
+#[test]
+fn a_pipeline_that_does_not_shut_down_in_time_reports_7032_and_7042_and_keeps_the_file() {
+    let (_dir, api, hooks) = service(
+        "shutdown-timeout",
+        &[("ROOMCAST_FAULT_SHUTDOWN_HANG_SECS", "8")],
+    );
+    register_room(&api, "slow", 1, "{}");
+    let (_, v) = start_recording(&api, "slow");
+    let rec = v["job_id"].as_str().unwrap().to_string();
+    let rtmp = silent_server();
+    let stream = start_streaming(&api, "slow", &format!("rtmp://127.0.0.1:{rtmp}/live/k"));
+    wait_state(&api, &rec, "active", 20.0);
+    wait_state(&api, &stream, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stop_recording(&api, "slow").1["result"], 0);
+    let (s, v) = api.call(
+        "DELETE",
+        "/v1/rooms/slow/streaming",
+        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
+    );
+    assert_eq!(s, 200, "{v}");
+    let failed = wait_state(&api, &rec, "failed", 40.0);
+    assert_eq!(failed["result"], 7032, "{failed}");
+    assert!(
+        failed["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not shut down"),
+        "{failed}"
+    );
+    // What was recorded is finalized and kept all the same.
+    let seg = &failed["segments"][0];
+    assert_eq!(seg["status"], "local", "{failed}");
+    let path = std::path::PathBuf::from(seg["path"].as_str().unwrap());
+    let p = probe(&path);
+    assert!(p.duration >= 2.0, "{} s", p.duration);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    failed_hook(&hooks, "room-live-recording-failed", "slow", 7032);
+    let failed = wait_state(&api, &stream, "failed", 40.0);
+    assert_eq!(failed["result"], 7042, "{failed}");
+    failed_hook(&hooks, "room-streaming-failed", "slow", 7042);
 }

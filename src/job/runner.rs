@@ -165,6 +165,15 @@ fn stall_fault() -> Option<Duration> {
         .map(|_| Duration::from_secs_f64(after.max(0.0)))
 }
 
+/// `ROOMCAST_FAULT_SHUTDOWN_HANG_SECS`: a test of the shutdown limit holds every pipeline's
+/// shutdown this long, as a wedged element would.
+fn shutdown_fault() -> Option<Duration> {
+    std::env::var("ROOMCAST_FAULT_SHUTDOWN_HANG_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+}
+
 /// The error a start that took too long ends with, if it did: nothing encoded within
 /// `spec.start_timeout` (7013; 7001 for a stream), or a stream-only job with no destination
 /// live by then (7001).
@@ -487,7 +496,15 @@ async fn run(
     // A wedged element can keep the Null transition from returning: the file is finalized
     // regardless, and the stuck thread is left behind rather than the job.
     let p = pipeline.clone();
+    let hang = shutdown_fault();
     let shutdown = tokio::task::spawn_blocking(move || {
+        if let Some(hang) = hang {
+            warn!(
+                secs = hang.as_secs_f64(),
+                "fault injection: the pipeline's shutdown hangs"
+            );
+            std::thread::sleep(hang);
+        }
         let _ = p.set_state(gst::State::Null);
         drop(job);
         drop(p);
