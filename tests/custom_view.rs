@@ -154,15 +154,7 @@ fn post_chat(api: &Service, room: &str, text: &str) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let body = serde_json::json!({"events": [
-        {"type": "chat_message", "user_id": "p1", "name": "Alice", "text": text}
-    ]});
-    let (s, v) = api.call(
-        "POST",
-        &format!("/v1/rooms/{room}/events"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{v}");
+    post_chat_as(api, room, ("p1", "Alice"), text);
     posted
 }
 

@@ -101,14 +101,12 @@ fn a_stream_whose_destination_never_goes_live_fails_with_7001() {
     let rtmp = silent_server();
     let t0 = Instant::now();
     let id = start_streaming(&api, "quiet", &format!("rtmp://127.0.0.1:{rtmp}/live/k"));
-    let failed = wait_state(&api, &id, "failed", 30.0);
-    assert_eq!(failed["result"], 7001, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no RTMP destination was live within 3 s"),
-        "{failed}"
+    wait_failed(
+        &api,
+        &id,
+        7001,
+        "no RTMP destination was live within 3 s",
+        30.0,
     );
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     failed_hook(&hooks, "room-streaming-failed", "quiet", 7001);
@@ -127,21 +125,9 @@ fn a_stream_stop_that_cannot_drain_reports_7041() {
     wait_state(&api, &id, "active", 20.0);
     // Stopped after the wedge (3 s), before the stall watchdog would notice it.
     std::thread::sleep(Duration::from_millis(4500));
-    let (s, v) = api.call(
-        "DELETE",
-        "/v1/rooms/wedge/streaming",
-        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
-    );
+    let (s, v) = stop_streaming(&api, "wedge");
     assert_eq!(s, 200, "{v}");
-    let failed = wait_state(&api, &id, "failed", 40.0);
-    assert_eq!(failed["result"], 7041, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not drain"),
-        "{failed}"
-    );
+    wait_failed(&api, &id, 7041, "did not drain", 40.0);
     failed_hook(&hooks, "room-streaming-failed", "wedge", 7041);
 }
 
@@ -160,21 +146,9 @@ fn a_pipeline_that_does_not_shut_down_in_time_reports_7032_and_7042_and_keeps_th
     wait_state(&api, &stream, "active", 20.0);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(stop_recording(&api, "slow").1["result"], 0);
-    let (s, v) = api.call(
-        "DELETE",
-        "/v1/rooms/slow/streaming",
-        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
-    );
+    let (s, v) = stop_streaming(&api, "slow");
     assert_eq!(s, 200, "{v}");
-    let failed = wait_state(&api, &rec, "failed", 40.0);
-    assert_eq!(failed["result"], 7032, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not shut down"),
-        "{failed}"
-    );
+    let failed = wait_failed(&api, &rec, 7032, "did not shut down", 40.0);
     // What was recorded is finalized and kept all the same.
     let seg = &failed["segments"][0];
     assert_eq!(seg["status"], "local", "{failed}");

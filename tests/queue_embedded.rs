@@ -195,7 +195,7 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     let id = v["job_id"].as_str().unwrap().to_string();
     wait_state(&s1, &id, "active", 20.0);
     std::thread::sleep(Duration::from_secs(2));
-    chat(&s1, "keep", "before the crash");
+    post_chat_as(&s1, "keep", ("u1", "Ann"), "before the crash");
     std::thread::sleep(Duration::from_secs(2));
     s1.kill9();
 
@@ -215,7 +215,7 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     assert_eq!(j["segments"].as_array().unwrap().len(), 2, "{j}");
     // The chat of the killed run's segment was journaled: its transcript is made on recovery.
     assert_eq!(transcript(first), ["before the crash"], "{j}");
-    chat(&s2, "keep", "after the takeover");
+    post_chat_as(&s2, "keep", ("u1", "Ann"), "after the takeover");
     std::thread::sleep(Duration::from_secs(3));
 
     // SIGTERM: the server finalizes the segment and hands the job back, then exits.
@@ -248,19 +248,6 @@ fn jobs_survive_a_killed_and_a_stopped_server() {
     assert_eq!(arch["count"], 3, "{arch}");
     let (_, arch) = s3.call("GET", "/v1/recordings?room_id=keep&kind=chat", None);
     assert_eq!(arch["count"], 2, "{arch}");
-}
-
-/// Posts a chat message to `room`.
-fn chat(api: &Service, room: &str, text: &str) {
-    let body = serde_json::json!({"events": [
-        {"type": "chat_message", "user_id": "u1", "name": "Ann", "text": text}
-    ]});
-    let (s, v) = api.call(
-        "POST",
-        &format!("/v1/rooms/{room}/events"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{v}");
 }
 
 /// The texts in a segment record's chat transcript (kept locally: no storage configured).

@@ -87,15 +87,7 @@ fn a_job_that_keeps_stalling_fails_with_7204() {
             ("ROOMCAST_FAULT_STALL_SEGMENTS", "10"),
         ],
     );
-    let failed = wait_state(&api, &id, "failed", 90.0);
-    assert_eq!(failed["result"], 7204, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("stalled 3 times"),
-        "{failed}"
-    );
+    let failed = wait_failed(&api, &id, 7204, "stalled 3 times", 90.0);
     let segments = failed["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 3, "{failed}");
     assert!(
@@ -117,16 +109,7 @@ fn a_start_that_encodes_nothing_fails_with_7013() {
         ],
     );
     let t0 = Instant::now();
-    let failed = wait_state(&api, &id, "failed", 30.0);
-    eprintln!("failed {:?} after the start: {failed}", t0.elapsed());
-    assert_eq!(failed["result"], 7013, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no frame was encoded within 3 s"),
-        "{failed}"
-    );
+    let failed = wait_failed(&api, &id, 7013, "no frame was encoded within 3 s", 30.0);
     assert_eq!(
         failed["stall_restarts"].as_u64().unwrap_or(0),
         0,
@@ -157,15 +140,7 @@ fn a_stop_that_cannot_drain_reports_7031_and_keeps_the_file() {
     std::thread::sleep(Duration::from_millis(4500));
     let (status, v) = stop_recording(&api, "st");
     assert_eq!(status, 200, "{v}");
-    let failed = wait_state(&api, &id, "failed", 40.0);
-    assert_eq!(failed["result"], 7031, "{failed}");
-    assert!(
-        failed["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not drain"),
-        "{failed}"
-    );
+    let failed = wait_failed(&api, &id, 7031, "did not drain", 40.0);
     assert_eq!(failed["segments"][0]["status"], "delivered", "{failed}");
     let files = mp4s_under(&storage);
     assert_eq!(files.len(), 1, "{files:?}");

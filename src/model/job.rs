@@ -452,38 +452,42 @@ impl Job {
     /// the file over.
     pub fn apply_deliveries(&mut self, archive: &[ArchiveEntry]) {
         let id = &self.id;
-        let find = |name: &str| {
-            archive
+        // A file still spooled takes what the archive says of it.
+        let apply = |name: &str,
+                     status: &mut SegmentStatus,
+                     url: &mut Option<String>,
+                     error: &mut Option<DeliveryFailure>| {
+            if *status != SegmentStatus::Spooled {
+                return;
+            }
+            let Some(entry) = archive
                 .iter()
                 .find(|e| e.job_id == *id && e.file_name == name)
+            else {
+                return;
+            };
+            if entry.status == SegmentStatus::Delivered {
+                *status = SegmentStatus::Delivered;
+                *url = entry.url.clone();
+                *error = None;
+            } else {
+                *error = entry.delivery_error.clone();
+            }
         };
         for seg in self.segments.iter_mut() {
-            if seg.status == SegmentStatus::Spooled {
-                if let Some(entry) = find(&seg.file_name) {
-                    if entry.status == SegmentStatus::Delivered {
-                        seg.status = SegmentStatus::Delivered;
-                        seg.url = entry.url.clone();
-                        seg.delivery_error = None;
-                    } else {
-                        seg.delivery_error = entry.delivery_error.clone();
-                    }
-                }
-            }
-            let Some(chat) = seg
-                .chat
-                .as_mut()
-                .filter(|c| c.status == SegmentStatus::Spooled)
-            else {
-                continue;
-            };
-            if let Some(entry) = find(&chat.file_name) {
-                if entry.status == SegmentStatus::Delivered {
-                    chat.status = SegmentStatus::Delivered;
-                    chat.url = entry.url.clone();
-                    chat.delivery_error = None;
-                } else {
-                    chat.delivery_error = entry.delivery_error.clone();
-                }
+            apply(
+                &seg.file_name,
+                &mut seg.status,
+                &mut seg.url,
+                &mut seg.delivery_error,
+            );
+            if let Some(c) = seg.chat.as_mut() {
+                apply(
+                    &c.file_name,
+                    &mut c.status,
+                    &mut c.url,
+                    &mut c.delivery_error,
+                );
             }
         }
     }

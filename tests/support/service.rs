@@ -242,6 +242,40 @@ pub fn wait_state(api: &Service, id: &str, state: &str, secs: f64) -> serde_json
     .unwrap_or_else(|| panic!("job {id} not {state} within {secs} s: {last}"))
 }
 
+/// Waits until job `id` has failed with `code` and a message containing `says`; returns the
+/// record.
+pub fn wait_failed(api: &Service, id: &str, code: u16, says: &str, secs: f64) -> serde_json::Value {
+    let failed = wait_state(api, id, "failed", secs);
+    assert_eq!(failed["result"], code, "{failed}");
+    assert!(
+        failed["msg"].as_str().unwrap_or_default().contains(says),
+        "{failed}"
+    );
+    failed
+}
+
+/// Stops a room's streaming; returns (HTTP status, body).
+pub fn stop_streaming(api: &Service, room: &str) -> (u16, serde_json::Value) {
+    api.call(
+        "DELETE",
+        &format!("/v1/rooms/{room}/streaming"),
+        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
+    )
+}
+
+/// Posts a `chat_message` room event from `user` (`name`) to `room`.
+pub fn post_chat_as(api: &Service, room: &str, (user, name): (&str, &str), text: &str) {
+    let body = serde_json::json!({"events": [
+        {"type": "chat_message", "user_id": user, "name": name, "text": text}
+    ]});
+    let (s, v) = api.call(
+        "POST",
+        &format!("/v1/rooms/{room}/events"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
 /// With capacity for one job: one running, three waiting (7207, 7208, 7208), one cancelled
 /// (7039), the rest start in order as capacity frees. Rooms are registered here.
 pub fn queue_order_scenario(api: &Service, prefix: &str) {
