@@ -1,7 +1,8 @@
 //! Start and stop failures by their cause, each with the platform's code in the job record and
 //! the `…-failed` status webhook: a room that cannot be joined in time (7011, streaming 7001),
 //! a stream whose destination never goes live (7001), a stream whose stop cannot drain (7041),
-//! a pipeline that does not shut down in time (7032, streaming 7042).
+//! a pipeline that does not shut down in time (7032, streaming 7042), a segment that cannot be
+//! rewritten at the end (7033).
 
 mod support;
 use std::time::{Duration, Instant};
@@ -160,4 +161,25 @@ fn a_pipeline_that_does_not_shut_down_in_time_reports_7032_and_7042_and_keeps_th
     let failed = wait_state(&api, &stream, "failed", 40.0);
     assert_eq!(failed["result"], 7042, "{failed}");
     failed_hook(&hooks, "room-streaming-failed", "slow", 7042);
+}
+
+#[test]
+fn a_segment_that_cannot_be_rewritten_reports_7033_and_stays_playable() {
+    let (_dir, api, hooks) = service("finalize-fails", &[("ROOMCAST_FAULT_FINALIZE_FAILS", "1")]);
+    register_room(&api, "frag", 1, "{}");
+    let (_, v) = start_recording(&api, "frag");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stop_recording(&api, "frag").1["result"], 0);
+    let failed = wait_failed(&api, &id, 7033, "could not be finalized", 40.0);
+    failed_hook(&hooks, "room-live-recording-failed", "frag", 7033);
+    // Kept as it was written: fragmented, and playable.
+    let seg = &failed["segments"][0];
+    assert_eq!(seg["status"], "local", "{failed}");
+    let path = std::path::PathBuf::from(seg["path"].as_str().unwrap());
+    assert!(top_level_boxes(&path).iter().any(|b| b == "moof"));
+    let p = probe(&path);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert!(decoded_video_frames(&path) >= 60, "{p:?}");
 }

@@ -165,6 +165,9 @@ fn stall_fault() -> Option<Duration> {
         .map(|_| Duration::from_secs_f64(after.max(0.0)))
 }
 
+/// `ROOMCAST_FAULT_FINALIZE_FAILS` (any value): a test of 7033 makes every segment's final
+/// rewrite fail, as a file system refusing it would (checked where the rewrite happens).
+///
 /// `ROOMCAST_FAULT_SHUTDOWN_HANG_SECS`: a test of the shutdown limit holds every pipeline's
 /// shutdown this long, as a wedged element would.
 fn shutdown_fault() -> Option<Duration> {
@@ -534,6 +537,10 @@ async fn run(
     });
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
     let finalized = match path.clone() {
+        Some(_) if std::env::var_os("ROOMCAST_FAULT_FINALIZE_FAILS").is_some() => {
+            warn!("fault injection: the segment's rewrite fails");
+            Err(PipelineError::setup("rewrite failed (fault injection)"))
+        }
         Some(p) => tokio::task::spawn_blocking(move || finalize(&p).map(Some))
             .await
             .map_err(|e| PipelineError::setup(format!("finalize task: {e}")))?,
