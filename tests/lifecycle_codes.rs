@@ -51,20 +51,29 @@ fn start_streaming(api: &Service, room: &str, rtmp: &str) -> String {
     v["job_id"].as_str().unwrap().to_string()
 }
 
+/// The result codes of the `kind` status webhooks of `room` so far.
+fn hook_codes(hooks: &Receiver, kind: &str, room: &str) -> Vec<u64> {
+    hooks
+        .of_type(kind)
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+        .filter(|v| v["room_id"] == room)
+        .map(|v| v["data"]["status"]["resultCode"].as_u64().unwrap_or(0))
+        .collect()
+}
+
 /// Waits for a `kind` status webhook of `room` carrying `code` (a streaming job also reports
-/// each destination's failures with `room-streaming-failed`).
+/// its destinations' failures with `room-streaming-failed`).
 fn failed_hook(hooks: &Receiver, kind: &str, room: &str, code: u64) {
-    let codes = || -> Vec<u64> {
-        hooks
-            .of_type(kind)
-            .iter()
-            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
-            .filter(|v| v["room_id"] == room)
-            .map(|v| v["data"]["status"]["resultCode"].as_u64().unwrap_or(0))
-            .collect()
-    };
-    if wait_for(20.0, || codes().contains(&code).then_some(())).is_none() {
-        panic!("no {kind} webhook with {code} for {room}: {:?}", codes());
+    if wait_for(20.0, || {
+        hook_codes(hooks, kind, room).contains(&code).then_some(())
+    })
+    .is_none()
+    {
+        panic!(
+            "no {kind} webhook with {code} for {room}: {:?}",
+            hook_codes(hooks, kind, room)
+        );
     }
 }
 
@@ -128,8 +137,16 @@ fn a_stream_stop_that_cannot_drain_reports_7041() {
     std::thread::sleep(Duration::from_millis(4500));
     let (s, v) = stop_streaming(&api, "wedge");
     assert_eq!(s, 200, "{v}");
-    wait_failed(&api, &id, 7041, "did not drain", 40.0);
+    let failed = wait_failed(&api, &id, 7041, "did not drain", 40.0);
     failed_hook(&hooks, "room-streaming-failed", "wedge", 7041);
+    // Its destination failed again and again (a connection attempt times out every few
+    // seconds): one failure was reported, not one per attempt.
+    let attempts = failed["destinations"][0]["connections"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(attempts >= 2, "{failed}");
+    let codes = hook_codes(&hooks, "room-streaming-failed", "wedge");
+    assert_eq!(codes.iter().filter(|c| **c == 7020).count(), 1, "{codes:?}");
 }
 
 #[test]

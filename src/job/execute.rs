@@ -75,6 +75,9 @@ pub(super) struct Run<'a, H: JobHost> {
     pub(super) env: &'a JobEnv,
     pub(super) job: Job,
     pub(super) outcome: Outcome,
+    /// What the status webhooks last said of each RTMP destination of the running segment: a
+    /// destination that keeps failing is reported once until it is live again.
+    pub(super) told: std::collections::HashMap<u32, Transition>,
 }
 
 /// Runs `job` to its end (or until it is handed back). `plan` overrides the spec's own
@@ -94,6 +97,7 @@ pub async fn execute<H: JobHost>(
         env,
         job,
         outcome: Outcome::default(),
+        told: Default::default(),
     };
     run.run(plan, local, hand_back).instrument(span).await;
     (run.job, run.outcome)
@@ -516,6 +520,8 @@ impl<H: JobHost> Run<'_, H> {
     async fn on_event(&mut self, cost_model: &Preset, ev: JobEvent) {
         match ev {
             JobEvent::Started { file } => {
+                // A new segment numbers its destinations afresh.
+                self.told.clear();
                 if let Some(path) = file {
                     self.job.segments.push(SegmentRecord {
                         file_name: crate::util::file_name(&path),
@@ -550,15 +556,22 @@ impl<H: JobHost> Run<'_, H> {
                     JobKind::Streaming => Subject::Job,
                     JobKind::Recording => Subject::Streaming,
                 };
-                match d.state {
-                    DestinationState::Live => self.status(subject, Transition::On, None),
+                let told = match d.state {
+                    DestinationState::Live => Some((Transition::On, None)),
                     DestinationState::Retrying => {
-                        self.status(subject, Transition::Failed, Some(Code::StreamFailedToStart))
+                        Some((Transition::Failed, Some(Code::StreamFailedToStart)))
                     }
                     DestinationState::Stopped if subject == Subject::Streaming => {
-                        self.status(subject, Transition::Off, None)
+                        Some((Transition::Off, None))
                     }
-                    DestinationState::Connecting | DestinationState::Stopped => {}
+                    DestinationState::Connecting | DestinationState::Stopped => None,
+                };
+                if let Some((t, code)) = told {
+                    // Once per change: a destination retrying every few seconds while its
+                    // server is down is one failure, not one per attempt.
+                    if self.told.insert(d.id, t) != Some(t) {
+                        self.status(subject, t, code);
+                    }
                 }
             }
             JobEvent::Page(status) => {
