@@ -399,6 +399,8 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
     post_chat(&api, "chat", "Yes — \"loud\" and clear\n👍");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stop_recording(&api, "chat").1["result"], 0);
+    // Said as the recording stops: it still belongs to the segment being finalized.
+    post_chat(&api, "chat", "bye");
     let done = wait_state(&api, &id, "completed", 40.0);
     // The segment's transcript is delivered with it and announced by a `chatdata` webhook.
     let hook = wait_for(20.0, || hooks.of_type("chatdata").into_iter().next())
@@ -429,7 +431,11 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
         .collect();
     assert_eq!(
         texts,
-        ["Can everyone hear me?", "Yes — \"loud\" and clear\n👍"]
+        [
+            "Can everyone hear me?",
+            "Yes — \"loud\" and clear\n👍",
+            "bye"
+        ]
     );
     assert_eq!(
         (
@@ -449,7 +455,7 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
         (j["segments"][0]["chat"]["status"] == "delivered").then(|| j["segments"][0].clone())
     })
     .unwrap_or_else(|| panic!("transcript not recorded as delivered: {done}"));
-    assert_eq!(seg["chat"]["messages"], 2, "{seg}");
+    assert_eq!(seg["chat"]["messages"], 3, "{seg}");
     assert_eq!(seg["chat"]["url"].as_str(), Some(url.as_str()));
     assert_eq!(transcript["recording"], seg["file_name"], "{transcript}");
     let files = mp4s_under(&dir.path().join("store"));

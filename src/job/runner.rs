@@ -535,6 +535,17 @@ async fn run(
             SHUTDOWN_TIMEOUT.as_secs()
         ),
     });
+    // Chat that arrived while the segment drained still belongs to it.
+    if let Some(journal) = &journal {
+        while let Ok(cmd) = commands.try_recv() {
+            if let JobCommand::Chat(line) = cmd {
+                if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, &line))
+                {
+                    warn!(error = %e, "chat message not written to the segment's journal");
+                }
+            }
+        }
+    }
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
     let finalized = match path.clone() {
         Some(_) if std::env::var_os("ROOMCAST_FAULT_FINALIZE_FAILS").is_some() => {
