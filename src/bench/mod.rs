@@ -165,15 +165,8 @@ pub fn composite(
     let page = match page_url {
         Some(url) => {
             let overlay = comp.page_overlay().context("no page layer")?;
-            let generation = overlay.generation();
-            let canvas = comp.canvas();
-            let view = crate::pipeline::page::PageView::start(
-                url,
-                canvas.width,
-                canvas.height,
-                (overlay.clone(), generation),
-                |_| {},
-            )?;
+            let (view, generation) =
+                crate::pipeline::page::PageView::start_unseen(url, comp.canvas(), &overlay)?;
             let deadline = Instant::now() + Duration::from_secs(20);
             while overlay.frames(generation) == 0 {
                 anyhow::ensure!(Instant::now() < deadline, "the page drew nothing in 20 s");

@@ -147,14 +147,7 @@ fn page_preview(
             .collect();
         channel.send_state(&json!({"participants": participants, "layout": "grid",
             "recording_started_ms": crate::clock::now_ms(), "chat": []}));
-        let generation = overlay.generation();
-        let mut view = pipeline::page::PageView::start(
-            url,
-            canvas.width,
-            canvas.height,
-            (overlay.clone(), generation),
-            |_| {},
-        )?;
+        let (mut view, generation) = pipeline::page::PageView::start_unseen(url, canvas, &overlay)?;
         let script = crate::page::bootstrap_script(channel.address(), false);
         let deadline = Instant::now() + PAGE_PREVIEW_TIMEOUT;
         let (mut hello, mut regions) = (None::<Instant>, None);

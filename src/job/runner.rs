@@ -384,11 +384,7 @@ async fn run(
                     }
                 }
                 Some(JobCommand::Chat(line)) => {
-                    if let Some(journal) = &journal {
-                        if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, &line)) {
-                            warn!(error = %e, "chat message not written to the segment's journal");
-                        }
-                    }
+                    journal_chat(journal.as_deref(), &line);
                     job.on_chat(line);
                 }
                 Some(JobCommand::Room(events)) => match job.on_room(events) {
@@ -536,14 +532,9 @@ async fn run(
         ),
     });
     // Chat that arrived while the segment drained still belongs to it.
-    if let Some(journal) = &journal {
-        while let Ok(cmd) = commands.try_recv() {
-            if let JobCommand::Chat(line) = cmd {
-                if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, &line))
-                {
-                    warn!(error = %e, "chat message not written to the segment's journal");
-                }
-            }
+    while let Ok(cmd) = commands.try_recv() {
+        if let JobCommand::Chat(line) = cmd {
+            journal_chat(journal.as_deref(), &line);
         }
     }
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
@@ -605,6 +596,14 @@ async fn run(
         reason,
         destinations,
     })
+}
+
+/// Appends a chat message to the segment's journal, when the job records one.
+fn journal_chat(journal: Option<&std::path::Path>, line: &crate::model::page::ChatLine) {
+    let Some(journal) = journal else { return };
+    if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, line)) {
+        warn!(error = %e, "chat message not written to the segment's journal");
+    }
 }
 
 fn shown_path(p: &Option<PathBuf>) -> String {

@@ -15,6 +15,7 @@
 //! page draws nothing). In (stdin), one JSON string per line: a script to run in the page. The
 //! renderer ends when its input closes.
 
+use super::blend::{blend_i420, YuvRect};
 use super::{bridge, make, PipelineError};
 use gst::prelude::*;
 use std::io::{BufRead, Read, Write};
@@ -42,32 +43,21 @@ struct OverlayState {
 
 #[derive(Default)]
 struct Drawing {
-    /// The latest frame.
-    composition: Option<gst_video::VideoOverlayComposition>,
+    /// The latest frame, ready to blend onto the I420 canvas (None: it draws nothing).
+    yuv: Option<Arc<Vec<YuvRect>>>,
     /// Changed frames sent so far.
     frames: u64,
-    /// The latest frame ready to blend onto the I420 canvas.
-    yuv: Option<Arc<Vec<super::blend::YuvRect>>>,
     /// Drawn under the tiles rather than over them.
     below: bool,
 }
 
 impl PageOverlay {
     /// What to draw now over the tiles (`below` false) or under them (None: nothing).
-    pub fn composition(&self, below: bool) -> Option<gst_video::VideoOverlayComposition> {
+    pub fn drawing(&self, below: bool) -> Option<Arc<Vec<YuvRect>>> {
         let s = self.lock();
         s.active
             .and_then(|g| s.pages.get(&g))
             .filter(|d| d.below == below)
-            .and_then(|d| d.composition.clone())
-    }
-
-    /// What to blend over the tiles now, converted for the canvas (None: nothing).
-    pub fn over(&self) -> Option<Arc<Vec<super::blend::YuvRect>>> {
-        let s = self.lock();
-        s.active
-            .and_then(|g| s.pages.get(&g))
-            .filter(|d| !d.below)
             .and_then(|d| d.yuv.clone())
     }
 
@@ -110,12 +100,9 @@ impl PageOverlay {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, g: u64, frame: Frame) {
-        let (rects, yuv) = frame;
+    fn set(&self, g: u64, yuv: Vec<YuvRect>) {
         let yuv: Vec<_> = yuv.into_iter().filter(|r| !r.is_clear()).collect();
-        let composition = composition_of(rects);
         if let Some(page) = self.lock().pages.get_mut(&g) {
-            page.composition = composition;
             page.yuv = (!yuv.is_empty()).then(|| Arc::new(yuv));
             page.frames += 1;
         }
@@ -194,104 +181,47 @@ fn drawn_rects(data: &[u8], width: usize, height: usize) -> Vec<(usize, usize, u
         .collect()
 }
 
-/// One rectangle of `w`×`h` premultiplied BGRA pixels at (x, y).
-fn rectangle_of(
-    pixels: Vec<u8>,
-    (x, y, w, h): (u32, u32, u32, u32),
-) -> Option<gst_video::VideoOverlayRectangle> {
-    if w == 0 || h == 0 || pixels.len() != (w * h * 4) as usize {
-        return None;
-    }
-    let mut buffer = gst::Buffer::from_mut_slice(pixels);
-    gst_video::VideoMeta::add(
-        buffer.get_mut()?,
-        gst_video::VideoFrameFlags::empty(),
-        gst_video::VideoFormat::Bgra,
-        w,
-        h,
-    )
-    .ok()?;
-    Some(gst_video::VideoOverlayRectangle::new_raw(
-        &buffer,
-        x as i32,
-        y as i32,
-        w,
-        h,
-        gst_video::VideoOverlayFormatFlags::PREMULTIPLIED_ALPHA,
-    ))
-}
-
-/// An overlay of these rectangles (None: nothing to draw).
-fn composition_of(
-    rects: Vec<gst_video::VideoOverlayRectangle>,
-) -> Option<gst_video::VideoOverlayComposition> {
-    let mut it = rects.into_iter();
-    let first = it.next()?;
-    let mut c = gst_video::VideoOverlayComposition::new(Some(&first)).ok()?;
-    let cm = c.make_mut();
-    for r in it {
-        cm.add_rectangle(&r);
-    }
-    Some(c)
-}
-
-/// Blends the page shown over the tiles onto every frame leaving `pad` (the composited I420
-/// canvas).
-pub(crate) fn draw_over(overlay: Arc<PageOverlay>, pad: &gst::Pad) {
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(rects) = overlay.over() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let Some(video) = pad
-            .current_caps()
-            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
-        else {
+/// Blends the page shown over the tiles onto every frame leaving `pad`: the composited
+/// canvas, of format `video` (I420).
+pub(crate) fn draw_over(overlay: Arc<PageOverlay>, pad: &gst::Pad, video: gst_video::VideoInfo) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(rects) = overlay.drawing(false) else {
             return gst::PadProbeReturn::Ok;
         };
         if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
             if let Ok(mut frame) =
                 gst_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &video)
             {
-                super::blend::blend_i420(&mut frame, &rects);
+                blend_i420(&mut frame, &rects);
             }
         }
         gst::PadProbeReturn::Ok
     });
 }
 
-/// Makes the frames leaving `pad` (a background source of the canvas's size) show the page
-/// drawn under the tiles, while one is shown. The page is blended onto a background frame once
-/// per frame the page sends; every frame in between carries that picture's memory again (a
-/// shallow copy), so a still backdrop costs what the plain background costs.
-pub(crate) fn draw_below(overlay: Arc<PageOverlay>, pad: &gst::Pad) {
-    // The composition last blended (by sequence number) and the frame it gave.
-    let cache: Mutex<Option<(u32, gst::Buffer)>> = Mutex::new(None);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(composition) = overlay.composition(true) else {
+/// Makes the frames leaving `pad` (a background source of format `video`, the canvas) show the
+/// page drawn under the tiles, while one is shown. The page is blended onto a background frame
+/// once per frame the page sends; every frame in between carries that picture's memory again
+/// (a shallow copy), so a still backdrop costs what the plain background costs.
+pub(crate) fn draw_below(overlay: Arc<PageOverlay>, pad: &gst::Pad, video: gst_video::VideoInfo) {
+    // The drawing last blended and the frame it gave.
+    type Blended = (Arc<Vec<YuvRect>>, gst::Buffer);
+    let cache: Mutex<Option<Blended>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(rects) = overlay.drawing(true) else {
             return gst::PadProbeReturn::Ok;
         };
         let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
             return gst::PadProbeReturn::Ok;
         };
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = composition.seqnum();
-        if cache.as_ref().is_none_or(|(s, _)| *s != seq) {
-            let Some(info) = pad
-                .current_caps()
-                .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
-            else {
-                return gst::PadProbeReturn::Ok;
-            };
+        if !cache.as_ref().is_some_and(|(r, _)| Arc::ptr_eq(r, &rects)) {
             let mut drawn = buffer.copy_deep().unwrap_or_else(|_| buffer.copy());
-            let blended =
-                match gst_video::VideoFrameRef::from_buffer_ref_writable(drawn.make_mut(), &info) {
-                    Ok(mut frame) => composition.blend(&mut frame).is_ok(),
-                    Err(_) => false,
-                };
-            if !blended {
-                return gst::PadProbeReturn::Ok;
+            match gst_video::VideoFrameRef::from_buffer_ref_writable(drawn.make_mut(), &video) {
+                Ok(mut frame) => blend_i420(&mut frame, &rects),
+                Err(_) => return gst::PadProbeReturn::Ok,
             }
-            *cache = Some((seq, drawn));
+            *cache = Some((rects, drawn));
         }
         if let Some((_, drawn)) = cache.as_ref() {
             let mut out = drawn.copy();
@@ -375,6 +305,25 @@ impl PageView {
         Ok(PageView { child, input })
     }
 
+    /// Starts rendering `url` on a `canvas`-sized view under a new generation of `overlay`
+    /// (not shown until activated), with nobody told of its end; the generation is returned
+    /// with the view. For a page rendered once, as a preview or a bench renders it.
+    pub fn start_unseen(
+        url: &str,
+        canvas: crate::layout::Canvas,
+        overlay: &Arc<PageOverlay>,
+    ) -> Result<(PageView, u64), PipelineError> {
+        let generation = overlay.generation();
+        let view = PageView::start(
+            url,
+            canvas.width,
+            canvas.height,
+            (overlay.clone(), generation),
+            |_| {},
+        )?;
+        Ok((view, generation))
+    }
+
     /// Runs `script` in the page (no result comes back).
     pub fn run_javascript(&mut self, script: &str) {
         if let Some(input) = &mut self.input {
@@ -418,14 +367,8 @@ impl Drop for PageView {
 }
 
 /// Reads one frame message: a count, then per rectangle `x y w h` and its pixels.
-/// A page frame: its rectangles, as an overlay composition (what is blended under the tiles)
-/// and converted for the canvas (what is blended over them).
-type Frame = (
-    Vec<gst_video::VideoOverlayRectangle>,
-    Vec<super::blend::YuvRect>,
-);
-
-fn read_frame(input: &mut impl Read, width: u32, height: u32) -> Result<Frame, String> {
+/// Reads one page frame: its rectangles, converted for the canvas.
+fn read_frame(input: &mut impl Read, width: u32, height: u32) -> Result<Vec<YuvRect>, String> {
     let ended = |e: std::io::Error| format!("the page renderer ended ({e})");
     let mut word = [0u8; 4];
     input.read_exact(&mut word).map_err(ended)?;
@@ -434,7 +377,6 @@ fn read_frame(input: &mut impl Read, width: u32, height: u32) -> Result<Frame, S
         return Err(format!("the page renderer sent {n} rectangles"));
     }
     let mut rects = Vec::with_capacity(n);
-    let mut yuv = Vec::with_capacity(n);
     for _ in 0..n {
         let mut head = [0u8; 16];
         input.read_exact(&mut head).map_err(ended)?;
@@ -445,13 +387,10 @@ fn read_frame(input: &mut impl Read, width: u32, height: u32) -> Result<Frame, S
         }
         let mut pixels = vec![0u8; (w * h * 4) as usize];
         input.read_exact(&mut pixels).map_err(ended)?;
-        let at = (x as usize, y as usize, w as usize, h as usize);
-        yuv.extend(super::blend::YuvRect::from_bgra(
-            &pixels, at.0, at.1, at.2, at.3,
-        ));
-        rects.extend(rectangle_of(pixels, (x, y, w, h)));
+        let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
+        rects.extend(YuvRect::from_bgra(&pixels, x, y, w, h));
     }
-    Ok((rects, yuv))
+    Ok(rects)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), PipelineError> {
@@ -616,13 +555,5 @@ mod tests {
         assert!(!rects
             .iter()
             .any(|r| 150 >= r.0 && 150 < r.0 + r.2 && 150 >= r.1 && 150 < r.1 + r.3));
-        let r = rectangle_of(vec![0u8; 26 * 10 * 4], (4, 10, 26, 10)).unwrap();
-        assert_eq!(r.render_rectangle(), (4, 10, 26, 10));
-        assert!(rectangle_of(vec![0u8; 5], (0, 0, 2, 2)).is_none());
-        assert!(composition_of(vec![]).is_none());
-        assert_eq!(
-            composition_of(vec![r.clone(), r]).unwrap().n_rectangles(),
-            2
-        );
     }
 }

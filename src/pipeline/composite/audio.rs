@@ -33,8 +33,7 @@ impl Composite {
         gst::Element::link_many([&mixer, &caps, &conv, &q, &enc, &parse])
             .map_err(PipelineError::setup)?;
         self.fan_out(&parse, mux, "audio")?;
-        self.releases
-            .push((mixer.clone(), PadReleases::install(&mixer)?));
+        self.audio_releases.install(&mixer)?;
         self.audiomixer = Some(mixer);
         // A silent input keeps the mix running when nobody is publishing audio.
         let ctx = self.source_context(gst::ClockTime::ZERO);
@@ -89,7 +88,7 @@ impl Composite {
         let Some(input) = self.audio.remove(id) else {
             return Ok(());
         };
-        self.detach(&input.bin, &input.pad, self.audiomixer.as_ref())
+        self.detach(&input.bin, &input.pad, &self.audio_releases)
     }
 
     /// Mutes or un-mutes participant `id` in the mix.

@@ -56,7 +56,7 @@ impl Composite {
             let src = element
                 .static_pad("src")
                 .ok_or_else(|| PipelineError::setup("background src"))?;
-            crate::pipeline::page::draw_below(overlay.clone(), &src);
+            crate::pipeline::page::draw_below(overlay.clone(), &src, self.canvas_info()?);
         }
         self.add(&[&element])?;
         let pad = comp
@@ -80,7 +80,7 @@ impl Composite {
                 .element
                 .downcast::<gst::Bin>()
                 .map_err(|_| PipelineError::setup("bin"))?;
-            self.detach(&bin, &old.pad, Some(&comp))?;
+            self.detach(&bin, &old.pad, &self.video_releases)?;
         }
         Ok(())
     }

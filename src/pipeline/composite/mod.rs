@@ -166,8 +166,9 @@ pub struct Composite {
     failures: HashMap<TileId, u32>,
     /// Inputs taken out but still being torn down (their errors no longer matter).
     retiring: Arc<Mutex<Vec<gst::Bin>>>,
-    /// Each mixer with the queue its released inputs' pads wait in (see [`PadReleases`]).
-    releases: Vec<(gst::Element, PadReleases)>,
+    /// Where the mixers' pads of removed inputs wait to be released (see [`PadReleases`]).
+    video_releases: PadReleases,
+    audio_releases: PadReleases,
     canvas: Canvas,
     fps: u32,
     timing: Timing,
@@ -189,9 +190,8 @@ pub(super) struct PadReleases(Arc<Mutex<Vec<gst::Pad>>>);
 
 impl PadReleases {
     /// Releases `mixer`'s pads queued here as each of its buffers leaves it.
-    pub(super) fn install(mixer: &gst::Element) -> Result<PadReleases, PipelineError> {
-        let releases = PadReleases::default();
-        let pending = releases.0.clone();
+    pub(super) fn install(&self, mixer: &gst::Element) -> Result<(), PipelineError> {
+        let pending = self.0.clone();
         let weak = mixer.downgrade();
         mixer
             .static_pad("src")
@@ -205,7 +205,7 @@ impl PadReleases {
                 }
                 gst::PadProbeReturn::Ok
             });
-        Ok(releases)
+        Ok(())
     }
 
     /// Queues `pad` for release.
@@ -325,7 +325,8 @@ impl Composite {
             next_seq: 0,
             failures: HashMap::new(),
             retiring: Arc::default(),
-            releases: Vec::new(),
+            video_releases: PadReleases::default(),
+            audio_releases: PadReleases::default(),
             canvas,
             fps,
             timing: opts.timing,
@@ -418,6 +419,12 @@ impl Composite {
     }
 
     /// Output canvas.
+    /// The composited canvas's format (and every background's).
+    fn canvas_info(&self) -> Result<gst_video::VideoInfo, PipelineError> {
+        gst_video::VideoInfo::from_caps(&caps_video(self.canvas, self.fps))
+            .map_err(PipelineError::setup)
+    }
+
     pub fn canvas(&self) -> Canvas {
         self.canvas
     }

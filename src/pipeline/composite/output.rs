@@ -81,7 +81,7 @@ impl Composite {
             let src = last
                 .static_pad("src")
                 .ok_or_else(|| PipelineError::setup("video_mixer_caps src"))?;
-            crate::pipeline::page::draw_over(overlay.clone(), &src);
+            crate::pipeline::page::draw_over(overlay.clone(), &src, self.canvas_info()?);
         }
         if let Some(wm) = &opts.watermark {
             let (w, h) = png_size(wm)?;
@@ -137,8 +137,7 @@ impl Composite {
             }
             (Output::Mp4(_) | Output::Discard, None) => {}
         }
-        self.releases
-            .push((comp.clone(), PadReleases::install(&comp)?));
+        self.video_releases.install(&comp)?;
         self.compositor = Some(comp);
         self.build_background(opts)?;
         Ok(())

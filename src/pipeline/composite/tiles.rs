@@ -135,7 +135,7 @@ impl Composite {
         let Some(input) = self.tiles.remove(key) else {
             return Ok(());
         };
-        self.detach(&input.bin, &input.pad, self.compositor.as_ref())
+        self.detach(&input.bin, &input.pad, &self.video_releases)
     }
 
     /// Takes an input out: hidden (or muted) at once, then stopped and removed on a thread of
@@ -146,7 +146,7 @@ impl Composite {
         &self,
         bin: &gst::Bin,
         pad: &gst::Pad,
-        aggregator: Option<&gst::Element>,
+        releases: &PadReleases,
     ) -> Result<(), PipelineError> {
         if pad.has_property("alpha") {
             pad.set_property("alpha", 0.0f64);
@@ -154,13 +154,7 @@ impl Composite {
         if pad.has_property("mute") {
             pad.set_property("mute", true);
         }
-        let releases = aggregator.and_then(|agg| {
-            self.releases
-                .iter()
-                .find(|(mixer, _)| mixer == agg)
-                .map(|(_, r)| r.clone())
-        });
-        let (bin, pad, aggregator) = (bin.clone(), pad.clone(), aggregator.cloned());
+        let (bin, pad, releases) = (bin.clone(), pad.clone(), releases.clone());
         let pipeline = self.pipeline.clone();
         let retiring = self.retiring.clone();
         retiring
@@ -171,16 +165,10 @@ impl Composite {
             // Stop the input's threads first so nothing pushes into a released pad.
             let _ = bin.set_state(gst::State::Null);
             let _ = pipeline.remove(&bin);
-            match (releases, aggregator) {
-                (Some(releases), _) => {
-                    // Ended, the mixer waits for it no more (an offline mix would otherwise
-                    // wait for its data forever, and never reach the release).
-                    let _ = pad.send_event(gst::event::Eos::new());
-                    releases.release(pad)
-                }
-                (None, Some(agg)) => agg.release_request_pad(&pad),
-                (None, None) => {}
-            }
+            // Ended, the mixer waits for it no more (an offline mix would otherwise wait for
+            // its data forever, and never reach the release).
+            let _ = pad.send_event(gst::event::Eos::new());
+            releases.release(pad);
             retiring
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
