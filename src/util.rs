@@ -56,6 +56,12 @@ pub fn path_component(s: &str) -> String {
     out
 }
 
+/// `p` as an absolute `file://` URL.
+pub fn file_url(p: &Path) -> String {
+    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    format!("file://{}", abs.display())
+}
+
 /// The last component of `p` as text (empty when there is none).
 pub fn file_name(p: &Path) -> String {
     p.file_name()

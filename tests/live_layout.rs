@@ -22,6 +22,7 @@ fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
     RecordingSpec {
         page: None,
         page_layer: false,
+        hls: None,
         room_id: "live".into(),
         conf_num: "7".into(),
         out_dir: dir.to_path_buf(),

@@ -145,6 +145,7 @@ async fn destinations_are_added_and_removed_while_recording() {
     let spec = RecordingSpec {
         page: None,
         page_layer: false,
+        hls: None,
         room_id: "r".into(),
         conf_num: "1".into(),
         out_dir: dir.path().join("rec"),

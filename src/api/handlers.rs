@@ -194,7 +194,7 @@ pub(super) async fn submit(
     st: &ApiState,
     room: &RoomConfig,
     kind: JobKind,
-    (layout, page): (Value, Option<PageSpec>),
+    (layout, page, hls): (Value, Option<PageSpec>, Option<crate::model::hls::HlsSpec>),
     rtmp_urls: Vec<String>,
     started_by: &str,
     max_duration_secs: Option<f64>,
@@ -222,6 +222,7 @@ pub(super) async fn submit(
         cost,
         storage: None,
         page,
+        hls,
     };
     let job = Job::new(Job::new_id(kind), spec);
     let ahead = match st.store.enqueue(&job).await? {
@@ -436,7 +437,7 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
                 &st,
                 &r,
                 JobKind::Recording,
-                (layout, page),
+                (layout, page, None),
                 Vec::new(),
                 "auto",
                 None,

@@ -5,6 +5,7 @@
 use super::ApiError;
 use crate::codes::Code;
 use crate::layout::Layout;
+use crate::model::hls::HlsSpec;
 use crate::model::page::PageSpec;
 use crate::model::RtmpUrl;
 use crate::queue::{ConnectorSpec, PlatformEvent, Requester, RoomSettings};
@@ -223,6 +224,32 @@ pub fn seconds(v: Option<&Value>, field: &str, code: Code) -> Result<Option<f64>
         },
         Some(_) => Err(ApiError::new(code, format!("{field} must be a number"))),
     }
+}
+
+/// `outputs.hls` of a start request: absent, `false` or `null` (no HLS), `true` (defaults) or
+/// `{"segment_secs": …, "window": …}`.
+pub fn hls(body: &serde_json::Map<String, Value>, code: Code) -> Result<Option<HlsSpec>, ApiError> {
+    let outputs = match body.get("outputs") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(ApiError::new(code, "outputs must be an object")),
+    };
+    if let Some(k) = outputs.keys().find(|k| k.as_str() != "hls") {
+        return Err(ApiError::new(
+            code,
+            format!("outputs.{k} is not an output (known: hls)"),
+        ));
+    }
+    let spec = match outputs.get("hls") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => HlsSpec::default(),
+        Some(v @ Value::Object(_)) => serde_json::from_value::<HlsSpec>(v.clone())
+            .map_err(|e| ApiError::new(code, format!("outputs.hls: {e}")))?,
+        Some(_) => return Err(ApiError::new(code, "outputs.hls must be true or an object")),
+    };
+    spec.validate()
+        .map_err(|e| ApiError::new(code, format!("outputs.{e}")))?;
+    Ok(Some(spec))
 }
 
 /// The body of `PUT /v1/rooms/{id}`.

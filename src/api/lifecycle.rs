@@ -74,12 +74,13 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         "config.max_duration_secs",
         Code::RecordParamsMissing,
     )?;
+    let hls = input::hls(&c.body, Code::RecordParamsMissing)?;
     may_start(&st, &id, JobKind::Recording).await?;
     submit(
         &st,
         &c.room,
         JobKind::Recording,
-        (layout, page),
+        (layout, page, hls),
         Vec::new(),
         &c.who.client_id,
         max,
@@ -217,12 +218,13 @@ pub(super) async fn start_streaming(State(st): St, Path(id): Path<String>, body:
         "max_duration_secs",
         Code::StreamParamsMissing,
     )?;
+    let hls = input::hls(&c.body, Code::StreamParamsMissing)?;
     may_start(&st, &id, JobKind::Streaming).await?;
     submit(
         &st,
         &c.room,
         JobKind::Streaming,
-        (layout, None),
+        (layout, None, hls),
         urls,
         &c.who.client_id,
         max,

@@ -78,6 +78,7 @@ pub async fn live(
         let spec = RecordingSpec {
             page: None,
             page_layer: false,
+            hls: None,
             room_id: format!("bench{i}"),
             conf_num: "1".into(),
             out_dir: dir.join(format!("job{i}")),

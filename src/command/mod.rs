@@ -58,6 +58,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         ended_at_unix_ms: now,
         size: bytes,
         sha256: String::new(),
+        hls: None,
     };
     let entry = cfg
         .spool()?

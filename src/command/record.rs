@@ -109,6 +109,13 @@ pub struct OutputArgs {
     /// view, or over the room's layout).
     #[arg(long)]
     pub chat_overlay: bool,
+    /// Also cut the encode into live HLS (fMP4 segments and a playlist, in
+    /// `<out>/<room>_<conf>_<n>_hls/`, or delivered to the storage).
+    #[arg(long)]
+    pub hls: bool,
+    /// HLS segment length in seconds (a segment ends on the first keyframe at or after it).
+    #[arg(long, default_value_t = crate::model::hls::DEFAULT_SEGMENT_SECS)]
+    pub hls_segment: f64,
 }
 
 impl DemoArgs {
@@ -177,6 +184,10 @@ impl OutputArgs {
             deliver_wait: Duration::from_secs_f64(self.deliver_wait.clamp(0.0, 86_400.0)),
             page: self.layout_url,
             chat_overlay: self.chat_overlay,
+            hls: self.hls.then(|| crate::model::hls::HlsSpec {
+                segment_secs: self.hls_segment,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -225,6 +236,8 @@ pub struct RecordRequest {
     pub page: Option<String>,
     /// Draw the room's chat over the recording.
     pub chat_overlay: bool,
+    /// A live HLS output.
+    pub hls: Option<crate::model::hls::HlsSpec>,
 }
 
 /// What a command-line recording printed, and the error it ended with (a job that failed
@@ -246,6 +259,9 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
     }
     let preset = Preset::resolve(&req.preset)?;
     let rtmp = RtmpUrl::parse_all(&req.rtmp)?;
+    if let Some(h) = &req.hls {
+        h.validate().map_err(|m| invalid("--hls-segment", &m))?;
+    }
     if let Some(url) = &req.page {
         // The command line is the operator's: any web page or local file.
         let ok =
@@ -287,6 +303,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             (None, true) => Some(crate::model::page::PageSpec::chat_overlay()),
             (None, false) => None,
         },
+        hls: req.hls,
     };
     let plan = Plan {
         layout,
@@ -374,6 +391,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             "job_id": job.id,
             "segments": job.segments,
             "archive": host.entries(),
+            "hls": job.hls,
         });
         Ok(RecordReport {
             line: Some(line),

@@ -15,7 +15,7 @@ pub use crate::util::path_component;
 use crate::clock::now_ms;
 use crate::codes::Code;
 use local::LocalTarget;
-use spool::{Spool, SpoolEntry};
+use spool::{SegmentMeta, Spool, SpoolEntry};
 use std::path::PathBuf;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -83,6 +83,15 @@ impl Storage {
         Err(DeliveryError::config(format!(
             "storage scheme {scheme:?} is not supported (use file:///dir, s3://bucket/prefix or sftp://user@host/path)"
         )))
+    }
+
+    /// The URL a file described by `meta` has once delivered here.
+    pub fn url_for(&self, meta: &SegmentMeta) -> String {
+        match self {
+            Storage::Local(t) => format!("file://{}", t.path_for(meta).display()),
+            Storage::S3(t) => t.url_for(meta),
+            Storage::Sftp(t) => t.url_for(meta),
+        }
     }
 
     async fn upload(&self, spool: &Spool, entry: &SpoolEntry) -> Result<String, DeliveryError> {
@@ -170,15 +179,56 @@ use crate::util::backoff;
 
 impl Deliverer {
     /// Tries every due spool entry once.
+    ///
+    /// The files of an HLS output go strictly in order (a segment never before the
+    /// initialization segment, a playlist never before the segments it lists): once one of
+    /// them waits, the later ones of the same job wait too. A live playlist that a newer
+    /// version of itself replaces is dropped unsent (except the first, which announces the
+    /// output).
     pub async fn drain_once(&self) -> DrainReport {
+        use crate::model::hls::HlsPart;
         let mut report = DrainReport::default();
         let entries = self.spool.list();
-        for mut entry in entries {
-            if entry.next_attempt_unix_ms > now_ms() {
+        let playlist_key = |e: &SpoolEntry| match e.meta.hls {
+            Some(HlsPart::Live | HlsPart::Ended) => {
+                Some((e.meta.job_id.clone(), e.meta.file_name.clone()))
+            }
+            _ => None,
+        };
+        let mut newest = std::collections::HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(k) = playlist_key(e) {
+                newest.insert(k, i);
+            }
+        }
+        let mut held = std::collections::HashSet::new();
+        for (i, mut entry) in entries.into_iter().enumerate() {
+            let hls = entry.meta.hls.is_some();
+            let superseded = entry.meta.hls == Some(HlsPart::Live)
+                && entry.meta.segment != 1
+                && playlist_key(&entry).and_then(|k| newest.get(&k).copied()) != Some(i);
+            if superseded {
+                if let Err(e) = self.spool.remove(&entry) {
+                    warn!(error = %e, "spool cleanup of a replaced playlist failed");
+                }
+                continue;
+            }
+            if hls && held.contains(&entry.meta.job_id) {
                 report.pending += 1;
                 continue;
             }
-            match self.deliver(&mut entry).await {
+            if entry.next_attempt_unix_ms > now_ms() {
+                report.pending += 1;
+                if hls {
+                    held.insert(entry.meta.job_id.clone());
+                }
+                continue;
+            }
+            let result = self.deliver(&mut entry).await;
+            if hls && result.is_err() {
+                held.insert(entry.meta.job_id.clone());
+            }
+            match result {
                 Ok(url) => {
                     report.delivered += 1;
                     report.files.push((entry.meta.clone(), url.clone()));

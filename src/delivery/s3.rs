@@ -180,6 +180,11 @@ impl S3Target {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// The URL an object for `meta` has: `s3://bucket/key`.
+    pub fn url_for(&self, meta: &SegmentMeta) -> String {
+        format!("s3://{}/{}", self.bucket, self.key_for(meta))
+    }
+
     /// Uploads and verifies; returns `s3://bucket/key`.
     pub async fn put(&self, src: &Path, meta: &SegmentMeta) -> Result<String, DeliveryError> {
         let client = self.client().await;
@@ -397,6 +402,10 @@ fn content_type(key: &str) -> &'static str {
         "video/mp4"
     } else if key.ends_with(".json") {
         "application/json"
+    } else if key.ends_with(".m3u8") {
+        "application/vnd.apple.mpegurl"
+    } else if key.ends_with(".m4s") {
+        "video/iso.segment"
     } else {
         "application/octet-stream"
     }
@@ -425,6 +434,7 @@ mod tests {
             ended_at_unix_ms: 0,
             size: 0,
             sha256: String::new(),
+            hls: None,
         };
         assert_eq!(t.key_for(&m), "archive/app/room/7/room_7_2.mp4");
         // Identifiers cannot climb out of or add levels to the key.

@@ -199,8 +199,8 @@ impl SftpTarget {
             .map_err(|_| DeliveryError::retryable("sftp connect timed out"))?
     }
 
-    /// Uploads `src`, renames it into place and checks its size; returns its `sftp://` URL.
-    pub async fn put(&self, src: &Path, meta: &SegmentMeta) -> Result<String, DeliveryError> {
+    /// The folder and name a file for `meta` is written to.
+    fn place(&self, meta: &SegmentMeta) -> (String, String) {
         let safe = super::path_component;
         let dir = format!(
             "{}/{}/{}",
@@ -208,7 +208,21 @@ impl SftpTarget {
             safe(&meta.room_id),
             safe(&meta.conf_num)
         );
-        let name = safe(&meta.file_name);
+        (dir, safe(&meta.file_name))
+    }
+
+    /// The URL a file for `meta` has once delivered.
+    pub fn url_for(&self, meta: &SegmentMeta) -> String {
+        let (dir, name) = self.place(meta);
+        format!(
+            "sftp://{}@{}:{}{dir}/{name}",
+            self.user, self.host, self.port
+        )
+    }
+
+    /// Uploads `src`, renames it into place and checks its size; returns its `sftp://` URL.
+    pub async fn put(&self, src: &Path, meta: &SegmentMeta) -> Result<String, DeliveryError> {
+        let (dir, name) = self.place(meta);
         let (tmp, dest) = (format!("{dir}/.{name}.part"), format!("{dir}/{name}"));
         let sftp = self.session().await?;
         let err = |what: &str, e: russh_sftp::client::error::Error| {

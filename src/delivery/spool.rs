@@ -33,6 +33,9 @@ pub struct SegmentMeta {
     pub size: u64,
     /// SHA-256 of the file, hex.
     pub sha256: String,
+    /// What part of an HLS output the file is (none: a recording or a transcript).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<crate::model::hls::HlsPart>,
 }
 
 /// One spooled segment and its delivery state.
@@ -241,6 +244,7 @@ mod tests {
             ended_at_unix_ms: 0,
             size: 0,
             sha256: String::new(),
+            hls: None,
         }
     }
 

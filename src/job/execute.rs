@@ -277,6 +277,7 @@ impl<H: JobHost> Run<'_, H> {
             start_timeout: Some(self.env.start_timeout),
             page: self.job.spec.page.clone(),
             page_layer: self.env.custom_views,
+            hls: self.job.spec.hls.clone(),
         };
         let mut translator = Translator::new(
             synthetic,
@@ -516,6 +517,93 @@ impl<H: JobHost> Run<'_, H> {
         }
     }
 
+    /// A file of the HLS output: into the job record, and into the spool when storage is
+    /// configured (otherwise it stays where it was written, and so does the playlist).
+    async fn on_hls(&mut self, file: crate::pipeline::hls::HlsFile) {
+        use crate::model::hls::{HlsPart, HlsState, HlsStatus};
+        let now = now_ms();
+        let spec = &self.job.spec;
+        let meta = crate::delivery::spool::SegmentMeta {
+            job_id: self.job.id.clone(),
+            app_id: spec.app_id.clone(),
+            room_id: spec.room_id.clone(),
+            conf_num: spec.conf_num.clone(),
+            segment: u64::from(file.segments),
+            file_name: file.name.clone(),
+            started_at_unix_ms: self.job.started_ms.unwrap_or(now),
+            // The spool delivers oldest first: the init segment before the first media
+            // segment, every segment before the playlist that lists it.
+            ended_at_unix_ms: match file.part {
+                HlsPart::Init => now.saturating_sub(1),
+                HlsPart::Segment => now,
+                HlsPart::Live | HlsPart::Ended => now + 1,
+            },
+            size: 0,
+            sha256: String::new(),
+            hls: Some(file.part),
+        };
+        let target = spec.storage.clone();
+        let storage = match (&target, &self.env.outbox.deliverer) {
+            (Some(t), Some(_)) => crate::delivery::Storage::parse(t).ok(),
+            (None, Some(d)) => Some(d.storage.clone()),
+            _ => None,
+        };
+        let playlist = file.part == HlsPart::Live || file.part == HlsPart::Ended;
+        let url = match &storage {
+            Some(s) => s.url_for(&meta),
+            None if playlist => {
+                // Kept where written: the writer's own playlist is the one to read, the
+                // copy made for delivery is not needed.
+                let _ = std::fs::remove_file(&file.path);
+                crate::util::file_url(&file.path.with_file_name(&file.name))
+            }
+            None => crate::util::file_url(&file.path),
+        };
+        let status = self.job.hls.get_or_insert_with(|| HlsStatus {
+            state: HlsState::Starting,
+            playlist: String::new(),
+            playlist_url: None,
+            latest_segment: None,
+            latest_segment_url: None,
+            segments: 0,
+            duration_s: 0.0,
+            latency_ms: 0,
+            max_latency_ms: 0,
+        });
+        status.segments = file.segments;
+        status.duration_s = file.duration_s;
+        match file.part {
+            HlsPart::Init => {}
+            HlsPart::Segment => {
+                status.latest_segment = Some(file.name.clone());
+                status.latest_segment_url = Some(url);
+            }
+            HlsPart::Live | HlsPart::Ended => {
+                status.state = if file.part == HlsPart::Ended {
+                    HlsState::Ended
+                } else {
+                    HlsState::Live
+                };
+                status.playlist = file.name.clone();
+                status.playlist_url = Some(url);
+                if file.part == HlsPart::Live {
+                    status.latency_ms = file.latency_ms;
+                    status.max_latency_ms = status.max_latency_ms.max(file.latency_ms);
+                }
+            }
+        }
+        if storage.is_some() {
+            if let HandOff::Kept = self.env.outbox.hand_off(meta, &file.path, target).await {
+                warn!(file = %file.name, "HLS file not spooled; it stays in the output folder");
+            }
+        }
+        if playlist {
+            info!(segments = file.segments, duration_s = file.duration_s,
+                latency_ms = file.latency_ms, part = ?file.part, "HLS playlist written");
+            self.save().await;
+        }
+    }
+
     /// Applies a job event; `cost_model` is the job's preset, for re-estimating its cost.
     async fn on_event(&mut self, cost_model: &Preset, ev: JobEvent) {
         match ev {
@@ -574,6 +662,7 @@ impl<H: JobHost> Run<'_, H> {
                     }
                 }
             }
+            JobEvent::Hls(file) => self.on_hls(file).await,
             JobEvent::Page(status) => {
                 self.env.outbox.notifier.page(&self.job, &status);
                 self.job.page = Some(status);

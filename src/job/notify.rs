@@ -204,6 +204,15 @@ impl Notifier {
         let Some(q) = &self.queue else {
             return Ok(());
         };
+        use crate::model::hls::HlsPart;
+        match meta.hls {
+            // Segments and later playlists are not announced one by one: the first playlist
+            // says the output is live, the VOD playlist that it ended.
+            Some(HlsPart::Init | HlsPart::Segment) => return Ok(()),
+            Some(HlsPart::Live) if meta.segment != 1 => return Ok(()),
+            Some(part) => return q.enqueue(&file_event_id(meta), &hls_event(meta, url, part)),
+            None => {}
+        }
         if crate::job::chat::is_transcript(&meta.file_name) {
             q.enqueue(&file_event_id(meta), &chatdata_event(meta, url))
         } else {
@@ -247,6 +256,30 @@ pub fn live_recording_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
     })
 }
 
+/// roomcast's `hls` webhook: an HLS output's playlist is in storage, live (its first
+/// segment) or ended (the VOD playlist).
+pub fn hls_event(
+    m: &SegmentMeta,
+    url: &str,
+    part: crate::model::hls::HlsPart,
+) -> serde_json::Value {
+    let state = match part {
+        crate::model::hls::HlsPart::Ended => "ended",
+        _ => "live",
+    };
+    json!({
+        "type": "hls",
+        "trans_date": m.ended_at_unix_ms / 1000,
+        "app_id": m.app_id,
+        "room_id": m.room_id,
+        "conf_num": m.conf_num,
+        "job_id": m.job_id,
+        "state": state,
+        "playlist_url": url,
+        "segments": m.segment,
+    })
+}
+
 /// The platform's `chatdata` webhook body for a delivered chat transcript.
 pub fn chatdata_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
     json!({
@@ -263,6 +296,9 @@ pub fn chatdata_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
 /// name and content (`sha256` set).
 pub fn file_event_id(m: &SegmentMeta) -> String {
     let sha = &m.sha256[..m.sha256.len().min(12)];
+    if m.hls.is_some() {
+        return format!("hls_{}-{sha}", m.file_name);
+    }
     match m
         .file_name
         .strip_suffix(crate::job::chat::TRANSCRIPT_SUFFIX)

@@ -184,7 +184,8 @@ async fn record_deliveries<H: JobHost>(host: &H, notifier: &Notifier, report: &D
                 delivery_error: None,
             })
     };
-    for (meta, url) in &report.files {
+    // HLS segments and playlists are not recordings: they are not listed in the archive.
+    for (meta, url) in report.files.iter().filter(|(m, _)| m.hls.is_none()) {
         let mut entry = entry_of(meta);
         entry.url = Some(url.clone());
         entry.status = SegmentStatus::Delivered;
@@ -193,6 +194,12 @@ async fn record_deliveries<H: JobHost>(host: &H, notifier: &Notifier, report: &D
         host.archive(&entry).await;
     }
     for f in &report.failures {
+        if f.meta.hls.is_some() {
+            if f.news {
+                notifier.move_file_failed(&f.meta, &f.error, f.attempts);
+            }
+            continue;
+        }
         let mut entry = entry_of(&f.meta);
         entry.delivery_error = Some(DeliveryFailure {
             code: f.error.code.as_u16(),

@@ -62,6 +62,8 @@ pub struct RecordingSpec {
     pub page: Option<crate::model::page::PageSpec>,
     /// Whether the composite can draw a page set later (one given in `page` always can).
     pub page_layer: bool,
+    /// A live HLS output cut from the same encode, beside the segment.
+    pub hls: Option<crate::model::hls::HlsSpec>,
 }
 
 /// Commands to a running job.
@@ -138,6 +140,8 @@ pub enum JobEvent {
     },
     /// The custom view page was shown, fell back or is loading again.
     Page(crate::model::page::PageStatus),
+    /// The HLS output finished a file (a segment, a playlist).
+    Hls(crate::pipeline::hls::HlsFile),
 }
 
 /// How often [`JobEvent::Progress`] is reported.
@@ -320,6 +324,10 @@ async fn run(
     for url in spec.rtmp.clone() {
         job.add_destination(url)?;
     }
+    let hls = match &spec.hls {
+        Some(h) => Some(start_hls(&spec, h, path.as_deref(), &pipeline, &events)?),
+        None => None,
+    };
     // The segment's chat, kept beside it as it arrives (see `super::chat`).
     let journal = path.as_deref().map(super::chat::journal_path);
     let started = tokio::time::Instant::now();
@@ -488,6 +496,10 @@ async fn run(
                 e => e.into(),
             })
     };
+    // The HLS writer cuts its last segment and writes the VOD playlist on the end of stream.
+    if let Some(hls) = hls {
+        hls.finish(&pipeline, HLS_FINISH_TIMEOUT).await;
+    }
     let mut destinations = Vec::new();
     for d in std::mem::take(&mut job.destinations) {
         destinations.push(d.finish(&pipeline).await);
@@ -596,6 +608,40 @@ async fn run(
         reason,
         destinations,
     })
+}
+
+/// Longest wait for the HLS writer to finish after the pipeline drained.
+const HLS_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts the job's HLS output: files named after the segment (`<room>_<conf>_<n>.m3u8`, …)
+/// in a folder beside it, or after the room and the start time for a stream-only job.
+fn start_hls(
+    spec: &RecordingSpec,
+    hls: &crate::model::hls::HlsSpec,
+    segment: Option<&std::path::Path>,
+    pipeline: &gst::Pipeline,
+    events: &Option<mpsc::UnboundedSender<JobEvent>>,
+) -> Result<crate::pipeline::hls::HlsOutput, Error> {
+    let stem = match segment.and_then(|p| p.file_stem()) {
+        Some(s) => s.to_string_lossy().to_string(),
+        None => format!(
+            "{}_{}_live{}",
+            super::segments::file_safe(&spec.room_id),
+            super::segments::file_safe(&spec.conf_num),
+            crate::clock::now_ms()
+        ),
+    };
+    let dir = spec.out_dir.join(format!("{stem}_hls"));
+    let tx = events.clone();
+    let rate = Some(spec.preset.audio.rate);
+    let out = tokio::task::block_in_place(|| {
+        crate::pipeline::hls::HlsOutput::start(pipeline, &dir, &stem, hls, rate, move |f| {
+            if let Some(tx) = &tx {
+                let _ = tx.send(JobEvent::Hls(f));
+            }
+        })
+    })?;
+    Ok(out)
 }
 
 /// Appends a chat message to the segment's journal, when the job records one.

@@ -56,6 +56,7 @@ pub fn segment_meta(job: &Job, seg: &SegmentRecord) -> SegmentMeta {
         ended_at_unix_ms: seg.ended_ms.unwrap_or_else(now_ms),
         size: seg.size,
         sha256: String::new(),
+        hls: None,
     }
 }
 
@@ -243,7 +244,7 @@ pub fn chat_archive_entry(job: &Job, seg: &SegmentRecord, chat: &ChatFile) -> Ar
     entry
 }
 
-fn file_safe(s: &str) -> String {
+pub(crate) fn file_safe(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {

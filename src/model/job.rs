@@ -288,6 +288,9 @@ pub struct JobSpec {
     /// A web page drawn over the tiles (custom view), already checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<crate::model::page::PageSpec>,
+    /// A live HLS output from the same encode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<crate::model::hls::HlsSpec>,
 }
 
 /// Where a segment's file is.
@@ -432,6 +435,9 @@ pub struct Job {
     /// The custom view page, while the job shows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<crate::model::page::PageStatus>,
+    /// The HLS output, when the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<crate::model::hls::HlsStatus>,
     /// The queue entry the holding worker acknowledges when the job ends (Redis stream id).
     #[serde(default)]
     pub queue_entry: Option<String>,
@@ -546,6 +552,7 @@ impl Job {
             realtime_factor: None,
             feeds: Vec::new(),
             page: None,
+            hls: None,
             stall_restarts: 0,
             queue_entry: None,
         }

@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod feed;
+pub mod hls;
 pub mod job;
 pub mod page;
 pub mod preset;

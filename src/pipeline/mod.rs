@@ -19,6 +19,7 @@ pub mod blend;
 pub(crate) mod bridge;
 pub mod bus;
 pub mod composite;
+pub mod hls;
 pub mod mp4;
 pub mod page;
 

@@ -128,10 +128,88 @@ impl Forward {
     }
 }
 
-/// The main-pipeline side of a destination: a leaky queue and an appsink on each tee.
+/// One tee's tap: a leaky queue and an appsink in a bin on a request pad of the tee.
+pub(crate) struct TapBranch {
+    tee: gst::Element,
+    tee_pad: gst::Pad,
+    bin: gst::Element,
+}
+
+impl TapBranch {
+    /// Removes the branch from `pipeline` (call off the async runtime).
+    pub(crate) fn detach(self, pipeline: &gst::Pipeline) {
+        let _ = self
+            .tee_pad
+            .unlink(&self.tee_pad.peer().unwrap_or_else(|| self.tee_pad.clone()));
+        self.tee.release_request_pad(&self.tee_pad);
+        let _ = self.bin.set_state(gst::State::Null);
+        let _ = pipeline.remove(&self.bin);
+    }
+}
+
+/// Taps on the encoders' tees (`video_tee`, `audio_tee`), named after `prefix`: every encoded
+/// sample is handed to `on_video` / `on_audio` on the encoder's thread (which must not block),
+/// `on_eos` once per branch at the end. Returns the branches, and the video appsink's sink pad
+/// (where a keyframe is requested from the encoder) when there is video.
+pub(crate) fn tap_encoders(
+    pipeline: &gst::Pipeline,
+    prefix: &str,
+    on_video: impl Fn(gst::Sample) + Send + Sync + 'static,
+    on_audio: impl Fn(gst::Sample) + Send + Sync + 'static,
+    on_eos: impl Fn() + Send + Sync + 'static,
+) -> Result<(Vec<TapBranch>, Option<gst::Pad>), PipelineError> {
+    type OnSample = Arc<dyn Fn(gst::Sample) + Send + Sync>;
+    let on_eos: Arc<dyn Fn() + Send + Sync> = Arc::new(on_eos);
+    let handlers: [(&str, OnSample); 2] =
+        [("video", Arc::new(on_video)), ("audio", Arc::new(on_audio))];
+    let mut branches = Vec::new();
+    let mut video_pad = None;
+    for (kind, on_sample) in handlers {
+        let Some(tee) = pipeline.by_name(&format!("{kind}_tee")) else {
+            continue;
+        };
+        let bin = gst::Bin::builder().name(format!("{prefix}_{kind}")).build();
+        let q = make("queue", &format!("{prefix}_{kind}_queue"))?;
+        q.set_property_from_str("leaky", "downstream");
+        q.set_property("max-size-time", TAP_QUEUE.nseconds());
+        q.set_property("max-size-buffers", 0u32);
+        q.set_property("max-size-bytes", 0u32);
+        let eos = on_eos.clone();
+        let sink = bridge::sink(
+            Some(&format!("{prefix}_{kind}_sink")),
+            None,
+            0,
+            move |sample| on_sample(sample),
+            move || eos(),
+        );
+        let sink: gst::Element = sink.upcast();
+        if kind == "video" {
+            video_pad = sink.static_pad("sink");
+        }
+        bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
+        q.link(&sink).map_err(PipelineError::setup)?;
+        let ghost = expose(&bin, &q, "sink")?;
+        pipeline.add(&bin).map_err(PipelineError::setup)?;
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| PipelineError::setup("tee pad"))?;
+        tee_pad
+            .link(&ghost)
+            .map_err(|e| PipelineError::Setup(format!("link tap: {e:?}")))?;
+        bin.sync_state_with_parent().map_err(PipelineError::setup)?;
+        branches.push(TapBranch {
+            tee,
+            tee_pad,
+            bin: bin.upcast(),
+        });
+    }
+    Ok((branches, video_pad))
+}
+
+/// The main-pipeline side of a destination: a tap forwarding to its current connection.
 pub struct Tap {
     forward: Arc<Mutex<Forward>>,
-    elements: Vec<(gst::Element, gst::Pad, gst::Element)>,
+    branches: Vec<TapBranch>,
     has_video: bool,
 }
 
@@ -143,58 +221,19 @@ impl Tap {
     /// Adds a tap for destination `id` to `pipeline`'s `video_tee` / `audio_tee`.
     pub fn attach(pipeline: &gst::Pipeline, id: u32) -> Result<Tap, PipelineError> {
         let forward: Arc<Mutex<Forward>> = Arc::default();
-        let mut elements = Vec::new();
-        let mut has_video = false;
-        for kind in ["video", "audio"] {
-            let Some(tee) = pipeline.by_name(&format!("{kind}_tee")) else {
-                continue;
-            };
-            has_video |= kind == "video";
-            let bin = gst::Bin::builder()
-                .name(format!("rtmp_tap_{kind}_{id}"))
-                .build();
-            let q = make("queue", &format!("rtmp_tap_{kind}_queue_{id}"))?;
-            q.set_property_from_str("leaky", "downstream");
-            q.set_property("max-size-time", TAP_QUEUE.nseconds());
-            q.set_property("max-size-buffers", 0u32);
-            q.set_property("max-size-bytes", 0u32);
-            let fw = forward.clone();
-            let is_video = kind == "video";
-            let fw_eos = forward.clone();
-            let sink = bridge::sink(
-                Some(&format!("rtmp_tap_{kind}_sink_{id}")),
-                None,
-                0,
-                move |sample| {
-                    let mut f = lock(&fw);
-                    if is_video {
-                        f.video(&sample);
-                    } else {
-                        f.audio(&sample);
-                    }
-                },
-                move || lock(&fw_eos).eos(),
-            );
-            let sink: gst::Element = sink.upcast();
-            if is_video {
-                lock(&forward).video_pad = sink.static_pad("sink");
-            }
-            bin.add_many([&q, &sink]).map_err(PipelineError::setup)?;
-            q.link(&sink).map_err(PipelineError::setup)?;
-            let ghost = expose(&bin, &q, "sink")?;
-            pipeline.add(&bin).map_err(PipelineError::setup)?;
-            let tee_pad = tee
-                .request_pad_simple("src_%u")
-                .ok_or_else(|| PipelineError::setup("tee pad"))?;
-            tee_pad
-                .link(&ghost)
-                .map_err(|e| PipelineError::Setup(format!("link tap: {e:?}")))?;
-            bin.sync_state_with_parent().map_err(PipelineError::setup)?;
-            elements.push((tee, tee_pad, bin.upcast()));
-        }
+        let (fv, fa, fe) = (forward.clone(), forward.clone(), forward.clone());
+        let (branches, video_pad) = tap_encoders(
+            pipeline,
+            &format!("rtmp_tap_{id}"),
+            move |s| lock(&fv).video(&s),
+            move |s| lock(&fa).audio(&s),
+            move || lock(&fe).eos(),
+        )?;
+        let has_video = video_pad.is_some();
+        lock(&forward).video_pad = video_pad;
         Ok(Tap {
             forward,
-            elements,
+            branches,
             has_video,
         })
     }
@@ -202,11 +241,8 @@ impl Tap {
     /// Removes the tap from the main pipeline (call off the async runtime).
     pub fn detach(self, pipeline: &gst::Pipeline) {
         lock(&self.forward).branch = None;
-        for (tee, tee_pad, bin) in self.elements {
-            let _ = tee_pad.unlink(&tee_pad.peer().unwrap_or_else(|| tee_pad.clone()));
-            tee.release_request_pad(&tee_pad);
-            let _ = bin.set_state(gst::State::Null);
-            let _ = pipeline.remove(&bin);
+        for b in self.branches {
+            b.detach(pipeline);
         }
     }
 }
@@ -357,8 +393,14 @@ fn build_branch(
 /// An upstream force-key-unit request (the event `GstVideoEncoder` and `h264parse` act on):
 /// the next frame is encoded as a keyframe with its headers.
 fn force_key_unit() -> gst::Event {
+    force_key_unit_at(None)
+}
+
+/// A force-key-unit request for the first frame at or after running time `at` (None: the
+/// next frame).
+pub(crate) fn force_key_unit_at(at: Option<gst::ClockTime>) -> gst::Event {
     let s = gst::Structure::builder("GstForceKeyUnit")
-        .field("running-time", u64::MAX)
+        .field("running-time", at.map_or(u64::MAX, |t| t.nseconds()))
         .field("all-headers", true)
         .field("count", 0u32)
         .build();

@@ -74,10 +74,10 @@ pub fn decoded_video_frames(path: &Path) -> u64 {
             .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
             .arg(path),
     );
+    // A playlist is reported twice (as a program and as a stream): the first count is it.
     String::from_utf8_lossy(&stdout)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
+        .lines()
+        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
         .unwrap_or(0)
 }
 
@@ -309,11 +309,46 @@ pub fn flash_onsets(file: &Path, min_px: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The audio track as mono f32 at `rate` Hz on the file's own timeline: sample `i` is at
+/// `i / rate` s of the timestamps ffprobe shows for the frames (a track that starts late is
+/// preceded by silence), whatever the file's start time.
+pub fn audio_mono_on_timeline(path: &Path, rate: u32) -> Vec<f32> {
+    // Where the first decoded audio frame is (decoded frames follow each other without gaps).
+    let first = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "a:0",
+                "-read_intervals",
+                "%+#4",
+            ])
+            .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+            .arg(path),
+    );
+    let start: f64 = String::from_utf8_lossy(&first)
+        .lines()
+        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .expect("a decoded audio frame");
+    let mut pcm = vec![0.0; (start.max(0.0) * rate as f64).round() as usize];
+    pcm.extend(audio_mono(path, rate));
+    pcm
+}
+
 /// Times where a `hz` tone starts (at least 0.5 s apart): the onsets of a sync reference's
 /// beeps.
 pub fn beep_onsets(file: &Path, hz: f64) -> Vec<f64> {
+    onsets_of(&audio_mono(file, 48_000), hz)
+}
+
+/// [`beep_onsets`] measured on the file's timeline ([`audio_mono_on_timeline`]).
+pub fn beep_onsets_on_timeline(file: &Path, hz: f64) -> Vec<f64> {
+    onsets_of(&audio_mono_on_timeline(file, 48_000), hz)
+}
+
+fn onsets_of(pcm: &[f32], hz: f64) -> Vec<f64> {
     let rate = 48_000u32;
-    let pcm = audio_mono(file, rate);
     let hop = 48; // 1 ms
     let win = 240; // 5 ms
     let env: Vec<f64> = (0..pcm.len().saturating_sub(win))

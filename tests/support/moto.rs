@@ -70,6 +70,11 @@ impl MotoS3 {
 
     /// Reads an object back through the real S3 client.
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.try_get(bucket, key).await.expect("get object")
+    }
+
+    /// Reads an object back, if it is there.
+    pub async fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -80,19 +85,8 @@ impl MotoS3 {
             ))
             .build();
         let c = aws_sdk_s3::Client::from_conf(conf);
-        let out = c
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .expect("get object");
-        out.body
-            .collect()
-            .await
-            .expect("read body")
-            .into_bytes()
-            .to_vec()
+        let out = c.get_object().bucket(bucket).key(key).send().await.ok()?;
+        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
     }
 }
 
