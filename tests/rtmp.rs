@@ -76,6 +76,15 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
             "server {i} got {} s",
             f.duration
         );
+        // The room's sound went out with the picture, the whole way.
+        let pcm = audio_mono(&recs[0], 48_000);
+        let secs = pcm.len() as f64 / 48_000.0;
+        assert!(secs > 14.0, "server {i} got {secs} s of sound");
+        for t in [2.0, 8.0, 13.0] {
+            let w = window(&pcm, 48_000, t, t + 0.5);
+            let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+            assert!(rms > 0.005, "server {i}: silence at {t} s (rms {rms})");
+        }
     }
     // The killed server got a stream before and a new one after it came back.
     let recs = servers[1].recordings();

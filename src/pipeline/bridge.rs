@@ -77,3 +77,14 @@ pub(crate) fn push(
     follow_caps(src, caps);
     src.push_buffer(buffer)
 }
+
+/// The running time of `pts` in `sample`'s segment (the pipeline clock's time since the
+/// pipeline started when the buffer was produced; zero for a time before the segment);
+/// `pts` itself when the sample has no time segment.
+pub(crate) fn running_time(sample: &gst::Sample, pts: gst::ClockTime) -> gst::ClockTime {
+    sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time_full(pts))
+        .map_or(pts, |t| t.positive().unwrap_or(gst::ClockTime::ZERO))
+}

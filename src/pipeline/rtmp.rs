@@ -50,8 +50,12 @@ struct Branch {
     base: Option<gst::ClockTime>,
 }
 
-fn rebase(buffer: &gst::BufferRef, base: gst::ClockTime) -> Option<gst::Buffer> {
-    let pts = buffer.pts()?;
+/// `sample`'s buffer with its times made running times counted from `base` (a running time).
+/// The encoders stamp their output in segments of their own (a video encoder's starts 1000
+/// hours in), so only running times put audio and video on one line.
+fn rebase(sample: &gst::Sample, base: gst::ClockTime) -> Option<gst::Buffer> {
+    let buffer = sample.buffer()?;
+    let pts = bridge::running_time(sample, buffer.pts()?);
     if pts < base {
         return None;
     }
@@ -59,7 +63,11 @@ fn rebase(buffer: &gst::BufferRef, base: gst::ClockTime) -> Option<gst::Buffer> 
     {
         let b = out.make_mut();
         b.set_pts(pts - base);
-        b.set_dts(buffer.dts().map(|d| d.saturating_sub(base)));
+        b.set_dts(
+            buffer
+                .dts()
+                .map(|d| bridge::running_time(sample, d).saturating_sub(base)),
+        );
     }
     Some(out)
 }
@@ -76,11 +84,11 @@ impl Forward {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                 return;
             }
-            branch.base = buffer.pts();
+            branch.base = buffer.pts().map(|t| bridge::running_time(sample, t));
         }
         let Some(base) = branch.base else { return };
         bridge::follow_caps(src, sample.caps());
-        if let Some(b) = rebase(buffer, base) {
+        if let Some(b) = rebase(sample, base) {
             let _ = src.push_buffer(b);
         }
     }
@@ -96,7 +104,7 @@ impl Forward {
         let base = match (branch.base, &branch.video) {
             (Some(b), _) => b,
             (None, None) => {
-                branch.base = buffer.pts();
+                branch.base = buffer.pts().map(|t| bridge::running_time(sample, t));
                 match branch.base {
                     Some(b) => b,
                     None => return,
@@ -105,7 +113,7 @@ impl Forward {
             (None, Some(_)) => return,
         };
         bridge::follow_caps(&branch.audio, sample.caps());
-        if let Some(b) = rebase(buffer, base) {
+        if let Some(b) = rebase(sample, base) {
             let _ = branch.audio.push_buffer(b);
         }
     }

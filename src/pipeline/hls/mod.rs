@@ -15,7 +15,7 @@ pub mod fmp4;
 pub mod playlist;
 
 use super::rtmp::{tap_encoders, TapBranch};
-use super::PipelineError;
+use super::{bridge, PipelineError};
 pub use crate::model::hls::{HlsPart, HlsSpec};
 use fmp4::{AudioFormat, Run, Sample, VideoFormat, AUDIO_TRACK, VIDEO_TIMESCALE, VIDEO_TRACK};
 use gst::prelude::*;
@@ -196,17 +196,6 @@ struct Writer {
     versions: u32,
 }
 
-/// The running time of `pts` in `sample`'s segment (the pipeline clock's time since the
-/// pipeline started when the buffer was produced; zero for a time before the segment);
-/// `pts` itself when the sample has no time segment.
-fn running_time(sample: &gst::Sample, pts: gst::ClockTime) -> gst::ClockTime {
-    sample
-        .segment()
-        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-        .and_then(|s| s.to_running_time_full(pts))
-        .map_or(pts, |t| t.positive().unwrap_or(gst::ClockTime::ZERO))
-}
-
 fn ticks(ns: u64, timescale: u32) -> u64 {
     ((ns as u128 * timescale as u128 + 500_000_000) / 1_000_000_000) as u64
 }
@@ -270,10 +259,12 @@ impl Writer {
         let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         // Times are running times: the encoders stamp their output in segments of their own
         // (a video encoder's starts 1000 hours in), the two tracks meet on the running time.
-        let Some(pts) = buffer.pts().map(|t| running_time(sample, t)) else {
+        let Some(pts) = buffer.pts().map(|t| bridge::running_time(sample, t)) else {
             return Ok(());
         };
-        let dts = buffer.dts().map_or(pts, |t| running_time(sample, t));
+        let dts = buffer
+            .dts()
+            .map_or(pts, |t| bridge::running_time(sample, t));
         if self.base.is_none() {
             if !key {
                 return Ok(());
@@ -339,7 +330,7 @@ impl Writer {
                 asc: structure_bytes(caps, "codec_data").ok_or("audio caps without codec_data")?,
             });
         }
-        let Some(pts) = buffer.pts().map(|t| running_time(sample, t)) else {
+        let Some(pts) = buffer.pts().map(|t| bridge::running_time(sample, t)) else {
             return Ok(());
         };
         if self.base.is_none() {
