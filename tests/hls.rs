@@ -293,6 +293,16 @@ fn hls_through_the_api_reaches_s3_after_an_outage_with_its_webhooks() {
             "{body}: {v}"
         );
     }
+    // A stream's start checks its outputs the same way (7007).
+    let (status, v) = api.call(
+        "POST",
+        "/v1/rooms/stage/streaming",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"rtmp_urls":["rtmp://127.0.0.1:1/live/k"],"outputs":{{"hls":{{"segment_secs":99}}}}}}"#
+        )),
+    );
+    assert_eq!((status, v["result"].as_u64()), (400, Some(7007)), "{v}");
+    assert!(v["msg"].as_str().unwrap_or("").contains("segment_secs"), "{v}");
     // The storage is down when the recording starts.
     let (status, v) = start(r#""outputs":{"hls":{"segment_secs":2,"window":3}}"#);
     assert_eq!(status, 201, "{v}");

@@ -68,6 +68,7 @@ pub async fn live(
     preset: &Preset,
     layout: &Layout,
     rtmp: Option<RtmpUrl>,
+    hls: Option<crate::model::hls::HlsSpec>,
 ) -> anyhow::Result<LiveReport> {
     let dir = std::env::temp_dir().join(format!("roomcast-bench-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -78,7 +79,7 @@ pub async fn live(
         let spec = RecordingSpec {
             page: None,
             page_layer: false,
-            hls: None,
+            hls: hls.clone(),
             room_id: format!("bench{i}"),
             conf_num: "1".into(),
             out_dir: dir.join(format!("job{i}")),

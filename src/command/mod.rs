@@ -273,6 +273,9 @@ pub struct LiveBench {
     /// recording's stream key gets `_<index>` appended).
     #[arg(long)]
     pub rtmp: Option<String>,
+    /// Also cut each recording into live HLS (default 4 s segments), beside it.
+    #[arg(long)]
+    pub hls: bool,
 }
 
 /// Runs the live benchmark.
@@ -293,6 +296,7 @@ pub fn bench_live(b: LiveBench) -> Result<Value> {
             &preset,
             &layout,
             rtmp,
+            b.hls.then(crate::model::hls::HlsSpec::default),
         ))
         .map_err(|e| Error::Job {
             code: crate::codes::Code::Generic,
