@@ -302,7 +302,10 @@ fn hls_through_the_api_reaches_s3_after_an_outage_with_its_webhooks() {
         )),
     );
     assert_eq!((status, v["result"].as_u64()), (400, Some(7007)), "{v}");
-    assert!(v["msg"].as_str().unwrap_or("").contains("segment_secs"), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap_or("").contains("segment_secs"),
+        "{v}"
+    );
     // The storage is down when the recording starts.
     let (status, v) = start(r#""outputs":{"hls":{"segment_secs":2,"window":3}}"#);
     assert_eq!(status, 201, "{v}");
@@ -401,4 +404,91 @@ fn hls_through_the_api_reaches_s3_after_an_outage_with_its_webhooks() {
         rx.of_type("live_recording").len() == 1,
         "one live_recording webhook (the MP4)"
     );
+}
+
+#[test]
+fn a_killed_servers_hls_output_is_ended_by_the_next_run() {
+    let dir = TempDir::new("hls-kill");
+    let store = dir.path().join("store");
+    let rx = Receiver::start(0);
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ROOMCAST_STORAGE", &format!("file://{}", store.display())),
+            (
+                "ROOMCAST_WEBHOOK_URL",
+                &format!("http://127.0.0.1:{}/hook", rx.port),
+            ),
+            ("ROOMCAST_WEBHOOK_SECRET", "s3cret"),
+        ],
+    );
+    let mut s1 = Service::start(&["serve"], &env, &dir.path().join("s1.log"), true);
+    register_room(&s1, "hall", 2, "{}");
+    let (status, v) = s1.call(
+        "POST",
+        "/v1/rooms/hall/live-recording",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"outputs":{{"hls":{{"segment_secs":2}}}}}}"#
+        )),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let before = wait_for(30.0, || {
+        let j = job(&s1, &id);
+        (j["hls"]["segments"].as_u64() >= Some(3)).then_some(j)
+    })
+    .expect("three segments cut");
+    let first = before["hls"]["playlist"].as_str().unwrap().to_string();
+    s1.kill9();
+    // The next server takes the job over: the killed run's output is ended with a VOD
+    // playlist of everything it cut, and the job goes on in a new segment with its own.
+    let s2 = Service::start(&["serve"], &env, &dir.path().join("s2.log"), true);
+    wait_for(30.0, || {
+        let j = job(&s2, &id);
+        (j["state"] == "active" && j["hls"]["playlist"] != first.as_str()).then_some(())
+    })
+    .expect("the job resumed with a new HLS output");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (status, v) = stop_recording(&s2, "hall");
+    assert_eq!(status, 200, "{v}");
+    let done = wait_state(&s2, &id, "completed", 60.0);
+    let ended = wait_for(30.0, || {
+        let v: Vec<serde_json::Value> = rx
+            .of_type("hls")
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter(|v| v["state"] == "ended")
+            .collect();
+        (v.len() == 2).then_some(v)
+    })
+    .expect("an `hls` ended webhook for each output");
+    let folder = store.join("hall/1");
+    for playlist in [
+        first.clone(),
+        done["hls"]["playlist"].as_str().unwrap().to_string(),
+    ] {
+        let path = folder.join(&playlist);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{playlist}: {text}");
+        let list = entries(&text);
+        if playlist == first {
+            assert!(
+                list.len() as u64 >= before["hls"]["segments"].as_u64().unwrap(),
+                "every segment cut before the kill is listed: {text}"
+            );
+        }
+        for (_, name) in &list {
+            assert!(
+                folder.join(name).is_file(),
+                "{name} of {playlist} is in storage"
+            );
+        }
+        assert_eq!(decode_errors(&path), "", "{playlist} plays");
+        assert!(
+            ended
+                .iter()
+                .any(|v| v["playlist_url"] == format!("file://{}", path.display())),
+            "{ended:?}"
+        );
+    }
 }

@@ -519,7 +519,7 @@ impl<H: JobHost> Run<'_, H> {
 
     /// A file of the HLS output: into the job record, and into the spool when storage is
     /// configured (otherwise it stays where it was written, and so does the playlist).
-    async fn on_hls(&mut self, file: crate::pipeline::hls::HlsFile) {
+    pub(super) async fn on_hls(&mut self, file: crate::pipeline::hls::HlsFile) {
         use crate::model::hls::{HlsPart, HlsState, HlsStatus};
         let now = now_ms();
         let spec = &self.job.spec;

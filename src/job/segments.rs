@@ -104,6 +104,7 @@ impl<H: JobHost> Run<'_, H> {
                 seg.status = SegmentStatus::Missing;
                 continue;
             }
+            self.recover_hls(&seg.path).await;
             let path = seg.path.clone();
             match tokio::task::spawn_blocking(move || finalize(&path)).await {
                 Ok(Ok(file)) if file.duration < MIN_RECOVERED => {
@@ -124,6 +125,28 @@ impl<H: JobHost> Run<'_, H> {
             }
         }
         self.job.segments = segments;
+    }
+
+    /// Ends the HLS output of a segment whose run died, if it had one: what it wrote goes to
+    /// delivery with the VOD playlist of everything it cut.
+    async fn recover_hls(&mut self, segment: &std::path::Path) {
+        let Some((dir, stem)) = crate::pipeline::hls::folder_of(segment) else {
+            return;
+        };
+        if !dir.is_dir() {
+            return;
+        }
+        let files =
+            tokio::task::spawn_blocking(move || crate::pipeline::hls::recover(&dir, &stem)).await;
+        match files {
+            Ok(Ok(files)) => {
+                for f in files {
+                    self.on_hls(f).await;
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "the HLS output of an earlier run could not be ended"),
+            Err(e) => warn!(error = %e, "HLS recovery task failed"),
+        }
     }
 
     /// Hands a finished segment to delivery and records where it went.

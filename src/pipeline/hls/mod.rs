@@ -466,6 +466,7 @@ impl Writer {
         let name = format!("{}_{sequence:05}.m4s", self.stem);
         let data = fmp4::media_segment(sequence, &runs);
         let path = self.write(&name, &data)?;
+        journal_append(&self.dir, &self.stem, seconds, &name)?;
         self.playlist.entries.push(Entry {
             sequence,
             uri: name.clone(),
@@ -528,6 +529,118 @@ impl Writer {
             "HLS output ended"
         );
         on_file(file);
+        // Ended: nothing is left to recover.
+        let _ = std::fs::remove_file(journal_path(&self.dir, &self.stem));
         Ok(())
     }
+}
+
+/// The list of an output's cut segments (`<duration> <name>` per line, each line synced as
+/// the segment is written): what a later run needs to end an output whose process died.
+fn journal_path(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!("{stem}.segments"))
+}
+
+fn journal_append(dir: &Path, stem: &str, seconds: f64, name: &str) -> Result<(), String> {
+    use std::io::Write;
+    let path = journal_path(dir, stem);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{seconds:.6} {name}")
+        .and_then(|_| f.sync_data())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The folder an output of segment file `segment` (`<stem>.mp4`) is written to, and its stem.
+pub fn folder_of(segment: &Path) -> Option<(PathBuf, String)> {
+    let stem = segment.file_stem()?.to_string_lossy().to_string();
+    Some((segment.with_file_name(format!("{stem}_hls")), stem))
+}
+
+/// Ends the HLS output of a run whose process died: the files it wrote that are still in
+/// `dir` (not yet handed over for delivery), then the VOD playlist of every segment its
+/// journal lists. Nothing when the output ended normally (no journal).
+pub fn recover(dir: &Path, stem: &str) -> Result<Vec<HlsFile>, String> {
+    let journal = journal_path(dir, stem);
+    let text = match std::fs::read_to_string(&journal) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", journal.display())),
+    };
+    // A line cut short by the crash is left out (its segment was not finished either).
+    let mut playlist = Playlist::new(format!("{stem}_init.m4s"), 1.0, 1);
+    for line in text.lines() {
+        let Some((d, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let (Ok(duration), false) = (d.parse::<f64>(), name.is_empty()) else {
+            continue;
+        };
+        playlist.entries.push(Entry {
+            sequence: playlist.entries.len() as u32 + 1,
+            uri: name.to_string(),
+            duration,
+        });
+    }
+    let file = |path: PathBuf, name: String, part: HlsPart, n: usize, p: &Playlist| HlsFile {
+        path,
+        name,
+        part,
+        segments: n as u32,
+        duration_s: p.entries[..n].iter().map(|e| e.duration).sum(),
+        latency_ms: 0,
+    };
+    let mut out = Vec::new();
+    let init = dir.join(&playlist.map);
+    if init.is_file() {
+        out.push(file(
+            init,
+            playlist.map.clone(),
+            HlsPart::Init,
+            0,
+            &playlist,
+        ));
+    }
+    for (i, e) in playlist.entries.iter().enumerate() {
+        let path = dir.join(&e.uri);
+        if path.is_file() {
+            out.push(file(
+                path,
+                e.uri.clone(),
+                HlsPart::Segment,
+                i + 1,
+                &playlist,
+            ));
+        }
+    }
+    // Copies of playlists made for delivery and never handed over are stale.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let copies = format!("{stem}.m3u8.v");
+        for f in rd.flatten() {
+            if f.file_name().to_string_lossy().starts_with(&copies) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    if !playlist.entries.is_empty() {
+        let name = format!("{stem}.m3u8");
+        let text = playlist.vod();
+        let write = |n: &str| {
+            let p = dir.join(n);
+            crate::util::write_atomic(&p, text.as_bytes())
+                .map(|_| p)
+                .map_err(|e| format!("{n}: {e}"))
+        };
+        write(&name)?;
+        let copy = write(&format!("{name}.recovered"))?;
+        let n = playlist.entries.len();
+        out.push(file(copy, name, HlsPart::Ended, n, &playlist));
+    }
+    let _ = std::fs::remove_file(&journal);
+    info!(dir = %dir.display(), segments = playlist.entries.len(),
+        "ended the HLS output of an earlier run");
+    Ok(out)
 }
