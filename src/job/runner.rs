@@ -633,9 +633,8 @@ fn start_hls(
     };
     let dir = spec.out_dir.join(format!("{stem}_hls"));
     let tx = events.clone();
-    let rate = Some(spec.preset.audio.rate);
     let out = tokio::task::block_in_place(|| {
-        crate::pipeline::hls::HlsOutput::start(pipeline, &dir, &stem, hls, rate, move |f| {
+        crate::pipeline::hls::HlsOutput::start(pipeline, &dir, &stem, hls, move |f| {
             if let Some(tx) = &tx {
                 let _ = tx.send(JobEvent::Hls(f));
             }

@@ -41,6 +41,9 @@ struct Forward {
     branch: Option<Branch>,
     /// The video appsink's sink pad: where a keyframe is requested from the encoder.
     video_pad: Option<gst::Pad>,
+    /// The AAC encoder's priming delay. The MP4 trims it with an edit list; FLV has none and
+    /// players do not trim it, so the picture goes out this much later instead.
+    shift: gst::ClockTime,
 }
 
 struct Branch {
@@ -88,7 +91,11 @@ impl Forward {
         }
         let Some(base) = branch.base else { return };
         bridge::follow_caps(src, sample.caps());
-        if let Some(b) = rebase(sample, base) {
+        if let Some(mut b) = rebase(sample, base) {
+            let shift = self.shift;
+            let m = b.make_mut();
+            m.set_pts(m.pts().map(|t| t + shift));
+            m.set_dts(m.dts().map(|t| t + shift));
             let _ = src.push_buffer(b);
         }
     }
@@ -134,6 +141,18 @@ impl Forward {
             let _ = b.audio.end_of_stream();
         }
     }
+}
+
+/// The AAC encoder's priming delay at the rate `pipeline`'s audio is encoded at.
+pub(crate) fn priming(pipeline: &gst::Pipeline) -> gst::ClockTime {
+    let rate = pipeline
+        .by_name("audio_tee")
+        .and_then(|t| t.static_pad("sink"))
+        .and_then(|p| p.current_caps())
+        .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("rate").ok()))
+        .filter(|r| *r > 0)
+        .unwrap_or(48_000);
+    gst::ClockTime::from_nseconds(super::mp4::AAC_PRIMING_SAMPLES * 1_000_000_000 / rate as u64)
 }
 
 /// One tee's tap: a leaky queue and an appsink in a bin on a request pad of the tee.
@@ -228,7 +247,11 @@ fn lock(f: &Mutex<Forward>) -> std::sync::MutexGuard<'_, Forward> {
 impl Tap {
     /// Adds a tap for destination `id` to `pipeline`'s `video_tee` / `audio_tee`.
     pub fn attach(pipeline: &gst::Pipeline, id: u32) -> Result<Tap, PipelineError> {
-        let forward: Arc<Mutex<Forward>> = Arc::default();
+        let forward = Arc::new(Mutex::new(Forward {
+            branch: None,
+            video_pad: None,
+            shift: priming(pipeline),
+        }));
         let (fv, fa, fe) = (forward.clone(), forward.clone(), forward.clone());
         let (branches, video_pad) = tap_encoders(
             pipeline,

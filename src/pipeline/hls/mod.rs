@@ -25,9 +25,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// Samples of encoder delay at the start of the AAC stream (see [`Writer::shift`]).
-const AAC_PRIMING: u64 = crate::pipeline::mp4::AAC_PRIMING_SAMPLES;
-
 /// A file the writer finished.
 #[derive(Debug, Clone)]
 pub struct HlsFile {
@@ -72,7 +69,6 @@ impl HlsOutput {
         dir: &Path,
         stem: &str,
         spec: &HlsSpec,
-        audio_rate: Option<u32>,
         on_file: impl Fn(HlsFile) + Send + 'static,
     ) -> Result<HlsOutput, PipelineError> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -97,7 +93,8 @@ impl HlsOutput {
         )?;
         let has_video = video_pad.is_some();
         let eos_needed = branches.len();
-        let mut w = Writer::new(dir.to_path_buf(), stem, spec, has_video, audio_rate);
+        let mut w = Writer::new(dir.to_path_buf(), stem, spec, has_video);
+        w.shift = super::rtmp::priming(pipeline).nseconds();
         w.keyframe_pad = video_pad;
         w.pipeline = Some(pipeline.clone());
         let writer = std::thread::Builder::new()
@@ -207,13 +204,7 @@ fn structure_bytes(caps: &gst::CapsRef, field: &str) -> Option<Vec<u8>> {
 }
 
 impl Writer {
-    fn new(
-        dir: PathBuf,
-        stem: &str,
-        spec: &HlsSpec,
-        has_video: bool,
-        audio_rate: Option<u32>,
-    ) -> Writer {
+    fn new(dir: PathBuf, stem: &str, spec: &HlsSpec, has_video: bool) -> Writer {
         Writer {
             dir,
             stem: stem.to_string(),
@@ -222,9 +213,7 @@ impl Writer {
             video_format: None,
             audio_format: None,
             base: None,
-            shift: audio_rate
-                .filter(|r| *r > 0)
-                .map_or(0, |r| AAC_PRIMING * 1_000_000_000 / u64::from(r)),
+            shift: 0,
             pipeline: None,
             keyframe_pad: None,
             video: Vec::new(),
