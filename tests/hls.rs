@@ -315,6 +315,16 @@ fn hls_through_the_api_reaches_s3_after_an_outage_with_its_webhooks() {
         (j["hls"]["state"] == "live" && j["hls"]["segments"].as_u64() >= Some(3)).then_some(j)
     })
     .expect("the HLS output goes live while the storage is down");
+    // Progress is in /metrics too.
+    let (_, m) = api.call("GET", "/metrics", None);
+    let text = m.as_str().unwrap_or_default().to_string();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("roomcast_hls_segments{{job=\"{id}\"")))
+        .unwrap_or_else(|| panic!("no roomcast_hls_segments for the job: {text}"));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3.0, "{line}");
+    assert!(text.contains(&format!("roomcast_hls_max_latency_seconds{{job=\"{id}\"")));
     assert_eq!(
         live["hls"]["playlist_url"],
         format!(

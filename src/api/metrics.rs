@@ -64,6 +64,7 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
         }
     }
     feed_metrics(&mut out, &jobs);
+    hls_metrics(&mut out, &jobs);
     let mut failures: BTreeMap<u16, usize> = BTreeMap::new();
     for j in jobs.iter().filter(|j| j.state == JobState::Failed) {
         *failures.entry(j.result).or_default() += 1;
@@ -76,6 +77,49 @@ pub(super) async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response,
         let _ = writeln!(out, "roomcast_job_failures{{code=\"{code}\"}} {n}");
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `roomcast_hls_*`: the live HLS output of every running job that has one.
+fn hls_metrics(out: &mut String, jobs: &[crate::queue::Job]) {
+    let running = || {
+        jobs.iter()
+            .filter(|j| j.state == JobState::Active)
+            .filter_map(|j| j.hls.as_ref().map(|h| (j, h)))
+    };
+    type Value = fn(&crate::model::hls::HlsStatus) -> f64;
+    let series: [(&str, &str, Value); 4] = [
+        ("segments", "Segments the job's HLS output has cut.", |h| {
+            f64::from(h.segments)
+        }),
+        ("duration_seconds", "Seconds of media in them.", |h| {
+            h.duration_s
+        }),
+        (
+            "latency_seconds",
+            "How long the newest segment's first frame waited to be listed in the playlist.",
+            |h| h.latency_ms as f64 / 1000.0,
+        ),
+        (
+            "max_latency_seconds",
+            "The longest such wait of the output so far.",
+            |h| h.max_latency_ms as f64 / 1000.0,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_hls_{name} {help}\n# TYPE roomcast_hls_{name} gauge"
+        );
+        for (j, h) in running() {
+            let _ = writeln!(
+                out,
+                "roomcast_hls_{name}{{job=\"{}\",room=\"{}\"}} {}",
+                label(&j.id),
+                label(&j.spec.room_id),
+                value(h)
+            );
+        }
+    }
 }
 
 /// `roomcast_feed_*`: the health of every track running jobs receive over the network, as
