@@ -178,6 +178,15 @@ pub const BACKUP_AFTER: u32 = 3;
 use crate::util::backoff;
 
 impl Deliverer {
+    /// Where a file goes: a job's own target (kept in its sidecar) overrides the configured
+    /// one.
+    pub fn storage_for(&self, own: Option<&str>) -> Result<Storage, DeliveryError> {
+        match own {
+            Some(t) => Storage::parse(t),
+            None => Ok(self.storage.clone()),
+        }
+    }
+
     /// Tries every due spool entry once.
     ///
     /// The files of an HLS output go strictly in order (a segment never before the
@@ -262,19 +271,14 @@ impl Deliverer {
     }
 
     async fn deliver(&self, entry: &mut SpoolEntry) -> Result<String, DeliveryError> {
-        // A job's own target (kept in its sidecar) overrides the configured one.
-        let own = match &entry.target {
-            Some(t) => Some(Storage::parse(t)?),
-            None => None,
-        };
-        let primary = own.as_ref().unwrap_or(&self.storage);
+        let primary = self.storage_for(entry.target.as_deref())?;
         let target = match &self.backup {
             Some(b) if entry.attempts >= BACKUP_AFTER => {
                 info!(file = %entry.meta.file_name, attempts = entry.attempts,
                     "primary storage keeps failing; using the backup target");
                 b
             }
-            _ => primary,
+            _ => &primary,
         };
         let url = target.upload(&self.spool, entry).await?;
         info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");

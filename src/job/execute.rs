@@ -543,11 +543,12 @@ impl<H: JobHost> Run<'_, H> {
             hls: Some(file.part),
         };
         let target = spec.storage.clone();
-        let storage = match (&target, &self.env.outbox.deliverer) {
-            (Some(t), Some(_)) => crate::delivery::Storage::parse(t).ok(),
-            (None, Some(d)) => Some(d.storage.clone()),
-            _ => None,
-        };
+        let storage = self
+            .env
+            .outbox
+            .deliverer
+            .as_ref()
+            .and_then(|d| d.storage_for(target.as_deref()).ok());
         let playlist = file.part == HlsPart::Live || file.part == HlsPart::Ended;
         let url = match &storage {
             Some(s) => s.url_for(&meta),

@@ -631,7 +631,7 @@ fn start_hls(
             crate::clock::now_ms()
         ),
     };
-    let dir = spec.out_dir.join(format!("{stem}_hls"));
+    let dir = crate::pipeline::hls::folder(&spec.out_dir, &stem);
     let tx = events.clone();
     let out = tokio::task::block_in_place(|| {
         crate::pipeline::hls::HlsOutput::start(pipeline, &dir, &stem, hls, move |f| {

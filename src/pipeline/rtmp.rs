@@ -53,10 +53,15 @@ struct Branch {
     base: Option<gst::ClockTime>,
 }
 
-/// `sample`'s buffer with its times made running times counted from `base` (a running time).
-/// The encoders stamp their output in segments of their own (a video encoder's starts 1000
-/// hours in), so only running times put audio and video on one line.
-fn rebase(sample: &gst::Sample, base: gst::ClockTime) -> Option<gst::Buffer> {
+/// `sample`'s buffer with its times made running times counted from `base` (a running time),
+/// then placed `offset` later. The encoders stamp their output in segments of their own (a
+/// video encoder's starts 1000 hours in), so only running times put audio and video on one
+/// line.
+fn rebase(
+    sample: &gst::Sample,
+    base: gst::ClockTime,
+    offset: gst::ClockTime,
+) -> Option<gst::Buffer> {
     let buffer = sample.buffer()?;
     let pts = bridge::running_time(sample, buffer.pts()?);
     if pts < base {
@@ -65,11 +70,11 @@ fn rebase(sample: &gst::Sample, base: gst::ClockTime) -> Option<gst::Buffer> {
     let mut out = buffer.copy();
     {
         let b = out.make_mut();
-        b.set_pts(pts - base);
+        b.set_pts(pts - base + offset);
         b.set_dts(
             buffer
                 .dts()
-                .map(|d| bridge::running_time(sample, d).saturating_sub(base)),
+                .map(|d| bridge::running_time(sample, d).saturating_sub(base) + offset),
         );
     }
     Some(out)
@@ -91,11 +96,7 @@ impl Forward {
         }
         let Some(base) = branch.base else { return };
         bridge::follow_caps(src, sample.caps());
-        if let Some(mut b) = rebase(sample, base) {
-            let shift = self.shift;
-            let m = b.make_mut();
-            m.set_pts(m.pts().map(|t| t + shift));
-            m.set_dts(m.dts().map(|t| t + shift));
+        if let Some(b) = rebase(sample, base, self.shift) {
             let _ = src.push_buffer(b);
         }
     }
@@ -120,7 +121,7 @@ impl Forward {
             (None, Some(_)) => return,
         };
         bridge::follow_caps(&branch.audio, sample.caps());
-        if let Some(b) = rebase(sample, base) {
+        if let Some(b) = rebase(sample, base, gst::ClockTime::ZERO) {
             let _ = branch.audio.push_buffer(b);
         }
     }

@@ -55,10 +55,6 @@ enum Msg {
 pub struct HlsOutput {
     branches: Vec<TapBranch>,
     writer: Option<std::thread::JoinHandle<()>>,
-    /// The playlist's file name.
-    pub playlist: String,
-    /// The folder the files are written to.
-    pub dir: PathBuf,
 }
 
 impl HlsOutput {
@@ -91,12 +87,8 @@ impl HlsOutput {
                 let _ = tx_eos.lock().map(|t| t.send(Msg::Eos));
             },
         )?;
-        let has_video = video_pad.is_some();
         let eos_needed = branches.len();
-        let mut w = Writer::new(dir.to_path_buf(), stem, spec, has_video);
-        w.shift = super::rtmp::priming(pipeline).nseconds();
-        w.keyframe_pad = video_pad;
-        w.pipeline = Some(pipeline.clone());
+        let mut w = Writer::new(dir.to_path_buf(), stem, spec, pipeline, video_pad);
         let writer = std::thread::Builder::new()
             .name("hls-writer".into())
             .spawn(move || {
@@ -126,8 +118,6 @@ impl HlsOutput {
         Ok(HlsOutput {
             branches,
             writer: Some(writer),
-            playlist: format!("{stem}.m3u8"),
-            dir: dir.to_path_buf(),
         })
     }
 
@@ -178,7 +168,7 @@ struct Writer {
     /// instead, and the first real sound plays with the picture it was captured with.
     shift: u64,
     /// For the running time when a playlist is written.
-    pipeline: Option<gst::Pipeline>,
+    pipeline: gst::Pipeline,
     /// Where the next segment's keyframe is asked of the encoder.
     keyframe_pad: Option<gst::Pad>,
     video: Vec<Held>,
@@ -204,27 +194,29 @@ fn structure_bytes(caps: &gst::CapsRef, field: &str) -> Option<Vec<u8>> {
 }
 
 impl Writer {
-    fn new(dir: PathBuf, stem: &str, spec: &HlsSpec, has_video: bool) -> Writer {
+    fn new(
+        dir: PathBuf,
+        stem: &str,
+        spec: &HlsSpec,
+        pipeline: &gst::Pipeline,
+        keyframe_pad: Option<gst::Pad>,
+    ) -> Writer {
         Writer {
             dir,
             stem: stem.to_string(),
             target: Duration::from_secs_f64(spec.segment_secs),
-            has_video,
+            has_video: keyframe_pad.is_some(),
             video_format: None,
             audio_format: None,
             base: None,
-            shift: 0,
-            pipeline: None,
-            keyframe_pad: None,
+            shift: super::rtmp::priming(pipeline).nseconds(),
+            pipeline: pipeline.clone(),
+            keyframe_pad,
             video: Vec::new(),
             audio: Vec::new(),
             segment_start: None,
             init_written: false,
-            playlist: Playlist::new(
-                format!("{stem}_init.m4s"),
-                spec.segment_secs,
-                spec.window as usize,
-            ),
+            playlist: Playlist::new(init_name(stem), spec.segment_secs, spec.window as usize),
             last_video_duration: u64::from(VIDEO_TIMESCALE) / 30,
             versions: 0,
         }
@@ -477,14 +469,14 @@ impl Writer {
             HlsPart::Ended => self.playlist.vod(),
             _ => self.playlist.live(),
         };
-        let name = format!("{}.m3u8", self.stem);
+        let name = playlist_name(&self.stem);
         self.write(&name, text.as_bytes())?;
         self.versions += 1;
         let copy = self.write(&format!("{name}.v{}", self.versions), text.as_bytes())?;
-        let now = self.pipeline.as_ref().and_then(|p| {
-            let now = p.clock()?.time();
-            Some(now.saturating_sub(p.base_time()?).nseconds())
-        });
+        let p = &self.pipeline;
+        let now = p
+            .clock()
+            .and_then(|c| Some(c.time().saturating_sub(p.base_time()?).nseconds()));
         let latency = match (now, first_running) {
             (Some(now), Some(first)) => now.saturating_sub(first) / 1_000_000,
             _ => 0,
@@ -543,10 +535,23 @@ fn journal_append(dir: &Path, stem: &str, seconds: f64, name: &str) -> Result<()
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The folder under `out_dir` an output named `stem` is written to.
+pub fn folder(out_dir: &Path, stem: &str) -> PathBuf {
+    out_dir.join(format!("{stem}_hls"))
+}
+
 /// The folder an output of segment file `segment` (`<stem>.mp4`) is written to, and its stem.
 pub fn folder_of(segment: &Path) -> Option<(PathBuf, String)> {
     let stem = segment.file_stem()?.to_string_lossy().to_string();
-    Some((segment.with_file_name(format!("{stem}_hls")), stem))
+    Some((folder(segment.parent()?, &stem), stem))
+}
+
+fn init_name(stem: &str) -> String {
+    format!("{stem}_init.m4s")
+}
+
+fn playlist_name(stem: &str) -> String {
+    format!("{stem}.m3u8")
 }
 
 /// Ends the HLS output of a run whose process died: the files it wrote that are still in
@@ -560,7 +565,7 @@ pub fn recover(dir: &Path, stem: &str) -> Result<Vec<HlsFile>, String> {
         Err(e) => return Err(format!("{}: {e}", journal.display())),
     };
     // A line cut short by the crash is left out (its segment was not finished either).
-    let mut playlist = Playlist::new(format!("{stem}_init.m4s"), 1.0, 1);
+    let mut playlist = Playlist::new(init_name(stem), 1.0, 1);
     for line in text.lines() {
         let Some((d, name)) = line.split_once(' ') else {
             continue;
@@ -607,7 +612,7 @@ pub fn recover(dir: &Path, stem: &str) -> Result<Vec<HlsFile>, String> {
     }
     // Copies of playlists made for delivery and never handed over are stale.
     if let Ok(rd) = std::fs::read_dir(dir) {
-        let copies = format!("{stem}.m3u8.v");
+        let copies = format!("{}.v", playlist_name(stem));
         for f in rd.flatten() {
             if f.file_name().to_string_lossy().starts_with(&copies) {
                 let _ = std::fs::remove_file(f.path());
@@ -615,7 +620,7 @@ pub fn recover(dir: &Path, stem: &str) -> Result<Vec<HlsFile>, String> {
         }
     }
     if !playlist.entries.is_empty() {
-        let name = format!("{stem}.m3u8");
+        let name = playlist_name(stem);
         let text = playlist.vod();
         let write = |n: &str| {
             let p = dir.join(n);
