@@ -84,6 +84,59 @@ fn capacity_follows_the_participant_count() {
     wait_state(&api, &nine, "completed", 30.0);
 }
 
+/// A recording stopped the moment it is active can end before its muxer wrote a fragment (on
+/// a loaded machine: the header only, or not a byte). Its segment is recorded as empty and no
+/// file is left; a stop that drained completes the job (not 7033).
+#[test]
+fn a_recording_stopped_at_once_leaves_an_empty_segment() {
+    let dir = TempDir::new("q-instant");
+    let data = dir.path().join("data");
+    // The first segment's encoder input is wedged from the start, as on a machine too loaded
+    // to encode a frame before the stop.
+    let env = serve_env(&data, &[("ROOMCAST_FAULT_STALL_AFTER_SECS", "0")]);
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    // A failed recording holds its room back from new starts (7015): the wedged one has its own.
+    register_room(&api, "wedged", 2, "{}");
+    register_room(&api, "brief", 2, "{}");
+    for round in 0..3 {
+        let room = if round == 0 { "wedged" } else { "brief" };
+        let (s, v) = start_recording(&api, room);
+        assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{round}: {v}");
+        let id = v["job_id"].as_str().unwrap().to_string();
+        let t0 = std::time::Instant::now();
+        while job(&api, &id)["state"] != "active" {
+            assert!(t0.elapsed().as_secs() < 20, "{round}: not active");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(stop_recording(&api, room).1["result"], 0);
+        let done = if round == 0 {
+            // Nothing reaches the muxer, so nothing drains either: 7031, but no segment left
+            // "recording" and no empty file.
+            wait_failed(&api, &id, 7031, "did not drain", 40.0)
+        } else {
+            let done = wait_state(&api, &id, "completed", 30.0);
+            assert_eq!(done["result"], 0, "{done}");
+            done
+        };
+        let seg = &done["segments"][0];
+        let path = data
+            .join("recordings")
+            .join(seg["file_name"].as_str().unwrap());
+        match seg["status"].as_str() {
+            Some("empty") => {
+                assert_eq!(seg["size"], 0, "{seg}");
+                assert!(!path.exists(), "{} left behind", path.display());
+            }
+            // A stop slower than the first fragment: a short real recording.
+            _ => {
+                assert!(round > 0, "the wedged segment is not empty: {seg}");
+                assert!(seg["duration_s"].as_f64().unwrap_or(0.0) > 0.0, "{seg}");
+                assert!(path.is_file(), "{seg}");
+            }
+        }
+    }
+}
+
 #[test]
 fn ended_job_records_are_deleted_after_the_retention() {
     let dir = TempDir::new("q-retention");

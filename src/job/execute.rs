@@ -11,7 +11,7 @@ use super::outbox::{HandOff, Outbox};
 use super::plan::{connect, Plan};
 use super::platform::{apply_actions, Translator};
 use super::runner::EndReason;
-use super::segments::{discard_if_empty, segment_number, written};
+use super::segments::{discard_if_nothing_written, segment_number, written};
 use super::{record_with_events, JobCommand, JobEvent, RecordingSpec};
 use crate::codes::Code;
 use crate::layout::Layout;
@@ -357,6 +357,14 @@ impl<H: JobHost> Run<'_, H> {
         let handing_back = hand_back.load(Ordering::SeqCst) && self.job.state != JobState::Stopping;
         match result {
             Ok(rec) => {
+                if rec.file.is_none() {
+                    // A segment stopped before its first fragment holds nothing to deliver.
+                    if let Some(seg) = self.job.segments.last_mut() {
+                        if discard_if_nothing_written(seg) {
+                            self.save().await;
+                        }
+                    }
+                }
                 if let Some(file) = &rec.file {
                     self.job.state = JobState::Delivering;
                     self.job.msg = "delivering".into();
@@ -419,7 +427,7 @@ impl<H: JobHost> Run<'_, H> {
             Err(e) => {
                 // The runner finalized what reached the file; deliver it before reporting.
                 if let Some(mut seg) = self.job.segments.pop() {
-                    if !discard_if_empty(&mut seg) {
+                    if !discard_if_nothing_written(&mut seg) {
                         if let Some(file) = written(&seg) {
                             self.deliver_segment(&mut seg, &file).await;
                         }

@@ -551,6 +551,12 @@ async fn run(
     }
     // Whatever went wrong, what reached the file is kept: finalize it, then report.
     let finalized = match path.clone() {
+        // Stopped within its first fragment: only the header reached the file, there is
+        // nothing to finalize (the caller records the segment as empty).
+        Some(p) if !crate::pipeline::mp4::holds_media(&p) => {
+            info!(file = %p.display(), "the segment holds no media fragment");
+            Ok(None)
+        }
         Some(_) if std::env::var_os("ROOMCAST_FAULT_FINALIZE_FAILS").is_some() => {
             warn!("fault injection: the segment's rewrite fails");
             Err(PipelineError::setup("rewrite failed (fault injection)"))
@@ -569,7 +575,7 @@ async fn run(
             match &finalized {
                 Ok(Some(f)) => warn!(file = %f.path.display(), error = %e,
                     "recording failed; what was recorded is kept"),
-                Ok(None) => warn!(error = %e, "streaming failed"),
+                Ok(None) => warn!(error = %e, "the job failed; no media file to keep"),
                 Err(fe) => warn!(file = %shown_path(&path), error = %e, finalize = %fe,
                     "recording failed; the fragmented file is kept as it is"),
             }

@@ -25,6 +25,22 @@ pub(super) fn discard_if_empty(seg: &mut SegmentRecord) -> bool {
     discard(seg)
 }
 
+/// After this machine's own run of a segment: a file that was never written (the run ended
+/// before its muxer produced a byte) or holds no media fragment leaves the segment empty;
+/// true if it did.
+pub(super) fn discard_if_nothing_written(seg: &mut SegmentRecord) -> bool {
+    match std::fs::metadata(&seg.path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(file = %seg.path.display(), "segment ended before its file was written");
+            seg.status = SegmentStatus::Empty;
+            seg.size = 0;
+            seg.duration_s = 0.0;
+            true
+        }
+        _ => discard_if_empty(seg),
+    }
+}
+
 /// Removes a segment's file and records the segment as empty; true if it did.
 pub(super) fn discard(seg: &mut SegmentRecord) -> bool {
     match std::fs::remove_file(&seg.path) {

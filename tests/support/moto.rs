@@ -53,19 +53,32 @@ impl MotoS3 {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Creates a bucket (moto accepts unsigned requests).
+    /// Creates a bucket (moto accepts unsigned requests). A server that has opened its port
+    /// can still close the first connections unanswered while it loads: those are retried
+    /// for up to 30 s; any answer other than 200 fails at once.
     pub fn create_bucket(&self, bucket: &str) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut resp = String::new();
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = write!(
+                    s,
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                let _ = s.read_to_string(&mut resp);
+            }
+            if !resp.is_empty() {
+                assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+                return;
+            }
+            assert!(
+                t0.elapsed().as_secs() < 30,
+                "create bucket: no answer from moto"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// Reads an object back through the real S3 client.
