@@ -205,7 +205,23 @@ pub(super) async fn submit(
         .clone()
         .unwrap_or_else(|| DEFAULT_PRESET.to_string());
     let preset = input::preset(&preset_name)?;
-    let cost = preset.estimated_cost(rtmp_urls.len(), known_participants(room));
+    // The room's running job of the other kind shares its composite and encode with this
+    // one when they agree on what is drawn: this job is charged its outputs only (a worker
+    // that cannot share it charges the whole job once it runs).
+    let jobs = st.store.jobs().await?;
+    let shares = jobs.iter().any(|j| {
+        j.spec.room_id == room.room_id
+            && j.spec.kind != kind
+            && matches!(j.state, JobState::Starting | JobState::Active)
+            && j.spec.preset == preset_name
+            && j.spec.watermark == room.settings.watermark
+            && j.spec.page.is_some() == page.is_some()
+    });
+    let cost = if shares {
+        preset.output_cost(rtmp_urls.len())
+    } else {
+        preset.estimated_cost(rtmp_urls.len(), known_participants(room))
+    };
     let spec = JobSpec {
         kind,
         room_id: room.room_id.clone(),

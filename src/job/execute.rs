@@ -682,13 +682,17 @@ impl<H: JobHost> Run<'_, H> {
                 wall,
                 participants,
                 feeds,
+                shared,
             } => {
                 self.job.feeds = feeds;
                 let rtmp = self.job.spec.rtmp_urls.len();
-                self.host.set_cost(
-                    &self.job.id,
-                    cost_model.estimated_cost(rtmp, Some(participants)),
-                );
+                // A job fed from another job's composite pays only for its own outputs.
+                let cost = if shared {
+                    cost_model.output_cost(rtmp)
+                } else {
+                    cost_model.estimated_cost(rtmp, Some(participants))
+                };
+                self.host.set_cost(&self.job.id, cost);
                 if wall >= STABLE_RUN {
                     self.job.worker_deaths = 0;
                     self.job.stall_restarts = 0;

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod platform;
 pub mod runner;
 pub mod segments;
+pub mod session;
 pub mod state;
 
 pub use execute::{execute, JobEnv, Outcome, MAX_ATTEMPTS};

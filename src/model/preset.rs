@@ -137,6 +137,10 @@ const AUDIO_ONLY_PER_PARTICIPANT: f64 = 0.01;
 pub const ASSUMED_PARTICIPANTS: usize = 9;
 /// Extra cost per RTMP destination (its own mux and network pipeline).
 pub const COST_PER_RTMP: f64 = 0.03;
+/// What one job's outputs cost when they are fed from another job's composite and encode
+/// (its MP4 or HLS muxing; RTMP destinations add [`COST_PER_RTMP`] each): `roomcast bench
+/// live --shared` measures recording + streaming of one room at 1.0x-1.1x the recording alone.
+pub const SHARED_OUTPUT_COST: f64 = 0.02;
 /// The smallest video job (720p30, one participant): a worker with less free budget than
 /// this does not take more work.
 pub const MIN_VIDEO_JOB_COST: f64 = ENCODE_FIXED + ENCODE_PER_720P30 + PER_PARTICIPANT;
@@ -156,6 +160,12 @@ impl Preset {
             }
         };
         base + COST_PER_RTMP * rtmp_destinations as f64
+    }
+
+    /// Estimated CPU cores of a job's own outputs when another job of the room pays for the
+    /// composite and the encode ([`SHARED_OUTPUT_COST`] and the RTMP destinations).
+    pub fn output_cost(&self, rtmp_destinations: usize) -> f64 {
+        SHARED_OUTPUT_COST + COST_PER_RTMP * rtmp_destinations as f64
     }
 
     /// A built-in preset name or a path to a TOML preset file.

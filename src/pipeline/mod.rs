@@ -24,6 +24,7 @@ pub mod mp4;
 pub mod page;
 
 pub mod preview;
+pub mod recorder;
 pub mod rtmp;
 pub mod source;
 

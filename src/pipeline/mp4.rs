@@ -78,6 +78,16 @@ pub fn holds_media(path: &Path) -> bool {
 
 /// Remuxes `path` in place into a fast-start MP4 and returns what it holds.
 pub fn finalize(path: &Path) -> Result<SegmentFile, PipelineError> {
+    finalize_with_audio_delay(path, Duration::ZERO)
+}
+
+/// [`finalize`] for a file whose sound starts `audio_delay` (less than one AAC frame) after
+/// its picture: the fragmented muxer starts every track at zero, so the edit list places the
+/// sound that much later (by trimming less of the encoder's priming).
+pub fn finalize_with_audio_delay(
+    path: &Path,
+    audio_delay: Duration,
+) -> Result<SegmentFile, PipelineError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -94,7 +104,7 @@ pub fn finalize(path: &Path) -> Result<SegmentFile, PipelineError> {
             return Err(e);
         }
     };
-    signal_aac_priming(&tmp)?;
+    signal_aac_priming(&tmp, audio_delay)?;
     let f = std::fs::File::open(&tmp).map_err(io(format!("opening {}", tmp.display())))?;
     f.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
@@ -275,9 +285,10 @@ fn be32(d: &[u8], at: usize) -> u32 {
 
 /// The AAC encoder puts [`AAC_PRIMING_SAMPLES`] of silence before the first real sample, and
 /// `mp4mux` does not say so: players would start the audio that much late. Like other MP4
-/// writers, signal it in the audio track's edit list (media_time = priming), patching the
-/// single version-0 entry in place. Only the header is read; the file is not rewritten.
-fn signal_aac_priming(path: &Path) -> Result<(), PipelineError> {
+/// writers, signal it in the audio track's edit list (media_time = priming, less
+/// `audio_delay`), patching the single version-0 entry in place. Only the header is read;
+/// the file is not rewritten.
+fn signal_aac_priming(path: &Path, audio_delay: Duration) -> Result<(), PipelineError> {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -320,7 +331,9 @@ fn signal_aac_priming(path: &Path) -> Result<(), PipelineError> {
             continue;
         }
         // mp4mux uses the sample rate as the audio track's timescale: priming is in samples.
-        let priming = AAC_PRIMING_SAMPLES;
+        let delay = (audio_delay.as_nanos() as u64 * track_ts as u64 / 1_000_000_000)
+            .min(AAC_PRIMING_SAMPLES);
+        let priming = AAC_PRIMING_SAMPLES - delay;
         let seg = be32(&head, a + 8) as u64;
         let seg = seg.saturating_sub(priming * movie_ts as u64 / track_ts as u64);
         let mut patch = [0u8; 8];

@@ -57,7 +57,7 @@ struct Branch {
 /// then placed `offset` later. The encoders stamp their output in segments of their own (a
 /// video encoder's starts 1000 hours in), so only running times put audio and video on one
 /// line.
-fn rebase(
+pub(crate) fn rebase(
     sample: &gst::Sample,
     base: gst::ClockTime,
     offset: gst::ClockTime,

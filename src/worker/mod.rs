@@ -16,7 +16,7 @@ mod run;
 
 use crate::config::DeliveryConfig;
 use crate::job::Outbox;
-use crate::model::preset::MIN_VIDEO_JOB_COST;
+use crate::model::preset::{MIN_VIDEO_JOB_COST, SHARED_OUTPUT_COST};
 use crate::queue::{now_ms, Job, Store, WorkerInfo, HEARTBEAT, LEASE};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -149,6 +149,25 @@ impl Worker {
             && (self.fits(cost) || self.running.lock().unwrap().is_empty())
     }
 
+    /// Whether to claim the next job: the smallest video job fits, or — on a worker that
+    /// runs jobs and is nearly full — the job at the head of the queue does (one fed from a
+    /// room's running composite costs only its outputs).
+    async fn may_claim(&self) -> bool {
+        if self.fits(MIN_VIDEO_JOB_COST) {
+            return true;
+        }
+        if !self.fits(SHARED_OUTPUT_COST) || self.running.lock().unwrap().is_empty() {
+            return false;
+        }
+        let Ok(ids) = self.store.waiting().await else {
+            return false;
+        };
+        let Some(id) = ids.first() else {
+            return false;
+        };
+        matches!(self.store.get_job(id).await, Ok(Some(j)) if self.fits(j.spec.cost))
+    }
+
     fn fits(&self, cost: f64) -> bool {
         !self.disk_low.load(Ordering::SeqCst) && self.used() + cost <= self.cfg.budget + 1e-9
     }
@@ -245,7 +264,7 @@ impl Worker {
                     continue;
                 }
             }
-            while self.fits(MIN_VIDEO_JOB_COST) {
+            while self.may_claim().await {
                 match self.store.claim(&self.cfg.id).await {
                     Ok(Some(job)) => {
                         info!(job = %job.id, room = %job.spec.room_id, kind = ?job.spec.kind,

@@ -446,6 +446,45 @@ impl Composite {
         self.source_context(LIVE_START_MARGIN)
     }
 
+    /// Ends the composite's own MP4 file while everything else goes on (the recording of a
+    /// room whose stream continues): the muxer's inputs are cut from the encoders and given
+    /// end-of-stream. The receiver fires once the muxer has written its last fragment (None:
+    /// this composite writes no file of its own).
+    pub fn end_recording(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let sink = self.pipeline.by_name("mp4_sink")?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        sink.static_pad("sink")?
+            .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                    if ev.type_() == gst::EventType::Eos {
+                        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                            let _ = tx.send(());
+                        }
+                        return gst::PadProbeReturn::Remove;
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        for kind in ["video", "audio"] {
+            let Some(qsink) = self
+                .pipeline
+                .by_name(&format!("mp4_{kind}_queue"))
+                .and_then(|q| q.static_pad("sink"))
+            else {
+                continue;
+            };
+            if let Some(tee_pad) = qsink.peer() {
+                let _ = tee_pad.unlink(&qsink);
+                if let Some(tee) = tee_pad.parent_element() {
+                    tee.release_request_pad(&tee_pad);
+                }
+            }
+            qsink.send_event(gst::event::Eos::new());
+        }
+        Some(rx)
+    }
+
     /// Ends the recording: EOS goes straight into the encoder branches, so the muxer finishes
     /// whatever state the inputs are in (a live source can be mid-renegotiation, holding its
     /// lock, and would block an EOS sent the usual way through the sources). The mixers see

@@ -55,6 +55,9 @@ enum Msg {
 pub struct HlsOutput {
     branches: Vec<TapBranch>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Tells the writer the streams ended when the output ends before the pipeline does.
+    ended: mpsc::Sender<Msg>,
+    eos_needed: usize,
 }
 
 impl HlsOutput {
@@ -73,6 +76,7 @@ impl HlsOutput {
         let (tx, rx) = mpsc::channel::<Msg>();
         let tx_video = std::sync::Mutex::new(tx.clone());
         let tx_audio = std::sync::Mutex::new(tx.clone());
+        let ended = tx.clone();
         let tx_eos = std::sync::Mutex::new(tx);
         let (branches, video_pad) = tap_encoders(
             pipeline,
@@ -118,7 +122,27 @@ impl HlsOutput {
         Ok(HlsOutput {
             branches,
             writer: Some(writer),
+            ended,
+            eos_needed,
         })
+    }
+
+    /// Ends the output while the pipeline goes on (its job stopped, others use the
+    /// composite): the taps are removed, then the writer cuts its last segment and writes the
+    /// VOD playlist (waited for up to `limit`).
+    pub async fn end(mut self, pipeline: &gst::Pipeline, limit: Duration) {
+        let p = pipeline.clone();
+        let branches = std::mem::take(&mut self.branches);
+        let _ = tokio::task::spawn_blocking(move || {
+            for b in branches {
+                b.detach(&p);
+            }
+        })
+        .await;
+        for _ in 0..self.eos_needed {
+            let _ = self.ended.send(Msg::Eos);
+        }
+        self.finish(pipeline, limit).await;
     }
 
     /// After the main pipeline's end of stream: waits (up to `limit`) for the writer to cut
