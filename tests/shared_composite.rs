@@ -70,7 +70,16 @@ fn a_stream_joins_the_recording_and_outlives_it() {
     let nginx = NginxRtmp::start(&dir.path().join("nginx"));
     // 720p30, four people: the recording costs 0.38 cores; a second composite (0.41 with its
     // RTMP destination) would not fit beside it.
-    let env = serve_env(&dir.path().join("data"), &[("ROOMCAST_CPU_BUDGET", "0.45")]);
+    let hooks = Receiver::start(0);
+    let hook_url = format!("http://127.0.0.1:{}/h", hooks.port);
+    let env = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ROOMCAST_CPU_BUDGET", "0.45"),
+            ("ROOMCAST_WEBHOOK_URL", &hook_url),
+            ("ROOMCAST_WEBHOOK_SECRET", "shared"),
+        ],
+    );
     let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
     register_room(&api, "both", 4, "{}");
     let (s, v) = start_recording(&api, "both");
@@ -111,6 +120,14 @@ fn a_stream_joins_the_recording_and_outlives_it() {
         p.duration
     );
     assert_eq!(job(&api, &stream)["state"], "active");
+    // Each job reports for itself: the recording's end is not the stream's.
+    assert!(
+        wait_for(10.0, || (hooks.of_type("room-live-recording-off").len()
+            == 1)
+            .then_some(()))
+        .is_some()
+    );
+    assert_eq!(hooks.of_type("room-streaming-off").len(), 0);
 
     // The stream goes on, now paying for the composite and encode itself.
     let alone = wait_for(10.0, || {
@@ -178,6 +195,19 @@ fn a_stream_joins_the_recording_and_outlives_it() {
     assert_eq!(stop_streaming(&api, "both").1["result"], 0);
     let done = wait_state(&api, &stream, "completed", 30.0);
     assert_eq!(done["result"], 0, "{done}");
+    let dests = done["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 1, "{done}");
+    assert_eq!(dests[0]["state"], "stopped", "{done}");
+    assert_eq!(dests[0]["connections"], 1, "{done}");
+    assert!(
+        wait_for(10.0, || (!hooks.of_type("room-streaming-off").is_empty())
+            .then_some(()))
+        .is_some()
+    );
+    assert_eq!(hooks.of_type("room-live-recording-on").len(), 2);
+    assert_eq!(hooks.of_type("room-live-recording-off").len(), 2);
+    assert!(!hooks.of_type("room-streaming-on").is_empty());
+    assert!(hooks.of_type("room-streaming-failed").is_empty());
     let recs = nginx.recordings();
     assert_eq!(recs.len(), 1, "the stream was interrupted: {recs:?}");
     let f = probe(&recs[0]);

@@ -48,6 +48,11 @@ pub struct LiveReport {
     /// Whether each also streamed to an RTMP destination (its own stream: the URL's key
     /// followed by `_<index>`).
     pub rtmp: bool,
+    /// Whether each room's stream ran as a job of its own (sharing the recording's composite
+    /// unless `ROOMCAST_SHARED_COMPOSITE=0`).
+    pub stream_job: bool,
+    /// Whether jobs of one room share a composite (`ROOMCAST_SHARED_COMPOSITE`).
+    pub shared_composite: bool,
     /// Process CPU seconds ÷ wall seconds while they ran.
     pub cores_total: f64,
     /// `cores_total` ÷ `jobs`.
@@ -69,11 +74,13 @@ pub async fn live(
     layout: &Layout,
     rtmp: Option<RtmpUrl>,
     hls: Option<crate::model::hls::HlsSpec>,
+    stream_job: bool,
 ) -> anyhow::Result<LiveReport> {
     let dir = std::env::temp_dir().join(format!("roomcast-bench-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let fps = preset.video.as_ref().map_or(30, |v| v.fps) as f64;
     let mut running = Vec::new();
+    let mut streams = Vec::new();
     let mut keep = Vec::new();
     for i in 0..jobs {
         let spec = RecordingSpec {
@@ -101,7 +108,23 @@ pub async fn live(
         // The command channel stays open until the recording ends by its duration.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         keep.push(tx);
+        let stream = stream_job.then(|| RecordingSpec {
+            record: false,
+            hls: None,
+            ..spec.clone()
+        });
+        let mut spec = spec;
+        if stream.is_some() {
+            spec.rtmp.clear();
+        }
         running.push(tokio::spawn(record(spec, room, rx)));
+        if let Some(stream) = stream {
+            // The room's stream as a job of its own, as a start-streaming request makes it.
+            let room = SyntheticRoom::steady(participants).connect().await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            keep.push(tx);
+            streams.push(tokio::spawn(record(stream, room, rx)));
+        }
     }
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
@@ -112,6 +135,9 @@ pub async fn live(
             .file
             .ok_or_else(|| anyhow::anyhow!("recording {i} wrote no file"))?;
         files.push((i, file));
+    }
+    for s in streams {
+        s.await??;
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
@@ -139,6 +165,8 @@ pub async fn live(
         preset: preset.name.clone(),
         seconds,
         rtmp: rtmp.is_some(),
+        stream_job,
+        shared_composite: crate::job::session::sharing(),
         cores_total: cpu / wall,
         cores_per_job: cpu / wall / jobs.max(1) as f64,
         peak_rss_mib: peak_rss_mib(),

@@ -276,6 +276,11 @@ pub struct LiveBench {
     /// Also cut each recording into live HLS (default 4 s segments), beside it.
     #[arg(long)]
     pub hls: bool,
+    /// Stream each room as a job of its own (as a start-streaming request does) instead of
+    /// as the recording's destination; it shares the recording's composite and encode unless
+    /// `ROOMCAST_SHARED_COMPOSITE=0`. Needs `--rtmp`.
+    #[arg(long, requires = "rtmp")]
+    pub stream_job: bool,
 }
 
 /// Runs the live benchmark.
@@ -297,6 +302,7 @@ pub fn bench_live(b: LiveBench) -> Result<Value> {
             &layout,
             rtmp,
             b.hls.then(crate::model::hls::HlsSpec::default),
+            b.stream_job,
         ))
         .map_err(|e| Error::Job {
             code: crate::codes::Code::Generic,

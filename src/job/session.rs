@@ -167,7 +167,7 @@ pub(super) async fn run(
     };
     let (done_tx, done_rx) = oneshot::channel();
     let (ack_tx, ack_rx) = oneshot::channel();
-    let session = sessions().get(&key).cloned();
+    let session = sharing().then(|| sessions().get(&key).cloned()).flatten();
     let sent = session.and_then(|tx| tx.send(Msg::Join(member(done_tx), ack_tx)).ok().map(|_| tx));
     if let Some(tx) = sent {
         if ack_rx.await.is_ok() {
@@ -184,10 +184,24 @@ pub(super) async fn run(
     let session = Session::start(key.clone(), *member(done_tx), room, rx, tx.clone())
         .instrument(span.clone())
         .await?;
-    sessions().insert(key, tx.clone());
+    if sharing() {
+        sessions().insert(key, tx.clone());
+    }
     forward(commands, tx, id);
     tokio::spawn(session.run().instrument(span));
     done_rx.await.unwrap_or_else(|_| Err(gone()))
+}
+
+/// Whether jobs of one room share a composite: yes unless `ROOMCAST_SHARED_COMPOSITE` is
+/// `0`, `false` or `off` (then every job builds its own, as separate processes would).
+pub fn sharing() -> bool {
+    static ON: LazyLock<bool> = LazyLock::new(|| {
+        !matches!(
+            std::env::var("ROOMCAST_SHARED_COMPOSITE").as_deref(),
+            Ok("0" | "false" | "off")
+        )
+    });
+    *ON
 }
 
 fn gone() -> Error {
@@ -549,18 +563,7 @@ impl Session {
 
     /// A destination's or the page's news, to whom it concerns.
     fn route(&self, ev: JobEvent) {
-        match &ev {
-            JobEvent::Streaming(s) => {
-                if let Some(m) = self.members.iter().find(|m| m.destinations.contains(&s.id)) {
-                    m.send(ev);
-                }
-            }
-            _ => {
-                for m in &self.members {
-                    m.send(ev.clone());
-                }
-            }
-        }
+        route(&self.members, ev);
     }
 
     /// Each member's own limits (start timeout, disk floor, its file's writer), and its
@@ -673,7 +676,10 @@ impl Session {
                 }
                 let mut statuses = Vec::new();
                 for d in destinations {
-                    statuses.push(d.finish(&pipeline).await);
+                    let status = d.finish(&pipeline).await;
+                    // The session no longer routes this member's news: its last state.
+                    m.send(JobEvent::Streaming(status.clone()));
+                    statuses.push(status);
                 }
                 let ended = end.and_then(|r| drained.map(|_| r));
                 let result = conclude(&m.spec, m.path.clone(), ended, statuses, audio_delay).await;
@@ -749,6 +755,10 @@ impl Session {
         for d in std::mem::take(&mut self.job.destinations) {
             let s = d.finish(&self.pipeline).await;
             statuses.insert(s.id, s);
+        }
+        // What the destinations reported up to their end (their last state: stopped).
+        while let Ok(ev) = self.internal.try_recv() {
+            route(&members, ev);
         }
         // A wedged element can keep the Null transition from returning: the files are
         // finalized regardless, and the stuck thread is left behind rather than the jobs.
@@ -830,6 +840,22 @@ impl Session {
                 .collect();
             let result = conclude(&m.spec, m.path.clone(), ended, destinations, audio_delay).await;
             let _ = m.done.send(result);
+        }
+    }
+}
+
+/// A destination's news to the member that owns it; the page's to every member.
+fn route(members: &[Member], ev: JobEvent) {
+    match &ev {
+        JobEvent::Streaming(s) => {
+            if let Some(m) = members.iter().find(|m| m.destinations.contains(&s.id)) {
+                m.send(ev);
+            }
+        }
+        _ => {
+            for m in members {
+                m.send(ev.clone());
+            }
         }
     }
 }
