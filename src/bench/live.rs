@@ -66,6 +66,7 @@ pub struct LiveReport {
 }
 
 /// Runs `jobs` recordings of `participants`-person synthetic rooms for `seconds` each.
+#[allow(clippy::too_many_arguments)] // the bench's command-line options, one each
 pub async fn live(
     jobs: usize,
     participants: usize,
