@@ -85,26 +85,6 @@ fn sessions() -> std::sync::MutexGuard<'static, HashMap<Key, mpsc::UnboundedSend
     SESSIONS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How many jobs share the room's composite in this process now (0: none runs).
-pub fn members_of(room: &str) -> usize {
-    MEMBERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(room)
-        .copied()
-        .unwrap_or(0)
-}
-static MEMBERS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
-
-fn count_member(room: &str, delta: isize) {
-    let mut m = MEMBERS.lock().unwrap_or_else(|e| e.into_inner());
-    let n = m.entry(room.to_string()).or_insert(0);
-    *n = (*n as isize + delta).max(0) as usize;
-    if *n == 0 {
-        m.remove(room);
-    }
-}
-
 /// Where a member's MP4 goes.
 enum Mp4Out {
     None,
@@ -165,31 +145,58 @@ pub(super) async fn run(
             went_live: false,
         })
     };
-    let (done_tx, done_rx) = oneshot::channel();
-    let (ack_tx, ack_rx) = oneshot::channel();
-    let session = sharing().then(|| sessions().get(&key).cloned()).flatten();
-    let sent = session.and_then(|tx| tx.send(Msg::Join(member(done_tx), ack_tx)).ok().map(|_| tx));
-    if let Some(tx) = sent {
-        if ack_rx.await.is_ok() {
+    // The room's session, or this job's own, registered at once so that a job of the room
+    // starting meanwhile joins it (its join waits until the composite runs).
+    let (tx, rx) = mpsc::unbounded_channel();
+    let running = if sharing() {
+        let mut s = sessions();
+        match s.get(&key) {
+            Some(other) if !other.is_closed() => Some(other.clone()),
+            _ => {
+                s.insert(key.clone(), tx.clone());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(other) = running {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if other.send(Msg::Join(member(done_tx), ack_tx)).is_ok() && ack_rx.await.is_ok() {
             info!("sharing the room's running composite");
             (room.leave)();
-            forward(commands, tx, id);
+            forward(commands, other, id);
             return done_rx.await.unwrap_or_else(|_| Err(gone()));
         }
         debug!("the room's session ended before this job joined it: starting one");
+        if sharing() {
+            sessions().insert(key.clone(), tx.clone());
+        }
     }
     let (done_tx, done_rx) = oneshot::channel();
-    let (tx, rx) = mpsc::unbounded_channel();
     let span = info_span!("session", room = %spec.room_id, conf = %spec.conf_num);
-    let session = Session::start(key.clone(), *member(done_tx), room, rx, tx.clone())
+    let started = Session::start(key.clone(), *member(done_tx), room, rx, tx.clone())
         .instrument(span.clone())
-        .await?;
-    if sharing() {
-        sessions().insert(key, tx.clone());
-    }
+        .await;
+    let session = match started {
+        Ok(s) => s,
+        Err(e) => {
+            unregister(&key, &tx);
+            return Err(e);
+        }
+    };
     forward(commands, tx, id);
     tokio::spawn(session.run().instrument(span));
     done_rx.await.unwrap_or_else(|_| Err(gone()))
+}
+
+/// Removes `key`'s session from the registry if it is still `tx`'s.
+fn unregister(key: &Key, tx: &mpsc::UnboundedSender<Msg>) {
+    let mut s = sessions();
+    if s.get(key).is_some_and(|t| t.same_channel(tx)) {
+        s.remove(key);
+    }
 }
 
 /// Whether jobs of one room share a composite: yes unless `ROOMCAST_SHARED_COMPOSITE` is
@@ -335,7 +342,6 @@ impl Session {
             ended_early,
         };
         session.attach(&mut first)?;
-        count_member(&session.key.room, 1);
         session.members.push(first);
         Ok(session)
     }
@@ -418,7 +424,6 @@ impl Session {
                         match self.attach(&mut m) {
                             Ok(()) => {
                                 let _ = ack.send(());
-                                count_member(&self.key.room, 1);
                                 self.members.push(*m);
                             }
                             Err(e) => {
@@ -622,7 +627,6 @@ impl Session {
     /// is finalized.
     fn detach(&mut self, i: usize, end: Result<EndReason, Error>) {
         let mut m = self.members.remove(i);
-        count_member(&self.key.room, -1);
         info!(members = self.members.len(), reason = ?end.as_ref().ok(),
             "a job left the room's composite");
         let mut destinations = Vec::new();
@@ -692,12 +696,7 @@ impl Session {
     /// Ends the session: the pipeline drains and stops, every member's file is finalized and
     /// every member gets `outcome` (with its own codes for a drain or shutdown that failed).
     async fn teardown(mut self, outcome: Result<EndReason, Error>) {
-        {
-            let mut s = sessions();
-            if s.get(&self.key).is_some_and(|tx| tx.same_channel(&self.me)) {
-                s.remove(&self.key);
-            }
-        }
+        unregister(&self.key, &self.me);
         // Joins that arrived too late start sessions of their own; chat for the members'
         // segments is still journaled.
         while let Ok(msg) = self.rx.try_recv() {
@@ -793,7 +792,6 @@ impl Session {
             Err(e) => Err(share(e)),
         };
         for (m, (tap, audio_delay)) in members.into_iter().zip(taps) {
-            count_member(&self.key.room, -1);
             let record = m.spec.record;
             // A stop that cannot drain in time: 7031 (7041 streaming); the file is still
             // finalized from what was written.
