@@ -644,8 +644,9 @@ impl Session {
         };
         let mp4 = std::mem::replace(&mut m.mp4, Mp4Out::None);
         let audio_delay = match &mp4 {
-            Mp4Out::Tapped(t) => t.audio_delay(),
-            _ => Duration::ZERO,
+            Mp4Out::Tapped(t) => t.audio_delay().as_nanos() as i64,
+            Mp4Out::Main => self.job.composite.mp4_audio_delay(),
+            Mp4Out::None => 0,
         };
         let hls = m.hls.take();
         let pipeline = self.pipeline.clone();
@@ -740,14 +741,15 @@ impl Session {
                 hls.finish(&self.pipeline, HLS_FINISH_TIMEOUT).await;
             }
         }
-        let mut taps: Vec<(Result<(), PipelineError>, Duration)> = Vec::new();
+        let mut taps: Vec<(Result<(), PipelineError>, i64)> = Vec::new();
         for m in &mut members {
             taps.push(match std::mem::replace(&mut m.mp4, Mp4Out::None) {
                 Mp4Out::Tapped(t) => {
-                    let delay = t.audio_delay();
+                    let delay = t.audio_delay().as_nanos() as i64;
                     (t.finish(&self.pipeline, TAP_FINISH_TIMEOUT).await, delay)
                 }
-                _ => (Ok(()), Duration::ZERO),
+                Mp4Out::Main => (Ok(()), self.job.composite.mp4_audio_delay()),
+                Mp4Out::None => (Ok(()), 0),
             });
         }
         let mut statuses: HashMap<u32, DestinationStatus> = HashMap::new();
@@ -865,7 +867,7 @@ async fn conclude(
     path: Option<PathBuf>,
     ended: Result<EndReason, Error>,
     destinations: Vec<DestinationStatus>,
-    audio_delay: Duration,
+    audio_delay: i64,
 ) -> Result<Recording, Error> {
     let finalized = match path.clone() {
         // Stopped within its first fragment: only the header reached the file, there is

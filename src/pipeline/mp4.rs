@@ -78,15 +78,16 @@ pub fn holds_media(path: &Path) -> bool {
 
 /// Remuxes `path` in place into a fast-start MP4 and returns what it holds.
 pub fn finalize(path: &Path) -> Result<SegmentFile, PipelineError> {
-    finalize_with_audio_delay(path, Duration::ZERO)
+    finalize_with_audio_delay(path, 0)
 }
 
-/// [`finalize`] for a file whose sound starts `audio_delay` (less than one AAC frame) after
-/// its picture: the fragmented muxer starts every track at zero, so the edit list places the
-/// sound that much later (by trimming less of the encoder's priming).
+/// [`finalize`] for a file whose sound starts `audio_delay_ns` after its picture (negative:
+/// before; at most one AAC frame later): the fragmented muxer starts every track at zero, so
+/// the edit list moves the sound back to its place (by trimming less, or more, than the
+/// encoder's priming).
 pub fn finalize_with_audio_delay(
     path: &Path,
-    audio_delay: Duration,
+    audio_delay_ns: i64,
 ) -> Result<SegmentFile, PipelineError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -104,7 +105,7 @@ pub fn finalize_with_audio_delay(
             return Err(e);
         }
     };
-    signal_aac_priming(&tmp, audio_delay)?;
+    signal_aac_priming(&tmp, audio_delay_ns)?;
     let f = std::fs::File::open(&tmp).map_err(io(format!("opening {}", tmp.display())))?;
     f.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
@@ -288,7 +289,7 @@ fn be32(d: &[u8], at: usize) -> u32 {
 /// writers, signal it in the audio track's edit list (media_time = priming, less
 /// `audio_delay`), patching the single version-0 entry in place. Only the header is read;
 /// the file is not rewritten.
-fn signal_aac_priming(path: &Path, audio_delay: Duration) -> Result<(), PipelineError> {
+fn signal_aac_priming(path: &Path, audio_delay_ns: i64) -> Result<(), PipelineError> {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -331,9 +332,10 @@ fn signal_aac_priming(path: &Path, audio_delay: Duration) -> Result<(), Pipeline
             continue;
         }
         // mp4mux uses the sample rate as the audio track's timescale: priming is in samples.
-        let delay = (audio_delay.as_nanos() as u64 * track_ts as u64 / 1_000_000_000)
-            .min(AAC_PRIMING_SAMPLES);
-        let priming = AAC_PRIMING_SAMPLES - delay;
+        // At most one AAC frame of delay; an earlier start at most a second.
+        let delay = (audio_delay_ns as i128 * track_ts as i128 / 1_000_000_000)
+            .clamp(-(track_ts as i128), AAC_PRIMING_SAMPLES as i128);
+        let priming = (AAC_PRIMING_SAMPLES as i128 - delay) as u64;
         let seg = be32(&head, a + 8) as u64;
         let seg = seg.saturating_sub(priming * movie_ts as u64 / track_ts as u64);
         let mut patch = [0u8; 8];

@@ -177,6 +177,9 @@ pub struct Composite {
     last_output: Arc<AtomicU64>,
     /// Set once the first encoded frame (else audio) left the encoders.
     encoded: Arc<AtomicBool>,
+    /// Running times (ns) of the first video and audio buffers the MP4 muxer got (see
+    /// [`Composite::mp4_audio_delay`]).
+    mp4_starts: Arc<Mutex<[Option<u64>; 2]>>,
     /// What a web page draws over the tiles (None: no page layer).
     page: Option<Arc<crate::pipeline::page::PageOverlay>>,
 }
@@ -333,6 +336,7 @@ impl Composite {
             label: opts.label.clone(),
             last_output: Arc::default(),
             encoded: Arc::default(),
+            mp4_starts: Arc::default(),
             page: opts.page_layer.then(Arc::default),
         };
         let is_png = matches!(opts.output, Output::Png(_));
@@ -444,6 +448,16 @@ impl Composite {
     /// Context for a participant source being added now.
     pub fn next_source_context(&self) -> SourceContext {
         self.source_context(LIVE_START_MARGIN)
+    }
+
+    /// How much later than its picture the composite's own MP4 file starts its sound, in
+    /// running time (negative: earlier). The fragmented muxer starts every track at zero;
+    /// finalizing puts this back ([`crate::pipeline::mp4::finalize_with_audio_delay`]).
+    pub fn mp4_audio_delay(&self) -> i64 {
+        match *self.mp4_starts.lock().unwrap_or_else(|e| e.into_inner()) {
+            [Some(v), Some(a)] => a as i64 - v as i64,
+            _ => 0,
+        }
     }
 
     /// Ends the composite's own MP4 file while everything else goes on (the recording of a

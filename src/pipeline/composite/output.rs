@@ -20,6 +20,28 @@ impl Composite {
             let q = make("queue", &format!("mp4_{kind}_queue"))?;
             self.add(&[&q])?;
             gst::Element::link_many([&tee, &q, mux]).map_err(PipelineError::setup)?;
+            // The running time of the first buffer each track gives the muxer.
+            let slot = usize::from(kind != "video");
+            let starts = self.mp4_starts.clone();
+            q.static_pad("src")
+                .ok_or_else(|| PipelineError::setup("mp4 queue src"))?
+                .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                    let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let running = pad
+                        .sticky_event::<gst::event::Segment>(0)
+                        .and_then(|e| {
+                            e.segment()
+                                .downcast_ref::<gst::ClockTime>()
+                                .and_then(|s| s.to_running_time(pts))
+                        });
+                    if let Some(t) = running {
+                        starts.lock().unwrap_or_else(|e| e.into_inner())[slot] =
+                            Some(t.nseconds());
+                    }
+                    gst::PadProbeReturn::Remove
+                });
         }
         Ok(())
     }
