@@ -27,6 +27,7 @@ pub mod preview;
 pub mod recorder;
 pub mod rtmp;
 pub mod source;
+pub(crate) mod tap;
 
 pub use crate::model::preset::{self, Preset};
 pub use composite::{Composite, CompositeOptions};

@@ -13,7 +13,7 @@
 //! outputs go on.
 
 use super::composite::FRAGMENT_MS;
-use super::rtmp::{force_key_unit_at, rebase, tap_encoders, TapBranch};
+use super::tap::{force_key_unit_at, rebase, tap_encoders, TapBranch};
 use super::{bridge, make, PipelineError};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};

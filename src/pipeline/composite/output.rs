@@ -29,16 +29,13 @@ impl Composite {
                     let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
                         return gst::PadProbeReturn::Ok;
                     };
-                    let running = pad
-                        .sticky_event::<gst::event::Segment>(0)
-                        .and_then(|e| {
-                            e.segment()
-                                .downcast_ref::<gst::ClockTime>()
-                                .and_then(|s| s.to_running_time(pts))
-                        });
+                    let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                        e.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|s| s.to_running_time(pts))
+                    });
                     if let Some(t) = running {
-                        starts.lock().unwrap_or_else(|e| e.into_inner())[slot] =
-                            Some(t.nseconds());
+                        starts.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(t.nseconds());
                     }
                     gst::PadProbeReturn::Remove
                 });

@@ -14,7 +14,7 @@
 pub mod fmp4;
 pub mod playlist;
 
-use super::rtmp::{tap_encoders, TapBranch};
+use super::tap::{tap_encoders, TapBranch};
 use super::{bridge, PipelineError};
 pub use crate::model::hls::{HlsPart, HlsSpec};
 use fmp4::{AudioFormat, Run, Sample, VideoFormat, AUDIO_TRACK, VIDEO_TIMESCALE, VIDEO_TRACK};
@@ -233,7 +233,7 @@ impl Writer {
             video_format: None,
             audio_format: None,
             base: None,
-            shift: super::rtmp::priming(pipeline).nseconds(),
+            shift: super::tap::priming(pipeline).nseconds(),
             pipeline: pipeline.clone(),
             keyframe_pad,
             video: Vec::new(),
@@ -296,7 +296,7 @@ impl Writer {
                 // length whatever the interval.
                 if let Some(pad) = &self.keyframe_pad {
                     let at = pts + self.target_ct();
-                    pad.push_event(super::rtmp::force_key_unit_at(Some(at)));
+                    pad.push_event(super::tap::force_key_unit_at(Some(at)));
                 }
             }
         }
