@@ -18,12 +18,14 @@ const BLUE: u32 = 0x2040d0;
 const PLACEHOLDER: u32 = 0x2a2e35;
 const BLACK: u32 = 0x000000;
 
-fn spec(dir: &std::path::Path, layout: &str) -> RecordingSpec {
+/// A recording of room `room` (each test its own: jobs of one room in a process share its
+/// composite).
+fn spec(dir: &std::path::Path, room: &str, layout: &str) -> RecordingSpec {
     RecordingSpec {
         page: None,
         page_layer: false,
         hls: None,
-        room_id: "live".into(),
+        room_id: room.into(),
         conf_num: "7".into(),
         out_dir: dir.to_path_buf(),
         preset: Preset::resolve("h264-720p30").unwrap(),
@@ -72,7 +74,7 @@ async fn layout_changes_live_in_one_file() {
     let dir = TempDir::new("live-layout");
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = mpsc::channel(8);
-    let job = tokio::spawn(record(spec(dir.path(), "grid"), room, rx));
+    let job = tokio::spawn(record(spec(dir.path(), "live", "grid"), room, rx));
     tokio::time::sleep(Duration::from_secs(3)).await;
     tx.send(JobCommand::SetLayout(Box::new(
         Layout::resolve("speaker").unwrap(),
@@ -127,7 +129,7 @@ async fn moderator_events_reach_the_composite() {
     let dir = TempDir::new("moderator");
     let (room, inject) = room_with_injector(SyntheticRoom::steady(3)).await;
     let (tx, rx) = mpsc::channel(8);
-    let job = tokio::spawn(record(spec(dir.path(), "grid"), room, rx));
+    let job = tokio::spawn(record(spec(dir.path(), "mods", "grid"), room, rx));
     let pid = |s: &str| ParticipantId(s.into());
     // Media starts a little after the job does: events land ~2.2 s and ~4.2 s into the file,
     // samples below keep at least 0.6 s from them.

@@ -175,6 +175,11 @@ fn a_stream_joins_the_recording_and_outlives_it() {
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(gap < 1.5 / 30.0, "mp4 has a {gap} s gap");
     let (first, joined) = (offsets_of(&mp4), offsets_of(&mp4b));
+    eprintln!(
+        "A/V offset: {:+.1} ms in the composite's own file, {:+.1} ms in the joined one",
+        median(&first) * 1000.0,
+        median(&joined) * 1000.0
+    );
     assert!(
         first.len() >= 5 && joined.len() >= 6,
         "{first:?} {joined:?}"
@@ -229,10 +234,10 @@ fn a_stream_joins_the_recording_and_outlives_it() {
 }
 
 /// The stream starts first; a recording joins it and writes its own file from the running
-/// encode, in sync, from its own start; a layout change through the stream's PATCH shows in
-/// the recording; the stream outlives the recording.
+/// encode, from its own start; a layout change through the stream's PATCH shows in the
+/// recording; the stream stops and the recording goes on in the same composite.
 #[test]
-fn a_recording_joins_the_stream_in_sync() {
+fn a_recording_joins_the_stream_and_outlives_it() {
     let dir = TempDir::new("shared-stream-first");
     let nginx = NginxRtmp::start(&dir.path().join("nginx"));
     let env = serve_env(&dir.path().join("data"), &[]);
@@ -251,7 +256,7 @@ fn a_recording_joins_the_stream_in_sync() {
     let rec = v["job_id"].as_str().unwrap().to_string();
     wait_state(&api, &rec, "active", 20.0);
     let started = std::time::Instant::now();
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(7));
     // The stream's layout change is the recording's too.
     let (s, v) = api.call(
         "PATCH",
@@ -261,7 +266,16 @@ fn a_recording_joins_the_stream_in_sync() {
         )),
     );
     assert_eq!(s, 200, "{v}");
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(4));
+    // The stream ends first; the recording goes on.
+    assert_eq!(stop_streaming(&api, "live").1["result"], 0);
+    let done = wait_state(&api, &stream, "completed", 30.0);
+    assert_eq!(done["result"], 0, "{done}");
+    assert_eq!(job(&api, &rec)["state"], "active");
+    let ended = size(&flv);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(size(&flv), ended, "the stream went on after its stop");
+    assert_eq!(nginx.recordings().len(), 1, "{:?}", nginx.recordings());
     assert_eq!(stop_recording(&api, "live").1["result"], 0);
     let recorded = started.elapsed().as_secs_f64();
     let done = wait_state(&api, &rec, "completed", 30.0);
@@ -277,7 +291,8 @@ fn a_recording_joins_the_stream_in_sync() {
     let p = probe(&mp4);
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
     assert_eq!(p.audio_codec.as_deref(), Some("aac"));
-    // From the recording's own start (not the stream's), to its stop.
+    // From the recording's own start (not the stream's), to its stop, through the stream's
+    // end without a gap.
     assert!(
         (p.duration - recorded).abs() < 1.5,
         "mp4 {} s for {recorded:.1} s recorded",
@@ -287,10 +302,14 @@ fn a_recording_joins_the_stream_in_sync() {
     assert!(times[0] < 0.1, "first frame at {} s", times[0]);
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(gap < 1.5 / 30.0, "mp4 has a {gap} s gap");
+    let pcm = audio_mono(&mp4, 48_000);
+    let w = window(&pcm, 48_000, p.duration - 3.0, p.duration - 1.0);
+    let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len().max(1) as f32).sqrt();
+    assert!(rms > 0.005, "no sound after the stream ended (rms {rms})");
     // Lip sync within the bound of a recording of its own (the exact comparison with the
     // composite's own file is in the test above).
     let in_file = offsets_of(&mp4);
-    assert!(in_file.len() >= 12, "{in_file:?}");
+    assert!(in_file.len() >= 14, "{in_file:?}");
     assert!(
         in_file.iter().all(|o| o.abs() <= 0.045),
         "A/V offsets {in_file:?}"
@@ -303,15 +322,4 @@ fn a_recording_joins_the_stream_in_sync() {
         speaker.region_color(600, 100, 80, 40),
     );
     assert_ne!(g, sp, "the layout change did not reach the recording");
-
-    // The stream went on through the recording's start and end on one connection.
-    let before = size(&flv);
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        size(&flv) > before + 50_000,
-        "the stream stopped with the recording"
-    );
-    assert_eq!(stop_streaming(&api, "live").1["result"], 0);
-    wait_state(&api, &stream, "completed", 30.0);
-    assert_eq!(nginx.recordings().len(), 1, "{:?}", nginx.recordings());
 }

@@ -427,9 +427,11 @@ impl Session {
                                 self.members.push(*m);
                             }
                             Err(e) => {
+                                // What it had started (its file, destinations) ends with it.
                                 warn!(error = %e, "a job could not join the room's composite");
                                 let _ = ack.send(());
-                                let _ = m.done.send(Err(e));
+                                self.members.push(*m);
+                                self.detach(self.members.len() - 1, Err(e));
                             }
                         }
                     }

@@ -29,37 +29,82 @@ struct Feed {
     audio: Option<gst_app::AppSrc>,
     /// Running time of the first keyframe written (the file's zero).
     base: Option<gst::ClockTime>,
+
     /// Time of the first sound written (after the file's zero by less than a frame).
     audio_start: Option<gst::ClockTime>,
+    /// Sound that arrived before the first keyframe (the audio encoder runs ahead of the
+    /// video encoder by its latency): written from the keyframe's time on once it comes.
+    pending: std::collections::VecDeque<gst::Sample>,
     ended: bool,
 }
 
+/// One AAC frame at 48 kHz: the sound may start this much after the picture (the edit list
+/// puts it back in place).
+const AUDIO_FRAME: gst::ClockTime = gst::ClockTime::from_nseconds(21_333_334);
+/// Most audio buffers held while waiting for the first keyframe (about 5 s of AAC).
+const MAX_PENDING_AUDIO: usize = 256;
+
 impl Feed {
-    fn video(&mut self, sample: &gst::Sample) {
+    /// Takes a video sample; true when the file cannot start on this keyframe and another
+    /// must be requested.
+    fn video(&mut self, sample: &gst::Sample) -> bool {
         let (Some(buffer), Some(src)) = (sample.buffer(), self.video.as_ref()) else {
-            return;
+            return false;
         };
         if self.ended {
-            return;
+            return false;
         }
-        if self.base.is_none() {
+        let first = self.base.is_none();
+        if first {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                return;
+                return false;
             }
-            self.base = buffer.pts().map(|t| bridge::running_time(sample, t));
+            let Some(at) = buffer.pts().map(|t| bridge::running_time(sample, t)) else {
+                return false;
+            };
+            // The sound from the keyframe on must all be here or still to come: sound that
+            // came first (its encoder runs ahead) is held from the attach on; if what is held
+            // starts after the keyframe, the sound before it went by before the attach.
+            let held_from = self
+                .pending
+                .front()
+                .and_then(|s| Some(bridge::running_time(s, s.buffer()?.pts()?)));
+            if held_from.is_some_and(|h| h > at + AUDIO_FRAME) {
+                return true;
+            }
+            self.base = Some(at);
         }
-        let Some(base) = self.base else { return };
+        let Some(base) = self.base else { return false };
         bridge::follow_caps(src, sample.caps());
         if let Some(b) = rebase(sample, base, gst::ClockTime::ZERO) {
+            let _ = src.push_buffer(b);
+        }
+        if first {
+            for s in std::mem::take(&mut self.pending) {
+                self.push_audio(&s, base);
+            }
+        }
+        false
+    }
+
+    fn push_audio(&mut self, sample: &gst::Sample, base: gst::ClockTime) {
+        let Some(src) = self.audio.as_ref() else {
+            return;
+        };
+        bridge::follow_caps(src, sample.caps());
+        if let Some(b) = rebase(sample, base, gst::ClockTime::ZERO) {
+            if self.audio_start.is_none() {
+                self.audio_start = b.pts();
+            }
             let _ = src.push_buffer(b);
         }
     }
 
     fn audio(&mut self, sample: &gst::Sample) {
-        let (Some(buffer), Some(src)) = (sample.buffer(), self.audio.as_ref()) else {
+        let Some(buffer) = sample.buffer() else {
             return;
         };
-        if self.ended {
+        if self.ended || self.audio.is_none() {
             return;
         }
         // Audio waits for the first video keyframe (or starts at once without video).
@@ -69,15 +114,15 @@ impl Feed {
                 Some(b) => *self.base.insert(b),
                 None => return,
             },
-            (None, Some(_)) => return,
-        };
-        bridge::follow_caps(src, sample.caps());
-        if let Some(b) = rebase(sample, base, gst::ClockTime::ZERO) {
-            if self.audio_start.is_none() {
-                self.audio_start = b.pts();
+            (None, Some(_)) => {
+                if self.pending.len() >= MAX_PENDING_AUDIO {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back(sample.clone());
+                return;
             }
-            let _ = src.push_buffer(b);
-        }
+        };
+        self.push_audio(sample, base);
     }
 
     fn eos(&mut self) {
@@ -159,6 +204,7 @@ impl Mp4Tap {
             },
             base: None,
             audio_start: None,
+            pending: Default::default(),
             ended: false,
         }));
         let error = Arc::new(Mutex::new(None));
@@ -174,17 +220,28 @@ impl Mp4Tap {
         }
         p.set_state(gst::State::Playing)
             .map_err(PipelineError::setup)?;
+        // Where to ask for another keyframe (known once the tap exists).
+        let keyframe_pad: Arc<std::sync::OnceLock<gst::Pad>> = Arc::default();
+        let kp = keyframe_pad.clone();
         let (fv, fa, fe) = (feed.clone(), feed.clone(), feed.clone());
         let (branches, video_pad) = tap_encoders(
             main,
             &format!("mp4_tap_{name}"),
-            move |s| lock(&fv).video(&s),
+            move |s| {
+                // Outside the feed's lock: the request travels up to the encoder.
+                if lock(&fv).video(&s) {
+                    if let Some(pad) = kp.get() {
+                        pad.push_event(force_key_unit_at(None));
+                    }
+                }
+            },
             move |s| lock(&fa).audio(&s),
             move || lock(&fe).eos(),
         )?;
         if let Some(pad) = video_pad {
             // The file starts at once, not at the encoder's next scheduled keyframe.
             pad.push_event(force_key_unit_at(None));
+            let _ = keyframe_pad.set(pad);
         }
         info!(file = %path.display(), "recording from the running composite");
         Ok(Mp4Tap {

@@ -146,7 +146,12 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
     let n = element_safe(&spec.name);
     let src = make("videotestsrc", &format!("vsrc_{n}"))?;
     src.set_property("is-live", ctx.timing == Timing::Live);
-    src.set_property("timestamp-offset", offset_ns(ctx));
+    // Frames on the running-time grid of their rate (as the composite's are), so that a flash
+    // due at a whole second is the frame shown at that second, whenever the source started.
+    let fps = u128::from(spec.fps.max(1));
+    let first = (u128::from(ctx.start.nseconds()) * fps).div_ceil(1_000_000_000);
+    let start = first * 1_000_000_000 / fps;
+    src.set_property("timestamp-offset", i64::try_from(start).unwrap_or(i64::MAX));
     match &spec.pattern {
         Some(p) => src.set_property_from_str("pattern", p),
         None => {
@@ -166,7 +171,8 @@ pub fn test_video(spec: &TestVideo, ctx: &SourceContext) -> Result<gst::Element,
         let painter = FramePainter::new(spec.width as usize, spec.height as usize);
         let (flash, marker) = (spec.flash, spec.moving_marker);
         paint(&caps, move |data, pts| {
-            if flash && in_marker(pts) {
+            // (A frame's time on the grid may be rounded down by a nanosecond or so.)
+            if flash && in_marker(pts + gst::ClockTime::from_mseconds(1)) {
                 painter.fill_white(data);
             } else if marker {
                 painter.marker(data, pts);
