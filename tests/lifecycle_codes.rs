@@ -155,16 +155,19 @@ fn a_pipeline_that_does_not_shut_down_in_time_reports_7032_and_7042_and_keeps_th
         "shutdown-timeout",
         &[("ROOMCAST_FAULT_SHUTDOWN_HANG_SECS", "8")],
     );
+    // Two rooms: each job shuts its own pipeline down (a room's recording and stream share
+    // one, and only the last job to stop shuts it down).
     register_room(&api, "slow", 1, "{}");
+    register_room(&api, "slower", 1, "{}");
     let (_, v) = start_recording(&api, "slow");
     let rec = v["job_id"].as_str().unwrap().to_string();
     let rtmp = silent_server();
-    let stream = start_streaming(&api, "slow", &format!("rtmp://127.0.0.1:{rtmp}/live/k"));
+    let stream = start_streaming(&api, "slower", &format!("rtmp://127.0.0.1:{rtmp}/live/k"));
     wait_state(&api, &rec, "active", 20.0);
     wait_state(&api, &stream, "active", 20.0);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(stop_recording(&api, "slow").1["result"], 0);
-    let (s, v) = stop_streaming(&api, "slow");
+    let (s, v) = stop_streaming(&api, "slower");
     assert_eq!(s, 200, "{v}");
     let failed = wait_failed(&api, &rec, 7032, "did not shut down", 40.0);
     // What was recorded is finalized and kept all the same.
@@ -177,7 +180,7 @@ fn a_pipeline_that_does_not_shut_down_in_time_reports_7032_and_7042_and_keeps_th
     failed_hook(&hooks, "room-live-recording-failed", "slow", 7032);
     let failed = wait_state(&api, &stream, "failed", 40.0);
     assert_eq!(failed["result"], 7042, "{failed}");
-    failed_hook(&hooks, "room-streaming-failed", "slow", 7042);
+    failed_hook(&hooks, "room-streaming-failed", "slower", 7042);
 }
 
 #[test]

@@ -21,17 +21,6 @@ fn waiting_queue_order_and_cancel() {
     );
 }
 
-/// `roomcast_capacity_cores{kind="used"}` from `/metrics`.
-fn used_cores(api: &Service) -> f64 {
-    let (_, m) = api.call("GET", "/metrics", None);
-    m.as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("roomcast_capacity_cores{kind=\"used\"} "))
-        .and_then(|v| v.parse().ok())
-        .expect("used cores in /metrics")
-}
-
 #[test]
 fn capacity_follows_the_participant_count() {
     let dir = TempDir::new("q-cost");

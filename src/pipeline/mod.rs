@@ -183,3 +183,13 @@ pub fn init() -> Result<(), PipelineError> {
     }
     Ok(())
 }
+
+/// `pipeline`'s running time now, by its clock (zero before it runs).
+pub(crate) fn running_time_now(pipeline: &gst::Pipeline) -> gst::ClockTime {
+    use gst::prelude::*;
+    pipeline
+        .clock()
+        .map(|c| c.time())
+        .zip(pipeline.base_time())
+        .map_or(gst::ClockTime::ZERO, |(t, b)| t.saturating_sub(b))
+}

@@ -36,6 +36,10 @@ struct Feed {
     /// video encoder by its latency): written from the keyframe's time on once it comes.
     pending: std::collections::VecDeque<gst::Sample>,
     ended: bool,
+    /// The running time the file ends at, once it is to end: what comes later is not written.
+    end_at: Option<gst::ClockTime>,
+    video_done: bool,
+    audio_done: bool,
 }
 
 /// One AAC frame at 48 kHz: the sound may start this much after the picture (the edit list
@@ -48,12 +52,12 @@ impl Feed {
     /// Takes a video sample; true when the file cannot start on this keyframe and another
     /// must be requested.
     fn video(&mut self, sample: &gst::Sample) -> bool {
+        if self.ended || self.video.is_none() || self.past_end(sample, true) {
+            return false;
+        }
         let (Some(buffer), Some(src)) = (sample.buffer(), self.video.as_ref()) else {
             return false;
         };
-        if self.ended {
-            return false;
-        }
         let first = self.base.is_none();
         if first {
             if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
@@ -104,7 +108,7 @@ impl Feed {
         let Some(buffer) = sample.buffer() else {
             return;
         };
-        if self.ended || self.audio.is_none() {
+        if self.ended || self.audio.is_none() || self.past_end(sample, false) {
             return;
         }
         // Audio waits for the first video keyframe (or starts at once without video).
@@ -123,6 +127,36 @@ impl Feed {
             }
         };
         self.push_audio(sample, base);
+    }
+
+    /// Whether `sample` is at or after the end: that track is then done, and the file
+    /// ends once every track is.
+    fn past_end(&mut self, sample: &gst::Sample, video: bool) -> bool {
+        let Some(end) = self.end_at else {
+            return false;
+        };
+        let at = sample
+            .buffer()
+            .and_then(|b| b.pts())
+            .map(|t| bridge::running_time(sample, t));
+        if at.is_some_and(|t| t < end) {
+            return false;
+        }
+        if video {
+            self.video_done = true;
+        } else {
+            self.audio_done = true;
+        }
+        self.end_if_done();
+        true
+    }
+
+    fn end_if_done(&mut self) {
+        let video = self.video_done || self.video.is_none();
+        let audio = self.audio_done || self.audio.is_none();
+        if (video && audio) || (self.end_at.is_some() && self.base.is_none()) {
+            self.eos();
+        }
     }
 
     fn eos(&mut self) {
@@ -206,6 +240,9 @@ impl Mp4Tap {
             audio_start: None,
             pending: Default::default(),
             ended: false,
+            end_at: None,
+            video_done: false,
+            audio_done: false,
         }));
         let error = Arc::new(Mutex::new(None));
         if let Some(bus) = p.bus() {
@@ -271,8 +308,10 @@ impl Mp4Tap {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Ends the file: stops taking media from `main`, lets the muxer write what it holds
-    /// (up to `limit`) and shuts its pipeline down. The file is then ready to finalize.
+    /// Ends the file at the running time it is now: what the encoders still hold from before
+    /// (the video encoder lags the sound, by seconds on a loaded machine) is written, up to
+    /// `limit`, then the muxer finishes and its pipeline shuts down. The file is then ready
+    /// to finalize.
     pub async fn finish(self, main: &gst::Pipeline, limit: Duration) -> Result<(), PipelineError> {
         let Mp4Tap {
             path,
@@ -281,6 +320,28 @@ impl Mp4Tap {
             pipeline,
             error,
         } = self;
+        {
+            let mut f = lock(&feed);
+            f.end_at = Some(super::running_time_now(main));
+            f.end_if_done();
+        }
+        let wait = |p: gst::Pipeline, limit: Duration| async move {
+            tokio::task::spawn_blocking(move || {
+                p.bus()?.timed_pop_filtered(
+                    gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
+                    &[gst::MessageType::Eos, gst::MessageType::Error],
+                )
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        let mut waited = wait(pipeline.clone(), limit).await;
+        if waited.is_none() {
+            // The encoders never got there: end with what was written.
+            lock(&feed).eos();
+            waited = wait(pipeline.clone(), Duration::from_secs(2)).await;
+        }
         let main = main.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for b in branches {
@@ -288,18 +349,6 @@ impl Mp4Tap {
             }
         })
         .await;
-        lock(&feed).eos();
-        let p = pipeline.clone();
-        let waited = tokio::task::spawn_blocking(move || {
-            let bus = p.bus()?;
-            bus.timed_pop_filtered(
-                gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-        })
-        .await
-        .ok()
-        .flatten();
         let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
         let failed = error.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match (waited.map(|m| m.type_()), failed) {

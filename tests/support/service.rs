@@ -381,3 +381,14 @@ pub fn events(kind: &str, ids: impl Iterator<Item = String>) -> String {
         .collect();
     format!(r#"{{"events":[{}]}}"#, list.join(","))
 }
+
+/// `roomcast_capacity_cores{kind="used"}` from `/metrics`.
+pub fn used_cores(api: &Service) -> f64 {
+    let (_, m) = api.call("GET", "/metrics", None);
+    m.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("roomcast_capacity_cores{kind=\"used\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("used cores in /metrics")
+}

@@ -131,14 +131,7 @@ impl HlsOutput {
     /// composite): the taps are removed, then the writer cuts its last segment and writes the
     /// VOD playlist (waited for up to `limit`).
     pub async fn end(mut self, pipeline: &gst::Pipeline, limit: Duration) {
-        let p = pipeline.clone();
-        let branches = std::mem::take(&mut self.branches);
-        let _ = tokio::task::spawn_blocking(move || {
-            for b in branches {
-                b.detach(&p);
-            }
-        })
-        .await;
+        self.detach_taps(pipeline).await;
         for _ in 0..self.eos_needed {
             let _ = self.ended.send(Msg::Eos);
         }
@@ -154,6 +147,11 @@ impl HlsOutput {
                 warn!("the HLS writer did not finish in time");
             }
         }
+        self.detach_taps(pipeline).await;
+    }
+
+    /// Removes the taps from `pipeline` (off the async runtime).
+    async fn detach_taps(&mut self, pipeline: &gst::Pipeline) {
         let p = pipeline.clone();
         let branches = std::mem::take(&mut self.branches);
         let _ = tokio::task::spawn_blocking(move || {
