@@ -6,25 +6,20 @@
 //! the job's outputs (EOS, the muxer finishing under [`EOS_TIMEOUT`]), then the MP4 segment is
 //! finalized.
 
-use super::live::Job;
 use super::segments::reserve_segment;
-use crate::codes::Code;
 use crate::layout::Layout;
-use crate::pipeline::composite::ErrorOrigin;
 use crate::pipeline::mp4::SegmentFile;
 use crate::pipeline::rtmp::{DestinationStatus, RtmpUrl};
-use crate::pipeline::{bus, Composite, PipelineError, Preset};
+use crate::pipeline::Preset;
 use crate::room::{RoomEvent, RoomHandle};
 use crate::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{info_span, warn, Instrument};
+use tracing::{info_span, Instrument};
 
 /// Longest wait for the pipeline to drain after a stop.
 pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for the drained pipeline to shut down (the Null state change).
-pub(super) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A validated recording job.
 #[derive(Debug, Clone)]
@@ -148,72 +143,6 @@ pub enum JobEvent {
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// The mixers producing nothing for this long ends the segment ([`EndReason::Stalled`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stalled segment's pipeline gets to drain before its file is finalized as it is.
-pub(super) const STALLED_DRAIN: Duration = Duration::from_secs(1);
-
-/// `ROOMCAST_FAULT_STALL_AFTER_SECS`: a test of the stall watchdog wedges a segment this long
-/// after it starts, in the first `ROOMCAST_FAULT_STALL_SEGMENTS` (default 1) segments of the
-/// process. Asked once per segment: when to wedge this one, if at all.
-pub(super) fn stall_fault() -> Option<Duration> {
-    static WEDGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
-    let after = setting("ROOMCAST_FAULT_STALL_AFTER_SECS")?;
-    let segments = setting("ROOMCAST_FAULT_STALL_SEGMENTS").unwrap_or(1.0) as u32;
-    WEDGED
-        .fetch_update(
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-            |n| (n < segments).then_some(n + 1),
-        )
-        .ok()
-        .map(|_| Duration::from_secs_f64(after.max(0.0)))
-}
-
-/// `ROOMCAST_FAULT_FINALIZE_FAILS` (any value): a test of 7033 makes every segment's final
-/// rewrite fail, as a file system refusing it would (checked where the rewrite happens).
-///
-/// `ROOMCAST_FAULT_SHUTDOWN_HANG_SECS`: a test of the shutdown limit holds every pipeline's
-/// shutdown this long, as a wedged element would.
-pub(super) fn shutdown_fault() -> Option<Duration> {
-    std::env::var("ROOMCAST_FAULT_SHUTDOWN_HANG_SECS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.max(0.0)))
-}
-
-/// The error a start that took too long ends with, if it did: nothing encoded within
-/// `spec.start_timeout` (7013; 7001 for a stream), or a stream-only job with no destination
-/// live by then (7001).
-pub(super) fn start_timed_out(
-    spec: &RecordingSpec,
-    job: &Job,
-    went_live: bool,
-    elapsed: Duration,
-) -> Option<Error> {
-    let limit = spec.start_timeout.filter(|t| elapsed >= *t)?;
-    let secs = limit.as_secs_f64();
-    let (code, message) = if !job.composite.has_encoded() {
-        let code = if spec.record {
-            Code::RecordStartTimedOut2
-        } else {
-            Code::StreamStartTimedOut
-        };
-        (
-            code,
-            format!("no frame was encoded within {secs} s of the start"),
-        )
-    } else if !spec.record && !spec.rtmp.is_empty() && !went_live {
-        (
-            Code::StreamStartTimedOut,
-            format!("no RTMP destination was live within {secs} s of the start"),
-        )
-    } else {
-        return None;
-    };
-    warn!(code = %code, "{message}");
-    Some(Error::Job { code, message })
-}
-
 /// Records the room until stopped, the duration ends or the room goes away; returns the
 /// finalized segment.
 pub async fn record(
@@ -256,69 +185,4 @@ pub async fn record_with_events(
         }
     }
     result
-}
-
-/// Longest wait for the HLS writer to finish after the pipeline drained.
-pub(super) const HLS_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Starts the job's HLS output: files named after the segment (`<room>_<conf>_<n>.m3u8`, …)
-/// in a folder beside it, or after the room and the start time for a stream-only job.
-pub(super) fn start_hls(
-    spec: &RecordingSpec,
-    hls: &crate::model::hls::HlsSpec,
-    segment: Option<&std::path::Path>,
-    pipeline: &gst::Pipeline,
-    events: &Option<mpsc::UnboundedSender<JobEvent>>,
-) -> Result<crate::pipeline::hls::HlsOutput, Error> {
-    let stem = match segment.and_then(|p| p.file_stem()) {
-        Some(s) => s.to_string_lossy().to_string(),
-        None => format!(
-            "{}_{}_live{}",
-            super::segments::file_safe(&spec.room_id),
-            super::segments::file_safe(&spec.conf_num),
-            crate::clock::now_ms()
-        ),
-    };
-    let dir = crate::pipeline::hls::folder(&spec.out_dir, &stem);
-    let tx = events.clone();
-    let out = tokio::task::block_in_place(|| {
-        crate::pipeline::hls::HlsOutput::start(pipeline, &dir, &stem, hls, move |f| {
-            if let Some(tx) = &tx {
-                let _ = tx.send(JobEvent::Hls(f));
-            }
-        })
-    })?;
-    Ok(out)
-}
-
-/// Appends a chat message to the segment's journal, when the job records one.
-pub(super) fn journal_chat(journal: Option<&std::path::Path>, line: &crate::model::page::ChatLine) {
-    let Some(journal) = journal else { return };
-    if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, line)) {
-        warn!(error = %e, "chat message not written to the segment's journal");
-    }
-}
-
-/// Every event already waiting, so a burst (a join and its tracks) is laid out once rather than
-/// once per event; `None` when nothing is waiting.
-pub(super) fn waiting(room: &mut RoomHandle) -> Option<Vec<RoomEvent>> {
-    let mut events = Vec::new();
-    while let Ok(ev) = room.events.try_recv() {
-        events.push(ev);
-    }
-    (!events.is_empty()).then_some(events)
-}
-
-/// Waits for EOS to reach the sink after [`Composite::end_of_stream`]. Errors from inputs
-/// while they wind down do not matter any more; errors from the encoders and muxer do.
-pub(super) async fn drain(
-    composite: &Composite,
-    bus: &mut gst::bus::BusStream,
-    limit: Duration,
-) -> Result<(), PipelineError> {
-    bus::wait_eos(bus, limit, "drain after stop", |msg| {
-        let origin = msg.src().map(|s| composite.classify_error(s));
-        matches!(origin, Some(ErrorOrigin::Core) | None)
-    })
-    .await
 }
