@@ -116,6 +116,10 @@ pub struct OutputArgs {
     /// HLS segment length in seconds (a segment ends on the first keyframe at or after it).
     #[arg(long, default_value_t = crate::model::hls::DEFAULT_SEGMENT_SECS)]
     pub hls_segment: f64,
+    /// Record every participant's tracks individually, as received (one Matroska file per
+    /// track and publication, and a manifest), instead of the composite.
+    #[arg(long, conflicts_with_all = ["rtmp", "hls", "layout_url", "chat_overlay"])]
+    pub individual: bool,
 }
 
 impl DemoArgs {
@@ -188,6 +192,7 @@ impl OutputArgs {
                 segment_secs: self.hls_segment,
                 ..Default::default()
             }),
+            individual: self.individual,
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct RecordRequest {
     pub chat_overlay: bool,
     /// A live HLS output.
     pub hls: Option<crate::model::hls::HlsSpec>,
+    /// Record the tracks individually instead of the composite.
+    pub individual: bool,
 }
 
 /// What a command-line recording printed, and the error it ended with (a job that failed
@@ -253,6 +260,9 @@ pub struct RecordReport {
 
 /// Runs a recording job to its end (duration, room end, or SIGINT/SIGTERM), then delivers.
 pub fn record(req: RecordRequest) -> Result<RecordReport> {
+    if req.individual {
+        return record_individually(req);
+    }
     let mut layout = Layout::resolve(&req.layout)?;
     if let Some(n) = req.max_tiles {
         layout = layout.with_max_tiles(n)?;
@@ -397,5 +407,78 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             line: Some(line),
             failure,
         })
+    })
+}
+
+/// `--individual`: the room's tracks as received, into `<out>/<room>_<conf>_1_tracks/`, until
+/// the duration ends, the room ends, or SIGINT/SIGTERM. The line lists the files and manifest.
+fn record_individually(req: RecordRequest) -> Result<RecordReport> {
+    let spec = JobSpec {
+        kind: JobKind::Recording,
+        room_id: req.room_id.clone(),
+        app_id: req.app_id,
+        conf_num: req.conf_num.clone(),
+        connector: req.connector,
+        layout: Value::Null,
+        preset: req.preset,
+        watermark: None,
+        cost: 0.0,
+        rtmp_urls: Vec::new(),
+        max_active_talkers: None,
+        max_duration_secs: req.duration.map(|d| d.as_secs_f64()),
+        started_by: CLI_REQUESTER.into(),
+        storage: None,
+        page: None,
+        hls: None,
+    };
+    let target = job::individual::IndividualSpec {
+        dir: req.out,
+        room_id: req.room_id,
+        conf_num: req.conf_num,
+        segment: 1,
+    };
+    let rt = runtime()?;
+    let outcome = rt.block_on(job::individual::record_spec(
+        &spec,
+        &target,
+        req.duration,
+        async {
+            shutdown_signal().await;
+            tracing::info!("stop requested, closing the track files");
+        },
+    ))?;
+    let m = &outcome.manifest;
+    let files: Vec<Value> = m
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "file": outcome.folder.join(&f.file),
+                "participant_id": f.participant_id,
+                "kind": f.kind,
+                "codec": f.codec,
+                "start_ms": f.start_ms,
+                "end_ms": f.end_ms,
+                "bytes": f.bytes,
+            })
+        })
+        .collect();
+    let line = json!({
+        "folder": outcome.folder,
+        "manifest": outcome.manifest_path,
+        "duration_s": m.duration_ms.unwrap_or(0) as f64 / 1000.0,
+        "files": files,
+        "end": format!("{:?}", outcome.end),
+    });
+    let failure = match &outcome.end {
+        job::individual::IndividualEnd::Disconnected(reason) => Some(Error::Job {
+            code: crate::codes::Code::RecordError,
+            message: format!("the room connection was lost: {reason}"),
+        }),
+        _ => None,
+    };
+    Ok(RecordReport {
+        line: Some(line),
+        failure,
     })
 }

@@ -12,6 +12,7 @@
 pub mod chat;
 pub mod execute;
 pub mod host;
+pub mod individual;
 mod live;
 pub mod notify;
 pub mod outbox;

@@ -8,6 +8,7 @@ pub mod event;
 pub mod feed;
 pub mod hls;
 pub mod job;
+pub mod manifest;
 pub mod page;
 pub mod preset;
 pub mod rtmp;

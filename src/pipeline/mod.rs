@@ -20,6 +20,7 @@ pub(crate) mod bridge;
 pub mod bus;
 pub mod composite;
 pub mod hls;
+pub mod individual;
 pub mod mp4;
 pub mod page;
 

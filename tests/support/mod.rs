@@ -160,6 +160,12 @@ impl Demo {
         self
     }
 
+    /// An option without a value.
+    pub fn flag(mut self, name: &str) -> Demo {
+        self.args.push(name.into());
+        self
+    }
+
     /// Environment variables for the process.
     pub fn env(mut self, env: &[(&'static str, String)]) -> Demo {
         self.env.extend_from_slice(env);

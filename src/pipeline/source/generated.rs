@@ -245,14 +245,66 @@ pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element,
     ghost_bin(&format!("audio_src_{n}"), &[&src, &caps])
 }
 
+/// Bits per second a generated track is sent at, by picture size (what a browser sends for
+/// a camera and a screen share).
+fn sent_bitrate(width: u32, height: u32) -> u32 {
+    if width * height > 640 * 360 {
+        1_200_000
+    } else {
+        500_000
+    }
+}
+
+/// A generated video track as its sender would send it: VP8, real-time encoder settings
+/// (no look-ahead, a keyframe every two seconds).
+pub fn test_video_encoded(
+    spec: &TestVideo,
+    ctx: &SourceContext,
+) -> Result<gst::Element, PipelineError> {
+    let n = element_safe(&spec.name);
+    let raw = test_video(spec, ctx)?;
+    let enc = make("vp8enc", &format!("venc_{n}"))?;
+    enc.set_property("deadline", 1i64);
+    enc.set_property("cpu-used", 8i32);
+    enc.set_property("lag-in-frames", 0i32);
+    enc.set_property("threads", 1i32);
+    enc.set_property("keyframe-max-dist", (spec.fps * 2) as i32);
+    enc.set_property(
+        "target-bitrate",
+        sent_bitrate(spec.width, spec.height) as i32,
+    );
+    enc.set_property_from_str("end-usage", "cbr");
+    ghost_bin(&format!("video_sent_{n}"), &[&raw, &enc])
+}
+
+/// A generated audio track as its sender would send it: Opus, 20 ms frames.
+pub fn test_audio_encoded(
+    spec: &TestAudio,
+    ctx: &SourceContext,
+) -> Result<gst::Element, PipelineError> {
+    let n = element_safe(&spec.name);
+    let raw = test_audio(spec, ctx)?;
+    let enc = make("opusenc", &format!("aenc_{n}"))?;
+    enc.set_property("bitrate", 32_000i32);
+    ghost_bin(&format!("audio_sent_{n}"), &[&raw, &enc])
+}
+
 impl TrackSource for TestVideo {
     fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
         test_video(self, ctx)
+    }
+
+    fn build_encoded(&self, ctx: &SourceContext) -> Result<Option<gst::Element>, PipelineError> {
+        test_video_encoded(self, ctx).map(Some)
     }
 }
 
 impl TrackSource for TestAudio {
     fn build(&self, ctx: &SourceContext) -> Result<gst::Element, PipelineError> {
         test_audio(self, ctx)
+    }
+
+    fn build_encoded(&self, ctx: &SourceContext) -> Result<Option<gst::Element>, PipelineError> {
+        test_audio_encoded(self, ctx).map(Some)
     }
 }

@@ -46,4 +46,15 @@ pub trait TrackSource: Send + Sync + fmt::Debug {
     /// The element built last was taken out of the pipeline (its tile left the screen): stop
     /// spending anything on the track until the next [`TrackSource::build`].
     fn release(&self) {}
+
+    /// Builds the element giving the track still encoded, as it travels between a sender and
+    /// the room (depayloaded VP8/VP9/H.264 or Opus, nothing decoded): what an individual
+    /// recording keeps. One `src` pad; running time of a pipeline on the system clock whose
+    /// base time `ctx` was made for. `None` when the source has no encoded form.
+    fn build_encoded(&self, _ctx: &SourceContext) -> Result<Option<gst::Element>, PipelineError> {
+        Ok(None)
+    }
+
+    /// The element [`TrackSource::build_encoded`] built last was taken out of its pipeline.
+    fn release_encoded(&self) {}
 }

@@ -26,6 +26,14 @@ pub struct Slot {
     shown_at: AtomicU64,
     /// Gaps longer than [`FREEZE_GAP_MS`] between two frames while shown.
     freezes: AtomicU64,
+    /// Where the track goes still encoded (an individual recording's track file), once built.
+    encoded: Mutex<Option<gst_app::AppSrc>>,
+    /// The encoded track waits for a keyframe (a new file starts with one).
+    needs_keyframe: AtomicBool,
+    /// When a keyframe was last asked for on behalf of the encoded track (monotonic ns).
+    asked_keyframe: AtomicU64,
+    /// The last timestamp given to the encoded track (a file's timestamps never go back).
+    last_encoded: AtomicU64,
 }
 
 impl Default for Slot {
@@ -38,6 +46,10 @@ impl Default for Slot {
             last_frame: AtomicU64::default(),
             shown_at: AtomicU64::default(),
             freezes: AtomicU64::default(),
+            encoded: Mutex::default(),
+            needs_keyframe: AtomicBool::new(true),
+            asked_keyframe: AtomicU64::default(),
+            last_encoded: AtomicU64::default(),
         }
     }
 }
@@ -138,6 +150,67 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// Hands a depayloaded (still encoded) sample to the encoded track, if one is built:
+    /// placed by the jitter buffer's time `at` like decoded frames, never before the previous
+    /// one. A video track waits for a keyframe, asking the sender for one through
+    /// `ask_keyframe` at most once a second meanwhile.
+    fn push_encoded(
+        &self,
+        sample: &gst::Sample,
+        audio: bool,
+        at: Option<gst::ClockTime>,
+        ask_keyframe: impl Fn(),
+    ) {
+        let src = self.encoded.lock().unwrap().clone();
+        let Some(src) = src else { return };
+        let Some(buffer) = sample.buffer_owned() else {
+            return;
+        };
+        if !audio && self.needs_keyframe.load(Ordering::Relaxed) {
+            if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                let now = monotonic_ns();
+                let last = self.asked_keyframe.load(Ordering::Relaxed);
+                if last == 0 || now.saturating_sub(last) > 1_000_000_000 {
+                    self.asked_keyframe.store(now, Ordering::Relaxed);
+                    ask_keyframe();
+                }
+                return;
+            }
+            self.needs_keyframe.store(false, Ordering::Relaxed);
+        }
+        let Some(now) = src.current_running_time() else {
+            return;
+        };
+        // As for decoded frames: an audio packet's sound began a frame before it was sent.
+        let lead = if audio {
+            buffer
+                .duration()
+                .unwrap_or(gst::ClockTime::from_mseconds(20))
+        } else {
+            gst::ClockTime::ZERO
+        };
+        let placed = at
+            .zip(src.base_time())
+            .and_then(|(at, base)| at.checked_sub(base))
+            .unwrap_or(now)
+            .saturating_sub(lead);
+        let last = self.last_encoded.load(Ordering::Relaxed);
+        let placed = placed.max(gst::ClockTime::from_nseconds(last));
+        self.last_encoded
+            .store(placed.nseconds(), Ordering::Relaxed);
+        let mut buffer = buffer;
+        {
+            let b = buffer.make_mut();
+            b.set_pts(placed);
+            b.set_dts(gst::ClockTime::NONE);
+        }
+        if let Err(e) = bridge::push(&src, sample.caps(), buffer) {
+            tracing::trace!(track = %src.name(), error = ?e, "encoded frame not taken");
+        }
+    }
+}
+
 /// A track of a Janus feed as the recording pipeline sees it.
 #[derive(Debug, Clone)]
 pub struct FeedTrack {
@@ -167,6 +240,24 @@ impl TrackSource for FeedTrack {
         self.slot.wanted.store(false, Ordering::SeqCst);
         self.slot.shown(false);
         *self.slot.appsrc.lock().unwrap() = None;
+    }
+
+    fn build_encoded(&self, _ctx: &SourceContext) -> Result<Option<gst::Element>, PipelineError> {
+        let max_bytes = if self.audio {
+            256 * 1024
+        } else {
+            4 * 1024 * 1024
+        };
+        let src = bridge::source(&format!("janus_sent_{}", self.name), max_bytes);
+        self.slot.needs_keyframe.store(true, Ordering::SeqCst);
+        self.slot.asked_keyframe.store(0, Ordering::SeqCst);
+        self.slot.last_encoded.store(0, Ordering::SeqCst);
+        *self.slot.encoded.lock().unwrap() = Some(src.clone());
+        Ok(Some(src.upcast()))
+    }
+
+    fn release_encoded(&self) {
+        *self.slot.encoded.lock().unwrap() = None;
     }
 }
 
@@ -249,8 +340,34 @@ impl FeedPipeline {
                 })
                 .unwrap_or(false);
             if is_video {
-                gate_unwanted(pad, v.clone());
                 ask_keyframes_by_pli(pad);
+            }
+            // The stream splits: decoded for the composite, and still encoded for an
+            // individual recording. The decoding branch takes nothing while nothing shows
+            // the track.
+            let Ok(tee) = make("tee") else { return };
+            tee.set_property("allow-not-linked", true);
+            let Ok(decode_queue) = make("queue") else {
+                return;
+            };
+            if pipeline.add_many([&tee, &decode_queue]).is_err() {
+                return;
+            }
+            let _ = tee.sync_state_with_parent();
+            let _ = decode_queue.sync_state_with_parent();
+            let linked = tee.static_pad("sink").is_some_and(|s| pad.link(&s).is_ok())
+                && tee.link(&decode_queue).is_ok();
+            if !linked {
+                tracing::warn!("feed stream not linked");
+                return;
+            }
+            if let Some(q) = decode_queue.static_pad("sink") {
+                gate_unwanted(&q, if is_video { v.clone() } else { a.clone() });
+            }
+            let encoded_slot = if is_video { v.clone() } else { a.clone() };
+            if let Err(e) = link_encoded(&pipeline, &tee, pad, !is_video, encoded_slot, on.clone())
+            {
+                tracing::warn!(error = %e, "feed's encoded branch not linked");
             }
             let Ok(decode) = make("decodebin") else {
                 return;
@@ -283,8 +400,8 @@ impl FeedPipeline {
                 return;
             }
             let _ = decode.sync_state_with_parent();
-            if let Some(sink) = decode.static_pad("sink") {
-                let _ = pad.link(&sink);
+            if decode_queue.link(&decode).is_err() {
+                tracing::warn!("feed decoder not linked");
             }
         });
         Ok(FeedPipeline {
@@ -517,9 +634,9 @@ fn ask_keyframes_by_pli(pad: &gst::Pad) {
 /// Drops a video stream's packets while no tile shows it; when it is wanted again, asks the
 /// sender for a keyframe (an upstream force-key-unit becomes an RTCP PLI) so the decoder
 /// starts at once.
-fn gate_unwanted(pad: &gst::Pad, slot: Arc<Slot>) {
+fn gate_unwanted(sinkpad: &gst::Pad, slot: Arc<Slot>) {
     let dropping = AtomicBool::new(false);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
         if !slot.wanted.load(Ordering::Relaxed) {
             dropping.store(true, Ordering::Relaxed);
             return gst::PadProbeReturn::Drop;
@@ -528,10 +645,101 @@ fn gate_unwanted(pad: &gst::Pad, slot: Arc<Slot>) {
             let request = gst::Structure::builder("GstForceKeyUnit")
                 .field("all-headers", true)
                 .build();
-            pad.send_event(gst::event::CustomUpstream::new(request));
+            pad.push_event(gst::event::CustomUpstream::new(request));
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// The depayloader for an RTP stream's caps, and for H.264 the parser that gives Matroska
+/// its stream format (`avc`, whole access units).
+fn depayloader(rtp: &gst::Pad) -> Result<Vec<gst::Element>, PipelineError> {
+    let caps = rtp.current_caps().unwrap_or_else(|| rtp.query_caps(None));
+    let encoding = caps
+        .structure(0)
+        .and_then(|s| {
+            s.get::<&str>("encoding-name")
+                .ok()
+                .map(str::to_ascii_uppercase)
+        })
+        .unwrap_or_default();
+    Ok(match encoding.as_str() {
+        "VP8" => vec![make("rtpvp8depay")?],
+        "VP9" => vec![make("rtpvp9depay")?],
+        "OPUS" => vec![make("rtpopusdepay")?],
+        "H264" => {
+            let parse = make("h264parse")?;
+            let caps = make("capsfilter")?;
+            caps.set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc")
+                    .field("alignment", "au")
+                    .build(),
+            );
+            vec![make("rtph264depay")?, parse, caps]
+        }
+        other => {
+            return Err(PipelineError::Invalid {
+                field: "feed codec".into(),
+                message: format!("{other:?} cannot be recorded as received"),
+            })
+        }
+    })
+}
+
+/// The encoded branch: the stream depayloaded (nothing decoded) into the slot's encoded track.
+/// Its queue drops the oldest data rather than hold the feed up.
+fn link_encoded(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    rtp: &gst::Pad,
+    audio: bool,
+    slot: Arc<Slot>,
+    active: Arc<AtomicBool>,
+) -> Result<(), PipelineError> {
+    let queue = make("queue")?;
+    queue.set_property_from_str("leaky", "downstream");
+    queue.set_property("max-size-time", 2 * gst::ClockTime::SECOND);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-buffers", 0u32);
+    let mut all = vec![queue];
+    all.extend(depayloader(rtp)?);
+    let feed = pipeline.downgrade();
+    let sink_pad: Arc<Mutex<Option<gst::glib::WeakRef<gst::Pad>>>> = Arc::default();
+    let ask_pad = sink_pad.clone();
+    let sink = bridge::sink(
+        None,
+        None,
+        0,
+        move |sample| {
+            if !active.load(Ordering::SeqCst) {
+                return;
+            }
+            let at = feed
+                .upgrade()
+                .and_then(|p| clock_time(&sample, p.base_time()));
+            slot.push_encoded(&sample, audio, at, || {
+                let pad = ask_pad.lock().unwrap().as_ref().and_then(|w| w.upgrade());
+                if let Some(pad) = pad {
+                    let request = gst::Structure::builder("GstForceKeyUnit")
+                        .field("all-headers", true)
+                        .build();
+                    pad.push_event(gst::event::CustomUpstream::new(request));
+                }
+            });
+        },
+        || {},
+    );
+    *sink_pad.lock().unwrap() = sink.static_pad("sink").map(|p| p.downgrade());
+    all.push(sink.upcast());
+    pipeline.add_many(&all).map_err(PipelineError::setup)?;
+    gst::Element::link_many(&all).map_err(PipelineError::setup)?;
+    for e in &all {
+        e.sync_state_with_parent().map_err(PipelineError::setup)?;
+    }
+    tee.link(&all[0]).map_err(PipelineError::setup)?;
+    Ok(())
 }
 
 /// Where a sample of the feed pipeline sits on the clock it shares with the recording.

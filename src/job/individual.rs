@@ -1,0 +1,461 @@
+//! Individual recording: every participant's tracks as they were received, one Matroska file
+//! per track and publication (a re-publish or a new screen share starts a new file), and the
+//! segment's [`Manifest`] beside them.
+//!
+//! Nothing is decoded or encoded: a received track is depayloaded into its file
+//! ([`crate::pipeline::individual`]). The manifest is rewritten (atomically) whenever a file
+//! opens or closes, an event arrives, and once a second, so a recording whose process is killed
+//! still has a manifest that names every file and where it starts.
+//!
+//! Owns the segment's folder and manifest. Joins the room through the same [`RoomConnector`]
+//! as live recording; delivery and webhooks are the caller's.
+
+use crate::model::manifest::{
+    EventKind, FileKind, Manifest, ManifestEvent, ManifestFile, ManifestParticipant,
+    MANIFEST_VERSION,
+};
+use crate::pipeline::individual::{timeline_now, TrackFile, TrackFileSummary};
+use crate::room::{ParticipantId, RoomConnector, RoomEvent, TrackKind, TrackSource};
+use crate::util::path_component;
+use crate::{Error, Result};
+use gst::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Name of the manifest in a segment's folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Longest a track file may take to close.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
+/// How often the manifest is brought up to date while recording.
+const MANIFEST_EVERY: Duration = Duration::from_secs(1);
+
+/// Which segment to record where.
+#[derive(Debug, Clone)]
+pub struct IndividualSpec {
+    /// Folder the segment's own folder goes in.
+    pub dir: PathBuf,
+    /// Room id.
+    pub room_id: String,
+    /// Conference number.
+    pub conf_num: String,
+    /// Segment number.
+    pub segment: u32,
+}
+
+impl IndividualSpec {
+    /// The segment's folder: `<dir>/<room>_<conf>_<segment>_tracks`.
+    pub fn folder(&self) -> PathBuf {
+        self.dir.join(format!(
+            "{}_{}_{}_tracks",
+            path_component(&self.room_id),
+            path_component(&self.conf_num),
+            self.segment
+        ))
+    }
+}
+
+/// Why an individual recording ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndividualEnd {
+    /// Told to stop.
+    Stopped,
+    /// Its duration ran out.
+    Duration,
+    /// The room was destroyed.
+    RoomDestroyed,
+    /// The room connection was lost.
+    Disconnected(String),
+}
+
+/// A finished segment.
+#[derive(Debug, Clone)]
+pub struct IndividualOutcome {
+    /// The segment's folder.
+    pub folder: PathBuf,
+    /// Its manifest file.
+    pub manifest_path: PathBuf,
+    /// The manifest as written last.
+    pub manifest: Manifest,
+    /// Why it ended.
+    pub end: IndividualEnd,
+}
+
+fn file_kind(kind: TrackKind) -> FileKind {
+    match kind {
+        TrackKind::Audio => FileKind::Audio,
+        TrackKind::Video => FileKind::Video,
+        TrackKind::Screen => FileKind::Screen,
+    }
+}
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Audio => "audio",
+        FileKind::Video => "video",
+        FileKind::Screen => "screen",
+    }
+}
+
+struct OpenTrack {
+    file: TrackFile,
+    source: Box<dyn TrackSource>,
+    index: usize,
+}
+
+/// The segment being recorded.
+struct Recorder {
+    folder: PathBuf,
+    base: gst::ClockTime,
+    manifest: Manifest,
+    open: HashMap<(String, FileKind), OpenTrack>,
+    publications: HashMap<(String, FileKind), u32>,
+    /// Files closing in the background, by their entry.
+    closing: Vec<(usize, tokio::task::JoinHandle<TrackFileSummary>)>,
+}
+
+impl Recorder {
+    fn now_ms(&self) -> u64 {
+        timeline_now(self.base).mseconds()
+    }
+
+    fn event(&mut self, what: EventKind) {
+        let t_ms = self.now_ms();
+        self.manifest.events.push(ManifestEvent { t_ms, what });
+    }
+
+    fn name_of(&self, id: &str) -> String {
+        self.manifest
+            .participants
+            .iter()
+            .rev()
+            .find(|p| p.id == id)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn update(file: &mut ManifestFile, s: &TrackFileSummary, open: bool) {
+        file.codec = s.codec.clone().or(file.codec.take());
+        file.start_ms = s.start.map(|t| t.mseconds());
+        file.end_ms = s.end.map(|t| t.mseconds());
+        file.frames = s.frames;
+        file.bytes = s.bytes;
+        file.open = open;
+    }
+
+    /// Brings the open files' entries up to date and writes the manifest.
+    fn write(&mut self) -> Result<()> {
+        for t in self.open.values() {
+            let s = t.file.summary();
+            Self::update(&mut self.manifest.files[t.index], &s, true);
+        }
+        write_manifest(&self.folder, &self.manifest)
+    }
+
+    fn publish(&mut self, id: &ParticipantId, kind: TrackKind, source: Box<dyn TrackSource>) {
+        let fk = file_kind(kind);
+        let key = (id.0.clone(), fk);
+        if let Some(t) = self.open.remove(&key) {
+            self.close_later(t);
+        }
+        // An individual recording shows nothing: the track need not be decoded.
+        source.release();
+        let n = {
+            let c = self.publications.entry(key.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let name = format!("{}_{}_{n}.mkv", path_component(&id.0), kind_name(fk));
+        let path = self.folder.join(&name);
+        let ctx = TrackFile::context(self.base);
+        let built = match source.build_encoded(&ctx) {
+            Ok(Some(element)) => TrackFile::start(
+                &format!("{}_{}_{n}", id.0, kind_name(fk)),
+                element,
+                fk == FileKind::Audio,
+                &path,
+                self.base,
+            ),
+            Ok(None) => {
+                warn!(participant = %id, ?kind, "track has no encoded form; not recorded");
+                return;
+            }
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(file) => {
+                info!(participant = %id, ?kind, file = %name, "track file started");
+                self.manifest.files.push(ManifestFile {
+                    file: name,
+                    participant_id: id.0.clone(),
+                    participant_name: self.name_of(&id.0),
+                    kind: fk,
+                    codec: None,
+                    start_ms: None,
+                    end_ms: None,
+                    frames: 0,
+                    bytes: 0,
+                    open: true,
+                });
+                let index = self.manifest.files.len() - 1;
+                self.open.insert(
+                    key,
+                    OpenTrack {
+                        file,
+                        source,
+                        index,
+                    },
+                );
+            }
+            Err(e) => {
+                warn!(participant = %id, ?kind, error = %e, "track file could not start");
+                source.release_encoded();
+            }
+        }
+    }
+
+    /// Closes a file in the background; its entry is brought up to date when it has closed.
+    fn close_later(&mut self, t: OpenTrack) {
+        let s = t.file.summary();
+        Self::update(&mut self.manifest.files[t.index], &s, false);
+        t.source.release_encoded();
+        let index = t.index;
+        let file = t.file;
+        self.closing.push((
+            index,
+            tokio::task::spawn_blocking(move || file.finish(CLOSE_LIMIT)),
+        ));
+    }
+
+    fn unpublish(&mut self, id: &str, kind: FileKind) {
+        if let Some(t) = self.open.remove(&(id.to_string(), kind)) {
+            info!(participant = %id, ?kind, "track file ended");
+            self.close_later(t);
+        }
+    }
+
+    /// Takes what closed files finally hold into the manifest.
+    async fn collect_closed(&mut self, all: bool) {
+        let mut keep = Vec::new();
+        for (index, handle) in std::mem::take(&mut self.closing) {
+            if all || handle.is_finished() {
+                if let Ok(s) = handle.await {
+                    if let Some(e) = &s.error {
+                        warn!(file = %s.path.display(), error = %e, "track file closed with an error");
+                    }
+                    Self::update(&mut self.manifest.files[index], &s, false);
+                }
+            } else {
+                keep.push((index, handle));
+            }
+        }
+        self.closing = keep;
+    }
+
+    fn on_event(&mut self, ev: RoomEvent) -> Option<IndividualEnd> {
+        let joined_ms = self.now_ms();
+        match ev {
+            RoomEvent::ParticipantJoined { id, display_name } => {
+                self.manifest.participants.push(ManifestParticipant {
+                    id: id.0.clone(),
+                    name: display_name.clone(),
+                    joined_ms,
+                    left_ms: None,
+                });
+                self.event(EventKind::Joined {
+                    participant_id: id.0,
+                    name: display_name,
+                });
+            }
+            RoomEvent::ParticipantLeft { id } => {
+                for kind in [FileKind::Audio, FileKind::Video, FileKind::Screen] {
+                    self.unpublish(&id.0, kind);
+                }
+                if let Some(p) = self
+                    .manifest
+                    .participants
+                    .iter_mut()
+                    .rev()
+                    .find(|p| p.id == id.0 && p.left_ms.is_none())
+                {
+                    p.left_ms = Some(joined_ms);
+                }
+                self.event(EventKind::Left {
+                    participant_id: id.0,
+                });
+            }
+            RoomEvent::TrackPublished { id, kind, source } => {
+                self.event(EventKind::Published {
+                    participant_id: id.0.clone(),
+                    kind: file_kind(kind),
+                });
+                self.publish(&id, kind, source);
+            }
+            RoomEvent::TrackUnpublished { id, kind } => {
+                self.unpublish(&id.0, file_kind(kind));
+                self.event(EventKind::Unpublished {
+                    participant_id: id.0,
+                    kind: file_kind(kind),
+                });
+            }
+            RoomEvent::Talking { id, talking } => self.event(EventKind::Talking {
+                participant_id: id.0,
+                talking,
+            }),
+            RoomEvent::Spotlight { ids } => self.event(EventKind::Spotlight {
+                participant_ids: ids.into_iter().map(|p| p.0).collect(),
+            }),
+            RoomEvent::Pinned { ids } => self.event(EventKind::Pinned {
+                participant_ids: ids.into_iter().map(|p| p.0).collect(),
+            }),
+            RoomEvent::HardMute { id, kind, muted } => self.event(EventKind::HardMute {
+                participant_id: id.0,
+                kind: file_kind(kind),
+                muted,
+            }),
+            RoomEvent::Paused { id, paused } => self.event(EventKind::Paused {
+                participant_id: id.0,
+                paused,
+            }),
+            RoomEvent::RoomDestroyed => return Some(IndividualEnd::RoomDestroyed),
+            RoomEvent::Disconnected { reason } => return Some(IndividualEnd::Disconnected(reason)),
+        }
+        None
+    }
+}
+
+/// Writes `manifest` into `folder` atomically (a reader sees the old one or the new one).
+pub fn write_manifest(folder: &Path, manifest: &Manifest) -> Result<()> {
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Invalid {
+        field: "manifest".into(),
+        message: e.to_string(),
+        code: crate::codes::Code::RecordError,
+    })?;
+    crate::util::write_atomic(&folder.join(MANIFEST_FILE), &text)
+        .map_err(|e| Error::io(format!("writing the manifest in {}", folder.display()), e))
+}
+
+/// Records `room` individually into `spec`'s folder until `stop` resolves, `limit` runs out or
+/// the room ends.
+pub async fn record_individual<R: RoomConnector>(
+    room: &R,
+    spec: &IndividualSpec,
+    limit: Option<Duration>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<IndividualOutcome> {
+    let folder = spec.folder();
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::io(format!("creating {}", folder.display()), e))?;
+    let handle = room.connect().await?;
+    record_joined(handle, spec, limit, stop).await
+}
+
+/// Records the room of a job spec's connector individually (see [`record_individual`]); the
+/// spec's duration limits a synthetic room's script.
+pub async fn record_spec(
+    job: &crate::queue::JobSpec,
+    spec: &IndividualSpec,
+    limit: Option<Duration>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<IndividualOutcome> {
+    let folder = spec.folder();
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::io(format!("creating {}", folder.display()), e))?;
+    let (handle, _) = super::plan::connect(job).await?;
+    record_joined(handle, spec, limit, stop).await
+}
+
+async fn record_joined(
+    mut handle: crate::room::RoomHandle,
+    spec: &IndividualSpec,
+    limit: Option<Duration>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<IndividualOutcome> {
+    let folder = spec.folder();
+    let base = gst::SystemClock::obtain().time();
+    let started = std::time::Instant::now();
+    let mut rec = Recorder {
+        folder: folder.clone(),
+        base,
+        manifest: Manifest {
+            version: MANIFEST_VERSION,
+            room_id: spec.room_id.clone(),
+            conf_num: spec.conf_num.clone(),
+            segment: spec.segment,
+            started_at_unix_ms: crate::clock::now_ms(),
+            ended_at_unix_ms: None,
+            duration_ms: None,
+            complete: false,
+            participants: Vec::new(),
+            files: Vec::new(),
+            events: Vec::new(),
+        },
+        open: HashMap::new(),
+        publications: HashMap::new(),
+        closing: Vec::new(),
+    };
+    rec.write()?;
+    info!(folder = %folder.display(), "individual recording started");
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let until = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop, until);
+    let mut tick = tokio::time::interval(MANIFEST_EVERY);
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break IndividualEnd::Stopped,
+            _ = &mut until => break IndividualEnd::Duration,
+            ev = handle.events.recv() => {
+                let Some(ev) = ev else {
+                    break IndividualEnd::Disconnected("the room connection ended".into());
+                };
+                let mut batch = vec![ev];
+                while let Ok(more) = handle.events.try_recv() {
+                    batch.push(more);
+                }
+                let mut ended = None;
+                for ev in batch {
+                    if let Some(e) = rec.on_event(ev) {
+                        ended = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = ended {
+                    break e;
+                }
+                rec.collect_closed(false).await;
+                rec.write()?;
+            }
+            _ = tick.tick() => {
+                rec.collect_closed(false).await;
+                rec.write()?;
+            }
+        }
+    };
+    (handle.leave)();
+    let duration_ms = rec.now_ms();
+    for (_, t) in std::mem::take(&mut rec.open) {
+        rec.close_later(t);
+    }
+    rec.collect_closed(true).await;
+    rec.manifest.ended_at_unix_ms = Some(crate::clock::now_ms());
+    rec.manifest.duration_ms = Some(duration_ms);
+    rec.manifest.complete = true;
+    // Files that never got a frame were removed: they are not listed.
+    rec.manifest.files.retain(|f| f.frames > 0);
+    rec.write()?;
+    info!(folder = %folder.display(), files = rec.manifest.files.len(),
+        seconds = started.elapsed().as_secs_f64(), ?end, "individual recording ended");
+    Ok(IndividualOutcome {
+        manifest_path: folder.join(MANIFEST_FILE),
+        folder,
+        manifest: rec.manifest,
+        end,
+    })
+}
