@@ -512,3 +512,163 @@ fn records_over_wss_with_an_extra_certificate_authority() {
     assert!(!ok, "connected to an untrusted server");
     assert_eq!(last_json(&err)["result"], 7028, "{err}");
 }
+
+/// The Matroska files and manifest an individual recording of a Janus room wrote.
+fn individual_output(dir: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
+    let out = output(dir);
+    let folder = std::path::PathBuf::from(out["folder"].as_str().expect("folder"));
+    let text = std::fs::read_to_string(folder.join("manifest.json")).expect("manifest");
+    (folder, serde_json::from_str(&text).expect("manifest json"))
+}
+
+#[test]
+fn individual_recording_keeps_each_publishers_tracks_as_sent() {
+    if !in_network_namespace("individual_recording_keeps_each_publishers_tracks_as_sent") {
+        return;
+    }
+    gst::init().unwrap();
+    let dir = TempDir::new("janus-individual");
+    let room = 4250;
+    let (janus, rt, admin) = janus_room(dir.path(), room);
+    let ann = rt.block_on(Publisher::publish_markers(
+        &janus.url(),
+        room,
+        "Ann",
+        RED,
+        0,
+    ));
+    let bob = join(&rt, &janus, room, "Bob", GREEN, 440.0, Codec::H264);
+    rt.block_on(async {
+        ann.wait_connected().await;
+        bob.wait_connected().await;
+    });
+    let (mut rec, t0) = recorder(
+        &janus,
+        room,
+        dir.path(),
+        &["--duration", "12", "--individual"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = rt.block_on(admin.participants(room));
+    assert_eq!(listed.len(), 2, "the recorder is hidden: {listed:?}");
+    sleep_until(t0 + Duration::from_secs(3));
+    let cat = join(&rt, &janus, room, "Cat", BLUE, 550.0, Codec::Vp8);
+    sleep_until(t0 + Duration::from_secs(6));
+    rt.block_on(bob.leave());
+    sleep_until(t0 + Duration::from_secs(8));
+    let screen = join(&rt, &janus, room, "Ann screen", SCREEN, 660.0, Codec::Vp8);
+    let status = wait_for(30.0, || rec.try_wait().ok().flatten()).expect("recorder exits");
+    let log = std::fs::read_to_string(dir.path().join("record.log")).unwrap();
+    assert!(status.success(), "{log}");
+    // Nothing was decoded: an individual recording only depayloads.
+    assert!(!log.contains("decoded feed branch"), "{log}");
+    let (folder, m) = individual_output(dir.path());
+    assert_eq!(m["complete"], true);
+    let files = m["files"].as_array().unwrap().clone();
+    let names: std::collections::HashMap<String, String> = m["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let of = |name: &str, kind: &str| -> serde_json::Value {
+        files
+            .iter()
+            .find(|f| {
+                names
+                    .get(f["participant_id"].as_str().unwrap())
+                    .map(String::as_str)
+                    == Some(name)
+                    && f["kind"] == kind
+            })
+            .unwrap_or_else(|| panic!("no {kind} file of {name}: {files:?}"))
+            .clone()
+    };
+    let secs = |f: &serde_json::Value, k: &str| f[k].as_f64().unwrap() / 1000.0;
+    // Each file decodes, holds the codec its publisher sent, and its span is the manifest's.
+    for (name, codec, rgb) in [
+        ("Ann", "vp8", RED),
+        ("Bob", "h264", GREEN),
+        ("Cat", "vp8", BLUE),
+    ] {
+        let v = of(name, "video");
+        let path = folder.join(v["file"].as_str().unwrap());
+        let p = probe(&path);
+        assert_eq!(p.video_codec.as_deref(), Some(codec), "{name}");
+        let frames = all_frames(&path, 64, 36);
+        assert!(frames.len() > 30, "{name}: {} frames", frames.len());
+        let (last, _) = frames.last().unwrap();
+        let span = secs(&v, "end_ms") - secs(&v, "start_ms");
+        assert!(
+            (last - span).abs() < 0.1,
+            "{name}: last frame at {last:.3}, manifest span {span:.3}"
+        );
+        // (Ann's picture flashes white a tenth of the time.)
+        let coloured = frames
+            .iter()
+            .filter(|(_, f)| frame_has_color(f, rgb))
+            .count();
+        assert!(
+            coloured * 10 >= frames.len() * 8,
+            "{name}'s picture in {coloured} of {} frames",
+            frames.len()
+        );
+        let a = of(name, "audio");
+        let apath = folder.join(a["file"].as_str().unwrap());
+        assert_eq!(probe(&apath).audio_codec.as_deref(), Some("opus"));
+    }
+    // Cat starts when she joined; Bob's files end when he left; the screen share is its own.
+    let joined = secs(&of("Cat", "video"), "start_ms");
+    assert!(
+        (2.5..5.0).contains(&joined),
+        "Cat's video starts at {joined}"
+    );
+    let left = secs(&of("Bob", "video"), "end_ms");
+    assert!((5.0..7.5).contains(&left), "Bob's video ends at {left}");
+    let share = of("Ann screen", "screen");
+    assert!(secs(&share, "start_ms") > 7.0);
+    let pcm = audio_mono(
+        &folder.join(of("Bob", "audio")["file"].as_str().unwrap()),
+        48_000,
+    );
+    assert!(
+        tone_amplitude(window(&pcm, 48_000, 1.0, 2.0), 440.0, 48_000) > 0.01,
+        "Bob's tone"
+    );
+    // Ann's flashes and beeps, placed by the manifest (her sender's clock), line up.
+    let (v, a) = (of("Ann", "video"), of("Ann", "audio"));
+    let flashes: Vec<f64> = flash_onsets(&folder.join(v["file"].as_str().unwrap()), 3000)
+        .into_iter()
+        .map(|t| t + secs(&v, "start_ms"))
+        .collect();
+    let beeps: Vec<f64> = beep_onsets(&folder.join(a["file"].as_str().unwrap()), 2000.0)
+        .into_iter()
+        .map(|t| t + secs(&a, "start_ms"))
+        .collect();
+    let offsets: Vec<f64> = av_offsets(&flashes, &beeps)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    eprintln!(
+        "individual Janus A/V offsets (ms): {:?}",
+        offsets
+            .iter()
+            .map(|o| (o * 1e3).round())
+            .collect::<Vec<_>>()
+    );
+    assert!(offsets.len() >= 8, "flashes {flashes:?} beeps {beeps:?}");
+    let mut sorted = offsets.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        median.abs() <= 0.045,
+        "median A/V offset {:.1} ms",
+        median * 1e3
+    );
+    drop((ann, cat, screen));
+}

@@ -182,19 +182,12 @@ impl Slot {
         let Some(now) = src.current_running_time() else {
             return;
         };
-        // As for decoded frames: an audio packet's sound began a frame before it was sent.
-        let lead = if audio {
-            buffer
-                .duration()
-                .unwrap_or(gst::ClockTime::from_mseconds(20))
-        } else {
-            gst::ClockTime::ZERO
-        };
+        // An RTP timestamp is the capture time of a packet's first sample (measured: no
+        // lead as for decoded audio — with one, the sound came 18–20 ms early).
         let placed = at
             .zip(src.base_time())
             .and_then(|(at, base)| at.checked_sub(base))
-            .unwrap_or(now)
-            .saturating_sub(lead);
+            .unwrap_or(now);
         let last = self.last_encoded.load(Ordering::Relaxed);
         let placed = placed.max(gst::ClockTime::from_nseconds(last));
         self.last_encoded
@@ -342,66 +335,8 @@ impl FeedPipeline {
             if is_video {
                 ask_keyframes_by_pli(pad);
             }
-            // The stream splits: decoded for the composite, and still encoded for an
-            // individual recording. The decoding branch takes nothing while nothing shows
-            // the track.
-            let Ok(tee) = make("tee") else { return };
-            tee.set_property("allow-not-linked", true);
-            let Ok(decode_queue) = make("queue") else {
-                return;
-            };
-            if pipeline.add_many([&tee, &decode_queue]).is_err() {
-                return;
-            }
-            let _ = tee.sync_state_with_parent();
-            let _ = decode_queue.sync_state_with_parent();
-            let linked = tee.static_pad("sink").is_some_and(|s| pad.link(&s).is_ok())
-                && tee.link(&decode_queue).is_ok();
-            if !linked {
-                tracing::warn!("feed stream not linked");
-                return;
-            }
-            if let Some(q) = decode_queue.static_pad("sink") {
-                gate_unwanted(&q, if is_video { v.clone() } else { a.clone() });
-            }
-            let encoded_slot = if is_video { v.clone() } else { a.clone() };
-            if let Err(e) = link_encoded(&pipeline, &tee, pad, !is_video, encoded_slot, on.clone())
-            {
-                tracing::warn!(error = %e, "feed's encoded branch not linked");
-            }
-            let Ok(decode) = make("decodebin") else {
-                return;
-            };
-            // Depayloaders ask the sender for a keyframe (PLI) when they lose packets, and the
-            // decoders ask at the start (force-key-unit → PLI): a new subscriber does not wait
-            // out the publisher's keyframe interval.
-            if let Some(bin) = decode.downcast_ref::<gst::Bin>() {
-                bin.connect_deep_element_added(|_, _, element| {
-                    for prop in ["request-keyframe", "wait-for-keyframe"] {
-                        if element.has_property(prop) {
-                            element.set_property(prop, true);
-                        }
-                    }
-                });
-            }
-            let p2 = pipeline.downgrade();
-            decode.connect_pad_added(move |_, dpad| {
-                let Some(pipeline) = p2.upgrade() else { return };
-                let caps = dpad.current_caps().unwrap_or_else(|| dpad.query_caps(None));
-                let Some(s) = caps.structure(0) else { return };
-                let is_audio = s.name().starts_with("audio/");
-                tracing::debug!(caps = %s.name(), "decoded feed branch");
-                let slot = if is_audio { a.clone() } else { v.clone() };
-                if let Err(e) = link_raw(&pipeline, dpad, is_audio, slot, on.clone()) {
-                    tracing::warn!(error = %e, "feed branch not linked");
-                }
-            });
-            if pipeline.add(&decode).is_err() {
-                return;
-            }
-            let _ = decode.sync_state_with_parent();
-            if decode_queue.link(&decode).is_err() {
-                tracing::warn!("feed decoder not linked");
+            if let Err(e) = split(&pipeline, pad, !is_video, a, v, on) {
+                tracing::warn!(error = %e, "feed stream not linked");
             }
         });
         Ok(FeedPipeline {
@@ -631,17 +566,121 @@ fn ask_keyframes_by_pli(pad: &gst::Pad) {
     });
 }
 
-/// Drops a video stream's packets while no tile shows it; when it is wanted again, asks the
-/// sender for a keyframe (an upstream force-key-unit becomes an RTCP PLI) so the decoder
-/// starts at once.
-fn gate_unwanted(sinkpad: &gst::Pad, slot: Arc<Slot>) {
-    let dropping = AtomicBool::new(false);
-    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
-        if !slot.wanted.load(Ordering::Relaxed) {
-            dropping.store(true, Ordering::Relaxed);
-            return gst::PadProbeReturn::Drop;
+/// Splits a received stream: decoded for the composite (through a valve that stays shut while
+/// nothing shows the track; the decoder is only built once something does), and still encoded
+/// for an individual recording.
+///
+/// The decoder is built late on purpose: `decodebin` holds its pipeline in an unfinished
+/// state change until it has decoded something, and while it does, every sink added to the
+/// feed pipeline waits to preroll — an encoded track added then would never get a frame.
+fn split(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    audio: bool,
+    a: Arc<Slot>,
+    v: Arc<Slot>,
+    on: Arc<AtomicBool>,
+) -> Result<(), PipelineError> {
+    let tee = make("tee")?;
+    tee.set_property("allow-not-linked", true);
+    let queue = make("queue")?;
+    let valve = make("valve")?;
+    valve.set_property("drop", true);
+    pipeline
+        .add_many([&tee, &queue, &valve])
+        .map_err(PipelineError::setup)?;
+    for e in [&tee, &queue, &valve] {
+        e.sync_state_with_parent().map_err(PipelineError::setup)?;
+    }
+    let sink = tee
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::setup("tee sink"))?;
+    pad.link(&sink).map_err(PipelineError::setup)?;
+    gst::Element::link_many([&tee, &queue, &valve]).map_err(PipelineError::setup)?;
+    let slot = if audio { a.clone() } else { v.clone() };
+    link_encoded(pipeline, &tee, pad, audio, slot.clone(), on.clone())?;
+    let feed = pipeline.downgrade();
+    let at = valve.downgrade();
+    gate_unwanted(&valve, slot, move || {
+        let (Some(pipeline), Some(valve)) = (feed.upgrade(), at.upgrade()) else {
+            return;
+        };
+        if let Err(e) = add_decoder(&pipeline, &valve, a.clone(), v.clone(), on.clone()) {
+            tracing::warn!(error = %e, "feed decoder not added");
         }
-        if dropping.swap(false, Ordering::Relaxed) {
+    });
+    Ok(())
+}
+
+/// Decodes what passes `valve` into the raw slots (`decodebin`, whose depayloaders and
+/// decoders ask the sender for keyframes).
+fn add_decoder(
+    pipeline: &gst::Pipeline,
+    valve: &gst::Element,
+    a: Arc<Slot>,
+    v: Arc<Slot>,
+    on: Arc<AtomicBool>,
+) -> Result<(), PipelineError> {
+    let decode = make("decodebin")?;
+    // Depayloaders ask the sender for a keyframe (PLI) when they lose packets, and the
+    // decoders ask at the start (force-key-unit → PLI): a new subscriber does not wait out
+    // the publisher's keyframe interval.
+    if let Some(bin) = decode.downcast_ref::<gst::Bin>() {
+        bin.connect_deep_element_added(|_, _, element| {
+            for prop in ["request-keyframe", "wait-for-keyframe"] {
+                if element.has_property(prop) {
+                    element.set_property(prop, true);
+                }
+            }
+        });
+    }
+    let p2 = pipeline.downgrade();
+    decode.connect_pad_added(move |_, dpad| {
+        let Some(pipeline) = p2.upgrade() else { return };
+        let caps = dpad.current_caps().unwrap_or_else(|| dpad.query_caps(None));
+        let Some(s) = caps.structure(0) else { return };
+        let is_audio = s.name().starts_with("audio/");
+        tracing::debug!(caps = %s.name(), "decoded feed branch");
+        let slot = if is_audio { a.clone() } else { v.clone() };
+        if let Err(e) = link_raw(&pipeline, dpad, is_audio, slot, on.clone()) {
+            tracing::warn!(error = %e, "feed branch not linked");
+        }
+    });
+    pipeline.add(&decode).map_err(PipelineError::setup)?;
+    decode
+        .sync_state_with_parent()
+        .map_err(PipelineError::setup)?;
+    valve.link(&decode).map_err(PipelineError::setup)
+}
+
+/// Drops a stream's packets (at `valve`, before its decoder) while nothing shows it. The first
+/// time it is wanted, `first_wanted` builds the decoder; whenever it is wanted again, the
+/// sender is asked for a keyframe (an upstream force-key-unit becomes an RTCP PLI) so the
+/// decoder starts at once.
+fn gate_unwanted(
+    valve: &gst::Element,
+    slot: Arc<Slot>,
+    first_wanted: impl Fn() + Send + Sync + 'static,
+) {
+    let Some(sinkpad) = valve.static_pad("sink") else {
+        return;
+    };
+    let open = AtomicBool::new(false);
+    let built = AtomicBool::new(false);
+    let valve = valve.downgrade();
+    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+        let wanted = slot.wanted.load(Ordering::Relaxed);
+        if wanted == open.load(Ordering::Relaxed) {
+            return gst::PadProbeReturn::Ok;
+        }
+        open.store(wanted, Ordering::Relaxed);
+        if wanted && !built.swap(true, Ordering::Relaxed) {
+            first_wanted();
+        }
+        if let Some(v) = valve.upgrade() {
+            v.set_property("drop", !wanted);
+        }
+        if wanted {
             let request = gst::Structure::builder("GstForceKeyUnit")
                 .field("all-headers", true)
                 .build();
