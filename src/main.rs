@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 use roomcast::command::{
     self, CompositeBench, DemoArgs, LiveBench, PreviewArgs, RecordArgs, RecordReport, Role,
-    ServeArgs,
+    ServeArgs, TranscodeArgs,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +87,9 @@ enum Cmd {
         #[arg(long)]
         height: u32,
     },
+    /// Lay an individual recording's segment (its manifest and track files) out into one MP4,
+    /// as fast as the machine allows.
+    Transcode(TranscodeArgs),
     /// Turn recordings left fragmented by a crash into normal MP4 files.
     Finalize {
         /// Segment files to finalize.
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::PageRender { url, width, height } => {
             Ok(roomcast::pipeline::page::render_main(&url, width, height)?)
         }
+        Cmd::Transcode(a) => print(command::transcode(a)?),
         Cmd::Finalize { files } => {
             for f in files {
                 print(command::finalize(&f)?)?;

@@ -311,6 +311,63 @@ pub fn bench_live(b: LiveBench) -> Result<Value> {
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 
+/// `roomcast transcode`: an individual recording's segment laid out into one MP4.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TranscodeArgs {
+    /// The segment's manifest.json (its track files beside it).
+    pub manifest: PathBuf,
+    /// Folder for the MP4 (default: the folder holding the segment's folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// grid, speaker, presentation, single, or a layout file (.toml/.json).
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+    /// Encoder preset name or file.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// Watermark PNG (at most 140x140), drawn top right.
+    #[arg(long)]
+    pub watermark: Option<PathBuf>,
+}
+
+/// Runs a transcode: the MP4 `<room>_<conf>_<segment>_transcoded.mp4`, its length, size and
+/// speed.
+pub fn transcode(a: TranscodeArgs) -> Result<Value> {
+    let text = std::fs::read_to_string(&a.manifest)
+        .map_err(|e| Error::io(format!("reading {}", a.manifest.display()), e))?;
+    let m = crate::model::manifest::Manifest::parse(&text).map_err(|message| Error::Invalid {
+        field: "manifest".into(),
+        message,
+        code: crate::codes::Code::RecordParamsMissing,
+    })?;
+    let dir = match a.out {
+        Some(d) => d,
+        None => a
+            .manifest
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let name = format!(
+        "{}_{}_{}_transcoded.mp4",
+        crate::util::path_component(&m.room_id),
+        crate::util::path_component(&m.conf_num),
+        m.segment
+    );
+    let spec = job::transcode::TranscodeSpec {
+        manifest: a.manifest,
+        out: dir.join(name),
+        layout: Layout::resolve(&a.layout)?,
+        preset: Preset::resolve(&a.preset)?,
+        watermark: a.watermark,
+    };
+    let report = runtime()?.block_on(job::transcode::transcode(&spec))?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -23,6 +23,7 @@ pub mod runner;
 pub mod segments;
 pub mod session;
 pub mod state;
+pub mod transcode;
 
 pub use execute::{execute, JobEnv, Outcome, MAX_ATTEMPTS};
 pub use host::{JobHost, MemoryHost, Poll};

@@ -564,6 +564,26 @@ impl Composite {
 }
 
 impl Composite {
+    /// Waits (blocking, at most `limit`) until every input taken out has been stopped and
+    /// removed; true if none is left.
+    pub fn wait_retired(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self
+                .retiring
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A number for the next element name.
     pub(super) fn seq(&mut self) -> u64 {
         self.next_seq += 1;

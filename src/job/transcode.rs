@@ -1,0 +1,517 @@
+//! Transcode: an individual recording's segment laid out again into one MP4, with the same
+//! composite, layouts, labels and watermark as live recording, as fast as the machine allows.
+//!
+//! The manifest becomes the room events a live recording would have seen, each at its time:
+//! a participant joins and leaves at the events' times, a track is published when its file
+//! starts and unpublished when it ends, talking / spotlight / pin / mute / pause as they came.
+//! Track files are decoded from disk ([`FileTrack`]) and placed on the segment's timeline. The
+//! composite runs offline; both mixers' outputs are held at the time of the next events while
+//! they are applied ([`Gate`]), so a layout change lands on the frame it would have live.
+
+use super::live::Job;
+use super::RoomState;
+use crate::layout::{parse_color, Layout};
+use crate::model::manifest::{EventKind, FileKind, Manifest, ManifestFile};
+use crate::model::Preset;
+use crate::pipeline::composite::Output;
+use crate::pipeline::source::{SourceContext, Timing, TrackSource, AUDIO_RATE};
+use crate::pipeline::{self, Composite, CompositeOptions, PipelineError};
+use crate::room::{ParticipantId, RoomEvent, TrackKind};
+use crate::{Error, Result};
+use gst::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// What to transcode and how.
+#[derive(Debug, Clone)]
+pub struct TranscodeSpec {
+    /// The segment's manifest (its track files are beside it).
+    pub manifest: PathBuf,
+    /// The MP4 to write.
+    pub out: PathBuf,
+    /// Layout.
+    pub layout: Layout,
+    /// Encoder preset.
+    pub preset: Preset,
+    /// Watermark PNG.
+    pub watermark: Option<PathBuf>,
+}
+
+/// A finished transcode.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TranscodeReport {
+    /// The MP4.
+    pub file: PathBuf,
+    /// Its length (s).
+    pub duration_s: f64,
+    /// Its size.
+    pub bytes: u64,
+    /// Wall-clock time it took (s).
+    pub wall_s: f64,
+    /// Media seconds per wall-clock second.
+    pub speed: f64,
+    /// CPU time used (s).
+    pub cpu_s: f64,
+}
+
+/// A track file decoded from disk onto the segment's timeline.
+#[derive(Debug, Clone)]
+pub struct FileTrack {
+    path: PathBuf,
+    audio: bool,
+    start: gst::ClockTime,
+}
+
+impl FileTrack {
+    fn new(folder: &Path, f: &ManifestFile) -> Option<FileTrack> {
+        Some(FileTrack {
+            path: folder.join(&f.file),
+            audio: f.kind == FileKind::Audio,
+            start: gst::ClockTime::from_mseconds(f.start_ms?),
+        })
+    }
+}
+
+impl TrackSource for FileTrack {
+    /// `filesrc ! decodebin ! convert ! caps`, the bin's pad offset by the file's start.
+    fn build(&self, _ctx: &SourceContext) -> std::result::Result<gst::Element, PipelineError> {
+        let bin = gst::Bin::new();
+        let src = pipeline_make("filesrc")?;
+        src.set_property("location", self.path.to_string_lossy().to_string());
+        let decode = pipeline_make("decodebin")?;
+        let (tail, caps) = if self.audio {
+            (
+                vec![
+                    pipeline_make("audioconvert")?,
+                    pipeline_make("audioresample")?,
+                ],
+                gst::Caps::builder("audio/x-raw")
+                    .field("format", "S16LE")
+                    .field("layout", "interleaved")
+                    .field("rate", AUDIO_RATE)
+                    .field("channels", 2i32)
+                    .build(),
+            )
+        } else {
+            (
+                vec![pipeline_make("videoconvert")?],
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            )
+        };
+        let filter = pipeline_make("capsfilter")?;
+        filter.set_property("caps", caps);
+        bin.add_many([&src, &decode])
+            .map_err(PipelineError::setup)?;
+        bin.add_many(&tail).map_err(PipelineError::setup)?;
+        bin.add(&filter).map_err(PipelineError::setup)?;
+        src.link(&decode).map_err(PipelineError::setup)?;
+        let mut chain: Vec<&gst::Element> = tail.iter().collect();
+        chain.push(&filter);
+        gst::Element::link_many(chain.iter().copied()).map_err(PipelineError::setup)?;
+        let first = tail[0].clone();
+        decode.connect_pad_added(move |_, pad| {
+            if let Some(sink) = first.static_pad("sink") {
+                if !sink.is_linked() {
+                    let _ = pad.link(&sink);
+                }
+            }
+        });
+        let target = filter
+            .static_pad("src")
+            .ok_or_else(|| PipelineError::setup("capsfilter src"))?;
+        let ghost = gst::GhostPad::builder_with_target(&target)
+            .map_err(PipelineError::setup)?
+            .name("src")
+            .build();
+        ghost.set_offset(self.start.nseconds() as i64);
+        bin.add_pad(&ghost).map_err(PipelineError::setup)?;
+        Ok(bin.upcast())
+    }
+}
+
+fn pipeline_make(factory: &str) -> std::result::Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| PipelineError::MissingElement {
+            factory: factory.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn track_kind(kind: FileKind) -> TrackKind {
+    match kind {
+        FileKind::Audio => TrackKind::Audio,
+        FileKind::Video => TrackKind::Video,
+        FileKind::Screen => TrackKind::Screen,
+    }
+}
+
+/// The room events a manifest stands for, in order, with their times (ms).
+pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
+    let pid = |s: &str| ParticipantId(s.to_string());
+    // (time, order at one time, event): joins first, then publications, changes,
+    // unpublications, leaves.
+    let mut out: Vec<(u64, u8, RoomEvent)> = Vec::new();
+    for e in &m.events {
+        let ev = match &e.what {
+            EventKind::Joined {
+                participant_id,
+                name,
+            } => (
+                0,
+                RoomEvent::ParticipantJoined {
+                    id: pid(participant_id),
+                    display_name: name.clone(),
+                },
+            ),
+            EventKind::Left { participant_id } => (
+                4,
+                RoomEvent::ParticipantLeft {
+                    id: pid(participant_id),
+                },
+            ),
+            EventKind::Talking {
+                participant_id,
+                talking,
+            } => (
+                2,
+                RoomEvent::Talking {
+                    id: pid(participant_id),
+                    talking: *talking,
+                },
+            ),
+            EventKind::Spotlight { participant_ids } => (
+                2,
+                RoomEvent::Spotlight {
+                    ids: participant_ids.iter().map(|p| pid(p)).collect(),
+                },
+            ),
+            EventKind::Pinned { participant_ids } => (
+                2,
+                RoomEvent::Pinned {
+                    ids: participant_ids.iter().map(|p| pid(p)).collect(),
+                },
+            ),
+            EventKind::HardMute {
+                participant_id,
+                kind,
+                muted,
+            } => (
+                2,
+                RoomEvent::HardMute {
+                    id: pid(participant_id),
+                    kind: track_kind(*kind),
+                    muted: *muted,
+                },
+            ),
+            EventKind::Paused {
+                participant_id,
+                paused,
+            } => (
+                2,
+                RoomEvent::Paused {
+                    id: pid(participant_id),
+                    paused: *paused,
+                },
+            ),
+            // Tracks follow their files (below), not the signalling.
+            EventKind::Published { .. } | EventKind::Unpublished { .. } => continue,
+        };
+        out.push((e.t_ms, ev.0, ev.1));
+    }
+    for f in &m.files {
+        let Some(source) = FileTrack::new(folder, f) else {
+            continue;
+        };
+        let (Some(start), Some(end)) = (f.start_ms, f.end_ms) else {
+            continue;
+        };
+        let kind = track_kind(f.kind);
+        out.push((
+            start,
+            1,
+            RoomEvent::TrackPublished {
+                id: pid(&f.participant_id),
+                kind,
+                source: Box::new(source),
+            },
+        ));
+        out.push((
+            end,
+            3,
+            RoomEvent::TrackUnpublished {
+                id: pid(&f.participant_id),
+                kind,
+            },
+        ));
+    }
+    out.sort_by_key(|(t, order, _)| (*t, *order));
+    // A file may end a moment after its participant left: nothing is said of someone who is
+    // not in the room.
+    let mut present = std::collections::HashSet::new();
+    out.into_iter()
+        .filter_map(|(t, _, e)| {
+            let keep = match &e {
+                RoomEvent::ParticipantJoined { id, .. } => {
+                    present.insert(id.clone());
+                    true
+                }
+                RoomEvent::ParticipantLeft { id } => present.remove(id),
+                RoomEvent::TrackPublished { id, .. }
+                | RoomEvent::TrackUnpublished { id, .. }
+                | RoomEvent::Talking { id, .. }
+                | RoomEvent::HardMute { id, .. }
+                | RoomEvent::Paused { id, .. } => present.contains(id),
+                _ => true,
+            };
+            keep.then_some((t, e))
+        })
+        .collect()
+}
+
+/// Holds both mixers' outputs at a time: a buffer at or past it waits until the gate moves on.
+struct Gate {
+    state: Mutex<GateState>,
+    moved: Condvar,
+}
+
+struct GateState {
+    /// Outputs wait at this time (none: nothing waits).
+    at: Option<gst::ClockTime>,
+    /// Outputs waiting at `at` or finished.
+    arrived: usize,
+    /// Outputs that have ended.
+    ended: usize,
+}
+
+impl Gate {
+    fn install(pads: &[gst::Pad]) -> Arc<Gate> {
+        let gate = Arc::new(Gate {
+            state: Mutex::new(GateState {
+                at: None,
+                arrived: 0,
+                ended: 0,
+            }),
+            moved: Condvar::new(),
+        });
+        for pad in pads {
+            let g = gate.clone();
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+                move |_, info| {
+                    match &info.data {
+                        Some(gst::PadProbeData::Buffer(b)) => {
+                            if let Some(pts) = b.pts() {
+                                g.wait(pts);
+                            }
+                        }
+                        Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
+                            let mut s = g.state.lock().unwrap();
+                            s.ended += 1;
+                            g.moved.notify_all();
+                        }
+                        _ => {}
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+        gate
+    }
+
+    /// On a streaming thread: waits while `pts` is at or past the gate.
+    fn wait(&self, pts: gst::ClockTime) {
+        let mut s = self.state.lock().unwrap();
+        let mut counted = None;
+        while let Some(at) = s.at.filter(|at| pts >= *at) {
+            if counted != Some(at) {
+                counted = Some(at);
+                s.arrived += 1;
+                self.moved.notify_all();
+            }
+            s = self.moved.wait(s).unwrap();
+        }
+    }
+
+    /// Moves the gate to `at`: outputs behind it run on, outputs at or past it wait.
+    fn set(&self, at: gst::ClockTime) {
+        let mut s = self.state.lock().unwrap();
+        s.at = Some(at);
+        s.arrived = 0;
+        self.moved.notify_all();
+    }
+
+    /// Waits until all `outputs` are at the gate (or ended), at most `limit`; false if they
+    /// did not get there.
+    fn reached(&self, outputs: usize, limit: Duration) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let deadline = Instant::now() + limit;
+        while s.arrived + s.ended < outputs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self.moved.wait_timeout(s, left).unwrap().0;
+        }
+        true
+    }
+
+    fn open(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.at = None;
+        self.moved.notify_all();
+    }
+}
+
+/// Events before this (ms) make the room the transcode opens on.
+const OPENING_MS: u64 = 250;
+/// Longest the mixers may take to reach the next events.
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Transcodes a manifest's segment into one MP4 (blocking; call on a runtime's blocking-capable
+/// thread: applying room events uses `block_in_place`).
+pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
+    let text = std::fs::read_to_string(&spec.manifest)
+        .map_err(|e| Error::io(format!("reading {}", spec.manifest.display()), e))?;
+    let manifest = Manifest::parse(&text).map_err(|m| Error::Invalid {
+        field: "manifest".into(),
+        message: m,
+        code: crate::codes::Code::RecordParamsMissing,
+    })?;
+    let folder = spec
+        .manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for f in &manifest.files {
+        if !folder.join(&f.file).is_file() {
+            return Err(Error::Invalid {
+                field: "manifest".into(),
+                message: format!("{} is listed but not in {}", f.file, folder.display()),
+                code: crate::codes::Code::RecordParamsMissing,
+            });
+        }
+    }
+    let duration_ms = manifest.duration_ms.unwrap_or_else(|| {
+        manifest
+            .files
+            .iter()
+            .filter_map(|f| f.end_ms)
+            .max()
+            .unwrap_or(0)
+    });
+    if duration_ms == 0 {
+        return Err(Error::Invalid {
+            field: "manifest".into(),
+            message: "the segment holds no media".into(),
+            code: crate::codes::Code::RecordParamsMissing,
+        });
+    }
+    let def = spec.layout.def().clone();
+    let opts = CompositeOptions {
+        preset: spec.preset.clone(),
+        timing: Timing::Offline {
+            duration: gst::ClockTime::from_mseconds(duration_ms),
+        },
+        output: Output::Mp4(spec.out.clone()),
+        background: def.background.as_deref().and_then(parse_color).unwrap_or(0),
+        background_image: def.background_image.clone(),
+        label: def.label.clone(),
+        watermark: spec.watermark.clone(),
+        page_layer: false,
+    };
+    let composite = Composite::new(&opts)?;
+    let pipeline = composite.pipeline().clone();
+    let mut outputs = Vec::new();
+    for name in ["video_mixer", "audio_mixer"] {
+        if let Some(pad) = pipeline.by_name(name).and_then(|m| m.static_pad("src")) {
+            outputs.push(pad);
+        }
+    }
+    let gate = Gate::install(&outputs);
+    let mut job = Job {
+        composite,
+        destinations: Vec::new(),
+        next_destination: 0,
+        events: None,
+        state: RoomState::new(),
+        layout: spec.layout.clone(),
+        page: None,
+        next_page: None,
+        chat: std::collections::VecDeque::new(),
+        started_ms: manifest.started_at_unix_ms,
+    };
+    let mut steps: Vec<(u64, Vec<RoomEvent>)> = Vec::new();
+    for (t, ev) in timeline(&folder, &manifest) {
+        // Events closer than a frame apart are applied together.
+        match steps.last_mut() {
+            Some((at, batch)) if t < *at + 20 => batch.push(ev),
+            _ => steps.push((t, vec![ev])),
+        }
+    }
+    let mut steps = steps.into_iter().peekable();
+    // What happened in the first moments (everyone present from the start, their tracks a
+    // few frames later) is the room the file opens on.
+    let mut opening = Vec::new();
+    while let Some((_, batch)) = steps.next_if(|(t, _)| *t < OPENING_MS) {
+        opening.extend(batch);
+    }
+    if !opening.is_empty() {
+        job.on_events(opening)?;
+    }
+    let cpu0 = crate::bench::cpu_seconds();
+    let t0 = Instant::now();
+    let mut bus = pipeline
+        .bus()
+        .ok_or_else(|| PipelineError::setup("no bus"))?
+        .stream();
+    let steps: Vec<(u64, Vec<RoomEvent>)> = steps.collect();
+    let next_times: Vec<u64> = steps.iter().map(|(t, _)| *t).collect();
+    if let Some((t, _)) = steps.first() {
+        gate.set(gst::ClockTime::from_mseconds(*t));
+    }
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| PipelineError::setup("the transcode pipeline did not start"))?;
+    for (i, (_, batch)) in steps.into_iter().enumerate() {
+        let arrived = tokio::task::block_in_place(|| gate.reached(outputs.len(), STEP_LIMIT));
+        if !arrived {
+            gate.open();
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(PipelineError::Timeout {
+                what: "reach the next room events",
+                secs: STEP_LIMIT.as_secs(),
+            }
+            .into());
+        }
+        job.on_events(batch)?;
+        match next_times.get(i + 1) {
+            Some(t) => gate.set(gst::ClockTime::from_mseconds(*t)),
+            None => gate.open(),
+        }
+    }
+    gate.open();
+    let limit = Duration::from_secs(120 + duration_ms / 1000 * 2);
+    let ended = pipeline::bus::wait_eos(&mut bus, limit, "finish the transcode", |_| true).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = crate::bench::cpu_seconds() - cpu0;
+    let delay = job.composite.mp4_audio_delay();
+    tokio::task::block_in_place(|| job.composite.wait_retired(Duration::from_secs(10)));
+    let _ = pipeline.set_state(gst::State::Null);
+    ended?;
+    let seg = pipeline::mp4::finalize_with_audio_delay(&spec.out, delay)?;
+    let media = seg.duration.mseconds() as f64 / 1000.0;
+    info!(file = %spec.out.display(), media_s = media, wall_s = wall, "transcoded");
+    Ok(TranscodeReport {
+        file: spec.out.clone(),
+        duration_s: media,
+        bytes: seg.bytes,
+        wall_s: wall,
+        speed: media / wall.max(1e-3),
+        cpu_s: cpu,
+    })
+}
