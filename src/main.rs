@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 use roomcast::command::{
     self, CompositeBench, DemoArgs, LiveBench, PreviewArgs, RecordArgs, RecordReport, Role,
-    ServeArgs, TranscodeArgs,
+    ServeArgs, TranscodeArgs, TranscodeBench,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +110,8 @@ enum BenchCmd {
     Composite(CompositeBench),
     /// Run real-time recordings at once and check what each wrote.
     Live(LiveBench),
+    /// Record a synthetic room individually, then transcode it as fast as possible.
+    Transcode(TranscodeBench),
 }
 
 fn init_tracing(json: bool) {
@@ -178,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             cmd: BenchCmd::Live(b),
         } => print(command::bench_live(b)?),
+        Cmd::Bench {
+            cmd: BenchCmd::Transcode(b),
+        } => print(command::bench_transcode(b)?),
         Cmd::Deliver { wait } => print(command::deliver(Duration::from_secs_f64(
             wait.clamp(0.0, 86_400.0),
         ))?),

@@ -388,6 +388,29 @@ fn measure_cpu_with_four_webrtc_publishers() {
         "all four publishers in the recording {:.0} ms after it starts",
         all_at * 1000.0
     );
+    let individual = dir.path().join("individual").to_string_lossy().to_string();
+    let (wall, cores, rss) = run([
+        "record",
+        "--janus",
+        &janus.url(),
+        "--room",
+        "1",
+        "--ice-address",
+        ICE_ADDRESS,
+        "--duration",
+        &secs.to_string(),
+        "--out",
+        &individual,
+        "--individual",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect());
+    eprintln!(
+        "webrtc x4 individually: {wall:.1} s wall, {cores:.3} cores ({:.4} per participant), \
+         peak RSS {rss} MiB",
+        cores / 4.0
+    );
     let (wall, cores, rss) = run([
         "demo",
         "--participants",

@@ -368,6 +368,89 @@ pub fn transcode(a: TranscodeArgs) -> Result<Value> {
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 
+/// `roomcast bench transcode`: a synthetic room recorded individually in real time, then
+/// transcoded as fast as possible.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TranscodeBench {
+    /// Participants (all present, camera and microphone).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub participants: u32,
+    /// Seconds recorded.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=3600))]
+    pub seconds: u32,
+    /// Camera size the synthetic participants send, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720")]
+    pub camera: String,
+    /// Encoder preset of the transcode.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub preset: String,
+    /// Layout of the transcode.
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+}
+
+/// Runs the transcode bench: what recording individually cost (cores, including the synthetic
+/// senders' own encoders), then the transcode's speed and cores.
+pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
+    let bad = |m: &str| Error::Invalid {
+        field: "--camera".into(),
+        message: m.into(),
+        code: crate::codes::Code::Generic,
+    };
+    let (w, h) = b
+        .camera
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|(w, h)| (16..=3840).contains(w) && (16..=2160).contains(h))
+        .ok_or_else(|| bad("WIDTHxHEIGHT, 16x16 to 3840x2160"))?;
+    let dir = std::env::temp_dir().join(format!("roomcast-bench-transcode-{}", std::process::id()));
+    let mut room = crate::room::synthetic::SyntheticRoom::steady(b.participants as usize);
+    room.camera_size = (w, h);
+    let spec = job::individual::IndividualSpec {
+        dir: dir.clone(),
+        room_id: "bench".into(),
+        conf_num: "1".into(),
+        segment: 1,
+    };
+    let rt = runtime()?;
+    let cpu0 = crate::bench::cpu_seconds();
+    let rec = rt.block_on(job::individual::record_individual(
+        &room,
+        &spec,
+        Some(Duration::from_secs(b.seconds as u64)),
+        std::future::pending(),
+    ))?;
+    let rec_cpu = crate::bench::cpu_seconds() - cpu0;
+    let bytes: u64 = rec.manifest.files.iter().map(|f| f.bytes).sum();
+    let spec = job::transcode::TranscodeSpec {
+        manifest: rec.manifest_path.clone(),
+        out: dir.join("bench_transcoded.mp4"),
+        layout: Layout::resolve(&b.layout)?,
+        preset: Preset::resolve(&b.preset)?,
+        watermark: None,
+    };
+    let report = rt.block_on(job::transcode::transcode(&spec));
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    Ok(json!({
+        "participants": b.participants,
+        "camera": format!("{w}x{h}"),
+        "media_seconds": b.seconds,
+        "individual": {
+            "files": rec.manifest.files.len(),
+            "bytes": bytes,
+            "cores_with_synthetic_senders": rec_cpu / b.seconds as f64,
+        },
+        "transcode": {
+            "preset": b.preset,
+            "wall_seconds": report.wall_s,
+            "speed": report.speed,
+            "cores": report.cpu_s / report.wall_s.max(1e-3),
+            "cpu_seconds": report.cpu_s,
+        },
+    }))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
