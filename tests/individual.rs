@@ -268,7 +268,7 @@ fn killed_mid_recording_leaves_playable_files_and_a_manifest() {
             "demo",
             "--individual",
             "--participants",
-            "2",
+            "3",
             "--duration",
             "60",
         ])
@@ -280,13 +280,14 @@ fn killed_mid_recording_leaves_playable_files_and_a_manifest() {
         .spawn()
         .expect("start demo");
     let folder = dir.path().join("demo_1_1_tracks");
-    // Until every file has a few seconds in it.
+    // Three people, the third joining at 16 s: until the two there from the start have a
+    // few seconds in their files.
     let ready = wait_for(30.0, || {
         let text = std::fs::read_to_string(folder.join("manifest.json")).ok()?;
         let m: Value = serde_json::from_str(&text).ok()?;
         let files = files_of(&m);
-        (files.len() == 4 && files.iter().all(|f| f["end_ms"].as_f64() >= Some(4500.0)))
-            .then_some(())
+        let span = |f: &Value| Some(f["end_ms"].as_f64()? - f["start_ms"].as_f64()?);
+        (files.len() == 4 && files.iter().all(|f| span(f) >= Some(4500.0))).then_some(())
     });
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -315,4 +316,24 @@ fn killed_mid_recording_leaves_playable_files_and_a_manifest() {
             assert!(dist(c, PALETTE[i]) < 40.0, "{} at {t:.2}: {c:?}", f["file"]);
         }
     }
+
+    // What the killed recording kept can still be transcoded: up to the last listed frame.
+    let (ok, line, err) = run_env(
+        &[],
+        &["transcode", folder.join("manifest.json").to_str().unwrap()],
+    );
+    assert!(ok, "transcode of a killed recording: {err}");
+    let mp4 = PathBuf::from(line["file"].as_str().unwrap());
+    let last = files_of(&m)
+        .iter()
+        .map(|f| ms(f, "end_ms"))
+        .fold(0.0, f64::max);
+    let p = probe(&mp4);
+    assert!(
+        (p.duration - last).abs() < 1.2,
+        "transcoded {:.2} s, the manifest's files end at {last:.2} s",
+        p.duration
+    );
+    let f = frame_at(&mp4, 1.5, 1280, 720);
+    assert!(frame_has_color(&f, PALETTE[0]) && frame_has_color(&f, PALETTE[1]));
 }

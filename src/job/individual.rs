@@ -113,6 +113,8 @@ struct Recorder {
     publications: HashMap<(String, FileKind), u32>,
     /// Files closing in the background, by their entry.
     closing: Vec<(usize, tokio::task::JoinHandle<TrackFileSummary>)>,
+    /// The last manifest write failed.
+    write_failing: bool,
 }
 
 impl Recorder {
@@ -142,15 +144,35 @@ impl Recorder {
         file.frames = s.frames;
         file.bytes = s.bytes;
         file.open = open;
+        if s.error.is_some() {
+            file.error = s.error.clone();
+        }
     }
 
     /// Brings the open files' entries up to date and writes the manifest.
     fn write(&mut self) -> Result<()> {
         for t in self.open.values() {
             let s = t.file.summary();
+            if let (Some(e), None) = (&s.error, &self.manifest.files[t.index].error) {
+                warn!(file = %s.path.display(), error = %e, "track file stopped being written");
+            }
             Self::update(&mut self.manifest.files[t.index], &s, true);
         }
         write_manifest(&self.folder, &self.manifest)
+    }
+
+    /// [`Recorder::write`] while recording: a manifest that cannot be written now (a full
+    /// disk) is written again at the next change; the tracks go on meanwhile.
+    fn write_now(&mut self) {
+        match self.write() {
+            Ok(()) => self.write_failing = false,
+            Err(e) => {
+                if !self.write_failing {
+                    warn!(error = %e, "manifest not written; trying again");
+                }
+                self.write_failing = true;
+            }
+        }
     }
 
     fn publish(&mut self, id: &ParticipantId, kind: TrackKind, source: Box<dyn TrackSource>) {
@@ -170,13 +192,15 @@ impl Recorder {
         let path = self.folder.join(&name);
         let ctx = TrackFile::context(self.base);
         let built = match source.build_encoded(&ctx) {
-            Ok(Some(element)) => TrackFile::start(
-                &format!("{}_{}_{n}", id.0, kind_name(fk)),
-                element,
-                fk == FileKind::Audio,
-                &path,
-                self.base,
-            ),
+            Ok(Some(element)) => tokio::task::block_in_place(|| {
+                TrackFile::start(
+                    &format!("{}_{}_{n}", id.0, kind_name(fk)),
+                    element,
+                    fk == FileKind::Audio,
+                    &path,
+                    self.base,
+                )
+            }),
             Ok(None) => {
                 warn!(participant = %id, ?kind, "track has no encoded form; not recorded");
                 return;
@@ -197,6 +221,7 @@ impl Recorder {
                     frames: 0,
                     bytes: 0,
                     open: true,
+                    error: None,
                 });
                 let index = self.manifest.files.len() - 1;
                 self.open.insert(
@@ -394,6 +419,7 @@ async fn record_joined(
         open: HashMap::new(),
         publications: HashMap::new(),
         closing: Vec::new(),
+        write_failing: false,
     };
     rec.write()?;
     info!(folder = %folder.display(), "individual recording started");
@@ -430,11 +456,11 @@ async fn record_joined(
                     break e;
                 }
                 rec.collect_closed(false).await;
-                rec.write()?;
+                rec.write_now();
             }
             _ = tick.tick() => {
                 rec.collect_closed(false).await;
-                rec.write()?;
+                rec.write_now();
             }
         }
     };

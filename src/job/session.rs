@@ -699,13 +699,7 @@ impl Session {
         unregister(&self.key, &self.me);
         // Joins that arrived too late start sessions of their own; chat for the members'
         // segments is still journaled.
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Command(id, JobCommand::Chat(line)) = msg {
-                if let Some(m) = self.members.iter().find(|m| m.id == id) {
-                    journal_chat(m.journal.as_deref(), &line);
-                }
-            }
-        }
+        journal_late_chat(&mut self.rx, &self.members);
         if let Some(leave) = self.leave.take() {
             leave();
         }
@@ -760,6 +754,8 @@ impl Session {
         while let Ok(ev) = self.internal.try_recv() {
             route(&members, ev);
         }
+        // Said while the segments drained: still theirs.
+        journal_late_chat(&mut self.rx, &members);
         // A wedged element can keep the Null transition from returning: the files are
         // finalized regardless, and the stuck thread is left behind rather than the jobs.
         let p = self.pipeline.clone();
@@ -1042,6 +1038,18 @@ fn start_hls(
 }
 
 /// Appends a chat message to the segment's journal, when the job records one.
+/// Journals the chat messages waiting for the session's members (the rest of what waits is
+/// for a session that is ending: joins start sessions of their own).
+fn journal_late_chat(rx: &mut mpsc::UnboundedReceiver<Msg>, members: &[Member]) {
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Command(id, JobCommand::Chat(line)) = msg {
+            if let Some(m) = members.iter().find(|m| m.id == id) {
+                journal_chat(m.journal.as_deref(), &line);
+            }
+        }
+    }
+}
+
 fn journal_chat(journal: Option<&std::path::Path>, line: &crate::model::page::ChatLine) {
     let Some(journal) = journal else { return };
     if let Err(e) = tokio::task::block_in_place(|| super::chat::append(journal, line)) {

@@ -424,7 +424,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         watermark: spec.watermark.clone(),
         page_layer: false,
     };
-    let composite = Composite::new(&opts)?;
+    let composite = tokio::task::block_in_place(|| Composite::new(&opts))?;
     let pipeline = composite.pipeline().clone();
     let mut outputs = Vec::new();
     for name in ["video_mixer", "audio_mixer"] {
@@ -474,14 +474,13 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     if let Some((t, _)) = steps.first() {
         gate.set(gst::ClockTime::from_mseconds(*t));
     }
-    pipeline
-        .set_state(gst::State::Playing)
+    tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(|_| PipelineError::setup("the transcode pipeline did not start"))?;
     for (i, (_, batch)) in steps.into_iter().enumerate() {
         let arrived = tokio::task::block_in_place(|| gate.reached(outputs.len(), STEP_LIMIT));
         if !arrived {
             gate.open();
-            let _ = pipeline.set_state(gst::State::Null);
+            let _ = tokio::task::block_in_place(|| pipeline.set_state(gst::State::Null));
             return Err(PipelineError::Timeout {
                 what: "reach the next room events",
                 secs: STEP_LIMIT.as_secs(),
@@ -500,10 +499,13 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = crate::bench::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();
-    tokio::task::block_in_place(|| job.composite.wait_retired(Duration::from_secs(10)));
-    let _ = pipeline.set_state(gst::State::Null);
-    ended?;
-    let seg = pipeline::mp4::finalize_with_audio_delay(&spec.out, delay)?;
+    let out = spec.out.clone();
+    let seg = tokio::task::block_in_place(move || {
+        job.composite.wait_retired(Duration::from_secs(10));
+        let _ = pipeline.set_state(gst::State::Null);
+        ended?;
+        pipeline::mp4::finalize_with_audio_delay(&out, delay)
+    })?;
     let media = seg.duration.mseconds() as f64 / 1000.0;
     info!(file = %spec.out.display(), media_s = media, wall_s = wall, "transcoded");
     Ok(TranscodeReport {

@@ -92,6 +92,10 @@ pub struct ManifestFile {
     pub bytes: u64,
     /// Still being written (false once closed).
     pub open: bool,
+    /// Why writing stopped before the track ended (the file holds what came before), if it
+    /// did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Something that happened in the room.
@@ -233,6 +237,7 @@ mod tests {
                 frames: 0,
                 bytes: 0,
                 open: false,
+                error: None,
             }],
             events: vec![],
         };
