@@ -11,16 +11,17 @@
 use super::live::Job;
 use super::RoomState;
 use crate::layout::{parse_color, Layout};
-use crate::model::manifest::{EventKind, FileKind, Manifest, ManifestFile};
+use crate::model::manifest::{EventKind, FileKind, Manifest};
 use crate::model::Preset;
 use crate::pipeline::composite::Output;
-use crate::pipeline::source::{SourceContext, Timing, TrackSource, AUDIO_RATE};
+use crate::pipeline::gate::OutputGate;
+use crate::pipeline::source::file::FileTrack;
+use crate::pipeline::source::Timing;
 use crate::pipeline::{self, Composite, CompositeOptions, PipelineError};
 use crate::room::{ParticipantId, RoomEvent, TrackKind};
 use crate::{Error, Result};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -54,92 +55,6 @@ pub struct TranscodeReport {
     pub speed: f64,
     /// CPU time used (s).
     pub cpu_s: f64,
-}
-
-/// A track file decoded from disk onto the segment's timeline.
-#[derive(Debug, Clone)]
-pub struct FileTrack {
-    path: PathBuf,
-    audio: bool,
-    start: gst::ClockTime,
-}
-
-impl FileTrack {
-    fn new(folder: &Path, f: &ManifestFile) -> Option<FileTrack> {
-        Some(FileTrack {
-            path: folder.join(&f.file),
-            audio: f.kind == FileKind::Audio,
-            start: gst::ClockTime::from_mseconds(f.start_ms?),
-        })
-    }
-}
-
-impl TrackSource for FileTrack {
-    /// `filesrc ! decodebin ! convert ! caps`, the bin's pad offset by the file's start.
-    fn build(&self, _ctx: &SourceContext) -> std::result::Result<gst::Element, PipelineError> {
-        let bin = gst::Bin::new();
-        let src = pipeline_make("filesrc")?;
-        src.set_property("location", self.path.to_string_lossy().to_string());
-        let decode = pipeline_make("decodebin")?;
-        let (tail, caps) = if self.audio {
-            (
-                vec![
-                    pipeline_make("audioconvert")?,
-                    pipeline_make("audioresample")?,
-                ],
-                gst::Caps::builder("audio/x-raw")
-                    .field("format", "S16LE")
-                    .field("layout", "interleaved")
-                    .field("rate", AUDIO_RATE)
-                    .field("channels", 2i32)
-                    .build(),
-            )
-        } else {
-            (
-                vec![pipeline_make("videoconvert")?],
-                gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .build(),
-            )
-        };
-        let filter = pipeline_make("capsfilter")?;
-        filter.set_property("caps", caps);
-        bin.add_many([&src, &decode])
-            .map_err(PipelineError::setup)?;
-        bin.add_many(&tail).map_err(PipelineError::setup)?;
-        bin.add(&filter).map_err(PipelineError::setup)?;
-        src.link(&decode).map_err(PipelineError::setup)?;
-        let mut chain: Vec<&gst::Element> = tail.iter().collect();
-        chain.push(&filter);
-        gst::Element::link_many(chain.iter().copied()).map_err(PipelineError::setup)?;
-        let first = tail[0].clone();
-        decode.connect_pad_added(move |_, pad| {
-            if let Some(sink) = first.static_pad("sink") {
-                if !sink.is_linked() {
-                    let _ = pad.link(&sink);
-                }
-            }
-        });
-        let target = filter
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("capsfilter src"))?;
-        let ghost = gst::GhostPad::builder_with_target(&target)
-            .map_err(PipelineError::setup)?
-            .name("src")
-            .build();
-        ghost.set_offset(self.start.nseconds() as i64);
-        bin.add_pad(&ghost).map_err(PipelineError::setup)?;
-        Ok(bin.upcast())
-    }
-}
-
-fn pipeline_make(factory: &str) -> std::result::Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| PipelineError::MissingElement {
-            factory: factory.to_string(),
-            reason: e.to_string(),
-        })
 }
 
 fn track_kind(kind: FileKind) -> TrackKind {
@@ -224,11 +139,13 @@ pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
         out.push((e.t_ms, ev.0, ev.1));
     }
     for f in &m.files {
-        let Some(source) = FileTrack::new(folder, f) else {
-            continue;
-        };
         let (Some(start), Some(end)) = (f.start_ms, f.end_ms) else {
             continue;
+        };
+        let source = FileTrack {
+            path: folder.join(&f.file),
+            audio: f.kind == FileKind::Audio,
+            start: gst::ClockTime::from_mseconds(start),
         };
         let kind = track_kind(f.kind);
         out.push((
@@ -273,104 +190,12 @@ pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
         .collect()
 }
 
-/// Holds both mixers' outputs at a time: a buffer at or past it waits until the gate moves on.
-struct Gate {
-    state: Mutex<GateState>,
-    moved: Condvar,
-}
-
-struct GateState {
-    /// Outputs wait at this time (none: nothing waits).
-    at: Option<gst::ClockTime>,
-    /// Outputs waiting at `at` or finished.
-    arrived: usize,
-    /// Outputs that have ended.
-    ended: usize,
-}
-
-impl Gate {
-    fn install(pads: &[gst::Pad]) -> Arc<Gate> {
-        let gate = Arc::new(Gate {
-            state: Mutex::new(GateState {
-                at: None,
-                arrived: 0,
-                ended: 0,
-            }),
-            moved: Condvar::new(),
-        });
-        for pad in pads {
-            let g = gate.clone();
-            pad.add_probe(
-                gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-                move |_, info| {
-                    match &info.data {
-                        Some(gst::PadProbeData::Buffer(b)) => {
-                            if let Some(pts) = b.pts() {
-                                g.wait(pts);
-                            }
-                        }
-                        Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
-                            let mut s = g.state.lock().unwrap();
-                            s.ended += 1;
-                            g.moved.notify_all();
-                        }
-                        _ => {}
-                    }
-                    gst::PadProbeReturn::Ok
-                },
-            );
-        }
-        gate
-    }
-
-    /// On a streaming thread: waits while `pts` is at or past the gate.
-    fn wait(&self, pts: gst::ClockTime) {
-        let mut s = self.state.lock().unwrap();
-        let mut counted = None;
-        while let Some(at) = s.at.filter(|at| pts >= *at) {
-            if counted != Some(at) {
-                counted = Some(at);
-                s.arrived += 1;
-                self.moved.notify_all();
-            }
-            s = self.moved.wait(s).unwrap();
-        }
-    }
-
-    /// Moves the gate to `at`: outputs behind it run on, outputs at or past it wait.
-    fn set(&self, at: gst::ClockTime) {
-        let mut s = self.state.lock().unwrap();
-        s.at = Some(at);
-        s.arrived = 0;
-        self.moved.notify_all();
-    }
-
-    /// Waits until all `outputs` are at the gate (or ended), at most `limit`; false if they
-    /// did not get there.
-    fn reached(&self, outputs: usize, limit: Duration) -> bool {
-        let mut s = self.state.lock().unwrap();
-        let deadline = Instant::now() + limit;
-        while s.arrived + s.ended < outputs {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self.moved.wait_timeout(s, left).unwrap().0;
-        }
-        true
-    }
-
-    fn open(&self) {
-        let mut s = self.state.lock().unwrap();
-        s.at = None;
-        self.moved.notify_all();
-    }
-}
-
 /// Events before this (ms) make the room the transcode opens on.
 const OPENING_MS: u64 = 250;
 /// Longest the mixers may take to reach the next events.
 const STEP_LIMIT: Duration = Duration::from_secs(120);
+/// How often the pipeline's errors are looked at while the mixers are on their way.
+const STEP_POLL: Duration = Duration::from_millis(200);
 
 /// Transcodes a manifest's segment into one MP4 (blocking; call on a runtime's blocking-capable
 /// thread: applying room events uses `block_in_place`).
@@ -432,7 +257,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
             outputs.push(pad);
         }
     }
-    let gate = Gate::install(&outputs);
+    let gate = OutputGate::install(&outputs);
     let mut job = Job {
         composite,
         destinations: Vec::new(),
@@ -465,10 +290,9 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     }
     let cpu0 = crate::bench::cpu_seconds();
     let t0 = Instant::now();
-    let mut bus = pipeline
+    let bus = pipeline
         .bus()
-        .ok_or_else(|| PipelineError::setup("no bus"))?
-        .stream();
+        .ok_or_else(|| PipelineError::setup("no bus"))?;
     let steps: Vec<(u64, Vec<RoomEvent>)> = steps.collect();
     let next_times: Vec<u64> = steps.iter().map(|(t, _)| *t).collect();
     if let Some((t, _)) = steps.first() {
@@ -477,15 +301,27 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(|_| PipelineError::setup("the transcode pipeline did not start"))?;
     for (i, (_, batch)) in steps.into_iter().enumerate() {
-        let arrived = tokio::task::block_in_place(|| gate.reached(outputs.len(), STEP_LIMIT));
-        if !arrived {
+        // Until both outputs are at the gate; a pipeline error (an unreadable file) or the
+        // limit ends the transcode.
+        let waited = Instant::now();
+        let failed = loop {
+            if tokio::task::block_in_place(|| gate.reached(outputs.len(), STEP_POLL)) {
+                break None;
+            }
+            if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+                break pipeline::bus::check(&msg).err();
+            }
+            if waited.elapsed() > STEP_LIMIT {
+                break Some(PipelineError::Timeout {
+                    what: "reach the next room events",
+                    secs: STEP_LIMIT.as_secs(),
+                });
+            }
+        };
+        if let Some(e) = failed {
             gate.open();
             let _ = tokio::task::block_in_place(|| pipeline.set_state(gst::State::Null));
-            return Err(PipelineError::Timeout {
-                what: "reach the next room events",
-                secs: STEP_LIMIT.as_secs(),
-            }
-            .into());
+            return Err(e.into());
         }
         job.on_events(batch)?;
         match next_times.get(i + 1) {
@@ -494,8 +330,13 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         }
     }
     gate.open();
+    // From here the bus is read as a stream; what it posted before is still in its queue.
+    let mut stream = bus.stream();
     let limit = Duration::from_secs(120 + duration_ms / 1000 * 2);
-    let ended = pipeline::bus::wait_eos(&mut bus, limit, "finish the transcode", |_| true).await;
+    let ended = match bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(msg) => pipeline::bus::check(&msg),
+        None => pipeline::bus::wait_eos(&mut stream, limit, "finish the transcode", |_| true).await,
+    };
     let wall = t0.elapsed().as_secs_f64();
     let cpu = crate::bench::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();

@@ -19,6 +19,7 @@ pub mod blend;
 pub(crate) mod bridge;
 pub mod bus;
 pub mod composite;
+pub mod gate;
 pub mod hls;
 pub mod individual;
 pub mod mp4;

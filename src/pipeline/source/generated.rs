@@ -221,15 +221,7 @@ pub fn test_audio(spec: &TestAudio, ctx: &SourceContext) -> Result<gst::Element,
         src.set_property("num-buffers", nb);
     }
     let caps = make("capsfilter", &format!("asrc_caps_{n}"))?;
-    caps.set_property(
-        "caps",
-        gst::Caps::builder("audio/x-raw")
-            .field("format", "S16LE")
-            .field("layout", "interleaved")
-            .field("rate", AUDIO_RATE)
-            .field("channels", 2i32)
-            .build(),
-    );
+    caps.set_property("caps", super::raw_audio_caps());
     if spec.beep_only {
         paint(&caps, |data, pts| {
             // 4 bytes per stereo S16 frame.

@@ -5,6 +5,7 @@
 //! own webrtcbin pipeline, bridged in through appsrc). Rooms decide *which* tracks exist; only
 //! this module builds their elements.
 
+pub mod file;
 pub mod generated;
 pub mod webrtc;
 
@@ -15,6 +16,16 @@ pub use generated::{
 
 use super::PipelineError;
 use std::fmt;
+
+/// Raw audio as every source gives it to the mix: S16LE, interleaved, 48 kHz, stereo.
+pub fn raw_audio_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", AUDIO_RATE)
+        .field("channels", 2i32)
+        .build()
+}
 
 /// How the pipeline runs sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -802,12 +802,7 @@ fn link_raw(
                 make("audioconvert")?,
                 make("audioresample")?,
             ],
-            gst::Caps::builder("audio/x-raw")
-                .field("format", "S16LE")
-                .field("layout", "interleaved")
-                .field("rate", super::AUDIO_RATE)
-                .field("channels", 2i32)
-                .build(),
+            super::raw_audio_caps(),
         )
     } else {
         (
