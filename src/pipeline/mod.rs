@@ -110,6 +110,17 @@ pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineEr
         })
 }
 
+/// Creates an element with a name of GStreamer's choosing (elements made in numbers inside
+/// a feed's or a file's own bin, where names route no error).
+pub(crate) fn make_unnamed(factory: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| PipelineError::MissingElement {
+            factory: factory.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// Colorimetry of every raw video frame in the composite. All inputs, the background and the
 /// output agree, so the compositor blends without converting (a pad whose colorimetry differs
 /// is converted frame by frame, a full-canvas cost for the background).

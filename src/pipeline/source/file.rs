@@ -2,7 +2,7 @@
 //! placed on its segment's timeline, for a transcode's composite.
 
 use super::{raw_audio_caps, SourceContext, TrackSource};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{make_unnamed as make, PipelineError};
 use gst::prelude::*;
 use std::path::PathBuf;
 
@@ -15,15 +15,6 @@ pub struct FileTrack {
     pub audio: bool,
     /// Where its first frame belongs in the composite's running time.
     pub start: gst::ClockTime,
-}
-
-fn make(factory: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| PipelineError::MissingElement {
-            factory: factory.to_string(),
-            reason: e.to_string(),
-        })
 }
 
 impl TrackSource for FileTrack {

@@ -6,7 +6,7 @@
 
 use super::{SourceContext, TrackSource};
 use crate::model::feed::FREEZE_GAP_MS;
-use crate::pipeline::{bridge, PipelineError};
+use crate::pipeline::{bridge, make_unnamed as make, PipelineError};
 use gst::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -267,15 +267,6 @@ pub struct FeedPipeline {
     /// Cleared when the pipeline is stopped: from then on it hands nothing to the slots (its
     /// slots may already belong to a new subscription while it shuts down).
     active: Arc<AtomicBool>,
-}
-
-fn make(factory: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| PipelineError::MissingElement {
-            factory: factory.to_string(),
-            reason: e.to_string(),
-        })
 }
 
 impl FeedPipeline {
