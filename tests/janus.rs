@@ -354,23 +354,29 @@ fn measure_cpu_with_four_webrtc_publishers() {
         let v: Vec<f64> = line[5..].split(' ').map(|x| x.parse().unwrap()).collect();
         (v[0], (v[1] + v[2]) / v[0], v[3] as u64 / 1024)
     };
+    // `roomcast record` of the room into `out`, with `extra` options.
+    let record = |out: &str, extra: &[&str]| {
+        let mut args: Vec<String> = ["record", "--janus", &janus.url(), "--room", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for a in [
+            "--ice-address",
+            ICE_ADDRESS,
+            "--duration",
+            &secs.to_string(),
+            "--out",
+            out,
+        ]
+        .iter()
+        .chain(extra)
+        {
+            args.push(a.to_string());
+        }
+        run(args)
+    };
     let rec = dir.path().join("rec").to_string_lossy().to_string();
-    let (wall, cores, rss) = run([
-        "record",
-        "--janus",
-        &janus.url(),
-        "--room",
-        "1",
-        "--ice-address",
-        ICE_ADDRESS,
-        "--duration",
-        &secs.to_string(),
-        "--out",
-        &rec,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect());
+    let (wall, cores, rss) = record(&rec, &[]);
     eprintln!("webrtc x4: {wall:.1} s wall, {cores:.3} cores, peak RSS {rss} MiB");
     let mp4 = std::fs::read_dir(&rec)
         .unwrap()
@@ -389,23 +395,7 @@ fn measure_cpu_with_four_webrtc_publishers() {
         all_at * 1000.0
     );
     let individual = dir.path().join("individual").to_string_lossy().to_string();
-    let (wall, cores, rss) = run([
-        "record",
-        "--janus",
-        &janus.url(),
-        "--room",
-        "1",
-        "--ice-address",
-        ICE_ADDRESS,
-        "--duration",
-        &secs.to_string(),
-        "--out",
-        &individual,
-        "--individual",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect());
+    let (wall, cores, rss) = record(&individual, &["--individual"]);
     eprintln!(
         "webrtc x4 individually: {wall:.1} s wall, {cores:.3} cores ({:.4} per participant), \
          peak RSS {rss} MiB",

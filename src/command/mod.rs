@@ -333,14 +333,7 @@ pub struct TranscodeArgs {
 /// Runs a transcode: the MP4 `<room>_<conf>_<segment>_transcoded.mp4`, its length, size and
 /// speed.
 pub fn transcode(a: TranscodeArgs) -> Result<Value> {
-    let text = std::fs::read_to_string(&a.manifest)
-        .map_err(|e| Error::io(format!("reading {}", a.manifest.display()), e))?;
-    let m = crate::model::manifest::Manifest::parse(&text).map_err(|message| Error::Invalid {
-        field: "manifest".into(),
-        message,
-        code: crate::codes::Code::RecordParamsMissing,
-    })?;
-    let dir = match a.out {
+    let out_dir = match a.out {
         Some(d) => d,
         None => a
             .manifest
@@ -349,17 +342,9 @@ pub fn transcode(a: TranscodeArgs) -> Result<Value> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let name = format!(
-        "{}_{}_{}_transcoded.mp4",
-        crate::util::path_component(&m.room_id),
-        crate::util::path_component(&m.conf_num),
-        m.segment
-    );
     let spec = job::transcode::TranscodeSpec {
         manifest: a.manifest,
-        out: dir.join(name),
+        out_dir,
         layout: Layout::resolve(&a.layout)?,
         preset: Preset::resolve(&a.preset)?,
         watermark: a.watermark,
@@ -424,7 +409,7 @@ pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
     let bytes: u64 = rec.manifest.files.iter().map(|f| f.bytes).sum();
     let spec = job::transcode::TranscodeSpec {
         manifest: rec.manifest_path.clone(),
-        out: dir.join("bench_transcoded.mp4"),
+        out_dir: dir.clone(),
         layout: Layout::resolve(&b.layout)?,
         preset: Preset::resolve(&b.preset)?,
         watermark: None,

@@ -413,24 +413,6 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
 /// `--individual`: the room's tracks as received, into `<out>/<room>_<conf>_1_tracks/`, until
 /// the duration ends, the room ends, or SIGINT/SIGTERM. The line lists the files and manifest.
 fn record_individually(req: RecordRequest) -> Result<RecordReport> {
-    let spec = JobSpec {
-        kind: JobKind::Recording,
-        room_id: req.room_id.clone(),
-        app_id: req.app_id,
-        conf_num: req.conf_num.clone(),
-        connector: req.connector,
-        layout: Value::Null,
-        preset: req.preset,
-        watermark: None,
-        cost: 0.0,
-        rtmp_urls: Vec::new(),
-        max_active_talkers: None,
-        max_duration_secs: req.duration.map(|d| d.as_secs_f64()),
-        started_by: CLI_REQUESTER.into(),
-        storage: None,
-        page: None,
-        hls: None,
-    };
     let target = job::individual::IndividualSpec {
         dir: req.out,
         room_id: req.room_id,
@@ -439,7 +421,7 @@ fn record_individually(req: RecordRequest) -> Result<RecordReport> {
     };
     let rt = runtime()?;
     let outcome = rt.block_on(job::individual::record_spec(
-        &spec,
+        &req.connector,
         &target,
         req.duration,
         async {

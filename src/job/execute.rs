@@ -202,7 +202,12 @@ impl<H: JobHost> Run<'_, H> {
                 Err(e) => return self.fail(failure_code(self.job.spec.kind), e).await,
             },
         };
-        let connected = tokio::time::timeout(self.env.start_timeout, connect(&self.job.spec)).await;
+        let spec = &self.job.spec;
+        let length = spec
+            .max_duration_secs
+            .and_then(|s| Duration::try_from_secs_f64(s.max(0.1)).ok());
+        let connected =
+            tokio::time::timeout(self.env.start_timeout, connect(&spec.connector, length)).await;
         let (handle, synthetic) = match connected {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return self.fail(e.code(), e.to_string()).await,

@@ -82,22 +82,6 @@ pub struct IndividualOutcome {
     pub end: IndividualEnd,
 }
 
-fn file_kind(kind: TrackKind) -> FileKind {
-    match kind {
-        TrackKind::Audio => FileKind::Audio,
-        TrackKind::Video => FileKind::Video,
-        TrackKind::Screen => FileKind::Screen,
-    }
-}
-
-fn kind_name(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::Audio => "audio",
-        FileKind::Video => "video",
-        FileKind::Screen => "screen",
-    }
-}
-
 struct OpenTrack {
     file: TrackFile,
     source: Box<dyn TrackSource>,
@@ -176,7 +160,7 @@ impl Recorder {
     }
 
     fn publish(&mut self, id: &ParticipantId, kind: TrackKind, source: Box<dyn TrackSource>) {
-        let fk = file_kind(kind);
+        let fk = FileKind::from(kind);
         let key = (id.0.clone(), fk);
         if let Some(t) = self.open.remove(&key) {
             self.close_later(t);
@@ -188,13 +172,13 @@ impl Recorder {
             *c += 1;
             *c
         };
-        let name = format!("{}_{}_{n}.mkv", path_component(&id.0), kind_name(fk));
+        let name = format!("{}_{}_{n}.mkv", path_component(&id.0), fk.as_str());
         let path = self.folder.join(&name);
         let ctx = TrackFile::context(self.base);
         let built = match source.build_encoded(&ctx) {
             Ok(Some(element)) => tokio::task::block_in_place(|| {
                 TrackFile::start(
-                    &format!("{}_{}_{n}", id.0, kind_name(fk)),
+                    &format!("{}_{}_{n}", id.0, fk.as_str()),
                     element,
                     fk == FileKind::Audio,
                     &path,
@@ -313,15 +297,15 @@ impl Recorder {
             RoomEvent::TrackPublished { id, kind, source } => {
                 self.event(EventKind::Published {
                     participant_id: id.0.clone(),
-                    kind: file_kind(kind),
+                    kind: FileKind::from(kind),
                 });
                 self.publish(&id, kind, source);
             }
             RoomEvent::TrackUnpublished { id, kind } => {
-                self.unpublish(&id.0, file_kind(kind));
+                self.unpublish(&id.0, FileKind::from(kind));
                 self.event(EventKind::Unpublished {
                     participant_id: id.0,
-                    kind: file_kind(kind),
+                    kind: FileKind::from(kind),
                 });
             }
             RoomEvent::Talking { id, talking } => self.event(EventKind::Talking {
@@ -336,7 +320,7 @@ impl Recorder {
             }),
             RoomEvent::HardMute { id, kind, muted } => self.event(EventKind::HardMute {
                 participant_id: id.0,
-                kind: file_kind(kind),
+                kind: FileKind::from(kind),
                 muted,
             }),
             RoomEvent::Paused { id, paused } => self.event(EventKind::Paused {
@@ -373,15 +357,15 @@ pub async fn record_individual<R: RoomConnector>(
     record_joined(handle, spec, limit, stop).await
 }
 
-/// Records the room of a job spec's connector individually (see [`record_individual`]); the
-/// spec's duration limits a synthetic room's script.
+/// Records the room `connector` names individually (see [`record_individual`]); `limit` is
+/// also the length of a synthetic room's script.
 pub async fn record_spec(
-    job: &crate::queue::JobSpec,
+    connector: &crate::queue::ConnectorSpec,
     spec: &IndividualSpec,
     limit: Option<Duration>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<IndividualOutcome> {
-    let (handle, _) = super::plan::connect(job).await?;
+    let (handle, _) = super::plan::connect(connector, limit).await?;
     record_joined(handle, spec, limit, stop).await
 }
 

@@ -5,7 +5,7 @@ use crate::codes::Code;
 use crate::layout::Layout;
 use crate::model::Preset;
 use crate::model::RtmpUrl;
-use crate::queue::{ConnectorSpec, JobSpec, SyntheticScript};
+use crate::queue::{ConnectorSpec, SyntheticScript};
 use crate::room::janus::JanusRoom;
 use crate::room::synthetic::SyntheticRoom;
 use crate::room::{RoomConnector, RoomHandle};
@@ -36,12 +36,14 @@ impl Plan {
     }
 }
 
-/// Joins the spec's room. A synthetic room is returned as well: platform joins add generated
-/// participants to it.
+/// Joins the room `connector` names; a demo script is spread over `length` (15 s when
+/// none). A synthetic room is returned as well: platform joins add generated participants
+/// to it.
 pub(super) async fn connect(
-    spec: &JobSpec,
+    connector: &ConnectorSpec,
+    length: Option<Duration>,
 ) -> Result<(RoomHandle, Option<SyntheticRoom>), crate::Error> {
-    match &spec.connector {
+    match connector {
         ConnectorSpec::Synthetic {
             participants,
             script,
@@ -50,7 +52,9 @@ pub(super) async fn connect(
                 SyntheticScript::Steady => SyntheticRoom::steady(*participants as usize),
                 SyntheticScript::Demo => SyntheticRoom::demo(
                     *participants as usize,
-                    Duration::from_secs_f64(spec.max_duration_secs.unwrap_or(15.0).max(0.1)),
+                    length
+                        .unwrap_or(Duration::from_secs(15))
+                        .max(Duration::from_millis(100)),
                 ),
             };
             room.connect().await.map(|h| (h, Some(room)))

@@ -30,8 +30,8 @@ use tracing::info;
 pub struct TranscodeSpec {
     /// The segment's manifest (its track files are beside it).
     pub manifest: PathBuf,
-    /// The MP4 to write.
-    pub out: PathBuf,
+    /// Folder the MP4 goes in (`<room>_<conf>_<segment>_transcoded.mp4`).
+    pub out_dir: PathBuf,
     /// Layout.
     pub layout: Layout,
     /// Encoder preset.
@@ -55,14 +55,6 @@ pub struct TranscodeReport {
     pub speed: f64,
     /// CPU time used (s).
     pub cpu_s: f64,
-}
-
-fn track_kind(kind: FileKind) -> TrackKind {
-    match kind {
-        FileKind::Audio => TrackKind::Audio,
-        FileKind::Video => TrackKind::Video,
-        FileKind::Screen => TrackKind::Screen,
-    }
 }
 
 /// The room events a manifest stands for, in order, with their times (ms).
@@ -119,7 +111,7 @@ pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
                 2,
                 RoomEvent::HardMute {
                     id: pid(participant_id),
-                    kind: track_kind(*kind),
+                    kind: TrackKind::from(*kind),
                     muted: *muted,
                 },
             ),
@@ -147,7 +139,7 @@ pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
             audio: f.kind == FileKind::Audio,
             start: gst::ClockTime::from_mseconds(start),
         };
-        let kind = track_kind(f.kind);
+        let kind = TrackKind::from(f.kind);
         out.push((
             start,
             1,
@@ -221,6 +213,14 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
             });
         }
     }
+    std::fs::create_dir_all(&spec.out_dir)
+        .map_err(|e| Error::io(format!("creating {}", spec.out_dir.display()), e))?;
+    let out = spec.out_dir.join(format!(
+        "{}_{}_{}_transcoded.mp4",
+        crate::util::path_component(&manifest.room_id),
+        crate::util::path_component(&manifest.conf_num),
+        manifest.segment
+    ));
     let duration_ms = manifest.duration_ms.unwrap_or_else(|| {
         manifest
             .files
@@ -242,7 +242,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         timing: Timing::Offline {
             duration: gst::ClockTime::from_mseconds(duration_ms),
         },
-        output: Output::Mp4(spec.out.clone()),
+        output: Output::Mp4(out.clone()),
         background: def.background.as_deref().and_then(parse_color).unwrap_or(0),
         background_image: def.background_image.clone(),
         label: def.label.clone(),
@@ -293,14 +293,13 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     let bus = pipeline
         .bus()
         .ok_or_else(|| PipelineError::setup("no bus"))?;
-    let steps: Vec<(u64, Vec<RoomEvent>)> = steps.collect();
-    let next_times: Vec<u64> = steps.iter().map(|(t, _)| *t).collect();
-    if let Some((t, _)) = steps.first() {
-        gate.set(gst::ClockTime::from_mseconds(*t));
+    let at_ms = gst::ClockTime::from_mseconds;
+    if let Some((t, _)) = steps.peek() {
+        gate.set(at_ms(*t));
     }
     tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(|_| PipelineError::setup("the transcode pipeline did not start"))?;
-    for (i, (_, batch)) in steps.into_iter().enumerate() {
+    while let Some((_, batch)) = steps.next() {
         // Until both outputs are at the gate; a pipeline error (an unreadable file) or the
         // limit ends the transcode.
         let waited = Instant::now();
@@ -324,8 +323,8 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
             return Err(e.into());
         }
         job.on_events(batch)?;
-        match next_times.get(i + 1) {
-            Some(t) => gate.set(gst::ClockTime::from_mseconds(*t)),
+        match steps.peek() {
+            Some((t, _)) => gate.set(at_ms(*t)),
             None => gate.open(),
         }
     }
@@ -340,17 +339,16 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = crate::bench::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();
-    let out = spec.out.clone();
-    let seg = tokio::task::block_in_place(move || {
+    let seg = tokio::task::block_in_place(|| {
         job.composite.wait_retired(Duration::from_secs(10));
         let _ = pipeline.set_state(gst::State::Null);
         ended?;
         pipeline::mp4::finalize_with_audio_delay(&out, delay)
     })?;
     let media = seg.duration.mseconds() as f64 / 1000.0;
-    info!(file = %spec.out.display(), media_s = media, wall_s = wall, "transcoded");
+    info!(file = %out.display(), media_s = media, wall_s = wall, "transcoded");
     Ok(TranscodeReport {
-        file: spec.out.clone(),
+        file: out,
         duration_s: media,
         bytes: seg.bytes,
         wall_s: wall,

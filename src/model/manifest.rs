@@ -66,6 +66,17 @@ pub enum FileKind {
     Screen,
 }
 
+impl FileKind {
+    /// The name the manifest and the file names use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Audio => "audio",
+            FileKind::Video => "video",
+            FileKind::Screen => "screen",
+        }
+    }
+}
+
 /// One track file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestFile {
@@ -212,6 +223,13 @@ mod tests {
             r#"{"t_ms":1500,"type":"talking","participant_id":"p1","talking":true}"#
         );
         assert_eq!(serde_json::from_str::<ManifestEvent>(&text).unwrap(), e);
+    }
+
+    #[test]
+    fn a_kinds_name_is_the_one_serialized() {
+        for k in [FileKind::Audio, FileKind::Video, FileKind::Screen] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 
     #[test]

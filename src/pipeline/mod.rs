@@ -101,24 +101,24 @@ impl PipelineError {
 
 /// Creates an element, naming it `name`.
 pub(crate) fn make(factory: &str, name: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory)
-        .name(name)
-        .build()
-        .map_err(|e| PipelineError::MissingElement {
-            factory: factory.to_string(),
-            reason: e.to_string(),
-        })
+    create(factory, Some(name))
 }
 
 /// Creates an element with a name of GStreamer's choosing (elements made in numbers inside
 /// a feed's or a file's own bin, where names route no error).
 pub(crate) fn make_unnamed(factory: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| PipelineError::MissingElement {
-            factory: factory.to_string(),
-            reason: e.to_string(),
-        })
+    create(factory, None)
+}
+
+fn create(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
+    let mut builder = gst::ElementFactory::make(factory);
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    builder.build().map_err(|e| PipelineError::MissingElement {
+        factory: factory.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Colorimetry of every raw video frame in the composite. All inputs, the background and the

@@ -37,6 +37,28 @@ pub enum TrackKind {
     Screen,
 }
 
+impl From<TrackKind> for crate::model::manifest::FileKind {
+    fn from(kind: TrackKind) -> Self {
+        use crate::model::manifest::FileKind;
+        match kind {
+            TrackKind::Audio => FileKind::Audio,
+            TrackKind::Video => FileKind::Video,
+            TrackKind::Screen => FileKind::Screen,
+        }
+    }
+}
+
+impl From<crate::model::manifest::FileKind> for TrackKind {
+    fn from(kind: crate::model::manifest::FileKind) -> Self {
+        use crate::model::manifest::FileKind;
+        match kind {
+            FileKind::Audio => TrackKind::Audio,
+            FileKind::Video => TrackKind::Video,
+            FileKind::Screen => TrackKind::Screen,
+        }
+    }
+}
+
 /// Something that happened in the room.
 #[derive(Debug)]
 pub enum RoomEvent {

@@ -153,8 +153,8 @@ impl Slot {
 impl Slot {
     /// Hands a depayloaded (still encoded) sample to the encoded track, if one is built:
     /// placed by the jitter buffer's time `at` like decoded frames, never before the previous
-    /// one. A video track waits for a keyframe, asking the sender for one through
-    /// `ask_keyframe` at most once a second meanwhile.
+    /// one. Until a video track has had a keyframe, the sender is asked for one through
+    /// `ask_keyframe` at most once a second (the track file starts at its first keyframe).
     fn push_encoded(
         &self,
         sample: &gst::Sample,
@@ -175,9 +175,9 @@ impl Slot {
                     self.asked_keyframe.store(now, Ordering::Relaxed);
                     ask_keyframe();
                 }
-                return;
+            } else {
+                self.needs_keyframe.store(false, Ordering::Relaxed);
             }
-            self.needs_keyframe.store(false, Ordering::Relaxed);
         }
         let Some(now) = src.current_running_time() else {
             return;
@@ -672,13 +672,19 @@ fn gate_unwanted(
             v.set_property("drop", !wanted);
         }
         if wanted {
-            let request = gst::Structure::builder("GstForceKeyUnit")
-                .field("all-headers", true)
-                .build();
-            pad.push_event(gst::event::CustomUpstream::new(request));
+            ask_keyframe(pad);
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// Asks the sender for a keyframe from a sink pad of the feed pipeline: an upstream
+/// force-key-unit, which becomes an RTCP PLI at webrtcbin ([`ask_keyframes_by_pli`]).
+fn ask_keyframe(sinkpad: &gst::Pad) {
+    let request = gst::Structure::builder("GstForceKeyUnit")
+        .field("all-headers", true)
+        .build();
+    sinkpad.push_event(gst::event::CustomUpstream::new(request));
 }
 
 /// The depayloader for an RTP stream's caps, and for H.264 the parser that gives Matroska
@@ -733,11 +739,14 @@ fn link_encoded(
     queue.set_property("max-size-time", 2 * gst::ClockTime::SECOND);
     queue.set_property("max-size-bytes", 0u32);
     queue.set_property("max-size-buffers", 0u32);
+    // Keyframe requests leave through the branch's first pad, towards webrtcbin.
+    let ask_pad = queue
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::setup("queue sink"))?
+        .downgrade();
     let mut all = vec![queue];
     all.extend(depayloader(rtp)?);
     let feed = pipeline.downgrade();
-    let sink_pad: Arc<Mutex<Option<gst::glib::WeakRef<gst::Pad>>>> = Arc::default();
-    let ask_pad = sink_pad.clone();
     let sink = bridge::sink(
         None,
         None,
@@ -750,18 +759,13 @@ fn link_encoded(
                 .upgrade()
                 .and_then(|p| clock_time(&sample, p.base_time()));
             slot.push_encoded(&sample, audio, at, || {
-                let pad = ask_pad.lock().unwrap().as_ref().and_then(|w| w.upgrade());
-                if let Some(pad) = pad {
-                    let request = gst::Structure::builder("GstForceKeyUnit")
-                        .field("all-headers", true)
-                        .build();
-                    pad.push_event(gst::event::CustomUpstream::new(request));
+                if let Some(pad) = ask_pad.upgrade() {
+                    ask_keyframe(&pad);
                 }
             });
         },
         || {},
     );
-    *sink_pad.lock().unwrap() = sink.static_pad("sink").map(|p| p.downgrade());
     all.push(sink.upcast());
     pipeline.add_many(&all).map_err(PipelineError::setup)?;
     gst::Element::link_many(&all).map_err(PipelineError::setup)?;
