@@ -137,6 +137,7 @@ async fn large_files_go_up_in_verified_parts() {
         size: data.len() as u64,
         sha256: hex_sha(&data),
         hls: None,
+        bundle: None,
     };
     let url = t.put(&path, &meta).await.expect("multipart upload");
     assert_eq!(url, "s3://big/app/room/1/room_1_1.mp4");

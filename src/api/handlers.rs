@@ -158,8 +158,8 @@ pub(super) async fn may_start(st: &ApiState, room: &str, kind: JobKind) -> Resul
     }
     if recently_failed(st, &jobs, room, kind) {
         let code = match kind {
-            JobKind::Recording => Code::RecordRetryLater,
             JobKind::Streaming => Code::StreamRetryLater,
+            _ => Code::RecordRetryLater,
         };
         return Err(ApiError::new(code, "the last start failed"));
     }
@@ -181,9 +181,9 @@ pub(super) fn known_participants(room: &RoomConfig) -> Option<usize> {
 /// streaming) while it is being set up, 7019 once it records.
 pub(super) fn busy(job: &Job) -> ApiError {
     let code = match (job.spec.kind, job.state) {
-        (JobKind::Recording, JobState::Queued | JobState::Starting) => Code::RecordInProcess,
-        (JobKind::Recording, _) => Code::RecordAlreadyRunning,
         (JobKind::Streaming, _) => Code::StreamStartInProcess,
+        (_, JobState::Queued | JobState::Starting) => Code::RecordInProcess,
+        (_, _) => Code::RecordAlreadyRunning,
     };
     ApiError::new(code, format!("job {} is {}", job.id, job.state.as_str()))
 }
@@ -212,12 +212,18 @@ pub(super) async fn submit(
     let shares = jobs.iter().any(|j| {
         j.spec.room_id == room.room_id
             && j.spec.kind != kind
+            && j.spec.kind.is_live()
+            && kind.is_live()
             && matches!(j.state, JobState::Starting | JobState::Active)
             && j.spec.preset == preset_name
             && j.spec.watermark == room.settings.watermark
             && j.spec.page.is_some() == page.is_some()
     });
-    let cost = if shares {
+    let cost = if kind == JobKind::Individual {
+        // Received media is written as it came: a small share per participant.
+        crate::job::legacy::INDIVIDUAL_COST_PER_PARTICIPANT
+            * known_participants(room).unwrap_or(1).max(1) as f64
+    } else if shares {
         preset.output_cost(rtmp_urls.len())
     } else {
         preset.estimated_cost(rtmp_urls.len(), known_participants(room))
@@ -239,6 +245,8 @@ pub(super) async fn submit(
         storage: None,
         page,
         hls,
+        manifest: None,
+        fallback_for: None,
     };
     let job = Job::new(Job::new_id(kind), spec);
     let ahead = match st.store.enqueue(&job).await? {
@@ -261,14 +269,16 @@ pub(super) async fn submit(
         extra["msg"] = json!(match kind {
             JobKind::Recording => "live recording is starting",
             JobKind::Streaming => "streaming is starting",
+            JobKind::Individual => "recording is starting",
+            JobKind::Transcode => "transcode is queued",
         });
         return reply(StatusCode::CREATED, extra);
     }
     let code = match (kind, ahead == slots) {
-        (JobKind::Recording, true) => Code::RecordQueued,
-        (JobKind::Recording, false) => Code::RecordQueuedLast,
         (JobKind::Streaming, true) => Code::StreamQueued,
         (JobKind::Streaming, false) => Code::StreamQueuedLast,
+        (_, true) => Code::RecordQueued,
+        (_, false) => Code::RecordQueuedLast,
     };
     coded(code, extra)
 }
@@ -437,22 +447,30 @@ pub(super) async fn post_events(State(st): St, Path(id): Path<String>, body: Bod
         let first_join = was_empty
             && !r.participants.is_empty()
             && matches!(ev, PlatformEvent::ParticipantJoined { .. });
-        if first_join
-            && r.settings.live_recording.auto_recording
-            && !r.disconnecting
-            && live_job(&jobs, &id, JobKind::Recording).is_none()
-        {
+        // `settings.live_recording.auto_recording` starts a live recording,
+        // `settings.auto_recording` (the platform's legacy key) an individual one.
+        let autos = [
+            (r.settings.live_recording.auto_recording, JobKind::Recording),
+            (r.settings.auto_recording, JobKind::Individual),
+        ];
+        for (_, kind) in autos.into_iter().filter(|(on, _)| *on) {
+            if !first_join || r.disconnecting || live_job(&jobs, &id, kind).is_some() {
+                continue;
+            }
             // The new job reads the room as it is now.
             st.store.put_room(&r).await?;
             let layout = room_layout(&r);
-            let page = super::lifecycle::room_page(&st, &r).unwrap_or_else(|e| {
-                warn!(room = %id, error = ?e, "settings.live_recording.url not used");
-                None
-            });
+            let page = match kind {
+                JobKind::Recording => super::lifecycle::room_page(&st, &r).unwrap_or_else(|e| {
+                    warn!(room = %id, error = ?e, "settings.live_recording.url not used");
+                    None
+                }),
+                _ => None,
+            };
             let resp = submit(
                 &st,
                 &r,
-                JobKind::Recording,
+                kind,
                 (layout, page, None),
                 Vec::new(),
                 "auto",
@@ -535,8 +553,8 @@ pub(super) async fn cancel_job(State(st): St, Path(id): Path<String>) -> Reply {
         ));
     };
     let code = match job.spec.kind {
-        JobKind::Recording => Code::RecordQueueCancelled,
         JobKind::Streaming => Code::StreamQueueCancelled,
+        _ => Code::RecordQueueCancelled,
     };
     if !end_waiting(&st, &mut job, JobState::Cancelled, code, code.message()).await? {
         return Err(ApiError::new(

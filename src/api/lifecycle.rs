@@ -75,6 +75,14 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         Code::RecordParamsMissing,
     )?;
     let hls = input::hls(&c.body, Code::RecordParamsMissing)?;
+    if let Some(j) = live_job(&st.store.jobs().await?, &id, JobKind::Individual)
+        .filter(|j| j.spec.fallback_for.is_some())
+    {
+        return Err(ApiError::new(
+            Code::RecordLegacyRunning,
+            format!("the fall-back recording {} is running", j.id),
+        ));
+    }
     may_start(&st, &id, JobKind::Recording).await?;
     submit(
         &st,
@@ -143,7 +151,63 @@ pub(super) async fn stop_recording(State(st): St, Path(id): Path<String>, body: 
         Code::RecordStopDisconnecting,
     )
     .await?;
-    stop(&st, c, JobKind::Recording, Code::RecordQueueCancelled).await
+    // A live recording that fell back is stopped as the recording that replaced it.
+    let jobs = st.store.jobs().await?;
+    let kind = match (
+        live_job(&jobs, &id, JobKind::Recording),
+        live_job(&jobs, &id, JobKind::Individual),
+    ) {
+        (None, Some(j)) if j.spec.fallback_for.is_some() => JobKind::Individual,
+        _ => JobKind::Recording,
+    };
+    stop(&st, c, kind, Code::RecordQueueCancelled).await
+}
+
+/// `POST /v1/rooms/{id}/recording`: the platform's (legacy) recording, every participant's
+/// tracks into their own files (moderators only).
+pub(super) async fn start_individual(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissingInternal,
+        Code::RecordNotModerator,
+        Code::RecordRoomDisconnecting,
+    )
+    .await?;
+    let max = input::seconds(
+        c.body
+            .get("config")
+            .and_then(|v| v.get("max_duration_secs")),
+        "config.max_duration_secs",
+        Code::RecordParamsMissingInternal,
+    )?;
+    may_start(&st, &id, JobKind::Individual).await?;
+    let layout = room_layout(&c.room);
+    submit(
+        &st,
+        &c.room,
+        JobKind::Individual,
+        (layout, None, None),
+        Vec::new(),
+        &c.who.client_id,
+        max,
+    )
+    .await
+}
+
+/// `DELETE /v1/rooms/{id}/recording`.
+pub(super) async fn stop_individual(State(st): St, Path(id): Path<String>, body: Body) -> Reply {
+    let c = checked(
+        &st,
+        &id,
+        body,
+        Code::RecordParamsMissingInternal,
+        Code::RecordStopNotModerator,
+        Code::RecordStopDisconnecting,
+    )
+    .await?;
+    stop(&st, c, JobKind::Individual, Code::RecordQueueCancelled).await
 }
 
 pub(super) async fn change_recording(State(st): St, Path(id): Path<String>, body: Body) -> Reply {

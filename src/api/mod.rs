@@ -161,6 +161,10 @@ pub fn router(st: Arc<ApiState>) -> Router {
                 .patch(change_recording),
         )
         .route(
+            "/v1/rooms/{room_id}/recording",
+            axum::routing::post(start_individual).delete(stop_individual),
+        )
+        .route(
             "/v1/rooms/{room_id}/streaming",
             axum::routing::post(start_streaming)
                 .delete(stop_streaming)
@@ -324,14 +328,54 @@ async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
             continue;
         }
         let code = match job.spec.kind {
-            crate::queue::JobKind::Recording => Code::RecordQueueFailed,
             crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
+            _ => Code::RecordQueueFailed,
         };
         let waited = st.cfg.queue_wait.as_secs();
         let msg = format!("no worker could start it within {waited} s");
+        if job.spec.kind == crate::queue::JobKind::Recording {
+            fall_back_waiting(st, &mut job, msg).await?;
+            continue;
+        }
         if end_waiting(st, &mut job, JobState::Failed, code, msg).await? {
             info!(job = %id, waited_s = waited, "request waited too long");
         }
+    }
+    Ok(())
+}
+
+/// A live recording that waited too long for a worker: the room is recorded individually
+/// instead (a worker has room for that long before it has room for a composite) and the
+/// request ends with 7014; with 7205 when the room already records individually.
+async fn fall_back_waiting(
+    st: &ApiState,
+    job: &mut Job,
+    msg: String,
+) -> Result<(), crate::queue::StoreError> {
+    use crate::queue::{Enqueued, JobKind};
+    let jobs = st.store.jobs().await?;
+    if let Some(other) = handlers::live_job(&jobs, &job.spec.room_id, JobKind::Individual) {
+        let msg = format!(
+            "{msg}; the room already records individually ({})",
+            other.id
+        );
+        end_waiting(st, job, JobState::Failed, Code::RecordLegacyRunning, msg).await?;
+        return Ok(());
+    }
+    let fallback = crate::job::legacy::fallback_job(job);
+    let msg = format!(
+        "{msg}; recording the room individually instead (job {}): the recording will be made \
+         available post-session",
+        fallback.id
+    );
+    if !end_waiting(st, job, JobState::Failed, Code::RecordDelayed, msg).await? {
+        return Ok(());
+    }
+    match st.store.enqueue(&fallback).await? {
+        Enqueued::Waiting(_) => info!(job = %job.id, fallback = %fallback.id,
+            "live recording waited too long: recording individually instead"),
+        Enqueued::Busy(other) => info!(job = %job.id, other = %other.id,
+            "live recording waited too long; the room records individually already"),
     }
     Ok(())
 }

@@ -59,6 +59,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         size: bytes,
         sha256: String::new(),
         hls: None,
+        bundle: None,
     };
     let entry = cfg
         .spool()?

@@ -314,6 +314,8 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
             (None, false) => None,
         },
         hls: req.hls,
+        manifest: None,
+        fallback_for: None,
     };
     let plan = Plan {
         layout,

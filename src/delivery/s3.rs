@@ -435,6 +435,7 @@ mod tests {
             size: 0,
             sha256: String::new(),
             hls: None,
+            bundle: None,
         };
         assert_eq!(t.key_for(&m), "archive/app/room/7/room_7_2.mp4");
         // Identifiers cannot climb out of or add levels to the key.

@@ -36,6 +36,42 @@ pub struct SegmentMeta {
     /// What part of an HLS output the file is (none: a recording or a transcript).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hls: Option<crate::model::hls::HlsPart>,
+    /// The set of files the file belongs to, announced by one webhook once all are delivered
+    /// (none: the file is announced by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<Bundle>,
+}
+
+/// Files announced together: an individual segment's track files and manifest (`recording`),
+/// or a transcode's MP4 (`transcoded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Unique per set (the segment's folder name and job).
+    pub id: String,
+    /// Which webhook announces it.
+    pub kind: BundleKind,
+    /// How many files the set has.
+    pub files: u32,
+}
+
+/// The webhook that announces a [`Bundle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleKind {
+    /// `recording`: an individual segment's files.
+    Recording,
+    /// `transcoded`: the composite made from one.
+    Transcoded,
+}
+
+impl BundleKind {
+    /// The webhook's `type` (also the key of its list of URLs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleKind::Recording => "recording",
+            BundleKind::Transcoded => "transcoded",
+        }
+    }
 }
 
 /// One spooled segment and its delivery state.
@@ -245,6 +281,7 @@ mod tests {
             size: 0,
             sha256: String::new(),
             hls: None,
+            bundle: None,
         }
     }
 

@@ -105,8 +105,8 @@ pub async fn execute<H: JobHost>(
 
 fn failure_code(kind: JobKind) -> Code {
     match kind {
-        JobKind::Recording => Code::RecordCannotStart,
         JobKind::Streaming => Code::StreamFailedToStart,
+        _ => Code::RecordCannotStart,
     }
 }
 
@@ -114,21 +114,21 @@ fn failure_code(kind: JobKind) -> Code {
 /// error", 7022 for streaming.
 fn failure_code_after_start(kind: JobKind) -> Code {
     match kind {
-        JobKind::Recording => Code::RecordError,
         JobKind::Streaming => Code::StateStreamFailed,
+        _ => Code::RecordError,
     }
 }
 
 impl<H: JobHost> Run<'_, H> {
-    async fn save(&mut self) {
+    pub(super) async fn save(&mut self) {
         self.host.save(&mut self.job).await;
     }
 
-    fn status(&self, subject: Subject, t: Transition, code: Option<Code>) {
+    pub(super) fn status(&self, subject: Subject, t: Transition, code: Option<Code>) {
         self.env.outbox.notifier.status(&self.job, subject, t, code);
     }
 
-    async fn fail(&mut self, code: Code, msg: String) {
+    pub(super) async fn fail(&mut self, code: Code, msg: String) {
         warn!(code = %code, error = %msg, "job failed");
         self.job.end(JobState::Failed, code.as_u16(), msg);
         self.save().await;
@@ -173,8 +173,8 @@ impl<H: JobHost> Run<'_, H> {
         self.job.attempts += 1;
         if self.job.attempts > MAX_ATTEMPTS {
             let code = match self.job.spec.kind {
-                JobKind::Recording => Code::RecordError,
                 JobKind::Streaming => Code::StreamFailedToStart,
+                _ => Code::RecordError,
             };
             return self
                 .fail(code, format!("gave up after {MAX_ATTEMPTS} starts"))
@@ -183,6 +183,11 @@ impl<H: JobHost> Run<'_, H> {
         self.job.state = JobState::Starting;
         self.job.msg = if resumed { "resuming" } else { "starting" }.into();
         self.save().await;
+        match self.job.spec.kind {
+            JobKind::Individual => return self.run_individual(local, hand_back).await,
+            JobKind::Transcode => return self.run_transcode().await,
+            JobKind::Recording | JobKind::Streaming => {}
+        }
 
         let plan = match plan.map_or_else(|| Plan::from_spec(&self.job.spec), Ok) {
             Ok(p) => p,
@@ -213,8 +218,8 @@ impl<H: JobHost> Run<'_, H> {
             Ok(Err(e)) => return self.fail(e.code(), e.to_string()).await,
             Err(_) => {
                 let code = match self.job.spec.kind {
-                    JobKind::Recording => Code::RecordStartTimedOut,
                     JobKind::Streaming => Code::StreamStartTimedOut,
+                    _ => Code::RecordStartTimedOut,
                 };
                 let msg = format!(
                     "the room was not joined within {} s",
@@ -449,6 +454,11 @@ impl<H: JobHost> Run<'_, H> {
                     (Code::RecordError | Code::Generic, kind) => failure_code(kind),
                     (c, _) => c,
                 };
+                if self.job.spec.kind == JobKind::Recording
+                    && matches!(code, Code::RecordCannotStart | Code::RecordError)
+                {
+                    return self.fall_back(code, e.to_string()).await;
+                }
                 self.fail(code, e.to_string()).await;
             }
         }
@@ -468,6 +478,9 @@ impl<H: JobHost> Run<'_, H> {
                 "the output stalled {} times in a row; not started again",
                 self.job.stall_restarts
             );
+            if self.job.spec.kind == JobKind::Recording {
+                return self.fall_back(Code::RecordError, msg).await;
+            }
             return self
                 .fail(failure_code_after_start(self.job.spec.kind), msg)
                 .await;
@@ -554,6 +567,7 @@ impl<H: JobHost> Run<'_, H> {
             size: 0,
             sha256: String::new(),
             hls: Some(file.part),
+            bundle: None,
         };
         let target = spec.storage.clone();
         let storage = self
@@ -656,7 +670,7 @@ impl<H: JobHost> Run<'_, H> {
                 // each destination's end.
                 let subject = match self.job.spec.kind {
                     JobKind::Streaming => Subject::Job,
-                    JobKind::Recording => Subject::Streaming,
+                    _ => Subject::Streaming,
                 };
                 let told = match d.state {
                     DestinationState::Live => Some((Transition::On, None)),

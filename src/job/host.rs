@@ -49,6 +49,9 @@ pub trait JobHost: Send + Sync {
     fn set_cost(&self, job_id: &str, cost: f64);
     /// A segment was spooled: a good moment to try delivering.
     fn spooled(&self) -> impl Future<Output = ()> + Send;
+    /// Queues a job that follows from this one (a segment's transcode, a fall-back
+    /// recording). `Ok(false)`: the room already has a live job of its kind.
+    fn enqueue(&self, job: &Job) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// A host for one job run by the command line: the record and archive live in memory.
@@ -119,4 +122,13 @@ impl JobHost for MemoryHost {
     fn set_cost(&self, _job_id: &str, _cost: f64) {}
 
     async fn spooled(&self) {}
+
+    async fn enqueue(&self, job: &Job) -> StoreResult<bool> {
+        // One job per process: what would follow it is not run.
+        Err(crate::queue::StoreError::Unexpected(format!(
+            "no queue to run {} job {} (the command line runs one job)",
+            job.spec.kind.as_str(),
+            job.id
+        )))
+    }
 }

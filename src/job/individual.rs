@@ -369,7 +369,7 @@ pub async fn record_spec(
     record_joined(handle, spec, limit, stop).await
 }
 
-async fn record_joined(
+pub(crate) async fn record_joined(
     mut handle: crate::room::RoomHandle,
     spec: &IndividualSpec,
     limit: Option<Duration>,

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod execute;
 pub mod host;
 pub mod individual;
+pub mod legacy;
 mod live;
 pub mod notify;
 pub mod outbox;

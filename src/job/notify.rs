@@ -60,6 +60,16 @@ pub enum Subject {
 pub struct Notifier {
     queue: Option<Arc<WebhookQueue>>,
     last_stamp: Arc<AtomicU64>,
+    /// Serializes updates of the bundles' state files.
+    bundles: Arc<std::sync::Mutex<()>>,
+}
+
+/// What is known of a bundle whose files are not all delivered yet (kept beside the webhook
+/// queue, so a restart forgets nothing).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct BundleState {
+    /// Delivered files: name → URL.
+    urls: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -76,6 +86,7 @@ impl Notifier {
         Notifier {
             queue: queue.map(Arc::new),
             last_stamp: Arc::new(AtomicU64::new(0)),
+            bundles: Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -213,10 +224,42 @@ impl Notifier {
             Some(part) => return q.enqueue(&file_event_id(meta), &hls_event(meta, url, part)),
             None => {}
         }
+        if let Some(bundle) = &meta.bundle {
+            return self.bundle_file(q, bundle, meta, url);
+        }
         if crate::job::chat::is_transcript(&meta.file_name) {
             q.enqueue(&file_event_id(meta), &chatdata_event(meta, url))
         } else {
             q.enqueue(&file_event_id(meta), &live_recording_event(meta, url))
+        }
+    }
+
+    /// Notes a delivered file of `bundle`; the bundle's webhook is queued with the last one.
+    fn bundle_file(
+        &self,
+        q: &WebhookQueue,
+        bundle: &crate::delivery::spool::Bundle,
+        meta: &SegmentMeta,
+        url: &str,
+    ) -> std::io::Result<()> {
+        let _guard = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = q.dir().join("bundles");
+        std::fs::create_dir_all(&dir)?;
+        let state_path = dir.join(format!("{}.json", crate::util::path_component(&bundle.id)));
+        let mut state: BundleState = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        state.urls.insert(meta.file_name.clone(), url.to_string());
+        if (state.urls.len() as u32) < bundle.files {
+            let data = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+            return crate::util::write_atomic(&state_path, &data);
+        }
+        let id = format!("{}_{}", bundle.kind.as_str(), bundle.id);
+        q.enqueue(&id, &bundle_event(meta, bundle.kind, &state.urls))?;
+        match std::fs::remove_file(&state_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -254,6 +297,31 @@ pub fn live_recording_event(m: &SegmentMeta, url: &str) -> serde_json::Value {
         "url": url,
         "file_size": m.size.to_string(),
     })
+}
+
+/// The platform's `recording` (an individual segment's files) or `transcoded` (its
+/// composite MP4) webhook: `{"type", "trans_date", "app_id", "room_id", "conf_num",
+/// "<type>": [{"url"}]}`, plus the job and segment and each file's name.
+fn bundle_event(
+    m: &SegmentMeta,
+    kind: crate::delivery::spool::BundleKind,
+    urls: &std::collections::BTreeMap<String, String>,
+) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = urls
+        .iter()
+        .map(|(name, url)| json!({ "url": url, "file_name": name }))
+        .collect();
+    let mut event = json!({
+        "type": kind.as_str(),
+        "trans_date": crate::clock::now_ms() / 1000,
+        "app_id": m.app_id,
+        "room_id": m.room_id,
+        "conf_num": m.conf_num,
+        "job_id": m.job_id,
+        "segment": m.segment,
+    });
+    event[kind.as_str()] = serde_json::Value::Array(list);
+    event
 }
 
 /// roomcast's `hls` webhook: an HLS output's playlist is in storage, live (its first

@@ -73,6 +73,7 @@ pub fn segment_meta(job: &Job, seg: &SegmentRecord) -> SegmentMeta {
         size: seg.size,
         sha256: String::new(),
         hls: None,
+        bundle: None,
     }
 }
 
@@ -110,6 +111,18 @@ pub(super) fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
 impl<H: JobHost> Run<'_, H> {
     /// Finalizes the segments an earlier run left `recording` and hands them off.
     pub(super) async fn recover_segments(&mut self) {
+        // Individual segments: their files are written as they come; what their manifests
+        // list is delivered and transcoded.
+        let folders: Vec<std::path::PathBuf> = self
+            .job
+            .segments
+            .iter()
+            .filter(|s| s.status == SegmentStatus::Recording && s.path.is_dir())
+            .map(|s| s.path.clone())
+            .collect();
+        for folder in folders {
+            self.finish_folder(&folder).await;
+        }
         let mut segments = std::mem::take(&mut self.job.segments);
         for seg in segments
             .iter_mut()
@@ -299,6 +312,8 @@ pub(crate) fn file_safe(s: &str) -> String {
 pub fn segment_number(file_name: &str) -> Option<u64> {
     file_name
         .trim_end_matches(".mp4")
+        .trim_end_matches("_tracks")
+        .trim_end_matches("_transcoded")
         .rsplit('_')
         .next()?
         .parse()

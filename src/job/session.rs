@@ -126,6 +126,13 @@ pub(super) async fn run(
     commands: mpsc::Receiver<JobCommand>,
     events: Option<mpsc::UnboundedSender<JobEvent>>,
 ) -> Result<Recording, Error> {
+    if std::env::var_os("ROOMCAST_FAULT_COMPOSITE_FAILS").is_some() {
+        (room.leave)();
+        return Err(crate::pipeline::PipelineError::setup(
+            "the composite could not be built (ROOMCAST_FAULT_COMPOSITE_FAILS)",
+        )
+        .into());
+    }
     let key = Key::of(&spec);
     let id = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
     let member = |done| {
@@ -959,6 +966,9 @@ fn stall_fault() -> Option<Duration> {
         .map(|_| Duration::from_secs_f64(after.max(0.0)))
 }
 
+/// `ROOMCAST_FAULT_COMPOSITE_FAILS` (any value): a test of the live recording's fall-back
+/// makes every composite fail as it is built (checked where it is built).
+///
 /// `ROOMCAST_FAULT_FINALIZE_FAILS` (any value): a test of 7033 makes every segment's final
 /// rewrite fail, as a file system refusing it would (checked where the rewrite happens).
 ///

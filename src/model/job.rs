@@ -98,6 +98,9 @@ pub struct LiveRecordingSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomSettings {
+    /// Start an individual (legacy) recording when the first participant joins.
+    #[serde(default)]
+    pub auto_recording: bool,
     /// Live recording settings.
     #[serde(default)]
     pub live_recording: LiveRecordingSettings,
@@ -121,6 +124,7 @@ pub struct RoomSettings {
 impl Default for RoomSettings {
     fn default() -> Self {
         RoomSettings {
+            auto_recording: false,
             live_recording: LiveRecordingSettings::default(),
             layout: None,
             watermark: None,
@@ -153,7 +157,7 @@ pub struct RoomConfig {
     pub disconnecting: bool,
 }
 
-/// Recording or streaming.
+/// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
@@ -161,6 +165,11 @@ pub enum JobKind {
     Recording,
     /// Live streaming to RTMP destinations.
     Streaming,
+    /// The platform's (legacy) recording: every track into its own file, as received, with
+    /// a manifest per segment; each segment is then transcoded by a `transcode` job.
+    Individual,
+    /// The composite MP4 of one individual segment, made from its manifest and track files.
+    Transcode,
 }
 
 /// Where a job is in its life.
@@ -191,7 +200,24 @@ impl JobKind {
         match self {
             JobKind::Recording => "room-live-recording",
             JobKind::Streaming => "room-streaming",
+            JobKind::Individual => "room-record",
+            JobKind::Transcode => "room-transcode",
         }
+    }
+
+    /// Lower-case name (the store's key of a room's live job of this kind, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Recording => "recording",
+            JobKind::Streaming => "streaming",
+            JobKind::Individual => "individual",
+            JobKind::Transcode => "transcode",
+        }
+    }
+
+    /// Whether jobs of this kind run a live composite (recording or streaming).
+    pub fn is_live(self) -> bool {
+        matches!(self, JobKind::Recording | JobKind::Streaming)
     }
 }
 
@@ -291,6 +317,13 @@ pub struct JobSpec {
     /// A live HLS output from the same encode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hls: Option<crate::model::hls::HlsSpec>,
+    /// The manifest a `transcode` job reads (on the worker that recorded its segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// An individual recording started because the room's live recording could not run
+    /// (the live job's id): its answers carry 7014, its failed stop 7035.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_for: Option<String>,
 }
 
 /// Where a segment's file is.
@@ -516,6 +549,8 @@ impl Job {
         let prefix = match kind {
             JobKind::Recording => "rec",
             JobKind::Streaming => "str",
+            JobKind::Individual => "ind",
+            JobKind::Transcode => "tra",
         };
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()

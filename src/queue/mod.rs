@@ -59,11 +59,13 @@ pub enum Enqueued {
 
 /// The key of a room's live job of one kind.
 pub(crate) fn live_key(job: &Job) -> String {
-    let kind = match job.spec.kind {
-        JobKind::Recording => "recording",
-        JobKind::Streaming => "streaming",
-    };
-    format!("{}|{kind}", job.spec.room_id)
+    match (&job.spec.kind, &job.spec.manifest) {
+        // Every segment's transcode is a job of its own.
+        (JobKind::Transcode, Some(m)) => {
+            format!("{}|transcode|{}", job.spec.room_id, m.display())
+        }
+        (kind, _) => format!("{}|{}", job.spec.room_id, kind.as_str()),
+    }
 }
 
 /// Result of store operations.

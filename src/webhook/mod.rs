@@ -89,6 +89,10 @@ pub fn status_event(
         },
     });
     data[by_key] = serde_json::Value::String(ctx.by.clone());
+    if kind.starts_with("room-record-") {
+        // The platform's `room-record-on`/`-off` name the moderator who turned it on or off.
+        data["moderatorId"] = serde_json::Value::String(ctx.by.clone());
+    }
     serde_json::json!({
         "type": kind,
         "trans_date": now_ms() / 1000,

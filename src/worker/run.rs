@@ -92,6 +92,13 @@ impl JobHost for Worker {
     async fn spooled(&self) {
         self.drain_once().await;
     }
+
+    async fn enqueue(&self, job: &Job) -> StoreResult<bool> {
+        Ok(matches!(
+            self.store.enqueue(job).await?,
+            crate::queue::Enqueued::Waiting(_)
+        ))
+    }
 }
 
 impl Worker {

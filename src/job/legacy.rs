@@ -1,0 +1,576 @@
+//! The platform's (legacy) recording through the one job path: an `individual` job records
+//! every track of the room into a segment folder (see [`super::individual`]), hands each file
+//! to delivery as one bundle (the `recording` webhook lists them once all are delivered) and
+//! queues a `transcode` job for the segment, which lays it out into one MP4 (the `transcoded`
+//! webhook).
+//!
+//! Files are handed off from the folder through hard links, so the folder stays whole for its
+//! transcode while the spool delivers; the transcode removes it once every file of it is in
+//! the spool. Without storage the folder is where the files are reported.
+
+use super::execute::Run;
+use super::host::{JobHost, Poll};
+use super::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
+use super::notify::{Subject, Transition};
+use super::outbox::HandOff;
+use super::plan::{connect, Plan};
+use super::segments::{archive_entry, segment_meta, segment_number};
+use super::JobCommand;
+use crate::codes::Code;
+use crate::delivery::spool::{Bundle, BundleKind};
+use crate::model::manifest::Manifest;
+use crate::queue::{
+    now_ms, Command, Job, JobKind, JobSpec, JobState, PlatformEvent, SegmentRecord, SegmentStatus,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// How often a running individual recording looks for commands.
+const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// What a transcode costs (cores): it runs as fast as the machine allows.
+pub const TRANSCODE_COST: f64 = 1.5;
+/// What an individual recording costs per participant (cores): received media is written as
+/// it came (measured 0.032 with WebRTC feeds).
+pub const INDIVIDUAL_COST_PER_PARTICIPANT: f64 = 0.04;
+/// Marks a file of a segment folder as handed to the spool (`.sent-<file>`).
+const SENT_PREFIX: &str = ".sent-";
+
+/// What stopped a recording from outside.
+#[derive(Debug, Clone, PartialEq)]
+enum Stopped {
+    /// A stop request (by whom).
+    By(String),
+    /// The room was destroyed.
+    RoomDestroyed,
+    /// Another worker holds the job now.
+    Superseded,
+}
+
+/// The name a segment folder's file is delivered under: `<folder>-<file>` (storage keeps
+/// one level of names).
+pub fn delivered_name(folder: &Path, file: &str) -> String {
+    format!("{}-{file}", crate::util::file_name(folder))
+}
+
+/// Files of a segment folder to deliver: every track file the manifest lists, then the
+/// manifest.
+fn folder_files(manifest: &Manifest) -> Vec<String> {
+    let mut files: Vec<String> = manifest.files.iter().map(|f| f.file.clone()).collect();
+    files.push(MANIFEST_FILE.to_string());
+    files
+}
+
+/// Whether every file of `folder` was handed to the spool.
+fn all_sent(folder: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(folder.join(MANIFEST_FILE)) else {
+        return false;
+    };
+    let Ok(m) = Manifest::parse(&text) else {
+        return false;
+    };
+    folder_files(&m)
+        .iter()
+        .all(|f| folder.join(format!("{SENT_PREFIX}{f}")).exists() || !folder.join(f).exists())
+}
+
+/// A link to `file` to hand to the spool (which moves what it is given), so the folder keeps
+/// its own copy; a copy where links are not possible.
+fn spool_link(file: &Path) -> std::io::Result<PathBuf> {
+    // In a folder of its own: the spool names its entry after the file's stem.
+    let dir = file.with_file_name(".out");
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(crate::util::file_name(file));
+    let _ = std::fs::remove_file(&link);
+    if std::fs::hard_link(file, &link).is_err() {
+        std::fs::copy(file, &link)?;
+    }
+    Ok(link)
+}
+
+impl<H: JobHost> Run<'_, H> {
+    /// Runs an `individual` job: joins the room, records its tracks until stopped (or the
+    /// room ends), delivers the folder and queues its transcode.
+    pub(super) async fn run_individual(
+        &mut self,
+        mut local: mpsc::Receiver<JobCommand>,
+        hand_back: Arc<AtomicBool>,
+    ) {
+        let spec = &self.job.spec;
+        let length = spec
+            .max_duration_secs
+            .and_then(|s| Duration::try_from_secs_f64(s.max(0.1)).ok());
+        let connected =
+            tokio::time::timeout(self.env.start_timeout, connect(&spec.connector, length)).await;
+        let handle = match connected {
+            Ok(Ok((h, _))) => h,
+            Ok(Err(e)) => return self.fail_individual(e.code(), e.to_string()).await,
+            Err(_) => {
+                let msg = format!(
+                    "the room was not joined within {} s",
+                    self.env.start_timeout.as_secs_f64()
+                );
+                return self.fail_individual(Code::RecordStartTimedOut, msg).await;
+            }
+        };
+        let own_next = self
+            .job
+            .segments
+            .iter()
+            .filter_map(|s| segment_number(&s.file_name))
+            .max()
+            .map_or(1, |n| n + 1);
+        let segment = match self
+            .host
+            .next_segment(&self.job.spec.room_id, &self.job.spec.conf_num, own_next)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                (handle.leave)();
+                return self.fail_individual(Code::Generic, e.to_string()).await;
+            }
+        };
+        let ispec = IndividualSpec {
+            dir: self.env.recordings_dir.clone(),
+            room_id: self.job.spec.room_id.clone(),
+            conf_num: self.job.spec.conf_num.clone(),
+            segment: segment as u32,
+        };
+        let folder = ispec.folder();
+        let max_duration = self
+            .job
+            .spec
+            .max_duration_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|max| {
+                let spent = self
+                    .job
+                    .started_ms
+                    .map_or(0, |t| now_ms().saturating_sub(t));
+                Duration::from_secs_f64(max).saturating_sub(Duration::from_millis(spent))
+            });
+        self.job.segments.push(SegmentRecord {
+            file_name: crate::util::file_name(&folder),
+            path: folder.clone(),
+            status: SegmentStatus::Recording,
+            url: None,
+            size: 0,
+            duration_s: 0.0,
+            started_ms: now_ms(),
+            ended_ms: None,
+            delivery_error: None,
+            chat: None,
+        });
+        self.job.state = JobState::Active;
+        self.job.msg = "active".into();
+        let first_start = self.job.started_ms.is_none();
+        self.job.started_ms.get_or_insert(now_ms());
+        self.save().await;
+        if first_start {
+            self.status(Subject::Job, Transition::On, self.fallback_code());
+        }
+        info!(folder = %folder.display(), "individual recording active");
+
+        let stopped: Mutex<Option<Stopped>> = Mutex::new(None);
+        let watch = {
+            let host = self.host;
+            let job = self.job.clone();
+            let stopped = &stopped;
+            let local = &mut local;
+            async move {
+                let why = loop {
+                    tokio::select! {
+                        cmd = local.recv() => match cmd {
+                            Some(JobCommand::Stop) | None => break Stopped::By("system".into()),
+                            Some(_) => {}
+                        },
+                        _ = tokio::time::sleep(COMMAND_POLL) => match host.poll(&job).await {
+                            Poll::Superseded => break Stopped::Superseded,
+                            Poll::Commands(cmds) => {
+                                let why = cmds.into_iter().find_map(|c| match c {
+                                    Command::Stop { by } => Some(Stopped::By(by)),
+                                    Command::Room { event: PlatformEvent::RoomDestroyed } => {
+                                        Some(Stopped::RoomDestroyed)
+                                    }
+                                    _ => None,
+                                });
+                                if let Some(why) = why {
+                                    break why;
+                                }
+                            }
+                        },
+                    }
+                };
+                *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        };
+        let result = record_joined(handle, &ispec, max_duration, watch).await;
+        let stopped = stopped.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(Stopped::By(by)) = &stopped {
+            self.job.stopped_by = Some(by.clone());
+        }
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                // What reached the folder is delivered; a failed stop of a fall-back
+                // recording is 7035.
+                self.finish_folder(&folder).await;
+                let code = if stopped.is_some() && self.job.spec.fallback_for.is_some() {
+                    Code::RecordStopLegacyFailed
+                } else {
+                    Code::RecordError
+                };
+                return self.fail_individual(code, e.to_string()).await;
+            }
+        };
+        self.job.state = JobState::Delivering;
+        self.job.msg = "delivering".into();
+        self.save().await;
+        self.finish_folder(&outcome.folder).await;
+        if stopped == Some(Stopped::Superseded) {
+            warn!("another worker took the job over; this run's segment is delivered");
+            return;
+        }
+        let by_worker = matches!(&stopped, Some(Stopped::By(b)) if b == "system");
+        if by_worker && hand_back.load(Ordering::SeqCst) {
+            info!("handing the job back");
+            self.job.state = JobState::Queued;
+            self.job.msg = "handed back by a stopping worker".into();
+            self.job.worker = None;
+            self.job.updated_ms = now_ms();
+            self.host.hand_back(&self.job).await;
+            self.outcome.handed_back = true;
+            return;
+        }
+        let (result, msg) = match (&outcome.end, &stopped) {
+            (IndividualEnd::Disconnected(reason), _) => {
+                let msg = format!("lost the room connection: {reason}");
+                return self.fail_individual(Code::StateDisconnected, msg).await;
+            }
+            (IndividualEnd::RoomDestroyed, _) | (_, Some(Stopped::RoomDestroyed)) => (
+                Code::StateDisconnected.as_u16(),
+                "room destroyed; recording finalized",
+            ),
+            (IndividualEnd::Duration, _) => (0, "maximum duration reached"),
+            _ => (0, "completed"),
+        };
+        let (result, msg) = match self.fallback_code() {
+            Some(c) if result == 0 => (c.as_u16(), c.message()),
+            _ => (result, msg),
+        };
+        self.job.end(JobState::Completed, result, msg);
+        self.save().await;
+        self.status(Subject::Job, Transition::Off, self.fallback_code());
+        info!(
+            segments = self.job.segments.len(),
+            "individual recording completed"
+        );
+        self.host.release(&self.job).await;
+    }
+
+    /// A live recording whose composite failed (`cause`, `msg`): an individual recording of
+    /// the room is queued in its place and the live job ends with 7014 ("available
+    /// post-session with a delay"); 7205 when the room already records individually; the
+    /// plain failure when nothing can be queued.
+    pub(super) async fn fall_back(&mut self, cause: Code, msg: String) {
+        let job = fallback_job(&self.job);
+        match self.host.enqueue(&job).await {
+            Ok(true) => {
+                let msg = format!(
+                    "{msg}; recording the room individually instead (job {}): the recording                      will be made available post-session",
+                    job.id
+                );
+                self.fail(Code::RecordDelayed, msg).await;
+            }
+            Ok(false) => {
+                let msg = format!("{msg}; the room already records individually");
+                self.fail(Code::RecordLegacyRunning, msg).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "no fall-back recording");
+                self.fail(cause, msg).await;
+            }
+        }
+    }
+
+    /// 7014 for a recording made in place of a live recording.
+    fn fallback_code(&self) -> Option<Code> {
+        self.job
+            .spec
+            .fallback_for
+            .is_some()
+            .then_some(Code::RecordDelayed)
+    }
+
+    async fn fail_individual(&mut self, code: Code, msg: String) {
+        warn!(code = %code, error = %msg, "individual recording failed");
+        self.job.end(JobState::Failed, code.as_u16(), msg);
+        self.save().await;
+        self.status(Subject::Job, Transition::Failed, Some(code));
+        self.host.release(&self.job).await;
+    }
+
+    /// Ends a segment folder: records it, hands its files to delivery (one bundle) and queues
+    /// its transcode. A folder without a readable manifest (the run died before writing one)
+    /// is left where it is.
+    pub(super) async fn finish_folder(&mut self, folder: &Path) {
+        let name = crate::util::file_name(folder);
+        let Some(i) = self.job.segments.iter().position(|s| s.file_name == name) else {
+            return;
+        };
+        let manifest = match std::fs::read_to_string(folder.join(MANIFEST_FILE))
+            .map_err(|e| e.to_string())
+            .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(folder = %folder.display(), error = %e, "segment folder has no readable manifest");
+                self.job.segments[i].status = SegmentStatus::Unreadable;
+                self.save().await;
+                return;
+            }
+        };
+        {
+            let seg = &mut self.job.segments[i];
+            seg.size = manifest.files.iter().map(|f| f.bytes).sum();
+            seg.duration_s = manifest.duration_ms.unwrap_or_else(|| {
+                manifest
+                    .files
+                    .iter()
+                    .filter_map(|f| f.end_ms)
+                    .max()
+                    .unwrap_or(0)
+            }) as f64
+                / 1000.0;
+            seg.ended_ms = Some(seg.ended_ms.unwrap_or_else(now_ms));
+        }
+        let status = self.hand_off_folder(i, folder, &manifest).await;
+        self.job.segments[i].status = status;
+        self.host
+            .archive(&archive_entry(&self.job, &self.job.segments[i]))
+            .await;
+        self.save().await;
+        if status == SegmentStatus::Spooled {
+            self.host.spooled().await;
+        }
+        if manifest.files.is_empty() {
+            info!(folder = %folder.display(), "nothing was published: no transcode");
+            return;
+        }
+        let transcode = transcode_job(&self.job, folder.join(MANIFEST_FILE));
+        match self.host.enqueue(&transcode).await {
+            Ok(true) => info!(job = %transcode.id, "transcode queued"),
+            Ok(false) => info!("the segment's transcode is already queued"),
+            Err(e) => warn!(error = %e, "transcode not queued"),
+        }
+    }
+
+    /// Hands every file of the folder not handed yet to delivery; what the segment's status
+    /// becomes (`local` without storage, `kept` while one could not be spooled).
+    pub(super) async fn hand_off_folder(
+        &mut self,
+        i: usize,
+        folder: &Path,
+        manifest: &Manifest,
+    ) -> SegmentStatus {
+        // A killed run's manifest may list a file that never got a frame (and was removed).
+        let files: Vec<String> = folder_files(manifest)
+            .into_iter()
+            .filter(|f| {
+                let here = folder.join(f).is_file();
+                if !here {
+                    warn!(file = %f, "listed file is not in the segment folder");
+                }
+                here
+            })
+            .collect();
+        let bundle = Bundle {
+            id: format!("{}-{}", self.job.id, crate::util::file_name(folder)),
+            kind: BundleKind::Recording,
+            files: files.len() as u32,
+        };
+        let storage = self.env.outbox.deliverer.is_some();
+        let mut status = if storage {
+            SegmentStatus::Spooled
+        } else {
+            SegmentStatus::Local
+        };
+        for f in files {
+            let marker = folder.join(format!("{SENT_PREFIX}{f}"));
+            if marker.exists() {
+                continue;
+            }
+            let path = folder.join(&f);
+            let mut meta = segment_meta(&self.job, &self.job.segments[i]);
+            meta.file_name = delivered_name(folder, &f);
+            meta.bundle = Some(bundle.clone());
+            let handed_path = if storage {
+                match spool_link(&path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!(file = %f, error = %e, "track file not linked for delivery; kept");
+                        status = SegmentStatus::Kept;
+                        continue;
+                    }
+                }
+            } else {
+                path.clone()
+            };
+            let target = self.job.spec.storage.clone();
+            match self.env.outbox.hand_off(meta, &handed_path, target).await {
+                HandOff::Spooled { .. } | HandOff::Local { .. } => {
+                    if let Err(e) = std::fs::write(&marker, b"") {
+                        warn!(file = %f, error = %e, "hand-off marker not written");
+                    }
+                }
+                HandOff::Kept => {
+                    if storage {
+                        let _ = std::fs::remove_file(&handed_path);
+                    }
+                    status = SegmentStatus::Kept;
+                }
+            }
+        }
+        if !storage {
+            self.job.segments[i].url = Some(crate::util::file_url(folder));
+        }
+        status
+    }
+
+    /// Runs a `transcode` job: lays out its segment's manifest into one MP4 and hands it to
+    /// delivery (the `transcoded` webhook follows it).
+    pub(super) async fn run_transcode(&mut self) {
+        let Some(manifest) = self.job.spec.manifest.clone() else {
+            return self
+                .fail(
+                    Code::RecordParamsMissingInternal,
+                    "no manifest given".into(),
+                )
+                .await;
+        };
+        if !manifest.is_file() {
+            let msg = format!(
+                "manifest {} is not on this worker (transcodes run where their segment was \
+                 recorded, or on a shared recordings folder)",
+                manifest.display()
+            );
+            return self.fail(Code::RecordParamsMissingInternal, msg).await;
+        }
+        let plan = match Plan::from_spec(&self.job.spec) {
+            Ok(p) => p,
+            Err((code, msg)) => return self.fail(code, msg).await,
+        };
+        let watermark = match &self.job.spec.watermark {
+            None => None,
+            Some(w) => match crate::model::watermark::materialize(
+                w,
+                &self.env.recordings_dir.join(".assets"),
+            ) {
+                Ok(p) => Some(p),
+                Err(e) => return self.fail(Code::RecordParamsMissingInternal, e).await,
+            },
+        };
+        self.job.state = JobState::Active;
+        self.job.msg = "transcoding".into();
+        self.job.started_ms = Some(now_ms());
+        self.save().await;
+        let spec = super::transcode::TranscodeSpec {
+            manifest: manifest.clone(),
+            out_dir: self.env.recordings_dir.clone(),
+            layout: plan.layout,
+            preset: plan.preset,
+            watermark,
+        };
+        let report = match super::transcode::transcode(&spec).await {
+            Ok(r) => r,
+            Err(e) => return self.fail(e.code(), e.to_string()).await,
+        };
+        info!(file = %report.file.display(), speed = report.speed, duration_s = report.duration_s,
+            "transcoded");
+        let folder = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut seg = SegmentRecord {
+            file_name: crate::util::file_name(&report.file),
+            path: report.file.clone(),
+            status: SegmentStatus::Recording,
+            url: None,
+            size: report.bytes,
+            duration_s: report.duration_s,
+            started_ms: self.job.started_ms.unwrap_or_else(now_ms),
+            ended_ms: Some(now_ms()),
+            delivery_error: None,
+            chat: None,
+        };
+        self.job.realtime_factor = Some(report.speed);
+        self.job.state = JobState::Delivering;
+        self.job.msg = "delivering".into();
+        self.save().await;
+        let mut meta = segment_meta(&self.job, &seg);
+        meta.bundle = Some(Bundle {
+            id: format!("{}-{}", self.job.id, seg.file_name),
+            kind: BundleKind::Transcoded,
+            files: 1,
+        });
+        let target = self.job.spec.storage.clone();
+        seg.status = match self.env.outbox.hand_off(meta, &report.file, target).await {
+            HandOff::Spooled { .. } => SegmentStatus::Spooled,
+            HandOff::Local { url, .. } => {
+                seg.url = Some(url);
+                SegmentStatus::Local
+            }
+            HandOff::Kept => SegmentStatus::Kept,
+        };
+        self.host.archive(&archive_entry(&self.job, &seg)).await;
+        self.job.segments.push(seg);
+        if self.env.outbox.deliverer.is_some() && all_sent(&folder) {
+            // Every track file is in the spool: the folder is no longer needed here.
+            match std::fs::remove_dir_all(&folder) {
+                Ok(()) => {
+                    info!(folder = %folder.display(), "segment folder removed after its transcode")
+                }
+                Err(e) => {
+                    warn!(folder = %folder.display(), error = %e, "segment folder not removed")
+                }
+            }
+        }
+        self.job.end(JobState::Completed, 0, "completed");
+        self.save().await;
+        self.host.spooled().await;
+        self.host.release(&self.job).await;
+    }
+}
+
+/// The individual recording that replaces the live recording `live`.
+pub fn fallback_job(live: &Job) -> Job {
+    let spec = JobSpec {
+        kind: JobKind::Individual,
+        fallback_for: Some(live.id.clone()),
+        rtmp_urls: Vec::new(),
+        page: None,
+        hls: None,
+        manifest: None,
+        cost: INDIVIDUAL_COST_PER_PARTICIPANT,
+        ..live.spec.clone()
+    };
+    Job::new(Job::new_id(JobKind::Individual), spec)
+}
+
+/// The `transcode` job of an individual segment of `job`.
+pub fn transcode_job(job: &Job, manifest: PathBuf) -> Job {
+    let spec = JobSpec {
+        kind: JobKind::Transcode,
+        manifest: Some(manifest),
+        fallback_for: None,
+        rtmp_urls: Vec::new(),
+        page: None,
+        hls: None,
+        max_duration_secs: None,
+        started_by: job.id.clone(),
+        cost: TRANSCODE_COST,
+        ..job.spec.clone()
+    };
+    Job::new(Job::new_id(JobKind::Transcode), spec)
+}
