@@ -76,7 +76,6 @@ fn check_recording_hook(hook: &Value, room: &str, participants: usize) -> Value 
     want.sort();
     assert_eq!(codecs, want, "each track as generated");
     let manifest = manifest.expect("the manifest is delivered with its files");
-    assert_eq!(manifest["complete"], true, "{manifest}");
     assert_eq!(
         manifest["files"].as_array().unwrap().len(),
         participants * 2
@@ -138,6 +137,14 @@ fn wait_hooks(receiver: &Receiver, kind: &str, n: usize, secs: f64) -> Vec<Value
 }
 
 fn service(tag: &str, extra: &[(&str, &str)]) -> (TempDir, Service, Receiver, PathBuf) {
+    let (dir, env, receiver, storage) = service_env(tag, extra);
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    (dir, api, receiver, storage)
+}
+
+type Env = Vec<(&'static str, String)>;
+
+fn service_env(tag: &str, extra: &[(&str, &str)]) -> (TempDir, Env, Receiver, PathBuf) {
     let dir = TempDir::new(tag);
     let storage = dir.path().join("storage");
     std::fs::create_dir_all(&storage).unwrap();
@@ -151,8 +158,7 @@ fn service(tag: &str, extra: &[(&str, &str)]) -> (TempDir, Service, Receiver, Pa
     ];
     settings.extend_from_slice(extra);
     let env = serve_env(&dir.path().join("data"), &settings);
-    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
-    (dir, api, receiver, storage)
+    (dir, env, receiver, storage)
 }
 
 #[test]
@@ -212,6 +218,7 @@ fn a_moderator_records_individually_and_the_segment_is_delivered_and_transcoded(
     assert_eq!(rec.len(), 1, "announced once");
     let manifest = check_recording_hook(&rec[0], "legacy", 2);
     assert_eq!(manifest["segment"], rec[0]["segment"]);
+    assert_eq!(manifest["complete"], true, "{manifest}");
 
     // The transcode job follows and delivers the composite.
     let tj = wait_for(20.0, || job_of_kind(&api, "legacy", "transcode"))
@@ -329,4 +336,66 @@ fn a_live_recording_whose_composite_fails_falls_back_to_individual_recording() {
     // The composite comes post-session from the transcode.
     let tc = wait_hooks(&receiver, "transcoded", 1, 120.0);
     check_transcoded(&tc[0], "fb", seconds);
+}
+
+#[test]
+fn a_killed_worker_s_segment_is_delivered_and_transcoded_and_the_recording_goes_on() {
+    let (dir, env, receiver, _storage) = service_env("legacy-kill", &[]);
+    let log = |n: u32| dir.path().join(format!("serve{n}.log"));
+    let mut api = Service::start(&["serve"], &env, &log(1), true);
+    register_room(&api, "k9", 2, r#"{"layout":"grid"}"#);
+    let (s, v) = api.call("POST", "/v1/rooms/k9/recording", Some(&body(MODERATOR)));
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 30.0);
+    std::thread::sleep(Duration::from_secs(5));
+    api.kill9();
+
+    // The next process takes the job over: the killed segment is delivered as it was left
+    // and the room is recorded on in a new segment.
+    let api = Service::start(&["serve"], &env, &log(2), true);
+    let resumed = wait_for(30.0, || {
+        let j = job(&api, &id);
+        (j["segments"].as_array().map_or(0, |a| a.len()) == 2 && j["state"] == "active")
+            .then_some(j)
+    })
+    .expect("the recording resumed in a second segment");
+    assert_eq!(resumed["segments"][0]["status"], "spooled", "{resumed}");
+    let first = wait_hooks(&receiver, "recording", 1, 30.0);
+    let manifest = check_recording_hook(&first[0], "k9", 2);
+    assert_eq!(manifest["complete"], false, "killed: {manifest}");
+    let killed_s = resumed["segments"][0]["duration_s"].as_f64().unwrap();
+    assert!(killed_s >= 3.5, "the killed segment kept {killed_s} s");
+    std::thread::sleep(Duration::from_secs(4));
+    let (s, v) = api.call("DELETE", "/v1/rooms/k9/recording", Some(&body(MODERATOR)));
+    assert_eq!(s, 200, "{v}");
+    let done = wait_state(&api, &id, "completed", 40.0);
+    assert_eq!(done["segments"].as_array().unwrap().len(), 2, "{done}");
+    let recs = wait_hooks(&receiver, "recording", 2, 30.0);
+    let segments: Vec<u64> = recs
+        .iter()
+        .map(|r| r["segment"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        segments.len(),
+        2,
+        "each segment announced once: {segments:?}"
+    );
+    assert_ne!(segments[0], segments[1]);
+    // Both segments are transcoded, the killed one up to where it was left.
+    let tcs = wait_hooks(&receiver, "transcoded", 2, 120.0);
+    let mut lengths: Vec<f64> = tcs
+        .iter()
+        .map(|t| {
+            let path = file_path(t["transcoded"][0]["url"].as_str().unwrap());
+            probe(&path).duration
+        })
+        .collect();
+    lengths.sort_by(f64::total_cmp);
+    assert!(lengths.iter().all(|d| *d >= 3.0), "{lengths:?}");
+    let first_tc = tcs
+        .iter()
+        .find(|t| t["segment"] == recs[0]["segment"] || t["segment"] == first[0]["segment"])
+        .expect("the killed segment's transcode");
+    check_transcoded(first_tc, "k9", killed_s);
 }

@@ -141,7 +141,7 @@ fn ended_job_records_are_deleted_after_the_retention() {
 }
 
 #[test]
-fn requests_that_wait_too_long_fail_with_7080_and_7081() {
+fn requests_that_wait_too_long_fall_back_or_fail_with_7080_and_7081() {
     let dir = TempDir::new("q-timeout");
     let hooks = Receiver::start(0);
     let hook_url = format!("http://127.0.0.1:{}/h", hooks.port);
@@ -166,8 +166,26 @@ fn requests_that_wait_too_long_fail_with_7080_and_7081() {
         )),
     );
     assert_eq!((s, st["result"].as_u64()), (202, Some(7105)), "{st}");
-    let rec = wait_state(&api, rec["job_id"].as_str().unwrap(), "failed", 10.0);
-    assert_eq!(rec["result"], 7080, "{rec}");
+    // A live recording that no worker took in time is recorded individually instead (7014);
+    // the individual recording that replaced it also waits, and fails with 7080.
+    let rec = wait_failed(
+        &api,
+        rec["job_id"].as_str().unwrap(),
+        7014,
+        "individually",
+        10.0,
+    );
+    let (_, jobs) = api.call("GET", "/v1/rooms/slow/jobs", None);
+    let fallback = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["spec"]["fallback_for"] == rec["id"])
+        .cloned()
+        .unwrap_or_else(|| panic!("no fall-back job: {jobs}"));
+    assert_eq!(fallback["spec"]["kind"], "individual");
+    let fallback = wait_state(&api, fallback["id"].as_str().unwrap(), "failed", 10.0);
+    assert_eq!(fallback["result"], 7080, "{fallback}");
     let st = wait_state(&api, st["job_id"].as_str().unwrap(), "failed", 10.0);
     assert_eq!(st["result"], 7081, "{st}");
     let shown = st["spec"]["rtmp_urls"][0].as_str().unwrap();
@@ -216,7 +234,8 @@ fn requests_that_wait_too_long_fail_with_7080_and_7081() {
     };
     let mut rec = codes("room-live-recording-failed", 2);
     rec.sort();
-    assert_eq!(rec, [7039, 7080]);
+    assert_eq!(rec, [7014, 7039]);
+    assert_eq!(codes("room-record-failed", 1), [7080]);
     let mut st = codes("room-streaming-failed", 2);
     st.sort();
     assert_eq!(st, [7046, 7081]);

@@ -136,7 +136,8 @@ pub(super) fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
 }
 
 /// The last failure of the room's `kind` jobs, if recent (the platform's "try again after
-/// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room.
+/// 2 minutes"). Waiting-queue timeouts do not count: they say nothing about the room; nor does
+/// a live recording that fell back (7014): the room was recorded.
 fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bool {
     let horizon = now_ms().saturating_sub(st.cfg.retry_after.as_millis() as u64);
     jobs.iter().any(|j| {
@@ -145,6 +146,7 @@ fn recently_failed(st: &ApiState, jobs: &[Job], room: &str, kind: JobKind) -> bo
             && j.state == JobState::Failed
             && j.result != Code::RecordQueueFailed.as_u16()
             && j.result != Code::StreamQueueFailed.as_u16()
+            && j.result != Code::RecordDelayed.as_u16()
             && j.ended_ms.is_some_and(|t| t >= horizon)
     })
 }
