@@ -173,28 +173,6 @@ fn sigterm_finalizes_a_fast_start_mp4() {
     assert_eq!(names, ["demo_1_1.mp4"]);
 }
 
-/// A small tmpfs mounted for one test, unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mounting a tmpfs needs root");
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_ends_the_recording_with_7204_and_keeps_what_was_written() {
     let dir = TempDir::new("full-disk");
@@ -276,23 +254,6 @@ fn a_job_whose_worker_dies_twice_is_failed_not_retried_and_empty_segments_are_re
     assert_eq!(job(&s, &id)["attempts"], 2, "still not retried");
 }
 
-/// Fills the file system of `dir` with a file of `bytes` (or until it is full when None).
-fn fill(dir: &std::path::Path, bytes: Option<u64>) -> std::path::PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0x5au8; 64 * 1024];
-    let mut written = 0u64;
-    while bytes.is_none_or(|b| written < b) {
-        if f.write_all(&block).is_err() {
-            break;
-        }
-        written += block.len() as u64;
-    }
-    let _ = f.sync_all();
-    path
-}
-
 /// `roomcast serve` with its data folder on a small tmpfs of `size`, delivering to a folder
 /// outside it, recording room `room` for four seconds.
 /// (Dropped in field order: the server stops, the disk is unmounted, then the folder goes.)
@@ -342,21 +303,7 @@ fn below_the_free_space_floor_recordings_end_cleanly_and_no_new_job_starts() {
     );
     let (disk, storage, api, id) = (&r.disk, &r.storage, &r.api, &r.job);
     // Something else takes the space: less than the floor is left, but room to finalize.
-    let free = || {
-        let out = Command::new("df")
-            .args(["-B1", "--output=avail"])
-            .arg(&disk.0)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
-    let filler = fill(&disk.0, Some(free() - 16 * 1024 * 1024));
+    let filler = fill(&disk.0, Some(available_bytes(&disk.0) - 16 * 1024 * 1024));
     let t0 = std::time::Instant::now();
     let j = wait_state(api, id, "failed", 15.0);
     eprintln!(

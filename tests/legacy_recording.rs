@@ -399,3 +399,74 @@ fn a_killed_worker_s_segment_is_delivered_and_transcoded_and_the_recording_goes_
         .expect("the killed segment's transcode");
     check_transcoded(first_tc, "k9", killed_s);
 }
+
+#[test]
+fn below_the_free_space_floor_an_individual_recording_ends_and_its_files_are_delivered() {
+    let dir = TempDir::new("legacy-floor");
+    let disk = SmallDisk::mount(&dir.path().join("small"), "64m");
+    let storage = dir.path().join("storage");
+    let receiver = Receiver::start(free_port());
+    let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
+    let target = format!("file://{}", storage.display());
+    let env = serve_env(
+        &disk.0.join("data"),
+        &[
+            ("ROOMCAST_WEBHOOK_URL", hook.as_str()),
+            ("ROOMCAST_WEBHOOK_SECRET", "legacy-secret"),
+            ("ROOMCAST_STORAGE", target.as_str()),
+            ("ROOMCAST_MIN_FREE_MB", "24"),
+        ],
+    );
+    let api = Service::start(&["serve"], &env, &dir.path().join("serve.log"), true);
+    register_room(&api, "floor", 2, "{}");
+    let (s, v) = api.call("POST", "/v1/rooms/floor/recording", Some(&body(MODERATOR)));
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 30.0);
+    std::thread::sleep(Duration::from_secs(4));
+    // Something else takes the space: less than the floor is left.
+    let _filler = fill(&disk.0, Some(available_bytes(&disk.0) - 16 * 1024 * 1024));
+    let j = wait_failed(&api, &id, 7204, "floor", 15.0);
+    let failed = wait_hooks(&receiver, "room-record-failed", 1, 10.0);
+    assert_eq!(failed[0]["data"]["status"]["resultCode"], 7204);
+    // What was recorded is complete and delivered.
+    let rec = wait_hooks(&receiver, "recording", 1, 30.0);
+    let manifest = check_recording_hook(&rec[0], "floor", 2);
+    assert_eq!(manifest["complete"], true, "{manifest}");
+    assert!(
+        j["segments"][0]["duration_s"].as_f64().unwrap() >= 3.5,
+        "{j}"
+    );
+    drop(api);
+}
+
+#[test]
+fn a_fall_back_recording_whose_stop_fails_reports_7035_and_keeps_what_it_wrote() {
+    let (_dir, api, receiver, _storage) = service(
+        "legacy-7035",
+        &[
+            ("ROOMCAST_FAULT_COMPOSITE_FAILS", "1"),
+            ("ROOMCAST_FAULT_FINALIZE_FAILS", "1"),
+        ],
+    );
+    register_room(&api, "bad", 2, "{}");
+    let (_, v) = start_recording(&api, "bad");
+    let live = v["job_id"].as_str().unwrap().to_string();
+    wait_failed(&api, &live, 7014, "individually", 30.0);
+    let fid = job_of_kind(&api, "bad", "individual").expect("fall-back")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_state(&api, &fid, "active", 30.0);
+    std::thread::sleep(Duration::from_secs(4));
+    let (s, v) = stop_recording(&api, "bad");
+    assert_eq!(s, 200, "{v}");
+    // The final manifest cannot be written: the stop failed (7035)…
+    wait_failed(&api, &fid, 7035, "manifest", 30.0);
+    let failed = wait_hooks(&receiver, "room-record-failed", 1, 10.0);
+    assert_eq!(failed[0]["data"]["status"]["resultCode"], 7035);
+    // …and what it wrote is delivered with the manifest as last written.
+    let rec = wait_hooks(&receiver, "recording", 1, 30.0);
+    let manifest = check_recording_hook(&rec[0], "bad", 2);
+    assert_eq!(manifest["complete"], false, "{manifest}");
+}

@@ -457,6 +457,13 @@ pub(crate) async fn record_joined(
     rec.manifest.complete = true;
     // Files that never got a frame were removed: they are not listed.
     rec.manifest.files.retain(|f| f.frames > 0);
+    if std::env::var_os("ROOMCAST_FAULT_FINALIZE_FAILS").is_some() {
+        // A test of a failed stop: the file system refuses the final manifest.
+        return Err(Error::io(
+            format!("writing the manifest in {}", folder.display()),
+            std::io::Error::other("refused (ROOMCAST_FAULT_FINALIZE_FAILS)"),
+        ));
+    }
     rec.write()?;
     info!(folder = %folder.display(), files = rec.manifest.files.len(),
         seconds = started.elapsed().as_secs_f64(), ?end, "individual recording ended");

@@ -12,7 +12,7 @@ use super::execute::Run;
 use super::host::{JobHost, Poll};
 use super::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
 use super::notify::{Subject, Transition};
-use super::outbox::HandOff;
+use super::outbox::{HandOff, Outbox};
 use super::plan::{connect, Plan};
 use super::segments::{archive_entry, segment_meta, segment_number};
 use super::JobCommand;
@@ -36,6 +36,8 @@ pub const TRANSCODE_COST: f64 = 1.5;
 /// What an individual recording costs per participant (cores): received media is written as
 /// it came (measured 0.032 with WebRTC feeds).
 pub const INDIVIDUAL_COST_PER_PARTICIPANT: f64 = 0.04;
+/// Free space below which a failed live recording does not fall back (its disk is full).
+const FALLBACK_MIN_FREE: u64 = 64 * 1024 * 1024;
 /// Marks a file of a segment folder as handed to the spool (`.sent-<file>`).
 const SENT_PREFIX: &str = ".sent-";
 
@@ -48,6 +50,8 @@ enum Stopped {
     RoomDestroyed,
     /// Another worker holds the job now.
     Superseded,
+    /// Free disk space fell below the floor.
+    DiskLow,
 }
 
 /// The name a segment folder's file is delivered under: `<folder>-<file>` (storage keeps
@@ -181,8 +185,12 @@ impl<H: JobHost> Run<'_, H> {
             let job = self.job.clone();
             let stopped = &stopped;
             let local = &mut local;
+            let (dir, floor) = (self.env.recordings_dir.clone(), self.env.min_free_bytes);
             async move {
                 let why = loop {
+                    if floor > 0 && crate::util::free_bytes(&dir).is_some_and(|b| b < floor) {
+                        break Stopped::DiskLow;
+                    }
                     tokio::select! {
                         cmd = local.recv() => match cmd {
                             Some(JobCommand::Stop) | None => break Stopped::By("system".into()),
@@ -235,6 +243,11 @@ impl<H: JobHost> Run<'_, H> {
             warn!("another worker took the job over; this run's segment is delivered");
             return;
         }
+        if stopped == Some(Stopped::DiskLow) {
+            let msg = "free disk space fell below the floor (ROOMCAST_MIN_FREE_MB): the segment \
+                       was ended and its files delivered before the disk filled";
+            return self.fail_individual(Code::RecordError, msg.into()).await;
+        }
         let by_worker = matches!(&stopped, Some(Stopped::By(b)) if b == "system");
         if by_worker && hand_back.load(Ordering::SeqCst) {
             info!("handing the job back");
@@ -277,6 +290,13 @@ impl<H: JobHost> Run<'_, H> {
     /// post-session with a delay"); 7205 when the room already records individually; the
     /// plain failure when nothing can be queued.
     pub(super) async fn fall_back(&mut self, cause: Code, msg: String) {
+        // An individual recording writes to the same disk: none when that disk is what
+        // failed (and a store on it must not be written to either).
+        let free = crate::util::free_bytes(&self.env.recordings_dir).unwrap_or(u64::MAX);
+        if free < self.env.min_free_bytes.max(FALLBACK_MIN_FREE) || msg.contains("No space left") {
+            warn!(free_bytes = free, "disk full: no fall-back recording");
+            return self.fail(cause, msg).await;
+        }
         let job = fallback_job(&self.job);
         match self.host.enqueue(&job).await {
             Ok(true) => {
@@ -348,7 +368,7 @@ impl<H: JobHost> Run<'_, H> {
                 / 1000.0;
             seg.ended_ms = Some(seg.ended_ms.unwrap_or_else(now_ms));
         }
-        let status = self.hand_off_folder(i, folder, &manifest).await;
+        let status = hand_off_folder(&self.env.outbox, &mut self.job, i, folder, &manifest).await;
         self.job.segments[i].status = status;
         self.host
             .archive(&archive_entry(&self.job, &self.job.segments[i]))
@@ -367,78 +387,6 @@ impl<H: JobHost> Run<'_, H> {
             Ok(false) => info!("the segment's transcode is already queued"),
             Err(e) => warn!(error = %e, "transcode not queued"),
         }
-    }
-
-    /// Hands every file of the folder not handed yet to delivery; what the segment's status
-    /// becomes (`local` without storage, `kept` while one could not be spooled).
-    pub(super) async fn hand_off_folder(
-        &mut self,
-        i: usize,
-        folder: &Path,
-        manifest: &Manifest,
-    ) -> SegmentStatus {
-        // A killed run's manifest may list a file that never got a frame (and was removed).
-        let files: Vec<String> = folder_files(manifest)
-            .into_iter()
-            .filter(|f| {
-                let here = folder.join(f).is_file();
-                if !here {
-                    warn!(file = %f, "listed file is not in the segment folder");
-                }
-                here
-            })
-            .collect();
-        let bundle = Bundle {
-            id: format!("{}-{}", self.job.id, crate::util::file_name(folder)),
-            kind: BundleKind::Recording,
-            files: files.len() as u32,
-        };
-        let storage = self.env.outbox.deliverer.is_some();
-        let mut status = if storage {
-            SegmentStatus::Spooled
-        } else {
-            SegmentStatus::Local
-        };
-        for f in files {
-            let marker = folder.join(format!("{SENT_PREFIX}{f}"));
-            if marker.exists() {
-                continue;
-            }
-            let path = folder.join(&f);
-            let mut meta = segment_meta(&self.job, &self.job.segments[i]);
-            meta.file_name = delivered_name(folder, &f);
-            meta.bundle = Some(bundle.clone());
-            let handed_path = if storage {
-                match spool_link(&path) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        warn!(file = %f, error = %e, "track file not linked for delivery; kept");
-                        status = SegmentStatus::Kept;
-                        continue;
-                    }
-                }
-            } else {
-                path.clone()
-            };
-            let target = self.job.spec.storage.clone();
-            match self.env.outbox.hand_off(meta, &handed_path, target).await {
-                HandOff::Spooled { .. } | HandOff::Local { .. } => {
-                    if let Err(e) = std::fs::write(&marker, b"") {
-                        warn!(file = %f, error = %e, "hand-off marker not written");
-                    }
-                }
-                HandOff::Kept => {
-                    if storage {
-                        let _ = std::fs::remove_file(&handed_path);
-                    }
-                    status = SegmentStatus::Kept;
-                }
-            }
-        }
-        if !storage {
-            self.job.segments[i].url = Some(crate::util::file_url(folder));
-        }
-        status
     }
 
     /// Runs a `transcode` job: lays out its segment's manifest into one MP4 and hands it to
@@ -541,6 +489,95 @@ impl<H: JobHost> Run<'_, H> {
         self.host.spooled().await;
         self.host.release(&self.job).await;
     }
+}
+
+/// Hands every file of the folder not handed yet to delivery; what the segment's status
+/// becomes (`local` without storage, `kept` while one could not be spooled).
+pub(crate) async fn hand_off_folder(
+    outbox: &Outbox,
+    job: &mut Job,
+    i: usize,
+    folder: &Path,
+    manifest: &Manifest,
+) -> SegmentStatus {
+    // A killed run's manifest may list a file that never got a frame (and was removed).
+    let files: Vec<String> = folder_files(manifest)
+        .into_iter()
+        .filter(|f| {
+            let here = folder.join(f).is_file();
+            if !here {
+                warn!(file = %f, "listed file is not in the segment folder");
+            }
+            here
+        })
+        .collect();
+    let bundle = Bundle {
+        id: format!("{}-{}", job.id, crate::util::file_name(folder)),
+        kind: BundleKind::Recording,
+        files: files.len() as u32,
+    };
+    let storage = outbox.deliverer.is_some();
+    let mut status = if storage {
+        SegmentStatus::Spooled
+    } else {
+        SegmentStatus::Local
+    };
+    for f in files {
+        let marker = folder.join(format!("{SENT_PREFIX}{f}"));
+        if marker.exists() {
+            continue;
+        }
+        let path = folder.join(&f);
+        let mut meta = segment_meta(&*job, &job.segments[i]);
+        meta.file_name = delivered_name(folder, &f);
+        meta.bundle = Some(bundle.clone());
+        let handed_path = if storage {
+            match spool_link(&path) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(file = %f, error = %e, "track file not linked for delivery; kept");
+                    status = SegmentStatus::Kept;
+                    continue;
+                }
+            }
+        } else {
+            path.clone()
+        };
+        let target = job.spec.storage.clone();
+        match outbox.hand_off(meta, &handed_path, target).await {
+            HandOff::Spooled { .. } | HandOff::Local { .. } => {
+                if let Err(e) = std::fs::write(&marker, b"") {
+                    warn!(file = %f, error = %e, "hand-off marker not written");
+                }
+            }
+            HandOff::Kept => {
+                if storage {
+                    let _ = std::fs::remove_file(&handed_path);
+                }
+                status = SegmentStatus::Kept;
+            }
+        }
+    }
+    if !storage {
+        job.segments[i].url = Some(crate::util::file_url(folder));
+    }
+    status
+}
+
+/// Hands the files of a segment folder that the spool could not take before (a full disk) to
+/// it again; whether the segment's status changed.
+pub(crate) async fn retry_kept_folder(outbox: &Outbox, job: &mut Job, i: usize) -> bool {
+    let folder = job.segments[i].path.clone();
+    let Ok(text) = std::fs::read_to_string(folder.join(MANIFEST_FILE)) else {
+        return false;
+    };
+    let Ok(manifest) = Manifest::parse(&text) else {
+        return false;
+    };
+    let status = hand_off_folder(outbox, job, i, &folder, &manifest).await;
+    let changed = status != job.segments[i].status;
+    job.segments[i].status = status;
+    changed
 }
 
 /// The individual recording that replaces the live recording `live`.

@@ -969,8 +969,9 @@ fn stall_fault() -> Option<Duration> {
 /// `ROOMCAST_FAULT_COMPOSITE_FAILS` (any value): a test of the live recording's fall-back
 /// makes every composite fail as it is built (checked where it is built).
 ///
-/// `ROOMCAST_FAULT_FINALIZE_FAILS` (any value): a test of 7033 makes every segment's final
-/// rewrite fail, as a file system refusing it would (checked where the rewrite happens).
+/// `ROOMCAST_FAULT_FINALIZE_FAILS` (any value): a test of 7033 (7035) makes every segment's
+/// final rewrite (an individual segment's final manifest) fail, as a file system refusing it
+/// would (checked where the rewrite happens).
 ///
 /// `ROOMCAST_FAULT_SHUTDOWN_HANG_SECS`: a test of the shutdown limit holds every pipeline's
 /// shutdown this long, as a wedged element would.

@@ -163,6 +163,17 @@ impl Worker {
             for i in 0..job.segments.len() {
                 let seg = &job.segments[i];
                 let target = job.spec.storage.clone();
+                if seg.status == SegmentStatus::Kept && seg.path.is_dir() {
+                    // An individual segment's folder.
+                    if crate::job::legacy::retry_kept_folder(&self.outbox, &mut job, i).await {
+                        info!(job = %job.id, file = %job.segments[i].file_name,
+                            "kept segment folder handed to the spool");
+                        let entry = archive_entry(&job, &job.segments[i]);
+                        self.archive(&entry).await;
+                        changed = true;
+                    }
+                    continue;
+                }
                 if seg.status == SegmentStatus::Kept && seg.path.is_file() {
                     let (meta, path) = (segment_meta(&job, seg), seg.path.clone());
                     if let HandOff::Spooled { .. } =

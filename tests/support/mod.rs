@@ -179,3 +179,56 @@ impl Demo {
         run_env(&env, &args)
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+pub struct SmallDisk(pub std::path::PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mounting a tmpfs needs root");
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with a file of `bytes` (or until it is full when None).
+pub fn fill(dir: &std::path::Path, bytes: Option<u64>) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 64 * 1024];
+    let mut written = 0u64;
+    while bytes.is_none_or(|b| written < b) {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+        written += block.len() as u64;
+    }
+    let _ = f.sync_all();
+    path
+}
+
+/// Bytes available on the file system of `dir` (as `df` reports them).
+pub fn available_bytes(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .expect("run df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df output")
+}
