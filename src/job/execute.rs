@@ -478,9 +478,6 @@ impl<H: JobHost> Run<'_, H> {
                 "the output stalled {} times in a row; not started again",
                 self.job.stall_restarts
             );
-            if self.job.spec.kind == JobKind::Recording {
-                return self.fall_back(Code::RecordError, msg).await;
-            }
             return self
                 .fail(failure_code_after_start(self.job.spec.kind), msg)
                 .await;

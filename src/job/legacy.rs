@@ -301,7 +301,8 @@ impl<H: JobHost> Run<'_, H> {
         match self.host.enqueue(&job).await {
             Ok(true) => {
                 let msg = format!(
-                    "{msg}; recording the room individually instead (job {}): the recording                      will be made available post-session",
+                    "{msg}; recording the room individually instead (job {}): the recording will \
+                     be made available post-session",
                     job.id
                 );
                 self.fail(Code::RecordDelayed, msg).await;
