@@ -359,3 +359,64 @@ fn fenced_writes_and_command_reads_never_beat_a_later_attempt() {
         }
     });
 }
+
+/// The platform's (legacy) recording on the Redis queue: of twenty identical starts at once
+/// one records; its segment's transcode is queued, claimed and run like any job.
+#[test]
+fn twenty_racing_individual_recording_starts_make_one_recording_and_its_transcode_runs() {
+    let dir = TempDir::new("redis-individual");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let _w = worker(dir.path(), &redis, "wi", "2");
+    wait_workers(&api, 1);
+    register_room(&api, "legacy", 2, r#"{"layout":"grid"}"#);
+    let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
+    let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    api.call("POST", "/v1/rooms/legacy/recording", Some(&body))
+                        .1
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let started: Vec<&serde_json::Value> = answers.iter().filter(|a| a["result"] == 0).collect();
+    assert_eq!(started.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a["result"] != 0)
+            .all(|a| matches!(a["result"].as_u64(), Some(7012 | 7019))),
+        "{answers:?}"
+    );
+    let id = started[0]["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 30.0);
+    std::thread::sleep(Duration::from_secs(5));
+    let (s, v) = api.call("DELETE", "/v1/rooms/legacy/recording", Some(&body));
+    assert_eq!(s, 200, "{v}");
+    let done = wait_state(&api, &id, "completed", 40.0);
+    assert_eq!(done["segments"][0]["status"], "local", "{done}");
+    let (_, jobs) = api.call("GET", "/v1/rooms/legacy/jobs", None);
+    let all = jobs["jobs"].as_array().unwrap();
+    assert_eq!(
+        all.iter()
+            .filter(|j| j["spec"]["kind"] == "individual")
+            .count(),
+        1,
+        "{jobs}"
+    );
+    let tid = all
+        .iter()
+        .find(|j| j["spec"]["kind"] == "transcode")
+        .unwrap_or_else(|| panic!("no transcode job: {jobs}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = wait_state(&api, &tid, "completed", 90.0);
+    let mp4 = std::path::PathBuf::from(t["segments"][0]["path"].as_str().unwrap());
+    let p = probe(&mp4);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert!(p.duration >= 4.0, "transcoded {} s", p.duration);
+}
