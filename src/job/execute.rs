@@ -136,6 +136,64 @@ impl<H: JobHost> Run<'_, H> {
         self.host.release(&self.job).await;
     }
 
+    /// Joins the job's room within the start timeout (a synthetic room is returned as well);
+    /// the code and message of a failure.
+    pub(super) async fn join_room(
+        &self,
+    ) -> Result<
+        (
+            crate::room::RoomHandle,
+            Option<crate::room::synthetic::SyntheticRoom>,
+        ),
+        (Code, String),
+    > {
+        let spec = &self.job.spec;
+        let length = spec
+            .max_duration_secs
+            .and_then(|s| Duration::try_from_secs_f64(s.max(0.1)).ok());
+        match tokio::time::timeout(self.env.start_timeout, connect(&spec.connector, length)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err((e.code(), e.to_string())),
+            Err(_) => {
+                let code = match spec.kind {
+                    JobKind::Streaming => Code::StreamStartTimedOut,
+                    _ => Code::RecordStartTimedOut,
+                };
+                let msg = format!(
+                    "the room was not joined within {} s",
+                    self.env.start_timeout.as_secs_f64()
+                );
+                Err((code, msg))
+            }
+        }
+    }
+
+    /// The number after the job's own last segment.
+    pub(super) fn own_next_segment(&self) -> u64 {
+        self.job
+            .segments
+            .iter()
+            .filter_map(|s| segment_number(&s.file_name))
+            .max()
+            .map_or(1, |n| n + 1)
+    }
+
+    /// What is left of the job's duration limit. The limit counts from the job's first
+    /// start: a job resumed after a takeover gets what is left of it, not a new full term.
+    pub(super) fn remaining_duration(&self) -> Option<Duration> {
+        self.job
+            .spec
+            .max_duration_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|max| {
+                let spent = self
+                    .job
+                    .started_ms
+                    .map_or(0, |t| now_ms().saturating_sub(t));
+                Duration::from_secs_f64(max).saturating_sub(Duration::from_millis(spent))
+            })
+    }
+
     async fn run(
         &mut self,
         plan: Option<Plan>,
@@ -207,34 +265,11 @@ impl<H: JobHost> Run<'_, H> {
                 Err(e) => return self.fail(failure_code(self.job.spec.kind), e).await,
             },
         };
-        let spec = &self.job.spec;
-        let length = spec
-            .max_duration_secs
-            .and_then(|s| Duration::try_from_secs_f64(s.max(0.1)).ok());
-        let connected =
-            tokio::time::timeout(self.env.start_timeout, connect(&spec.connector, length)).await;
-        let (handle, synthetic) = match connected {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return self.fail(e.code(), e.to_string()).await,
-            Err(_) => {
-                let code = match self.job.spec.kind {
-                    JobKind::Streaming => Code::StreamStartTimedOut,
-                    _ => Code::RecordStartTimedOut,
-                };
-                let msg = format!(
-                    "the room was not joined within {} s",
-                    self.env.start_timeout.as_secs_f64()
-                );
-                return self.fail(code, msg).await;
-            }
+        let (handle, synthetic) = match self.join_room().await {
+            Ok(c) => c,
+            Err((code, msg)) => return self.fail(code, msg).await,
         };
-        let own_next = self
-            .job
-            .segments
-            .iter()
-            .filter_map(|s| segment_number(&s.file_name))
-            .max()
-            .map_or(1, |n| n + 1);
+        let own_next = self.own_next_segment();
         let first_segment = if self.job.spec.kind == JobKind::Recording {
             let spec = &self.job.spec;
             match self
@@ -248,20 +283,7 @@ impl<H: JobHost> Run<'_, H> {
         } else {
             own_next
         };
-        // The limit counts from the job's first start: a job resumed after a takeover gets
-        // what is left of it, not a new full term.
-        let max_duration = self
-            .job
-            .spec
-            .max_duration_secs
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|max| {
-                let spent = self
-                    .job
-                    .started_ms
-                    .map_or(0, |t| now_ms().saturating_sub(t));
-                Duration::from_secs_f64(max).saturating_sub(Duration::from_millis(spent))
-            });
+        let max_duration = self.remaining_duration();
         if max_duration.is_some_and(|d| d < Duration::from_secs(1)) {
             (handle.leave)();
             self.job

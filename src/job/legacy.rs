@@ -13,8 +13,8 @@ use super::host::{JobHost, Poll};
 use super::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
 use super::notify::{Subject, Transition};
 use super::outbox::{HandOff, Outbox};
-use super::plan::{connect, Plan};
-use super::segments::{archive_entry, segment_meta, segment_number};
+use super::plan::Plan;
+use super::segments::{archive_entry, segment_meta};
 use super::JobCommand;
 use crate::codes::Code;
 use crate::delivery::spool::{Bundle, BundleKind};
@@ -103,30 +103,11 @@ impl<H: JobHost> Run<'_, H> {
         mut local: mpsc::Receiver<JobCommand>,
         hand_back: Arc<AtomicBool>,
     ) {
-        let spec = &self.job.spec;
-        let length = spec
-            .max_duration_secs
-            .and_then(|s| Duration::try_from_secs_f64(s.max(0.1)).ok());
-        let connected =
-            tokio::time::timeout(self.env.start_timeout, connect(&spec.connector, length)).await;
-        let handle = match connected {
-            Ok(Ok((h, _))) => h,
-            Ok(Err(e)) => return self.fail_individual(e.code(), e.to_string()).await,
-            Err(_) => {
-                let msg = format!(
-                    "the room was not joined within {} s",
-                    self.env.start_timeout.as_secs_f64()
-                );
-                return self.fail_individual(Code::RecordStartTimedOut, msg).await;
-            }
+        let handle = match self.join_room().await {
+            Ok((h, _)) => h,
+            Err((code, msg)) => return self.fail_individual(code, msg).await,
         };
-        let own_next = self
-            .job
-            .segments
-            .iter()
-            .filter_map(|s| segment_number(&s.file_name))
-            .max()
-            .map_or(1, |n| n + 1);
+        let own_next = self.own_next_segment();
         let segment = match self
             .host
             .next_segment(&self.job.spec.room_id, &self.job.spec.conf_num, own_next)
@@ -145,18 +126,7 @@ impl<H: JobHost> Run<'_, H> {
             segment: segment as u32,
         };
         let folder = ispec.folder();
-        let max_duration = self
-            .job
-            .spec
-            .max_duration_secs
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|max| {
-                let spent = self
-                    .job
-                    .started_ms
-                    .map_or(0, |t| now_ms().saturating_sub(t));
-                Duration::from_secs_f64(max).saturating_sub(Duration::from_millis(spent))
-            });
+        let max_duration = self.remaining_duration();
         self.job.segments.push(SegmentRecord {
             file_name: crate::util::file_name(&folder),
             path: folder.clone(),
@@ -358,15 +328,7 @@ impl<H: JobHost> Run<'_, H> {
         {
             let seg = &mut self.job.segments[i];
             seg.size = manifest.files.iter().map(|f| f.bytes).sum();
-            seg.duration_s = manifest.duration_ms.unwrap_or_else(|| {
-                manifest
-                    .files
-                    .iter()
-                    .filter_map(|f| f.end_ms)
-                    .max()
-                    .unwrap_or(0)
-            }) as f64
-                / 1000.0;
+            seg.duration_s = manifest.span_ms() as f64 / 1000.0;
             seg.ended_ms = Some(seg.ended_ms.unwrap_or_else(now_ms));
         }
         let status = hand_off_folder(&self.env.outbox, &mut self.job, i, folder, &manifest).await;

@@ -221,14 +221,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         crate::util::path_component(&manifest.conf_num),
         manifest.segment
     ));
-    let duration_ms = manifest.duration_ms.unwrap_or_else(|| {
-        manifest
-            .files
-            .iter()
-            .filter_map(|f| f.end_ms)
-            .max()
-            .unwrap_or(0)
-    });
+    let duration_ms = manifest.span_ms();
     if duration_ms == 0 {
         return Err(Error::Invalid {
             field: "manifest".into(),

@@ -185,6 +185,18 @@ pub enum EventKind {
 }
 
 impl Manifest {
+    /// How long the segment is (ms): its duration, or the end of its last file when it did
+    /// not end (a killed recording).
+    pub fn span_ms(&self) -> u64 {
+        self.duration_ms.unwrap_or_else(|| {
+            self.files
+                .iter()
+                .filter_map(|f| f.end_ms)
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
     /// Reads a manifest, naming what is wrong with it.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
