@@ -10,6 +10,7 @@ const RED: u32 = 0xd02020;
 const GREEN: u32 = 0x20a040;
 const BLUE: u32 = 0x2040d0;
 const SCREEN: u32 = 0x90e0f0;
+const YELLOW: u32 = 0xd0b020;
 
 /// A publisher joining `room` (sending `rgb` and a `hz` tone).
 fn join(
@@ -559,7 +560,7 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
         &janus,
         room,
         dir.path(),
-        &["--duration", "12", "--individual"],
+        &["--duration", "14", "--individual"],
     );
     std::thread::sleep(Duration::from_secs(2));
     let listed = rt.block_on(admin.participants(room));
@@ -570,6 +571,19 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
     rt.block_on(bob.leave());
     sleep_until(t0 + Duration::from_secs(8));
     let screen = join(&rt, &janus, room, "Ann screen", SCREEN, 660.0, Codec::Vp8);
+    // Cat stops publishing and publishes again as the same participant, in another colour.
+    sleep_until(t0 + Duration::from_secs(9));
+    rt.block_on(cat.leave());
+    let cat_id = cat.id;
+    drop(cat);
+    sleep_until(t0 + Duration::from_secs(10));
+    let cat_again = rt.block_on(Publisher::publish_as(
+        &janus.url(),
+        room,
+        "Cat",
+        (YELLOW, 550.0, Codec::Vp8),
+        cat_id,
+    ));
     let status = wait_for(30.0, || rec.try_wait().ok().flatten()).expect("recorder exits");
     let log = std::fs::read_to_string(dir.path().join("record.log")).unwrap();
     assert!(status.success(), "{log}");
@@ -645,6 +659,38 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
     assert!((5.0..7.5).contains(&left), "Bob's video ends at {left}");
     let share = of("Ann screen", "screen");
     assert!(secs(&share, "start_ms") > 7.0);
+    // Cat's second publication is a file of its own, after the first ended.
+    let cat_video: Vec<&serde_json::Value> = files
+        .iter()
+        .filter(|f| f["participant_id"] == cat_id.to_string().as_str() && f["kind"] == "video")
+        .collect();
+    assert_eq!(cat_video.len(), 2, "{files:?}");
+    assert!(cat_video[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("_video_1.mkv"));
+    assert!(cat_video[1]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("_video_2.mkv"));
+    let (first_end, second_start) = (secs(cat_video[0], "end_ms"), secs(cat_video[1], "start_ms"));
+    assert!(
+        (8.0..10.0).contains(&first_end),
+        "first ends at {first_end}"
+    );
+    assert!(
+        second_start >= first_end && second_start < 12.5,
+        "second starts at {second_start}"
+    );
+    let again = folder.join(cat_video[1]["file"].as_str().unwrap());
+    let frames = all_frames(&again, 64, 36);
+    assert!(frames.len() > 10, "{} frames published again", frames.len());
+    let span = secs(cat_video[1], "end_ms") - second_start;
+    assert!((frames.last().unwrap().0 - span).abs() < 0.1, "span {span}");
+    assert!(
+        frames.iter().all(|(_, f)| frame_has_color(f, YELLOW)),
+        "the second publication's picture"
+    );
     let pcm = audio_mono(
         &folder.join(of("Bob", "audio")["file"].as_str().unwrap()),
         48_000,
@@ -683,5 +729,5 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
         "median A/V offset {:.1} ms",
         median * 1e3
     );
-    drop((ann, cat, screen));
+    drop((ann, cat_again, screen));
 }

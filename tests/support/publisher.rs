@@ -33,6 +33,8 @@ struct Media<'a> {
     /// Each packet held back 0 to this many milliseconds on its way out (GStreamer's
     /// `netsim`): network jitter, packets reordered.
     jitter_ms: u32,
+    /// Join with this feed id (a participant publishing again) instead of one Janus picks.
+    feed_id: Option<u64>,
 }
 
 impl Media<'_> {
@@ -45,6 +47,7 @@ impl Media<'_> {
             description: None,
             markers: false,
             jitter_ms: 0,
+            feed_id: None,
         }
     }
 }
@@ -86,6 +89,22 @@ impl Publisher {
         let media = Media {
             description: Some(description),
             ..Media::tone(rgb, tone_hz, Codec::Vp8)
+        };
+        Self::publish_with(url, room, display, media).await
+    }
+
+    /// [`Publisher::publish`] as the participant with feed id `id`: someone who left
+    /// publishing again.
+    pub async fn publish_as(
+        url: &str,
+        room: u64,
+        display: &str,
+        (rgb, tone_hz, codec): (u32, f64, Codec),
+        id: u64,
+    ) -> Publisher {
+        let media = Media {
+            feed_id: Some(id),
+            ..Media::tone(rgb, tone_hz, codec)
         };
         Self::publish_with(url, room, display, media).await
     }
@@ -135,6 +154,7 @@ impl Publisher {
             description: video_description,
             markers,
             jitter_ms,
+            feed_id,
         } = media;
         let net = if jitter_ms > 0 {
             format!("netsim min-delay=0 max-delay={jitter_ms} delay-probability=1.0 ! ")
@@ -150,12 +170,13 @@ impl Publisher {
             }
         });
         let handle = session.attach("janus.plugin.videoroom").await.unwrap();
+        let mut join =
+            json!({ "request": "join", "ptype": "publisher", "room": room, "display": display });
+        if let Some(id) = feed_id {
+            join["id"] = json!(id);
+        }
         let joined = session
-            .message(
-                handle,
-                json!({ "request": "join", "ptype": "publisher", "room": room, "display": display }),
-                None,
-            )
+            .message(handle, join, None)
             .await
             .expect("publisher join");
         let id = joined["plugindata"]["data"]["id"].as_u64().unwrap();
