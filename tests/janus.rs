@@ -340,13 +340,37 @@ fn measure_cpu_with_four_webrtc_publishers() {
         })
         .collect();
     let secs = 30;
+    // Whole-run figures from /usr/bin/time, and the steady state (10 s to 25 s in, without
+    // the start-up's one-off work) from the process's own CPU counters.
     let run = |args: Vec<String>| -> (f64, f64, u64) {
-        let out = std::process::Command::new("/usr/bin/time")
+        let child = std::process::Command::new("/usr/bin/time")
             .args(["-f", "TIME %e %U %S %M", bin()])
             .args(&args)
             .env("RUST_LOG", "warn")
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let cpu_ticks = |pid: &str| -> Option<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        };
+        std::thread::sleep(Duration::from_secs(10));
+        let pid = std::fs::read_to_string(&children)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let (t1, c1) = (Instant::now(), cpu_ticks(&pid));
+        std::thread::sleep(Duration::from_secs(15));
+        let (t2, c2) = (Instant::now(), cpu_ticks(&pid));
+        if let (Some(a), Some(b)) = (c1, c2) {
+            // Clock ticks are 1/100 s here.
+            let steady = (b - a) / 100.0 / (t2 - t1).as_secs_f64();
+            eprintln!("  steady state (10–25 s): {steady:.3} cores");
+        }
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err
             .lines()
