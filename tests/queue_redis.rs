@@ -420,3 +420,49 @@ fn twenty_racing_individual_recording_starts_make_one_recording_and_its_transcod
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
     assert!(p.duration >= 4.0, "transcoded {} s", p.duration);
 }
+
+/// With workers on separate disks, a segment's transcode runs on the worker that recorded it
+/// (it alone has the files), even while another worker is idle.
+#[test]
+fn a_transcode_runs_on_the_worker_that_recorded_its_segment() {
+    let dir = TempDir::new("redis-pinned");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let _a = worker(dir.path(), &redis, "wa", "2");
+    let _b = worker(dir.path(), &redis, "wb", "2");
+    wait_workers(&api, 2);
+    let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
+    let mut holders = Vec::new();
+    // Two rooms one after the other: each transcode follows its own recording's worker.
+    for room in ["left", "right"] {
+        register_room(&api, room, 2, r#"{"layout":"grid"}"#);
+        let path = format!("/v1/rooms/{room}/recording");
+        let (s, v) = api.call("POST", &path, Some(&body));
+        assert_eq!(s, 201, "{v}");
+        let id = v["job_id"].as_str().unwrap().to_string();
+        let j = wait_state(&api, &id, "active", 30.0);
+        let holder = j["worker"].as_str().unwrap().to_string();
+        std::thread::sleep(Duration::from_secs(4));
+        assert_eq!(api.call("DELETE", &path, Some(&body)).0, 200);
+        wait_state(&api, &id, "completed", 40.0);
+        let (_, jobs) = api.call("GET", &format!("/v1/rooms/{room}/jobs"), None);
+        let t = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["spec"]["kind"] == "transcode")
+            .cloned()
+            .unwrap_or_else(|| panic!("no transcode: {jobs}"));
+        assert_eq!(t["spec"]["runs_on"], holder.as_str(), "{t}");
+        let t = wait_state(&api, t["id"].as_str().unwrap(), "completed", 90.0);
+        assert_eq!(t["worker"], holder.as_str(), "{t}");
+        let mp4 = std::path::PathBuf::from(t["segments"][0]["path"].as_str().unwrap());
+        assert!(
+            mp4.starts_with(dir.path().join(format!("data-{holder}"))),
+            "{mp4:?} on {holder}'s disk"
+        );
+        assert!(probe(&mp4).duration >= 3.0);
+        holders.push(holder);
+    }
+    eprintln!("recorded and transcoded on {holders:?}");
+}

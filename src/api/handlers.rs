@@ -249,6 +249,7 @@ pub(super) async fn submit(
         hls,
         manifest: None,
         fallback_for: None,
+        runs_on: None,
     };
     let job = Job::new(Job::new_id(kind), spec);
     let ahead = match st.store.enqueue(&job).await? {

@@ -327,6 +327,10 @@ async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
         if now_ms().saturating_sub(job.created_ms) < limit || job.attempts > 0 {
             continue;
         }
+        if job.spec.kind == crate::queue::JobKind::Transcode {
+            // Post-session work waits for its worker however long that takes.
+            continue;
+        }
         let code = match job.spec.kind {
             crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
             _ => Code::RecordQueueFailed,

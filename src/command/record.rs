@@ -316,6 +316,7 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
         hls: req.hls,
         manifest: None,
         fallback_for: None,
+        runs_on: None,
     };
     let plan = Plan {
         layout,

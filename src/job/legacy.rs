@@ -552,6 +552,7 @@ pub fn fallback_job(live: &Job) -> Job {
         page: None,
         hls: None,
         manifest: None,
+        runs_on: None,
         cost: INDIVIDUAL_COST_PER_PARTICIPANT,
         ..live.spec.clone()
     };
@@ -564,6 +565,8 @@ pub fn transcode_job(job: &Job, manifest: PathBuf) -> Job {
         kind: JobKind::Transcode,
         manifest: Some(manifest),
         fallback_for: None,
+        // Its files are on the disk of the worker that recorded them.
+        runs_on: job.worker.clone(),
         rtmp_urls: Vec::new(),
         page: None,
         hls: None,

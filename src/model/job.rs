@@ -320,6 +320,10 @@ pub struct JobSpec {
     /// The manifest a `transcode` job reads (on the worker that recorded its segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<PathBuf>,
+    /// The worker that must run this job (a transcode runs where its segment was recorded);
+    /// none: any worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_on: Option<String>,
     /// An individual recording started because the room's live recording could not run
     /// (the live job's id): its answers carry 7014, its failed stop 7035.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,10 @@
 //!   heartbeat (resets the entry's idle time), and `XACK`s when the job ends. A worker that
 //!   dies stops refreshing; after [`LEASE`] another worker takes the entry with `XAUTOCLAIM`
 //!   and resumes the job.
+//! - `queue:w:{worker}` — a stream of jobs only that worker may run (a transcode needs the
+//!   files of the worker that recorded them), read by that worker before `queue`, same group.
+//!   Its entries are refreshed by that worker's heartbeats like any claim, and a restarted
+//!   worker of the same id takes its own idle entries back; no other worker reads them.
 //! - `waiting` — sorted set of job ids by submission order (queue position, cancel arbiter).
 //! - `job:{id}`, `jobs` (set of ids), `room:{id}`, `cmd:{job}` (list of commands),
 //!   `workers` (hash: worker id → advertisement), `archive` (hash), `seq` (counter).
@@ -28,6 +32,8 @@ const GROUP: &str = "workers";
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
+    /// Streams whose consumer group this process has made sure of.
+    groups: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Lua: ends the script, answering `$answer`, when the job record at `KEYS[1]` carries a
@@ -73,8 +79,9 @@ static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
     ))
 });
 
-/// Refreshes the claim (XCLAIM on the stream KEYS[1], group ARGV[2]) of each job record in
-/// KEYS[2..] that still names worker ARGV[1]: the check and the claim are one step, so a
+/// Refreshes the claim (XCLAIM on the stream KEYS[1], group ARGV[2]; a job that names the
+/// worker it runs on: on that worker's stream, ARGV[3] followed by its id) of each job record
+/// in KEYS[2..] that still names worker ARGV[1]: the check and the claim are one step, so a
 /// takeover between them cannot be undone.
 static REFRESH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -87,7 +94,11 @@ static REFRESH: LazyLock<redis::Script> = LazyLock::new(|| {
                     local ok, job = pcall(cjson.decode, cur)
                     if ok and type(job) == 'table' and job['worker'] == ARGV[1]
                         and type(job['queue_entry']) == 'string' then
-                        redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[1], 0, job['queue_entry'], 'JUSTID')
+                        local stream = KEYS[1]
+                        if type(job['spec']) == 'table' and type(job['spec']['runs_on']) == 'string' then
+                            stream = ARGV[3] .. job['spec']['runs_on']
+                        end
+                        redis.call('XCLAIM', stream, ARGV[2], ARGV[1], 0, job['queue_entry'], 'JUSTID')
                         n = n + 1
                     end
                 end
@@ -149,6 +160,24 @@ fn key(k: &str) -> String {
     format!("{PREFIX}{k}")
 }
 
+/// The prefix of the streams of jobs one worker must run.
+fn worker_stream_prefix() -> String {
+    key("queue:w:")
+}
+
+/// The stream of jobs only `worker` runs.
+fn worker_stream(worker: &str) -> String {
+    format!("{}{worker}", worker_stream_prefix())
+}
+
+/// The stream `job` is handed out through.
+fn stream_of(job: &Job) -> String {
+    match &job.spec.runs_on {
+        Some(w) => worker_stream(w),
+        None => key("queue"),
+    }
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).to_string()),
@@ -188,19 +217,37 @@ impl RedisStore {
             context: "parsing the redis URL",
             source,
         })?;
-        let mut con = ConnectionManager::new_with_config(client, connection_config())
+        let con = ConnectionManager::new_with_config(client, connection_config())
             .await
             .map_err(|source| StoreError::Redis {
                 context: "connecting to redis",
                 source,
             })?;
+        let store = RedisStore {
+            con,
+            groups: Default::default(),
+        };
+        store.ensure_group(&key("queue")).await?;
+        Ok(store)
+    }
+
+    /// Creates `stream` and its consumer group (from its first entry) if missing.
+    async fn ensure_group(&self, stream: &str) -> StoreResult<()> {
+        if self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(stream)
+        {
+            return Ok(());
+        }
         let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(key("queue"))
+            .arg(stream)
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
-            .query_async(&mut con)
+            .query_async(&mut self.con.clone())
             .await;
         if let Err(err) = r {
             if !err.to_string().contains("BUSYGROUP") {
@@ -210,7 +257,11 @@ impl RedisStore {
                 });
             }
         }
-        Ok(RedisStore { con })
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.to_string());
+        Ok(())
     }
 
     async fn q<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
@@ -331,13 +382,15 @@ impl RedisStore {
         // One script: the room's live job of this kind is checked and the new job written,
         // numbered, listed as waiting and added to the stream, with nothing in between (of
         // two racing starts, the second sees the first).
+        let stream = stream_of(job);
+        self.ensure_group(&stream).await?;
         let reply: Vec<Value> = ENQUEUE
             .key(key(&format!("live:{}", live_key(job))))
             .key(key("job:"))
             .key(key("seq"))
             .key(key("waiting"))
             .key(key("jobs"))
-            .key(key("queue"))
+            .key(stream)
             .arg(&job.id)
             .arg(to_json(job)?)
             .invoke_async(&mut self.con.clone())
@@ -368,15 +421,15 @@ impl RedisStore {
         Ok(n > 0)
     }
 
-    async fn ack(&self, entry: &str) -> StoreResult<()> {
+    async fn ack(&self, stream: &str, entry: &str) -> StoreResult<()> {
         let mut pipe = redis::pipe();
         pipe.cmd("XACK")
-            .arg(key("queue"))
+            .arg(stream)
             .arg(GROUP)
             .arg(entry)
             .ignore()
             .cmd("XDEL")
-            .arg(key("queue"))
+            .arg(stream)
             .arg(entry)
             .ignore();
         let mut con = self.con.clone();
@@ -385,27 +438,38 @@ impl RedisStore {
 
     pub(super) async fn claim(&self, worker: &str) -> StoreResult<Option<Job>> {
         // Entries whose job was cancelled (or failed while waiting) are skipped and acknowledged.
+        // The worker's own stream is read first.
+        let own = worker_stream(worker);
+        self.ensure_group(&own).await?;
         for _ in 0..16 {
-            let v: Value = self
-                .q(redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(worker)
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("STREAMS")
-                    .arg(key("queue"))
-                    .arg(">"))
-                .await?;
-            let Some((entry, id)) = first_stream_entry(&v) else {
+            // One stream per read: a read of both could hand this worker an entry of each.
+            let mut next = None;
+            for stream in [own.clone(), key("queue")] {
+                let v: Value = self
+                    .q(redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(GROUP)
+                        .arg(worker)
+                        .arg("COUNT")
+                        .arg(1)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(">"))
+                    .await?;
+                if let Some(found) = first_stream_entry(&v) {
+                    next = Some(found);
+                    break;
+                }
+            }
+            let Some((stream, entry, id)) = next else {
                 return Ok(None);
             };
             if !self.remove_waiting(&id).await? {
-                self.ack(&entry).await?;
+                self.ack(&stream, &entry).await?;
                 continue;
             }
             let Some(mut job) = self.get_job(&id).await? else {
-                self.ack(&entry).await?;
+                self.ack(&stream, &entry).await?;
                 continue;
             };
             job.queue_entry = Some(entry);
@@ -428,6 +492,7 @@ impl RedisStore {
             let _: i64 = call
                 .arg(&info.id)
                 .arg(GROUP)
+                .arg(worker_stream_prefix())
                 .invoke_async(&mut self.con.clone())
                 .await
                 .map_err(e)?;
@@ -440,30 +505,36 @@ impl RedisStore {
     }
 
     pub(super) async fn reclaim(&self, worker: &str) -> StoreResult<Vec<Job>> {
-        let v: Value = self
-            .q(redis::cmd("XAUTOCLAIM")
-                .arg(key("queue"))
-                .arg(GROUP)
-                .arg(worker)
-                .arg(LEASE.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(16))
-            .await?;
-        let claimed = match &v {
-            Value::Array(parts) => parts.get(1).map(entries).unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        // Any worker's lapsed jobs of the shared stream, and this worker's own lapsed ones
+        // (it ran them before it restarted).
+        let own = worker_stream(worker);
+        self.ensure_group(&own).await?;
         let mut out = Vec::new();
-        for (entry, id) in claimed {
-            match self.get_job(&id).await? {
-                Some(mut job) if !job.state.is_terminal() => {
-                    job.queue_entry = Some(entry);
-                    job.worker = Some(worker.to_string());
-                    self.put_job(&job).await?;
-                    out.push(job);
+        for stream in [key("queue"), own] {
+            let v: Value = self
+                .q(redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg(LEASE.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(16))
+                .await?;
+            let claimed = match &v {
+                Value::Array(parts) => parts.get(1).map(entries).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            for (entry, id) in claimed {
+                match self.get_job(&id).await? {
+                    Some(mut job) if !job.state.is_terminal() => {
+                        job.queue_entry = Some(entry);
+                        job.worker = Some(worker.to_string());
+                        self.put_job(&job).await?;
+                        out.push(job);
+                    }
+                    _ => self.ack(&stream, &entry).await?,
                 }
-                _ => self.ack(&entry).await?,
             }
         }
         Ok(out)
@@ -477,7 +548,7 @@ impl RedisStore {
 
     pub(super) async fn release(&self, job: &Job) -> StoreResult<()> {
         if let Some(entry) = &job.queue_entry {
-            self.ack(entry).await?;
+            self.ack(&stream_of(job), entry).await?;
         }
         let _: i64 = self
             .q(redis::cmd("DEL").arg(key(&format!("cmd:{}", job.id))))
@@ -537,13 +608,18 @@ impl RedisStore {
     }
 }
 
-/// The first entry of an `XREADGROUP` reply `[[stream, [[id, fields]…]]]`.
-fn first_stream_entry(v: &Value) -> Option<(String, String)> {
+/// The first entry of an `XREADGROUP` reply `[[stream, [[id, fields]…]], …]`: (stream, entry
+/// id, job id).
+fn first_stream_entry(v: &Value) -> Option<(String, String, String)> {
     let Value::Array(streams) = v else {
         return None;
     };
-    let Value::Array(stream) = streams.first()? else {
-        return None;
-    };
-    entries(stream.get(1)?).into_iter().next()
+    streams.iter().find_map(|s| {
+        let Value::Array(stream) = s else {
+            return None;
+        };
+        let name = stream.first().and_then(text)?;
+        let (entry, job) = entries(stream.get(1)?).into_iter().next()?;
+        Some((name, entry, job))
+    })
 }
