@@ -145,3 +145,81 @@ async fn large_files_go_up_in_verified_parts() {
     assert_eq!(back.len(), data.len());
     assert_eq!(hex_sha(&back), meta.sha256);
 }
+
+/// The platform's (legacy) recording delivered to S3: every track file and the manifest read
+/// back from the bucket as the `recording` webhook lists them, then the transcoded MP4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_individual_recording_and_its_transcode_read_back_from_s3() {
+    let dir = TempDir::new("s3-individual");
+    let s3 = MotoS3::start_on(free_port());
+    s3.create_bucket("recordings");
+    let rx = Receiver::start(0);
+    let mut e = env(&dir.0.join("data"), s3.port, rx.port);
+    e.push(("ROOMCAST_API_TOKEN", TOKEN.into()));
+    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".into()));
+    e.push(("RUST_LOG", "info".into()));
+    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
+    register_room(&api, "tracks", 2, r#"{"layout":"grid"}"#);
+    let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
+    let (s, v) = api.call("POST", "/v1/rooms/tracks/recording", Some(&body));
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 30.0);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(
+        api.call("DELETE", "/v1/rooms/tracks/recording", Some(&body))
+            .0,
+        200
+    );
+    wait_state(&api, &id, "completed", 40.0);
+    let hooks = |kind: &str| {
+        wait_for(60.0, || {
+            let got = rx.of_type(kind);
+            (!got.is_empty())
+                .then(|| serde_json::from_slice::<serde_json::Value>(&got[0].body).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {kind} webhook"))
+    };
+    let rec = hooks("recording");
+    let list = rec["recording"].as_array().unwrap();
+    assert_eq!(list.len(), 5, "{rec}");
+    let key_of = |url: &str| {
+        url.strip_prefix("s3://recordings/")
+            .expect("s3 URL")
+            .to_string()
+    };
+    let manifest_url = list
+        .iter()
+        .map(|f| f["url"].as_str().unwrap())
+        .find(|u| u.ends_with("manifest.json"))
+        .expect("manifest listed");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.get("recordings", &key_of(manifest_url)).await).unwrap();
+    for file in manifest["files"].as_array().unwrap() {
+        let name = file["file"].as_str().unwrap();
+        let url = list
+            .iter()
+            .map(|f| f["url"].as_str().unwrap())
+            .find(|u| u.ends_with(&format!("-{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed: {rec}"));
+        let object = s3.get("recordings", &key_of(url)).await;
+        assert_eq!(
+            object.len() as u64,
+            file["bytes"].as_u64().unwrap(),
+            "{name}"
+        );
+        let local = dir.0.join(name);
+        std::fs::write(&local, &object).unwrap();
+        let p = probe(&local);
+        let codec = p.video_codec.or(p.audio_codec).unwrap_or_default();
+        assert!(matches!(codec.as_str(), "vp8" | "opus"), "{name}: {codec}");
+    }
+    let tc = hooks("transcoded");
+    let url = tc["transcoded"][0]["url"].as_str().unwrap();
+    assert!(url.ends_with("_transcoded.mp4"), "{url}");
+    let mp4 = dir.0.join("transcoded.mp4");
+    std::fs::write(&mp4, s3.get("recordings", &key_of(url)).await).unwrap();
+    let p = probe(&mp4);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert!(p.duration >= 3.0, "{}", p.duration);
+}

@@ -34,7 +34,7 @@ const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// What a transcode costs (cores): it runs as fast as the machine allows.
 pub const TRANSCODE_COST: f64 = 1.5;
 /// What an individual recording costs per participant (cores): received media is written as
-/// it came (measured 0.032 with WebRTC feeds).
+/// it came (measured 0.025–0.026 per WebRTC feed over a whole run, with some margin).
 pub const INDIVIDUAL_COST_PER_PARTICIPANT: f64 = 0.04;
 /// Free space below which a failed live recording does not fall back (its disk is full).
 const FALLBACK_MIN_FREE: u64 = 64 * 1024 * 1024;
