@@ -18,9 +18,7 @@ use crate::layout::Layout;
 use crate::model::Preset;
 use crate::model::{DestinationState, DestinationStatus, RtmpUrl};
 use crate::pipeline::mp4::SegmentFile;
-use crate::queue::{
-    now_ms, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord, SegmentStatus,
-};
+use crate::queue::{now_ms, Command, Job, JobKind, JobState, PlatformEvent, SegmentRecord};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -658,18 +656,7 @@ impl<H: JobHost> Run<'_, H> {
                 // A new segment numbers its destinations afresh.
                 self.told.clear();
                 if let Some(path) = file {
-                    self.job.segments.push(SegmentRecord {
-                        file_name: crate::util::file_name(&path),
-                        path,
-                        status: SegmentStatus::Recording,
-                        url: None,
-                        size: 0,
-                        duration_s: 0.0,
-                        started_ms: now_ms(),
-                        ended_ms: None,
-                        delivery_error: None,
-                        chat: None,
-                    });
+                    self.job.segments.push(SegmentRecord::recording(path));
                 }
                 if self.job.state == JobState::Starting {
                     self.job.state = JobState::Active;

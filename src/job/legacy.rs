@@ -127,18 +127,9 @@ impl<H: JobHost> Run<'_, H> {
         };
         let folder = ispec.folder();
         let max_duration = self.remaining_duration();
-        self.job.segments.push(SegmentRecord {
-            file_name: crate::util::file_name(&folder),
-            path: folder.clone(),
-            status: SegmentStatus::Recording,
-            url: None,
-            size: 0,
-            duration_s: 0.0,
-            started_ms: now_ms(),
-            ended_ms: None,
-            delivery_error: None,
-            chat: None,
-        });
+        self.job
+            .segments
+            .push(SegmentRecord::recording(folder.clone()));
         self.job.state = JobState::Active;
         self.job.msg = "active".into();
         let first_start = self.job.started_ms.is_none();
@@ -404,16 +395,11 @@ impl<H: JobHost> Run<'_, H> {
             "transcoded");
         let folder = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut seg = SegmentRecord {
-            file_name: crate::util::file_name(&report.file),
-            path: report.file.clone(),
-            status: SegmentStatus::Recording,
-            url: None,
             size: report.bytes,
             duration_s: report.duration_s,
             started_ms: self.job.started_ms.unwrap_or_else(now_ms),
             ended_ms: Some(now_ms()),
-            delivery_error: None,
-            chat: None,
+            ..SegmentRecord::recording(report.file.clone())
         };
         self.job.realtime_factor = Some(report.speed);
         self.job.state = JobState::Delivering;

@@ -385,6 +385,24 @@ pub struct SegmentRecord {
     pub chat: Option<ChatFile>,
 }
 
+impl SegmentRecord {
+    /// A segment starting now at `path` (a file, or an individual segment's folder).
+    pub fn recording(path: PathBuf) -> SegmentRecord {
+        SegmentRecord {
+            file_name: crate::util::file_name(&path),
+            path,
+            status: SegmentStatus::Recording,
+            url: None,
+            size: 0,
+            duration_s: 0.0,
+            started_ms: now_ms(),
+            ended_ms: None,
+            delivery_error: None,
+            chat: None,
+        }
+    }
+}
+
 /// The chat transcript of one segment (`<room>_<conf>_<n>.chat.json`), delivered with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatFile {
