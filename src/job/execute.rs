@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 /// How often a running job checks it is still its host's and looks for commands.
-const COMMAND_POLL: Duration = Duration::from_millis(200);
+pub(super) const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// Starts (first run plus takeovers) after which a job fails instead of starting again.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// A job whose runs ended with their worker's process this many times in a row is failed
@@ -124,6 +124,17 @@ impl<H: JobHost> Run<'_, H> {
 
     pub(super) fn status(&self, subject: Subject, t: Transition, code: Option<Code>) {
         self.env.outbox.notifier.status(&self.job, subject, t, code);
+    }
+
+    /// Puts the job back in the queue for another worker (this one is stopping).
+    pub(super) async fn hand_back(&mut self) {
+        info!("handing the job back");
+        self.job.state = JobState::Queued;
+        self.job.msg = "handed back by a stopping worker".into();
+        self.job.worker = None;
+        self.job.updated_ms = now_ms();
+        self.host.hand_back(&self.job).await;
+        self.outcome.handed_back = true;
     }
 
     pub(super) async fn fail(&mut self, code: Code, msg: String) {
@@ -408,14 +419,7 @@ impl<H: JobHost> Run<'_, H> {
                     return self.restart_after_stall(local, hand_back).await;
                 }
                 if handing_back && rec.reason == EndReason::Stopped {
-                    info!("handing the job back");
-                    self.job.state = JobState::Queued;
-                    self.job.msg = "handed back by a stopping worker".into();
-                    self.job.worker = None;
-                    self.job.updated_ms = now_ms();
-                    self.host.hand_back(&self.job).await;
-                    self.outcome.handed_back = true;
-                    return;
+                    return self.hand_back().await;
                 }
                 if rec.reason == EndReason::DiskLow {
                     return self

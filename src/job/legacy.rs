@@ -8,7 +8,7 @@
 //! transcode while the spool delivers; the transcode removes it once every file of it is in
 //! the spool. Without storage the folder is where the files are reported.
 
-use super::execute::Run;
+use super::execute::{Run, COMMAND_POLL};
 use super::host::{JobHost, Poll};
 use super::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
 use super::notify::{Subject, Transition};
@@ -25,12 +25,9 @@ use crate::queue::{
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// How often a running individual recording looks for commands.
-const COMMAND_POLL: Duration = Duration::from_millis(200);
 /// What a transcode costs (cores): it runs as fast as the machine allows.
 pub const TRANSCODE_COST: f64 = 1.5;
 /// What an individual recording costs per participant (cores): received media is written as
@@ -56,7 +53,7 @@ enum Stopped {
 
 /// The name a segment folder's file is delivered under: `<folder>-<file>` (storage keeps
 /// one level of names).
-pub fn delivered_name(folder: &Path, file: &str) -> String {
+fn delivered_name(folder: &Path, file: &str) -> String {
     format!("{}-{file}", crate::util::file_name(folder))
 }
 
@@ -105,7 +102,7 @@ impl<H: JobHost> Run<'_, H> {
     ) {
         let handle = match self.join_room().await {
             Ok((h, _)) => h,
-            Err((code, msg)) => return self.fail_individual(code, msg).await,
+            Err((code, msg)) => return self.fail(code, msg).await,
         };
         let own_next = self.own_next_segment();
         let segment = match self
@@ -116,7 +113,7 @@ impl<H: JobHost> Run<'_, H> {
             Ok(n) => n,
             Err(e) => {
                 (handle.leave)();
-                return self.fail_individual(Code::Generic, e.to_string()).await;
+                return self.fail(Code::Generic, e.to_string()).await;
             }
         };
         let ispec = IndividualSpec {
@@ -193,7 +190,7 @@ impl<H: JobHost> Run<'_, H> {
                 } else {
                     Code::RecordError
                 };
-                return self.fail_individual(code, e.to_string()).await;
+                return self.fail(code, e.to_string()).await;
             }
         };
         self.job.state = JobState::Delivering;
@@ -207,23 +204,16 @@ impl<H: JobHost> Run<'_, H> {
         if stopped == Some(Stopped::DiskLow) {
             let msg = "free disk space fell below the floor (ROOMCAST_MIN_FREE_MB): the segment \
                        was ended and its files delivered before the disk filled";
-            return self.fail_individual(Code::RecordError, msg.into()).await;
+            return self.fail(Code::RecordError, msg.into()).await;
         }
         let by_worker = matches!(&stopped, Some(Stopped::By(b)) if b == "system");
         if by_worker && hand_back.load(Ordering::SeqCst) {
-            info!("handing the job back");
-            self.job.state = JobState::Queued;
-            self.job.msg = "handed back by a stopping worker".into();
-            self.job.worker = None;
-            self.job.updated_ms = now_ms();
-            self.host.hand_back(&self.job).await;
-            self.outcome.handed_back = true;
-            return;
+            return self.hand_back().await;
         }
         let (result, msg) = match (&outcome.end, &stopped) {
             (IndividualEnd::Disconnected(reason), _) => {
                 let msg = format!("lost the room connection: {reason}");
-                return self.fail_individual(Code::StateDisconnected, msg).await;
+                return self.fail(Code::StateDisconnected, msg).await;
             }
             (IndividualEnd::RoomDestroyed, _) | (_, Some(Stopped::RoomDestroyed)) => (
                 Code::StateDisconnected.as_u16(),
@@ -286,14 +276,6 @@ impl<H: JobHost> Run<'_, H> {
             .fallback_for
             .is_some()
             .then_some(Code::RecordDelayed)
-    }
-
-    async fn fail_individual(&mut self, code: Code, msg: String) {
-        warn!(code = %code, error = %msg, "individual recording failed");
-        self.job.end(JobState::Failed, code.as_u16(), msg);
-        self.save().await;
-        self.status(Subject::Job, Transition::Failed, Some(code));
-        self.host.release(&self.job).await;
     }
 
     /// Ends a segment folder: records it, hands its files to delivery (one bundle) and queues
