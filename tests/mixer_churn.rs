@@ -97,3 +97,57 @@ fn sixty_inputs_leaving_at_once_while_mixing() {
         (Some("h264"), Some("aac"))
     );
 }
+
+/// A composite stopped while a burst of inputs is still being taken out stops: nothing waits
+/// on the inputs' streaming threads while the mixers are stopping.
+#[test]
+fn a_composite_stopped_during_a_burst_of_leaves_stops() {
+    pipeline::init().unwrap();
+    let dir = TempDir::new("mixer-churn-stop");
+    for round in 0..3 {
+        let layout = Layout::resolve("grid").unwrap();
+        let opts = CompositeOptions {
+            preset: Preset::resolve("h264-720p30").unwrap(),
+            timing: Timing::Live,
+            output: Output::Mp4(dir.path().join(format!("stop{round}.mp4"))),
+            background: 0,
+            background_image: None,
+            label: layout.def().label.clone(),
+            watermark: None,
+            page_layer: false,
+        };
+        let mut comp = Composite::new(&opts).unwrap();
+        let p = comp.pipeline().clone();
+        {
+            use gst::prelude::*;
+            p.set_state(gst::State::Playing).unwrap();
+        }
+        let room = SyntheticRoom::steady(PEOPLE);
+        let mut tiles = Vec::new();
+        let mut ids = Vec::new();
+        for (i, person) in room.participants.iter().enumerate() {
+            let ctx = comp.source_context(gst::ClockTime::from_mseconds(200));
+            comp.add_video(&TileId::camera(&person.id), Box::new(room.camera(person)))
+                .unwrap();
+            comp.add_audio(&person.id, room.microphone(person).build(&ctx).unwrap())
+                .unwrap();
+            tiles.push(Tile::new(&person.id, &person.name, i as u64));
+            ids.push(person.id.clone());
+        }
+        comp.apply(&layout.place(comp.canvas(), &tiles)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        for id in &ids {
+            comp.remove_audio(id).unwrap();
+            comp.remove_video(&TileId::camera(id)).unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(comp);
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "round {round}: the composite did not stop within 20 s of a burst of leaves"
+        );
+    }
+}
