@@ -35,6 +35,9 @@ struct Media<'a> {
     jitter_ms: u32,
     /// Join with this feed id (a participant publishing again) instead of one Janus picks.
     feed_id: Option<u64>,
+    /// With `markers`: the microphone's clock runs this many parts per million fast (it takes
+    /// that many more samples per second than it claims, and stamps them by its count).
+    audio_clock_ppm: u32,
 }
 
 impl Media<'_> {
@@ -48,6 +51,7 @@ impl Media<'_> {
             markers: false,
             jitter_ms: 0,
             feed_id: None,
+            audio_clock_ppm: 0,
         }
     }
 }
@@ -145,6 +149,25 @@ impl Publisher {
         Self::publish_with(url, room, display, media).await
     }
 
+    /// [`Publisher::publish_markers`] whose microphone clock runs `ppm` parts per million
+    /// fast: the beep sounds on the second of real time (with the flash) but sits at the
+    /// sample its fast clock counted, so its RTP timestamps run ahead of real time.
+    pub async fn publish_markers_fast_audio(
+        url: &str,
+        room: u64,
+        display: &str,
+        rgb: u32,
+        ppm: u32,
+    ) -> Publisher {
+        let media = Media {
+            size: (320, 180, 30),
+            markers: true,
+            audio_clock_ppm: ppm,
+            ..Media::tone(rgb, 2000.0, Codec::Vp8)
+        };
+        Self::publish_with(url, room, display, media).await
+    }
+
     async fn publish_with(url: &str, room: u64, display: &str, media: Media<'_>) -> Publisher {
         let Media {
             rgb,
@@ -155,6 +178,7 @@ impl Publisher {
             markers,
             jitter_ms,
             feed_id,
+            audio_clock_ppm,
         } = media;
         let net = if jitter_ms > 0 {
             format!("netsim min-delay=0 max-delay={jitter_ms} delay-probability=1.0 ! ")
@@ -223,7 +247,7 @@ impl Publisher {
              {video_in} ! {video} ! {net}w. \
              {audio_in} ! audioconvert ! audioresample ! \
              audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
-             rtpopuspay pt=111 ssrc={assrc} ! \
+             rtpopuspay name=apay pt=111 ssrc={assrc} ! \
              application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2,ssrc=(uint){assrc},\
              extmap-1=<(string)\"\",(string)\"urn:ietf:params:rtp-hdrext:ssrc-audio-level\",(string)\"vad=on\"> ! {net}w.",
         );
@@ -232,7 +256,10 @@ impl Publisher {
             .downcast::<gst::Pipeline>()
             .unwrap();
         if markers {
-            add_markers(&pipeline, display, rgb, size);
+            add_markers(&pipeline, display, rgb, size, audio_clock_ppm);
+        }
+        if audio_clock_ppm > 0 {
+            fast_rtp_timestamps(&pipeline.by_name("apay").unwrap(), audio_clock_ppm);
         }
         let webrtc = pipeline.by_name("w").unwrap();
         // Like a browser, it answers NACKs by sending lost packets again.
@@ -346,7 +373,13 @@ impl Drop for Publisher {
 
 /// Feeds `vin` and `ain` of `pipeline` with roomcast's own sync reference sources (a flash
 /// and a beep on the same timestamps).
-fn add_markers(pipeline: &gst::Pipeline, name: &str, rgb: u32, size: (u32, u32, u32)) {
+fn add_markers(
+    pipeline: &gst::Pipeline,
+    name: &str,
+    rgb: u32,
+    size: (u32, u32, u32),
+    audio_clock_ppm: u32,
+) {
     use roomcast::pipeline::source::{test_audio, test_video, SourceContext, Timing};
     use roomcast::pipeline::source::{TestAudio, TestVideo, MARKER_BEEP_HZ};
     let ctx = SourceContext {
@@ -367,20 +400,89 @@ fn add_markers(pipeline: &gst::Pipeline, name: &str, rgb: u32, size: (u32, u32, 
         &ctx,
     )
     .expect("marker video");
-    let audio = test_audio(
-        &TestAudio {
-            name: format!("{name}_a"),
-            freq: MARKER_BEEP_HZ,
-            volume: TONE_VOLUME,
-            beep_only: true,
-            silent: false,
-        },
-        &ctx,
-    )
-    .expect("marker audio");
+    let audio = if audio_clock_ppm > 0 {
+        fast_clock_beeps(name, audio_clock_ppm)
+    } else {
+        test_audio(
+            &TestAudio {
+                name: format!("{name}_a"),
+                freq: MARKER_BEEP_HZ,
+                volume: TONE_VOLUME,
+                beep_only: true,
+                silent: false,
+            },
+            &ctx,
+        )
+        .expect("marker audio")
+    };
     pipeline.add_many([&video, &audio]).unwrap();
     video.link(&pipeline.by_name("vin").unwrap()).unwrap();
     audio.link(&pipeline.by_name("ain").unwrap()).unwrap();
+}
+
+/// A microphone whose clock runs `ppm` parts per million fast, beeping (2 kHz) for the first
+/// 100 ms of every second of real time: it takes 48000 × (1 + ppm/10⁶) samples per real second
+/// and passes them on as 48 kHz ([`fast_rtp_timestamps`] makes its RTP timestamps count them),
+/// so by minute 10 at 1000 ppm its timestamps are 600 ms ahead of the picture's while the
+/// beeps still sound with the flashes.
+fn fast_clock_beeps(name: &str, ppm: u32) -> gst::Element {
+    use roomcast::pipeline::source::MARKER_BEEP_HZ;
+    let true_rate = 48_000 + 48 * ppm / 1000;
+    let bin = gst::parse::bin_from_description(
+        &format!(
+            "audiotestsrc name={name}_fast is-live=true wave=sine freq={MARKER_BEEP_HZ} \
+             volume={TONE_VOLUME} samplesperbuffer=480 ! \
+             audio/x-raw,format=S16LE,layout=interleaved,channels=2,rate={true_rate} ! \
+             capssetter name={name}_claim caps=audio/x-raw,rate=48000"
+        ),
+        true,
+    )
+    .expect("fast microphone");
+    let src = bin.by_name(&format!("{name}_fast")).unwrap();
+    // Silence outside the beeps, placed by real time (the source runs at its true rate).
+    src.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or(0);
+                let b = buffer.make_mut();
+                let mut map = b.map_writable().unwrap();
+                for (i, frame) in map.chunks_exact_mut(4).enumerate() {
+                    let t = pts + i as u64 * 1_000_000_000 / true_rate as u64;
+                    if t % 1_000_000_000 >= 100_000_000 {
+                        frame.fill(0);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    bin.upcast()
+}
+
+/// A fast microphone's RTP timestamps: the payloader stamps its packets by real time (each
+/// packet's 960 samples took 19.98 ms to capture); a sound card running `ppm` fast counts them
+/// as 960 ticks, so the timestamps are stretched by that much from the first packet on. The
+/// packets still leave when they are captured.
+fn fast_rtp_timestamps(payloader: &gst::Element, ppm: u32) {
+    let first = std::sync::Mutex::new(None::<u32>);
+    payloader
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                let b = buffer.make_mut();
+                let mut map = b.map_writable().unwrap();
+                if map.len() >= 12 {
+                    let ts = u32::from_be_bytes([map[4], map[5], map[6], map[7]]);
+                    let f = *first.lock().unwrap().get_or_insert(ts);
+                    let since = ts.wrapping_sub(f) as u64;
+                    let fast =
+                        f.wrapping_add((since * (1_000_000 + ppm as u64) / 1_000_000) as u32);
+                    map[4..8].copy_from_slice(&fast.to_be_bytes());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
 }
 
 async fn create_offer(webrtc: &gst::Element) -> String {

@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod generated;
+pub mod retime;
 pub mod webrtc;
 
 pub use generated::{

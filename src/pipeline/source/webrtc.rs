@@ -4,6 +4,7 @@
 //! Keeping WebRTC out of the recording pipeline means a feed's ICE/DTLS failure, renegotiation
 //! or teardown can never stall or error the recording: the tile just stops getting frames.
 
+use super::retime::AudioRetimer;
 use super::{SourceContext, TrackSource};
 use crate::model::feed::FREEZE_GAP_MS;
 use crate::pipeline::{bridge, make_unnamed as make, PipelineError};
@@ -34,6 +35,8 @@ pub struct Slot {
     asked_keyframe: AtomicU64,
     /// The last timestamp given to the encoded track (a file's timestamps never go back).
     last_encoded: AtomicU64,
+    /// Decoded audio kept on its timestamps against its sender's sound card.
+    retimer: Mutex<AudioRetimer>,
 }
 
 impl Default for Slot {
@@ -50,6 +53,7 @@ impl Default for Slot {
             needs_keyframe: AtomicBool::new(true),
             asked_keyframe: AtomicU64::default(),
             last_encoded: AtomicU64::default(),
+            retimer: Mutex::default(),
         }
     }
 }
@@ -128,7 +132,21 @@ impl Slot {
             None => arrival,
         };
         let mut buffer = buffer;
-        {
+        if audio {
+            // Resampled by a fraction of a percent where its sender's sound card runs off (see
+            // `retime`), stamped as one continuous stream.
+            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+            let mut retimer = self.retimer.lock().unwrap_or_else(|e| e.into_inner());
+            let before = retimer.resyncs();
+            buffer = retimer.retime(placed, buffer, discont);
+            if retimer.resyncs() > before {
+                tracing::debug!(
+                    track = %src.name(),
+                    resyncs = retimer.resyncs(),
+                    "audio started again at its timestamps"
+                );
+            }
+        } else {
             let b = buffer.make_mut();
             b.set_pts(placed);
             b.set_dts(gst::ClockTime::NONE);
