@@ -9,20 +9,19 @@ use support::*;
 
 const RED: u32 = 0xd02020;
 
-/// Records `secs` of a room with one marker publisher (its packets jittered by up to
-/// `jitter_ms`; with `lossy`, 3 % of the packets reaching Janus and 1 % of those reaching the
-/// recorder dropped); returns the (flash time, offset) pairs found in the recording.
-fn record_markers(tag: &str, secs: u64, jitter_ms: u32, lossy: bool) -> Vec<(f64, f64)> {
+/// Records `secs` of a room with the publisher `publish` makes (with `lossy`, 3 % of the
+/// packets reaching Janus and 1 % of those reaching the recorder dropped); returns the MP4 and
+/// the directory holding it.
+fn record_room(
+    tag: &str,
+    secs: u64,
+    lossy: bool,
+    publish: impl FnOnce(&str) -> std::pin::Pin<Box<dyn std::future::Future<Output = Publisher>>>,
+) -> (std::path::PathBuf, TempDir) {
     gst::init().unwrap();
     let dir = TempDir::new(tag);
     let (janus, rt, _admin) = janus_room(dir.path(), 1);
-    let publisher = rt.block_on(Publisher::publish_markers(
-        &janus.url(),
-        1,
-        "Ann",
-        RED,
-        jitter_ms,
-    ));
+    let publisher = rt.block_on(publish(&janus.url()));
     rt.block_on(publisher.wait_connected());
     if lossy {
         add_loss(&janus, 3, 1);
@@ -34,13 +33,24 @@ fn record_markers(tag: &str, secs: u64, jitter_ms: u32, lossy: bool) -> Vec<(f64
     if lossy {
         clear_loss();
     }
+    drop(publisher);
     let mp4 = std::fs::read_dir(dir.path().join("rec"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "mp4"))
         .expect("recording");
-    drop(publisher);
+    (mp4, dir)
+}
+
+/// Records `secs` of a room with one marker publisher (its packets jittered by up to
+/// `jitter_ms`; with `lossy`, 3 % of the packets reaching Janus and 1 % of those reaching the
+/// recorder dropped); returns the (flash time, offset) pairs found in the recording.
+fn record_markers(tag: &str, secs: u64, jitter_ms: u32, lossy: bool) -> Vec<(f64, f64)> {
+    let (mp4, _dir) = record_room(tag, secs, lossy, |url| {
+        let url = url.to_string();
+        Box::pin(async move { Publisher::publish_markers(&url, 1, "Ann", RED, jitter_ms).await })
+    });
     // Ann fills the canvas alone: a flash whitens most of the frame.
     let flashes = flash_onsets(&mp4, 20_000);
     let beeps = beep_onsets(&mp4, 2000.0);
@@ -185,32 +195,15 @@ fn window_offsets(tag: &str, mp4: &std::path::Path, from: f64, dir: &std::path::
     median
 }
 
-/// Records `secs` of a publisher whose microphone clock runs 0.1 % fast; returns the mp4 and
+/// Records `secs` of a publisher whose microphone clock runs 0.1 % fast; returns the MP4 and
 /// the directory holding it.
 fn record_fast_microphone(tag: &str, secs: u64) -> (std::path::PathBuf, TempDir) {
-    gst::init().unwrap();
-    let dir = TempDir::new(tag);
-    let (janus, rt, _admin) = janus_room(dir.path(), 1);
-    let publisher = rt.block_on(Publisher::publish_markers_fast_audio(
-        &janus.url(),
-        1,
-        "Ann",
-        RED,
-        1000,
-    ));
-    rt.block_on(publisher.wait_connected());
-    let duration = secs.to_string();
-    let (child, _) = recorder(&janus, 1, dir.path(), &["--duration", &duration]);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "recorder failed");
-    drop(publisher);
-    let mp4 = std::fs::read_dir(dir.path().join("rec"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "mp4"))
-        .expect("recording");
-    (mp4, dir)
+    record_room(tag, secs, false, |url| {
+        let url = url.to_string();
+        Box::pin(
+            async move { Publisher::publish_markers_fast_audio(&url, 1, "Ann", RED, 1000).await },
+        )
+    })
 }
 
 /// A publisher whose microphone clock runs 0.1 % fast: 48 samples a second more than its

@@ -23,6 +23,20 @@ fn sink_pads(pipeline: &gst::Pipeline, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A live 720p composite of `layout` recording to `out`.
+fn live_mp4(layout: &Layout, out: &std::path::Path) -> CompositeOptions {
+    CompositeOptions {
+        preset: Preset::resolve("h264-720p30").unwrap(),
+        timing: Timing::Live,
+        output: Output::Mp4(out.to_path_buf()),
+        background: 0,
+        background_image: None,
+        label: layout.def().label.clone(),
+        watermark: None,
+        page_layer: false,
+    }
+}
+
 #[test]
 fn sixty_inputs_leaving_at_once_while_mixing() {
     use gst::prelude::*;
@@ -30,17 +44,7 @@ fn sixty_inputs_leaving_at_once_while_mixing() {
     let dir = TempDir::new("mixer-churn");
     let out = dir.path().join("churn.mp4");
     let layout = Layout::resolve("grid").unwrap();
-    let opts = CompositeOptions {
-        preset: Preset::resolve("h264-720p30").unwrap(),
-        timing: Timing::Live,
-        output: Output::Mp4(out.clone()),
-        background: 0,
-        background_image: None,
-        label: layout.def().label.clone(),
-        watermark: None,
-        page_layer: false,
-    };
-    let mut comp = Composite::new(&opts).unwrap();
+    let mut comp = Composite::new(&live_mp4(&layout, &out)).unwrap();
     let p = comp.pipeline().clone();
     let (audio_base, video_base) = (sink_pads(&p, "audio_mixer"), sink_pads(&p, "video_mixer"));
     p.set_state(gst::State::Playing).unwrap();
@@ -106,17 +110,8 @@ fn a_composite_stopped_during_a_burst_of_leaves_stops() {
     let dir = TempDir::new("mixer-churn-stop");
     for round in 0..3 {
         let layout = Layout::resolve("grid").unwrap();
-        let opts = CompositeOptions {
-            preset: Preset::resolve("h264-720p30").unwrap(),
-            timing: Timing::Live,
-            output: Output::Mp4(dir.path().join(format!("stop{round}.mp4"))),
-            background: 0,
-            background_image: None,
-            label: layout.def().label.clone(),
-            watermark: None,
-            page_layer: false,
-        };
-        let mut comp = Composite::new(&opts).unwrap();
+        let out = dir.path().join(format!("stop{round}.mp4"));
+        let mut comp = Composite::new(&live_mp4(&layout, &out)).unwrap();
         let p = comp.pipeline().clone();
         {
             use gst::prelude::*;
