@@ -164,16 +164,18 @@ fn window_offsets(tag: &str, mp4: &std::path::Path, from: f64, dir: &std::path::
     cut(mp4, from, 60.0, &part);
     let flashes = flash_onsets(&part, 20_000);
     let beeps = beep_onsets(&part, 2000.0);
-    let offsets: Vec<f64> = av_offsets(&flashes, &beeps)
+    let mut sorted: Vec<f64> = av_offsets(&flashes, &beeps)
         .into_iter()
         .filter(|(t, off)| *t > 0.5 && *t < 59.5 && off.abs() < 0.5)
         .map(|(_, o)| o * 1000.0)
         .collect();
-    assert!(offsets.len() >= 50, "{tag} at {from} s: {offsets:?}");
-    let mut sorted = offsets.clone();
     sorted.sort_by(f64::total_cmp);
+    assert!(sorted.len() >= 50, "{tag} at {from} s: {sorted:?}");
     let median = sorted[sorted.len() / 2];
-    let intervals: Vec<f64> = beeps.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect();
+    // A beep already sounding when the window begins is found at its start, not at its
+    // onset: the intervals begin with the first beep wholly inside.
+    let whole: Vec<f64> = beeps.iter().copied().filter(|t| *t > 0.15).collect();
+    let intervals: Vec<f64> = whole.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect();
     let (lo, hi) = intervals
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &i| (lo.min(i), hi.max(i)));

@@ -426,7 +426,7 @@ fn add_markers(
 /// so by minute 10 at 1000 ppm its timestamps are 600 ms ahead of the picture's while the
 /// beeps still sound with the flashes.
 fn fast_clock_beeps(name: &str, ppm: u32) -> gst::Element {
-    use roomcast::pipeline::source::MARKER_BEEP_HZ;
+    use roomcast::pipeline::source::{MARKER_BEEP_HZ, MARKER_LENGTH, MARKER_PERIOD};
     let true_rate = 48_000 + 48 * ppm / 1000;
     let bin = gst::parse::bin_from_description(
         &format!(
@@ -449,7 +449,7 @@ fn fast_clock_beeps(name: &str, ppm: u32) -> gst::Element {
                 let mut map = b.map_writable().unwrap();
                 for (i, frame) in map.chunks_exact_mut(4).enumerate() {
                     let t = pts + i as u64 * 1_000_000_000 / true_rate as u64;
-                    if t % 1_000_000_000 >= 100_000_000 {
+                    if t % MARKER_PERIOD.nseconds() >= MARKER_LENGTH.nseconds() {
                         frame.fill(0);
                     }
                 }
