@@ -80,9 +80,11 @@ fn sixty_inputs_leaving_at_once_while_mixing() {
     });
     assert!(
         released.is_some(),
-        "mixer pads left: audio {} (from {audio_base}), video {} (from {video_base})",
+        "mixer pads left: audio {} (from {audio_base}), video {} (from {video_base}); \
+         every removed input stopped: {}",
         sink_pads(&p, "audio_mixer"),
-        sink_pads(&p, "video_mixer")
+        sink_pads(&p, "video_mixer"),
+        comp.wait_retired(Duration::ZERO)
     );
     let ran = started.elapsed().as_secs_f64();
     comp.end_of_stream();

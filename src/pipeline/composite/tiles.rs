@@ -157,24 +157,18 @@ impl Composite {
         let (bin, pad, releases) = (bin.clone(), pad.clone(), releases.clone());
         let pipeline = self.pipeline.clone();
         let retiring = self.retiring.clone();
-        let live = matches!(self.timing, Timing::Live);
-        // From here on the input's state is its own: a pipeline stopping meanwhile must not
-        // bring a half-stopped input back up (an input left in PAUSED when it is freed).
+        // From here on the input's state is its own. Its streaming thread may wait inside the
+        // mixer pad for the mixer to take a frame, and stopping the input waits for that
+        // thread; a pipeline stopping meanwhile would otherwise wait for the input's state
+        // while the input waits for the paused mixer (each holding what the other needs), or
+        // bring a half-stopped input back up. Locked, the pipeline passes it by, stops the
+        // mixer, and the mixer's stopping pads let the thread go.
         bin.set_locked_state(true);
         retiring
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(bin.clone());
         let teardown = move || {
-            // A live input's streaming thread may wait inside the mixer pad for the mixer to
-            // take its frame, and stopping the input waits for that thread. Were the mixer
-            // itself held (its output paused by a pipeline that is stopping), the two would
-            // wait for each other; flushing the pad lets the thread go at once. A live mixer
-            // waits for no pad, so the flushing pad costs it nothing until its release. An
-            // offline mixer waits for every pad, so there the pad must stay open for its EOS.
-            if live {
-                let _ = pad.send_event(gst::event::FlushStart::new());
-            }
             // Stop the input's threads first so nothing pushes into a released pad.
             let _ = bin.set_state(gst::State::Null);
             let _ = pipeline.remove(&bin);
