@@ -62,6 +62,7 @@ async fn room_with_injector(room: SyntheticRoom) -> (RoomHandle, mpsc::Sender<Ro
         RoomHandle {
             events: out_rx,
             feeds: Default::default(),
+            shown: Default::default(),
             leave: Box::new(move || task.abort()),
         },
         tx,

@@ -9,7 +9,9 @@ use crate::layout::Layout;
 use crate::model::preset::DEFAULT_PRESET;
 use crate::model::Preset;
 use crate::model::RtmpUrl;
-use crate::queue::{ConnectorSpec, Job, JobKind, JobSpec, JobState, SyntheticScript};
+use crate::queue::{
+    ConnectorSpec, Job, JobKind, JobSpec, JobState, SimulcastChoice, SyntheticScript,
+};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -57,6 +59,10 @@ pub struct RecordArgs {
     /// Reconnect attempts in a row (with backoff) before the recording ends with 7026.
     #[arg(long, default_value_t = 6)]
     pub max_reconnects: u32,
+    /// Layer of a simulcast publisher's video to receive: `fit` (the smallest at least as
+    /// tall as its tile, following the layout) or `top` (always the largest).
+    #[arg(long, value_enum, default_value_t = SimulcastChoice::Fit)]
+    pub simulcast: SimulcastChoice,
     /// Stop after this many seconds (0: until stopped).
     #[arg(long, default_value_t = 0.0)]
     pub duration: f64,
@@ -156,6 +162,7 @@ impl RecordArgs {
             screen_pattern: Some(self.screen_pattern),
             ice_address: self.ice_address,
             max_reconnects: Some(self.max_reconnects),
+            simulcast: Some(self.simulcast),
         };
         let room_id = self.room_id.unwrap_or_else(|| self.room.to_string());
         Ok(self

@@ -502,6 +502,7 @@ mod tests {
             Ok(RoomHandle {
                 events: rx,
                 feeds: Default::default(),
+                shown: Default::default(),
                 leave: Box::new(move || task.abort()),
             })
         }

@@ -41,6 +41,8 @@ pub(super) struct Job {
     pub(super) chat: std::collections::VecDeque<ChatLine>,
     /// When the recording started (ms since the epoch), for the page's clock.
     pub(super) started_ms: u64,
+    /// Where the room learns how large each camera is drawn.
+    pub(super) shown: crate::room::ShownSizes,
 }
 
 impl Job {
@@ -187,7 +189,9 @@ impl Job {
         self.composite.set_label_style(def.label.clone());
         let slots = layout.place(self.composite.canvas(), &tiles);
         debug!(layout = %def.name, slots = slots.len(), "layout applied");
-        tokio::task::block_in_place(|| self.composite.apply(&slots))
+        tokio::task::block_in_place(|| self.composite.apply(&slots))?;
+        self.shown.set(camera_heights(&slots));
+        Ok(())
     }
 
     /// Applies a batch of room events; the reason to end when the room is gone.
@@ -263,4 +267,22 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// How tall each participant's video (camera or screen share) is drawn in `slots`, the
+/// tallest where there are two; placeholders do not count.
+fn camera_heights(slots: &[crate::layout::Slot]) -> std::collections::HashMap<String, u32> {
+    let mut heights = std::collections::HashMap::new();
+    for slot in slots {
+        if let crate::layout::SlotContent::Tile {
+            id,
+            show_video: true,
+            ..
+        } = &slot.content
+        {
+            let h = heights.entry(id.participant.clone()).or_insert(0);
+            *h = (*h).max(slot.rect.h);
+        }
+    }
+    heights
 }

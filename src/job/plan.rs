@@ -66,6 +66,7 @@ pub(super) async fn connect(
             screen_pattern,
             ice_address,
             max_reconnects,
+            simulcast,
         } => {
             let mut r = JanusRoom::new(url.clone(), *room);
             r.pin = pin.clone();
@@ -76,6 +77,7 @@ pub(super) async fn connect(
             if let Some(n) = max_reconnects {
                 r.max_reconnects = *n;
             }
+            r.simulcast = simulcast.unwrap_or_default();
             r.connect().await.map(|h| (h, None))
         }
     }

@@ -300,6 +300,7 @@ impl Session {
             next_page: None,
             chat: std::collections::VecDeque::new(),
             started_ms: crate::clock::now_ms(),
+            shown: room.shown.clone(),
         };
         if let Some(page) = spec.page.clone() {
             job.set_page(Some(page)).await;
@@ -330,6 +331,7 @@ impl Session {
             events: room_events,
             feeds,
             leave,
+            ..
         } = room;
         let mut session = Session {
             key,

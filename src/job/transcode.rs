@@ -262,6 +262,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         next_page: None,
         chat: std::collections::VecDeque::new(),
         started_ms: manifest.started_at_unix_ms,
+        shown: Default::default(),
     };
     let mut steps: Vec<(u64, Vec<RoomEvent>)> = Vec::new();
     for (t, ev) in timeline(&folder, &manifest) {

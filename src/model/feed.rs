@@ -37,6 +37,9 @@ pub struct FeedHealth {
     pub frozen: bool,
     /// Frozen, or more than [`DEGRADED_LOSS`] of packets lost over the last interval.
     pub degraded: bool,
+    /// The simulcast layer received (0 the smallest), for video whose sender sends several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
 }
 
 /// The latest health of every track of a room, written by its connector, read by the job.

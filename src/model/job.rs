@@ -42,7 +42,22 @@ pub enum ConnectorSpec {
         /// (default 6).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_reconnects: Option<u32>,
+        /// Which layer of a simulcast publisher's video to receive (default `fit`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        simulcast: Option<SimulcastChoice>,
     },
+}
+
+/// Which layer of a simulcast publisher's video a recording receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulcastChoice {
+    /// The smallest layer at least as tall as the tile it is drawn in, switched as the layout
+    /// changes.
+    #[default]
+    Fit,
+    /// Always the largest (what a subscriber gets when it does not choose).
+    Top,
 }
 
 /// What a synthetic room's participants do.

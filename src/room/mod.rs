@@ -132,12 +132,49 @@ pub enum RoomEvent {
     },
 }
 
+/// How tall each participant's video is drawn on the canvas now, in pixels, by participant
+/// id (absent: not drawn). The job sets it after every layout change; a room whose senders
+/// offer their video in several sizes (simulcast) receives, per participant, the size that
+/// fits. A room that cannot choose simply never reads it.
+#[derive(Debug, Clone)]
+pub struct ShownSizes(tokio::sync::watch::Sender<std::collections::HashMap<String, u32>>);
+
+impl Default for ShownSizes {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(Default::default()).0)
+    }
+}
+
+impl ShownSizes {
+    /// A new set of sizes and the receiver a room reads them from.
+    pub fn channel() -> (
+        Self,
+        tokio::sync::watch::Receiver<std::collections::HashMap<String, u32>>,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(Default::default());
+        (Self(tx), rx)
+    }
+
+    /// Sets the sizes now; readers wake only when they changed.
+    pub fn set(&self, heights: std::collections::HashMap<String, u32>) {
+        self.0.send_if_modified(|now| {
+            let changed = *now != heights;
+            if changed {
+                *now = heights;
+            }
+            changed
+        });
+    }
+}
+
 /// A joined room: its events arrive on `events`; dropping the handle leaves the room.
 pub struct RoomHandle {
     /// Room events, in order.
     pub events: mpsc::Receiver<RoomEvent>,
     /// Health of the tracks received over the network (empty for generated rooms).
     pub feeds: crate::model::feed::FeedBoard,
+    /// Where the job says how large each participant's video is drawn.
+    pub shown: ShownSizes,
     /// Leaves the room when dropped or called.
     pub leave: Box<dyn FnOnce() + Send>,
 }

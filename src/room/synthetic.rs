@@ -292,6 +292,7 @@ impl RoomConnector for SyntheticRoom {
         Ok(RoomHandle {
             events: rx,
             feeds: Default::default(),
+            shown: Default::default(),
             leave: Box::new(move || task.abort()),
         })
     }

@@ -38,7 +38,27 @@ struct Media<'a> {
     /// With `markers`: the microphone's clock runs this many parts per million fast (it takes
     /// that many more samples per second than it claims, and stamps them by its count).
     audio_clock_ppm: u32,
+    /// Simulcast (VP8): three encodings of the camera at [`SIMULCAST_SIZES`], the lowest
+    /// first; each layer is its own picture (a solid colour, or a moving test card).
+    simulcast: Option<[Layer; 3]>,
 }
+
+/// What one simulcast layer shows.
+#[derive(Clone, Copy, Debug)]
+pub enum Layer {
+    /// A solid colour 0xRRGGBB: which layer reached the recording is visible in it.
+    Solid(u32),
+    /// A moving test card (bars sliding sideways): a picture that costs what a camera costs
+    /// to encode and decode, for measurements.
+    Moving,
+}
+
+/// Width and height of the simulcast layers, lowest first (a 720p camera's three layers in a
+/// browser: each half the size of the next).
+pub const SIMULCAST_SIZES: [(u32, u32); 3] = [(320, 180), (640, 360), (1280, 720)];
+
+/// Bits per second of each simulcast layer, lowest first (a browser's defaults for 720p).
+const SIMULCAST_BITRATES: [u32; 3] = [150_000, 500_000, 1_500_000];
 
 impl Media<'_> {
     fn tone(rgb: u32, tone_hz: f64, codec: Codec) -> Self {
@@ -52,6 +72,7 @@ impl Media<'_> {
             jitter_ms: 0,
             feed_id: None,
             audio_clock_ppm: 0,
+            simulcast: None,
         }
     }
 }
@@ -168,6 +189,24 @@ impl Publisher {
         Self::publish_with(url, room, display, media).await
     }
 
+    /// A camera sent as simulcast (VP8, three layers at [`SIMULCAST_SIZES`], `fps` frames per
+    /// second), with a tone. Janus relays one layer to each subscriber, the one it asks for.
+    pub async fn publish_simulcast(
+        url: &str,
+        room: u64,
+        display: &str,
+        layers: [Layer; 3],
+        tone_hz: f64,
+        fps: u32,
+    ) -> Publisher {
+        let media = Media {
+            size: (1280, 720, fps),
+            simulcast: Some(layers),
+            ..Media::tone(0, tone_hz, Codec::Vp8)
+        };
+        Self::publish_with(url, room, display, media).await
+    }
+
     async fn publish_with(url: &str, room: u64, display: &str, media: Media<'_>) -> Publisher {
         let Media {
             rgb,
@@ -179,6 +218,7 @@ impl Publisher {
             jitter_ms,
             feed_id,
             audio_clock_ppm,
+            simulcast,
         } = media;
         let net = if jitter_ms > 0 {
             format!("netsim min-delay=0 max-delay={jitter_ms} delay-probability=1.0 ! ")
@@ -220,14 +260,60 @@ impl Publisher {
                  application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,ssrc=(uint){vssrc}"
                 .replace("{vssrc}", &vssrc.to_string()),
         };
+        let layer_ssrcs = [vssrc, vssrc + 2, vssrc + 4];
+        let video = match simulcast {
+            None => video,
+            // Each layer encoded and packetized on its own; one funnel puts the three on the
+            // video m-line, and the offer names them as one simulcast group (below). The
+            // layers' caps are made identical (one SSRC named for all, which the payloaders
+            // adopt), so the stream's caps do not change as the funnel passes from one layer's
+            // packets to the next; each layer's packets then get its own SSRC (below).
+            Some(layers) => {
+                let mut branches = String::new();
+                for (i, layer) in layers.iter().enumerate() {
+                    let (w, h) = SIMULCAST_SIZES[i];
+                    let picture = match layer {
+                        Layer::Solid(rgb) => format!(
+                            "videotestsrc is-live=true pattern=solid-color foreground-color={}",
+                            0xff00_0000u32 | rgb
+                        ),
+                        Layer::Moving => {
+                            "videotestsrc is-live=true pattern=smpte horizontal-speed=4".to_string()
+                        }
+                    };
+                    branches.push_str(&format!(
+                        "{picture} ! video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+                         videoconvert ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist={kf} \
+                         target-bitrate={rate} threads=1 ! \
+                         rtpvp8pay pt=96 ssrc={ssrc} picture-id-mode=15-bit ! \
+                         capssetter name=layer{i} join=true replace=false caps=\"application/x-rtp,\
+                         ssrc=(uint){top},timestamp-offset=(uint)0,seqnum-offset=(uint)0\" ! \
+                         queue ! simulcast. ",
+                        top = layer_ssrcs[2],
+                        fps = size.2,
+                        kf = size.2,
+                        rate = SIMULCAST_BITRATES[i],
+                        ssrc = layer_ssrcs[i],
+                    ));
+                }
+                format!(
+                    "{branches} funnel name=simulcast ! \
+                     application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
+                )
+            }
+        };
         let (video_in, audio_in) =
-            match markers {
+            match (markers, simulcast.is_some()) {
                 // Inputs linked below to the flashing picture and the beeping tone.
-                true => (
+                (true, _) => (
                     "videoconvert name=vin".to_string(),
                     "identity name=ain".to_string(),
                 ),
-                false => (
+                (false, true) => (
+                    String::new(),
+                    format!("audiotestsrc name=tone is-live=true wave=sine freq={tone_hz} volume={TONE_VOLUME}"),
+                ),
+                (false, false) => (
                     format!(
                         "videotestsrc is-live=true pattern=solid-color foreground-color={fg} ! \
                      video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert",
@@ -242,9 +328,10 @@ impl Publisher {
                 ),
                 ),
             };
+        let link = if video_in.is_empty() { "" } else { " ! " };
         let desc = format!(
             "webrtcbin name=w bundle-policy=max-bundle \
-             {video_in} ! {video} ! {net}w. \
+             {video_in}{link}{video} ! {net}w. \
              {audio_in} ! audioconvert ! audioresample ! \
              audio/x-raw,rate=48000,channels=2 ! level audio-level-meta=true post-messages=false ! opusenc ! \
              rtpopuspay name=apay pt=111 ssrc={assrc} ! \
@@ -257,6 +344,12 @@ impl Publisher {
             .unwrap();
         if markers {
             add_markers(&pipeline, display, rgb, size, audio_clock_ppm);
+        }
+        if simulcast.is_some() {
+            for (i, ssrc) in layer_ssrcs.iter().enumerate() {
+                let layer = pipeline.by_name(&format!("layer{i}")).unwrap();
+                rtp_ssrc(&layer, *ssrc);
+            }
         }
         if audio_clock_ppm > 0 {
             fast_rtp_timestamps(&pipeline.by_name("apay").unwrap(), audio_clock_ppm);
@@ -285,7 +378,10 @@ impl Publisher {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let offer = create_offer(&webrtc).await;
+        let mut offer = create_offer(&webrtc).await;
+        if simulcast.is_some() {
+            offer = simulcast_offer(&offer, &layer_ssrcs);
+        }
         let mut publish = json!({ "request": "publish", "display": display });
         if let Some(d) = video_description {
             // The video m-line's mid, from the offer.
@@ -463,6 +559,22 @@ fn fast_clock_beeps(name: &str, ppm: u32) -> gst::Element {
 /// packet's 960 samples took 19.98 ms to capture); a sound card running `ppm` fast counts them
 /// as 960 ticks, so the timestamps are stretched by that much from the first packet on. The
 /// packets still leave when they are captured.
+/// Writes `ssrc` into the header of every RTP packet leaving `element`.
+fn rtp_ssrc(element: &gst::Element, ssrc: u32) {
+    element
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                let mut map = buffer.make_mut().map_writable().unwrap();
+                if map.len() >= 12 {
+                    map[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
 fn fast_rtp_timestamps(payloader: &gst::Element, ppm: u32) {
     let first = std::sync::Mutex::new(None::<u32>);
     payloader
@@ -483,6 +595,33 @@ fn fast_rtp_timestamps(payloader: &gst::Element, ppm: u32) {
             }
             gst::PadProbeReturn::Ok
         });
+}
+
+/// `offer` with its video m-line's SSRCs replaced by the simulcast layers' (lowest first) in
+/// one `SIM` group, as a browser's offer names them.
+fn simulcast_offer(offer: &str, ssrcs: &[u32; 3]) -> String {
+    let mut out = String::new();
+    let mut in_video = false;
+    for line in offer.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            in_video = line.starts_with("m=video");
+        }
+        if in_video && (line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        if in_video && line.starts_with("a=mid:") {
+            out.push_str(&format!(
+                "a=ssrc-group:SIM {} {} {}\r\n",
+                ssrcs[0], ssrcs[1], ssrcs[2]
+            ));
+            for ssrc in ssrcs {
+                out.push_str(&format!("a=ssrc:{ssrc} cname:simulcast-publisher\r\n"));
+            }
+        }
+    }
+    out
 }
 
 async fn create_offer(webrtc: &gst::Element) -> String {

@@ -107,6 +107,7 @@ impl Tracker {
                 freezes: if is_video { counts.freezes } else { 0 },
                 frozen,
                 degraded,
+                layer: None,
             });
         }
         out

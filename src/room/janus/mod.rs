@@ -33,6 +33,14 @@
 //!
 //! **Health.** Once a second every feed's receive statistics and frame counts become the
 //! room's [`FeedBoard`] (see [`health`]).
+//!
+//! **Simulcast.** A publisher may send its video in three sizes (Janus relays one of them to
+//! each subscriber, `substream` 0 the smallest). Each feed asks for the layer that fits how
+//! tall its tile is drawn now ([`layer_for`], from the job's [`ShownSizes`]): subscribed with
+//! it, and switched by `configure` as the layout changes — a speaker's large tile gets the top
+//! layer, a filmstrip tile the smallest, a grid of nine the middle one. Janus switches at the
+//! layer's next keyframe (it asks the publisher for one) and reports the layer it sends, which
+//! is logged and shown in the feed's health. A feed that is not simulcast ignores the request.
 
 mod health;
 pub mod session;
@@ -42,8 +50,9 @@ use subscribe::{reconnect, subscribe_feed, subscriber_join};
 
 use crate::codes::Code;
 use crate::model::feed::FeedBoard;
+use crate::model::job::SimulcastChoice;
 use crate::pipeline::source::webrtc::{FeedPipeline, FeedTrack, Slot};
-use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, TrackKind};
+use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, ShownSizes, TrackKind};
 use serde_json::{json, Value};
 use session::{JanusError, JanusEvent, Session};
 use std::collections::HashMap;
@@ -54,6 +63,28 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 /// How often the participant list is read.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// Heights of a simulcast publisher's layers as browsers send a 720p camera (each half the
+/// next); a tile up to a layer's height gets that layer.
+pub const LAYER_HEIGHTS: [u32; 2] = [180, 360];
+
+/// The top simulcast layer (`substream`).
+pub const TOP_LAYER: u8 = LAYER_HEIGHTS.len() as u8;
+
+/// The simulcast layer (`substream`) for a video drawn `height` pixels tall: with
+/// [`SimulcastChoice::Fit`] the smallest whose pictures are at least that tall, so nothing is
+/// enlarged that a larger layer would have sharpened, and the smallest for a video not drawn
+/// at all (`None`); the top one with [`SimulcastChoice::Top`].
+pub fn layer_for(choice: SimulcastChoice, height: Option<u32>) -> u8 {
+    match (choice, height) {
+        (SimulcastChoice::Top, _) => TOP_LAYER,
+        (SimulcastChoice::Fit, None) => 0,
+        (SimulcastChoice::Fit, Some(h)) => LAYER_HEIGHTS
+            .iter()
+            .position(|&top| h <= top)
+            .unwrap_or(LAYER_HEIGHTS.len()) as u8,
+    }
+}
 
 /// A Janus VideoRoom to record.
 #[derive(Debug, Clone)]
@@ -70,6 +101,8 @@ pub struct JanusRoom {
     pub local_ip: Option<String>,
     /// Reconnect attempts in a row before giving up.
     pub max_reconnects: u32,
+    /// Which layer of a simulcast publisher's video to receive.
+    pub simulcast: SimulcastChoice,
 }
 
 impl JanusRoom {
@@ -82,6 +115,7 @@ impl JanusRoom {
             screen_pattern: "screen".into(),
             local_ip: None,
             max_reconnects: 6,
+            simulcast: SimulcastChoice::Fit,
         }
     }
 
@@ -194,7 +228,7 @@ impl Conn {
         let probe = self.session.attach("janus.plugin.videoroom").await?;
         let result = self
             .session
-            .message(probe, subscriber_join(cfg, 0), None)
+            .message(probe, subscriber_join(cfg, 0, 0), None)
             .await;
         self.session.detach(probe).await;
         match result {
@@ -236,6 +270,12 @@ struct Feed {
     handle: Option<u64>,
     pipeline: Option<FeedPipeline>,
     health: health::Tracker,
+    /// The subscription's video `mid`, once subscribed.
+    video_mid: Option<String>,
+    /// The simulcast layer asked of Janus for this subscription.
+    layer: Option<u8>,
+    /// The simulcast layer Janus reports it relays (none: not simulcast, or not yet said).
+    receiving: Option<u8>,
 }
 
 impl Drop for Feed {
@@ -259,20 +299,26 @@ impl RoomConnector for JanusRoom {
         let cfg = self.clone();
         let span = info_span!("janus", room = self.room);
         let board = FeedBoard::default();
-        let task = tokio::spawn(run(cfg, conn, tx, board.clone()).instrument(span));
+        let (shown, heights) = ShownSizes::channel();
+        let task = tokio::spawn(run(cfg, conn, tx, board.clone(), heights).instrument(span));
         Ok(RoomHandle {
             events: rx,
             feeds: board,
+            shown,
             leave: Box::new(move || task.abort()),
         })
     }
 }
+
+/// How tall each participant's video is drawn, from the job.
+type Heights = tokio::sync::watch::Receiver<HashMap<String, u32>>;
 
 struct Room {
     cfg: JanusRoom,
     tx: mpsc::Sender<RoomEvent>,
     feeds: HashMap<u64, Feed>,
     board: FeedBoard,
+    heights: Heights,
 }
 
 impl Room {
@@ -294,7 +340,11 @@ impl Room {
                 continue;
             };
             let (audio, video) = (feed.audio.counts(), feed.video.counts());
-            board.extend(feed.health.update(&id.to_string(), &stats, audio, video));
+            let mut tracks = feed.health.update(&id.to_string(), &stats, audio, video);
+            for t in tracks.iter_mut().filter(|t| t.kind == "video") {
+                t.layer = feed.receiving;
+            }
+            board.extend(tracks);
         }
         board.sort_by(|a, b| (&a.participant, &a.kind).cmp(&(&b.participant, &b.kind)));
         *self.board.lock().unwrap() = board;
@@ -336,6 +386,9 @@ impl Room {
                     handle: None,
                     pipeline: None,
                     health: health::Tracker::default(),
+                    video_mid: None,
+                    layer: None,
+                    receiving: None,
                 },
             );
         }
@@ -357,11 +410,15 @@ impl Room {
             }
         }
         let cfg = &self.cfg;
+        let heights = self.heights.borrow().clone();
         let results = futures::future::join_all(
             self.feeds
                 .iter_mut()
                 .filter(|(id, _)| ids.contains(id))
-                .map(|(id, feed)| async move { (*id, subscribe_feed(cfg, conn, feed).await) }),
+                .map(|(id, feed)| {
+                    let layer = layer_for(cfg.simulcast, heights.get(&id.to_string()).copied());
+                    async move { (*id, subscribe_feed(cfg, conn, feed, layer).await) }
+                }),
         )
         .await;
         for (id, result) in results {
@@ -427,6 +484,31 @@ impl Room {
         }
     }
 
+    /// Asks every feed whose tile changed size for the simulcast layer that fits it now (all
+    /// requests at once).
+    async fn pick_layers(&mut self, conn: &Conn) {
+        let heights = self.heights.borrow_and_update().clone();
+        let asks = self.feeds.iter_mut().filter_map(|(id, feed)| {
+            let (handle, mid) = (feed.handle?, feed.video_mid.clone()?);
+            let want = layer_for(self.cfg.simulcast, heights.get(&id.to_string()).copied());
+            if feed.layer == Some(want) {
+                return None;
+            }
+            feed.layer = Some(want);
+            debug!(feed = id, layer = want, "asking for simulcast layer");
+            let request = json!({
+                "request": "configure",
+                "streams": [{ "mid": mid, "substream": want }],
+            });
+            Some(async move {
+                if let Err(e) = conn.session.message(handle, request, None).await {
+                    warn!(feed = id, error = %e, "simulcast layer request refused");
+                }
+            })
+        });
+        futures::future::join_all(asks).await;
+    }
+
     async fn remove(&mut self, conn: &Conn, id: u64, left: bool) {
         let Some(mut feed) = self.feeds.remove(&id) else {
             return;
@@ -448,12 +530,21 @@ impl Room {
     }
 }
 
-async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>, board: FeedBoard) {
+async fn run(
+    cfg: JanusRoom,
+    conn: Conn,
+    tx: mpsc::Sender<RoomEvent>,
+    board: FeedBoard,
+    heights: Heights,
+) {
+    let mut sizes = heights.clone();
+    let mut sizes_open = true;
     let mut room = Room {
         cfg: cfg.clone(),
         tx,
         feeds: HashMap::new(),
         board,
+        heights,
     };
     let mut conn = conn;
     room.add_publishers(&conn, conn.publishers.clone()).await;
@@ -505,6 +596,13 @@ async fn run(cfg: JanusRoom, conn: Conn, tx: mpsc::Sender<RoomEvent>, board: Fee
                 }
                 if !on_event(&mut room, &conn, &ev).await {
                     return;
+                }
+            }
+            changed = sizes.changed(), if sizes_open => {
+                match changed {
+                    Ok(()) => room.pick_layers(&conn).await,
+                    // The job is gone: the sizes stay as they are.
+                    Err(_) => sizes_open = false,
                 }
             }
             _ = check.tick() => {
@@ -570,6 +668,20 @@ async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
         info!("room destroyed");
         let _ = room.tx.send(RoomEvent::RoomDestroyed).await;
         return false;
+    }
+    let data = &ev["plugindata"]["data"];
+    if let (Some(layer), Some(f)) = (
+        data["substream"].as_u64(),
+        room.feeds
+            .values_mut()
+            .find(|f| f.handle.is_some() && f.handle == sender),
+    ) {
+        debug!(event = %data, "simulcast event");
+        let layer = layer.min(u8::MAX as u64) as u8;
+        if f.receiving != Some(layer) {
+            info!(feed = f.publisher.id, layer, asked = ?f.layer, "receiving simulcast layer");
+            f.receiving = Some(layer);
+        }
     }
     if ev["janus"] == "hangup" || ev["janus"] == "detached" {
         if let Some(f) = room

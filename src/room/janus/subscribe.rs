@@ -10,13 +10,14 @@ pub(super) fn other(e: impl std::fmt::Display) -> JanusError {
     }
 }
 
-/// A subscriber `join` for publisher `feed`, with the room's PIN when there is one.
-pub(super) fn subscriber_join(cfg: &JanusRoom, feed: u64) -> Value {
+/// A subscriber `join` for publisher `feed` (simulcast `layer` of its video, where it sends
+/// several), with the room's PIN when there is one.
+pub(super) fn subscriber_join(cfg: &JanusRoom, feed: u64, layer: u8) -> Value {
     let mut join = json!({
         "request": "join",
         "ptype": "subscriber",
         "room": cfg.room,
-        "streams": [{ "feed": feed }],
+        "streams": [{ "feed": feed, "substream": layer }],
     });
     if let Some(pin) = &cfg.pin {
         join["pin"] = json!(pin);
@@ -28,14 +29,17 @@ pub(super) async fn subscribe_feed(
     cfg: &JanusRoom,
     conn: &Conn,
     feed: &mut Feed,
+    layer: u8,
 ) -> Result<(), JanusError> {
     let id = feed.publisher.id;
     let handle = conn.session.attach("janus.plugin.videoroom").await?;
     feed.handle = Some(handle);
     let r = conn
         .session
-        .message(handle, subscriber_join(cfg, id), None)
+        .message(handle, subscriber_join(cfg, id, layer), None)
         .await?;
+    feed.layer = Some(layer);
+    feed.receiving = None;
     let data = &r["plugindata"]["data"];
     let offer = r["jsep"]["sdp"]
         .as_str()
@@ -47,6 +51,11 @@ pub(super) async fn subscribe_feed(
             .iter()
             .any(|s| s["type"] == t && s["active"] != false)
     };
+    feed.video_mid = streams
+        .iter()
+        .find(|s| s["type"] == "video")
+        .and_then(|s| s["mid"].as_str())
+        .map(str::to_string);
     let description: String = streams
         .iter()
         .filter_map(|s| s["feed_description"].as_str())

@@ -10,6 +10,7 @@ async fn a_publisher_first_seen_talking_is_reported_talking() {
         tx,
         feeds: HashMap::new(),
         board: FeedBoard::default(),
+        heights: ShownSizes::channel().1,
     };
     for (id, talking) in [(7, true), (8, false)] {
         room.register(Publisher {
@@ -27,4 +28,25 @@ async fn a_publisher_first_seen_talking_is_reported_talking() {
         }
     }
     assert_eq!(talking, ["7"]);
+}
+
+#[test]
+fn a_tile_gets_the_smallest_simulcast_layer_at_least_as_tall() {
+    use SimulcastChoice::{Fit, Top};
+    // 1280x720 canvas: the speaker's tile (576), a grid of two (360) or nine (240), the
+    // filmstrip (144); not drawn at all.
+    let cases = [
+        (Some(576), 2),
+        (Some(361), 2),
+        (Some(360), 1),
+        (Some(240), 1),
+        (Some(181), 1),
+        (Some(180), 0),
+        (Some(144), 0),
+        (None, 0),
+    ];
+    for (height, layer) in cases {
+        assert_eq!(layer_for(Fit, height), layer, "{height:?}");
+        assert_eq!(layer_for(Top, height), TOP_LAYER, "{height:?}");
+    }
 }
