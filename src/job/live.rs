@@ -190,7 +190,7 @@ impl Job {
         let slots = layout.place(self.composite.canvas(), &tiles);
         debug!(layout = %def.name, slots = slots.len(), "layout applied");
         tokio::task::block_in_place(|| self.composite.apply(&slots))?;
-        self.shown.set(camera_heights(&slots));
+        self.shown.set(video_heights(&slots));
         Ok(())
     }
 
@@ -271,7 +271,7 @@ impl Job {
 
 /// How tall each participant's video (camera or screen share) is drawn in `slots`, the
 /// tallest where there are two; placeholders do not count.
-fn camera_heights(slots: &[crate::layout::Slot]) -> std::collections::HashMap<String, u32> {
+fn video_heights(slots: &[crate::layout::Slot]) -> crate::room::Heights {
     let mut heights = std::collections::HashMap::new();
     for slot in slots {
         if let crate::layout::SlotContent::Tile {

@@ -133,34 +133,36 @@ pub enum RoomEvent {
 }
 
 /// How tall each participant's video is drawn on the canvas now, in pixels, by participant
-/// id (absent: not drawn). The job sets it after every layout change; a room whose senders
-/// offer their video in several sizes (simulcast) receives, per participant, the size that
-/// fits. A room that cannot choose simply never reads it.
+/// id (absent: not drawn); `None` until a layout has placed anyone, and for good where no
+/// layout draws the room (an individual recording keeps every track as sent). The job sets it
+/// after every layout change; a room whose senders offer their video in several sizes
+/// (simulcast) receives, per participant, the size that fits. A room that cannot choose never
+/// reads it.
 #[derive(Debug, Clone)]
-pub struct ShownSizes(tokio::sync::watch::Sender<std::collections::HashMap<String, u32>>);
+pub struct ShownSizes(tokio::sync::watch::Sender<Option<Heights>>);
+
+/// Drawn heights by participant id.
+pub type Heights = std::collections::HashMap<String, u32>;
 
 impl Default for ShownSizes {
     fn default() -> Self {
-        Self(tokio::sync::watch::channel(Default::default()).0)
+        Self(tokio::sync::watch::channel(None).0)
     }
 }
 
 impl ShownSizes {
     /// A new set of sizes and the receiver a room reads them from.
-    pub fn channel() -> (
-        Self,
-        tokio::sync::watch::Receiver<std::collections::HashMap<String, u32>>,
-    ) {
-        let (tx, rx) = tokio::sync::watch::channel(Default::default());
+    pub fn channel() -> (Self, tokio::sync::watch::Receiver<Option<Heights>>) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
         (Self(tx), rx)
     }
 
     /// Sets the sizes now; readers wake only when they changed.
-    pub fn set(&self, heights: std::collections::HashMap<String, u32>) {
+    pub fn set(&self, heights: Heights) {
         self.0.send_if_modified(|now| {
-            let changed = *now != heights;
+            let changed = now.as_ref() != Some(&heights);
             if changed {
-                *now = heights;
+                *now = Some(heights);
             }
             changed
         });

@@ -207,6 +207,51 @@ impl Publisher {
         Self::publish_with(url, room, display, media).await
     }
 
+    /// One silent simulcast camera (moving test cards, [`SIMULCAST_SIZES`] at `fps`) published
+    /// by each of `names`: the layers are encoded once and every participant sends them, so a
+    /// room of many simulcast publishers costs this machine one publisher's encoding.
+    pub async fn publish_simulcast_room(
+        url: &str,
+        room: u64,
+        names: &[&str],
+        fps: u32,
+    ) -> Vec<Publisher> {
+        let ssrcs = [0x51_0001, 0x51_0003, 0x51_0005];
+        let assrc = 0x51_0007u32;
+        let mut desc = simulcast_layers(&[Layer::Moving; 3], fps, &ssrcs, |i| {
+            format!("tee name=layer_out{i}")
+        });
+        desc.push_str(&format!(
+            " audiotestsrc is-live=true wave=silence ! audio/x-raw,rate=48000,channels=2 ! \
+             opusenc ! rtpopuspay pt=111 ssrc={assrc} ! \
+             application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,\
+             encoding-params=(string)2,ssrc=(uint){assrc} ! tee name=audio_out"
+        ));
+        for k in 0..names.len() {
+            desc.push_str(&format!(
+                " webrtcbin name=w{k} bundle-policy=max-bundle \
+                 funnel name=video{k} ! \
+                 application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000 ! w{k}. \
+                 layer_out0. ! queue ! video{k}. layer_out1. ! queue ! video{k}. \
+                 layer_out2. ! queue ! video{k}. audio_out. ! queue ! w{k}."
+            ));
+        }
+        let pipeline = gst::parse::launch(&desc)
+            .expect("simulcast room pipeline")
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        for (i, ssrc) in ssrcs.iter().enumerate() {
+            rtp_ssrc(&pipeline.by_name(&format!("layer{i}")).unwrap(), *ssrc);
+        }
+        let mut out = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            let joined = Joined::join(url, room, name, None).await;
+            let webrtc = pipeline.by_name(&format!("w{k}")).unwrap();
+            out.push(signal(joined, pipeline.clone(), webrtc, name, None, Some(ssrcs)).await);
+        }
+        out
+    }
+
     async fn publish_with(url: &str, room: u64, display: &str, media: Media<'_>) -> Publisher {
         let Media {
             rgb,
@@ -225,25 +270,7 @@ impl Publisher {
         } else {
             String::new()
         };
-        let (session, mut rx) = Session::connect(url).await.expect("publisher session");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let ev = events.clone();
-        tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                ev.lock().unwrap().push(v);
-            }
-        });
-        let handle = session.attach("janus.plugin.videoroom").await.unwrap();
-        let mut join =
-            json!({ "request": "join", "ptype": "publisher", "room": room, "display": display });
-        if let Some(id) = feed_id {
-            join["id"] = json!(id);
-        }
-        let joined = session
-            .message(handle, join, None)
-            .await
-            .expect("publisher join");
-        let id = joined["plugindata"]["data"]["id"].as_u64().unwrap();
+        let joined = Joined::join(url, room, display, feed_id).await;
         // Explicit SSRCs, so the offer carries `a=ssrc` lines: Janus drops packets whose SSRC
         // it cannot match to a stream.
         let vssrc = (rgb ^ 0x5a5a5a) | 1;
@@ -269,33 +296,9 @@ impl Publisher {
             // adopt), so the stream's caps do not change as the funnel passes from one layer's
             // packets to the next; each layer's packets then get its own SSRC (below).
             Some(layers) => {
-                let mut branches = String::new();
-                for (i, layer) in layers.iter().enumerate() {
-                    let (w, h) = SIMULCAST_SIZES[i];
-                    let picture = match layer {
-                        Layer::Solid(rgb) => format!(
-                            "videotestsrc is-live=true pattern=solid-color foreground-color={}",
-                            0xff00_0000u32 | rgb
-                        ),
-                        Layer::Moving => {
-                            "videotestsrc is-live=true pattern=smpte horizontal-speed=4".to_string()
-                        }
-                    };
-                    branches.push_str(&format!(
-                        "{picture} ! video/x-raw,width={w},height={h},framerate={fps}/1 ! \
-                         videoconvert ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist={kf} \
-                         target-bitrate={rate} threads=1 ! \
-                         rtpvp8pay pt=96 ssrc={ssrc} picture-id-mode=15-bit ! \
-                         capssetter name=layer{i} join=true replace=false caps=\"application/x-rtp,\
-                         ssrc=(uint){top},timestamp-offset=(uint)0,seqnum-offset=(uint)0\" ! \
-                         queue ! simulcast. ",
-                        top = layer_ssrcs[2],
-                        fps = size.2,
-                        kf = size.2,
-                        rate = SIMULCAST_BITRATES[i],
-                        ssrc = layer_ssrcs[i],
-                    ));
-                }
+                let branches = simulcast_layers(&layers, size.2, &layer_ssrcs, |_| {
+                    "queue ! simulcast.".to_string()
+                });
                 format!(
                     "{branches} funnel name=simulcast ! \
                      application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
@@ -355,67 +358,8 @@ impl Publisher {
             fast_rtp_timestamps(&pipeline.by_name("apay").unwrap(), audio_clock_ppm);
         }
         let webrtc = pipeline.by_name("w").unwrap();
-        // Like a browser, it answers NACKs by sending lost packets again.
-        for i in 0..2i32 {
-            if let Some(t) = webrtc
-                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&i])
-            {
-                t.set_property("do-nack", true);
-            }
-        }
-        let agent = webrtc.property::<gst::glib::Object>("ice-agent");
-        agent.set_property("ice-tcp", false);
-        let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ICE_ADDRESS]);
-        pipeline.set_state(gst::State::Playing).unwrap();
-        // The offer describes the codecs from the negotiated caps: wait for them.
-        for _ in 0..250 {
-            let ready = webrtc
-                .sink_pads()
-                .iter()
-                .all(|p| p.current_caps().is_some());
-            if ready && webrtc.sink_pads().len() == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let mut offer = create_offer(&webrtc).await;
-        if simulcast.is_some() {
-            offer = simulcast_offer(&offer, &layer_ssrcs);
-        }
-        let mut publish = json!({ "request": "publish", "display": display });
-        if let Some(d) = video_description {
-            // The video m-line's mid, from the offer.
-            let mid = offer
-                .split("m=")
-                .find(|m| m.starts_with("video"))
-                .and_then(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
-                .expect("video mid")
-                .trim()
-                .to_string();
-            publish["descriptions"] = json!([{ "mid": mid, "description": d }]);
-        }
-        let r = session
-            .message(
-                handle,
-                publish,
-                Some(json!({ "type": "offer", "sdp": offer })),
-            )
-            .await
-            .expect("publish");
-        let answer = r["jsep"]["sdp"].as_str().expect("answer").to_string();
-        let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
-        webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]);
-        Publisher {
-            pipeline,
-            session,
-            handle,
-            id,
-            events,
-            joined,
-            offer,
-        }
+        let ssrcs = simulcast.is_some().then_some(layer_ssrcs);
+        signal(joined, pipeline, webrtc, display, video_description, ssrcs).await
     }
 
     /// Leaves the room (unpublish + leave) and stops sending.
@@ -559,6 +503,162 @@ fn fast_clock_beeps(name: &str, ppm: u32) -> gst::Element {
 /// packet's 960 samples took 19.98 ms to capture); a sound card running `ppm` fast counts them
 /// as 960 ticks, so the timestamps are stretched by that much from the first packet on. The
 /// packets still leave when they are captured.
+/// A participant joined to a room, not yet publishing.
+pub struct Joined {
+    session: Session,
+    handle: u64,
+    id: u64,
+    events: Arc<Mutex<Vec<Value>>>,
+    joined: Value,
+}
+
+impl Joined {
+    async fn join(url: &str, room: u64, display: &str, feed_id: Option<u64>) -> Joined {
+        let (session, mut rx) = Session::connect(url).await.expect("publisher session");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev = events.clone();
+        tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let handle = session.attach("janus.plugin.videoroom").await.unwrap();
+        let mut join =
+            json!({ "request": "join", "ptype": "publisher", "room": room, "display": display });
+        if let Some(id) = feed_id {
+            join["id"] = json!(id);
+        }
+        let joined = session
+            .message(handle, join, None)
+            .await
+            .expect("publisher join");
+        let id = joined["plugindata"]["data"]["id"].as_u64().unwrap();
+        Joined {
+            session,
+            handle,
+            id,
+            events,
+            joined,
+        }
+    }
+}
+
+/// Publishes `webrtc` (of `pipeline`) for `joined`: starts the pipeline, offers (the video's
+/// SSRCs as one simulcast group with `simulcast`), and takes Janus's answer.
+async fn signal(
+    joined: Joined,
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+    display: &str,
+    video_description: Option<&str>,
+    simulcast: Option<[u32; 3]>,
+) -> Publisher {
+    let Joined {
+        session,
+        handle,
+        id,
+        events,
+        joined,
+    } = joined;
+    // Like a browser, it answers NACKs by sending lost packets again.
+    for i in 0..2i32 {
+        if let Some(t) = webrtc
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&i])
+        {
+            t.set_property("do-nack", true);
+        }
+    }
+    let agent = webrtc.property::<gst::glib::Object>("ice-agent");
+    agent.set_property("ice-tcp", false);
+    let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&ICE_ADDRESS]);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // The offer describes the codecs from the negotiated caps: wait for them.
+    for _ in 0..250 {
+        let ready = webrtc
+            .sink_pads()
+            .iter()
+            .all(|p| p.current_caps().is_some());
+        if ready && webrtc.sink_pads().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut offer = create_offer(&webrtc).await;
+    if let Some(ssrcs) = simulcast {
+        offer = simulcast_offer(&offer, &ssrcs);
+    }
+    let mut publish = json!({ "request": "publish", "display": display });
+    if let Some(d) = video_description {
+        // The video m-line's mid, from the offer.
+        let mid = offer
+            .split("m=")
+            .find(|m| m.starts_with("video"))
+            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("a=mid:")))
+            .expect("video mid")
+            .trim()
+            .to_string();
+        publish["descriptions"] = json!([{ "mid": mid, "description": d }]);
+    }
+    let r = session
+        .message(
+            handle,
+            publish,
+            Some(json!({ "type": "offer", "sdp": offer })),
+        )
+        .await
+        .expect("publish");
+    let answer = r["jsep"]["sdp"].as_str().expect("answer").to_string();
+    let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+    let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
+    webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &None::<gst::Promise>]);
+    Publisher {
+        pipeline,
+        session,
+        handle,
+        id,
+        events,
+        joined,
+        offer,
+    }
+}
+
+/// The three layers of a simulcast camera (`layers`, smallest first, at `fps`), encoded and
+/// packetized, each ending in `capssetter name=layer{i}` — whose packets [`rtp_ssrc`] must
+/// then give `ssrcs[i]` — and `to(i)`.
+fn simulcast_layers(
+    layers: &[Layer; 3],
+    fps: u32,
+    ssrcs: &[u32; 3],
+    to: impl Fn(usize) -> String,
+) -> String {
+    let mut branches = String::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let (w, h) = SIMULCAST_SIZES[i];
+        let picture = match layer {
+            Layer::Solid(rgb) => format!(
+                "videotestsrc is-live=true pattern=solid-color foreground-color={}",
+                0xff00_0000u32 | rgb
+            ),
+            Layer::Moving => {
+                "videotestsrc is-live=true pattern=smpte horizontal-speed=4".to_string()
+            }
+        };
+        branches.push_str(&format!(
+            "{picture} ! video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+             videoconvert ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist={fps} \
+             target-bitrate={rate} threads=1 ! \
+             rtpvp8pay pt=96 ssrc={ssrc} picture-id-mode=15-bit ! \
+             capssetter name=layer{i} join=true replace=false caps=\"application/x-rtp,\
+             ssrc=(uint){top},timestamp-offset=(uint)0,seqnum-offset=(uint)0\" ! {to} ",
+            top = ssrcs[2],
+            rate = SIMULCAST_BITRATES[i],
+            ssrc = ssrcs[i],
+            to = to(i),
+        ));
+    }
+    branches
+}
+
 /// Writes `ssrc` into the header of every RTP packet leaving `element`.
 fn rtp_ssrc(element: &gst::Element, ssrc: u32) {
     element

@@ -68,6 +68,15 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// next); a tile up to a layer's height gets that layer.
 pub const LAYER_HEIGHTS: [u32; 2] = [180, 360];
 
+/// The simulcast layer for feed `id` given how tall each video is drawn (`None`: no layout
+/// draws the room, so the top layer, as sent).
+fn wanted_layer(choice: SimulcastChoice, heights: Option<&crate::room::Heights>, id: u64) -> u8 {
+    match heights {
+        None => TOP_LAYER,
+        Some(h) => layer_for(choice, h.get(&id.to_string()).copied()),
+    }
+}
+
 /// The top simulcast layer (`substream`).
 pub const TOP_LAYER: u8 = LAYER_HEIGHTS.len() as u8;
 
@@ -311,7 +320,7 @@ impl RoomConnector for JanusRoom {
 }
 
 /// How tall each participant's video is drawn, from the job.
-type Heights = tokio::sync::watch::Receiver<HashMap<String, u32>>;
+type Heights = tokio::sync::watch::Receiver<Option<crate::room::Heights>>;
 
 struct Room {
     cfg: JanusRoom,
@@ -416,7 +425,7 @@ impl Room {
                 .iter_mut()
                 .filter(|(id, _)| ids.contains(id))
                 .map(|(id, feed)| {
-                    let layer = layer_for(cfg.simulcast, heights.get(&id.to_string()).copied());
+                    let layer = wanted_layer(cfg.simulcast, heights.as_ref(), *id);
                     async move { (*id, subscribe_feed(cfg, conn, feed, layer).await) }
                 }),
         )
@@ -490,7 +499,7 @@ impl Room {
         let heights = self.heights.borrow_and_update().clone();
         let asks = self.feeds.iter_mut().filter_map(|(id, feed)| {
             let (handle, mid) = (feed.handle?, feed.video_mid.clone()?);
-            let want = layer_for(self.cfg.simulcast, heights.get(&id.to_string()).copied());
+            let want = wanted_layer(self.cfg.simulcast, heights.as_ref(), *id);
             if feed.layer == Some(want) {
                 return None;
             }
