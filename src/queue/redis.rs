@@ -264,9 +264,23 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Sends `cmd`; one that meets a connection Redis has dropped goes out once more, on the
+    /// connection the manager makes next, instead of failing the request that needed it (an
+    /// API read answered 503 for a connection lost between two polls). What is sent through
+    /// here is safe to send twice: reads, `SET`/`HSET` of whole values, and the stream reads
+    /// and claims, whose entries handed out in an answer that was lost stay pending and are
+    /// claimed again after their lease, as they would be without the second try. Scripts
+    /// (guarded writes) are not sent through here.
     async fn q<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
         let mut con = self.con.clone();
-        cmd.query_async(&mut con).await.map_err(e)
+        match cmd.query_async(&mut con).await {
+            Err(err) if err.is_connection_dropped() || err.is_io_error() => {
+                tracing::debug!(error = %err, "redis connection lost; sending the command again");
+                let mut con = self.con.clone();
+                cmd.query_async(&mut con).await.map_err(e)
+            }
+            r => r.map_err(e),
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, k: &str) -> StoreResult<Option<T>> {
