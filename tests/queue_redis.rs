@@ -466,3 +466,39 @@ fn a_transcode_runs_on_the_worker_that_recorded_its_segment() {
     }
     eprintln!("recorded and transcoded on {holders:?}");
 }
+
+/// Redis drops the API's connection (here by `CLIENT KILL`; in the wild a proxy's idle
+/// timeout, a failover, a restart between two requests): the next request is answered from a
+/// new connection, not with a store error.
+#[test]
+fn a_dropped_redis_connection_fails_no_request() {
+    let dir = TempDir::new("redis-dropped");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let _w = worker(dir.path(), &redis, "solo", "0.3");
+    wait_workers(&api, 1);
+    for round in 0..3 {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "CLIENT",
+                "KILL",
+                "TYPE",
+                "normal",
+            ])
+            .output()
+            .expect("redis-cli (apt package redis-tools)");
+        let killed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            killed.parse::<u32>().is_ok_and(|n| n >= 1),
+            "round {round}: CLIENT KILL answered {killed:?}"
+        );
+        let (status, h) = api.call("GET", "/v1/health", None);
+        assert_eq!(status, 200, "round {round}: {h}");
+        assert_eq!(
+            (h["store"].as_str(), h["workers"].as_u64()),
+            (Some("redis"), Some(1))
+        );
+    }
+}
