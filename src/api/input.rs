@@ -488,6 +488,24 @@ mod tests {
         assert_eq!(r.code(), Code::UnsupportedLayout);
         let r = parse_room_body(br#"{"connector":{"type":"synthetic","participants":"x"}}"#);
         assert!(r.is_err());
+        let janus = |simulcast: &str| {
+            parse_room_body(
+                format!(
+                    r#"{{"conf_num":"1","connector":{{"type":"janus","url":"ws://127.0.0.1:8188","room":1,"simulcast":{simulcast}}}}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        assert!(matches!(
+            janus(r#""top""#).unwrap().connector,
+            ConnectorSpec::Janus {
+                simulcast: Some(crate::model::job::SimulcastChoice::Top),
+                ..
+            }
+        ));
+        let r = janus(r#""best""#).unwrap_err();
+        assert_eq!(r.code(), Code::RecordParamsMissing);
+        assert!(r.detail.contains("`fit`"), "{}", r.detail);
         let ok = parse_room_body(
             br#"{"app_id":"a","conf_num":7,"settings":{"live_recording":{"auto_recording":true}}}"#,
         )
