@@ -87,8 +87,13 @@ fn sixty_inputs_leaving_at_once_while_mixing() {
         comp.wait_retired(Duration::ZERO)
     );
     let ran = started.elapsed().as_secs_f64();
+    eprintln!("churn: pads released {ran:.1} s after the start");
     comp.end_of_stream();
     pipeline::bus::wait_eos_blocking(&p, Duration::from_secs(20), "churn drain").unwrap();
+    eprintln!(
+        "churn: drained {:.1} s after the start",
+        started.elapsed().as_secs_f64()
+    );
     p.set_state(gst::State::Null).unwrap();
     drop(comp);
     pipeline::mp4::finalize(&out).unwrap();
@@ -142,9 +147,11 @@ fn a_composite_stopped_during_a_burst_of_leaves_stops() {
             drop(comp);
             let _ = tx.send(());
         });
+        let stopping = Instant::now();
         assert!(
             rx.recv_timeout(Duration::from_secs(20)).is_ok(),
             "round {round}: the composite did not stop within 20 s of a burst of leaves"
         );
+        eprintln!("round {round}: stopped in {:?}", stopping.elapsed());
     }
 }

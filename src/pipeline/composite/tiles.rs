@@ -138,8 +138,9 @@ impl Composite {
         self.detach(&input.bin, &input.pad, &self.video_releases)
     }
 
-    /// Takes an input out: hidden (or muted) at once, then stopped and removed on a thread of
-    /// its own, its mixer pad released by the mixer itself ([`PadReleases`]). Stopping waits for
+    /// Takes an input out: hidden (or muted) at once, then stopped and removed on the
+    /// composite's teardown thread ([`Teardowns`]), its mixer pad released by the mixer itself
+    /// ([`PadReleases`]). Stopping waits for
     /// the input's streaming thread, which may sit in the mixer until the next output period; a
     /// hundred leaves in one burst must not hold the layout for that long each.
     pub(super) fn detach(
@@ -181,11 +182,7 @@ impl Composite {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|b| b != &bin);
         };
-        std::thread::Builder::new()
-            .name("input-teardown".into())
-            .spawn(teardown)
-            .map(|_| ())
-            .map_err(|e| PipelineError::Setup(format!("teardown thread: {e}")))
+        self.teardowns.run(Box::new(teardown))
     }
 
     pub(super) fn placeholder_source(&self, key: &InputKey) -> Result<gst::Element, PipelineError> {
