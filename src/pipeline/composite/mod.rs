@@ -194,11 +194,14 @@ pub struct Composite {
 /// cores stalled for up to a minute (a burst of sixty leaves: adding the next inputs took 72 s
 /// instead of 7). It ends once the composite is gone and the last input is stopped.
 #[derive(Default)]
-pub(super) struct Teardowns(Mutex<Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>>);
+pub(super) struct Teardowns(Mutex<Option<std::sync::mpsc::Sender<Stop>>>);
+
+/// Stops one input.
+pub(super) type Stop = Box<dyn FnOnce() + Send>;
 
 impl Teardowns {
     /// Queues `stop` behind the inputs already being stopped.
-    pub(super) fn run(&self, stop: Box<dyn FnOnce() + Send>) -> Result<(), PipelineError> {
+    pub(super) fn run(&self, stop: Stop) -> Result<(), PipelineError> {
         let mut tx = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let stop = match tx.as_ref() {
             Some(t) => match t.send(stop) {
@@ -207,7 +210,7 @@ impl Teardowns {
             },
             None => stop,
         };
-        let (next, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (next, queue) = std::sync::mpsc::channel::<Stop>();
         std::thread::Builder::new()
             .name("input-teardown".into())
             .spawn(move || {
