@@ -31,6 +31,27 @@ fn recording(dir: &std::path::Path) -> std::path::PathBuf {
         .expect("recording")
 }
 
+/// A Janus server in a fresh test folder `tag` with room `room` created.
+fn janus_room_for(tag: &str, room: u64) -> (TempDir, Janus, tokio::runtime::Runtime, u64) {
+    gst::init().unwrap();
+    let dir = TempDir::new(tag);
+    let (janus, rt, _admin) = janus_room(dir.path(), room);
+    (dir, janus, rt, room)
+}
+
+/// "Sim": a simulcast camera whose layers are [`LOW`], [`MID`] and [`TOP`], with a tone.
+async fn coloured_simulcast(janus: &Janus, room: u64) -> Publisher {
+    Publisher::publish_simulcast(
+        &janus.url(),
+        room,
+        "Sim",
+        [Layer::Solid(LOW), Layer::Solid(MID), Layer::Solid(TOP)],
+        440.0,
+        15,
+    )
+    .await
+}
+
 /// Speaker layout on 1280x720: the talker's tile is 576 px tall (the top layer), the strip's
 /// 144 px (the smallest). The simulcast publisher sits in the strip while the other talks,
 /// then talks itself: its tile shows the smallest layer, then the top one.
@@ -39,18 +60,8 @@ fn a_simulcast_camera_is_received_in_the_layer_its_tile_needs() {
     if !in_network_namespace("a_simulcast_camera_is_received_in_the_layer_its_tile_needs") {
         return;
     }
-    gst::init().unwrap();
-    let dir = TempDir::new("simulcast-layers");
-    let room = 7001;
-    let (janus, rt, _admin) = janus_room(dir.path(), room);
-    let sim = rt.block_on(Publisher::publish_simulcast(
-        &janus.url(),
-        room,
-        "Sim",
-        [Layer::Solid(LOW), Layer::Solid(MID), Layer::Solid(TOP)],
-        440.0,
-        15,
-    ));
+    let (dir, janus, rt, room) = janus_room_for("simulcast-layers", 7001);
+    let sim = rt.block_on(coloured_simulcast(&janus, room));
     sim.set_tone(false);
     let bob = rt.block_on(Publisher::publish(
         &janus.url(),
@@ -208,18 +219,8 @@ fn an_individual_recording_keeps_the_top_simulcast_layer() {
     if !in_network_namespace("an_individual_recording_keeps_the_top_simulcast_layer") {
         return;
     }
-    gst::init().unwrap();
-    let dir = TempDir::new("simulcast-individual");
-    let room = 7003;
-    let (janus, rt, _admin) = janus_room(dir.path(), room);
-    let sim = rt.block_on(Publisher::publish_simulcast(
-        &janus.url(),
-        room,
-        "Sim",
-        [Layer::Solid(LOW), Layer::Solid(MID), Layer::Solid(TOP)],
-        440.0,
-        15,
-    ));
+    let (dir, janus, rt, room) = janus_room_for("simulcast-individual", 7003);
+    let sim = rt.block_on(coloured_simulcast(&janus, room));
     rt.block_on(sim.wait_connected());
     let (rec, _) = recorder(
         &janus,
