@@ -27,8 +27,9 @@ const PREFIX: &str = "roomcast:";
 const GROUP: &str = "workers";
 
 /// The Redis store. Its connection reconnects by itself: a command that finds the connection
-/// broken fails (the caller sees a store error and retries on its next tick) and the next one
-/// goes out on a new connection, so a restarted Redis is used again within a second or two.
+/// broken goes out once more on a new one where that is safe (see `RedisStore::q`), else
+/// fails (the caller sees a store error and retries on its next tick), so a restarted Redis is
+/// used again within a second or two.
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,

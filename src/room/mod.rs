@@ -145,8 +145,9 @@ pub struct ShownSizes(tokio::sync::watch::Sender<Option<Heights>>);
 pub type Heights = std::collections::HashMap<String, u32>;
 
 impl Default for ShownSizes {
+    /// Sizes nobody reads (a room that cannot choose).
     fn default() -> Self {
-        Self(tokio::sync::watch::channel(None).0)
+        Self::channel().0
     }
 }
 

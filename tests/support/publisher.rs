@@ -230,8 +230,7 @@ impl Publisher {
         for k in 0..names.len() {
             desc.push_str(&format!(
                 " webrtcbin name=w{k} bundle-policy=max-bundle \
-                 funnel name=video{k} ! \
-                 application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000 ! w{k}. \
+                 funnel name=video{k} ! {SIMULCAST_RTP_CAPS} ! w{k}. \
                  layer_out0. ! queue ! video{k}. layer_out1. ! queue ! video{k}. \
                  layer_out2. ! queue ! video{k}. audio_out. ! queue ! w{k}."
             ));
@@ -240,9 +239,7 @@ impl Publisher {
             .expect("simulcast room pipeline")
             .downcast::<gst::Pipeline>()
             .unwrap();
-        for (i, ssrc) in ssrcs.iter().enumerate() {
-            rtp_ssrc(&pipeline.by_name(&format!("layer{i}")).unwrap(), *ssrc);
-        }
+        stamp_layer_ssrcs(&pipeline, &ssrcs);
         let mut out = Vec::new();
         for (k, name) in names.iter().enumerate() {
             let joined = Joined::join(url, room, name, None).await;
@@ -299,10 +296,7 @@ impl Publisher {
                 let branches = simulcast_layers(&layers, size.2, &layer_ssrcs, |_| {
                     "queue ! simulcast.".to_string()
                 });
-                format!(
-                    "{branches} funnel name=simulcast ! \
-                     application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
-                )
+                format!("{branches} funnel name=simulcast ! {SIMULCAST_RTP_CAPS}")
             }
         };
         let (video_in, audio_in) =
@@ -349,10 +343,7 @@ impl Publisher {
             add_markers(&pipeline, display, rgb, size, audio_clock_ppm);
         }
         if simulcast.is_some() {
-            for (i, ssrc) in layer_ssrcs.iter().enumerate() {
-                let layer = pipeline.by_name(&format!("layer{i}")).unwrap();
-                rtp_ssrc(&layer, *ssrc);
-            }
+            stamp_layer_ssrcs(&pipeline, &layer_ssrcs);
         }
         if audio_clock_ppm > 0 {
             fast_rtp_timestamps(&pipeline.by_name("apay").unwrap(), audio_clock_ppm);
@@ -622,9 +613,14 @@ async fn signal(
     }
 }
 
+/// Caps of a simulcast camera's funnelled layers, as they reach webrtcbin.
+const SIMULCAST_RTP_CAPS: &str =
+    "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000";
+
 /// The three layers of a simulcast camera (`layers`, smallest first, at `fps`), encoded and
-/// packetized, each ending in `capssetter name=layer{i}` — whose packets [`rtp_ssrc`] must
-/// then give `ssrcs[i]` — and `to(i)`.
+/// packetized, each ending in `capssetter name=layer{i}` — whose packets
+/// [`stamp_layer_ssrcs`] must then give `ssrcs[i]` — and `to(i)`. The caps name `ssrcs[2]`
+/// for all three, and the payloaders adopt it from them.
 fn simulcast_layers(
     layers: &[Layer; 3],
     fps: u32,
@@ -647,32 +643,36 @@ fn simulcast_layers(
             "{picture} ! video/x-raw,width={w},height={h},framerate={fps}/1 ! \
              videoconvert ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist={fps} \
              target-bitrate={rate} threads=1 ! \
-             rtpvp8pay pt=96 ssrc={ssrc} picture-id-mode=15-bit ! \
+             rtpvp8pay pt=96 picture-id-mode=15-bit ! \
              capssetter name=layer{i} join=true replace=false caps=\"application/x-rtp,\
              ssrc=(uint){top},timestamp-offset=(uint)0,seqnum-offset=(uint)0\" ! {to} ",
             top = ssrcs[2],
             rate = SIMULCAST_BITRATES[i],
-            ssrc = ssrcs[i],
             to = to(i),
         ));
     }
     branches
 }
 
-/// Writes `ssrc` into the header of every RTP packet leaving `element`.
-fn rtp_ssrc(element: &gst::Element, ssrc: u32) {
-    element
-        .static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
-                let mut map = buffer.make_mut().map_writable().unwrap();
-                if map.len() >= 12 {
-                    map[8..12].copy_from_slice(&ssrc.to_be_bytes());
+/// Writes `ssrcs[i]` into the header of every RTP packet leaving `layer{i}` of `pipeline`
+/// (see [`simulcast_layers`]).
+fn stamp_layer_ssrcs(pipeline: &gst::Pipeline, ssrcs: &[u32; 3]) {
+    for (i, &ssrc) in ssrcs.iter().enumerate() {
+        pipeline
+            .by_name(&format!("layer{i}"))
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(ref mut buffer)) = info.data {
+                    let mut map = buffer.make_mut().map_writable().unwrap();
+                    if map.len() >= 12 {
+                        map[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    }
                 }
-            }
-            gst::PadProbeReturn::Ok
-        });
+                gst::PadProbeReturn::Ok
+            });
+    }
 }
 
 fn fast_rtp_timestamps(payloader: &gst::Element, ppm: u32) {

@@ -140,9 +140,9 @@ impl Composite {
 
     /// Takes an input out: hidden (or muted) at once, then stopped and removed on the
     /// composite's teardown thread ([`Teardowns`]), its mixer pad released by the mixer itself
-    /// ([`PadReleases`]). Stopping waits for
-    /// the input's streaming thread, which may sit in the mixer until the next output period; a
-    /// hundred leaves in one burst must not hold the layout for that long each.
+    /// ([`PadReleases`]). Stopping waits for the input's streaming thread, which may sit in the
+    /// mixer until the next output period; a hundred leaves in one burst must not hold the
+    /// layout for that long each.
     pub(super) fn detach(
         &self,
         bin: &gst::Bin,

@@ -68,15 +68,6 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// next); a tile up to a layer's height gets that layer.
 pub const LAYER_HEIGHTS: [u32; 2] = [180, 360];
 
-/// The simulcast layer for feed `id` given how tall each video is drawn (`None`: no layout
-/// draws the room, so the top layer, as sent).
-fn wanted_layer(choice: SimulcastChoice, heights: Option<&crate::room::Heights>, id: u64) -> u8 {
-    match heights {
-        None => TOP_LAYER,
-        Some(h) => layer_for(choice, h.get(&id.to_string()).copied()),
-    }
-}
-
 /// The top simulcast layer (`substream`).
 pub const TOP_LAYER: u8 = LAYER_HEIGHTS.len() as u8;
 
@@ -91,7 +82,16 @@ pub fn layer_for(choice: SimulcastChoice, height: Option<u32>) -> u8 {
         (SimulcastChoice::Fit, Some(h)) => LAYER_HEIGHTS
             .iter()
             .position(|&top| h <= top)
-            .unwrap_or(LAYER_HEIGHTS.len()) as u8,
+            .map_or(TOP_LAYER, |layer| layer as u8),
+    }
+}
+
+/// The simulcast layer for feed `id` given how tall each video is drawn (`None`: no layout
+/// draws the room, so the top layer, as sent).
+fn wanted_layer(choice: SimulcastChoice, heights: Option<&crate::room::Heights>, id: u64) -> u8 {
+    match heights {
+        None => TOP_LAYER,
+        Some(h) => layer_for(choice, h.get(&id.to_string()).copied()),
     }
 }
 
@@ -546,7 +546,6 @@ async fn run(
     board: FeedBoard,
     heights: Heights,
 ) {
-    let mut sizes = heights.clone();
     let mut sizes_open = true;
     let mut room = Room {
         cfg: cfg.clone(),
@@ -607,7 +606,7 @@ async fn run(
                     return;
                 }
             }
-            changed = sizes.changed(), if sizes_open => {
+            changed = room.heights.changed(), if sizes_open => {
                 match changed {
                     Ok(()) => room.pick_layers(&conn).await,
                     // The job is gone: the sizes stay as they are.
@@ -685,7 +684,6 @@ async fn on_event(room: &mut Room, _conn: &Conn, ev: &Value) -> bool {
             .values_mut()
             .find(|f| f.handle.is_some() && f.handle == sender),
     ) {
-        debug!(event = %data, "simulcast event");
         let layer = layer.min(u8::MAX as u64) as u8;
         if f.receiving != Some(layer) {
             info!(feed = f.publisher.id, layer, asked = ?f.layer, "receiving simulcast layer");
