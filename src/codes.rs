@@ -87,7 +87,7 @@ codes! {
     StreamStopFailed = 7043, 500, true, "The request to stop streaming has failed. An internal server error has occurred.";
     StreamStopNotModerator = 7044, 403, false, "Only the moderator can stop streaming.";
     StreamStopDisconnecting = 7045, 409, false, "The room is disconnecting and streaming will be stopped.";
-    StreamQueueCancelled = 7046, 200, false, "The streaming request was was in the waiting queue. It is successfully removed from the queue.";
+    StreamQueueCancelled = 7046, 200, false, "The streaming request was in the waiting queue. It is successfully removed from the queue.";
     // Move file.
     MoveFileFailed = 7051, 502, true, "Movement of the recording file has failed.";
     MoveFileFailed2 = 7052, 502, true, "Movement of the recording file has failed.";

@@ -64,10 +64,36 @@ fn serve_pages() -> u16 {
                         break;
                     }
                 }
-                let path = line.split_whitespace().nth(1).unwrap_or("/");
-                let path = path.split('?').next().unwrap_or("/").to_string();
+                let target = line.split_whitespace().nth(1).unwrap_or("/");
+                let path = target.split('?').next().unwrap_or("/").to_string();
+                // `?to=PORT`: where the pages that lead elsewhere lead.
+                let to = target
+                    .split_once("to=")
+                    .map(|(_, p)| p.split('&').next().unwrap_or_default().to_string())
+                    .unwrap_or_default();
+                let elsewhere = format!("http://127.0.0.1:{to}");
                 let mut s = r.into_inner();
+                let led;
                 let page = match path.as_str() {
+                    "/redirect.html" => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 302 Found\r\nLocation: {elsewhere}/a.html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        return;
+                    }
+                    "/nav.html" => {
+                        led = format!(
+                            "<html><body><script>setTimeout(function () {{ location.href = '{elsewhere}/a.html'; }}, 300);</script></body></html>"
+                        );
+                        Some(led.as_str())
+                    }
+                    "/img.html" => {
+                        led = format!(
+                            "{PAGE_B}<img src=\"{elsewhere}/x.png\"><script>fetch('{elsewhere}/data.json').catch(function () {{}});</script>"
+                        );
+                        Some(led.as_str())
+                    }
                     "/a.html" => Some(PAGE_A),
                     "/b.html" => Some(PAGE_B),
                     "/bg.html" => Some(PAGE_C),
@@ -484,5 +510,73 @@ fn the_chat_overlay_shows_a_posted_message_within_a_second() {
     assert!(
         near(last.region_color(40, 30, 120, 68), SPEAKER)
             || near(last.region_color(40, 30, 120, 68), 0xffffff)
+    );
+}
+
+/// A server on another origin that counts the connections it gets (and answers each 200).
+fn counting_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn a_page_reaches_no_origin_but_its_own() {
+    let (_dir, pages, hooks, api) = set_up("custom-view-origins");
+    let (other, hits) = counting_server();
+    // Led away by a redirect (the check refuses it), by a script once rendered (the
+    // renderer's guard refuses it): both fall back to the room's layout with 7073.
+    for (room, page, why) in [
+        ("redirected", "redirect.html", "not an allowed origin"),
+        ("navigated", "nav.html", "not an allowed origin"),
+    ] {
+        register_room(&api, room, 1, "{}");
+        let url = format!("http://127.0.0.1:{pages}/{page}?to={other}");
+        let (s, v) = start_with(&api, room, &format!(r#"{{"url":"{url}"}}"#));
+        assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+        let id = v["job_id"].as_str().unwrap().to_string();
+        let rec = wait_page(&api, &id, "fallback", page, 30.0);
+        let error = rec["page"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{room}: {rec}");
+        assert!(
+            error.contains(&format!("127.0.0.1:{other}")),
+            "names the refused origin: {rec}"
+        );
+        assert_eq!(stop_recording(&api, room).1["result"], 0);
+        wait_state(&api, &id, "completed", 40.0);
+        let hook = wait_for(10.0, || {
+            hooks
+                .of_type("custom-view")
+                .iter()
+                .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+                .find(|v| v["room_id"] == room && v["data"]["phase"] == "fallback")
+        })
+        .unwrap_or_else(|| panic!("no fallback webhook for {room}"));
+        assert_eq!(hook["data"]["status"]["resultCode"], 7073, "{hook}");
+    }
+    // A page that loads an image and fetches from elsewhere is shown; elsewhere hears nothing.
+    register_room(&api, "resources", 1, "{}");
+    let url = format!("http://127.0.0.1:{pages}/img.html?to={other}");
+    let (s, v) = start_with(&api, "resources", &format!(r#"{{"url":"{url}"}}"#));
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_page(&api, &id, "shown", "img.html", 30.0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stop_recording(&api, "resources").1["result"], 0);
+    wait_state(&api, &id, "completed", 40.0);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other origin was reached"
     );
 }

@@ -43,17 +43,22 @@ pub(super) fn coded(code: Code, mut extra: Value) -> Reply {
     reply(status, extra)
 }
 
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within the listener's body timeout.
 pub(super) async fn read_body(body: Body, code: Code) -> Result<Vec<u8>, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|_| {
-            ApiError::with_status(
-                code,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })
+    let limit = super::listen::BODY_READ_TIMEOUT;
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(b)) => Ok(b.to_vec()),
+        Ok(Err(_)) => Err(ApiError::with_status(
+            code,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(_) => Err(ApiError::with_status(
+            code,
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", limit.as_secs()),
+        )),
+    }
 }
 
 pub(super) fn not_registered(room: &str) -> ApiError {
@@ -519,6 +524,11 @@ pub(super) async fn room_jobs(State(st): St, Path(id): Path<String>) -> Reply {
         .into_iter()
         .filter(|j| j.spec.room_id == id)
         .collect();
+    if jobs.is_empty() {
+        // A room nobody registered is unknown here as everywhere (404/7000); a registered
+        // room without jobs has an empty list.
+        room(&st, &id).await?;
+    }
     jobs.sort_by_key(|j| j.created_ms);
     ok("ok", json!({ "jobs": views(&st, jobs).await? }))
 }

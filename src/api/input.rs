@@ -31,6 +31,17 @@ pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, V
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(serde_json::Map::new());
     }
+    if let Err(e) = serde_json::from_slice::<UniqueKeys>(bytes) {
+        // A key given twice would be decided by whichever came last: `"role":"viewer"` then
+        // `"role":"moderator"` must not start a recording.
+        if e.is_data() {
+            return Err(ApiError::with_status(
+                code,
+                StatusCode::BAD_REQUEST,
+                format!("malformed JSON: {e}"),
+            ));
+        }
+    }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::with_status(
@@ -43,6 +54,63 @@ pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, V
             StatusCode::BAD_REQUEST,
             format!("malformed JSON: {e}"),
         )),
+    }
+}
+
+/// Any JSON document in which no object names a key twice (at any depth); deserializing
+/// anything else fails with a data error naming the key.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
     }
 }
 
@@ -75,10 +143,43 @@ pub fn is_identifier(id: &str) -> bool {
 /// `requested_by`: `{"client_id": "…", "role": "moderator"|…}`.
 pub fn requester(body: &serde_json::Map<String, Value>, code: Code) -> Result<Requester, ApiError> {
     match body.get("requested_by") {
-        None | Some(Value::Null) => Err(ApiError::new(code, "requested_by is missing")),
-        Some(v) => serde_json::from_value::<Requester>(v.clone())
-            .map_err(|e| ApiError::new(code, format!("requested_by: {e}"))),
+        // The client's mistake whatever the code's usual status (7016 is a 500 in the table).
+        None | Some(Value::Null) => Err(ApiError::with_status(
+            code,
+            StatusCode::BAD_REQUEST,
+            "requested_by is missing",
+        )),
+        Some(v) => {
+            let r = serde_json::from_value::<Requester>(v.clone()).map_err(|e| {
+                ApiError::with_status(code, StatusCode::BAD_REQUEST, format!("requested_by: {e}"))
+            })?;
+            if !is_plain_text(&r.client_id) {
+                return Err(ApiError::with_status(
+                    code,
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "requested_by.client_id must be 1-{MAX_NAME_LEN} characters without \
+                         control or direction characters"
+                    ),
+                ));
+            }
+            Ok(r)
+        }
     }
+}
+
+/// A user id or display name: 1–[`MAX_NAME_LEN`] characters, none of them a control
+/// character or a bidirectional override (which would make a log line or a webhook read
+/// differently from what it holds).
+pub fn is_plain_text(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= MAX_NAME_LEN
+        && !s.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+/// Unicode's explicit direction controls (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A layout value from a request: a built-in name or an inline definition.
@@ -217,12 +318,17 @@ pub fn seconds(v: Option<&Value>, field: &str, code: Code) -> Result<Option<f64>
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Ok(Some(s)),
-            _ => Err(ApiError::new(
+            _ => Err(ApiError::with_status(
                 code,
+                StatusCode::BAD_REQUEST,
                 format!("{field} must be 0-604800 seconds"),
             )),
         },
-        Some(_) => Err(ApiError::new(code, format!("{field} must be a number"))),
+        Some(_) => Err(ApiError::with_status(
+            code,
+            StatusCode::BAD_REQUEST,
+            format!("{field} must be a number"),
+        )),
     }
 }
 
@@ -437,9 +543,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// User ids and display names are plain text of at most [`MAX_NAME_LEN`] characters without
 /// control characters (a newline in a name would forge a log line).
 fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
-    let plain = |s: &str| {
-        !s.is_empty() && s.chars().count() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
-    };
+    let plain = is_plain_text;
     if let Some(bad) = ev.user_ids().into_iter().find(|u| !plain(u)) {
         return Err(format!(
             "user id {bad:?} must be 1-{MAX_NAME_LEN} characters without control characters"

@@ -115,16 +115,21 @@ pub(super) async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Co
         return Err(ApiError::new(Code::StateNotRequested, "nothing is running"));
     };
     job.stopped_by = Some(c.who.client_id.clone());
-    if end_waiting(
-        st,
-        &mut job,
-        JobState::Cancelled,
-        cancelled,
-        cancelled.message(),
-    )
-    .await?
-    {
-        return coded(cancelled, json!({ "job_id": job.id, "state": "cancelled" }));
+    // 7039 speaks of a live recording; an individual recording is cancelled by its own name.
+    let msg = match kind {
+        JobKind::Individual => {
+            "The recording request was in the waiting queue. It is successfully removed from \
+             the queue."
+        }
+        _ => cancelled.message(),
+    };
+    if end_waiting(st, &mut job, JobState::Cancelled, cancelled, msg).await? {
+        let mut body = json!({ "job_id": job.id, "state": "cancelled" });
+        body["msg"] = json!(msg);
+        body["result"] = json!(cancelled.as_u16());
+        let status = axum::http::StatusCode::from_u16(cancelled.info().http_status)
+            .unwrap_or(axum::http::StatusCode::OK);
+        return reply(status, body);
     }
     st.store
         .push_command(

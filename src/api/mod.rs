@@ -10,6 +10,7 @@
 mod handlers;
 pub mod input;
 mod lifecycle;
+pub mod listen;
 mod metrics;
 
 use crate::codes::{Code, ResultBody};
@@ -179,6 +180,18 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(st.clone(), auth));
     probes
         .merge(guarded)
+        .layer(axum::middleware::from_fn(coded_answers))
+        .with_state(st)
+}
+
+/// The routes of the scrape address (`ROOMCAST_METRICS_LISTEN`): metrics and probes only,
+/// without the token, for a Prometheus or an orchestrator on a network of its own.
+pub fn scrape_router(st: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(alive))
+        .route("/readyz", get(ready))
+        .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn(coded_answers))
         .with_state(st)
 }
@@ -432,8 +445,31 @@ pub async fn serve(
     info!(%addr, store = st.store.kind(), "control API listening");
     // The address line is for scripts that start the server on port 0.
     println!("{}", serde_json::json!({ "listening": addr.to_string() }));
-    axum::serve(listener, router(st))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| crate::Error::io("serving the API", e))
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let scrape = match &st.cfg.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| crate::Error::io(format!("listening on {at}"), e))?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| crate::Error::io("listener address", e))?;
+            info!(%addr, "metrics and probes listening (no token)");
+            println!(
+                "{}",
+                serde_json::json!({ "metrics_listening": addr.to_string() })
+            );
+            Some(tokio::spawn(listen::run(
+                l,
+                scrape_router(st.clone()),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    listen::run(listener, router(st), shutdown).await;
+    if let Some(s) = scrape {
+        let _ = s.await;
+    }
+    Ok(())
 }

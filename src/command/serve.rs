@@ -56,6 +56,9 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
+        if with_api {
+            warn_open_allow_lists(&cfg);
+        }
         let store = match &cfg.redis_url {
             Some(url) => Store::redis(url.expose()).await,
             None => Store::embedded(&cfg.data_dir.join("queue")),
@@ -113,6 +116,26 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Says once, at start-up, which allow-lists are not set: without them a request may make
+/// workers connect to any address they can reach, local services included.
+fn warn_open_allow_lists(cfg: &ServerConfig) {
+    let open: Vec<&str> = [
+        ("ROOMCAST_JANUS_HOSTS", cfg.janus_hosts.is_set()),
+        ("ROOMCAST_RTMP_HOSTS", cfg.rtmp_hosts.is_set()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| !set)
+    .map(|(name, _)| name)
+    .collect();
+    if !open.is_empty() {
+        tracing::warn!(
+            unset = %open.join(", "),
+            "no allow-list for the hosts requests may name: workers will connect to any \
+             address they can reach (set host names or CIDR ranges in production)"
+        );
+    }
 }
 
 /// `p` made absolute (created first): job records name segment files by absolute path, so a

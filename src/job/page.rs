@@ -235,8 +235,8 @@ impl PageLayer {
         let started = tokio::task::block_in_place(|| {
             PageView::start(
                 &self.spec.url,
-                self.canvas.0,
-                self.canvas.1,
+                self.canvas,
+                &[self.channel.address().to_string()],
                 (self.overlay.clone(), self.generation),
                 move |ev| {
                     let _ = tx.send(Internal::View(generation, ev));
@@ -454,8 +454,27 @@ impl Drop for PageLayer {
 /// Whether `url` answers with a 2xx status within [`CHECK_TIMEOUT`] (its body read whole, so a
 /// page that never finishes sending fails too).
 async fn answers(url: &str) -> Result<(), String> {
+    // Redirects are followed only to origins the page may reach (the renderer's guard holds
+    // it to the same list): a page cannot send the check to a local service.
+    let allowed = crate::page::guard::Allowed::new(url, &crate::page::guard::configured_origins());
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let u = attempt.url();
+        let port = u.port_or_known_default().unwrap_or(0);
+        let host = u.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else if allowed.allows(u.scheme(), host, port) {
+            attempt.follow()
+        } else {
+            let to = format!("{}://{host}:{port}", u.scheme());
+            attempt.error(format!(
+                "redirected to {to}, which is not an allowed origin"
+            ))
+        }
+    });
     let client = reqwest::Client::builder()
         .timeout(CHECK_TIMEOUT)
+        .redirect(policy)
         .build()
         .map_err(|e| e.to_string())?;
     let shown = PageSpec::new(url).shown_url();
@@ -465,7 +484,15 @@ async fn answers(url: &str) -> Result<(), String> {
         if e.is_timeout() {
             format!("{shown} {late} within {secs} s")
         } else {
-            format!("{shown} {failed}: {}", e.without_url())
+            // The cause chain says why (a refused redirect names its origin).
+            let e = e.without_url();
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            format!("{shown} {failed}: {text}")
         }
     };
     let resp = client

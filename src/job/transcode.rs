@@ -182,6 +182,33 @@ pub fn timeline(folder: &Path, m: &Manifest) -> Vec<(u64, RoomEvent)> {
         .collect()
 }
 
+/// The room the transcode opens on (every join, publication and change of the first
+/// [`OPENING_MS`]) and the steps after it (what ended in those moments kept at its time).
+fn split_opening(
+    steps: Vec<(u64, Vec<RoomEvent>)>,
+) -> (Vec<RoomEvent>, Vec<(u64, Vec<RoomEvent>)>) {
+    let ends = |e: &RoomEvent| {
+        matches!(
+            e,
+            RoomEvent::TrackUnpublished { .. } | RoomEvent::ParticipantLeft { .. }
+        )
+    };
+    let mut opening = Vec::new();
+    let mut rest = Vec::new();
+    for (t, batch) in steps {
+        if t >= OPENING_MS {
+            rest.push((t, batch));
+            continue;
+        }
+        let (ended, begun): (Vec<_>, Vec<_>) = batch.into_iter().partition(ends);
+        opening.extend(begun);
+        if !ended.is_empty() {
+            rest.push((t, ended));
+        }
+    }
+    (opening, rest)
+}
+
 /// Events before this (ms) make the room the transcode opens on.
 const OPENING_MS: u64 = 250;
 /// Longest the mixers may take to reach the next events.
@@ -272,13 +299,12 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
             _ => steps.push((t, vec![ev])),
         }
     }
-    let mut steps = steps.into_iter().peekable();
     // What happened in the first moments (everyone present from the start, their tracks a
-    // few frames later) is the room the file opens on.
-    let mut opening = Vec::new();
-    while let Some((_, batch)) = steps.next_if(|(t, _)| *t < OPENING_MS) {
-        opening.extend(batch);
-    }
+    // few frames later) is the room the file opens on. Ends (a track or a participant gone)
+    // stay steps of their own: a segment shorter than the opening would otherwise open on a
+    // room whose tracks were already taken out, and nothing would ever be mixed.
+    let (opening, steps) = split_opening(steps);
+    let mut steps = steps.into_iter().peekable();
     if !opening.is_empty() {
         job.on_events(opening)?;
     }

@@ -11,6 +11,7 @@
 //! fallback and retries are the job's (`job::page`).
 
 pub mod channel;
+pub mod guard;
 
 use crate::codes::Code;
 use crate::layout::{Layout, LayoutError};

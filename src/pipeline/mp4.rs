@@ -66,7 +66,7 @@ pub fn holds_media(path: &Path) -> bool {
             break;
         }
         match &kind {
-            b"moof" if pos + size <= len => return true,
+            b"moof" if pos + size <= len => return !stub_of_a_track(&mut f, len),
             b"moov" => moov = true,
             b"mdat" if size > header => mdat = true,
             _ => {}
@@ -74,6 +74,41 @@ pub fn holds_media(path: &Path) -> bool {
         pos += size;
     }
     moov && mdat
+}
+
+/// Largest file still taken for a stub when one of its tracks never got a sample description.
+const STUB_BYTES: u64 = 1024 * 1024;
+
+/// Whether a small file's index names a track that never got a sample description: its
+/// encoder had produced nothing when the recording stopped (a stop within a moment of the
+/// start). No player or demuxer reads such a file, and under [`STUB_BYTES`] it holds a few
+/// frames of the other track at most: it is no recording.
+fn stub_of_a_track(f: &mut std::fs::File, len: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    if len > STUB_BYTES {
+        return false;
+    }
+    let mut data = Vec::new();
+    if f.seek(SeekFrom::Start(0)).is_err() || f.read_to_end(&mut data).is_err() {
+        return false;
+    }
+    let Some(moov) = moov(&data) else {
+        return false;
+    };
+    boxes(&data, moov.0, moov.1)
+        .into_iter()
+        .filter(|(kind, _, _)| kind == b"trak")
+        .any(|(_, from, to)| {
+            let stsd = child(&data, (from, to), b"mdia")
+                .and_then(|r| child(&data, r, b"minf"))
+                .and_then(|r| child(&data, r, b"stbl"))
+                .and_then(|r| child(&data, r, b"stsd"));
+            // Version and flags (4 bytes), then the entry count.
+            match stsd {
+                Some((a, b)) if b >= a + 8 => be32(&data, a + 4) == 0,
+                _ => true,
+            }
+        })
 }
 
 /// Remuxes `path` in place into a fast-start MP4 and returns what it holds.

@@ -17,6 +17,7 @@
 
 use super::blend::{blend_i420, YuvRect};
 use super::{bridge, make, PipelineError};
+use crate::page::guard::{configured_origins, Allowed, Guard, Refusal};
 use gst::prelude::*;
 use std::io::{BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -251,19 +252,39 @@ pub enum PageViewEvent {
 pub struct PageView {
     child: std::process::Child,
     input: Option<std::process::ChildStdin>,
+    /// Every request of the renderer goes through it (held for as long as the view).
+    _guard: Guard,
 }
 
 impl PageView {
     /// Starts rendering `url` at `width`×`height`; frames go to `overlay` under `generation`,
-    /// its end to
-    /// `on_event` (called from a thread of the view's own).
+    /// its end to `on_event` (called from a thread of the view's own).
+    ///
+    /// The renderer reaches the network only through a [`Guard`]: the page's own origin, the
+    /// configured page origins and `reach` (the room channel's address). A navigation to any
+    /// other origin (a redirect included) ends the view as failed; other requests are refused.
     pub fn start(
         url: &str,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
+        reach: &[String],
         (overlay, generation): (Arc<PageOverlay>, u64),
-        on_event: impl Fn(PageViewEvent) + Send + 'static,
+        on_event: impl Fn(PageViewEvent) + Send + Sync + 'static,
     ) -> Result<PageView, PipelineError> {
+        let on_event = Arc::new(on_event);
+        let mut origins = configured_origins();
+        origins.extend_from_slice(reach);
+        let refused_by = on_event.clone();
+        let guard = Guard::start(Allowed::new(url, &origins), move |r: Refusal| {
+            tracing::warn!(origin = %r.origin, document = r.document,
+                "custom view request to an origin that is not allowed: refused");
+            if r.document {
+                refused_by(PageViewEvent::Failed(format!(
+                    "the page navigated to {}, which is not an allowed origin",
+                    r.origin
+                )));
+            }
+        })
+        .map_err(|e| PipelineError::setup(format!("page guard: {e}")))?;
         let exe = std::env::current_exe()
             .map_err(|e| PipelineError::setup(format!("page renderer: {e}")))?;
         use std::os::unix::process::CommandExt;
@@ -272,6 +293,7 @@ impl PageView {
             .process_group(0)
             .args(["page-render", "--width", &width.to_string()])
             .args(["--height", &height.to_string(), "--url", url])
+            .envs(guard.proxy_env())
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -302,7 +324,11 @@ impl PageView {
                 on_event(PageViewEvent::Failed(why));
             })?;
         }
-        Ok(PageView { child, input })
+        Ok(PageView {
+            child,
+            input,
+            _guard: guard,
+        })
     }
 
     /// Starts rendering `url` on a `canvas`-sized view under a new generation of `overlay`
@@ -316,8 +342,8 @@ impl PageView {
         let generation = overlay.generation();
         let view = PageView::start(
             url,
-            canvas.width,
-            canvas.height,
+            (canvas.width, canvas.height),
+            &[],
             (overlay.clone(), generation),
             |_| {},
         )?;

@@ -214,15 +214,20 @@ impl WebhookQueue {
         self.list().len()
     }
 
-    /// Sends every due event once.
+    /// Sends every due event once, oldest first. When the receiver does not answer at all
+    /// (timeout, refused connection) the pass ends there: the events after it stay due for the
+    /// next pass instead of each waiting out its own timeout.
     pub async fn drain_once(&self) -> WebhookReport {
         let mut report = WebhookReport::default();
+        let mut unreachable = false;
         for (path, mut q) in self.list() {
-            if q.next_attempt_unix_ms > now_ms() {
+            if unreachable || q.next_attempt_unix_ms > now_ms() {
                 report.pending += 1;
                 continue;
             }
-            match self.send(&q).await {
+            let sent = self.send(&q).await;
+            unreachable = matches!(sent, Err(SendError::Request(_)));
+            match sent {
                 Ok(()) => {
                     info!(id = %q.id, attempts = q.attempts + 1, "webhook delivered");
                     let _ = std::fs::remove_file(&path);

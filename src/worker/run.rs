@@ -89,8 +89,10 @@ impl JobHost for Worker {
         Worker::set_cost(self, job_id, cost)
     }
 
+    /// Files only: webhooks go out on the delivery loop's own task, so a receiver that is
+    /// slow or never answers cannot hold a job's end.
     async fn spooled(&self) {
-        self.drain_once().await;
+        self.outbox.drain_files_once(self).await;
     }
 
     async fn enqueue(&self, job: &Job) -> StoreResult<bool> {
@@ -98,14 +100,6 @@ impl JobHost for Worker {
             self.store.enqueue(job).await?,
             crate::queue::Enqueued::Waiting(_)
         ))
-    }
-}
-
-impl Worker {
-    /// One pass over the spool and the webhook queue; what is still pending.
-    pub(super) async fn drain_once(&self) -> usize {
-        let (report, hooks) = self.outbox.drain_once(self).await;
-        report.pending + hooks
     }
 }
 
@@ -217,11 +211,22 @@ impl Worker {
     }
 }
 
-/// Drains until nothing is pending or `limit` passes.
+/// Longest a stopping worker gives its queued webhooks: they are on disk, and whatever is not
+/// sent by then goes out from the next process that opens the same data folder.
+const HOOKS_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// Delivers files until none is pending or `limit` passes, then gives the webhooks one pass
+/// of at most [`HOOKS_AT_EXIT`]: a receiver that does not answer never holds a shutdown.
 pub(super) async fn deliver_pending(w: &Worker, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    while w.drain_once().await > 0 && tokio::time::Instant::now() < deadline {
+    while w.outbox.drain_files_once(w).await.pending > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if tokio::time::timeout(HOOKS_AT_EXIT, w.outbox.drain_hooks_once())
+        .await
+        .is_err()
+    {
+        info!("webhooks left queued on disk for the next start");
     }
 }
 

@@ -22,6 +22,9 @@ use crate::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod hosts;
+pub use hosts::{url_host, HostList};
+
 /// Default data folder.
 pub const DEFAULT_DATA_DIR: &str = "./roomcast-data";
 
@@ -114,6 +117,9 @@ pub struct ServerSection {
 pub struct ServerConfig {
     /// API address.
     pub listen: String,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz`, without the token
+    /// (`ROOMCAST_METRICS_LISTEN`; unset: none).
+    pub metrics_listen: Option<String>,
     /// API bearer token.
     pub api_token: Option<Secret>,
     /// Redis URL (None: embedded queue).
@@ -146,48 +152,6 @@ pub struct ServerConfig {
     /// Origins custom view pages may come from (`ROOMCAST_PAGE_ORIGINS`: comma-separated
     /// `scheme://host[:port]`, or `*` for any web origin; unset: no pages through the API).
     pub page_origins: Vec<String>,
-}
-
-/// An optional allow-list of host names: `name`, or `*.domain` for any name under it.
-#[derive(Debug, Clone, Default)]
-pub struct HostList(Option<Vec<String>>);
-
-impl HostList {
-    /// From a comma-separated list (empty or unset: every host allowed).
-    pub fn parse(list: Option<&str>) -> HostList {
-        let hosts: Vec<String> = list
-            .unwrap_or_default()
-            .split(',')
-            .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
-        HostList((!hosts.is_empty()).then_some(hosts))
-    }
-
-    /// Whether `url`'s host is allowed.
-    pub fn allows_url(&self, url: &str) -> bool {
-        let Some(list) = &self.0 else { return true };
-        let Some(host) = url_host(url) else {
-            return false;
-        };
-        list.iter().any(|p| match p.strip_prefix("*.") {
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => host == *p,
-        })
-    }
-}
-
-/// The host of `scheme://[user@]host[:port]/…`, lower case (brackets kept off IPv6).
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = hostport.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        hostport.split(':').next()?
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// Default API address.
@@ -252,8 +216,16 @@ impl ServerConfig {
         if listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("ROOMCAST_LISTEN", "expected address:port"));
         }
+        let metrics_listen = env("ROOMCAST_METRICS_LISTEN").filter(|l| !l.trim().is_empty());
+        if metrics_listen
+            .as_deref()
+            .is_some_and(|l| l.trim().parse::<std::net::SocketAddr>().is_err())
+        {
+            return Err(invalid("ROOMCAST_METRICS_LISTEN", "expected address:port"));
+        }
         Ok(ServerConfig {
             listen,
+            metrics_listen: metrics_listen.map(|l| l.trim().to_string()),
             api_token: env("ROOMCAST_API_TOKEN")
                 .map(Secret::from)
                 .or(file.server.api_token)
@@ -457,22 +429,6 @@ impl From<DeliveryError> for Error {
 mod tests {
     use super::*;
     use crate::delivery::Storage;
-
-    #[test]
-    fn host_lists_match_names_and_subdomains() {
-        assert_eq!(
-            url_host("rtmp://User@Live.Example.com:1935/app").as_deref(),
-            Some("live.example.com")
-        );
-        assert_eq!(url_host("wss://[::1]:8989/x").as_deref(), Some("::1"));
-        let l = HostList::parse(Some("janus.local, *.example.com"));
-        assert!(l.allows_url("ws://janus.local:8188"));
-        assert!(l.allows_url("wss://a.b.example.com/janus"));
-        assert!(!l.allows_url("wss://example.com.evil.net"));
-        assert!(!l.allows_url("ws://10.0.0.1"));
-        assert!(HostList::parse(None).allows_url("ws://anything"));
-        assert!(HostList::parse(Some(" , ")).allows_url("ws://anything"));
-    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| {
