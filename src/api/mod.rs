@@ -442,10 +442,8 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| crate::Error::io("listener address", e))?;
-    info!(%addr, store = st.store.kind(), "control API listening");
-    // The address line is for scripts that start the server on port 0.
-    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    // Bound before the API's address is announced: whoever reads that line may scrape at once.
     let scrape = match &st.cfg.metrics_listen {
         Some(at) => {
             let l = tokio::net::TcpListener::bind(at)
@@ -467,6 +465,9 @@ pub async fn serve(
         }
         None => None,
     };
+    info!(%addr, store = st.store.kind(), "control API listening");
+    // The address line is for scripts that start the server on port 0.
+    println!("{}", serde_json::json!({ "listening": addr.to_string() }));
     listen::run(listener, router(st), shutdown).await;
     if let Some(s) = scrape {
         let _ = s.await;
