@@ -43,6 +43,18 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A client nobody here wrote pulls stream 0 from nginx while it is live.
+    let pulled = dir.path().join("pulled.flv");
+    let puller = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(servers[0].url("stream0"))
+        .args(["-c", "copy", "-t", "9"])
+        .arg(&pulled)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
     std::thread::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed()));
     servers[1].kill();
     std::thread::sleep(Duration::from_secs(3));
@@ -86,6 +98,15 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
             assert!(rms > 0.005, "server {i}: silence at {t} s (rms {rms})");
         }
     }
+    // What ffmpeg pulled: sound on the AAC frame grid, always forward, in step with the
+    // picture (the sync reference flashes and beeps once a second).
+    let pull = puller.wait_with_output().unwrap();
+    assert!(
+        pull.status.success(),
+        "ffmpeg pull: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    check_pulled_stream(&pulled);
     // The killed server got a stream before and a new one after it came back.
     let recs = servers[1].recordings();
     assert!(recs.len() >= 2, "server 1 recordings: {recs:?}");
@@ -117,6 +138,68 @@ fn three_destinations_survive_one_dying_and_it_resumes() {
     assert_eq!(f["data"]["status"]["success"], false);
     // Stream keys never reach the logs.
     assert!(!stderr.contains("stream1"), "stream key in logs");
+}
+
+/// Decode timestamps (s) of a file's audio packets, in file order.
+fn audio_dts(path: &std::path::Path) -> Vec<f64> {
+    let out = tool_output(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+            .args(["packet=dts_time", "-of", "csv=p=0"])
+            .arg(path),
+    );
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// A pulled FLV: every audio packet's timestamp after the one before, one AAC frame apart
+/// (1024 samples at 48 kHz, 21.3 ms, within FLV's millisecond rounding), and each flash
+/// within 45 ms of its beep (the MP4's bound).
+fn check_pulled_stream(path: &std::path::Path) {
+    let dts = audio_dts(path);
+    assert!(dts.len() > 250, "{} audio packets", dts.len());
+    let steps: Vec<f64> = dts.windows(2).map(|w| w[1] - w[0]).collect();
+    let backwards = steps.iter().filter(|d| **d <= 0.0).count();
+    assert_eq!(
+        backwards,
+        0,
+        "{backwards} of {} audio timestamps not after the last",
+        dts.len()
+    );
+    let off_grid = steps
+        .iter()
+        .filter(|d| (**d - 0.021333).abs() > 0.0015)
+        .count();
+    assert!(
+        off_grid * 100 <= steps.len(),
+        "{off_grid} of {} audio steps off the AAC frame grid",
+        steps.len()
+    );
+    let flashes = flash_onsets(path, 1200);
+    let beeps = beep_onsets_on_timeline(path, 2000.0);
+    let offsets = av_offsets(&flashes, &beeps);
+    assert!(
+        offsets.len() >= 6,
+        "{} flashes found: {flashes:?}",
+        offsets.len()
+    );
+    for (t, off) in &offsets {
+        assert!(
+            off.abs() <= 0.045,
+            "pulled stream: A/V offset {:.1} ms at {t:.2} s",
+            off * 1000.0
+        );
+    }
+    let mut sorted: Vec<f64> = offsets.iter().map(|(_, o)| *o).collect();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "RTMP pull: {} audio packets, median A/V offset {:+.1} ms over {} flashes",
+        dts.len(),
+        sorted[sorted.len() / 2] * 1000.0,
+        sorted.len()
+    );
 }
 
 #[test]

@@ -274,6 +274,12 @@ fn build_branch(
     mux.link(&sink).map_err(PipelineError::setup)?;
     let appsrc = |kind: &str| -> Result<gst_app::AppSrc, PipelineError> {
         let src = bridge::source(&format!("rtmp_src_{kind}_{id}"), APPSRC_MAX_BYTES);
+        // Not live: the muxer then waits for both streams and interleaves them by their
+        // timestamps. Live, it would take the connection's timestamps (zero at the first
+        // keyframe) for late against its own clock and write whatever had arrived, so sound
+        // that reached it after the picture went out with the picture's later time (FLV
+        // timestamps must not go back): audio snapped to the video's frame grid.
+        src.set_is_live(false);
         let q = make("queue", &format!("rtmp_queue_{kind}_{id}"))?;
         p.add_many([src.upcast_ref(), &q])
             .map_err(PipelineError::setup)?;
