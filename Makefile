@@ -3,7 +3,8 @@
 # Both install what they need from Debian 12 (root, or sudo for a normal user):
 #   make demo  -> RUNTIME_PACKAGES only (GStreamer, its plugins, fonts, build headers)
 #   make test  -> also TEST_PACKAGES (the real servers the tests start on loopback) and a Python
-#                 virtual environment in .tools/ holding the S3-compatible test server (moto).
+#                 virtual environment in .tools/ holding the S3-compatible test server (moto)
+#                 and the OpenAPI validator.
 # Services that Debian would start and enable on install (ssh, redis-server, janus, nginx) are
 # neither started nor left enabled: the tests run their own instances on free ports.
 
@@ -25,6 +26,8 @@ TEST_PACKAGES := ffmpeg time gstreamer1.0-tools nginx libnginx-mod-rtmp openssh-
 TOOLS_DIR := $(CURDIR)/.tools
 VENV := $(TOOLS_DIR)/venv
 MOTO_SPEC := moto[server]>=5,<6
+# The OpenAPI validator the tests run over the API's document.
+OPENAPI_VALIDATOR_SPEC := openapi-spec-validator>=0.7,<1
 
 .PHONY: setup test-setup build release demo test fmt lint bench fuzz clean
 
@@ -70,6 +73,8 @@ test-setup: setup
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c "import moto.server" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(MOTO_SPEC)"
+	@$(VENV)/bin/python -c "import openapi_spec_validator" 2>/dev/null || \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(OPENAPI_VALIDATOR_SPEC)"
 
 build: setup
 	cargo build

@@ -568,3 +568,45 @@ fn network_targets_follow_the_allow_lists_and_failures_do_not_describe_the_netwo
         "the log keeps the detail"
     );
 }
+
+#[test]
+fn the_openapi_document_is_valid_and_served_as_written() {
+    // Validated by a validator nobody here wrote (openapi-spec-validator, in the test venv).
+    let python = std::env::var("ROOMCAST_TEST_PYTHON").expect("ROOMCAST_TEST_PYTHON (make test)");
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+    let out = std::process::Command::new(python)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&doc)
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    assert_eq!(written["openapi"], "3.1.0");
+    let dir = TempDir::new("api-openapi");
+    let api = Service::start(
+        &["serve"],
+        &serve_env(&dir.path().join("data"), &[]),
+        &dir.path().join("serve.log"),
+        true,
+    );
+    let (s, served) = api.call("GET", "/openapi.json", None);
+    assert_eq!(s, 200);
+    assert_eq!(served, written);
+    // Every route the router answers is in the document.
+    for (method, path) in [
+        ("delete", "/v1/rooms/{room_id}"),
+        ("post", "/v1/rooms/{room_id}/recording"),
+        ("patch", "/v1/rooms/{room_id}/streaming"),
+        ("get", "/v1/recordings"),
+    ] {
+        assert!(
+            written["paths"][path][method].is_object(),
+            "{method} {path}"
+        );
+    }
+}

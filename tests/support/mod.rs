@@ -7,6 +7,7 @@ pub mod janus;
 mod media;
 mod moto;
 mod nginx;
+pub mod openapi;
 mod publisher;
 mod redis;
 mod service;

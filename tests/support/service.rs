@@ -108,7 +108,13 @@ impl Service {
             Some(TOKEN),
             body.map(|b| b.as_bytes()),
         );
-        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let v = match serde_json::from_str(&text) {
+            Ok(v) => {
+                super::openapi::check_answer(method, path, status, &v);
+                v
+            }
+            Err(_) => serde_json::Value::String(text),
+        };
         (status, v)
     }
 }
