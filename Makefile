@@ -95,6 +95,8 @@ lint: setup
 test: test-setup lint
 	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test -- --test-threads=2
 
+# Inputs worth keeping (a crash the fuzzer found, a hostile request found by hand) go in
+# fuzz/regressions, which is committed and replayed by `make test`.
 # Requests, room events, layout files and stored job records under libFuzzer (cargo-fuzz
 # needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). The same checks
 # (fuzz/exercise.rs) run in `make test` over the seeds, the corpus this target keeps and

@@ -203,6 +203,7 @@ fn a_receiver_that_never_answers_holds_no_room_and_no_shutdown() {
         took < 10.0,
         "completed {took:.1} s after the stop with a hung receiver"
     );
+    eprintln!("hung receiver: completed {took:.2} s after the stop");
     assert_eq!(j["segments"][0]["status"], "delivered", "{j}");
     assert!(
         files_under(&storage)
@@ -224,6 +225,7 @@ fn a_receiver_that_never_answers_holds_no_room_and_no_shutdown() {
     assert!(api.terminate(30), "serve exits cleanly");
     let exit_s = t.elapsed().as_secs_f64();
     assert!(exit_s < 15.0, "SIGTERM took {exit_s:.1} s");
+    eprintln!("hung receiver: SIGTERM to exit {exit_s:.2} s");
     let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
     let env = serve_env(
         &dir.path().join("data"),

@@ -1,5 +1,5 @@
-//! The fuzz target's checks without libFuzzer: every seed and every input libFuzzer kept in
-//! its corpus, plus deterministic mutations of the seeds (bytes flipped, cut, duplicated,
+//! The fuzz target's checks without libFuzzer: every seed, every kept regression
+//! (`fuzz/regressions`, committed), every input a local libFuzzer run kept in its corpus, plus deterministic mutations of the seeds (bytes flipped, cut, duplicated,
 //! spliced), go through every parser; none may panic. `make fuzz` runs the real fuzzer.
 
 include!("../fuzz/exercise.rs");
@@ -69,11 +69,52 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 fn seeds_corpus_and_mutations_never_panic() {
     let seeds = inputs("fuzz/seeds");
     assert!(seeds.len() >= 6, "seeds missing");
-    for input in seeds.iter().chain(inputs("fuzz/corpus/api_input").iter()) {
+    // The kept regressions (committed: hostile inputs found by hand and by the fuzzer) and
+    // whatever a local `make fuzz` added to its own corpus.
+    let regressions = inputs("fuzz/regressions");
+    assert!(regressions.len() >= 30, "{} regressions", regressions.len());
+    for input in seeds
+        .iter()
+        .chain(regressions.iter())
+        .chain(inputs("fuzz/corpus/api_input").iter())
+    {
         exercise(input);
     }
     let mut rng = Rng(0x005e_ed0f_f022);
     for _ in 0..20_000 {
         exercise(&mutate(&mut rng, &seeds));
+    }
+}
+
+#[test]
+fn kept_hostile_requests_are_refused() {
+    use roomcast::api::input;
+    use roomcast::codes::Code;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let refused = |name: &str| {
+        let data = std::fs::read(root.join(name)).unwrap();
+        input::json_object(&data, Code::RecordParamsMissing)
+            .and_then(|b| input::requester(&b, Code::RecordParamsMissing))
+            .is_err()
+    };
+    for name in [
+        "dup-role.json",
+        "dup-top.json",
+        "client-id-newline.json",
+        "client-id-bidi.json",
+        "client-id-long.json",
+        "client-id-number.json",
+        "client-id-empty.json",
+        "requested-by-string.json",
+        "invalid-utf8.json",
+    ] {
+        assert!(refused(name), "{name} accepted");
+    }
+    for name in ["dup-nested-settings.json", "dup-in-array.json"] {
+        let data = std::fs::read(root.join(name)).unwrap();
+        assert!(
+            input::parse_room_body(&data).is_err() && input::parse_event_body(&data).is_err(),
+            "{name} accepted"
+        );
     }
 }

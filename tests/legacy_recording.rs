@@ -230,6 +230,12 @@ fn a_moderator_records_individually_and_the_segment_is_delivered_and_transcoded(
     );
     let tc = wait_hooks(&receiver, "transcoded", 1, 30.0);
     check_transcoded(&tc[0], "legacy", seconds);
+    // Seconds after the first announcement, and after its transcode: still one.
+    assert_eq!(
+        receiver.of_type("recording").len(),
+        1,
+        "the segment announced more than once"
+    );
     // Every file is in storage: the recording folder is cleared.
     assert!(
         wait_for(10.0, || (!folder.exists()).then_some(())).is_some(),
@@ -384,6 +390,11 @@ fn a_killed_worker_s_segment_is_delivered_and_transcoded_and_the_recording_goes_
     assert_ne!(segments[0], segments[1]);
     // Both segments are transcoded, the killed one up to where it was left.
     let tcs = wait_hooks(&receiver, "transcoded", 2, 120.0);
+    assert_eq!(
+        receiver.of_type("recording").len(),
+        2,
+        "a segment announced more than once, after both transcodes"
+    );
     let mut lengths: Vec<f64> = tcs
         .iter()
         .map(|t| {

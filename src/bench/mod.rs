@@ -166,7 +166,7 @@ pub fn composite(
         Some(url) => {
             let overlay = comp.page_overlay().context("no page layer")?;
             let (view, generation) =
-                crate::pipeline::page::PageView::start_unseen(url, comp.canvas(), &overlay)?;
+                crate::pipeline::page::PageView::start_unseen(url, comp.canvas(), &[], &overlay)?;
             let deadline = Instant::now() + Duration::from_secs(20);
             while overlay.frames(generation) == 0 {
                 anyhow::ensure!(Instant::now() < deadline, "the page drew nothing in 20 s");

@@ -149,7 +149,9 @@ fn page_preview(
             .collect();
         channel.send_state(&json!({"participants": participants, "layout": "grid",
             "recording_started_ms": crate::clock::now_ms(), "chat": []}));
-        let (mut view, generation) = pipeline::page::PageView::start_unseen(url, canvas, &overlay)?;
+        let reach = [channel.address().to_string()];
+        let (mut view, generation) =
+            pipeline::page::PageView::start_unseen(url, canvas, &reach, &overlay)?;
         let script = crate::page::bootstrap_script(channel.address(), false);
         let deadline = Instant::now() + PAGE_PREVIEW_TIMEOUT;
         let (mut hello, mut regions) = (None::<Instant>, None);

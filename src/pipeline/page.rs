@@ -337,13 +337,14 @@ impl PageView {
     pub fn start_unseen(
         url: &str,
         canvas: crate::layout::Canvas,
+        reach: &[String],
         overlay: &Arc<PageOverlay>,
     ) -> Result<(PageView, u64), PipelineError> {
         let generation = overlay.generation();
         let view = PageView::start(
             url,
             (canvas.width, canvas.height),
-            &[],
+            reach,
             (overlay.clone(), generation),
             |_| {},
         )?;

@@ -86,8 +86,36 @@ impl MotoS3 {
         self.try_get(bucket, key).await.expect("get object")
     }
 
+    /// An object's ETag (without quotes), read with HEAD through the real S3 client.
+    pub async fn etag(&self, bucket: &str, key: &str) -> String {
+        let out = self
+            .client()
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head object");
+        out.e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// Reads an object back, if it is there.
     pub async fn try_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .client()
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+    }
+
+    fn client(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -97,9 +125,7 @@ impl MotoS3 {
                 "test", "test", None, None, "test",
             ))
             .build();
-        let c = aws_sdk_s3::Client::from_conf(conf);
-        let out = c.get_object().bucket(bucket).key(key).send().await.ok()?;
-        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+        aws_sdk_s3::Client::from_conf(conf)
     }
 }
 
