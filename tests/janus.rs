@@ -748,10 +748,14 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
     let mut sorted = offsets.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    // README: −5…+2 ms. The median within 25 ms (a run's anchoring at Janus moves it as a
+    // whole, see lip_sync), every pair within 45 ms (a frame and a half).
     assert!(
-        median.abs() <= 0.045,
+        median.abs() <= 0.025,
         "median A/V offset {:.1} ms",
         median * 1e3
     );
+    let worst = sorted.iter().fold(0.0f64, |w, o| w.max(o.abs()));
+    assert!(worst <= 0.045, "an A/V offset of {:.1} ms", worst * 1e3);
     drop((ann, cat_again, screen));
 }

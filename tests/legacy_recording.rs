@@ -170,12 +170,12 @@ fn a_moderator_records_individually_and_the_segment_is_delivered_and_transcoded(
     // Only a moderator, only a known room, nothing to stop yet.
     let (s, v) = api.call("POST", path, Some(&body(PARTICIPANT)));
     assert_eq!((s, v["result"].as_u64()), (403, Some(7201)), "{v}");
-    let (_, v) = api.call(
+    let (s, v) = api.call(
         "POST",
         "/v1/rooms/nowhere/recording",
         Some(&body(MODERATOR)),
     );
-    assert_ne!(v["result"], 0, "{v}");
+    assert_eq!((s, v["result"].as_u64()), (404, Some(7000)), "{v}");
     let (_, v) = api.call("POST", path, Some("{not json"));
     assert_eq!(v["result"], 7016, "{v}");
     let (_, v) = api.call("DELETE", path, Some(&body(MODERATOR)));

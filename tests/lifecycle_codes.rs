@@ -94,7 +94,8 @@ fn a_room_that_cannot_be_joined_in_time_fails_with_7011_and_a_stream_with_7001()
     let id = v["job_id"].as_str().unwrap().to_string();
     let failed = wait_state(&api, &id, "failed", 30.0);
     assert_eq!(failed["result"], 7011, "{failed}");
-    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    // The 3 s start timeout and the job's end: 3–4 s measured; bounded at twice that.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
     failed_hook(&hooks, "room-live-recording-failed", "hung", 7011);
 
     let rtmp = silent_server();
@@ -118,7 +119,8 @@ fn a_stream_whose_destination_never_goes_live_fails_with_7001() {
         "no RTMP destination was live within 3 s",
         30.0,
     );
-    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    // The 3 s start timeout and the job's end: 3–4 s measured; bounded at twice that.
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
     failed_hook(&hooks, "room-streaming-failed", "quiet", 7001);
 }
 

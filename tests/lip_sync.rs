@@ -124,7 +124,10 @@ fn a_webrtc_feed_keeps_the_senders_lip_sync() {
         return;
     }
     let offsets = record_markers("lipsync", 12, 0, false);
-    check("lipsync", &offsets, 45.0, 45.0);
+    // README: per-run medians −26.5 to +20.8 ms, worst pair 27 ms. The median's bound is
+    // about 1.3 times the widest median seen (Janus anchors its sender reports afresh in every
+    // run, which moves a run's median as a whole); the worst pair's is under twice its figure.
+    check("lipsync", &offsets, 35.0, 45.0);
 }
 
 /// 40 ms of jitter on the publisher's packets, 3 % loss on the way to Janus and 1 % on the way
@@ -140,7 +143,8 @@ fn lip_sync_holds_under_loss_and_jitter() {
         return;
     }
     let offsets = record_markers("impaired", 15, 40, true);
-    assert!(offsets.len() >= 5, "impaired: {offsets:?}");
+    // README: 12–14 of 14 flashes reach the recording, medians −18.2 to +22.8 ms, worst 73 ms.
+    assert!(offsets.len() >= 10, "impaired: {offsets:?}");
     check("impaired", &offsets, 45.0, 90.0);
 }
 
@@ -219,7 +223,10 @@ fn a_fast_microphone_clock_loses_no_sound() {
     }
     let (mp4, dir) = record_fast_microphone("fastmic", 80);
     let median = window_offsets("fastmic", &mp4, 12.0, dir.path());
-    assert!(median.abs() <= 45.0, "median A/V offset {median:.1} ms");
+    // README: −1.2 and −3.2 ms. Bounded at 25 ms, not twice the figure: a run's median moves
+    // as a whole with where Janus anchors its sender reports (up to ±21 ms between runs of the
+    // clean test), which says nothing of the sound card's clock this test is about.
+    assert!(median.abs() <= 25.0, "median A/V offset {median:.1} ms");
 }
 
 /// A publisher whose microphone clock runs 0.1 % fast for ten minutes (its audio RTP

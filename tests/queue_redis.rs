@@ -237,14 +237,15 @@ fn a_restarted_redis_is_used_again_and_the_running_job_goes_on() {
     redis.kill();
     std::thread::sleep(Duration::from_secs(1));
     let (s, v) = api.call("GET", &format!("/v1/jobs/{id}"), None);
-    assert_eq!(s, 503, "{v}");
-    assert!(v["result"].as_u64().is_some_and(|c| c >= 7000), "{v}");
+    assert_eq!((s, v["result"].as_u64()), (503, Some(7000)), "{v}");
     std::thread::sleep(Duration::from_secs(6));
     redis.restart();
     let back = std::time::Instant::now();
 
-    // The API answers again within 5 s, by itself.
-    let answered = wait_for(5.0, || {
+    // The API answers again by itself: README "0.0 s after Redis returned" (the first call
+    // reconnects). Bounded at 2 s: a figure of zero has no double, and the restarted server
+    // may take a moment to load its append-only file.
+    let answered = wait_for(2.0, || {
         let (s, v) = api.call("GET", &format!("/v1/jobs/{id}"), None);
         (s == 200).then_some(v)
     });
@@ -281,9 +282,16 @@ fn a_restarted_redis_is_used_again_and_the_running_job_goes_on() {
     assert!(decoded_video_frames(&path) as f64 >= (recorded - 2.0) * 30.0);
     // The outage is logged once, not on every call.
     let log = api.log_text();
-    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
-    assert!(warnings < 30, "{warnings} warnings:\n{log}");
-    assert!(log.contains("queue store reachable again"), "{log}");
+    assert_eq!(
+        log.matches("queue store unreachable").count(),
+        1,
+        "the outage logged once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("queue store reachable again").count(),
+        1,
+        "{log}"
+    );
 }
 
 /// Stale writers racing a takeover, in both stores: whatever the interleaving, the record

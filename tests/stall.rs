@@ -115,8 +115,9 @@ fn a_start_that_encodes_nothing_fails_with_7013() {
         0,
         "{failed}"
     );
+    // The 3 s start timeout, then the stop: 3–4 s measured; bounded at twice that.
     assert!(
-        t0.elapsed() < Duration::from_secs(15),
+        t0.elapsed() < Duration::from_secs(8),
         "took {:?}",
         t0.elapsed()
     );

@@ -2,6 +2,7 @@
 //!
 //! These functions take plain bytes and values so the fuzz target can drive them directly.
 
+use super::text::{check_event_text, is_plain_text, MAX_NAME_LEN};
 use super::ApiError;
 use crate::codes::Code;
 use crate::layout::Layout;
@@ -31,16 +32,14 @@ pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, V
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(serde_json::Map::new());
     }
-    if let Err(e) = serde_json::from_slice::<UniqueKeys>(bytes) {
-        // A key given twice would be decided by whichever came last: `"role":"viewer"` then
-        // `"role":"moderator"` must not start a recording.
-        if e.is_data() {
-            return Err(ApiError::with_status(
-                code,
-                StatusCode::BAD_REQUEST,
-                format!("malformed JSON: {e}"),
-            ));
-        }
+    // A key given twice would be decided by whichever came last: `"role":"viewer"` then
+    // `"role":"moderator"` must not start a recording.
+    if let Err(e) = super::strict_json::unique_keys(bytes) {
+        return Err(ApiError::with_status(
+            code,
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        ));
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
@@ -54,63 +53,6 @@ pub fn json_object(bytes: &[u8], code: Code) -> Result<serde_json::Map<String, V
             StatusCode::BAD_REQUEST,
             format!("malformed JSON: {e}"),
         )),
-    }
-}
-
-/// Any JSON document in which no object names a key twice (at any depth); deserializing
-/// anything else fails with a data error naming the key.
-struct UniqueKeys;
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueKeysVisitor)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(serde::de::Error::custom(format_args!(
-                    "duplicate key {key:?}"
-                )));
-            }
-            map.next_value::<UniqueKeys>()?;
-        }
-        Ok(UniqueKeys)
     }
 }
 
@@ -166,20 +108,6 @@ pub fn requester(body: &serde_json::Map<String, Value>, code: Code) -> Result<Re
             Ok(r)
         }
     }
-}
-
-/// A user id or display name: 1–[`MAX_NAME_LEN`] characters, none of them a control
-/// character or a bidirectional override (which would make a log line or a webhook read
-/// differently from what it holds).
-pub fn is_plain_text(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars().count() <= MAX_NAME_LEN
-        && !s.chars().any(|c| c.is_control() || is_bidi_control(c))
-}
-
-/// Unicode's explicit direction controls (embeddings, overrides, isolates, marks).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A layout value from a request: a built-in name or an inline definition.
@@ -535,46 +463,10 @@ pub fn parse_event_body(bytes: &[u8]) -> Result<Vec<PlatformEvent>, ApiError> {
         .collect()
 }
 
-/// Longest chat message, in characters.
-pub const MAX_CHAT_LEN: usize = 4000;
-/// Longest user id or display name.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// User ids and display names are plain text of at most [`MAX_NAME_LEN`] characters without
-/// control characters (a newline in a name would forge a log line).
-fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
-    let plain = is_plain_text;
-    if let Some(bad) = ev.user_ids().into_iter().find(|u| !plain(u)) {
-        return Err(format!(
-            "user id {bad:?} must be 1-{MAX_NAME_LEN} characters without control characters"
-        ));
-    }
-    let name = match ev {
-        PlatformEvent::ParticipantJoined { name, .. } | PlatformEvent::ChatMessage { name, .. } => {
-            name.as_deref()
-        }
-        _ => None,
-    };
-    if name.is_some_and(|n| !plain(n)) {
-        return Err(format!(
-            "name must be 1-{MAX_NAME_LEN} characters without control characters"
-        ));
-    }
-    if let PlatformEvent::ChatMessage { text, .. } = ev {
-        let n = text.chars().count();
-        if n == 0 || n > MAX_CHAT_LEN || text.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(format!(
-                "text must be 1-{MAX_CHAT_LEN} characters without control characters other than \
-                 line breaks"
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::text::MAX_CHAT_LEN;
     use serde_json::json;
 
     #[test]

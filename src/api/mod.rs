@@ -12,6 +12,8 @@ pub mod input;
 mod lifecycle;
 pub mod listen;
 mod metrics;
+mod strict_json;
+mod text;
 
 use crate::codes::{Code, ResultBody};
 use crate::config::ServerConfig;
