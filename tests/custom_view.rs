@@ -293,8 +293,10 @@ fn a_page_places_the_speaker_draws_over_the_tiles_and_can_be_changed_live() {
         .expect("the chat message never showed");
     let posted_t = (chat_ms - started_ms) as f64 / 1000.0;
     let chat_delay = chat_t - posted_t;
+    // README: 0.3–0.4 s. Not before it was posted (the file's clock against the wall clock
+    // allows a few frames), and at most twice the figure.
     assert!(
-        chat_delay < 1.0,
+        (-0.15..0.8).contains(&chat_delay),
         "chat shown {chat_delay:.2} s after it was posted"
     );
     let a_frames = frames.iter().filter(|(_, f)| on_a(f)).count();

@@ -168,8 +168,9 @@ fn demo_hls_plays_while_live_and_after_the_end() {
     let hls = &json["hls"];
     assert_eq!(hls["state"], "ended", "{json}");
     let max_latency = hls["max_latency_ms"].as_u64().unwrap();
+    // README: 2.03–2.05 s for 2 s segments.
     assert!(
-        (1900..=3000).contains(&max_latency),
+        (1900..=2600).contains(&max_latency),
         "a frame waits at most a segment + 1 s to be listed: {max_latency} ms"
     );
     // After the end: the VOD playlist lists every segment, their lengths add up to the
@@ -410,8 +411,15 @@ fn hls_through_the_api_reaches_s3_after_an_outage_with_its_webhooks() {
                 .all(|n| n.ends_with(".mp4") || n.ends_with(".json")),
         "{names:?}"
     );
-    assert!(
-        rx.of_type("live_recording").len() == 1,
+    // Webhooks go out on their own task, a moment after the file is in storage.
+    let hooks = wait_for(10.0, || {
+        let n = rx.of_type("live_recording").len();
+        (n >= 1).then_some(n)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        (hooks, rx.of_type("live_recording").len()),
+        (Some(1), 1),
         "one live_recording webhook (the MP4)"
     );
 }

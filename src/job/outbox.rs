@@ -43,6 +43,8 @@ pub struct Outbox {
     pub notifier: Notifier,
     drain_lock: tokio::sync::Mutex<()>,
     hooks_lock: tokio::sync::Mutex<()>,
+    /// Wakes whoever sends the webhooks (a worker's own task) when there may be new ones.
+    hooks_due: tokio::sync::Notify,
 }
 
 impl Outbox {
@@ -55,6 +57,7 @@ impl Outbox {
             notifier,
             drain_lock: tokio::sync::Mutex::new(()),
             hooks_lock: tokio::sync::Mutex::new(()),
+            hooks_due: tokio::sync::Notify::new(),
         })
     }
 
@@ -128,6 +131,17 @@ impl Outbox {
         };
         record_deliveries(host, &self.notifier, &report).await;
         report
+    }
+
+    /// Says that webhooks may have been queued: the task that sends them goes at once
+    /// instead of at its next round.
+    pub fn hooks_queued(&self) {
+        self.hooks_due.notify_one();
+    }
+
+    /// Resolves when [`Outbox::hooks_queued`] was called (since the last time this resolved).
+    pub async fn hooks_wanted(&self) {
+        self.hooks_due.notified().await
     }
 
     /// One pass over the webhook queue; returns how many are still pending.

@@ -93,6 +93,7 @@ impl JobHost for Worker {
     /// slow or never answers cannot hold a job's end.
     async fn spooled(&self) {
         self.outbox.drain_files_once(self).await;
+        self.outbox.hooks_queued();
     }
 
     async fn enqueue(&self, job: &Job) -> StoreResult<bool> {
@@ -112,14 +113,21 @@ pub(super) async fn delivery_loop(w: Arc<Worker>) {
         tokio::spawn(async move {
             loop {
                 w.outbox.drain_hooks_once().await;
-                tokio::time::sleep(DELIVERY_POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(DELIVERY_POLL) => {}
+                    _ = w.outbox.hooks_wanted() => {}
+                }
             }
         })
     };
     let _stop_hooks = AbortOnDrop(hooks);
     let mut last_kept = tokio::time::Instant::now();
     loop {
-        w.outbox.drain_files_once(w.as_ref()).await;
+        let report = w.outbox.drain_files_once(w.as_ref()).await;
+        if !report.files.is_empty() || !report.failures.is_empty() {
+            // Delivered files are announced (and failures told) by webhooks just queued.
+            w.outbox.hooks_queued();
+        }
         if last_kept.elapsed() >= KEPT_RETRY {
             last_kept = tokio::time::Instant::now();
             w.retry_kept().await;
