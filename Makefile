@@ -29,7 +29,7 @@ MOTO_SPEC := moto[server]>=5,<6
 # The OpenAPI validator the tests run over the API's document.
 OPENAPI_VALIDATOR_SPEC := openapi-spec-validator>=0.7,<1
 
-.PHONY: setup test-setup build release demo test fmt lint bench fuzz clean
+.PHONY: setup test-setup build release demo test soak fmt lint bench fuzz clean
 
 # Installs the packages named in $(1) that are missing. Nothing is started on install (a
 # policy-rc.d that refuses every start is in place for the duration), and the services of every
@@ -97,6 +97,13 @@ test: test-setup lint
 
 # Inputs worth keeping (a crash the fuzzer found, a hostile request found by hand) go in
 # fuzz/regressions, which is committed and replayed by `make test`.
+# The long measurements behind README figures that `make test` holds only in short form: the
+# ten-minute fast-microphone lip sync, the CPU of four real WebRTC publishers, simulcast in a
+# room of nine. Each prints its figures (release build, one at a time: they measure CPU).
+soak: test-setup
+	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test --release \
+	  --test lip_sync --test janus --test simulcast -- --ignored --nocapture --test-threads=1
+
 # Requests, room events, layout files and stored job records under libFuzzer (cargo-fuzz
 # needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). The same checks
 # (fuzz/exercise.rs) run in `make test` over the seeds, the corpus this target keeps and
