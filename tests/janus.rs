@@ -149,9 +149,27 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
     );
 
     // Another participant's view, from before the recorder came until after it left: every
-    // room event Ann got was about Bob, Cat or the screen share — none about the recorder.
-    std::thread::sleep(Duration::from_secs(1));
-    let others = [bob.id, cat.id, screen.id];
+    // room event Ann got was about Bob, Cat, the screen share or Zed — none about the
+    // recorder. Zed joins after the recorder left: Janus tells Ann of events in order, so once
+    // she has heard of Zed she has heard everything that came before.
+    let zed = join(&rt, &janus, room, "Zed", BLUE, 660.0, Codec::Vp8);
+    let heard_zed = |e: &serde_json::Value| {
+        let d = &e["plugindata"]["data"];
+        d["publishers"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["id"].as_u64() == Some(zed.id)))
+            || d["joining"]["id"].as_u64() == Some(zed.id)
+    };
+    wait_for(10.0, || {
+        ann.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(heard_zed)
+            .then_some(())
+    })
+    .expect("Ann heard of Zed");
+    let others = [bob.id, cat.id, screen.id, zed.id];
     let seen = ann.events.lock().unwrap().clone();
     let mut about = Vec::new();
     for e in &seen {
@@ -175,7 +193,7 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
             "Ann was told about participant {id}: {seen:?}"
         );
     }
-    drop((cat, screen));
+    drop((cat, screen, zed));
 }
 
 #[test]

@@ -234,6 +234,10 @@ async fn destinations_are_added_and_removed_while_recording() {
     pipeline::init().unwrap();
     let dir = TempDir::new("rtmp-live");
     let server = NginxRtmp::start(&dir.path().join("nginx"));
+    // Scheduled keyframes 20 s apart: a destination that waited for one would get nothing in
+    // this recording, so only the keyframe asked for on connecting can start its stream.
+    let mut preset = Preset::resolve("h264-720p30").unwrap();
+    preset.video.as_mut().unwrap().keyframe_interval = 600;
     let spec = RecordingSpec {
         page: None,
         page_layer: false,
@@ -241,7 +245,7 @@ async fn destinations_are_added_and_removed_while_recording() {
         room_id: "r".into(),
         conf_num: "1".into(),
         out_dir: dir.path().join("rec"),
-        preset: Preset::resolve("h264-720p30").unwrap(),
+        preset,
         layout: Layout::resolve("grid").unwrap(),
         watermark: None,
         max_duration: None,
@@ -254,7 +258,7 @@ async fn destinations_are_added_and_removed_while_recording() {
     let room = SyntheticRoom::steady(2).connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let job = tokio::spawn(record(spec, room, rx));
-    // Added between two of the encoder's scheduled keyframes (every 2 s).
+    // Added well after the recording's first keyframe and long before its next scheduled one.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(server.recordings().is_empty());
     let url = RtmpUrl::parse(&server.url("late")).unwrap();
@@ -272,11 +276,32 @@ async fn destinations_are_added_and_removed_while_recording() {
     let f = probe(&recs[0]);
     assert_eq!(f.video_codec.as_deref(), Some("h264"));
     // The stream starts when the destination connects (a keyframe is requested then), not
-    // at the next scheduled keyframe: about the 5 s it was attached for.
+    // at the next scheduled keyframe (20 s away): about the 5 s it was attached for, and its
+    // first picture is a keyframe.
     assert!(
         f.duration > 4.5 && f.duration < 5.6,
         "streamed {} s",
         f.duration
+    );
+    let first = tool_output(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-read_intervals",
+                "%+#1",
+            ])
+            .args(["-show_entries", "packet=flags", "-of", "csv=p=0"])
+            .arg(&recs[0]),
+    );
+    assert!(
+        String::from_utf8_lossy(&first)
+            .trim_start()
+            .starts_with('K'),
+        "the stream's first picture is not a keyframe: {}",
+        String::from_utf8_lossy(&first)
     );
     // Nothing more arrived after the removal.
     assert_eq!(file_len(&recs[0]), size_after_remove);
