@@ -518,15 +518,7 @@ fn network_targets_follow_the_allow_lists_and_failures_do_not_describe_the_netwo
         &dir.path().join("serve.log"),
         true,
     );
-    let janus = |url: &str| {
-        api.call(
-            "PUT",
-            "/v1/rooms/j",
-            Some(&format!(
-                r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{url}","room":1}}}}"#
-            )),
-        )
-    };
+    let janus = |url: &str| put_janus_room(&api, "j", url);
     for bad in [
         "ws://10.0.0.1:8188",
         "ws://example.com.evil.net",

@@ -184,6 +184,19 @@ fn post_chat(api: &Service, room: &str, text: &str) -> u64 {
     posted
 }
 
+/// Waits for the `custom-view` webhook saying `room`'s page fell back, and checks its code.
+fn expect_fallback_hook(hooks: &Receiver, room: &str) {
+    let hook = wait_for(10.0, || {
+        hooks
+            .of_type("custom-view")
+            .iter()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+            .find(|v| v["room_id"] == room && v["data"]["phase"] == "fallback")
+    })
+    .unwrap_or_else(|| panic!("no fallback webhook for {room}"));
+    assert_eq!(hook["data"]["status"]["resultCode"], 7073, "{hook}");
+}
+
 fn near(c: [u8; 3], rgb: u32) -> bool {
     dist(c, rgb) < 60.0
 }
@@ -342,13 +355,7 @@ fn a_page_that_fails_leaves_a_full_recording_in_the_rooms_layout() {
         assert_eq!(stop_recording(&api, room).1["result"], 0);
         lengths.push(active.elapsed().as_secs_f64());
         wait_state(&api, &id, "completed", 40.0);
-        let hook = hooks
-            .of_type("custom-view")
-            .iter()
-            .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
-            .find(|v| v["room_id"] == room && v["data"]["phase"] == "fallback")
-            .unwrap_or_else(|| panic!("no fallback webhook for {room}"));
-        assert_eq!(hook["data"]["status"]["resultCode"], 7073, "{hook}");
+        expect_fallback_hook(&hooks, room);
     }
     let mut files = mp4s_under(&dir.path().join("store"));
     files.sort_by_key(|f| !f.to_string_lossy().contains("missing"));
@@ -556,15 +563,7 @@ fn a_page_reaches_no_origin_but_its_own() {
         );
         assert_eq!(stop_recording(&api, room).1["result"], 0);
         wait_state(&api, &id, "completed", 40.0);
-        let hook = wait_for(10.0, || {
-            hooks
-                .of_type("custom-view")
-                .iter()
-                .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
-                .find(|v| v["room_id"] == room && v["data"]["phase"] == "fallback")
-        })
-        .unwrap_or_else(|| panic!("no fallback webhook for {room}"));
-        assert_eq!(hook["data"]["status"]["resultCode"], 7073, "{hook}");
+        expect_fallback_hook(&hooks, room);
     }
     // A page that loads an image and fetches from elsewhere is shown; elsewhere hears nothing.
     register_room(&api, "resources", 1, "{}");

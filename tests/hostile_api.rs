@@ -33,15 +33,7 @@ fn destinations_are_held_to_address_ranges() {
             ("ROOMCAST_RTMP_HOSTS", "192.0.2.0/24"),
         ],
     );
-    let janus = |url: &str| {
-        api.call(
-            "PUT",
-            "/v1/rooms/j",
-            Some(&format!(
-                r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{url}","room":1}}}}"#
-            )),
-        )
-    };
+    let janus = |url: &str| put_janus_room(&api, "j", url);
     for bad in [
         "ws://127.0.0.1:16379",
         "ws://[::ffff:127.0.0.1]:6379",

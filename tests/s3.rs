@@ -237,3 +237,107 @@ async fn an_individual_recording_and_its_transcode_read_back_from_s3() {
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
     assert!(p.duration >= 3.0, "{}", p.duration);
 }
+
+/// A proxy in front of moto that passes every request on (one per connection) and, in the
+/// answers to HEAD requests, replaces the object's ETag: storage that reports something other
+/// than what the upload sent.
+fn etag_lying_proxy(upstream: u16) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(client.try_clone().unwrap());
+                let mut head = Vec::new();
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("connection:") {
+                        continue;
+                    }
+                    if line == "\r\n" {
+                        head.extend_from_slice(b"Connection: close\r\n\r\n");
+                        break;
+                    }
+                    head.extend_from_slice(line.as_bytes());
+                }
+                let mut body = vec![0u8; len];
+                if r.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let is_head = head.starts_with(b"HEAD ");
+                let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                up.write_all(&head).unwrap();
+                up.write_all(&body).unwrap();
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer);
+                let mut text = String::from_utf8_lossy(&answer).to_string();
+                if is_head {
+                    // Line by line, the blank line that ends the head kept.
+                    text = text
+                        .split("\r\n")
+                        .map(|l| {
+                            if l.to_ascii_lowercase().starts_with("etag:") {
+                                "ETag: \"00000000000000000000000000000000\"".to_string()
+                            } else {
+                                l.to_string()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\r\n");
+                    answer = text.into_bytes();
+                }
+                let mut c = client;
+                let _ = c.write_all(&answer);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_etag_does_not_match_is_not_counted_as_delivered() {
+    use roomcast::delivery::s3::S3Target;
+    use roomcast::delivery::spool::SegmentMeta;
+    let dir = TempDir::new("s3-etag");
+    let s3 = MotoS3::start_on(free_port());
+    s3.create_bucket("lies");
+    let proxy = etag_lying_proxy(s3.port);
+    let data = b"a small recording".repeat(1000);
+    let path = dir.0.join("room_1_1.mp4");
+    std::fs::write(&path, &data).unwrap();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let meta = SegmentMeta {
+        job_id: "j".into(),
+        app_id: "app".into(),
+        room_id: "room".into(),
+        conf_num: "1".into(),
+        segment: 1,
+        file_name: "room_1_1.mp4".into(),
+        started_at_unix_ms: 0,
+        ended_at_unix_ms: 0,
+        size: data.len() as u64,
+        sha256: hex_sha(&data),
+        hls: None,
+        bundle: None,
+    };
+    let lying = S3Target::parse(&format!("s3://lies?endpoint=http://127.0.0.1:{proxy}")).unwrap();
+    let err = lying
+        .put(&path, &meta)
+        .await
+        .expect_err("an upload the storage reports differently is not delivered");
+    assert!(err.to_string().contains("did not verify"), "{err}");
+    // The same upload straight to the storage verifies.
+    let honest = S3Target::parse(&format!("s3://lies?endpoint={}", s3.endpoint())).unwrap();
+    honest.put(&path, &meta).await.expect("verified upload");
+}

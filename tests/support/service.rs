@@ -213,6 +213,17 @@ pub fn register_room(api: &Service, room: &str, n: u32, settings: &str) {
     assert_eq!(status, 200, "{v}");
 }
 
+/// Registers room `room` as Janus room 1 at `url`; returns (HTTP status, body).
+pub fn put_janus_room(api: &Service, room: &str, url: &str) -> (u16, serde_json::Value) {
+    api.call(
+        "PUT",
+        &format!("/v1/rooms/{room}"),
+        Some(&format!(
+            r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{url}","room":1}}}}"#
+        )),
+    )
+}
+
 /// Starts a recording; returns (HTTP status, body).
 pub fn start_recording(api: &Service, room: &str) -> (u16, serde_json::Value) {
     api.call(
