@@ -361,6 +361,9 @@ fn a_segment_the_full_disk_kept_is_delivered_once_space_returns() {
     assert_eq!(j["result"], 7204, "{j}");
     // The spool could not take it (not even its sidecar fits): kept where it was recorded.
     assert_eq!(j["segments"][0]["status"], "kept", "{j}");
+    // Its length is read from its fragments (the header of a file left fragmented has none).
+    let kept_s = j["segments"][0]["duration_s"].as_f64().unwrap_or(0.0);
+    assert!(kept_s > 1.0, "kept segment listed as {kept_s} s: {j}");
     // Nothing is lost: once there is space again the segment reaches storage.
     std::fs::remove_file(filler).unwrap();
     // README: delivered ≤ 11 s after space returned (kept segments are retried every 10 s).

@@ -255,11 +255,153 @@ pub fn duration(path: &Path) -> Option<gst::ClockTime> {
         }
         _ => return None,
     };
-    (timescale > 0).then(|| {
-        gst::ClockTime::from_nseconds(
-            (units as u128 * 1_000_000_000 / timescale as u128).min(u64::MAX as u128) as u64,
-        )
-    })
+    if timescale == 0 {
+        return None;
+    }
+    if units == 0 {
+        // A fragmented file (one a run left behind) says nothing in its header: its
+        // fragments do.
+        return fragmented_duration(path, &head);
+    }
+    Some(ticks_to_time(units, timescale))
+}
+
+fn ticks_to_time(units: u64, timescale: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(
+        (units as u128 * 1_000_000_000 / timescale.max(1) as u128).min(u64::MAX as u128) as u64,
+    )
+}
+
+/// The length of a fragmented file: for each track, from its first fragment's decode time to
+/// the end of its last sample (`tfdt` plus the `trun` sample durations, or the `tfhd`/`trex`
+/// defaults), in its own timescale; the longest track. Reads the index and the fragments'
+/// headers only.
+fn fragmented_duration(path: &Path, head: &[u8]) -> Option<gst::ClockTime> {
+    use std::collections::HashMap;
+    use std::io::{Read, Seek, SeekFrom};
+    let moov = moov(head)?;
+    // Track id → (timescale, default sample duration).
+    let mut tracks: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut defaults: HashMap<u32, u64> = HashMap::new();
+    for (kind, a, b) in boxes(head, moov.0, moov.1) {
+        if &kind == b"trak" {
+            let tkhd = child(head, (a, b), b"tkhd")?;
+            let id = match head[tkhd.0] {
+                1 => be32(head, tkhd.0 + 20),
+                _ => be32(head, tkhd.0 + 12),
+            };
+            let mdhd = child(head, (a, b), b"mdia").and_then(|m| child(head, m, b"mdhd"))?;
+            let scale = match head[mdhd.0] {
+                1 => be32(head, mdhd.0 + 20),
+                _ => be32(head, mdhd.0 + 12),
+            } as u64;
+            tracks.insert(id, (scale, 0));
+        } else if &kind == b"mvex" {
+            for (k, ta, tb) in boxes(head, a, b) {
+                if &k == b"trex" && tb >= ta + 16 {
+                    defaults.insert(be32(head, ta + 4), be32(head, ta + 12) as u64);
+                }
+            }
+        }
+    }
+    // Track id → (first decode time, end of the last sample).
+    let mut spans: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut pos = 0u64;
+    while pos + 8 <= len {
+        let mut h = [0u8; 8];
+        f.seek(SeekFrom::Start(pos)).ok()?;
+        f.read_exact(&mut h).ok()?;
+        let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
+        if size < 8 || pos + size > len {
+            break;
+        }
+        if &h[4..8] == b"moof" && size < 16 * 1024 * 1024 {
+            let mut moof = vec![0u8; size as usize];
+            f.seek(SeekFrom::Start(pos)).ok()?;
+            f.read_exact(&mut moof).ok()?;
+            for (k, a, b) in boxes(&moof, 8, moof.len()) {
+                if &k == b"traf" {
+                    if let Some((id, start, end)) = fragment_span(&moof, (a, b), &defaults) {
+                        let span = spans.entry(id).or_insert((start, end));
+                        span.0 = span.0.min(start);
+                        span.1 = span.1.max(end);
+                    }
+                }
+            }
+        }
+        pos += size;
+    }
+    spans
+        .iter()
+        .filter_map(|(id, (start, end))| {
+            let (scale, _) = tracks.get(id)?;
+            Some(ticks_to_time(end.saturating_sub(*start), *scale))
+        })
+        .max()
+}
+
+/// One track fragment's track id, decode time and end (decode time plus its samples'
+/// durations).
+fn fragment_span(
+    d: &[u8],
+    traf: (usize, usize),
+    defaults: &std::collections::HashMap<u32, u64>,
+) -> Option<(u32, u64, u64)> {
+    let tfhd = child(d, traf, b"tfhd")?;
+    let flags = be32(d, tfhd.0) & 0x00ff_ffff;
+    let id = be32(d, tfhd.0 + 4);
+    let mut at = tfhd.0 + 8;
+    if flags & 0x01 != 0 {
+        at += 8;
+    }
+    if flags & 0x02 != 0 {
+        at += 4;
+    }
+    let default = if flags & 0x08 != 0 && at + 4 <= tfhd.1 {
+        be32(d, at) as u64
+    } else {
+        defaults.get(&id).copied().unwrap_or(0)
+    };
+    let start = match child(d, traf, b"tfdt") {
+        Some((a, b)) if d[a] == 1 && b >= a + 12 => {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&d[a + 4..a + 12]);
+            u64::from_be_bytes(t)
+        }
+        Some((a, b)) if b >= a + 8 => be32(d, a + 4) as u64,
+        _ => 0,
+    };
+    let mut total = 0u64;
+    for (k, a, b) in boxes(d, traf.0, traf.1) {
+        if &k != b"trun" || b < a + 8 {
+            continue;
+        }
+        let flags = be32(d, a) & 0x00ff_ffff;
+        let count = be32(d, a + 4) as usize;
+        let mut at = a + 8;
+        if flags & 0x01 != 0 {
+            at += 4;
+        }
+        if flags & 0x04 != 0 {
+            at += 4;
+        }
+        let per = [0x100, 0x200, 0x400, 0x800]
+            .iter()
+            .filter(|f| flags & **f != 0)
+            .count()
+            * 4;
+        for i in 0..count {
+            let entry = at + i * per;
+            total += if flags & 0x100 != 0 && entry + 4 <= b {
+                be32(d, entry) as u64
+            } else {
+                default
+            };
+        }
+    }
+    Some((id, start, start + total))
 }
 
 /// Samples of encoder delay at the start of every `avenc_aac` stream.
@@ -382,4 +524,43 @@ fn signal_aac_priming(path: &Path, audio_delay_ns: i64) -> Result<(), PipelineEr
             .map_err(io(format!("patching {}", path.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fragmented file as a run leaves it (no duration in its header): its length comes
+    /// from the fragments.
+    #[test]
+    fn a_fragmented_files_length_is_read_from_its_fragments() {
+        gst::init().unwrap();
+        let dir = std::env::temp_dir().join(format!("roomcast-frag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.mp4");
+        let desc = format!(
+            "videotestsrc num-buffers=75 ! video/x-raw,width=160,height=120,framerate=25/1 ! \
+             x264enc key-int-max=25 ! h264parse ! mp4mux fragment-duration=1000 streamable=true ! \
+             filesink location={}",
+            path.display()
+        );
+        let pipeline = gst::parse::launch(&desc).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+        // Written as it went, never rewritten: the header's own length is zero.
+        let head = read_head(&mut std::fs::File::open(&path).unwrap()).unwrap();
+        let (a, _) = child(&head, moov(&head).unwrap(), b"mvhd").unwrap();
+        assert_eq!(be32(&head, a + 16), 0, "the header states no length");
+        let d = duration(&path).expect("a length");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            (d.mseconds() as i64 - 3000).abs() <= 40,
+            "75 frames at 25 fps read as {d}"
+        );
+    }
 }
