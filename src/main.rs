@@ -201,9 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             Ok(command::serve(a, Role::Worker)?)
         }
-        Cmd::PageRender { url, width, height } => {
-            Ok(roomcast::pipeline::page::render_main(&url, width, height)?)
-        }
+        Cmd::PageRender { url, width, height } => Ok(command::page_render(&url, width, height)?),
         Cmd::Transcode(a) => print(command::transcode(a)?),
         Cmd::Finalize { files } => {
             for f in files {

@@ -68,6 +68,12 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
     Ok(json!({ "spooled": entry.id, "sha256": entry.meta.sha256 }))
 }
 
+/// The custom view renderer's own process (`roomcast page-render`, started by a recording for
+/// each page): renders `url` until its input closes.
+pub fn page_render(url: &str, width: u32, height: u32) -> Result<()> {
+    Ok(pipeline::page::render_main(url, width, height)?)
+}
+
 /// Turns a recording left fragmented by a crash into a normal MP4.
 pub fn finalize(file: &Path) -> Result<Value> {
     let seg = pipeline::mp4::finalize(file)?;
