@@ -359,7 +359,8 @@ impl<H: JobHost> Run<'_, H> {
                         let mut room = Vec::new();
                         for cmd in cmds {
                             if let Command::Room { event } = &cmd {
-                                room.extend(translator.translate(event));
+                                let actions = translator.translate(event);
+                                room.extend(self.journal_chat_while_stopping(actions));
                                 continue;
                             }
                             apply_actions(&cmd_tx, std::mem::take(&mut room)).await;
@@ -373,6 +374,9 @@ impl<H: JobHost> Run<'_, H> {
         };
         while let Ok(ev) = erx.try_recv() {
             self.on_event(&cost_model, ev).await;
+        }
+        if !superseded && self.job.state == JobState::Stopping {
+            self.journal_late_chat(&mut translator).await;
         }
         let result = match result {
             Ok(r) => r,

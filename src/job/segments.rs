@@ -216,6 +216,53 @@ impl<H: JobHost> Run<'_, H> {
         }
     }
 
+    /// Chat said once the run was told to stop: the runner may already have let go of the
+    /// segment (it journals only what reached it before its file was finalized), so this run
+    /// writes such messages into the segment's journal itself, before the transcript is sealed.
+    /// Returns the actions that still go to the runner.
+    pub(super) fn journal_chat_while_stopping(
+        &self,
+        actions: Vec<super::platform::Action>,
+    ) -> Vec<super::platform::Action> {
+        use super::platform::Action;
+        if self.job.state != crate::queue::JobState::Stopping {
+            return actions;
+        }
+        let journal = self
+            .job
+            .segments
+            .last()
+            .filter(|s| s.status == SegmentStatus::Recording && s.path.is_file())
+            .map(|s| chat::journal_path(&s.path));
+        actions
+            .into_iter()
+            .filter_map(|a| match (a, &journal) {
+                (Action::Chat(line), Some(journal)) => {
+                    if let Err(e) = chat::append(journal, &line) {
+                        warn!(error = %e, "chat message not written to the segment's journal");
+                    }
+                    None
+                }
+                (a, _) => Some(a),
+            })
+            .collect()
+    }
+
+    /// Chat still waiting in the queue store when the recording ended (the loop that reads
+    /// commands has stopped): journaled like [`Self::journal_chat_while_stopping`]. Only for a
+    /// run that ends because it was stopped: a run handed back leaves its commands to the next.
+    pub(super) async fn journal_late_chat(&mut self, translator: &mut super::platform::Translator) {
+        let super::host::Poll::Commands(cmds) = self.host.poll(&self.job).await else {
+            return;
+        };
+        for cmd in cmds {
+            if let crate::queue::Command::Room { event } = &cmd {
+                let rest = self.journal_chat_while_stopping(translator.translate(event));
+                drop(rest);
+            }
+        }
+    }
+
     /// Seals the segment's chat journal into its transcript and hands it off like the
     /// segment (its `chatdata` webhook follows its delivery).
     async fn deliver_chat(&mut self, seg: &mut SegmentRecord) {
