@@ -17,6 +17,31 @@ fn hex_sha(data: &[u8]) -> String {
         .collect()
 }
 
+/// The AWS credential chain's variables, for the tests that upload in this process.
+fn s3_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// What the spool knows of segment 1 of room `room` holding `data`.
+fn room_segment(data: &[u8]) -> roomcast::delivery::spool::SegmentMeta {
+    roomcast::delivery::spool::SegmentMeta {
+        job_id: "j".into(),
+        app_id: "app".into(),
+        room_id: "room".into(),
+        conf_num: "1".into(),
+        segment: 1,
+        file_name: "room_1_1.mp4".into(),
+        started_at_unix_ms: 0,
+        ended_at_unix_ms: 0,
+        size: data.len() as u64,
+        sha256: hex_sha(data),
+        hls: None,
+        bundle: None,
+    }
+}
+
 fn env(data: &Path, port: u16, hook: u16) -> Vec<(&'static str, String)> {
     vec![
         ("ROOMCAST_DATA_DIR", data.display().to_string()),
@@ -101,7 +126,6 @@ async fn s3_down_keeps_the_file_in_the_spool_until_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_files_go_up_in_verified_parts() {
     use roomcast::delivery::s3::S3Target;
-    use roomcast::delivery::spool::SegmentMeta;
     let dir = TempDir::new("s3-multipart");
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket("big");
@@ -117,28 +141,13 @@ async fn large_files_go_up_in_verified_parts() {
         .collect();
     let path = dir.0.join("room_1_1.mp4");
     std::fs::write(&path, &data).unwrap();
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    s3_credentials();
     let t = S3Target::parse(&format!(
         "s3://big?endpoint={}&part_size_mb=5&multipart_threshold_mb=5",
         s3.endpoint()
     ))
     .unwrap();
-    let meta = SegmentMeta {
-        job_id: "j".into(),
-        app_id: "app".into(),
-        room_id: "room".into(),
-        conf_num: "1".into(),
-        segment: 1,
-        file_name: "room_1_1.mp4".into(),
-        started_at_unix_ms: 0,
-        ended_at_unix_ms: 0,
-        size: data.len() as u64,
-        sha256: hex_sha(&data),
-        hls: None,
-        bundle: None,
-    };
+    let meta = room_segment(&data);
     let url = t.put(&path, &meta).await.expect("multipart upload");
     assert_eq!(url, "s3://big/app/room/1/room_1_1.mp4");
     let back = s3.get("big", "app/room/1/room_1_1.mp4").await;
@@ -306,7 +315,6 @@ fn etag_lying_proxy(upstream: u16) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_whose_etag_does_not_match_is_not_counted_as_delivered() {
     use roomcast::delivery::s3::S3Target;
-    use roomcast::delivery::spool::SegmentMeta;
     let dir = TempDir::new("s3-etag");
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket("lies");
@@ -314,23 +322,8 @@ async fn an_object_whose_etag_does_not_match_is_not_counted_as_delivered() {
     let data = b"a small recording".repeat(1000);
     let path = dir.0.join("room_1_1.mp4");
     std::fs::write(&path, &data).unwrap();
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    let meta = SegmentMeta {
-        job_id: "j".into(),
-        app_id: "app".into(),
-        room_id: "room".into(),
-        conf_num: "1".into(),
-        segment: 1,
-        file_name: "room_1_1.mp4".into(),
-        started_at_unix_ms: 0,
-        ended_at_unix_ms: 0,
-        size: data.len() as u64,
-        sha256: hex_sha(&data),
-        hls: None,
-        bundle: None,
-    };
+    s3_credentials();
+    let meta = room_segment(&data);
     let lying = S3Target::parse(&format!("s3://lies?endpoint=http://127.0.0.1:{proxy}")).unwrap();
     let err = lying
         .put(&path, &meta)
