@@ -60,7 +60,7 @@ fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_sub_second_individual_recording_is_transcoded_or_refused_and_frees_its_budget() {
-    let receiver = Receiver::start(free_port());
+    let receiver = Receiver::start(0);
     let (_dir, api, _storage) = storage_service("short-individual", &receiver);
     let idle = capacity_free(&api);
     register_room(&api, "brief", 2, r#"{"layout":"grid"}"#);
@@ -112,7 +112,7 @@ fn a_sub_second_individual_recording_is_transcoded_or_refused_and_frees_its_budg
 
 #[test]
 fn a_stop_right_after_a_start_stores_only_playable_files() {
-    let receiver = Receiver::start(free_port());
+    let receiver = Receiver::start(0);
     let (_dir, api, storage) = storage_service("instant-stop", &receiver);
     let mut ids = Vec::new();
     for (i, delay_ms) in [0u64, 50, 100, 0, 50, 100].into_iter().enumerate() {
@@ -186,7 +186,7 @@ fn a_stop_right_after_a_start_stores_only_playable_files() {
 #[test]
 fn a_receiver_that_never_answers_holds_no_room_and_no_shutdown() {
     // Answers each webhook only after a minute.
-    let receiver = Receiver::start_with_delay(free_port(), Duration::from_secs(60));
+    let receiver = Receiver::start_with_delay(0, Duration::from_secs(60));
     let (dir, mut api, storage) = storage_service("hung-hook", &receiver);
     register_room(&api, "hung", 2, r#"{"layout":"grid"}"#);
     let (s, v) = start_recording(&api, "hung");

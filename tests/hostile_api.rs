@@ -184,9 +184,14 @@ fn answers_say_what_happened() {
 
 #[test]
 fn the_scrape_address_serves_metrics_and_probes_without_the_token() {
-    let port = free_port();
-    let at = format!("127.0.0.1:{port}");
-    let (_dir, api) = service("hostile-scrape", &[("ROOMCAST_METRICS_LISTEN", &at)]);
+    let (_dir, api) = service(
+        "hostile-scrape",
+        &[("ROOMCAST_METRICS_LISTEN", "127.0.0.1:0")],
+    );
+    let at = api
+        .scrape_addr
+        .clone()
+        .expect("the scrape address is announced");
     let (s, body) = http(&at, "GET", "/metrics", None, None);
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("roomcast_queue_depth"), "{body}");

@@ -148,7 +148,7 @@ fn service_env(tag: &str, extra: &[(&str, &str)]) -> (TempDir, Env, Receiver, Pa
     let dir = TempDir::new(tag);
     let storage = dir.path().join("storage");
     std::fs::create_dir_all(&storage).unwrap();
-    let receiver = Receiver::start(free_port());
+    let receiver = Receiver::start(0);
     let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
     let target = format!("file://{}", storage.display());
     let mut settings = vec![
@@ -416,7 +416,7 @@ fn below_the_free_space_floor_an_individual_recording_ends_and_its_files_are_del
     let dir = TempDir::new("legacy-floor");
     let disk = SmallDisk::mount(&dir.path().join("small"), "64m");
     let storage = dir.path().join("storage");
-    let receiver = Receiver::start(free_port());
+    let receiver = Receiver::start(0);
     let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
     let target = format!("file://{}", storage.display());
     let env = serve_env(

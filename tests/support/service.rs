@@ -10,6 +10,8 @@ pub struct Service {
     pub child: Option<std::process::Child>,
     /// API address, for processes that serve the API.
     pub addr: Option<String>,
+    /// The scrape address (`ROOMCAST_METRICS_LISTEN`), when it serves one.
+    pub scrape_addr: Option<String>,
     pub log: PathBuf,
 }
 
@@ -35,26 +37,30 @@ impl Service {
                 .map_while(Result::ok)
             {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(a) = v["listening"].as_str() {
-                        let _ = tx.send(a.to_string());
+                    // The scrape address is announced before the API's.
+                    for key in ["metrics_listening", "listening"] {
+                        if let Some(a) = v[key].as_str() {
+                            let _ = tx.send((key, a.to_string()));
+                        }
                     }
                 }
             }
         });
-        let addr = if api {
+        let (mut addr, mut scrape_addr) = (None, None);
+        while api && addr.is_none() {
             match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-                Ok(a) => Some(a),
+                Ok(("listening", a)) => addr = Some(a),
+                Ok((_, a)) => scrape_addr = Some(a),
                 Err(_) => panic!(
                     "roomcast {args:?} did not start: {}",
                     std::fs::read_to_string(log).unwrap_or_default()
                 ),
             }
-        } else {
-            None
-        };
+        }
         Service {
             child: Some(child),
             addr,
+            scrape_addr,
             log: log.to_path_buf(),
         }
     }
