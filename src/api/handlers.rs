@@ -36,10 +36,15 @@ pub(super) fn ok(msg: &str, mut extra: Value) -> Reply {
     reply(StatusCode::OK, extra)
 }
 
-pub(super) fn coded(code: Code, mut extra: Value) -> Reply {
+pub(super) fn coded(code: Code, extra: Value) -> Reply {
+    coded_saying(code, code.message(), extra)
+}
+
+/// [`coded`] with a message of its own in place of the code table's.
+pub(super) fn coded_saying(code: Code, msg: &str, mut extra: Value) -> Reply {
     let status = StatusCode::from_u16(code.info().http_status).unwrap_or(StatusCode::OK);
     extra["result"] = json!(code.as_u16());
-    extra["msg"] = json!(code.message());
+    extra["msg"] = json!(msg);
     reply(status, extra)
 }
 

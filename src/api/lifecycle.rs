@@ -124,12 +124,8 @@ pub(super) async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Co
         _ => cancelled.message(),
     };
     if end_waiting(st, &mut job, JobState::Cancelled, cancelled, msg).await? {
-        let mut body = json!({ "job_id": job.id, "state": "cancelled" });
-        body["msg"] = json!(msg);
-        body["result"] = json!(cancelled.as_u16());
-        let status = axum::http::StatusCode::from_u16(cancelled.info().http_status)
-            .unwrap_or(axum::http::StatusCode::OK);
-        return reply(status, body);
+        let body = json!({ "job_id": job.id, "state": "cancelled" });
+        return coded_saying(cancelled, msg, body);
     }
     st.store
         .push_command(

@@ -25,8 +25,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// User ids and display names are plain text of at most [`MAX_NAME_LEN`] characters without
 /// control characters (a newline in a name would forge a log line).
 pub fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
-    let plain = is_plain_text;
-    if let Some(bad) = ev.user_ids().into_iter().find(|u| !plain(u)) {
+    if let Some(bad) = ev.user_ids().into_iter().find(|u| !is_plain_text(u)) {
         return Err(format!(
             "user id {bad:?} must be 1-{MAX_NAME_LEN} characters without control characters"
         ));
@@ -37,7 +36,7 @@ pub fn check_event_text(ev: &PlatformEvent) -> Result<(), String> {
         }
         _ => None,
     };
-    if name.is_some_and(|n| !plain(n)) {
+    if name.is_some_and(|n| !is_plain_text(n)) {
         return Err(format!(
             "name must be 1-{MAX_NAME_LEN} characters without control characters"
         ));

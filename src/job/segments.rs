@@ -257,8 +257,8 @@ impl<H: JobHost> Run<'_, H> {
         };
         for cmd in cmds {
             if let crate::queue::Command::Room { event } = &cmd {
-                let rest = self.journal_chat_while_stopping(translator.translate(event));
-                drop(rest);
+                // The recording has ended: what is not chat has nowhere to go.
+                let _ = self.journal_chat_while_stopping(translator.translate(event));
             }
         }
     }
