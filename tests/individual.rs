@@ -243,14 +243,16 @@ fn a_synthetic_room_is_recorded_track_by_track() {
     let (v, a) = (find(&files, "p1", "video"), find(&files, "p1", "audio"));
     // A flash is compared when its whole beep (100 ms) lies inside the audio file: the run
     // stops on a whole second, where the last flash may land in the video's final frame
-    // while the audio file has already ended.
+    // while the audio file has already ended. Likewise a flash or beep already under way when
+    // its file begins is left out: each track's file starts on its own first buffer, so the
+    // first one may open mid-flash, where the flash's start is not in the file.
     let audio_end = ms(a, "end_ms");
-    let flashes: Vec<f64> = flash_onsets(&folder.join(v["file"].as_str().unwrap()), 20_000)
+    let flashes: Vec<f64> = flash_onsets_seen(&folder.join(v["file"].as_str().unwrap()), 20_000)
         .into_iter()
         .map(|t| t + ms(v, "start_ms"))
         .filter(|t| t + 0.1 <= audio_end)
         .collect();
-    let beeps: Vec<f64> = beep_onsets(&folder.join(a["file"].as_str().unwrap()), 2000.0)
+    let beeps: Vec<f64> = beep_onsets_seen(&folder.join(a["file"].as_str().unwrap()), 2000.0)
         .into_iter()
         .map(|t| t + ms(a, "start_ms"))
         .collect();

@@ -743,11 +743,11 @@ fn individual_recording_keeps_each_publishers_tracks_as_sent() {
     );
     // Ann's flashes and beeps, placed by the manifest (her sender's clock), line up.
     let (v, a) = (of("Ann", "video"), of("Ann", "audio"));
-    let flashes: Vec<f64> = flash_onsets(&folder.join(v["file"].as_str().unwrap()), 3000)
+    let flashes: Vec<f64> = flash_onsets_seen(&folder.join(v["file"].as_str().unwrap()), 3000)
         .into_iter()
         .map(|t| t + secs(&v, "start_ms"))
         .collect();
-    let beeps: Vec<f64> = beep_onsets(&folder.join(a["file"].as_str().unwrap()), 2000.0)
+    let beeps: Vec<f64> = beep_onsets_seen(&folder.join(a["file"].as_str().unwrap()), 2000.0)
         .into_iter()
         .map(|t| t + secs(&a, "start_ms"))
         .collect();

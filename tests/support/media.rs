@@ -288,6 +288,16 @@ pub fn frame_has_color(f: &Frame, rgb: u32) -> bool {
 /// Times where the count of white pixels (at 320x180) rises by more than `min_px` over the
 /// usual: the onsets of a sync reference's flashes.
 pub fn flash_onsets(file: &Path, min_px: usize) -> Vec<f64> {
+    flash_onsets_from(file, min_px, true)
+}
+
+/// [`flash_onsets`] without a flash already under way at the file's first frame: where such a
+/// flash began is not in the file (a track recorded on its own may start mid-flash).
+pub fn flash_onsets_seen(file: &Path, min_px: usize) -> Vec<f64> {
+    flash_onsets_from(file, min_px, false)
+}
+
+fn flash_onsets_from(file: &Path, min_px: usize, count_start: bool) -> Vec<f64> {
     let frames = all_frames(file, 320, 180);
     let counts: Vec<usize> = frames
         .iter()
@@ -302,9 +312,10 @@ pub fn flash_onsets(file: &Path, min_px: usize) -> Vec<f64> {
     sorted.sort_unstable();
     let base = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
     let on: Vec<bool> = counts.iter().map(|&c| c > base + min_px).collect();
-    // Before the first frame counts as dark: a flash under way at the start is an onset.
+    // Before the first frame counts as dark (when asked): a flash under way at the start is
+    // then an onset.
     (0..on.len())
-        .filter(|&i| on[i] && (i == 0 || !on[i - 1]))
+        .filter(|&i| on[i] && if i == 0 { count_start } else { !on[i - 1] })
         .map(|i| frames[i].0)
         .collect()
 }
@@ -339,15 +350,21 @@ pub fn audio_mono_on_timeline(path: &Path, rate: u32) -> Vec<f32> {
 /// Times where a `hz` tone starts (at least 0.5 s apart): the onsets of a sync reference's
 /// beeps.
 pub fn beep_onsets(file: &Path, hz: f64) -> Vec<f64> {
-    onsets_of(&audio_mono(file, 48_000), hz)
+    onsets_of(&audio_mono(file, 48_000), hz, true)
+}
+
+/// [`beep_onsets`] without a beep already under way at the file's first sample: where such a
+/// beep began is not in the file.
+pub fn beep_onsets_seen(file: &Path, hz: f64) -> Vec<f64> {
+    onsets_of(&audio_mono(file, 48_000), hz, false)
 }
 
 /// [`beep_onsets`] measured on the file's timeline ([`audio_mono_on_timeline`]).
 pub fn beep_onsets_on_timeline(file: &Path, hz: f64) -> Vec<f64> {
-    onsets_of(&audio_mono_on_timeline(file, 48_000), hz)
+    onsets_of(&audio_mono_on_timeline(file, 48_000), hz, true)
 }
 
-fn onsets_of(pcm: &[f32], hz: f64) -> Vec<f64> {
+fn onsets_of(pcm: &[f32], hz: f64, count_start: bool) -> Vec<f64> {
     let rate = 48_000u32;
     let hop = 48; // 1 ms
     let win = 240; // 5 ms
@@ -359,10 +376,15 @@ fn onsets_of(pcm: &[f32], hz: f64) -> Vec<f64> {
     let thr = peak * 0.3;
     let mut out = Vec::new();
     let mut last = -10.0;
-    // Before the first sample counts as silent: a beep under way at the start is an onset.
+    // Before the first sample counts as silent (when asked): a beep under way at the start
+    // is then an onset.
     for i in 0..env.len() {
         let t = (i * hop + win / 2) as f64 / rate as f64;
-        let before = if i == 0 { 0.0 } else { env[i - 1] };
+        let before = match i {
+            0 if count_start => 0.0,
+            0 => f64::INFINITY,
+            _ => env[i - 1],
+        };
         if env[i] > thr && before <= thr && t - last > 0.5 {
             out.push(t);
             last = t;
