@@ -6,7 +6,7 @@
 
 use roomcast::api::input;
 use roomcast::codes::Code;
-use roomcast::job::platform::{Action, Translator};
+use roomcast::job::spec::platform::{Action, Translator};
 use roomcast::job::RoomState;
 use roomcast::layout::{Canvas, Layout, LayoutDef, Tile};
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use roomcast::job::runner::{record, JobCommand, RecordingSpec};
+use roomcast::job::{record, JobCommand, RecordingSpec};
 use roomcast::layout::Layout;
 use roomcast::pipeline::{self, Preset};
 use roomcast::room::synthetic::SyntheticRoom;

@@ -224,7 +224,7 @@ fn file_len(p: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destinations_are_added_and_removed_while_recording() {
-    use roomcast::job::runner::{record, JobCommand, RecordingSpec};
+    use roomcast::job::{record, JobCommand, RecordingSpec};
     use roomcast::layout::Layout;
     use roomcast::pipeline::rtmp::RtmpUrl;
     use roomcast::pipeline::{self, Preset};

@@ -233,7 +233,7 @@ pub(super) async fn submit(
     });
     let cost = if kind == JobKind::Individual {
         // Received media is written as it came: a small share per participant.
-        crate::job::legacy::INDIVIDUAL_COST_PER_PARTICIPANT
+        crate::job::kinds::legacy::INDIVIDUAL_COST_PER_PARTICIPANT
             * known_participants(room).unwrap_or(1).max(1) as f64
     } else if shares {
         preset.output_cost(rtmp_urls.len())
@@ -623,7 +623,7 @@ pub(super) async fn recordings(State(st): St, Query(q): Query<HashMap<String, St
         .filter(|e| from.is_none_or(|f| e.ended_ms >= f))
         .filter(|e| to.is_none_or(|t| e.started_ms <= t))
         .filter(|e| {
-            if crate::job::chat::is_transcript(&e.file_name) {
+            if crate::job::files::chat::is_transcript(&e.file_name) {
                 chats
             } else {
                 recordings

@@ -381,7 +381,7 @@ async fn fall_back_waiting(
         end_waiting(st, job, JobState::Failed, Code::RecordLegacyRunning, msg).await?;
         return Ok(());
     }
-    let fallback = crate::job::legacy::fallback_job(job);
+    let fallback = crate::job::kinds::legacy::fallback_job(job);
     let msg = format!(
         "{msg}; recording the room individually instead (job {}): the recording will be made \
          available post-session",

@@ -167,7 +167,7 @@ pub async fn live(
         seconds,
         rtmp: rtmp.is_some(),
         stream_job,
-        shared_composite: crate::job::session::sharing(),
+        shared_composite: crate::job::media::session::sharing(),
         cores_total: cpu / wall,
         cores_per_job: cpu / wall / jobs.max(1) as f64,
         peak_rss_mib: peak_rss_mib(),

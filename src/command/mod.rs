@@ -46,7 +46,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         .len();
     let now = crate::clock::now_ms();
     let file_name = crate::util::file_name(file);
-    let segment = job::segments::segment_number(&file_name).unwrap_or(1);
+    let segment = job::files::naming::segment_number(&file_name).unwrap_or(1);
     let meta = SegmentMeta {
         job_id: format!("{app_id}-{room}-{conf}-{segment}"),
         app_id: app_id.to_string(),
@@ -351,14 +351,14 @@ pub fn transcode(a: TranscodeArgs) -> Result<Value> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
-    let spec = job::transcode::TranscodeSpec {
+    let spec = job::kinds::transcode::TranscodeSpec {
         manifest: a.manifest,
         out_dir,
         layout: Layout::resolve(&a.layout)?,
         preset: Preset::resolve(&a.preset)?,
         watermark: a.watermark,
     };
-    let report = runtime()?.block_on(job::transcode::transcode(&spec))?;
+    let report = runtime()?.block_on(job::kinds::transcode::transcode(&spec))?;
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 
@@ -400,7 +400,7 @@ pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("roomcast-bench-transcode-{}", std::process::id()));
     let mut room = crate::room::synthetic::SyntheticRoom::steady(b.participants as usize);
     room.camera_size = (w, h);
-    let spec = job::individual::IndividualSpec {
+    let spec = job::kinds::individual::IndividualSpec {
         dir: dir.clone(),
         room_id: "bench".into(),
         conf_num: "1".into(),
@@ -408,7 +408,7 @@ pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
     };
     let rt = runtime()?;
     let cpu0 = crate::bench::cpu_seconds();
-    let rec = rt.block_on(job::individual::record_individual(
+    let rec = rt.block_on(job::kinds::individual::record_individual(
         &room,
         &spec,
         Some(Duration::from_secs(b.seconds as u64)),
@@ -416,14 +416,14 @@ pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
     ))?;
     let rec_cpu = crate::bench::cpu_seconds() - cpu0;
     let bytes: u64 = rec.manifest.files.iter().map(|f| f.bytes).sum();
-    let spec = job::transcode::TranscodeSpec {
+    let spec = job::kinds::transcode::TranscodeSpec {
         manifest: rec.manifest_path.clone(),
         out_dir: dir.clone(),
         layout: Layout::resolve(&b.layout)?,
         preset: Preset::resolve(&b.preset)?,
         watermark: None,
     };
-    let report = rt.block_on(job::transcode::transcode(&spec));
+    let report = rt.block_on(job::kinds::transcode::transcode(&spec));
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     Ok(json!({

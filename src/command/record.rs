@@ -423,14 +423,14 @@ pub fn record(req: RecordRequest) -> Result<RecordReport> {
 /// `--individual`: the room's tracks as received, into `<out>/<room>_<conf>_1_tracks/`, until
 /// the duration ends, the room ends, or SIGINT/SIGTERM. The line lists the files and manifest.
 fn record_individually(req: RecordRequest) -> Result<RecordReport> {
-    let target = job::individual::IndividualSpec {
+    let target = job::kinds::individual::IndividualSpec {
         dir: req.out,
         room_id: req.room_id,
         conf_num: req.conf_num,
         segment: 1,
     };
     let rt = runtime()?;
-    let outcome = rt.block_on(job::individual::record_spec(
+    let outcome = rt.block_on(job::kinds::individual::record_spec(
         &req.connector,
         &target,
         req.duration,
@@ -463,7 +463,7 @@ fn record_individually(req: RecordRequest) -> Result<RecordReport> {
         "end": format!("{:?}", outcome.end),
     });
     let failure = match &outcome.end {
-        job::individual::IndividualEnd::Disconnected(reason) => Some(Error::Job {
+        job::kinds::individual::IndividualEnd::Disconnected(reason) => Some(Error::Job {
             code: crate::codes::Code::RecordError,
             message: format!("the room connection was lost: {reason}"),
         }),

@@ -2,7 +2,7 @@
 //! queue store, fenced by the job's attempt number; and the worker's delivery loop.
 
 use super::Worker;
-use crate::job::segments::{archive_entry, chat_archive_entry, chat_meta, segment_meta};
+use crate::job::files::records::{archive_entry, chat_archive_entry, chat_meta, segment_meta};
 use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
 use crate::queue::{ArchiveEntry, Job, SegmentStatus, StoreResult};
 use std::sync::atomic::AtomicBool;
@@ -167,7 +167,8 @@ impl Worker {
                 let target = job.spec.storage.clone();
                 if seg.status == SegmentStatus::Kept && seg.path.is_dir() {
                     // An individual segment's folder.
-                    if crate::job::legacy::retry_kept_folder(&self.outbox, &mut job, i).await {
+                    if crate::job::kinds::legacy::retry_kept_folder(&self.outbox, &mut job, i).await
+                    {
                         info!(job = %job.id, file = %job.segments[i].file_name,
                             "kept segment folder handed to the spool");
                         let entry = archive_entry(&job, &job.segments[i]);
@@ -190,7 +191,7 @@ impl Worker {
                     }
                 }
                 let seg = &job.segments[i];
-                let transcript = crate::job::chat::transcript_path(&seg.path);
+                let transcript = crate::job::files::chat::transcript_path(&seg.path);
                 let Some(mut chat) = seg
                     .chat
                     .clone()

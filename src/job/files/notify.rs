@@ -227,7 +227,7 @@ impl Notifier {
         if let Some(bundle) = &meta.bundle {
             return self.bundle_file(q, bundle, meta, url);
         }
-        if crate::job::chat::is_transcript(&meta.file_name) {
+        if crate::job::files::chat::is_transcript(&meta.file_name) {
             q.enqueue(&file_event_id(meta), &chatdata_event(meta, url))
         } else {
             q.enqueue(&file_event_id(meta), &live_recording_event(meta, url))
@@ -369,7 +369,7 @@ pub fn file_event_id(m: &SegmentMeta) -> String {
     }
     match m
         .file_name
-        .strip_suffix(crate::job::chat::TRANSCRIPT_SUFFIX)
+        .strip_suffix(crate::job::files::chat::TRANSCRIPT_SUFFIX)
     {
         Some(stem) => format!("cd_{stem}-{sha}"),
         None => format!("lr_{}-{sha}", m.file_name.trim_end_matches(".mp4")),

@@ -4,10 +4,10 @@
 //!
 //! Owns no lifecycle (the runner's) and no signalling (the room's).
 
-use super::page::MAX_RSS;
-use super::page::{PageLayer, PageUpdate};
-use super::runner::{EndReason, JobEvent};
-use super::RoomState;
+use crate::job::media::page::MAX_RSS;
+use crate::job::media::page::{PageLayer, PageUpdate};
+use crate::job::spec::state::RoomState;
+use crate::job::spec::{EndReason, JobEvent};
 use crate::layout::{parse_color, Layout, TileId};
 use crate::model::page::{ChatLine, PageSpec};
 
@@ -26,27 +26,27 @@ use tracing::{debug, info, warn};
 
 /// A running recording's media side: its composite and RTMP destinations, the room as it
 /// stands, and the layout in force.
-pub(super) struct Job {
-    pub(super) composite: Composite,
-    pub(super) destinations: Vec<Destination>,
-    pub(super) next_destination: u32,
-    pub(super) events: Option<mpsc::UnboundedSender<JobEvent>>,
-    pub(super) state: RoomState,
-    pub(super) layout: Layout,
+pub(crate) struct Job {
+    pub(crate) composite: Composite,
+    pub(crate) destinations: Vec<Destination>,
+    pub(crate) next_destination: u32,
+    pub(crate) events: Option<mpsc::UnboundedSender<JobEvent>>,
+    pub(crate) state: RoomState,
+    pub(crate) layout: Layout,
     /// The custom view page, if one is shown (or tried).
-    pub(super) page: Option<PageLayer>,
+    pub(crate) page: Option<PageLayer>,
     /// A page replacing a shown one: it loads unseen and takes over once it is shown.
-    pub(super) next_page: Option<PageLayer>,
+    pub(crate) next_page: Option<PageLayer>,
     /// The latest chat messages, for the page.
-    pub(super) chat: std::collections::VecDeque<ChatLine>,
+    pub(crate) chat: std::collections::VecDeque<ChatLine>,
     /// When the recording started (ms since the epoch), for the page's clock.
-    pub(super) started_ms: u64,
+    pub(crate) started_ms: u64,
     /// Where the room learns how large each camera is drawn.
-    pub(super) shown: crate::room::ShownSizes,
+    pub(crate) shown: crate::room::ShownSizes,
 }
 
 impl Job {
-    pub(super) fn add_destination(&mut self, url: RtmpUrl) -> Result<(), Error> {
+    pub(crate) fn add_destination(&mut self, url: RtmpUrl) -> Result<(), Error> {
         let live = self
             .destinations
             .iter()
@@ -69,7 +69,7 @@ impl Job {
         Ok(())
     }
 
-    pub(super) async fn remove_destination(&mut self, id: u32) {
+    pub(crate) async fn remove_destination(&mut self, id: u32) {
         if let Some(i) = self.destinations.iter().position(|d| d.id == id) {
             let d = self.destinations.remove(i);
             info!(destination = id, "removing RTMP destination");
@@ -85,7 +85,7 @@ impl Job {
     /// Shows `page` over the tiles from now on (None: none). A shown page stays until its
     /// replacement is shown (or fails), so the recording does not drop to the room's layout
     /// in between.
-    pub(super) async fn set_page(&mut self, page: Option<PageSpec>) {
+    pub(crate) async fn set_page(&mut self, page: Option<PageSpec>) {
         self.next_page = None;
         let Some(spec) = page else {
             self.page = None;
@@ -113,7 +113,7 @@ impl Job {
     }
 
     /// The next change of the page or of its replacement (never, without either).
-    pub(super) async fn page_update(&mut self) -> PageUpdate {
+    pub(crate) async fn page_update(&mut self) -> PageUpdate {
         let next = async {
             match &mut self.next_page {
                 Some(p) => p.next().await,
@@ -138,7 +138,7 @@ impl Job {
         }
     }
 
-    pub(super) fn on_page(&mut self, update: PageUpdate) -> Result<(), PipelineError> {
+    pub(crate) fn on_page(&mut self, update: PageUpdate) -> Result<(), PipelineError> {
         if let Some(status) = update.status {
             self.report(JobEvent::Page(status));
         }
@@ -155,7 +155,7 @@ impl Job {
     }
 
     /// A chat message: the page learns it (with the latest before it).
-    pub(super) fn on_chat(&mut self, line: ChatLine) {
+    pub(crate) fn on_chat(&mut self, line: ChatLine) {
         debug!(from = %line.user_id, chars = line.text.chars().count(), "chat message");
         if self.chat.len() >= PAGE_CHAT_LINES {
             self.chat.pop_front();
@@ -176,7 +176,7 @@ impl Job {
         }
     }
 
-    pub(super) fn relayout(&mut self) -> Result<(), PipelineError> {
+    pub(crate) fn relayout(&mut self) -> Result<(), PipelineError> {
         let tiles = self.state.tiles();
         let layout = self
             .page
@@ -195,7 +195,7 @@ impl Job {
     }
 
     /// Applies a batch of room events; the reason to end when the room is gone.
-    pub(super) fn on_room(&mut self, events: Vec<RoomEvent>) -> Result<Option<EndReason>, Error> {
+    pub(crate) fn on_room(&mut self, events: Vec<RoomEvent>) -> Result<Option<EndReason>, Error> {
         if events.iter().any(|e| matches!(e, RoomEvent::RoomDestroyed)) {
             info!("room destroyed");
             return Ok(Some(EndReason::RoomDestroyed));
@@ -211,7 +211,7 @@ impl Job {
         Ok(None)
     }
 
-    pub(super) fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
+    pub(crate) fn on_events(&mut self, events: Vec<RoomEvent>) -> Result<(), PipelineError> {
         for ev in events {
             self.on_event(ev)?;
         }
@@ -219,7 +219,7 @@ impl Job {
         self.relayout()
     }
 
-    pub(super) fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
+    pub(crate) fn on_event(&mut self, event: RoomEvent) -> Result<(), PipelineError> {
         self.state.apply(&event);
         match event {
             RoomEvent::ParticipantJoined { id, display_name } => {

@@ -1,22 +1,25 @@
-//! A job's media run: what it is given ([`RecordingSpec`]), told ([`JobCommand`]), reports
-//! ([`JobEvent`]) and ends with ([`Recording`]).
+//! What a job is, is told and reports, before anything runs: the media run's spec
+//! ([`RecordingSpec`]), commands ([`JobCommand`]), events ([`JobEvent`]) and end
+//! ([`Recording`]); the validated [`plan`]; the room as the job knows it ([`state`]); the
+//! platform's room events turned into commands ([`platform`]); what a job needs from whoever
+//! runs it ([`host`]).
 //!
-//! [`record`] runs the job's outputs in the room's session ([`super::session`]): the room's
-//! running composite when another job of the room already has one, else a new one. Stop ends
-//! the job's outputs (EOS, the muxer finishing under [`EOS_TIMEOUT`]), then the MP4 segment is
-//! finalized.
+//! The bottom layer of `job/`: plain data and pure translation. It touches no media, no files
+//! and no storage, and imports nothing from the layers above (`files`, `media`, `run`,
+//! `kinds`).
 
-use super::segments::reserve_segment;
+pub mod host;
+pub mod plan;
+pub mod platform;
+pub mod state;
+
 use crate::layout::Layout;
 use crate::pipeline::mp4::SegmentFile;
 use crate::pipeline::rtmp::{DestinationStatus, RtmpUrl};
 use crate::pipeline::Preset;
-use crate::room::{RoomEvent, RoomHandle};
-use crate::Error;
+use crate::room::RoomEvent;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tracing::{info_span, Instrument};
 
 /// Longest wait for the pipeline to drain after a stop.
 pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,46 +146,3 @@ pub enum JobEvent {
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// The mixers producing nothing for this long ends the segment ([`EndReason::Stalled`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Records the room until stopped, the duration ends or the room goes away; returns the
-/// finalized segment.
-pub async fn record(
-    spec: RecordingSpec,
-    room: RoomHandle,
-    commands: mpsc::Receiver<JobCommand>,
-) -> Result<Recording, Error> {
-    record_with_events(spec, room, commands, None).await
-}
-
-/// [`record`], reporting [`JobEvent`]s as they happen.
-pub async fn record_with_events(
-    spec: RecordingSpec,
-    room: RoomHandle,
-    commands: mpsc::Receiver<JobCommand>,
-    events: Option<mpsc::UnboundedSender<JobEvent>>,
-) -> Result<Recording, Error> {
-    let path = if spec.record {
-        Some(reserve_segment(
-            &spec.out_dir,
-            &spec.room_id,
-            &spec.conf_num,
-            spec.first_segment,
-        )?)
-    } else {
-        None
-    };
-    let shown = path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let span = info_span!("recording", room = %spec.room_id, conf = %spec.conf_num, file = %shown);
-    let result = super::session::run(spec, path.clone(), room, commands, events)
-        .instrument(span)
-        .await;
-    if let Some(path) = path {
-        if result.is_err() && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            // Nothing was recorded: give the segment name back.
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    result
-}

@@ -1,7 +1,7 @@
 //! Platform room events (the platform's view of the room, posted to the API) → what a running
 //! job does with them.
 
-use super::JobCommand;
+use crate::job::spec::JobCommand;
 use crate::layout::Layout;
 use crate::queue::{MediaKind, PlatformEvent, RoomMode};
 use crate::room::synthetic::SyntheticRoom;
@@ -165,7 +165,7 @@ impl Translator {
 }
 
 /// Sends the actions to the runner; consecutive event lists go as one.
-pub(super) async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
+pub(crate) async fn apply_actions(tx: &mpsc::Sender<JobCommand>, actions: Vec<Action>) {
     // Consecutive event lists become one.
     let mut merged: Vec<Action> = Vec::new();
     for a in actions {

@@ -8,16 +8,16 @@
 //! transcode while the spool delivers; the transcode removes it once every file of it is in
 //! the spool. Without storage the folder is where the files are reported.
 
-use super::execute::{Run, COMMAND_POLL};
-use super::host::{JobHost, Poll};
-use super::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
-use super::notify::{Subject, Transition};
-use super::outbox::{HandOff, Outbox};
-use super::plan::Plan;
-use super::segments::{archive_entry, segment_meta};
-use super::JobCommand;
 use crate::codes::Code;
 use crate::delivery::spool::{Bundle, BundleKind};
+use crate::job::files::notify::{Subject, Transition};
+use crate::job::files::outbox::{HandOff, Outbox};
+use crate::job::files::records::{archive_entry, segment_meta};
+use crate::job::kinds::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
+use crate::job::run::context::{Run, COMMAND_POLL};
+use crate::job::spec::host::{JobHost, Poll};
+use crate::job::spec::plan::Plan;
+use crate::job::spec::JobCommand;
 use crate::model::manifest::Manifest;
 use crate::queue::{
     now_ms, Command, Job, JobKind, JobSpec, JobState, PlatformEvent, SegmentRecord, SegmentStatus,
@@ -95,7 +95,7 @@ fn spool_link(file: &Path) -> std::io::Result<PathBuf> {
 impl<H: JobHost> Run<'_, H> {
     /// Runs an `individual` job: joins the room, records its tracks until stopped (or the
     /// room ends), delivers the folder and queues its transcode.
-    pub(super) async fn run_individual(
+    pub(crate) async fn run_individual(
         &mut self,
         mut local: mpsc::Receiver<JobCommand>,
         hand_back: Arc<AtomicBool>,
@@ -240,7 +240,7 @@ impl<H: JobHost> Run<'_, H> {
     /// the room is queued in its place and the live job ends with 7014 ("available
     /// post-session with a delay"); 7205 when the room already records individually; the
     /// plain failure when nothing can be queued.
-    pub(super) async fn fall_back(&mut self, cause: Code, msg: String) {
+    pub(crate) async fn fall_back(&mut self, cause: Code, msg: String) {
         // An individual recording writes to the same disk: none when that disk is what
         // failed (and a store on it must not be written to either).
         let free = crate::util::free_bytes(&self.env.recordings_dir).unwrap_or(u64::MAX);
@@ -278,10 +278,25 @@ impl<H: JobHost> Run<'_, H> {
             .then_some(Code::RecordDelayed)
     }
 
+    /// Finishes the individual segments an earlier run left `recording`: their files are
+    /// written as they come; what their manifests list is delivered and transcoded.
+    pub(crate) async fn recover_folders(&mut self) {
+        let folders: Vec<PathBuf> = self
+            .job
+            .segments
+            .iter()
+            .filter(|s| s.status == SegmentStatus::Recording && s.path.is_dir())
+            .map(|s| s.path.clone())
+            .collect();
+        for folder in folders {
+            self.finish_folder(&folder).await;
+        }
+    }
+
     /// Ends a segment folder: records it, hands its files to delivery (one bundle) and queues
     /// its transcode. A folder without a readable manifest (the run died before writing one)
     /// is left where it is.
-    pub(super) async fn finish_folder(&mut self, folder: &Path) {
+    pub(crate) async fn finish_folder(&mut self, folder: &Path) {
         let name = crate::util::file_name(folder);
         let Some(i) = self.job.segments.iter().position(|s| s.file_name == name) else {
             return;
@@ -327,7 +342,7 @@ impl<H: JobHost> Run<'_, H> {
 
     /// Runs a `transcode` job: lays out its segment's manifest into one MP4 and hands it to
     /// delivery (the `transcoded` webhook follows it).
-    pub(super) async fn run_transcode(&mut self) {
+    pub(crate) async fn run_transcode(&mut self) {
         let Some(manifest) = self.job.spec.manifest.clone() else {
             return self
                 .fail(
@@ -362,14 +377,14 @@ impl<H: JobHost> Run<'_, H> {
         self.job.msg = "transcoding".into();
         self.job.started_ms = Some(now_ms());
         self.save().await;
-        let spec = super::transcode::TranscodeSpec {
+        let spec = crate::job::kinds::transcode::TranscodeSpec {
             manifest: manifest.clone(),
             out_dir: self.env.recordings_dir.clone(),
             layout: plan.layout,
             preset: plan.preset,
             watermark,
         };
-        let report = match super::transcode::transcode(&spec).await {
+        let report = match crate::job::kinds::transcode::transcode(&spec).await {
             Ok(r) => r,
             Err(e) => return self.fail(e.code(), e.to_string()).await,
         };

@@ -365,7 +365,7 @@ pub async fn record_spec(
     limit: Option<Duration>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<IndividualOutcome> {
-    let (handle, _) = super::plan::connect(connector, limit).await?;
+    let (handle, _) = crate::job::spec::plan::connect(connector, limit).await?;
     record_joined(handle, spec, limit, stop).await
 }
 

@@ -56,7 +56,7 @@ enum Phase {
 
 /// What the job must do after the page moved on.
 #[derive(Debug, Default)]
-pub(super) struct PageUpdate {
+pub(crate) struct PageUpdate {
     /// The tiles' layout changed (the page marked other boxes, or the page fell back).
     pub relayout: bool,
     /// The page's status changed: record and announce it.
@@ -64,7 +64,7 @@ pub(super) struct PageUpdate {
 }
 
 /// A job's page, from check to fallback.
-pub(super) struct PageLayer {
+pub(crate) struct PageLayer {
     spec: PageSpec,
     canvas: (u32, u32),
     overlay: Arc<PageOverlay>,
@@ -89,7 +89,7 @@ pub(super) struct PageLayer {
 
 impl PageLayer {
     /// Starts showing `spec` on a `canvas`-sized composite whose page overlay is `overlay`.
-    pub(super) async fn start(
+    pub(crate) async fn start(
         spec: PageSpec,
         canvas: (u32, u32),
         overlay: Arc<PageOverlay>,
@@ -130,17 +130,17 @@ impl PageLayer {
     }
 
     /// The page's status.
-    pub(super) fn status(&self) -> &PageStatus {
+    pub(crate) fn status(&self) -> &PageStatus {
         &self.status
     }
 
     /// Whether the page is on screen.
-    pub(super) fn is_shown(&self) -> bool {
+    pub(crate) fn is_shown(&self) -> bool {
         matches!(self.phase, Phase::Shown { .. })
     }
 
     /// The layout the page's marked tiles make, while it is shown and marks any.
-    pub(super) fn layout(&self) -> Option<&Layout> {
+    pub(crate) fn layout(&self) -> Option<&Layout> {
         match self.phase {
             Phase::Shown { .. } => self.layout.as_ref(),
             _ => None,
@@ -148,7 +148,7 @@ impl PageLayer {
     }
 
     /// Sends the room as it stands to the page.
-    pub(super) fn send_room(
+    pub(crate) fn send_room(
         &self,
         tiles: &[Tile],
         layout: &str,
@@ -199,7 +199,7 @@ impl PageLayer {
     }
 
     /// Waits for the page to move on (a message, a failure, a timeout, a retry).
-    pub(super) async fn next(&mut self) -> PageUpdate {
+    pub(crate) async fn next(&mut self) -> PageUpdate {
         loop {
             let update = tokio::select! {
                 msg = self.channel.recv() => match msg {

@@ -39,7 +39,7 @@ impl Plan {
 /// Joins the room `connector` names; a demo script is spread over `length` (15 s when
 /// none). A synthetic room is returned as well: platform joins add generated participants
 /// to it.
-pub(super) async fn connect(
+pub(crate) async fn connect(
     connector: &ConnectorSpec,
     length: Option<Duration>,
 ) -> Result<(RoomHandle, Option<SyntheticRoom>), crate::Error> {

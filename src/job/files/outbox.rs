@@ -3,11 +3,11 @@
 //!
 //! One [`Outbox`] per process, shared by every job it runs (worker or command line).
 
-use super::host::JobHost;
-use super::notify::Notifier;
 use crate::config::DeliveryConfig;
 use crate::delivery::spool::{sha256_file, SegmentMeta};
 use crate::delivery::{Deliverer, DeliveryListener, DrainReport};
+use crate::job::files::notify::Notifier;
+use crate::job::spec::host::JobHost;
 use crate::queue::{ArchiveEntry, DeliveryFailure, SegmentStatus};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,8 +8,8 @@
 //! composite runs offline; both mixers' outputs are held at the time of the next events while
 //! they are applied ([`Gate`]), so a layout change lands on the frame it would have live.
 
-use super::live::Job;
-use super::RoomState;
+use crate::job::media::live::Job;
+use crate::job::spec::state::RoomState;
 use crate::layout::{parse_color, Layout};
 use crate::model::manifest::{EventKind, FileKind, Manifest};
 use crate::model::Preset;
