@@ -5,7 +5,7 @@
 //! becomes a figure the command prints.
 
 use super::probe::{av_offsets_ms, probe};
-use super::{cpu_seconds, peak_rss_mib};
+use crate::util::{cpu_seconds, peak_rss_mib};
 use crate::job::{record, RecordingSpec};
 use crate::layout::Layout;
 use crate::model::{Preset, RtmpUrl};

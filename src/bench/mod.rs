@@ -13,6 +13,7 @@ use crate::pipeline::composite::Output;
 use crate::pipeline::source::{Timing, TrackSource};
 use crate::pipeline::{Composite, CompositeOptions, Preset};
 use crate::room::synthetic::SyntheticRoom;
+use crate::util::{cpu_seconds, peak_rss_mib};
 use anyhow::Context;
 use gst::prelude::*;
 use serde::Serialize;
@@ -88,27 +89,6 @@ fn process_tree(pid: u32) -> (f64, u64) {
         }
     }
     (cpu, rss)
-}
-
-pub(crate) fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-pub(crate) fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Runs the bench.

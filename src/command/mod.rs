@@ -407,14 +407,14 @@ pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
         segment: 1,
     };
     let rt = runtime()?;
-    let cpu0 = crate::bench::cpu_seconds();
+    let cpu0 = crate::util::cpu_seconds();
     let rec = rt.block_on(job::kinds::individual::record_individual(
         &room,
         &spec,
         Some(Duration::from_secs(b.seconds as u64)),
         std::future::pending(),
     ))?;
-    let rec_cpu = crate::bench::cpu_seconds() - cpu0;
+    let rec_cpu = crate::util::cpu_seconds() - cpu0;
     let bytes: u64 = rec.manifest.files.iter().map(|f| f.bytes).sum();
     let spec = job::kinds::transcode::TranscodeSpec {
         manifest: rec.manifest_path.clone(),

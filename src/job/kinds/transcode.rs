@@ -308,7 +308,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     if !opening.is_empty() {
         job.on_events(opening)?;
     }
-    let cpu0 = crate::bench::cpu_seconds();
+    let cpu0 = crate::util::cpu_seconds();
     let t0 = Instant::now();
     let bus = pipeline
         .bus()
@@ -357,7 +357,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         None => pipeline::bus::wait_eos(&mut stream, limit, "finish the transcode", |_| true).await,
     };
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = crate::bench::cpu_seconds() - cpu0;
+    let cpu = crate::util::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();
     let seg = tokio::task::block_in_place(|| {
         job.composite.wait_retired(Duration::from_secs(10));
