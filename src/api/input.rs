@@ -495,7 +495,7 @@ mod tests {
         assert!(matches!(
             janus(r#""top""#).unwrap().connector,
             ConnectorSpec::Janus {
-                simulcast: Some(crate::model::job::SimulcastChoice::Top),
+                simulcast: Some(crate::model::room::SimulcastChoice::Top),
                 ..
             }
         ));

@@ -1,7 +1,7 @@
 //! Room events the platform reports (`POST /v1/rooms/{id}/events`), as stored and forwarded
 //! to running jobs. Plain serde data; the API checks their text, the job translates them.
 
-use super::job::RoomMode;
+use super::room::RoomMode;
 use serde::{Deserialize, Serialize};
 
 /// A room event reported by the platform.

@@ -4,6 +4,7 @@
 //! ([`feed`]). The API validates requests with these types, the queue stores them, the worker
 //! and the pipeline consume them.
 
+pub mod command;
 pub mod event;
 pub mod feed;
 pub mod hls;
@@ -11,6 +12,7 @@ pub mod job;
 pub mod manifest;
 pub mod page;
 pub mod preset;
+pub mod room;
 pub mod rtmp;
 pub mod watermark;
 

@@ -1,5 +1,5 @@
 //! The job queue and the state every process shares: rooms, jobs, commands, workers, archive
-//! (the types are in `model::job`). Storage only: no media, no delivery, no webhooks.
+//! (the types are in `model::{room, job, command}`). Storage only: no media, no delivery, no webhooks.
 //!
 //! Two stores hold the same JSON:
 //! - [`embedded`]: a redb file in the data folder, for one machine with no external service
@@ -16,7 +16,10 @@ pub mod embedded;
 
 pub mod redis;
 
+pub use crate::model::command::*;
+pub use crate::model::event::{MediaKind, PlatformEvent};
 pub use crate::model::job::*;
+pub use crate::model::room::*;
 
 use std::time::Duration;
 

@@ -50,7 +50,7 @@ use subscribe::{reconnect, subscribe_feed, subscriber_join};
 
 use crate::codes::Code;
 use crate::model::feed::FeedBoard;
-use crate::model::job::SimulcastChoice;
+use crate::model::room::SimulcastChoice;
 use crate::pipeline::source::webrtc::{FeedPipeline, FeedTrack, Slot};
 use crate::room::{ParticipantId, RoomConnector, RoomEvent, RoomHandle, ShownSizes, TrackKind};
 use serde_json::{json, Value};
