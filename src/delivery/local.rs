@@ -1,7 +1,7 @@
 //! Local (or mounted) folder storage: copy under a temporary name, sync, verify, rename.
 
 use super::spool::{sha256_file, SegmentMeta};
-use super::DeliveryError;
+use super::error::DeliveryError;
 use std::path::{Path, PathBuf};
 
 /// A folder recordings are delivered into, as `<room>/<conf>/<file>`.
@@ -18,7 +18,7 @@ impl LocalTarget {
 
     /// Where a segment goes.
     pub fn path_for(&self, meta: &SegmentMeta) -> PathBuf {
-        let safe = super::path_component;
+        let safe = crate::util::path_component;
         self.root
             .join(safe(&meta.room_id))
             .join(safe(&meta.conf_num))

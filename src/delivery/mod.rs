@@ -5,15 +5,16 @@
 //!
 //! Delivery knows nothing about webhooks, jobs or media: it moves files and reports them.
 
+mod error;
 pub mod local;
 pub mod s3;
 pub mod sftp;
 pub mod spool;
 
 pub use crate::util::path_component;
+pub use error::DeliveryError;
 
 use crate::clock::now_ms;
-use crate::codes::Code;
 use local::LocalTarget;
 use spool::{SegmentMeta, Spool, SpoolEntry};
 use std::path::PathBuf;
@@ -24,32 +25,6 @@ use tracing::{info, warn};
 const RETRY_START: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(3600);
-
-/// A delivery failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct DeliveryError {
-    /// 7051 (will be retried) or 7052 (configuration: retrying will not help).
-    pub code: Code,
-    /// What happened (no secrets).
-    pub message: String,
-}
-
-impl DeliveryError {
-    pub(crate) fn retryable(message: impl Into<String>) -> Self {
-        DeliveryError {
-            code: Code::MoveFileFailed,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn config(message: impl Into<String>) -> Self {
-        DeliveryError {
-            code: Code::MoveFileFailed2,
-            message: message.into(),
-        }
-    }
-}
 
 /// Where recordings go.
 #[derive(Debug, Clone)]

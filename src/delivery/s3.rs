@@ -8,7 +8,7 @@
 //! upload is retried, never reported.
 
 use super::spool::SegmentMeta;
-use super::DeliveryError;
+use super::error::DeliveryError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};

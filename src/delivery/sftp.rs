@@ -6,7 +6,7 @@
 //! refuses to connect. Files land in `<path>/<room>/<conf>/<file>`.
 
 use super::spool::SegmentMeta;
-use super::DeliveryError;
+use super::error::DeliveryError;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::OpenFlags;
