@@ -5,12 +5,12 @@
 //! becomes a figure the command prints.
 
 use super::probe::{av_offsets_ms, probe};
-use crate::util::{cpu_seconds, peak_rss_mib};
 use crate::job::{record, RecordingSpec};
 use crate::layout::Layout;
 use crate::model::{Preset, RtmpUrl};
 use crate::room::synthetic::SyntheticRoom;
 use crate::room::RoomConnector;
+use crate::util::{cpu_seconds, peak_rss_mib};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 

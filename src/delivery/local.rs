@@ -1,7 +1,7 @@
 //! Local (or mounted) folder storage: copy under a temporary name, sync, verify, rename.
 
-use super::spool::{sha256_file, SegmentMeta};
 use super::error::DeliveryError;
+use super::spool::{sha256_file, SegmentMeta};
 use std::path::{Path, PathBuf};
 
 /// A folder recordings are delivered into, as `<room>/<conf>/<file>`.

@@ -273,6 +273,7 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes::Code;
 
     #[test]
     fn storage_urls() {

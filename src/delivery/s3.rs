@@ -7,8 +7,8 @@
 //! matches the MD5 the file should have (per part for multipart), so a truncated or corrupted
 //! upload is retried, never reported.
 
-use super::spool::SegmentMeta;
 use super::error::DeliveryError;
+use super::spool::SegmentMeta;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};

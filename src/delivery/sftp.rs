@@ -5,8 +5,8 @@
 //! key must match the configured fingerprint or known_hosts entry; without either, roomcast
 //! refuses to connect. Files land in `<path>/<room>/<conf>/<file>`.
 
-use super::spool::SegmentMeta;
 use super::error::DeliveryError;
+use super::spool::SegmentMeta;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::OpenFlags;

@@ -1,28 +1,19 @@
 //! Subscribing to one publisher's feed (join as subscriber, answer Janus's offer from the
 //! feed pipeline, start), and reconnecting to Janus with backoff.
 
-use super::*;
+use super::conn::*;
+use super::session::JanusError;
+use super::settings::*;
+use crate::pipeline::source::webrtc::FeedPipeline;
+use serde_json::json;
+use std::time::Duration;
+use tracing::{info, warn};
 
 pub(super) fn other(e: impl std::fmt::Display) -> JanusError {
     JanusError {
         code: -1,
         message: e.to_string(),
     }
-}
-
-/// A subscriber `join` for publisher `feed` (simulcast `layer` of its video, where it sends
-/// several), with the room's PIN when there is one.
-pub(super) fn subscriber_join(cfg: &JanusRoom, feed: u64, layer: u8) -> Value {
-    let mut join = json!({
-        "request": "join",
-        "ptype": "subscriber",
-        "room": cfg.room,
-        "streams": [{ "feed": feed, "substream": layer }],
-    });
-    if let Some(pin) = &cfg.pin {
-        join["pin"] = json!(pin);
-    }
-    join
 }
 
 pub(super) async fn subscribe_feed(

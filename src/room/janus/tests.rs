@@ -1,6 +1,14 @@
 //! The room's event logic without a Janus server.
 
+use super::conn::*;
+use super::room::*;
+use super::settings::*;
 use super::*;
+use crate::model::feed::FeedBoard;
+use crate::model::room::SimulcastChoice;
+use crate::room::RoomEvent;
+use std::collections::HashMap;
+use tokio::sync::mpsc;
 
 #[tokio::test]
 async fn a_publisher_first_seen_talking_is_reported_talking() {
