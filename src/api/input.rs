@@ -2,8 +2,8 @@
 //!
 //! These functions take plain bytes and values so the fuzz target can drive them directly.
 
+use super::state::ApiError;
 use super::text::{check_event_text, is_plain_text, MAX_NAME_LEN};
-use super::ApiError;
 use crate::codes::Code;
 use crate::layout::Layout;
 use crate::model::hls::HlsSpec;

@@ -1,23 +1,17 @@
 //! Starting, stopping and changing live recordings and streams: the checks every request
 //! passes (room, moderator, what already runs) and the job each one submits or commands.
 
-use super::handlers::*;
+use super::answers::*;
 use super::input::{self, json_object, requester};
-use super::{end_waiting, ApiError, ApiState};
+use super::janitor::end_waiting;
+use super::state::live_job;
+use super::state::{ApiError, ApiState};
 use crate::codes::Code;
-use crate::model::page::PageSpec;
-use crate::queue::{Command, JobKind, JobState, Requester, RoomConfig, RoomMode};
+use crate::queue::{Command, JobKind, JobState, Requester, RoomConfig};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use serde_json::{json, Value};
 use tracing::info;
-
-pub(super) fn room_layout(r: &RoomConfig) -> Value {
-    match r.settings.mode {
-        RoomMode::Lecture => json!("speaker"),
-        RoomMode::Group => r.settings.layout.clone().unwrap_or_else(|| json!("grid")),
-    }
-}
 
 pub(super) struct Checked {
     room: RoomConfig,
@@ -94,19 +88,6 @@ pub(super) async fn start_recording(State(st): St, Path(id): Path<String>, body:
         max,
     )
     .await
-}
-
-/// The page of the room's `settings.live_recording.url`, if it names one.
-pub(super) fn room_page(st: &ApiState, room: &RoomConfig) -> Result<Option<PageSpec>, ApiError> {
-    match room.settings.live_recording.url.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(u) => {
-            let url = crate::page::check_url(u, &st.cfg.page_origins).map_err(|e| {
-                ApiError::new(e.code(), format!("settings.live_recording.url: {e}"))
-            })?;
-            Ok(Some(PageSpec::new(url.to_string())))
-        }
-    }
 }
 
 /// Stops the room's job of `kind`: cancels it if it still waits, else tells its worker.

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition, computed from the shared store so every API
 //! process reports the whole fleet.
 
-use super::{ApiError, ApiState};
+use super::state::{ApiError, ApiState};
 use crate::queue::{JobState, WorkerInfo};
 use axum::extract::State;
 use axum::http::header;

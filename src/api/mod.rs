@@ -7,18 +7,18 @@
 //! read with a size limit and parsed here (not by an extractor), so malformed JSON, wrong types
 //! and oversized bodies get a coded 4xx like every other bad input.
 
+mod answers;
 mod handlers;
 pub mod input;
+mod janitor;
 mod lifecycle;
 pub mod listen;
 mod metrics;
+mod state;
 mod strict_json;
 mod text;
 
-use crate::codes::{Code, ResultBody};
-use crate::config::ServerConfig;
-use crate::queue::{now_ms, Job, JobState, Store};
-use crate::webhook::{status_event, EventContext, WebhookQueue};
+use crate::codes::Code;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -26,89 +26,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use input::{parse_event_body, parse_room_body, MAX_BODY_BYTES};
-
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Shared state of the API server.
-pub struct ApiState {
-    store: Store,
-    token_hash: [u8; 32],
-    cfg: ServerConfig,
-    hooks: Option<WebhookQueue>,
-    /// The in-process worker's loop clock (see `Worker::liveness`), when this process runs one.
-    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
-}
-
-/// An API failure: a code, an optional HTTP status override and a detail for the message.
-#[derive(Debug)]
-pub struct ApiError {
-    pub(super) code: Code,
-    status: Option<StatusCode>,
-    detail: String,
-}
-
-impl ApiError {
-    /// An error with the table's status for `code`.
-    pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            status: None,
-            detail: detail.into(),
-        }
-    }
-
-    /// An error with an explicit HTTP status.
-    pub fn with_status(code: Code, status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            status: Some(status),
-            detail: detail.into(),
-        }
-    }
-
-    /// The code.
-    pub fn code(&self) -> Code {
-        self.code
-    }
-}
-
-impl From<crate::queue::StoreError> for ApiError {
-    fn from(e: crate::queue::StoreError) -> Self {
-        warn!(error = %e, "store unavailable");
-        ApiError::with_status(
-            Code::Generic,
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status.unwrap_or_else(|| {
-            StatusCode::from_u16(self.code.info().http_status)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        });
-        let body = ResultBody::from_code(self.code, Some(&self.detail));
-        (status, axum::Json(body)).into_response()
-    }
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Compares in time independent of where the inputs differ (both are hashes: equal length).
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use janitor::queue_janitor;
+use state::{constant_time_eq, token_hash};
+pub use state::{state, ApiError, ApiState, OPENAPI};
 
 async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let given = req
@@ -242,7 +166,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Liveness: the process answers.
 async fn alive() -> Response {
-    handlers::ok("alive", json!({})).into_response()
+    answers::ok("alive", json!({})).into_response()
 }
 
 /// Readiness: the queue store answers and, where this process runs a worker, its loop went
@@ -258,178 +182,12 @@ async fn ready(State(st): State<Arc<ApiState>>) -> Response {
         "worker": match worker { Some(true) => "running", Some(false) => "stopped", None => "none" },
     });
     if store && worker != Some(false) {
-        handlers::ok("ready", body).into_response()
+        answers::ok("ready", body).into_response()
     } else {
         let mut body = body;
         body["result"] = json!(Code::Generic.as_u16());
         body["msg"] = json!("not ready");
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-    }
-}
-
-/// Builds the API state; refuses to run without a token unless `insecure_dev` is set.
-pub fn state(
-    store: Store,
-    cfg: ServerConfig,
-    hooks: Option<WebhookQueue>,
-    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
-    insecure_dev: bool,
-) -> crate::Result<Arc<ApiState>> {
-    let token = match (&cfg.api_token, insecure_dev) {
-        (Some(t), _) => t.expose().to_string(),
-        (None, true) => {
-            warn!("no ROOMCAST_API_TOKEN: development mode, the token is \"dev\"");
-            "dev".to_string()
-        }
-        (None, false) => {
-            return Err(crate::Error::Config {
-                setting: "ROOMCAST_API_TOKEN".into(),
-                message: "the API needs a token (or --insecure-dev for a local trial)".into(),
-                code: Code::Generic,
-            })
-        }
-    };
-    Ok(Arc::new(ApiState {
-        store,
-        token_hash: token_hash(&token),
-        cfg,
-        hooks,
-        worker_alive,
-    }))
-}
-
-/// How often (at most) ended jobs older than the retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Fails requests that waited longer than the configured wait (7080 recording, 7081
-/// streaming). Runs in every API process; the waiting set decides who wins a race.
-pub async fn queue_janitor(st: Arc<ApiState>, drain_hooks: bool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_prune: Option<tokio::time::Instant> = None;
-    let prune_every = (st.cfg.job_retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
-    loop {
-        tick.tick().await;
-        if let Err(e) = expire_waiting(&st).await {
-            warn!(error = %e, "queue janitor");
-        }
-        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
-            last_prune = Some(tokio::time::Instant::now());
-            let cutoff = now_ms().saturating_sub(st.cfg.job_retention.as_millis() as u64);
-            match st.store.prune_jobs(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => info!(
-                    jobs = n,
-                    retention_s = st.cfg.job_retention.as_secs(),
-                    "old job records deleted"
-                ),
-                Err(e) => warn!(error = %e, "deleting old job records"),
-            }
-        }
-        if drain_hooks {
-            if let Some(q) = &st.hooks {
-                q.drain_once().await;
-            }
-        }
-    }
-}
-
-async fn expire_waiting(st: &ApiState) -> Result<(), crate::queue::StoreError> {
-    let limit = st.cfg.queue_wait.as_millis() as u64;
-    for id in st.store.waiting().await? {
-        let Some(mut job) = st.store.get_job(&id).await? else {
-            continue;
-        };
-        if now_ms().saturating_sub(job.created_ms) < limit || job.attempts > 0 {
-            continue;
-        }
-        if job.spec.kind == crate::queue::JobKind::Transcode {
-            // Post-session work waits for its worker however long that takes.
-            continue;
-        }
-        let code = match job.spec.kind {
-            crate::queue::JobKind::Streaming => Code::StreamQueueFailed,
-            _ => Code::RecordQueueFailed,
-        };
-        let waited = st.cfg.queue_wait.as_secs();
-        let msg = format!("no worker could start it within {waited} s");
-        if job.spec.kind == crate::queue::JobKind::Recording {
-            fall_back_waiting(st, &mut job, msg).await?;
-            continue;
-        }
-        if end_waiting(st, &mut job, JobState::Failed, code, msg).await? {
-            info!(job = %id, waited_s = waited, "request waited too long");
-        }
-    }
-    Ok(())
-}
-
-/// A live recording that waited too long for a worker: the room is recorded individually
-/// instead (a worker has room for that long before it has room for a composite) and the
-/// request ends with 7014; with 7205 when the room already records individually.
-async fn fall_back_waiting(
-    st: &ApiState,
-    job: &mut Job,
-    msg: String,
-) -> Result<(), crate::queue::StoreError> {
-    use crate::queue::{Enqueued, JobKind};
-    let jobs = st.store.jobs().await?;
-    if let Some(other) = handlers::live_job(&jobs, &job.spec.room_id, JobKind::Individual) {
-        let msg = format!(
-            "{msg}; the room already records individually ({})",
-            other.id
-        );
-        end_waiting(st, job, JobState::Failed, Code::RecordLegacyRunning, msg).await?;
-        return Ok(());
-    }
-    let fallback = crate::job::kinds::legacy::fallback_job(job);
-    let msg = format!(
-        "{msg}; recording the room individually instead (job {}): the recording will be made \
-         available post-session",
-        fallback.id
-    );
-    if !end_waiting(st, job, JobState::Failed, Code::RecordDelayed, msg).await? {
-        return Ok(());
-    }
-    match st.store.enqueue(&fallback).await? {
-        Enqueued::Waiting(_) => info!(job = %job.id, fallback = %fallback.id,
-            "live recording waited too long: recording individually instead"),
-        Enqueued::Busy(other) => info!(job = %job.id, other = %other.id,
-            "live recording waited too long; the room records individually already"),
-    }
-    Ok(())
-}
-
-/// Ends a request that is still waiting — unless a worker claimed it first (the waiting set
-/// decides): records the outcome and sends the `…-failed` status webhook. Every way a waiting
-/// request ends without running (cancel, stop, room destroyed, waited too long) goes here.
-async fn end_waiting(
-    st: &ApiState,
-    job: &mut Job,
-    state: JobState,
-    code: Code,
-    msg: impl Into<String>,
-) -> Result<bool, crate::queue::StoreError> {
-    if !st.store.remove_waiting(&job.id).await? {
-        return Ok(false);
-    }
-    job.end(state, code.as_u16(), msg);
-    st.store.put_job(job).await?;
-    status_hook(st, job, "failed", Some(code));
-    Ok(true)
-}
-
-fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
-    let Some(q) = &st.hooks else { return };
-    let kind = format!("{}-{suffix}", job.spec.kind.status_prefix());
-    let ctx = EventContext {
-        app_id: job.spec.app_id.clone(),
-        room_id: job.spec.room_id.clone(),
-        conf_num: job.spec.conf_num.clone(),
-        by: job.spec.started_by.clone(),
-    };
-    let id = format!("{kind}-{}-api", job.id);
-    if let Err(e) = q.enqueue(&id, &status_event(&kind, &ctx, code)) {
-        warn!(error = %e, "status webhook not queued");
     }
 }
 

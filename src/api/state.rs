@@ -1,0 +1,130 @@
+//! What every handler shares: the API's state ([`ApiState`]: the store, the webhook queue,
+//! the configuration) and its error ([`ApiError`]: a 7xxx code and a message), and the
+//! OpenAPI document it serves.
+
+use crate::codes::{Code, ResultBody};
+use crate::config::ServerConfig;
+use crate::queue::{Job, JobKind, Store};
+use crate::webhook::WebhookQueue;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::warn;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Shared state of the API server.
+pub struct ApiState {
+    pub(super) store: Store,
+    pub(super) token_hash: [u8; 32],
+    pub(super) cfg: ServerConfig,
+    pub(super) hooks: Option<WebhookQueue>,
+    /// The in-process worker's loop clock (see `Worker::liveness`), when this process runs one.
+    pub(super) worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// An API failure: a code, an optional HTTP status override and a detail for the message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(super) code: Code,
+    status: Option<StatusCode>,
+    pub(super) detail: String,
+}
+
+impl ApiError {
+    /// An error with the table's status for `code`.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            status: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// An error with an explicit HTTP status.
+    pub fn with_status(code: Code, status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            status: Some(status),
+            detail: detail.into(),
+        }
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+}
+
+impl From<crate::queue::StoreError> for ApiError {
+    fn from(e: crate::queue::StoreError) -> Self {
+        warn!(error = %e, "store unavailable");
+        ApiError::with_status(
+            Code::Generic,
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.info().http_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
+        let body = ResultBody::from_code(self.code, Some(&self.detail));
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Builds the API state; refuses to run without a token unless `insecure_dev` is set.
+pub fn state(
+    store: Store,
+    cfg: ServerConfig,
+    hooks: Option<WebhookQueue>,
+    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
+    insecure_dev: bool,
+) -> crate::Result<Arc<ApiState>> {
+    let token = match (&cfg.api_token, insecure_dev) {
+        (Some(t), _) => t.expose().to_string(),
+        (None, true) => {
+            warn!("no ROOMCAST_API_TOKEN: development mode, the token is \"dev\"");
+            "dev".to_string()
+        }
+        (None, false) => {
+            return Err(crate::Error::Config {
+                setting: "ROOMCAST_API_TOKEN".into(),
+                message: "the API needs a token (or --insecure-dev for a local trial)".into(),
+                code: Code::Generic,
+            })
+        }
+    };
+    Ok(Arc::new(ApiState {
+        store,
+        token_hash: token_hash(&token),
+        cfg,
+        hooks,
+        worker_alive,
+    }))
+}
+
+pub(super) fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares in time independent of where the inputs differ (both are hashes: equal length).
+pub(super) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The room's unfinished job of `kind`, if any.
+/// Of `jobs` (one read of the store serves every check of a request).
+pub(super) fn live_job(jobs: &[Job], room: &str, kind: JobKind) -> Option<Job> {
+    jobs.iter()
+        .filter(|j| j.spec.room_id == room && j.spec.kind == kind && !j.state.is_terminal())
+        .max_by_key(|j| j.created_ms)
+        .cloned()
+}
