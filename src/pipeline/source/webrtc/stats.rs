@@ -1,6 +1,5 @@
 //! A feed's receive statistics, read from webrtcbin's stats ([`InboundStats`]).
 
-
 /// Receive statistics of one incoming RTP stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InboundStats {
