@@ -2,12 +2,12 @@
 
 use super::*;
 use crate::model::manifest::{EventKind, FileKind, Manifest};
-use crate::room::{ParticipantId, RoomConnector, RoomEvent, TrackKind, TrackSource};
-use crate::Error;
-use std::time::Duration;
 use crate::pipeline::source::{TestAudio, TestVideo};
 use crate::room::RoomHandle;
+use crate::room::{ParticipantId, RoomConnector, RoomEvent, TrackKind, TrackSource};
+use crate::Error;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// A room that says what it is given, each event at its time.
 struct Scripted(Mutex<Vec<(Duration, RoomEvent)>>);
