@@ -6,20 +6,25 @@
 //!
 //! By concern: `tiles` (video inputs, placeholders, labels, placement), `background`
 //! (colour or image under the tiles, watermark), `audio` (the mix), `output` (encoders,
-//! the MP4 sink and the taps that feed streaming). This file holds the types they share and
+//! the MP4 sink and the taps that feed streaming), `teardown` (inputs taken out), `geometry`
+//! (caps, crops, sizes). This file holds the types they share and
 //! the pipeline's life (build, clocking, EOS, error routing).
 
 mod audio;
 mod background;
+mod geometry;
 mod output;
+mod teardown;
 mod tiles;
 
-use crate::layout::{
-    parse_color, Canvas, Fit, LabelPosition, LabelStyle, Slot, SlotContent, TileId,
-};
+pub use geometry::png_size;
+use geometry::*;
+use teardown::*;
+
+use crate::layout::{parse_color, Canvas, LabelPosition, LabelStyle, Slot, SlotContent, TileId};
 use crate::pipeline::source::{test_audio, test_video, TestAudio, TestVideo};
 use crate::pipeline::source::{SourceContext, Timing, TrackSource};
-use crate::pipeline::{element_safe, expose, make, raw_video_caps, PipelineError, Preset};
+use crate::pipeline::{element_safe, expose, make, PipelineError, Preset};
 use gst::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -184,155 +189,6 @@ pub struct Composite {
     mp4_starts: Arc<Mutex<[Option<u64>; 2]>>,
     /// What a web page draws over the tiles (None: no page layer).
     page: Option<Arc<crate::pipeline::page::PageOverlay>>,
-}
-
-/// The thread that stops inputs taken out of the composite, one at a time, in the order they
-/// were taken out; started with the first. Stopping an input waits for its streaming threads,
-/// so it is not done on the caller's thread; and not on a thread per input either: every
-/// element stopping posts its state changes to the pipeline's bus, whose queue lets one
-/// poster at a time finish while the others spin, so a hundred inputs stopping at once on two
-/// cores stalled for up to a minute (a burst of sixty leaves: adding the next inputs took 72 s
-/// instead of 7). It ends once the composite is gone and the last input is stopped.
-#[derive(Default)]
-pub(super) struct Teardowns(Mutex<Option<std::sync::mpsc::Sender<Stop>>>);
-
-/// Stops one input.
-pub(super) type Stop = Box<dyn FnOnce() + Send>;
-
-impl Teardowns {
-    /// Queues `stop` behind the inputs already being stopped.
-    pub(super) fn run(&self, stop: Stop) -> Result<(), PipelineError> {
-        let mut tx = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let stop = match tx.as_ref() {
-            Some(t) => match t.send(stop) {
-                Ok(()) => return Ok(()),
-                Err(std::sync::mpsc::SendError(stop)) => stop,
-            },
-            None => stop,
-        };
-        let (next, queue) = std::sync::mpsc::channel::<Stop>();
-        std::thread::Builder::new()
-            .name("input-teardown".into())
-            .spawn(move || {
-                for stop in queue {
-                    stop();
-                }
-            })
-            .map_err(|e| PipelineError::Setup(format!("teardown thread: {e}")))?;
-        let _ = next.send(stop);
-        *tx = Some(next);
-        Ok(())
-    }
-}
-
-/// Request pads of a mixer waiting to be released. They are released on the mixer's own output
-/// thread, between one mixed buffer and the next, never while it mixes: releasing a pad from
-/// another thread while the audio mixer aggregated crashed it (a hundred inputs leaving in one
-/// burst).
-#[derive(Clone, Default)]
-pub(super) struct PadReleases(Arc<Mutex<Vec<gst::Pad>>>);
-
-impl PadReleases {
-    /// Releases `mixer`'s pads queued here as each of its buffers leaves it.
-    pub(super) fn install(&self, mixer: &gst::Element) -> Result<(), PipelineError> {
-        let pending = self.0.clone();
-        let weak = mixer.downgrade();
-        mixer
-            .static_pad("src")
-            .ok_or_else(|| PipelineError::setup("mixer src"))?
-            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                let pads = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
-                if let (false, Some(mixer)) = (pads.is_empty(), weak.upgrade()) {
-                    for pad in pads {
-                        mixer.release_request_pad(&pad);
-                    }
-                }
-                gst::PadProbeReturn::Ok
-            });
-        Ok(())
-    }
-
-    /// Queues `pad` for release.
-    pub(super) fn release(&self, pad: gst::Pad) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pad);
-    }
-}
-
-fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), PipelineError> {
-    src.link(sink)
-        .map(|_| ())
-        .map_err(|e| PipelineError::Setup(format!("link: {e:?}")))
-}
-
-fn caps_video(canvas: Canvas, fps: u32) -> gst::Caps {
-    raw_video_caps(canvas.width, canvas.height, Some(fps))
-}
-
-fn tile_caps(w: u32, h: u32) -> gst::Caps {
-    raw_video_caps(w, h, None)
-}
-
-/// What a tile's crop needs: the input's size and the slot's shape.
-///
-/// The crop is only ever applied on the tile's streaming thread (from a probe in front of the
-/// `videobox`), never from the thread that lays out tiles: changing a running `videobox`'s
-/// borders from another thread while it transforms a frame writes outside the frame (heap
-/// corruption, seen with twenty tiles resized at once).
-#[derive(Debug, Default)]
-struct CropTarget {
-    source: Option<(u32, u32)>,
-    slot: Option<(u32, u32, Fit)>,
-    applied: Option<(i32, i32, i32, i32)>,
-}
-
-impl CropTarget {
-    /// Pixels to cut (left, right, top, bottom) so the input has the slot's aspect ratio.
-    fn crop(&self) -> (i32, i32, i32, i32) {
-        let (Some((sw, sh)), Some((w, h, Fit::Crop))) = (self.source, self.slot) else {
-            return (0, 0, 0, 0);
-        };
-        let (sw, sh, w, h) = (sw as u64, sh as u64, w as u64, h as u64);
-        if sw * h > w * sh {
-            // Input wider than the slot: cut the sides.
-            let keep = (sh * w / h).max(2) & !1;
-            let cut = sw.saturating_sub(keep) as i32;
-            (cut / 2, cut - cut / 2, 0, 0)
-        } else {
-            let keep = (sw * h / w).max(2) & !1;
-            let cut = sh.saturating_sub(keep) as i32;
-            (0, 0, cut / 2, cut - cut / 2)
-        }
-    }
-
-    /// Sets the borders that changed since the last call (streaming thread only).
-    fn apply(&mut self, videobox: &gst::Element) {
-        let want = self.crop();
-        if self.applied == Some(want) {
-            return;
-        }
-        let (l, r, t, b) = want;
-        for (name, v) in [("left", l), ("right", r), ("top", t), ("bottom", b)] {
-            if videobox.property::<i32>(name) != v {
-                videobox.set_property(name, v);
-            }
-        }
-        self.applied = Some(want);
-    }
-}
-
-/// Reads a PNG's size from its header (the first 24 bytes; the file is not read whole).
-pub fn png_size(path: &Path) -> Result<(u32, u32), PipelineError> {
-    use std::io::Read;
-    let bad = |m: String| PipelineError::Invalid {
-        field: "watermark".into(),
-        message: m,
-    };
-    let mut head = [0u8; 24];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    crate::util::png_header_size(&head)
-        .ok_or_else(|| bad(format!("{} is not a PNG file", path.display())))
 }
 
 impl Composite {
