@@ -136,16 +136,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let known = e.downcast_ref::<roomcast::Error>();
-            let code = known.map(|e| e.code().as_u16());
-            let body =
-                serde_json::json!({ "result": code.unwrap_or(7000), "msg": format!("{e:#}") });
+            let (body, status) = command::failure(&e);
             eprintln!("{body}");
-            // Bad configuration: 2, as for bad arguments.
-            match known {
-                Some(e) if e.is_config() => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            ExitCode::from(status)
         }
     }
 }

@@ -498,3 +498,17 @@ pub fn tune_allocator() {
     // Only returns if the exec failed: then run as we are.
     let _ = cmd.exec();
 }
+
+/// What a failed command prints, `{"result": 7xxx, "msg": "…"}` (7000 for an error without a
+/// code of its own), and its exit status: 2 for bad configuration, as for bad arguments; 1
+/// otherwise.
+pub fn failure(e: &anyhow::Error) -> (serde_json::Value, u8) {
+    let known = e.downcast_ref::<Error>();
+    let code = known.map(|e| e.code().as_u16());
+    let body = serde_json::json!({ "result": code.unwrap_or(7000), "msg": format!("{e:#}") });
+    let status = match known {
+        Some(e) if e.is_config() => 2,
+        _ => 1,
+    };
+    (body, status)
+}
