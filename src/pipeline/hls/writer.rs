@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tracing::info;
 
+/// Where the writer announces each file it finished.
+pub(super) type OnFile<'a> = &'a dyn Fn(HlsFile);
+
 /// A sample held for the segment being built (times in the track's timescale).
 pub(super) struct Held {
     decode: u64,
@@ -95,12 +98,8 @@ impl Writer {
         }
     }
 
-    pub(super) fn video(
-        &mut self,
-        sample: &gst::Sample,
-        on_file: &impl Fn(HlsFile),
-    ) -> Result<(), String> {
-        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+    pub(super) fn video(&mut self, sample: &gst::Sample, on_file: OnFile) -> Result<(), String> {
+        let Some((buffer, caps)) = buffer_and_caps(sample) else {
             return Ok(());
         };
         if self.video_format.is_none() {
@@ -172,12 +171,8 @@ impl Writer {
         Ok(())
     }
 
-    pub(super) fn audio(
-        &mut self,
-        sample: &gst::Sample,
-        on_file: &impl Fn(HlsFile),
-    ) -> Result<(), String> {
-        let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+    pub(super) fn audio(&mut self, sample: &gst::Sample, on_file: OnFile) -> Result<(), String> {
+        let Some((buffer, caps)) = buffer_and_caps(sample) else {
             return Ok(());
         };
         if self.audio_format.is_none() {
@@ -305,11 +300,7 @@ impl Writer {
 
     /// Writes the held samples as the next segment (and the init segment first), then the
     /// live playlist. `next`: media time (ns) the following segment starts at.
-    pub(super) fn cut(
-        &mut self,
-        next: Option<u64>,
-        on_file: &impl Fn(HlsFile),
-    ) -> Result<(), String> {
+    pub(super) fn cut(&mut self, next: Option<u64>, on_file: OnFile) -> Result<(), String> {
         let first = if self.has_video {
             &self.video
         } else {
@@ -388,7 +379,7 @@ impl Writer {
     }
 
     /// The end: the last segment and the VOD playlist.
-    pub(super) fn finish(&mut self, on_file: &impl Fn(HlsFile)) -> Result<(), String> {
+    pub(super) fn finish(&mut self, on_file: OnFile) -> Result<(), String> {
         if !self.video.is_empty() || !self.audio.is_empty() {
             self.cut(None, on_file)?;
         }
@@ -406,4 +397,9 @@ impl Writer {
         let _ = std::fs::remove_file(journal_path(&self.dir, &self.stem));
         Ok(())
     }
+}
+
+/// A sample's buffer and caps, when it has both (a sample without them is skipped).
+fn buffer_and_caps(sample: &gst::Sample) -> Option<(&gst::BufferRef, &gst::CapsRef)> {
+    Some((sample.buffer()?, sample.caps()?))
 }
