@@ -555,6 +555,39 @@ fn no_top_level_module_imports_in_a_circle() {
     }
 }
 
+/// The layers of `job/`, bottom first (see `src/job/mod.rs`).
+const JOB_LAYERS: [&str; 5] = ["spec", "files", "media", "run", "kinds"];
+
+#[test]
+fn job_layers_import_only_from_below() {
+    let g = graph(&src_dir());
+    let layer = |m: &Module| -> Option<usize> {
+        match m.as_slice() {
+            [job, layer, ..] if job == "job" => JOB_LAYERS.iter().position(|l| l == layer),
+            _ => None,
+        }
+    };
+    let mut upward = Vec::new();
+    for (from, targets) in &g.files {
+        let Some(a) = layer(from) else { continue };
+        for to in targets {
+            if layer(to).is_some_and(|b| b > a) {
+                upward.push(format!("{} -> {}", name(from), name(to)));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "job/ imports from a layer above: {upward:?}"
+    );
+    let seen: BTreeSet<usize> = g.files.keys().filter_map(layer).collect();
+    assert_eq!(
+        seen.len(),
+        JOB_LAYERS.len(),
+        "every job layer is a folder with files"
+    );
+}
+
 #[test]
 fn main_reaches_the_library_only_through_command() {
     let g = graph(&src_dir());
