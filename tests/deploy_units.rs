@@ -82,32 +82,17 @@ fn every_unit_verifies_and_is_rated_ok_or_better() {
 
 #[test]
 fn units_run_as_their_own_user_in_their_state_directory() {
+    let wanted = [
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "roomcast"),
+        ("Environment", "ROOMCAST_DATA_DIR=%S/roomcast"),
+        ("KillMode", "mixed"),
+        ("Restart", "on-failure"),
+    ];
     for unit in UNITS {
-        assert_eq!(
-            setting(unit, "DynamicUser").as_deref(),
-            Some("yes"),
-            "{unit}"
-        );
-        assert_eq!(
-            setting(unit, "StateDirectory").as_deref(),
-            Some("roomcast"),
-            "{unit}"
-        );
-        assert_eq!(
-            setting(unit, "Environment").as_deref(),
-            Some("ROOMCAST_DATA_DIR=%S/roomcast"),
-            "{unit}"
-        );
-        assert_eq!(
-            setting(unit, "KillMode").as_deref(),
-            Some("mixed"),
-            "{unit}"
-        );
-        assert_eq!(
-            setting(unit, "Restart").as_deref(),
-            Some("on-failure"),
-            "{unit}"
-        );
+        for (key, value) in wanted {
+            assert_eq!(setting(unit, key).as_deref(), Some(value), "{unit}: {key}");
+        }
     }
     for unit in ["roomcast-serve.service", "roomcast-worker.service"] {
         let stop: u64 = setting(unit, "TimeoutStopSec").unwrap().parse().unwrap();
