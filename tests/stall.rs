@@ -150,3 +150,43 @@ fn a_stop_that_cannot_drain_reports_7031_and_keeps_the_file() {
     assert!((1.5..=5.0).contains(&p.duration), "duration {}", p.duration);
     assert!(decoded_video_frames(&files[0]) > 30);
 }
+
+/// A stop that arrives while a stalled segment is still ending (its teardown held 3 s, as a
+/// big room's can take) ends the job: that segment is the last, delivered, and no new one
+/// starts.
+#[test]
+fn a_stop_during_a_stalled_segments_ending_ends_the_job() {
+    let (_dir, api, storage, id) = recording(
+        "stop-while-stalled",
+        &[
+            ("ROOMCAST_FAULT_STALL_AFTER_SECS", "3"),
+            ("ROOMCAST_FAULT_SHUTDOWN_HANG_SECS", "3"),
+        ],
+    );
+    wait_state(&api, &id, "active", 20.0);
+    wait_for(30.0, || {
+        api.log_text()
+            .contains("the mixers produced nothing")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the stall was not noticed: {}", api.log_text()));
+    let (status, v) = stop_recording(&api, "st");
+    assert_eq!((status, v["result"].as_u64()), (200, Some(0)), "{v}");
+    let done = wait_state(&api, &id, "completed", 30.0);
+    assert_eq!(done["result"], 0, "{done}");
+    assert_eq!(done["stall_restarts"].as_u64().unwrap_or(0), 0, "{done}");
+    let segments = done["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 1, "{done}");
+    assert_eq!(segments[0]["status"], "delivered", "{done}");
+    let files = mp4s_under(&storage);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        decoded_video_frames(&files[0]) > 30,
+        "{}",
+        files[0].display()
+    );
+    // Nothing started again after the job ended.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job(&api, &id)["segments"].as_array().unwrap().len(), 1);
+    assert!(!api.log_text().contains("starting a new segment"));
+}

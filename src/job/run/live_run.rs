@@ -183,7 +183,10 @@ impl<H: JobHost> Run<'_, H> {
             info!("segment delivered; the job goes on on its new worker");
             return After::Done;
         }
-        let handing_back = hand_back.load(Ordering::SeqCst) && self.job.state != JobState::Stopping;
+        // A stop asked for while the segment was ending (a stall's teardown can take seconds)
+        // still ends the job: the ending segment is its last.
+        let stop_asked = self.job.state == JobState::Stopping;
+        let handing_back = hand_back.load(Ordering::SeqCst) && !stop_asked;
         match result {
             Ok(rec) => {
                 if rec.file.is_none() {
@@ -203,7 +206,7 @@ impl<H: JobHost> Run<'_, H> {
                         self.job.segments.push(seg);
                     }
                 }
-                if rec.reason == EndReason::Stalled {
+                if rec.reason == EndReason::Stalled && !stop_asked {
                     return After::Stalled(local);
                 }
                 if handing_back && rec.reason == EndReason::Stopped {
@@ -233,10 +236,8 @@ impl<H: JobHost> Run<'_, H> {
                         .await;
                 }
                 let (result, msg) = match rec.reason {
-                    EndReason::RoomDestroyed
-                    | EndReason::Disconnected
-                    | EndReason::DiskLow
-                    | EndReason::Stalled => (
+                    EndReason::Stalled => (0, "completed (the output had stalled as it stopped)"),
+                    EndReason::RoomDestroyed | EndReason::Disconnected | EndReason::DiskLow => (
                         Code::StateDisconnected.as_u16(),
                         "room destroyed; recording finalized",
                     ),
