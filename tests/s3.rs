@@ -39,6 +39,7 @@ fn room_segment(data: &[u8]) -> roomcast::delivery::spool::SegmentMeta {
         sha256: hex_sha(data),
         hls: None,
         bundle: None,
+        chunk: None,
     }
 }
 

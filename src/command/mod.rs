@@ -60,6 +60,7 @@ pub fn enqueue(file: &Path, room: &str, conf: &str, app_id: &str) -> Result<Valu
         sha256: String::new(),
         hls: None,
         bundle: None,
+        chunk: None,
     };
     let entry = cfg
         .spool()?

@@ -39,6 +39,9 @@ pub struct DeliveryConfig {
     pub webhook: Option<WebhookConfig>,
     /// Backup storage target.
     pub backup: Option<Storage>,
+    /// `ROOMCAST_CHUNK_SECS` (default 10; 0: off): how often a recording in progress sends
+    /// its new bytes to storage.
+    pub chunk_every: Option<Duration>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -52,6 +55,9 @@ fn invalid(setting: &str, message: impl Into<String>) -> Error {
         code: Code::RecordParamsMissing,
     }
 }
+
+/// How often a recording in progress sends its new bytes to storage, by default.
+pub const DEFAULT_CHUNK_EVERY: Duration = Duration::from_secs(10);
 
 /// Longest duration a `*_SECS` setting accepts (a year).
 const MAX_SETTING_SECS: f64 = 365.0 * 86_400.0;
@@ -374,11 +380,25 @@ impl DeliveryConfig {
                 })
             }
         };
+        let chunk_every = match env("ROOMCAST_CHUNK_SECS") {
+            None => Some(DEFAULT_CHUNK_EVERY),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(s) if s <= 3600 => Some(Duration::from_secs(s)),
+                _ => {
+                    return Err(invalid(
+                        "ROOMCAST_CHUNK_SECS",
+                        "a whole number of seconds from 0 (off) to 3600",
+                    ))
+                }
+            },
+        };
         Ok(DeliveryConfig {
             data_dir,
             storage,
             webhook,
             backup,
+            chunk_every,
         })
     }
 
@@ -411,6 +431,7 @@ impl DeliveryConfig {
             storage,
             listener,
             backup: self.backup.clone(),
+            chunk_every: self.chunk_every,
         }))
     }
 }

@@ -55,4 +55,22 @@ impl LocalTarget {
         }
         Ok(format!("file://{}", dest.display()))
     }
+
+    /// The content of the file `meta` describes, if it is there.
+    pub fn get(&self, meta: &SegmentMeta) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path_for(meta)) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the file `meta` describes; false if it was not there.
+    pub fn remove(&self, meta: &SegmentMeta) -> std::io::Result<bool> {
+        match std::fs::remove_file(self.path_for(meta)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }

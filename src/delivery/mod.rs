@@ -5,6 +5,7 @@
 //!
 //! Delivery knows nothing about webhooks, jobs or media: it moves files and reports them.
 
+pub mod chunks;
 mod error;
 pub mod local;
 pub mod s3;
@@ -19,7 +20,7 @@ use local::LocalTarget;
 use spool::{SegmentMeta, Spool, SpoolEntry};
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// First retry delay of a failed upload; doubles per attempt.
 const RETRY_START: Duration = Duration::from_secs(1);
@@ -145,6 +146,9 @@ pub struct Deliverer {
     pub listener: Option<std::sync::Arc<dyn DeliveryListener>>,
     /// Used once the primary (or a job's own target) has failed [`BACKUP_AFTER`] times.
     pub backup: Option<Storage>,
+    /// How often a recording in progress sends its new bytes to storage as a chunk (none: a
+    /// segment reaches storage only once finished). See [`chunks`].
+    pub chunk_every: Option<Duration>,
 }
 
 /// Failed attempts on the primary target before the backup target is tried.
@@ -187,7 +191,8 @@ impl Deliverer {
         }
         let mut held = std::collections::HashSet::new();
         for (i, mut entry) in entries.into_iter().enumerate() {
-            let hls = entry.meta.hls.is_some();
+            // HLS files and a recording's chunks go in order, each job's after the other.
+            let hls = entry.meta.hls.is_some() || entry.meta.chunk.is_some();
             let superseded = entry.meta.hls == Some(HlsPart::Live)
                 && entry.meta.segment != 1
                 && playlist_key(&entry).and_then(|k| newest.get(&k).copied()) != Some(i);
@@ -195,6 +200,12 @@ impl Deliverer {
                 if let Err(e) = self.spool.remove(&entry) {
                     warn!(error = %e, "spool cleanup of a replaced playlist failed");
                 }
+                continue;
+            }
+            if entry.meta.chunk.is_some() && !self.spool.media_path(&entry).is_file() {
+                // A chunk whose file was finished (and so taken out of the spool) while it
+                // was being sent: nothing left to send.
+                let _ = self.spool.remove(&entry);
                 continue;
             }
             if hls && held.contains(&entry.meta.job_id) {
@@ -213,6 +224,8 @@ impl Deliverer {
                 held.insert(entry.meta.job_id.clone());
             }
             match result {
+                // A chunk is not a delivered file: its file is, once finished.
+                Ok(_) if entry.meta.chunk.is_some() => {}
                 Ok(url) => {
                     report.delivered += 1;
                     report.files.push((entry.meta.clone(), url.clone()));
@@ -224,12 +237,15 @@ impl Deliverer {
                     entry.next_attempt_unix_ms = now_ms() + wait.as_millis() as u64;
                     entry.last_error = Some(e.to_string());
                     let code = e.code.as_u16();
-                    report.failures.push(FileFailure {
-                        meta: entry.meta.clone(),
-                        error: e.clone(),
-                        attempts: entry.attempts,
-                        news: entry.last_code != Some(code),
-                    });
+                    // A chunk that waits is logged; what is reported is its file's delivery.
+                    if entry.meta.chunk.is_none() {
+                        report.failures.push(FileFailure {
+                            meta: entry.meta.clone(),
+                            error: e.clone(),
+                            attempts: entry.attempts,
+                            news: entry.last_code != Some(code),
+                        });
+                    }
                     entry.last_code = Some(code);
                     warn!(file = %entry.meta.file_name, code = %e.code, error = %e,
                         attempts = entry.attempts, retry_in_s = wait.as_secs(),
@@ -256,7 +272,27 @@ impl Deliverer {
             _ => &primary,
         };
         let url = target.upload(&self.spool, entry).await?;
+        if entry.meta.chunk.is_some() {
+            debug!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "chunk stored");
+            self.spool
+                .remove(entry)
+                .map_err(|e| DeliveryError::retryable(format!("spool cleanup: {e}")))?;
+            return Ok(url);
+        }
         info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");
+        if entry.meta.hls.is_none()
+            && entry.meta.bundle.is_none()
+            && entry.meta.file_name.ends_with(".mp4")
+        {
+            // The whole file is in storage: the chunks sent while it recorded go (on every
+            // target they may have reached).
+            for t in std::iter::once(&primary).chain(self.backup.as_ref()) {
+                let n = t.remove_chunks(&entry.meta).await?;
+                if n > 0 {
+                    info!(file = %entry.meta.file_name, chunks = n, "chunks removed from storage");
+                }
+            }
+        }
         if let Some(l) = &self.listener {
             // A crash between this and removing the entry reports the same file again; the
             // listener derives its ids from the file, so the report is de-duplicated.

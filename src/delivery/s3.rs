@@ -362,6 +362,70 @@ impl S3Target {
     }
 }
 
+impl S3Target {
+    /// The content of the object `meta` describes, if it is there.
+    pub async fn get(&self, meta: &SegmentMeta) -> Result<Option<Vec<u8>>, DeliveryError> {
+        let client = self.client().await;
+        let got = client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key_for(meta))
+            .send()
+            .await;
+        match got {
+            Ok(o) => {
+                let body = o.body.collect().await.map_err(|e| {
+                    DeliveryError::retryable(format!("s3 get: reading the body: {e}"))
+                })?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 404 =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(DeliveryError::retryable(format!(
+                "s3 get: {}",
+                sdk_error(&e)
+            ))),
+        }
+    }
+
+    /// Removes the object `meta` describes; false if it was not there.
+    pub async fn remove(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+        let client = self.client().await;
+        let key = self.key_for(meta);
+        match client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 404 =>
+            {
+                return Ok(false)
+            }
+            Err(e) => {
+                return Err(DeliveryError::retryable(format!(
+                    "s3 head: {}",
+                    sdk_error(&e)
+                )))
+            }
+        }
+        client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("s3 delete: {}", sdk_error(&e))))?;
+        Ok(true)
+    }
+}
+
 /// The SDK's error without request details (which can carry signed URLs).
 fn sdk_error<E>(
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
@@ -436,6 +500,7 @@ mod tests {
             sha256: String::new(),
             hls: None,
             bundle: None,
+            chunk: None,
         };
         assert_eq!(t.key_for(&m), "archive/app/room/7/room_7_2.mp4");
         // Identifiers cannot climb out of or add levels to the key.

@@ -292,6 +292,47 @@ impl SftpTarget {
     }
 }
 
+impl SftpTarget {
+    /// The content of the file `meta` describes, if it is there.
+    pub async fn get(&self, meta: &SegmentMeta) -> Result<Option<Vec<u8>>, DeliveryError> {
+        let (dir, name) = self.place(meta);
+        let path = format!("{dir}/{name}");
+        let sftp = self.session().await?;
+        let found = sftp
+            .try_exists(&path)
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?;
+        if !found {
+            let _ = sftp.close().await;
+            return Ok(None);
+        }
+        let data = sftp
+            .read(&path)
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("sftp read: {e}")))?;
+        let _ = sftp.close().await;
+        Ok(Some(data))
+    }
+
+    /// Removes the file `meta` describes; false if it was not there.
+    pub async fn remove(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+        let (dir, name) = self.place(meta);
+        let path = format!("{dir}/{name}");
+        let sftp = self.session().await?;
+        let found = sftp
+            .try_exists(&path)
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?;
+        if found {
+            sftp.remove_file(&path)
+                .await
+                .map_err(|e| DeliveryError::retryable(format!("sftp remove: {e}")))?;
+        }
+        let _ = sftp.close().await;
+        Ok(found)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,10 @@ pub struct SegmentMeta {
     /// (none: the file is announced by itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<Bundle>,
+    /// Which chunk of a recording in progress the file is (from 1; none: a whole file). See
+    /// [`super::chunks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
 }
 
 /// Files announced together: an individual segment's track files and manifest (`recording`),
@@ -282,6 +286,7 @@ mod tests {
             sha256: String::new(),
             hls: None,
             bundle: None,
+            chunk: None,
         }
     }
 

@@ -115,6 +115,21 @@ impl MotoS3 {
         Some(out.body.collect().await.ok()?.into_bytes().to_vec())
     }
 
+    /// Every key in `bucket`, through the real S3 client.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .client()
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
     fn client(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())

@@ -111,6 +111,31 @@ impl Outbox {
         }
     }
 
+    /// Takes the chunks of the file `meta` describes that still wait in the spool out of it:
+    /// the finished file, spooled next, holds all they hold. Returns how many.
+    pub async fn drop_chunks(&self, meta: &SegmentMeta) -> usize {
+        let Some(d) = &self.deliverer else { return 0 };
+        let (spool, job, prefix) = (
+            d.spool.clone(),
+            meta.job_id.clone(),
+            format!("{}.chunk", meta.file_name),
+        );
+        tokio::task::spawn_blocking(move || {
+            spool
+                .list()
+                .into_iter()
+                .filter(|e| {
+                    e.meta.chunk.is_some()
+                        && e.meta.job_id == job
+                        && e.meta.file_name.starts_with(&prefix)
+                })
+                .filter(|e| spool.remove(e).is_ok())
+                .count()
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     /// One pass over the spool and the webhook queue; delivered files update `host`'s archive.
     /// Returns the spool's report and how many webhooks are still pending.
     /// Files first, then the webhooks (including those the delivered files just queued).

@@ -69,6 +69,7 @@ pub fn segment_meta(job: &Job, seg: &SegmentRecord) -> SegmentMeta {
         sha256: String::new(),
         hls: None,
         bundle: None,
+        chunk: None,
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn execute<H: JobHost>(
         job,
         outcome: Outcome::default(),
         told: Default::default(),
+        chunks: Default::default(),
     };
     run.run(plan, local, hand_back).instrument(span).await;
     (run.job, run.outcome)

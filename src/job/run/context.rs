@@ -19,6 +19,8 @@ use tracing::{info, warn};
 
 /// How often a running job checks it is still its host's and looks for commands.
 pub(crate) const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// How often a running recording checks whether its next chunk is due.
+pub(crate) const CHUNK_TICK: Duration = Duration::from_secs(1);
 /// Starts (first run plus takeovers) after which a job fails instead of starting again.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// A job whose runs ended with their worker's process this many times in a row is failed
@@ -67,6 +69,8 @@ pub(crate) struct Run<'a, H: JobHost> {
     /// What the status webhooks last said of each RTMP destination of the running segment: a
     /// destination that keeps failing is reported once until it is live again.
     pub(crate) told: std::collections::HashMap<u32, Transition>,
+    /// Where the recording segment's chunks stand.
+    pub(crate) chunks: super::chunking::ChunkCursor,
 }
 
 pub(crate) fn failure_code(kind: JobKind) -> Code {

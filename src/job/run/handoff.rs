@@ -24,9 +24,14 @@ impl<H: JobHost> Run<'_, H> {
             .filter(|s| s.status == SegmentStatus::Recording)
         {
             if !seg.path.is_file() {
-                warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
-                seg.status = SegmentStatus::Missing;
-                continue;
+                match self.rebuild_from_chunks(seg).await {
+                    Some(rebuilt) => seg.path = rebuilt,
+                    None => {
+                        warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
+                        seg.status = SegmentStatus::Missing;
+                        continue;
+                    }
+                }
             }
             self.recover_hls(&seg.path).await;
             let path = seg.path.clone();
@@ -81,6 +86,10 @@ impl<H: JobHost> Run<'_, H> {
         }
         seg.ended_ms = Some(now_ms());
         let meta = segment_meta(&self.job, seg);
+        let dropped = self.env.outbox.drop_chunks(&meta).await;
+        if dropped > 0 {
+            info!(file = %seg.file_name, chunks = dropped, "chunks still waiting to be sent dropped: the finished file holds them");
+        }
         let handed = self
             .env
             .outbox

@@ -2,7 +2,7 @@
 //! started in the room's session, the job's commands and the room's events followed while it
 //! records, the segment handed off when it ends, and what comes after ([`After`]).
 
-use super::context::{failure_code, failure_code_after_start, Run, COMMAND_POLL};
+use super::context::{failure_code, failure_code_after_start, Run, CHUNK_TICK, COMMAND_POLL};
 use crate::codes::Code;
 use crate::job::files::notify::{Subject, Transition};
 use crate::job::files::records::{discard_if_nothing_written, written};
@@ -121,6 +121,8 @@ impl<H: JobHost> Run<'_, H> {
         }
         let mut poll = tokio::time::interval(COMMAND_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut chunk_tick = tokio::time::interval(CHUNK_TICK);
+        chunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_open = true;
         let mut superseded = false;
         let result = loop {
@@ -154,6 +156,7 @@ impl<H: JobHost> Run<'_, H> {
                     }
                 },
                 Some(ev) = erx.recv() => self.on_event(&cost_model, ev).await,
+                _ = chunk_tick.tick() => self.cut_chunk().await,
             }
         };
         while let Ok(ev) = erx.try_recv() {

@@ -38,6 +38,7 @@ impl<H: JobHost> Run<'_, H> {
             sha256: String::new(),
             hls: Some(file.part),
             bundle: None,
+            chunk: None,
         };
         let target = spec.storage.clone();
         let storage = self

@@ -1,0 +1,254 @@
+//! A recording survives losing its machine: on a Redis fleet of two workers with their own
+//! data folders, the recording worker is killed 40 s into a recording and its data folder
+//! deleted (its machine is gone). The other worker takes the job over, rebuilds the lost
+//! segment from the chunks that reached storage while it recorded, delivers it under its own
+//! name with one `live_recording` webhook, and records on in a new segment; at the end the
+//! storage holds the two files and no chunk. Once per storage kind: a folder, S3 (moto) and
+//! SFTP (OpenSSH).
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// `ROOMCAST_CHUNK_SECS` of the workers.
+const CHUNK_SECS: f64 = 10.0;
+/// How long the lost worker records before it is killed.
+const KILLED_AFTER: Duration = Duration::from_secs(40);
+const BUCKET: &str = "lost";
+const SECRET: &str = "machine-loss-webhook-secret";
+
+/// Where the recordings go, and how the test reads them back.
+enum Store {
+    Folder(PathBuf),
+    S3(MotoS3),
+    Sftp(Sshd, PathBuf),
+}
+
+impl Store {
+    fn url(&self) -> String {
+        match self {
+            Store::Folder(p) => format!("file://{}", p.display()),
+            Store::S3(s3) => format!("s3://{BUCKET}?endpoint={}", s3.endpoint()),
+            Store::Sftp(sshd, p) => sshd.url(p, &sshd.fingerprint),
+        }
+    }
+
+    /// Every stored file's name.
+    fn names(&self) -> Vec<String> {
+        match self {
+            Store::Folder(p) | Store::Sftp(_, p) => files_under(p)
+                .iter()
+                .map(|f| f.file_name().unwrap().to_string_lossy().to_string())
+                .collect(),
+            Store::S3(s3) => block_on(s3.keys(BUCKET))
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap().to_string())
+                .collect(),
+        }
+    }
+
+    /// A stored recording copied to `dest` (for ffprobe).
+    fn fetch(&self, name: &str, dest: &Path) -> PathBuf {
+        let out = dest.join(name);
+        match self {
+            Store::Folder(p) | Store::Sftp(_, p) => {
+                let found = files_under(p)
+                    .into_iter()
+                    .find(|f| f.file_name().unwrap().to_string_lossy() == name)
+                    .unwrap_or_else(|| panic!("{name} not in storage"));
+                std::fs::copy(found, &out).unwrap();
+            }
+            Store::S3(s3) => {
+                let key = block_on(s3.keys(BUCKET))
+                    .into_iter()
+                    .find(|k| k.ends_with(&format!("/{name}")))
+                    .unwrap_or_else(|| panic!("{name} not in the bucket"));
+                std::fs::write(&out, block_on(s3.get(BUCKET, &key))).unwrap();
+            }
+        }
+        out
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn worker(dir: &Path, redis: &Redis, id: &str, store: &Store, hooks: &Receiver) -> Service {
+    let hook_url = format!("http://127.0.0.1:{}/hook", hooks.port);
+    let env = serve_env(
+        &dir.join(format!("data-{id}")),
+        &[
+            ("ROOMCAST_REDIS_URL", &redis.url()),
+            ("ROOMCAST_WORKER_ID", id),
+            ("ROOMCAST_CPU_BUDGET", "0.6"),
+            ("ROOMCAST_STORAGE", &store.url()),
+            ("ROOMCAST_CHUNK_SECS", &CHUNK_SECS.to_string()),
+            ("ROOMCAST_WEBHOOK_URL", &hook_url),
+            ("ROOMCAST_WEBHOOK_SECRET", SECRET),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    Service::start(&["worker"], &env, &dir.join(format!("{id}.log")), false)
+}
+
+fn lose_the_recording_machine(tag: &str, store: Store) {
+    let dir = TempDir::new(tag);
+    let redis = Redis::start(&dir.path().join("redis"));
+    let hooks = Receiver::start(0);
+    let api_env = serve_env(
+        &dir.path().join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["api"], &api_env, &dir.path().join("api.log"), true);
+    let mut workers = [
+        ("wa", Some(worker(dir.path(), &redis, "wa", &store, &hooks))),
+        ("wb", Some(worker(dir.path(), &redis, "wb", &store, &hooks))),
+    ];
+    wait_for(15.0, || {
+        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
+    })
+    .expect("two workers");
+    register_room(&api, "lost", 2, "{}");
+    let (s, v) = start_recording(&api, "lost");
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 30.0);
+    let started = Instant::now();
+    let holder = j["worker"].as_str().unwrap().to_string();
+    let first_name = j["segments"][0]["file_name"].as_str().unwrap().to_string();
+    std::thread::sleep(KILLED_AFTER);
+    // The machine is gone: its process and its disk.
+    let lived = started.elapsed().as_secs_f64();
+    let (_, lost) = workers.iter_mut().find(|(w, _)| *w == holder).unwrap();
+    lost.take().unwrap().kill9();
+    std::fs::remove_dir_all(dir.path().join(format!("data-{holder}"))).unwrap();
+    let survivor = if holder == "wa" { "wb" } else { "wa" };
+
+    let j = wait_for(45.0, || {
+        let j = job(&api, &id);
+        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    assert_eq!(j["segments"][0]["file_name"], first_name.as_str(), "{j}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(stop_recording(&api, "lost").1["result"], 0);
+    let done = wait_state(&api, &id, "completed", 60.0);
+    let segments = done["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2, "{done}");
+    // Both segments are in storage (the webhooks come once they are).
+    let names: Vec<String> = segments
+        .iter()
+        .map(|s| s["file_name"].as_str().unwrap().to_string())
+        .collect();
+    let log =
+        |w: &str| std::fs::read_to_string(dir.path().join(format!("{w}.log"))).unwrap_or_default();
+    wait_for(60.0, || {
+        (hooks.of_type("live_recording").len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} live_recording webhooks: {done}\n{}",
+            hooks.of_type("live_recording").len(),
+            log(survivor)
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let announced: Vec<String> = hooks
+        .of_type("live_recording")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(announced.len() >= 2);
+    let mut sorted = announced.clone();
+    sorted.sort();
+    assert_eq!(sorted, names, "one live_recording webhook per segment");
+
+    // The lost segment holds everything up to its last chunk: at most one chunk and a second
+    // short of what was recorded before the loss.
+    let scratch = dir.path().join("fetched");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let first = probe(&store.fetch(&names[0], &scratch));
+    eprintln!(
+        "recorded {lived:.1} s before the loss; the rebuilt segment holds {:.1} s",
+        first.duration
+    );
+    assert_eq!(first.video_codec.as_deref(), Some("h264"));
+    assert_eq!(first.audio_codec.as_deref(), Some("aac"));
+    assert!(
+        first.duration >= lived - CHUNK_SECS - 1.0,
+        "lost segment holds {:.1} s of {lived:.1} s",
+        first.duration
+    );
+    assert!(first.duration <= lived + 1.0, "{:.1} s", first.duration);
+    let listed = segments[0]["duration_s"].as_f64().unwrap();
+    assert!((listed - first.duration).abs() < 1.0, "listed {listed} s");
+    let second = probe(&store.fetch(&names[1], &scratch));
+    assert!(
+        second.duration >= 2.0,
+        "second segment {} s",
+        second.duration
+    );
+    let (_, arch) = api.call("GET", "/v1/recordings?room_id=lost", None);
+    assert_eq!(arch["count"], 2, "{arch}");
+
+    // Nothing but the two recordings is left in storage: no chunk, no temporary file.
+    let mut stored = store.names();
+    stored.sort();
+    assert_eq!(stored, names, "storage holds only the recordings");
+}
+
+#[test]
+fn a_lost_machines_segment_is_rebuilt_from_a_folder() {
+    let dir = TempDir::new("lost-folder-store");
+    let root = dir.path().join("storage");
+    lose_the_recording_machine("lost-folder", Store::Folder(root));
+}
+
+#[test]
+fn a_lost_machines_segment_is_rebuilt_from_s3() {
+    let s3 = MotoS3::start_on(free_port());
+    s3.create_bucket(BUCKET);
+    lose_the_recording_machine("lost-s3", Store::S3(s3));
+}
+
+#[test]
+fn a_lost_machines_segment_is_rebuilt_over_sftp() {
+    let dir = TempDir::new("lost-sftp-store");
+    let sshd = Sshd::start(&dir.path().join("sshd"));
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(&remote).unwrap();
+    lose_the_recording_machine("lost-sftp", Store::Sftp(sshd, remote));
+}
