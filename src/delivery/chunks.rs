@@ -24,6 +24,19 @@ use std::path::Path;
 /// Longest chunk read at once (a cut that fell behind takes the rest at its next turn).
 const MAX_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Where a growing file's chunks stand.
+#[derive(Debug, Default)]
+pub struct ChunkCursor {
+    /// The file being cut (its name).
+    pub file: String,
+    /// Bytes of it already cut.
+    pub offset: u64,
+    /// Chunks cut.
+    pub seq: u32,
+    /// When the last cut was made (or the file was first seen).
+    pub last: Option<std::time::Instant>,
+}
+
 /// The storage name of chunk `seq` (from 1) of the file named `file_name`.
 pub fn chunk_name(file_name: &str, seq: u32) -> String {
     format!("{file_name}.chunk{seq:06}")

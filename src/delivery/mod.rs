@@ -284,13 +284,20 @@ impl Deliverer {
             && entry.meta.bundle.is_none()
             && entry.meta.file_name.ends_with(".mp4")
         {
-            // The whole file is in storage: the chunks sent while it recorded go (on every
-            // target they may have reached).
-            for t in std::iter::once(&primary).chain(self.backup.as_ref()) {
-                let n = t.remove_chunks(&entry.meta).await?;
-                if n > 0 {
-                    info!(file = %entry.meta.file_name, chunks = n, "chunks removed from storage");
+            // The whole file is in storage: the chunks sent while it recorded go, from the
+            // target that took the file (which answers) and from the others they may have
+            // reached (which may be what is down: tried, not waited for).
+            let n = target.remove_chunks(&entry.meta).await?;
+            for other in std::iter::once(&primary).chain(self.backup.as_ref()) {
+                if std::ptr::eq(other, target) {
+                    continue;
                 }
+                if let Err(e) = other.remove_chunks(&entry.meta).await {
+                    debug!(file = %entry.meta.file_name, error = %e, "chunks not looked for on a target that fails");
+                }
+            }
+            if n > 0 {
+                info!(file = %entry.meta.file_name, chunks = n, "chunks removed from storage");
             }
         }
         if let Some(l) = &self.listener {

@@ -4,7 +4,7 @@
 //! worker that takes the job over ([`Run::rebuild_from_chunks`]).
 
 use super::context::Run;
-use crate::delivery::chunks::{chunk_meta, copy_range, cut_point};
+use crate::delivery::chunks::{chunk_meta, copy_range, cut_point, ChunkCursor};
 use crate::job::files::outbox::HandOff;
 use crate::job::files::records::segment_meta;
 use crate::job::spec::host::JobHost;
@@ -12,19 +12,6 @@ use crate::queue::{SegmentRecord, SegmentStatus};
 use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{info, warn};
-
-/// Where the recording segment's chunks stand.
-#[derive(Debug, Default)]
-pub(crate) struct ChunkCursor {
-    /// The segment being cut (its file name).
-    file: String,
-    /// Bytes of it already cut.
-    offset: u64,
-    /// Chunks cut.
-    seq: u32,
-    /// When the last cut was made (or the segment was first seen).
-    last: Option<Instant>,
-}
 
 impl<H: JobHost> Run<'_, H> {
     /// Cuts the recording segment's next chunk when the chunk interval has passed since the
@@ -120,6 +107,20 @@ impl<H: JobHost> Run<'_, H> {
                 let _ = std::fs::remove_file(&dest);
                 None
             }
+        }
+    }
+
+    /// Removes the chunks in storage of a segment rebuilt from them and then found to hold
+    /// nothing (a run that died as it started).
+    pub(crate) async fn forget_chunks(&self, seg: &SegmentRecord) {
+        let Some(d) = self.env.outbox.deliverer.as_ref() else {
+            return;
+        };
+        let Ok(storage) = d.storage_for(self.job.spec.storage.as_deref()) else {
+            return;
+        };
+        if let Err(e) = storage.remove_chunks(&segment_meta(&self.job, seg)).await {
+            warn!(error = %e, file = %seg.file_name, "chunks of an empty segment left in storage");
         }
     }
 }

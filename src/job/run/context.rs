@@ -70,7 +70,7 @@ pub(crate) struct Run<'a, H: JobHost> {
     /// destination that keeps failing is reported once until it is live again.
     pub(crate) told: std::collections::HashMap<u32, Transition>,
     /// Where the recording segment's chunks stand.
-    pub(crate) chunks: super::chunking::ChunkCursor,
+    pub(crate) chunks: crate::delivery::chunks::ChunkCursor,
 }
 
 pub(crate) fn failure_code(kind: JobKind) -> Code {

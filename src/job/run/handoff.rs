@@ -23,9 +23,13 @@ impl<H: JobHost> Run<'_, H> {
             .iter_mut()
             .filter(|s| s.status == SegmentStatus::Recording)
         {
+            let mut rebuilt = false;
             if !seg.path.is_file() {
                 match self.rebuild_from_chunks(seg).await {
-                    Some(rebuilt) => seg.path = rebuilt,
+                    Some(path) => {
+                        seg.path = path;
+                        rebuilt = true;
+                    }
                     None => {
                         warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
                         seg.status = SegmentStatus::Missing;
@@ -38,7 +42,9 @@ impl<H: JobHost> Run<'_, H> {
             match tokio::task::spawn_blocking(move || finalize(&path)).await {
                 Ok(Ok(file)) if file.duration < MIN_RECOVERED => {
                     // Not even one whole fragment: a run that died as it started.
-                    discard(seg);
+                    if discard(seg) && rebuilt {
+                        self.forget_chunks(seg).await;
+                    }
                 }
                 Ok(Ok(file)) => {
                     info!(file = %seg.file_name, duration_s = file.duration.mseconds() as f64 / 1000.0,
