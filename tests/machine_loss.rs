@@ -3,8 +3,8 @@
 //! deleted (its machine is gone). The other worker takes the job over, rebuilds the lost
 //! segment from the chunks that reached storage while it recorded, delivers it under its own
 //! name with one `live_recording` webhook, and records on in a new segment; at the end the
-//! storage holds the two files and no chunk. Once per storage kind: a folder, S3 (moto) and
-//! SFTP (OpenSSH).
+//! storage holds the two files and no chunk; a live HLS output of the lost segment is ended
+//! from what reached storage. Once per storage kind: a folder, S3 (moto) and SFTP (OpenSSH).
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,8 @@ fn worker(dir: &Path, redis: &Redis, id: &str, store: &Store, hooks: &Receiver) 
     Service::start(&["worker"], &env, &dir.join(format!("{id}.log")), false)
 }
 
-fn lose_the_recording_machine(tag: &str, store: Store) {
+/// With `hls`, the recording also has a live HLS output, whose lost part must be ended too.
+fn lose_the_recording_machine(tag: &str, store: Store, hls: bool) {
     let dir = TempDir::new(tag);
     let redis = Redis::start(&dir.path().join("redis"));
     let hooks = Receiver::start(0);
@@ -133,7 +134,16 @@ fn lose_the_recording_machine(tag: &str, store: Store) {
     })
     .expect("two workers");
     register_room(&api, "lost", 2, "{}");
-    let (s, v) = start_recording(&api, "lost");
+    let outputs = if hls {
+        r#","outputs":{"hls":true}"#
+    } else {
+        ""
+    };
+    let (s, v) = api.call(
+        "POST",
+        "/v1/rooms/lost/live-recording",
+        Some(&format!(r#"{{"requested_by":{MODERATOR}{outputs}}}"#)),
+    );
     assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
     let j = wait_state(&api, &id, "active", 30.0);
@@ -146,6 +156,7 @@ fn lose_the_recording_machine(tag: &str, store: Store) {
     let (_, lost) = workers.iter_mut().find(|(w, _)| *w == holder).unwrap();
     lost.take().unwrap().kill9();
     std::fs::remove_dir_all(dir.path().join(format!("data-{holder}"))).unwrap();
+    let killed = Instant::now();
     let survivor = if holder == "wa" { "wb" } else { "wa" };
 
     let j = wait_for(45.0, || {
@@ -153,6 +164,10 @@ fn lose_the_recording_machine(tag: &str, store: Store) {
         (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(j)
     })
     .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    eprintln!(
+        "recording again {:.1} s after the loss",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(j["segments"][0]["file_name"], first_name.as_str(), "{j}");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(stop_recording(&api, "lost").1["result"], 0);
@@ -224,24 +239,78 @@ fn lose_the_recording_machine(tag: &str, store: Store) {
     let (_, arch) = api.call("GET", "/v1/recordings?room_id=lost", None);
     assert_eq!(arch["count"], 2, "{arch}");
 
-    // Nothing but the two recordings is left in storage: no chunk, no temporary file.
-    let mut stored = store.names();
+    if hls {
+        check_lost_hls(&store, &hooks, &names[0], lived, &scratch);
+    }
+
+    // Nothing but the two recordings (and their HLS outputs) is left in storage: no chunk, no
+    // temporary file.
+    let all = store.names();
+    let mut stored: Vec<String> = all
+        .iter()
+        .filter(|n| !(hls && (n.ends_with(".m3u8") || n.ends_with(".m4s"))))
+        .cloned()
+        .collect();
     stored.sort();
-    assert_eq!(stored, names, "storage holds only the recordings");
+    assert_eq!(stored, names, "storage holds only the recordings: {all:?}");
+}
+
+/// The lost segment's HLS output was ended from storage: its VOD playlist lists the segments
+/// that reached storage (all but the last few seconds), each is there, an `hls` "ended"
+/// webhook names it, and (in a folder) the playlist decodes.
+fn check_lost_hls(store: &Store, hooks: &Receiver, first: &str, lived: f64, scratch: &Path) {
+    let stem = first.trim_end_matches(".mp4");
+    let playlist = store.fetch(&format!("{stem}.m3u8"), scratch);
+    let text = std::fs::read_to_string(&playlist).unwrap();
+    assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
+    let listed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .collect();
+    let stored = store.names();
+    for seg in &listed {
+        assert!(stored.iter().any(|n| n == seg), "{seg} listed, not stored");
+    }
+    // 4 s segments: the one being cut and the one being sent may be lost with the machine.
+    assert!(
+        listed.len() as f64 >= lived / 4.0 - 3.0,
+        "{} segments listed for {lived:.1} s: {text}",
+        listed.len()
+    );
+    let ended = hooks.of_type("hls").into_iter().any(|r| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["state"] == "ended"
+            && v["playlist_url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(&format!("/{stem}.m3u8")))
+    });
+    assert!(ended, "no hls ended webhook for {stem}");
+    if let Store::Folder(root) = store {
+        let local = files_under(root)
+            .into_iter()
+            .find(|f| f.file_name().unwrap().to_string_lossy() == format!("{stem}.m3u8"))
+            .unwrap();
+        let p = probe(&local);
+        assert!(
+            p.duration >= listed.len() as f64 * 4.0 - 1.0,
+            "the VOD playlist plays {:.1} s",
+            p.duration
+        );
+    }
 }
 
 #[test]
 fn a_lost_machines_segment_is_rebuilt_from_a_folder() {
     let dir = TempDir::new("lost-folder-store");
     let root = dir.path().join("storage");
-    lose_the_recording_machine("lost-folder", Store::Folder(root));
+    lose_the_recording_machine("lost-folder", Store::Folder(root), true);
 }
 
 #[test]
 fn a_lost_machines_segment_is_rebuilt_from_s3() {
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket(BUCKET);
-    lose_the_recording_machine("lost-s3", Store::S3(s3));
+    lose_the_recording_machine("lost-s3", Store::S3(s3), true);
 }
 
 #[test]
@@ -250,5 +319,5 @@ fn a_lost_machines_segment_is_rebuilt_over_sftp() {
     let sshd = Sshd::start(&dir.path().join("sshd"));
     let remote = dir.path().join("remote");
     std::fs::create_dir_all(&remote).unwrap();
-    lose_the_recording_machine("lost-sftp", Store::Sftp(sshd, remote));
+    lose_the_recording_machine("lost-sftp", Store::Sftp(sshd, remote), false);
 }

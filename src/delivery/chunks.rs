@@ -97,6 +97,36 @@ pub fn copy_range(path: &Path, from: u64, to: u64, out: &Path) -> std::io::Resul
     o.sync_all()
 }
 
+/// A rebuilt file, created with its first chunk.
+struct Rebuilt<'a> {
+    dest: &'a Path,
+    file: Option<std::fs::File>,
+}
+
+impl Rebuilt<'_> {
+    fn io(&self, e: std::io::Error) -> DeliveryError {
+        DeliveryError::retryable(format!("writing {}: {e}", self.dest.display()))
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<(), DeliveryError> {
+        if self.file.is_none() {
+            if let Some(dir) = self.dest.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+            }
+            self.file = Some(std::fs::File::create(self.dest).map_err(|e| self.io(e))?);
+        }
+        let r = self.file.as_mut().map(|f| f.write_all(data));
+        r.transpose().map_err(|e| self.io(e)).map(|_| ())
+    }
+
+    fn finish(self) -> Result<(), DeliveryError> {
+        match &self.file {
+            Some(f) => f.sync_all().map_err(|e| self.io(e)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Storage {
     /// Writes the chunks of the file `meta` describes, in order from the first until one is
     /// missing, end to end into `dest`; returns how many there were (0: none reached
@@ -106,57 +136,71 @@ impl Storage {
         meta: &SegmentMeta,
         dest: &Path,
     ) -> Result<u32, DeliveryError> {
-        let io = |e: std::io::Error| {
-            DeliveryError::retryable(format!("writing {}: {e}", dest.display()))
-        };
-        let mut out: Option<std::fs::File> = None;
-        let mut seq = 0;
-        loop {
-            let chunk = chunk_meta(meta, seq + 1);
-            let data = match self {
-                Storage::Local(t) => t.get(&chunk).map_err(|e| {
-                    DeliveryError::retryable(format!("reading chunk {}: {e}", chunk.file_name))
-                })?,
-                Storage::S3(t) => t.get(&chunk).await?,
-                Storage::Sftp(t) => t.get(&chunk).await?,
-            };
-            let Some(data) = data else { break };
-            if out.is_none() {
-                if let Some(dir) = dest.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+        let mut out = Rebuilt { dest, file: None };
+        let n = match self {
+            // One session for all of them (a connection per chunk would cost more than the
+            // chunk on a distant server).
+            Storage::Sftp(t) => {
+                t.get_each(|seq| chunk_meta(meta, seq), |d| out.append(d))
+                    .await?
+            }
+            Storage::Local(t) => {
+                let mut seq = 0;
+                while let Some(d) = t.get(&chunk_meta(meta, seq + 1)).map_err(read_error)? {
+                    out.append(&d)?;
+                    seq += 1;
                 }
-                out = Some(std::fs::File::create(dest).map_err(io)?);
+                seq
             }
-            if let Some(o) = out.as_mut() {
-                o.write_all(&data).map_err(io)?;
+            Storage::S3(t) => {
+                let mut seq = 0;
+                while let Some(d) = t.get(&chunk_meta(meta, seq + 1)).await? {
+                    out.append(&d)?;
+                    seq += 1;
+                }
+                seq
             }
-            seq += 1;
+        };
+        out.finish()?;
+        Ok(n)
+    }
+
+    /// Whether the file `meta` describes is in storage.
+    pub async fn has(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+        match self {
+            Storage::Local(t) => Ok(t.get(meta).map_err(read_error)?.is_some()),
+            Storage::S3(t) => t.has(meta).await,
+            Storage::Sftp(t) => t.has(meta).await,
         }
-        if let Some(o) = out {
-            o.sync_all().map_err(io)?;
-        }
-        Ok(seq)
     }
 
     /// Removes the chunks of the file `meta` describes (from the first until one is missing);
     /// returns how many it removed.
     pub async fn remove_chunks(&self, meta: &SegmentMeta) -> Result<u32, DeliveryError> {
         let mut seq = 0;
-        loop {
-            let chunk = chunk_meta(meta, seq + 1);
-            let removed = match self {
-                Storage::Local(t) => t.remove(&chunk).map_err(|e| {
-                    DeliveryError::retryable(format!("removing chunk {}: {e}", chunk.file_name))
-                })?,
-                Storage::S3(t) => t.remove(&chunk).await?,
-                Storage::Sftp(t) => t.remove(&chunk).await?,
-            };
-            if !removed {
-                return Ok(seq);
+        match self {
+            Storage::Sftp(t) => return t.remove_each(|seq| chunk_meta(meta, seq)).await,
+            Storage::Local(t) => {
+                while t
+                    .remove(&chunk_meta(meta, seq + 1))
+                    .map_err(|e| DeliveryError::retryable(format!("removing a chunk: {e}")))?
+                {
+                    seq += 1;
+                }
             }
-            seq += 1;
+            Storage::S3(t) => {
+                while t.remove(&chunk_meta(meta, seq + 1)).await? {
+                    seq += 1;
+                }
+            }
         }
+        Ok(seq)
     }
+}
+
+/// A folder's read error as a delivery error.
+fn read_error(e: std::io::Error) -> DeliveryError {
+    DeliveryError::retryable(format!("reading a chunk: {e}"))
 }
 
 #[cfg(test)]

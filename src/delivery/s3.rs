@@ -391,29 +391,39 @@ impl S3Target {
         }
     }
 
+    /// Whether the object `meta` describes is there.
+    pub async fn has(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+        let client = self.client().await;
+        self.exists(&client, &self.key_for(meta)).await
+    }
+
+    async fn exists(&self, client: &aws_sdk_s3::Client, key: &str) -> Result<bool, DeliveryError> {
+        match client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 404 =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(DeliveryError::retryable(format!(
+                "s3 head: {}",
+                sdk_error(&e)
+            ))),
+        }
+    }
+
     /// Removes the object `meta` describes; false if it was not there.
     pub async fn remove(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
         let client = self.client().await;
         let key = self.key_for(meta);
-        match client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 404 =>
-            {
-                return Ok(false)
-            }
-            Err(e) => {
-                return Err(DeliveryError::retryable(format!(
-                    "s3 head: {}",
-                    sdk_error(&e)
-                )))
-            }
+        if !self.exists(&client, &key).await? {
+            return Ok(false);
         }
         client
             .delete_object()

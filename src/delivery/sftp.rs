@@ -293,43 +293,68 @@ impl SftpTarget {
 }
 
 impl SftpTarget {
-    /// The content of the file `meta` describes, if it is there.
-    pub async fn get(&self, meta: &SegmentMeta) -> Result<Option<Vec<u8>>, DeliveryError> {
-        let (dir, name) = self.place(meta);
-        let path = format!("{dir}/{name}");
+    /// Over one session: the contents of the files `nth(1)`, `nth(2)`, … describe, each
+    /// given to `sink` in order, until one is not there; returns how many there were.
+    pub async fn get_each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+        mut sink: impl FnMut(&[u8]) -> Result<(), DeliveryError>,
+    ) -> Result<u32, DeliveryError> {
+        let err = |what: &str, e: russh_sftp::client::error::Error| {
+            DeliveryError::retryable(format!("sftp {what}: {e}"))
+        };
         let sftp = self.session().await?;
-        let found = sftp
-            .try_exists(&path)
-            .await
-            .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?;
-        if !found {
-            let _ = sftp.close().await;
-            return Ok(None);
+        let mut n = 0;
+        loop {
+            let (dir, name) = self.place(&nth(n + 1));
+            let path = format!("{dir}/{name}");
+            if !sftp.try_exists(&path).await.map_err(|e| err("stat", e))? {
+                break;
+            }
+            let data = sftp.read(&path).await.map_err(|e| err("read", e))?;
+            sink(&data)?;
+            n += 1;
         }
-        let data = sftp
-            .read(&path)
-            .await
-            .map_err(|e| DeliveryError::retryable(format!("sftp read: {e}")))?;
         let _ = sftp.close().await;
-        Ok(Some(data))
+        Ok(n)
     }
 
-    /// Removes the file `meta` describes; false if it was not there.
-    pub async fn remove(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+    /// Whether the file `meta` describes is there.
+    pub async fn has(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
         let (dir, name) = self.place(meta);
-        let path = format!("{dir}/{name}");
         let sftp = self.session().await?;
         let found = sftp
-            .try_exists(&path)
+            .try_exists(&format!("{dir}/{name}"))
             .await
             .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?;
-        if found {
-            sftp.remove_file(&path)
-                .await
-                .map_err(|e| DeliveryError::retryable(format!("sftp remove: {e}")))?;
-        }
         let _ = sftp.close().await;
         Ok(found)
+    }
+
+    /// Over one session: removes the files `nth(1)`, `nth(2)`, … describe until one is not
+    /// there; returns how many it removed.
+    pub async fn remove_each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+    ) -> Result<u32, DeliveryError> {
+        let err = |what: &str, e: russh_sftp::client::error::Error| {
+            DeliveryError::retryable(format!("sftp {what}: {e}"))
+        };
+        let sftp = self.session().await?;
+        let mut n = 0;
+        loop {
+            let (dir, name) = self.place(&nth(n + 1));
+            let path = format!("{dir}/{name}");
+            if !sftp.try_exists(&path).await.map_err(|e| err("stat", e))? {
+                break;
+            }
+            sftp.remove_file(&path)
+                .await
+                .map_err(|e| err("remove", e))?;
+            n += 1;
+        }
+        let _ = sftp.close().await;
+        Ok(n)
     }
 }
 

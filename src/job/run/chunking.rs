@@ -123,4 +123,79 @@ impl<H: JobHost> Run<'_, H> {
             warn!(error = %e, file = %seg.file_name, "chunks of an empty segment left in storage");
         }
     }
+
+    /// Ends the HLS output of a segment whose machine was lost: its files went to storage as
+    /// they were cut, and its journal was lost with the machine. The job record says how many
+    /// segments were cut and how long they were (they are cut to one length); those that
+    /// reached storage are listed in the output's VOD playlist, which goes to storage like
+    /// the output's own last playlist would have (with its `hls` "ended" webhook).
+    pub(crate) async fn end_lost_hls(&mut self, seg: &SegmentRecord) {
+        use crate::pipeline::hls::playlist::{Entry, Playlist};
+        use crate::pipeline::hls::{init_name, playlist_name, HlsFile, HlsPart};
+        let stem = seg.file_name.trim_end_matches(".mp4").to_string();
+        let (Some(status), Some(spec)) = (self.job.hls.clone(), self.job.spec.hls.clone()) else {
+            return;
+        };
+        if status.playlist != playlist_name(&stem)
+            || status.state == crate::model::hls::HlsState::Ended
+            || status.segments == 0
+        {
+            return;
+        }
+        let Some(storage) = self
+            .env
+            .outbox
+            .deliverer
+            .as_ref()
+            .and_then(|d| d.storage_for(self.job.spec.storage.as_deref()).ok())
+        else {
+            return;
+        };
+        let each = status.duration_s / f64::from(status.segments);
+        let name = |n: u32| format!("{stem}_{n:05}.m4s");
+        let mut meta = segment_meta(&self.job, seg);
+        // The newest segments may not have left the lost machine.
+        let mut n = status.segments;
+        while n > 0 {
+            meta.file_name = name(n);
+            match storage.has(&meta).await {
+                Ok(true) => break,
+                Ok(false) => n -= 1,
+                Err(e) => {
+                    warn!(error = %e, "the HLS output of a lost machine could not be read; left live");
+                    return;
+                }
+            }
+        }
+        let mut playlist = Playlist::new(init_name(&stem), spec.segment_secs, spec.window as usize);
+        playlist.entries = (1..=n)
+            .map(|i| Entry {
+                sequence: i,
+                uri: name(i),
+                duration: each,
+            })
+            .collect();
+        let path = self
+            .env
+            .recordings_dir
+            .join(format!("{}.ended", playlist_name(&stem)));
+        if let Err(e) = crate::util::write_atomic(&path, playlist.vod().as_bytes()) {
+            warn!(error = %e, "the VOD playlist of a lost machine's HLS output could not be written");
+            return;
+        }
+        info!(
+            segments = n,
+            of = status.segments,
+            "ended the HLS output of a lost machine's segment"
+        );
+        self.on_hls(HlsFile {
+            path,
+            name: playlist_name(&stem),
+            part: HlsPart::Ended,
+            segments: n,
+            duration_s: playlist.duration(),
+            latency_ms: 0,
+        })
+        .await;
+    }
 }

@@ -18,6 +18,18 @@ impl<H: JobHost> Run<'_, H> {
     /// Finalizes the MP4 segments an earlier run left `recording` and hands them off
     /// (individual segments' folders are recovered before, by their kind).
     pub(crate) async fn recover_segments(&mut self) {
+        // The HLS output of a segment whose machine is gone is ended first, with the record
+        // whole (ending it saves the record).
+        let lost: Vec<SegmentRecord> = self
+            .job
+            .segments
+            .iter()
+            .filter(|s| s.status == SegmentStatus::Recording && !s.path.exists())
+            .cloned()
+            .collect();
+        for seg in &lost {
+            self.end_lost_hls(seg).await;
+        }
         let mut segments = std::mem::take(&mut self.job.segments);
         for seg in segments
             .iter_mut()

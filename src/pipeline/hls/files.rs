@@ -61,11 +61,13 @@ pub fn folder_of(segment: &Path) -> Option<(PathBuf, String)> {
     Some((folder(segment.parent()?, &stem), stem))
 }
 
-pub(super) fn init_name(stem: &str) -> String {
+/// The initialization segment's name of the output `stem`.
+pub fn init_name(stem: &str) -> String {
     format!("{stem}_init.m4s")
 }
 
-pub(super) fn playlist_name(stem: &str) -> String {
+/// The playlist's name of the output `stem`.
+pub fn playlist_name(stem: &str) -> String {
     format!("{stem}.m3u8")
 }
 

@@ -20,7 +20,7 @@ pub mod fmp4;
 pub mod playlist;
 mod writer;
 
-pub use files::{folder, folder_of, recover, HlsFile};
+pub use files::{folder, folder_of, init_name, playlist_name, recover, HlsFile};
 
 use super::tap::{tap_encoders, TapBranch};
 use super::PipelineError;
