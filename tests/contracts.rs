@@ -41,23 +41,6 @@ fn capacity_free(api: &Service) -> f64 {
     v["capacity_free"].as_f64().unwrap_or(0.0)
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_sub_second_individual_recording_is_transcoded_or_refused_and_frees_its_budget() {
     let receiver = Receiver::start(0);

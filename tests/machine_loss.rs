@@ -79,22 +79,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn worker(dir: &Path, redis: &Redis, id: &str, store: &Store, hooks: &Receiver) -> Service {
     let hook_url = format!("http://127.0.0.1:{}/hook", hooks.port);
     let env = serve_env(

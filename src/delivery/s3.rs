@@ -379,11 +379,7 @@ impl S3Target {
                 })?;
                 Ok(Some(body.into_bytes().to_vec()))
             }
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 404 =>
-            {
-                Ok(None)
-            }
+            Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(DeliveryError::retryable(format!(
                 "s3 get: {}",
                 sdk_error(&e)
@@ -406,11 +402,7 @@ impl S3Target {
             .await
         {
             Ok(_) => Ok(true),
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 404 =>
-            {
-                Ok(false)
-            }
+            Err(e) if not_found(&e) => Ok(false),
             Err(e) => Err(DeliveryError::retryable(format!(
                 "s3 head: {}",
                 sdk_error(&e)
@@ -434,6 +426,13 @@ impl S3Target {
             .map_err(|e| DeliveryError::retryable(format!("s3 delete: {}", sdk_error(&e))))?;
         Ok(true)
     }
+}
+
+/// Whether the service answered 404 (no such key).
+fn not_found<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    matches!(e, aws_sdk_s3::error::SdkError::ServiceError(s) if s.raw().status().as_u16() == 404)
 }
 
 /// The SDK's error without request details (which can carry signed URLs).

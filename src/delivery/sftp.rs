@@ -292,13 +292,38 @@ impl SftpTarget {
     }
 }
 
+/// What [`SftpTarget::each`] does with each file it finds.
+enum Each<'a> {
+    /// Reads it, handing its content on.
+    Read(&'a mut (dyn FnMut(&[u8]) -> Result<(), DeliveryError> + Send)),
+    /// Removes it.
+    Remove,
+}
+
 impl SftpTarget {
     /// Over one session: the contents of the files `nth(1)`, `nth(2)`, … describe, each
     /// given to `sink` in order, until one is not there; returns how many there were.
     pub async fn get_each(
         &self,
         nth: impl Fn(u32) -> SegmentMeta,
-        mut sink: impl FnMut(&[u8]) -> Result<(), DeliveryError>,
+        mut sink: impl FnMut(&[u8]) -> Result<(), DeliveryError> + Send,
+    ) -> Result<u32, DeliveryError> {
+        self.each(nth, Each::Read(&mut sink)).await
+    }
+
+    /// Over one session: removes the files `nth(1)`, `nth(2)`, … describe until one is not
+    /// there; returns how many it removed.
+    pub async fn remove_each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+    ) -> Result<u32, DeliveryError> {
+        self.each(nth, Each::Remove).await
+    }
+
+    async fn each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+        mut what: Each<'_>,
     ) -> Result<u32, DeliveryError> {
         let err = |what: &str, e: russh_sftp::client::error::Error| {
             DeliveryError::retryable(format!("sftp {what}: {e}"))
@@ -311,8 +336,16 @@ impl SftpTarget {
             if !sftp.try_exists(&path).await.map_err(|e| err("stat", e))? {
                 break;
             }
-            let data = sftp.read(&path).await.map_err(|e| err("read", e))?;
-            sink(&data)?;
+            match &mut what {
+                Each::Read(sink) => {
+                    let data = sftp.read(&path).await.map_err(|e| err("read", e))?;
+                    sink(&data)?;
+                }
+                Each::Remove => sftp
+                    .remove_file(&path)
+                    .await
+                    .map_err(|e| err("remove", e))?,
+            }
             n += 1;
         }
         let _ = sftp.close().await;
@@ -329,32 +362,6 @@ impl SftpTarget {
             .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?;
         let _ = sftp.close().await;
         Ok(found)
-    }
-
-    /// Over one session: removes the files `nth(1)`, `nth(2)`, … describe until one is not
-    /// there; returns how many it removed.
-    pub async fn remove_each(
-        &self,
-        nth: impl Fn(u32) -> SegmentMeta,
-    ) -> Result<u32, DeliveryError> {
-        let err = |what: &str, e: russh_sftp::client::error::Error| {
-            DeliveryError::retryable(format!("sftp {what}: {e}"))
-        };
-        let sftp = self.session().await?;
-        let mut n = 0;
-        loop {
-            let (dir, name) = self.place(&nth(n + 1));
-            let path = format!("{dir}/{name}");
-            if !sftp.try_exists(&path).await.map_err(|e| err("stat", e))? {
-                break;
-            }
-            sftp.remove_file(&path)
-                .await
-                .map_err(|e| err("remove", e))?;
-            n += 1;
-        }
-        let _ = sftp.close().await;
-        Ok(n)
     }
 }
 
