@@ -73,11 +73,13 @@
       greeted = false;
       // Hello once the page has been painted (two animation frames on), so "shown" means
       // its content is on screen, not a blank first frame.
+      // The marked tiles go first: "shown" then comes with their places, so a page that
+      // replaces another never shows the room's own layout in between.
       var hello = function () {
         if (!ws || ws.readyState !== 1) return;
-        ws.send(JSON.stringify({ type: "hello", href: String(window.location.href), layer: layer() }));
         greeted = true;
         report();
+        ws.send(JSON.stringify({ type: "hello", href: String(window.location.href), layer: layer() }));
       };
       if (window.requestAnimationFrame) {
         window.requestAnimationFrame(function () { window.requestAnimationFrame(hello); });
