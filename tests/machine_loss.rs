@@ -100,7 +100,9 @@ fn worker(dir: &Path, redis: &Redis, id: &str, store: &Store, hooks: &Receiver) 
 }
 
 /// With `hls`, the recording also has a live HLS output, whose lost part must be ended too.
-fn lose_the_recording_machine(tag: &str, store: Store, hls: bool) {
+/// With `outage` (a folder store only), storage cannot be read when the job is taken over and
+/// is back before the stop: the lost segment is rebuilt when the job ends.
+fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) {
     let dir = TempDir::new(tag);
     let redis = Redis::start(&dir.path().join("redis"));
     let hooks = Receiver::start(0);
@@ -142,6 +144,15 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool) {
     std::fs::remove_dir_all(dir.path().join(format!("data-{holder}"))).unwrap();
     let killed = Instant::now();
     let survivor = if holder == "wa" { "wb" } else { "wa" };
+    let away = |root: &Path| root.with_extension("away");
+    if outage {
+        let Store::Folder(root) = &store else {
+            panic!("an outage is made on a folder store")
+        };
+        // Not a folder any more: every read fails (not "not found").
+        std::fs::rename(root, away(root)).unwrap();
+        std::fs::write(root, b"storage is down").unwrap();
+    }
 
     let j = wait_for(45.0, || {
         let j = job(&api, &id);
@@ -153,6 +164,12 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool) {
         killed.elapsed().as_secs_f64()
     );
     assert_eq!(j["segments"][0]["file_name"], first_name.as_str(), "{j}");
+    if let (true, Store::Folder(root)) = (outage, &store) {
+        // Kept for another try, not given up.
+        assert_eq!(j["segments"][0]["status"], "recording", "{j}");
+        std::fs::remove_file(root).unwrap();
+        std::fs::rename(away(root), root).unwrap();
+    }
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(stop_recording(&api, "lost").1["result"], 0);
     let done = wait_state(&api, &id, "completed", 60.0);
@@ -287,14 +304,14 @@ fn check_lost_hls(store: &Store, hooks: &Receiver, first: &str, lived: f64, scra
 fn a_lost_machines_segment_is_rebuilt_from_a_folder() {
     let dir = TempDir::new("lost-folder-store");
     let root = dir.path().join("storage");
-    lose_the_recording_machine("lost-folder", Store::Folder(root), true);
+    lose_the_recording_machine("lost-folder", Store::Folder(root), true, false);
 }
 
 #[test]
 fn a_lost_machines_segment_is_rebuilt_from_s3() {
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket(BUCKET);
-    lose_the_recording_machine("lost-s3", Store::S3(s3), true);
+    lose_the_recording_machine("lost-s3", Store::S3(s3), true, false);
 }
 
 #[test]
@@ -303,5 +320,12 @@ fn a_lost_machines_segment_is_rebuilt_over_sftp() {
     let sshd = Sshd::start(&dir.path().join("sshd"));
     let remote = dir.path().join("remote");
     std::fs::create_dir_all(&remote).unwrap();
-    lose_the_recording_machine("lost-sftp", Store::Sftp(sshd, remote), false);
+    lose_the_recording_machine("lost-sftp", Store::Sftp(sshd, remote), false, false);
+}
+
+#[test]
+fn a_lost_machines_segment_is_rebuilt_when_the_job_ends_if_storage_was_down_at_the_takeover() {
+    let dir = TempDir::new("lost-outage-store");
+    let root = dir.path().join("storage");
+    lose_the_recording_machine("lost-outage", Store::Folder(root), false, true);
 }

@@ -13,6 +13,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{info, warn};
 
+/// What became of a lost machine's segment.
+pub(crate) enum Rebuild {
+    /// Rebuilt here, at this path.
+    Rebuilt(PathBuf),
+    /// No chunk of it reached storage (or no storage is configured).
+    Nothing,
+    /// Storage could not be read: worth another try.
+    Later,
+}
+
 impl<H: JobHost> Run<'_, H> {
     /// Cuts the recording segment's next chunk when the chunk interval has passed since the
     /// last (with storage configured and chunks on).
@@ -89,24 +99,46 @@ impl<H: JobHost> Run<'_, H> {
     }
 
     /// A segment an earlier run on another machine left `recording` (its file is not here):
-    /// its chunks in storage, end to end, in this machine's recordings folder. Returns where,
-    /// or `None` when no chunk of it reached storage (or storage could not be read).
-    pub(crate) async fn rebuild_from_chunks(&self, seg: &SegmentRecord) -> Option<PathBuf> {
-        let d = self.env.outbox.deliverer.as_ref()?;
-        let storage = d.storage_for(self.job.spec.storage.as_deref()).ok()?;
+    /// its chunks in storage, end to end, in this machine's recordings folder.
+    pub(crate) async fn rebuild_from_chunks(&self, seg: &SegmentRecord) -> Rebuild {
+        let Some(storage) = self
+            .env
+            .outbox
+            .deliverer
+            .as_ref()
+            .and_then(|d| d.storage_for(self.job.spec.storage.as_deref()).ok())
+        else {
+            return Rebuild::Nothing;
+        };
         let dest = self.env.recordings_dir.join(&seg.file_name);
         let meta = segment_meta(&self.job, seg);
         match storage.fetch_chunks(&meta, &dest).await {
-            Ok(0) => None,
+            Ok(0) => Rebuild::Nothing,
             Ok(n) => {
                 info!(file = %seg.file_name, chunks = n, "segment of a lost machine rebuilt from its chunks in storage");
-                Some(dest)
+                Rebuild::Rebuilt(dest)
             }
             Err(e) => {
-                warn!(error = %e, file = %seg.file_name, "chunks of a lost machine's segment could not be read");
+                warn!(error = %e, file = %seg.file_name,
+                    "chunks of a lost machine's segment could not be read; tried again when the job ends");
                 let _ = std::fs::remove_file(&dest);
-                None
+                Rebuild::Later
             }
+        }
+    }
+
+    /// When the job ends: the segments of a lost machine whose chunks storage could not give
+    /// when the job was taken over are tried once more; what still cannot be read is listed
+    /// `missing` (its chunks stay in storage).
+    pub(crate) async fn retry_lost_segments(&mut self) {
+        let lost = |s: &SegmentRecord| s.status == SegmentStatus::Recording && !s.path.exists();
+        if !self.job.segments.iter().any(lost) {
+            return;
+        }
+        self.recover_segments().await;
+        for seg in self.job.segments.iter_mut().filter(|s| lost(s)) {
+            warn!(file = %seg.file_name, "a lost machine's segment could not be rebuilt: its chunks stay in storage");
+            seg.status = SegmentStatus::Missing;
         }
     }
 

@@ -3,6 +3,7 @@
 //! to delivery and the archive ([`Run::deliver_segment`]), and chat said while a recording
 //! stops written into its journal.
 
+use super::chunking::Rebuild;
 use super::context::Run;
 use crate::job::files::chat;
 use crate::job::files::outbox::HandOff;
@@ -38,11 +39,13 @@ impl<H: JobHost> Run<'_, H> {
             let mut rebuilt = false;
             if !seg.path.is_file() {
                 match self.rebuild_from_chunks(seg).await {
-                    Some(path) => {
+                    Rebuild::Rebuilt(path) => {
                         seg.path = path;
                         rebuilt = true;
                     }
-                    None => {
+                    // Still `recording`: tried again when the job ends.
+                    Rebuild::Later => continue,
+                    Rebuild::Nothing => {
                         warn!(file = %seg.path.display(), "segment of an earlier run is not on this machine");
                         seg.status = SegmentStatus::Missing;
                         continue;

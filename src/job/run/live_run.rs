@@ -247,6 +247,7 @@ impl<H: JobHost> Run<'_, H> {
                     EndReason::DurationReached => (0, "maximum duration reached"),
                     EndReason::Stopped => (0, "completed"),
                 };
+                self.retry_lost_segments().await;
                 self.job.end(JobState::Completed, result, msg);
                 self.save().await;
                 self.status(Subject::Job, Transition::Off, None);
