@@ -98,16 +98,16 @@ impl<H: JobHost> Run<'_, H> {
         }
     }
 
+    /// Where this job's files go (its own target or the configured one), if anywhere.
+    fn job_storage(&self) -> Option<crate::delivery::Storage> {
+        let d = self.env.outbox.deliverer.as_ref()?;
+        d.storage_for(self.job.spec.storage.as_deref()).ok()
+    }
+
     /// A segment an earlier run on another machine left `recording` (its file is not here):
     /// its chunks in storage, end to end, in this machine's recordings folder.
     pub(crate) async fn rebuild_from_chunks(&self, seg: &SegmentRecord) -> Rebuild {
-        let Some(storage) = self
-            .env
-            .outbox
-            .deliverer
-            .as_ref()
-            .and_then(|d| d.storage_for(self.job.spec.storage.as_deref()).ok())
-        else {
+        let Some(storage) = self.job_storage() else {
             return Rebuild::Nothing;
         };
         let dest = self.env.recordings_dir.join(&seg.file_name);
@@ -145,10 +145,7 @@ impl<H: JobHost> Run<'_, H> {
     /// Removes the chunks in storage of a segment rebuilt from them and then found to hold
     /// nothing (a run that died as it started).
     pub(crate) async fn forget_chunks(&self, seg: &SegmentRecord) {
-        let Some(d) = self.env.outbox.deliverer.as_ref() else {
-            return;
-        };
-        let Ok(storage) = d.storage_for(self.job.spec.storage.as_deref()) else {
+        let Some(storage) = self.job_storage() else {
             return;
         };
         if let Err(e) = storage.remove_chunks(&segment_meta(&self.job, seg)).await {
@@ -174,13 +171,7 @@ impl<H: JobHost> Run<'_, H> {
         {
             return;
         }
-        let Some(storage) = self
-            .env
-            .outbox
-            .deliverer
-            .as_ref()
-            .and_then(|d| d.storage_for(self.job.spec.storage.as_deref()).ok())
-        else {
+        let Some(storage) = self.job_storage() else {
             return;
         };
         let each = status.duration_s / f64::from(status.segments);
