@@ -138,8 +138,8 @@ impl Storage {
     ) -> Result<u32, DeliveryError> {
         let mut out = Rebuilt { dest, file: None };
         let n = match self {
-            // One session for all of them (a connection per chunk would cost more than the
-            // chunk on a distant server).
+            // One session (one client) for all of them: a connection per chunk would cost
+            // more than the chunk on a distant server.
             Storage::Sftp(t) => {
                 t.get_each(|seq| chunk_meta(meta, seq), |d| out.append(d))
                     .await?
@@ -153,12 +153,8 @@ impl Storage {
                 seq
             }
             Storage::S3(t) => {
-                let mut seq = 0;
-                while let Some(d) = t.get(&chunk_meta(meta, seq + 1)).await? {
-                    out.append(&d)?;
-                    seq += 1;
-                }
-                seq
+                t.get_each(|seq| chunk_meta(meta, seq), |d| out.append(d))
+                    .await?
             }
         };
         out.finish()?;
@@ -168,7 +164,7 @@ impl Storage {
     /// Whether the file `meta` describes is in storage.
     pub async fn has(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
         match self {
-            Storage::Local(t) => Ok(t.get(meta).map_err(read_error)?.is_some()),
+            Storage::Local(t) => t.has(meta).map_err(read_error),
             Storage::S3(t) => t.has(meta).await,
             Storage::Sftp(t) => t.has(meta).await,
         }
@@ -188,11 +184,7 @@ impl Storage {
                     seq += 1;
                 }
             }
-            Storage::S3(t) => {
-                while t.remove(&chunk_meta(meta, seq + 1)).await? {
-                    seq += 1;
-                }
-            }
+            Storage::S3(t) => return t.remove_each(|seq| chunk_meta(meta, seq)).await,
         }
         Ok(seq)
     }
@@ -200,7 +192,7 @@ impl Storage {
 
 /// A folder's read error as a delivery error.
 fn read_error(e: std::io::Error) -> DeliveryError {
-    DeliveryError::retryable(format!("reading a chunk: {e}"))
+    DeliveryError::retryable(format!("reading from the storage folder: {e}"))
 }
 
 #[cfg(test)]

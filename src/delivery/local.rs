@@ -65,6 +65,15 @@ impl LocalTarget {
         }
     }
 
+    /// Whether the file `meta` describes is there.
+    pub fn has(&self, meta: &SegmentMeta) -> std::io::Result<bool> {
+        match std::fs::metadata(self.path_for(meta)) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes the file `meta` describes; false if it was not there.
     pub fn remove(&self, meta: &SegmentMeta) -> std::io::Result<bool> {
         match std::fs::remove_file(self.path_for(meta)) {

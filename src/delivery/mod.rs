@@ -192,7 +192,7 @@ impl Deliverer {
         let mut held = std::collections::HashSet::new();
         for (i, mut entry) in entries.into_iter().enumerate() {
             // HLS files and a recording's chunks go in order, each job's after the other.
-            let hls = entry.meta.hls.is_some() || entry.meta.chunk.is_some();
+            let ordered = entry.meta.hls.is_some() || entry.meta.chunk.is_some();
             let superseded = entry.meta.hls == Some(HlsPart::Live)
                 && entry.meta.segment != 1
                 && playlist_key(&entry).and_then(|k| newest.get(&k).copied()) != Some(i);
@@ -208,19 +208,19 @@ impl Deliverer {
                 let _ = self.spool.remove(&entry);
                 continue;
             }
-            if hls && held.contains(&entry.meta.job_id) {
+            if ordered && held.contains(&entry.meta.job_id) {
                 report.pending += 1;
                 continue;
             }
             if entry.next_attempt_unix_ms > now_ms() {
                 report.pending += 1;
-                if hls {
+                if ordered {
                     held.insert(entry.meta.job_id.clone());
                 }
                 continue;
             }
             let result = self.deliver(&mut entry).await;
-            if hls && result.is_err() {
+            if ordered && result.is_err() {
                 held.insert(entry.meta.job_id.clone());
             }
             match result {

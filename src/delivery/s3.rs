@@ -363,27 +363,36 @@ impl S3Target {
 }
 
 impl S3Target {
-    /// The content of the object `meta` describes, if it is there.
-    pub async fn get(&self, meta: &SegmentMeta) -> Result<Option<Vec<u8>>, DeliveryError> {
+    /// With one client: the contents of the objects `nth(1)`, `nth(2)`, … describe, each
+    /// given to `sink` in order, until one is not there; returns how many there were.
+    pub async fn get_each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+        mut sink: impl FnMut(&[u8]) -> Result<(), DeliveryError>,
+    ) -> Result<u32, DeliveryError> {
         let client = self.client().await;
-        let got = client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key_for(meta))
-            .send()
-            .await;
-        match got {
-            Ok(o) => {
-                let body = o.body.collect().await.map_err(|e| {
+        let mut n = 0;
+        loop {
+            let got = client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.key_for(&nth(n + 1)))
+                .send()
+                .await;
+            let body = match got {
+                Ok(o) => o.body.collect().await.map_err(|e| {
                     DeliveryError::retryable(format!("s3 get: reading the body: {e}"))
-                })?;
-                Ok(Some(body.into_bytes().to_vec()))
-            }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(DeliveryError::retryable(format!(
-                "s3 get: {}",
-                sdk_error(&e)
-            ))),
+                })?,
+                Err(e) if not_found(&e) => return Ok(n),
+                Err(e) => {
+                    return Err(DeliveryError::retryable(format!(
+                        "s3 get: {}",
+                        sdk_error(&e)
+                    )))
+                }
+            };
+            sink(&body.into_bytes())?;
+            n += 1;
         }
     }
 
@@ -410,21 +419,28 @@ impl S3Target {
         }
     }
 
-    /// Removes the object `meta` describes; false if it was not there.
-    pub async fn remove(&self, meta: &SegmentMeta) -> Result<bool, DeliveryError> {
+    /// With one client: removes the objects `nth(1)`, `nth(2)`, … describe until one is not
+    /// there; returns how many it removed.
+    pub async fn remove_each(
+        &self,
+        nth: impl Fn(u32) -> SegmentMeta,
+    ) -> Result<u32, DeliveryError> {
         let client = self.client().await;
-        let key = self.key_for(meta);
-        if !self.exists(&client, &key).await? {
-            return Ok(false);
+        let mut n = 0;
+        loop {
+            let key = self.key_for(&nth(n + 1));
+            if !self.exists(&client, &key).await? {
+                return Ok(n);
+            }
+            client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| DeliveryError::retryable(format!("s3 delete: {}", sdk_error(&e))))?;
+            n += 1;
         }
-        client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| DeliveryError::retryable(format!("s3 delete: {}", sdk_error(&e))))?;
-        Ok(true)
     }
 }
 

@@ -23,6 +23,12 @@ pub(crate) enum Rebuild {
     Later,
 }
 
+/// A segment an earlier run left `recording` whose file is not on this machine (its machine
+/// is gone).
+pub(crate) fn lost(seg: &SegmentRecord) -> bool {
+    seg.status == SegmentStatus::Recording && !seg.path.exists()
+}
+
 impl<H: JobHost> Run<'_, H> {
     /// Cuts the recording segment's next chunk when the chunk interval has passed since the
     /// last (with storage configured and chunks on).
@@ -131,7 +137,6 @@ impl<H: JobHost> Run<'_, H> {
     /// when the job was taken over are tried once more; what still cannot be read is listed
     /// `missing` (its chunks stay in storage).
     pub(crate) async fn retry_lost_segments(&mut self) {
-        let lost = |s: &SegmentRecord| s.status == SegmentStatus::Recording && !s.path.exists();
         if !self.job.segments.iter().any(lost) {
             return;
         }

@@ -3,7 +3,7 @@
 //! to delivery and the archive ([`Run::deliver_segment`]), and chat said while a recording
 //! stops written into its journal.
 
-use super::chunking::Rebuild;
+use super::chunking::{lost, Rebuild};
 use super::context::Run;
 use crate::job::files::chat;
 use crate::job::files::outbox::HandOff;
@@ -25,7 +25,7 @@ impl<H: JobHost> Run<'_, H> {
             .job
             .segments
             .iter()
-            .filter(|s| s.status == SegmentStatus::Recording && !s.path.exists())
+            .filter(|s| lost(s))
             .cloned()
             .collect();
         for seg in &lost {
