@@ -20,7 +20,8 @@ RUNTIME_PACKAGES := pkg-config build-essential libssl-dev \
 
 # What only the tests need: media probes, the servers they start, namespaces, a Python venv.
 TEST_PACKAGES := ffmpeg time gstreamer1.0-tools nginx libnginx-mod-rtmp openssh-server \
-	redis-server janus iproute2 util-linux procps python3-venv openssl nftables systemd
+	redis-server janus iproute2 util-linux procps python3-venv openssl nftables systemd \
+	chromium chromium-driver
 
 # The S3-compatible server the tests start, in a virtual environment of the project's own.
 TOOLS_DIR := $(CURDIR)/.tools

@@ -254,6 +254,10 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) 
         .collect();
     stored.sort();
     assert_eq!(stored, names, "storage holds only the recordings: {all:?}");
+    if let Store::S3(s3) = &store {
+        let open = block_on(s3.unfinished_uploads(BUCKET));
+        assert!(open.is_empty(), "unfinished multipart uploads: {open:?}");
+    }
 }
 
 /// The lost segment's HLS output was ended from storage: its VOD playlist lists the segments

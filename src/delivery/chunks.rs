@@ -184,7 +184,12 @@ impl Storage {
                     seq += 1;
                 }
             }
-            Storage::S3(t) => return t.remove_each(|seq| chunk_meta(meta, seq)).await,
+            Storage::S3(t) => {
+                let n = t.remove_each(|seq| chunk_meta(meta, seq)).await?;
+                // And the file's early upload, if one was left unfinished.
+                super::s3::early::abort_stray(t, meta).await;
+                return Ok(n);
+            }
         }
         Ok(seq)
     }

@@ -22,6 +22,7 @@ pub mod composite;
 pub mod gate;
 pub mod hls;
 pub mod individual;
+pub mod isobmff;
 pub mod mp4;
 pub mod page;
 

@@ -130,6 +130,21 @@ impl MotoS3 {
             .collect()
     }
 
+    /// Keys of the multipart uploads started and neither completed nor aborted.
+    pub async fn unfinished_uploads(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .client()
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        out.uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_string))
+            .collect()
+    }
+
     fn client(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())

@@ -66,9 +66,10 @@ impl<H: JobHost> Run<'_, H> {
         let (path, from, seq) = (seg.path.clone(), cursor.offset, cursor.seq + 1);
         // Beside the segment only until the spool takes it (a rename on the same disk).
         let out = path.with_file_name(crate::delivery::chunks::chunk_name(&seg.file_name, seq));
-        let meta = chunk_meta(&segment_meta(&self.job, seg), seq);
+        let whole = segment_meta(&self.job, seg);
+        let meta = chunk_meta(&whole, seq);
         let cut = {
-            let out = out.clone();
+            let (out, path) = (out.clone(), path.clone());
             tokio::task::spawn_blocking(move || {
                 let Some(to) = cut_point(&path, from)? else {
                     return Ok(None);
@@ -96,6 +97,10 @@ impl<H: JobHost> Run<'_, H> {
             HandOff::Spooled { .. } => {
                 self.chunks.offset = to;
                 self.chunks.seq = seq;
+                // On S3 the finished file's own upload starts now too (see `early`).
+                if let Some(crate::delivery::Storage::S3(t)) = self.job_storage() {
+                    tokio::spawn(crate::delivery::s3::early::grow(t, whole, path, to));
+                }
             }
             _ => {
                 warn!(file = %self.chunks.file, seq, "chunk not spooled; the next cut takes its bytes");

@@ -5,6 +5,8 @@
 //! Written here rather than by `mp4mux`: its fragments are cut at fixed durations per track,
 //! not at keyframes, so they cannot be HLS segments; and GStreamer 1.22 has no CMAF muxer.
 
+use crate::pipeline::isobmff::{bx, full, put_u16, put_u32};
+
 /// Track id of the video track (when there is one).
 pub const VIDEO_TRACK: u32 = 1;
 /// Track id of the audio track.
@@ -56,31 +58,6 @@ pub struct Run {
     pub decode_time: u64,
     /// The samples, in decode order.
     pub samples: Vec<Sample>,
-}
-
-fn put_u16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-/// A box of `kind` around `payload`.
-fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    put_u32(&mut out, (payload.len() + 8) as u32);
-    out.extend_from_slice(kind);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A full box (version and flags ahead of the payload).
-fn full(kind: &[u8; 4], version: u8, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(payload.len() + 4);
-    put_u32(&mut p, (u32::from(version) << 24) | (flags & 0x00ff_ffff));
-    p.extend_from_slice(payload);
-    bx(kind, &p)
 }
 
 fn concat(parts: &[Vec<u8>]) -> Vec<u8> {

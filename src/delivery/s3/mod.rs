@@ -14,6 +14,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};
 use std::path::Path;
 
+pub mod early;
+
 /// Files larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
@@ -192,7 +194,9 @@ impl S3Target {
         let size = std::fs::metadata(src)
             .map_err(|e| DeliveryError::retryable(format!("reading {}: {e}", src.display())))?
             .len();
-        let expected_etag = if size <= self.threshold {
+        let expected_etag = if let Some(done) = early::finish(self, &key, src).await {
+            done?
+        } else if size <= self.threshold {
             self.put_single(&client, src, &key).await?
         } else {
             self.put_multipart(&client, src, &key).await?
