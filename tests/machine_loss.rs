@@ -99,26 +99,67 @@ fn worker(dir: &Path, redis: &Redis, id: &str, store: &Store, hooks: &Receiver) 
     Service::start(&["worker"], &env, &dir.join(format!("{id}.log")), false)
 }
 
+/// A Redis fleet of two workers recording to `store`, and its control API.
+struct Fleet {
+    redis: Redis,
+    hooks: Receiver,
+    api: Service,
+    workers: [(&'static str, Option<Service>); 2],
+}
+
+impl Fleet {
+    fn start(dir: &Path, store: &Store) -> Fleet {
+        let redis = Redis::start(&dir.join("redis"));
+        let hooks = Receiver::start(0);
+        let api_env = serve_env(
+            &dir.join("data-api"),
+            &[("ROOMCAST_REDIS_URL", &redis.url())],
+        );
+        let api = Service::start(&["api"], &api_env, &dir.join("api.log"), true);
+        let workers = [
+            ("wa", Some(worker(dir, &redis, "wa", store, &hooks))),
+            ("wb", Some(worker(dir, &redis, "wb", store, &hooks))),
+        ];
+        wait_for(15.0, || {
+            (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
+        })
+        .expect("two workers");
+        Fleet {
+            redis,
+            hooks,
+            api,
+            workers,
+        }
+    }
+}
+
+/// The machine of worker `holder` is gone: its process and its disk. Returns the other.
+fn lose(
+    dir: &Path,
+    workers: &mut [(&'static str, Option<Service>); 2],
+    holder: &str,
+) -> &'static str {
+    let (_, lost) = workers.iter_mut().find(|(w, _)| *w == holder).unwrap();
+    lost.take().unwrap().kill9();
+    std::fs::remove_dir_all(dir.join(format!("data-{holder}"))).unwrap();
+    if holder == "wa" {
+        "wb"
+    } else {
+        "wa"
+    }
+}
+
 /// With `hls`, the recording also has a live HLS output, whose lost part must be ended too.
 /// With `outage` (a folder store only), storage cannot be read when the job is taken over and
 /// is back before the stop: the lost segment is rebuilt when the job ends.
 fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) {
     let dir = TempDir::new(tag);
-    let redis = Redis::start(&dir.path().join("redis"));
-    let hooks = Receiver::start(0);
-    let api_env = serve_env(
-        &dir.path().join("data-api"),
-        &[("ROOMCAST_REDIS_URL", &redis.url())],
-    );
-    let api = Service::start(&["api"], &api_env, &dir.path().join("api.log"), true);
-    let mut workers = [
-        ("wa", Some(worker(dir.path(), &redis, "wa", &store, &hooks))),
-        ("wb", Some(worker(dir.path(), &redis, "wb", &store, &hooks))),
-    ];
-    wait_for(15.0, || {
-        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
-    })
-    .expect("two workers");
+    let Fleet {
+        redis: _redis,
+        hooks,
+        api,
+        mut workers,
+    } = Fleet::start(dir.path(), &store);
     register_room(&api, "lost", 2, "{}");
     let outputs = if hls {
         r#","outputs":{"hls":true}"#
@@ -137,13 +178,9 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) 
     let holder = j["worker"].as_str().unwrap().to_string();
     let first_name = j["segments"][0]["file_name"].as_str().unwrap().to_string();
     std::thread::sleep(KILLED_AFTER);
-    // The machine is gone: its process and its disk.
     let lived = started.elapsed().as_secs_f64();
-    let (_, lost) = workers.iter_mut().find(|(w, _)| *w == holder).unwrap();
-    lost.take().unwrap().kill9();
-    std::fs::remove_dir_all(dir.path().join(format!("data-{holder}"))).unwrap();
+    let survivor = lose(dir.path(), &mut workers, &holder);
     let killed = Instant::now();
-    let survivor = if holder == "wa" { "wb" } else { "wa" };
     let away = |root: &Path| root.with_extension("away");
     if outage {
         let Store::Folder(root) = &store else {
@@ -332,4 +369,110 @@ fn a_lost_machines_segment_is_rebuilt_when_the_job_ends_if_storage_was_down_at_t
     let dir = TempDir::new("lost-outage-store");
     let root = dir.path().join("storage");
     lose_the_recording_machine("lost-outage", Store::Folder(root), false, true);
+}
+
+/// An individual recording (every track in its own file) whose machine is lost: the other
+/// worker rebuilds its folder from the chunks in storage, delivers it as one bundle (one
+/// `recording` webhook) and records on in a new folder; each rebuilt track file holds what
+/// was recorded up to at most a chunk and a second before the loss; no chunk is left.
+#[test]
+fn a_lost_machines_individual_recording_is_rebuilt_from_a_folder() {
+    let dir = TempDir::new("lost-individual");
+    let root = dir.path().join("storage");
+    let store = Store::Folder(root.clone());
+    let Fleet {
+        redis: _redis,
+        hooks,
+        api,
+        mut workers,
+    } = Fleet::start(dir.path(), &store);
+    register_room(&api, "lostind", 2, "{}");
+    let path = "/v1/rooms/lostind/recording";
+    let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
+    let (s, v) = api.call("POST", path, Some(&body));
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 30.0);
+    let started = Instant::now();
+    let holder = j["worker"].as_str().unwrap().to_string();
+    std::thread::sleep(KILLED_AFTER);
+    let lived = started.elapsed().as_secs_f64();
+    let survivor = lose(dir.path(), &mut workers, &holder);
+    wait_for(45.0, || {
+        let j = job(&api, &id);
+        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    std::thread::sleep(Duration::from_secs(4));
+    let (s, v) = api.call("DELETE", path, Some(&body));
+    assert_eq!(s, 200, "{v}");
+    let done = wait_state(&api, &id, "completed", 60.0);
+    let segments = done["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2, "{done}");
+    let first = segments[0]["file_name"].as_str().unwrap().to_string();
+    wait_for(60.0, || {
+        (hooks.of_type("recording").len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} recording webhooks: {done}",
+            hooks.of_type("recording").len()
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let bundles: Vec<serde_json::Value> = hooks
+        .of_type("recording")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(bundles.len(), 2, "one webhook per folder");
+    let lost = bundles
+        .iter()
+        .find(|b| b["recording"][0]["url"].as_str().unwrap().contains(&first))
+        .unwrap_or_else(|| panic!("no webhook names {first}: {bundles:?}"));
+    // A camera and a microphone per participant, and the manifest.
+    let files = lost["recording"].as_array().unwrap();
+    assert_eq!(files.len(), 5, "{lost}");
+    for f in files {
+        let url = f["url"].as_str().unwrap();
+        let path = std::path::PathBuf::from(url.trim_start_matches("file://"));
+        assert!(path.is_file(), "{url}");
+        if url.ends_with(".mkv") {
+            // A file whose recording process was killed states no length: its packets do.
+            let span = packet_span(&path);
+            eprintln!("recorded {lived:.1} s before the loss; {url} holds {span:.1} s");
+            // Its track starts when the participant's first frame arrives, after the start.
+            assert!(span >= lived - CHUNK_SECS - 1.0 - 2.0, "{url}: {span:.1} s");
+        }
+    }
+    let chunks: Vec<String> = store
+        .names()
+        .into_iter()
+        .filter(|n| n.contains(".chunk"))
+        .collect();
+    assert!(chunks.is_empty(), "chunks left in storage: {chunks:?}");
+}
+
+/// From the first packet's time to the last's, as ffprobe reads them.
+fn packet_span(path: &Path) -> f64 {
+    let out = tool_output(
+        std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=pts_time",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path),
+    );
+    let times: Vec<f64> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    match (times.first(), times.iter().cloned().reduce(f64::max)) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    }
 }

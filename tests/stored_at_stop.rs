@@ -269,3 +269,111 @@ async fn an_s3_object_goes_up_while_recording_and_is_stored_moments_after_the_st
         assert!(s3.unfinished_uploads("rec").await.is_empty());
     }
 }
+
+/// The stop → stored figures of the README: for recordings of 1, 10 and 60 minutes
+/// (`ROOMCAST_STOP_MINUTES` to choose), 30 fps H.264 at about 2.5 Mbit/s and AAC in
+/// one-second fragments (noise, so the bytes are a real 720p recording's; the stop path
+/// neither decodes nor encodes), sent to moto the way a recording's chunk cuts send them;
+/// then the stop: finalize, complete the upload, verify. Printed with the same file
+/// finalized by remuxing (`qtdemux ! mp4mux faststart=true`, the former path) and uploaded
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn stop_to_stored_figures() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let minutes: Vec<u32> = std::env::var("ROOMCAST_STOP_MINUTES")
+        .unwrap_or_else(|_| "1,10,60".into())
+        .split(',')
+        .map(|m| m.trim().parse().unwrap())
+        .collect();
+    let dir = TempDir::new("stop-figures");
+    let s3 = MotoS3::start_on(free_port());
+    s3.create_bucket("rec");
+    let target = S3Target::parse(&format!("s3://rec?endpoint={}", s3.endpoint())).unwrap();
+    for m in minutes {
+        let file = dir.path().join(format!("room_{m}_1.mp4"));
+        record_fragmented(&file, m * 60, (160, 90), 30, "snow", 2_500);
+        let size = std::fs::metadata(&file).unwrap().len();
+        // The former path on a copy: remux, then the whole file up.
+        let old = dir.path().join(format!("old_{m}_1.mp4"));
+        let t = Instant::now();
+        let status = Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "filesrc",
+                &format!("location={}", file.display()),
+                "!",
+                "qtdemux",
+                "name=d",
+            ])
+            .args([
+                "d.video_0",
+                "!",
+                "queue",
+                "max-size-time=0",
+                "max-size-bytes=0",
+                "max-size-buffers=0",
+                "!",
+                "mux.",
+            ])
+            .args([
+                "d.audio_0",
+                "!",
+                "queue",
+                "max-size-time=0",
+                "max-size-bytes=0",
+                "max-size-buffers=0",
+                "!",
+                "mux.",
+            ])
+            .args([
+                "mp4mux",
+                "name=mux",
+                "faststart=true",
+                "!",
+                "filesink",
+                &format!("location={}", old.display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let remux = t.elapsed();
+        let t = Instant::now();
+        target.put(&old, &meta(&old)).await.unwrap();
+        let whole = t.elapsed();
+        // Now: parts while recording, then the stop.
+        let m0 = meta(&file);
+        record_with_early_parts(&target, &m0, &file).await;
+        let t = Instant::now();
+        let (ok, _, err) = run(&["finalize", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let finalize = t.elapsed();
+        let t = Instant::now();
+        let url = target.put(&file, &meta(&file)).await.unwrap();
+        let put = t.elapsed();
+        let key = url.trim_start_matches("s3://rec/").to_string();
+        assert_eq!(
+            s3.etag("rec", &key)
+                .await
+                .rsplit('-')
+                .next()
+                .map(|n| n.parse::<u64>().is_ok()),
+            Some(true)
+        );
+        println!(
+            "{m} min, {:.0} MB: stop → stored {:.2} s (finalize {:.2} s, upload {:.2} s); \
+             former path {:.2} s (remux {:.2} s, whole upload {:.2} s)",
+            size as f64 / 1e6,
+            (finalize + put).as_secs_f64(),
+            finalize.as_secs_f64(),
+            put.as_secs_f64(),
+            (remux + whole).as_secs_f64(),
+            remux.as_secs_f64(),
+            whole.as_secs_f64()
+        );
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&old);
+    }
+}

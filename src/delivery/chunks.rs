@@ -42,6 +42,36 @@ pub fn chunk_name(file_name: &str, seq: u32) -> String {
     format!("{file_name}.chunk{seq:06}")
 }
 
+/// Whether `name` is a chunk's name (`….chunkNNNNNN`).
+fn is_chunk_name(name: &str) -> bool {
+    name.rsplit_once(".chunk")
+        .is_some_and(|(_, n)| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Files a process that died left half made in `dir`: chunks cut and never taken by the
+/// spool, and fast-start files being written (`.<file>.finalizing`), older than a minute (a
+/// running process's own are seconds old). Removes them; returns how many.
+pub fn sweep_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let old = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60))
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            (is_chunk_name(&name) || (name.starts_with('.') && name.ends_with(".finalizing")))
+                && e.metadata().is_ok_and(|m| m.is_file() && old(&m))
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// What the spool and storage know about chunk `seq` of the file `meta` describes.
 pub fn chunk_meta(meta: &SegmentMeta, seq: u32) -> SegmentMeta {
     let mut m = meta.clone();
@@ -209,6 +239,44 @@ mod tests {
         b.extend_from_slice(kind);
         b.extend(std::iter::repeat_n(7u8, body));
         b
+    }
+
+    #[test]
+    fn only_old_leftovers_are_swept() {
+        let dir = std::env::temp_dir().join(format!("roomcast-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = [
+            "a.mp4.chunk000003",
+            ".b.mkv.chunk000001",
+            ".c.mp4.finalizing",
+            "d.mp4",
+            "e.chunk12",
+        ];
+        for n in names {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        assert_eq!(
+            sweep_leftovers(&dir),
+            0,
+            "fresh files are a running process's"
+        );
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        for n in names {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(dir.join(n))
+                .unwrap();
+            f.set_modified(past).unwrap();
+        }
+        assert_eq!(sweep_leftovers(&dir), 3);
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, ["d.mp4", "e.chunk12"]);
     }
 
     #[test]

@@ -280,9 +280,9 @@ impl Deliverer {
             return Ok(url);
         }
         info!(file = %entry.meta.file_name, %url, bytes = entry.meta.size, "recording delivered");
+        // A recording's file, or a file of an individual recording's folder (a bundle).
         if entry.meta.hls.is_none()
-            && entry.meta.bundle.is_none()
-            && entry.meta.file_name.ends_with(".mp4")
+            && (entry.meta.bundle.is_some() || entry.meta.file_name.ends_with(".mp4"))
         {
             // The whole file is in storage: the chunks sent while it recorded go, from the
             // target that took the file (which answers) and from the others they may have

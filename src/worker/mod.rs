@@ -84,6 +84,18 @@ impl Worker {
     /// A worker on `store`.
     pub fn new(store: Store, cfg: WorkerConfig) -> crate::Result<Arc<Worker>> {
         let outbox = Arc::new(Outbox::open(&cfg.delivery)?);
+        // What a process that died on this disk left half made.
+        let spool_dir = outbox
+            .deliverer
+            .as_ref()
+            .map(|d| d.spool.dir().to_path_buf());
+        let swept: usize = std::iter::once(cfg.recordings_dir.clone())
+            .chain(spool_dir)
+            .map(|d| crate::delivery::chunks::sweep_leftovers(&d))
+            .sum();
+        if swept > 0 {
+            tracing::info!(files = swept, "removed files a dead process left half made");
+        }
         Ok(Arc::new(Worker {
             store,
             cfg,

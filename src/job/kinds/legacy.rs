@@ -13,6 +13,9 @@ use crate::delivery::spool::{Bundle, BundleKind};
 use crate::job::files::notify::{Subject, Transition};
 use crate::job::files::outbox::{HandOff, Outbox};
 use crate::job::files::records::{archive_entry, segment_meta};
+use crate::job::kinds::folder_chunks::{
+    delivered_name, drop_folder_chunks, folder_files, FolderChunks,
+};
 use crate::job::kinds::individual::{record_joined, IndividualEnd, IndividualSpec, MANIFEST_FILE};
 use crate::job::run::context::{Run, COMMAND_POLL};
 use crate::job::spec::host::{JobHost, Poll};
@@ -49,20 +52,6 @@ enum Stopped {
     Superseded,
     /// Free disk space fell below the floor.
     DiskLow,
-}
-
-/// The name a segment folder's file is delivered under: `<folder>-<file>` (storage keeps
-/// one level of names).
-fn delivered_name(folder: &Path, file: &str) -> String {
-    format!("{}-{file}", crate::util::file_name(folder))
-}
-
-/// Files of a segment folder to deliver: every track file the manifest lists, then the
-/// manifest.
-fn folder_files(manifest: &Manifest) -> Vec<String> {
-    let mut files: Vec<String> = manifest.files.iter().map(|f| f.file.clone()).collect();
-    files.push(MANIFEST_FILE.to_string());
-    files
 }
 
 /// Whether every file of `folder` was handed to the spool.
@@ -144,8 +133,11 @@ impl<H: JobHost> Run<'_, H> {
             let stopped = &stopped;
             let local = &mut local;
             let (dir, floor) = (self.env.recordings_dir.clone(), self.env.min_free_bytes);
+            let (outbox, folder) = (&self.env.outbox, folder.clone());
             async move {
+                let mut chunks = FolderChunks::default();
                 let why = loop {
+                    chunks.cut(outbox, &job, &folder).await;
                     if floor > 0 && crate::util::free_bytes(&dir).is_some_and(|b| b < floor) {
                         break Stopped::DiskLow;
                     }
@@ -281,6 +273,7 @@ impl<H: JobHost> Run<'_, H> {
     /// Finishes the individual segments an earlier run left `recording`: their files are
     /// written as they come; what their manifests list is delivered and transcoded.
     pub(crate) async fn recover_folders(&mut self) {
+        self.rebuild_lost_folders().await;
         let folders: Vec<PathBuf> = self
             .job
             .segments
@@ -313,6 +306,14 @@ impl<H: JobHost> Run<'_, H> {
                 return;
             }
         };
+        drop_folder_chunks(
+            &self.env.outbox,
+            &self.job,
+            &self.job.segments[i],
+            folder,
+            &manifest,
+        )
+        .await;
         {
             let seg = &mut self.job.segments[i];
             seg.size = manifest.files.iter().map(|f| f.bytes).sum();
