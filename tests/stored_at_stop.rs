@@ -5,7 +5,7 @@
 //! - On S3 the finished file's object is uploaded while the recording goes on: at the stop
 //!   only its index, first part and tail go up; the object is the local file byte for byte;
 //!   a finished file that differs from what went up early is uploaded whole instead; no
-//!   unfinished multipart upload is left.
+//!   unfinished multipart upload is left, also when the recording's machine was lost.
 
 mod support;
 use roomcast::delivery::s3::{early, S3Target};
@@ -268,6 +268,24 @@ async fn an_s3_object_goes_up_while_recording_and_is_stored_moments_after_the_st
         }
         assert!(s3.unfinished_uploads("rec").await.is_empty());
     }
+
+    // A machine lost while its upload was under way: the worker that stores the rebuilt file
+    // removes the file's chunks, and with them the unfinished upload.
+    let file = dir.path().join("room_1_3.mp4");
+    record_fragmented(&file, 16, (640, 360), 25, "snow", 12_000);
+    let m = meta(&file);
+    record_with_early_parts(&target, &m, &file).await;
+    assert_eq!(
+        s3.unfinished_uploads("rec").await.len(),
+        1,
+        "an upload under way"
+    );
+    let storage = roomcast::delivery::Storage::S3(target.clone());
+    storage.remove_chunks(&m).await.unwrap();
+    assert!(
+        s3.unfinished_uploads("rec").await.is_empty(),
+        "the abandoned upload is aborted"
+    );
 }
 
 /// The stop → stored figures of the README: for recordings of 1, 10 and 60 minutes
@@ -288,17 +306,23 @@ async fn stop_to_stored_figures() {
         .split(',')
         .map(|m| m.trim().parse().unwrap())
         .collect();
+    // ROOMCAST_STOP_KBPS: the video bitrate (the synthetic demo's is about 200).
+    let kbps: u32 = std::env::var("ROOMCAST_STOP_KBPS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(2_500);
     let dir = TempDir::new("stop-figures");
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket("rec");
     let target = S3Target::parse(&format!("s3://rec?endpoint={}", s3.endpoint())).unwrap();
     for m in minutes {
         let file = dir.path().join(format!("room_{m}_1.mp4"));
-        record_fragmented(&file, m * 60, (160, 90), 30, "snow", 2_500);
+        record_fragmented(&file, m * 60, (160, 90), 30, "snow", kbps);
         let size = std::fs::metadata(&file).unwrap().len();
         // The former path on a copy: remux, then the whole file up.
         let old = dir.path().join(format!("old_{m}_1.mp4"));
         let t = Instant::now();
+        let unbounded = ["max-size-time=0", "max-size-bytes=0", "max-size-buffers=0"];
         let status = Command::new("gst-launch-1.0")
             .args([
                 "-q",
@@ -308,38 +332,29 @@ async fn stop_to_stored_figures() {
                 "qtdemux",
                 "name=d",
             ])
+            .args(["mp4mux", "name=mux", "faststart=true", "!", "filesink"])
+            .arg(format!("location={}", old.display()))
+            .args(["d.video_0", "!", "queue"])
+            .args(unbounded)
             .args([
-                "d.video_0",
                 "!",
-                "queue",
-                "max-size-time=0",
-                "max-size-bytes=0",
-                "max-size-buffers=0",
+                "h264parse",
                 "!",
-                "mux.",
-            ])
-            .args([
+                "mux.video_0",
                 "d.audio_0",
                 "!",
                 "queue",
-                "max-size-time=0",
-                "max-size-bytes=0",
-                "max-size-buffers=0",
-                "!",
-                "mux.",
             ])
-            .args([
-                "mp4mux",
-                "name=mux",
-                "faststart=true",
-                "!",
-                "filesink",
-                &format!("location={}", old.display()),
-            ])
+            .args(unbounded)
+            .args(["!", "aacparse", "!", "mux.audio_0"])
             .status()
             .unwrap();
         assert!(status.success());
         let remux = t.elapsed();
+        assert!(
+            std::fs::metadata(&old).unwrap().len() > size / 2,
+            "the remux wrote nothing"
+        );
         let t = Instant::now();
         target.put(&old, &meta(&old)).await.unwrap();
         let whole = t.elapsed();

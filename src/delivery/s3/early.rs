@@ -253,6 +253,7 @@ pub async fn finish(t: &S3Target, key: &str, file: &Path) -> Option<Result<Strin
     if up.broken {
         return None;
     }
+    let t0 = std::time::Instant::now();
     let checked = {
         let (file, parts) = (file.to_path_buf(), up.parts.clone());
         let (start, reserve_end) = (up.region_start, up.reserve_end);
@@ -297,19 +298,28 @@ pub async fn finish(t: &S3Target, key: &str, file: &Path) -> Option<Result<Strin
                 send_part(t, key, &up.upload_id, n, read(tail).map_err(io)?).await?,
             ));
         }
-        complete(t, key, &up.upload_id, &parts).await
+        let sent = t0.elapsed();
+        complete(t, key, &up.upload_id, &parts)
+            .await
+            .map(|etag| (etag, sent, t0.elapsed() - sent))
     }
     .await;
-    if result.is_err() {
-        abort(t, key, &up.upload_id).await;
-    } else {
-        info!(
-            key,
-            early_parts = up.parts.len(),
-            "stored from parts sent while recording"
-        );
+    match result {
+        Ok((etag, sent, completed)) => {
+            info!(
+                key,
+                early_parts = up.parts.len(),
+                checked_and_sent_ms = sent.as_millis() as u64,
+                completed_ms = completed.as_millis() as u64,
+                "stored from parts sent while recording"
+            );
+            Some(Ok(etag))
+        }
+        Err(e) => {
+            abort(t, key, &up.upload_id).await;
+            Some(Err(e))
+        }
     }
-    Some(result)
 }
 
 /// Whether every early part is what the finished file holds at its place: the end of the
