@@ -17,7 +17,7 @@ use super::{sdk_error, S3Target};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::spool::SegmentMeta;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -360,36 +360,9 @@ async fn complete(
         .iter()
         .map(|(n, (etag, _))| CompletedPart::builder().part_number(*n).e_tag(etag).build())
         .collect();
-    let done = t
-        .client()
-        .await
-        .complete_multipart_upload()
-        .bucket(&t.bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
-        .send()
-        .await;
-    match done {
-        Ok(_) => {}
-        Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.raw().status().as_u16() == 200 => {}
-        Err(e) => {
-            return Err(DeliveryError::retryable(format!(
-                "s3 multipart complete: {}",
-                sdk_error(&e)
-            )))
-        }
-    }
     let digests: Vec<u8> = parts.iter().flat_map(|(_, (_, m))| m.to_vec()).collect();
-    Ok(format!(
-        "{}-{}",
-        crate::util::hex(&Md5::digest(&digests)),
-        parts.len()
-    ))
+    let client = t.client().await;
+    super::complete_upload(&client, &t.bucket, key, upload_id, completed, &digests).await
 }
 
 /// Aborts any unfinished multipart upload of `meta`'s object: one a lost machine left, or one

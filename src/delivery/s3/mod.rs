@@ -329,41 +329,51 @@ impl S3Target {
             parts.push(part);
             digests.extend_from_slice(&digest);
         }
-        let n = parts.len() as i32 + 1;
-        let completed = client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match completed {
-            Ok(_) => {}
-            // A 200 whose body the SDK cannot read (some S3-compatible servers name the XML root
-            // differently): the HEAD check that follows decides whether the object is whole.
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 200 =>
-            {
-                tracing::debug!("multipart completion answered 200 with an unexpected body");
-            }
-            Err(e) => {
-                return Err(DeliveryError::retryable(format!(
-                    "s3 multipart complete: {}",
-                    sdk_error(&e)
-                )))
-            }
-        }
-        Ok(format!(
-            "{}-{}",
-            crate::util::hex(&Md5::digest(&digests)),
-            n - 1
-        ))
+        complete_upload(client, &self.bucket, key, upload_id, parts, &digests).await
     }
+}
+
+/// Completes a multipart upload of `parts` whose MD5s, end to end, are `digests`; returns the
+/// object's expected ETag (the MD5 of the parts' MD5s and their count).
+async fn complete_upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: Vec<CompletedPart>,
+    digests: &[u8],
+) -> Result<String, DeliveryError> {
+    let count = parts.len();
+    let completed = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await;
+    match completed {
+        Ok(_) => {}
+        // A 200 whose body the SDK cannot read (some S3-compatible servers name the XML root
+        // differently): the HEAD check that follows decides whether the object is whole.
+        Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.raw().status().as_u16() == 200 => {
+            tracing::debug!("multipart completion answered 200 with an unexpected body");
+        }
+        Err(e) => {
+            return Err(DeliveryError::retryable(format!(
+                "s3 multipart complete: {}",
+                sdk_error(&e)
+            )))
+        }
+    }
+    Ok(format!(
+        "{}-{count}",
+        crate::util::hex(&Md5::digest(digests))
+    ))
 }
 
 impl S3Target {

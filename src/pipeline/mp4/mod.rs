@@ -228,6 +228,18 @@ mod tests {
     use super::*;
     use gst::prelude::*;
 
+    /// Runs a `gst-launch` description until its end (at most 30 s).
+    fn run_to_end(desc: &str) {
+        let pipeline = gst::parse::launch(desc).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
     /// Records `frames` of 25 fps video and its sound into a fragmented file, as a run does.
     fn fragmented(path: &Path, frames: u32) {
         gst::init().unwrap();
@@ -240,14 +252,7 @@ mod tests {
             frames,
             path.display()
         );
-        let pipeline = gst::parse::launch(&desc).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        bus.timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
-        pipeline.set_state(gst::State::Null).unwrap();
+        run_to_end(&desc);
     }
 
     /// The fast-start form: index first, every fragment header renamed, every sample's offset
@@ -327,14 +332,7 @@ mod tests {
              filesink location={}",
             path.display()
         );
-        let pipeline = gst::parse::launch(&desc).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        bus.timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
-        pipeline.set_state(gst::State::Null).unwrap();
+        run_to_end(&desc);
         // Written as it went, never rewritten: the header's own length is zero.
         let head = read_head(&mut std::fs::File::open(&path).unwrap()).unwrap();
         let (a, _) = child(&head, moov(&head).unwrap(), b"mvhd").unwrap();
