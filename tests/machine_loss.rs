@@ -149,6 +149,37 @@ fn lose(
     }
 }
 
+/// Starts a recording (`body` POSTed to `path`), lets it record [`KILLED_AFTER`] once active and
+/// loses the machine of the worker recording it. Returns the job id, its record when it went
+/// active, how long it recorded and the surviving worker.
+fn record_until_lost(
+    api: &Service,
+    dir: &Path,
+    workers: &mut [(&'static str, Option<Service>); 2],
+    path: &str,
+    body: &str,
+) -> (String, serde_json::Value, f64, &'static str) {
+    let (s, v) = api.call("POST", path, Some(body));
+    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(api, &id, "active", 30.0);
+    let started = Instant::now();
+    let holder = j["worker"].as_str().unwrap().to_string();
+    std::thread::sleep(KILLED_AFTER);
+    let lived = started.elapsed().as_secs_f64();
+    let survivor = lose(dir, workers, &holder);
+    (id, j, lived, survivor)
+}
+
+/// The job's record once `survivor` records it again (its second attempt).
+fn taken_over(api: &Service, id: &str, survivor: &str) -> serde_json::Value {
+    wait_for(45.0, || {
+        let j = job(api, id);
+        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(j)
+    })
+    .unwrap_or_else(|| panic!("not taken over: {}", job(api, id)))
+}
+
 /// With `hls`, the recording also has a live HLS output, whose lost part must be ended too.
 /// With `outage` (a folder store only), storage cannot be read when the job is taken over and
 /// is back before the stop: the lost segment is rebuilt when the job ends.
@@ -166,20 +197,15 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) 
     } else {
         ""
     };
-    let (s, v) = api.call(
-        "POST",
+    let body = format!(r#"{{"requested_by":{MODERATOR}{outputs}}}"#);
+    let (id, j, lived, survivor) = record_until_lost(
+        &api,
+        dir.path(),
+        &mut workers,
         "/v1/rooms/lost/live-recording",
-        Some(&format!(r#"{{"requested_by":{MODERATOR}{outputs}}}"#)),
+        &body,
     );
-    assert_eq!((s, v["result"].as_u64()), (201, Some(0)), "{v}");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    let j = wait_state(&api, &id, "active", 30.0);
-    let started = Instant::now();
-    let holder = j["worker"].as_str().unwrap().to_string();
     let first_name = j["segments"][0]["file_name"].as_str().unwrap().to_string();
-    std::thread::sleep(KILLED_AFTER);
-    let lived = started.elapsed().as_secs_f64();
-    let survivor = lose(dir.path(), &mut workers, &holder);
     let killed = Instant::now();
     let away = |root: &Path| root.with_extension("away");
     if outage {
@@ -191,11 +217,7 @@ fn lose_the_recording_machine(tag: &str, store: Store, hls: bool, outage: bool) 
         std::fs::write(root, b"storage is down").unwrap();
     }
 
-    let j = wait_for(45.0, || {
-        let j = job(&api, &id);
-        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(j)
-    })
-    .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    let j = taken_over(&api, &id, survivor);
     eprintln!(
         "recording again {:.1} s after the loss",
         killed.elapsed().as_secs_f64()
@@ -389,20 +411,8 @@ fn a_lost_machines_individual_recording_is_rebuilt_from_a_folder() {
     register_room(&api, "lostind", 2, "{}");
     let path = "/v1/rooms/lostind/recording";
     let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
-    let (s, v) = api.call("POST", path, Some(&body));
-    assert_eq!(s, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    let j = wait_state(&api, &id, "active", 30.0);
-    let started = Instant::now();
-    let holder = j["worker"].as_str().unwrap().to_string();
-    std::thread::sleep(KILLED_AFTER);
-    let lived = started.elapsed().as_secs_f64();
-    let survivor = lose(dir.path(), &mut workers, &holder);
-    wait_for(45.0, || {
-        let j = job(&api, &id);
-        (j["worker"] == survivor && j["state"] == "active" && j["attempts"] == 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("not taken over: {}", job(&api, &id)));
+    let (id, _, lived, survivor) = record_until_lost(&api, dir.path(), &mut workers, path, &body);
+    taken_over(&api, &id, survivor);
     std::thread::sleep(Duration::from_secs(4));
     let (s, v) = api.call("DELETE", path, Some(&body));
     assert_eq!(s, 200, "{v}");

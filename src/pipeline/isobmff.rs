@@ -74,3 +74,37 @@ pub fn be64(d: &[u8], at: usize) -> u64 {
     b.copy_from_slice(&d[at..at + 8]);
     u64::from_be_bytes(b)
 }
+
+/// A box header read from a file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Header {
+    /// The box type.
+    pub kind: [u8; 4],
+    /// The size the header states (0: "to the end of the file").
+    pub size: u64,
+    /// The header's own length (8, or 16 with a 64-bit size).
+    pub len: u64,
+}
+
+/// The header of the box at `at` in `f`; None where it cannot be read whole.
+pub fn header_at(f: &std::fs::File, at: u64) -> Option<Header> {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; 16];
+    f.read_exact_at(&mut h[..8], at).ok()?;
+    let kind = [h[4], h[5], h[6], h[7]];
+    match be32(&h, 0) {
+        1 => {
+            f.read_exact_at(&mut h[8..16], at + 8).ok()?;
+            Some(Header {
+                kind,
+                size: be64(&h, 8),
+                len: 16,
+            })
+        }
+        s => Some(Header {
+            kind,
+            size: s as u64,
+            len: 8,
+        }),
+    }
+}

@@ -16,6 +16,8 @@
 use super::{sdk_error, S3Target};
 use crate::delivery::error::DeliveryError;
 use crate::delivery::spool::SegmentMeta;
+use crate::pipeline::isobmff::header_at;
+use crate::pipeline::mp4::region_bytes;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::CompletedPart;
 use md5::{Digest, Md5};
@@ -146,16 +148,7 @@ fn boundary_after(source: &Path, from: u64, min: u64, end: u64) -> Option<u64> {
 }
 
 fn box_size(f: &std::fs::File, at: u64) -> Option<u64> {
-    let mut h = [0u8; 16];
-    f.read_exact_at(&mut h[..8], at).ok()?;
-    let size = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64 {
-        1 => {
-            f.read_exact_at(&mut h[8..16], at + 8).ok()?;
-            u64::from_be_bytes(h[8..16].try_into().ok()?)
-        }
-        s => s,
-    };
-    (size >= 8).then_some(size)
+    header_at(f, at).map(|h| h.size).filter(|s| *s >= 8)
 }
 
 /// Where the first `moof` of a fragmented file starts.
@@ -163,33 +156,13 @@ fn first_fragment(source: &Path) -> Option<u64> {
     let f = std::fs::File::open(source).ok()?;
     let mut pos = 0;
     for _ in 0..16 {
-        let mut kind = [0u8; 4];
-        f.read_exact_at(&mut kind, pos + 4).ok()?;
-        if &kind == b"moof" {
+        let h = header_at(&f, pos)?;
+        if &h.kind == b"moof" {
             return Some(pos);
         }
-        pos += box_size(&f, pos)?;
+        pos += Some(h.size).filter(|s| *s >= 8)?;
     }
     None
-}
-
-/// `range` of the recording as it reads in the fast-start file: each fragment header renamed.
-fn renamed(source: &Path, range: (u64, u64)) -> std::io::Result<Vec<u8>> {
-    let f = std::fs::File::open(source)?;
-    let mut buf = vec![0u8; (range.1 - range.0) as usize];
-    f.read_exact_at(&mut buf, range.0)?;
-    let mut at = 0usize;
-    while at + 8 <= buf.len() {
-        let size = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        if &buf[at + 4..at + 8] == b"moof" {
-            buf[at + 4..at + 8].copy_from_slice(b"free");
-        }
-        if size < 8 {
-            break;
-        }
-        at += size;
-    }
-    Ok(buf)
 }
 
 async fn upload_part(
@@ -200,7 +173,7 @@ async fn upload_part(
     range: (u64, u64),
 ) -> Result<(String, [u8; 16]), DeliveryError> {
     let source = up.source.clone();
-    let data = tokio::task::spawn_blocking(move || renamed(&source, range))
+    let data = tokio::task::spawn_blocking(move || region_bytes(&source, range))
         .await
         .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?
         .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?;

@@ -119,6 +119,24 @@ pub fn copy_region(
     Ok(())
 }
 
+/// `range` of a fragmented file that is still being written, as it will read in its
+/// fast-start form ([`copy_region`] once it is finished): every `moof` renamed `free`.
+/// `range` starts and ends at box boundaries.
+pub fn region_bytes(source: &Path, range: (u64, u64)) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(source)?;
+    let mut buf = vec![0u8; (range.1 - range.0) as usize];
+    f.read_exact_at(&mut buf, range.0)?;
+    let mut start = 0;
+    for (kind, _, end) in boxes(&buf, 0, buf.len()) {
+        if &kind == b"moof" {
+            buf[start + 4..start + 8].copy_from_slice(b"free");
+        }
+        start = end;
+    }
+    Ok(buf)
+}
+
 fn ftyp(head: &[u8], moov: (usize, usize)) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(b"isom");

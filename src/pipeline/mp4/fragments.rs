@@ -6,7 +6,7 @@
 //! left behind may end inside a fragment: reading stops at the last fragment whose header
 //! and media are both whole.
 
-use crate::pipeline::isobmff::{be32, be64, boxes, child};
+use crate::pipeline::isobmff::{be32, be64, boxes, child, header_at};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -85,18 +85,11 @@ pub fn read(path: &Path, from: u64, defaults: &Defaults) -> std::io::Result<Frag
     let mut pos = from;
     let mut pending: Option<(u64, Vec<(u32, Track)>)> = None;
     while pos + 8 <= len {
-        let mut h = [0u8; 16];
-        f.seek(SeekFrom::Start(pos))?;
-        f.read_exact(&mut h[..8])?;
-        let mut size = be32(&h, 0) as u64;
-        if size == 1 {
-            f.read_exact(&mut h[8..16])?;
-            size = be64(&h, 8);
-        } else if size == 0 {
-            size = len - pos;
-        }
-        let kind = [h[4], h[5], h[6], h[7]];
-        let header = if be32(&h, 0) == 1 { 16 } else { 8 };
+        let Some(h) = header_at(&f, pos) else {
+            break;
+        };
+        let (kind, header) = (h.kind, h.len);
+        let size = if h.size == 0 { len - pos } else { h.size };
         if size < header {
             break;
         }

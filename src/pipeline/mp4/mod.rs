@@ -10,7 +10,7 @@
 mod faststart;
 mod fragments;
 
-pub use faststart::{copy_region, plan, Layout};
+pub use faststart::{copy_region, plan, region_bytes, Layout};
 
 use super::PipelineError;
 use crate::pipeline::isobmff::{be32, boxes, child};
@@ -270,6 +270,8 @@ mod tests {
         let cut = (a + (b - a) / 3, a + (b - a) * 2 / 3);
         let mut part = Vec::new();
         copy_region(&path, &layout, cut, &mut part).unwrap();
+        // And the media region read while recording is what the finished file holds.
+        let early = region_bytes(&path, layout.fragments.region).unwrap();
         let seg = finalize(&path).unwrap();
         let out = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -279,6 +281,11 @@ mod tests {
             &out[at..at + part.len()],
             &part[..],
             "a range copied alone differs"
+        );
+        assert_eq!(
+            &out[layout.head.len()..],
+            &early[..],
+            "the region read early differs"
         );
         let kinds: Vec<[u8; 4]> = boxes(&out, 0, out.len()).iter().map(|b| b.0).collect();
         assert_eq!(&kinds[..2], &[*b"ftyp", *b"moov"]);
