@@ -312,6 +312,12 @@ async fn stop_to_stored_figures() {
         .and_then(|k| k.parse().ok())
         .unwrap_or(2_500);
     let dir = TempDir::new("stop-figures");
+    // The early upload logs how long its last steps took: the server's share is read there.
+    let logs = Captured::default();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(logs.clone())
+        .try_init();
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket("rec");
     let target = S3Target::parse(&format!("s3://rec?endpoint={}", s3.endpoint())).unwrap();
@@ -377,8 +383,10 @@ async fn stop_to_stored_figures() {
                 .map(|n| n.parse::<u64>().is_ok()),
             Some(true)
         );
+        let (ours, server) = logs.early_upload_steps();
         println!(
-            "{m} min, {:.0} MB: stop → stored {:.2} s (finalize {:.2} s, upload {:.2} s); \
+            "{m} min, {:.0} MB: stop → stored {:.2} s (finalize {:.2} s, upload {:.2} s: \
+             check and last parts {ours:.2} s, the server's completion {server:.2} s); \
              former path {:.2} s (remux {:.2} s, whole upload {:.2} s)",
             size as f64 / 1e6,
             (finalize + put).as_secs_f64(),
@@ -390,5 +398,43 @@ async fn stop_to_stored_figures() {
         );
         let _ = std::fs::remove_file(&file);
         let _ = std::fs::remove_file(&old);
+    }
+}
+
+/// Log lines, kept.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// The last early upload's check-and-send and completion times, in seconds.
+    fn early_upload_steps(&self) -> (f64, f64) {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).to_string();
+        let line = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "stored from parts sent while recording")
+            .expect("the early upload's log line");
+        let ms = |k: &str| line["fields"][k].as_f64().unwrap() / 1000.0;
+        (ms("checked_and_sent_ms"), ms("completed_ms"))
     }
 }

@@ -147,8 +147,19 @@ impl Spool {
         mut meta: SegmentMeta,
         target: Option<String>,
     ) -> std::io::Result<SpoolEntry> {
-        meta.size = std::fs::metadata(file)?.len();
         meta.sha256 = sha256_file(file)?;
+        self.put_hashed(file, meta, target)
+    }
+
+    /// [`Spool::put`] for a file whose SHA-256 its writer computed as it wrote it
+    /// (`meta.sha256`): the file is not read again.
+    pub fn put_hashed(
+        &self,
+        file: &Path,
+        mut meta: SegmentMeta,
+        target: Option<String>,
+    ) -> std::io::Result<SpoolEntry> {
+        meta.size = std::fs::metadata(file)?.len();
         let stem = file
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())

@@ -7,8 +7,9 @@
 //! recording goes on, so it goes up as parts of a multipart upload as soon as a part's worth
 //! has been written ([`grow`]). At the stop only the first part (the index and the first
 //! [`RESERVE`] bytes, which keep it above S3's 5 MiB minimum) and the tail are left to upload
-//! ([`finish`]). Before completing, every early part is checked against the finished file (its
-//! MD5); any difference, or any failure, and the upload is aborted and the file goes up whole
+//! ([`finish`]). Before completing, every early part is checked against the finished file (an
+//! XXH3-64 of its bytes, taken when it was sent: the check reads the file at memory speed,
+//! where an MD5 of an hour's gigabyte took seconds); any difference, or any failure, and the upload is aborted and the file goes up whole
 //! as before. The chunks ([`crate::delivery::chunks`]) stay what keeps a lost machine's
 //! recording: an unfinished multipart upload cannot be read; it is aborted by whoever finds it
 //! ([`abort_stray`]).
@@ -26,12 +27,22 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use tracing::{debug, info, warn};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Bytes after the index kept for the first part (S3's minimum part size).
 pub const RESERVE: u64 = 5 * 1024 * 1024;
 
-/// An early part: its number, ETag, MD5 and the range of the recording it holds.
-type Part = (i32, String, [u8; 16], (u64, u64));
+/// An early part as sent.
+#[derive(Clone)]
+struct Part {
+    n: i32,
+    etag: String,
+    md5: [u8; 16],
+    /// The range of the recording it holds.
+    range: (u64, u64),
+    /// XXH3-64 of its bytes.
+    xxh3: u64,
+}
 
 /// One segment's early upload.
 struct Upload {
@@ -90,9 +101,9 @@ pub async fn grow(t: S3Target, meta: SegmentMeta, source: PathBuf, end: u64) {
         };
         let n = up.parts.len() as i32 + 2;
         match upload_part(&t, &key, up, n, (from, to)).await {
-            Ok((etag, md5)) => {
+            Ok(part) => {
                 debug!(key, part = n, bytes = to - from, "early part stored");
-                up.parts.push((n, etag, md5, (from, to)));
+                up.parts.push(part);
                 up.uploaded_to = to;
             }
             Err(e) => {
@@ -171,13 +182,21 @@ async fn upload_part(
     up: &Upload,
     n: i32,
     range: (u64, u64),
-) -> Result<(String, [u8; 16]), DeliveryError> {
+) -> Result<Part, DeliveryError> {
     let source = up.source.clone();
     let data = tokio::task::spawn_blocking(move || region_bytes(&source, range))
         .await
         .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?
         .map_err(|e| DeliveryError::retryable(format!("reading: {e}")))?;
-    send_part(t, key, &up.upload_id, n, data).await
+    let xxh3 = xxh3_64(&data);
+    let (etag, md5) = send_part(t, key, &up.upload_id, n, data).await?;
+    Ok(Part {
+        n,
+        etag,
+        md5,
+        range,
+        xxh3,
+    })
 }
 
 async fn send_part(
@@ -260,8 +279,8 @@ pub async fn finish(t: &S3Target, key: &str, file: &Path) -> Option<Result<Strin
             )
             .await?,
         )];
-        for (n, etag, md5, _) in &up.parts {
-            parts.push((*n, (etag.clone(), *md5)));
+        for p in &up.parts {
+            parts.push((p.n, (p.etag.clone(), p.md5)));
         }
         let tail = (offset(up.uploaded_to), len);
         if tail.1 > tail.0 {
@@ -309,14 +328,15 @@ fn check(file: &Path, region_start: u64, reserve_end: u64, parts: &[Part]) -> Op
     if offset(reserve_end) > len {
         return None;
     }
-    for (_, _, md5, (a, b)) in parts {
-        let (oa, ob) = (offset(*a), offset(*b));
+    let mut buf = Vec::new();
+    for p in parts {
+        let (oa, ob) = (offset(p.range.0), offset(p.range.1));
         if ob > len {
             return None;
         }
-        let mut buf = vec![0u8; (ob - oa) as usize];
+        buf.resize((ob - oa) as usize, 0);
         f.read_exact_at(&mut buf, oa).ok()?;
-        if <[u8; 16]>::from(Md5::digest(&buf)) != *md5 {
+        if xxh3_64(&buf) != p.xxh3 {
             return None;
         }
     }

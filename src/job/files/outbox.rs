@@ -69,12 +69,30 @@ impl Outbox {
         path: &Path,
         target: Option<String>,
     ) -> HandOff {
+        self.hand_off_hashed(meta, path, target, None).await
+    }
+
+    /// [`Outbox::hand_off`] of a file whose SHA-256 (hex) its writer computed as it wrote it:
+    /// the file is not read again.
+    pub async fn hand_off_hashed(
+        &self,
+        mut meta: SegmentMeta,
+        path: &Path,
+        target: Option<String>,
+        sha256: Option<String>,
+    ) -> HandOff {
         match &self.deliverer {
             Some(d) => {
                 let spool = d.spool.clone();
                 let src = path.to_path_buf();
                 let put = tokio::task::spawn_blocking(move || {
-                    let entry = spool.put(&src, meta, target)?;
+                    let entry = match sha256 {
+                        Some(sha) => {
+                            meta.sha256 = sha;
+                            spool.put_hashed(&src, meta, target)?
+                        }
+                        None => spool.put(&src, meta, target)?,
+                    };
                     Ok::<_, std::io::Error>((spool.media_path(&entry), entry.meta.sha256))
                 })
                 .await;
@@ -92,15 +110,17 @@ impl Outbox {
             }
             None => {
                 let p = path.to_path_buf();
-                let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok());
+                let sha = match sha256 {
+                    Some(sha) => Some(sha),
+                    None => tokio::task::spawn_blocking(move || sha256_file(&p))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok()),
+                };
                 let url = std::fs::canonicalize(path)
                     .map(|p| format!("file://{}", p.display()))
                     .unwrap_or_else(|_| format!("file://{}", path.display()));
                 if let Some(sha) = &sha {
-                    let mut meta = meta;
                     meta.sha256 = sha.clone();
                     if let Err(e) = self.notifier.file_delivered(&meta, &url) {
                         warn!(error = %e, "recording webhook not queued");

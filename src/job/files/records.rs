@@ -98,6 +98,7 @@ pub fn written(seg: &SegmentRecord) -> Option<SegmentFile> {
         .filter(|m| m.is_file())?
         .len();
     (bytes > 0).then(|| SegmentFile {
+        sha256: None,
         bytes,
         duration: crate::pipeline::mp4::duration(&seg.path).unwrap_or(gst::ClockTime::ZERO),
         path: seg.path.clone(),

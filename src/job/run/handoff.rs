@@ -114,7 +114,12 @@ impl<H: JobHost> Run<'_, H> {
         let handed = self
             .env
             .outbox
-            .hand_off(meta, &file.path, self.job.spec.storage.clone())
+            .hand_off_hashed(
+                meta,
+                &file.path,
+                self.job.spec.storage.clone(),
+                file.sha256.clone(),
+            )
             .await;
         match &handed {
             HandOff::Spooled { .. } => {

@@ -25,6 +25,8 @@ pub struct SegmentFile {
     pub duration: gst::ClockTime,
     /// Size in bytes.
     pub bytes: u64,
+    /// SHA-256 (hex) of the file, when its writer computed it as it wrote it.
+    pub sha256: Option<String>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> PipelineError {
@@ -127,16 +129,23 @@ pub fn finalize_with_audio_delay(
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.finalizing"));
     let layout = layout_of(path, audio_delay_ns)?;
+    // Hashed as it is written: delivery needs the file's SHA-256, and an hour at a real
+    // bitrate is a gigabyte not to read again.
     let written = (|| {
-        let mut out = std::io::BufWriter::with_capacity(1024 * 1024, std::fs::File::create(&tmp)?);
+        let file = std::io::BufWriter::with_capacity(1024 * 1024, std::fs::File::create(&tmp)?);
+        let mut out = Hashing(file, sha2::Sha256::default());
         faststart::write(path, &layout, &mut out)?;
         out.flush()?;
-        out.get_ref().sync_all()
+        out.0.get_ref().sync_all()?;
+        Ok::<_, std::io::Error>(crate::util::hex(&sha2::Digest::finalize(out.1)))
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(format!("writing {}", tmp.display()))(e));
-    }
+    let sha256 = match written {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(format!("writing {}", tmp.display()))(e));
+        }
+    };
     std::fs::rename(&tmp, path).map_err(io(format!("renaming {}", tmp.display())))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -145,7 +154,23 @@ pub fn finalize_with_audio_delay(
         path: path.to_path_buf(),
         duration: layout.duration,
         bytes: layout.output_len(),
+        sha256: Some(sha256),
     })
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<W>(W, sha2::Sha256);
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        sha2::Digest::update(&mut self.1, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// The fast-start form of the fragmented file at `path` (see [`faststart`]).
@@ -276,6 +301,11 @@ mod tests {
         let out = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(seg.bytes, out.len() as u64);
+        assert_eq!(
+            seg.sha256.as_deref(),
+            Some(crate::util::sha256_hex(&out).as_str()),
+            "the SHA-256 taken while writing"
+        );
         let at = layout.output_offset(cut.0) as usize;
         assert_eq!(
             &out[at..at + part.len()],
