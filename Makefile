@@ -18,6 +18,9 @@ RUNTIME_PACKAGES := pkg-config build-essential libssl-dev \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-wpe \
 	fonts-dejavu-core
 
+# What building and running the container image needs (`make image`, and its test).
+CONTAINER_PACKAGES := podman buildah runc debootstrap
+
 # What only the tests need: media probes, the servers they start, namespaces, a Python venv.
 TEST_PACKAGES := ffmpeg time gstreamer1.0-tools nginx libnginx-mod-rtmp openssh-server \
 	redis-server janus iproute2 util-linux procps python3-venv openssl nftables systemd \
@@ -30,7 +33,7 @@ MOTO_SPEC := moto[server]>=5,<6
 # The OpenAPI validator the tests run over the API's document.
 OPENAPI_VALIDATOR_SPEC := openapi-spec-validator>=0.7,<1
 
-.PHONY: setup test-setup build release demo test soak fmt lint bench fuzz clean
+.PHONY: setup test-setup build release demo test soak fmt lint bench fuzz clean image image-base
 
 # Installs the packages named in $(1) that are missing. Nothing is started on install (a
 # policy-rc.d that refuses every start is in place for the duration), and the services of every
@@ -70,7 +73,7 @@ setup:
 	@command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)"; exit 1; }
 
 test-setup: setup
-	$(call apt_install,$(TEST_PACKAGES),test-setup)
+	$(call apt_install,$(TEST_PACKAGES) $(CONTAINER_PACKAGES),test-setup)
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c "import moto.server" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(MOTO_SPEC)"
@@ -121,6 +124,36 @@ bench: release
 	@for p in h264-720p30 h264-1080p30; do for n in 2 4 9; do \
 	  ./target/release/roomcast bench composite --participants $$n --preset $$p --seconds 20 2>/dev/null; \
 	done; done
+
+# The container image (deploy/container/Containerfile) around a roomcast binary built here:
+# BIN (default: the release build), BASE (any Debian 12 image; default debian:bookworm-slim
+# from a registry), IMAGE (the name it gets). `make image-base` makes a Debian 12 base from
+# Debian's packages alone (debootstrap), for machines that reach no image registry:
+#   make image-base && make image BASE=localhost/roomcast-base:bookworm
+IMAGE ?= localhost/roomcast:latest
+BASE ?= debian:bookworm-slim
+BIN ?= target/release/roomcast
+BASE_IMAGE ?= localhost/roomcast-base:bookworm
+DEBIAN_MIRROR ?= $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || echo http://deb.debian.org/debian)
+
+image-base:
+	$(call apt_install,$(CONTAINER_PACKAGES),image-base)
+	@if $(SUDO) podman image exists $(BASE_IMAGE); then echo "image-base: $(BASE_IMAGE) present"; exit 0; fi; \
+	  root=$$(mktemp -d) && trap '$(SUDO) rm -rf "$$root"' EXIT && \
+	  $(SUDO) debootstrap --variant=minbase bookworm "$$root" "$(DEBIAN_MIRROR)" >/dev/null && \
+	  $(SUDO) rm -rf "$$root"/var/cache/apt/archives/*.deb "$$root"/var/lib/apt/lists/* && \
+	  $(SUDO) tar -C "$$root" -c . | $(SUDO) podman import --quiet - $(BASE_IMAGE) >/dev/null && \
+	  echo "image-base: $(BASE_IMAGE) made from $(DEBIAN_MIRROR)"
+
+image:
+	$(call apt_install,$(CONTAINER_PACKAGES),image)
+	@if [ "$(BIN)" = target/release/roomcast ]; then $(MAKE) --no-print-directory release; fi
+	@ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	  cp deploy/container/Containerfile "$$ctx"/ && strip -o "$$ctx/roomcast" "$(BIN)" && \
+	  $(SUDO) buildah bud --quiet --isolation chroot --layers=false -f Containerfile \
+	    --build-arg BASE=$(BASE) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	    -t $(IMAGE) "$$ctx" >/dev/null && \
+	  echo "image: $(IMAGE), $$($(SUDO) podman image inspect --format '{{.Size}}' $(IMAGE)) bytes"
 
 clean:
 	cargo clean
