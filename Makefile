@@ -21,6 +21,10 @@ RUNTIME_PACKAGES := pkg-config build-essential libssl-dev \
 # What building and running the container image needs (`make image`, and its test).
 CONTAINER_PACKAGES := podman buildah runc debootstrap
 
+# The tests build deploy/kubernetes with kustomize, which comes with kubectl (1.14 and later);
+# where there is none, Debian's (kubernetes-client).
+KUBECTL_PACKAGE := $(if $(shell command -v kubectl),,kubernetes-client)
+
 # What only the tests need: media probes, the servers they start, namespaces, a Python venv.
 TEST_PACKAGES := ffmpeg time gstreamer1.0-tools nginx libnginx-mod-rtmp openssh-server \
 	redis-server janus iproute2 util-linux procps python3-venv openssl nftables systemd \
@@ -32,6 +36,8 @@ VENV := $(TOOLS_DIR)/venv
 MOTO_SPEC := moto[server]>=5,<6
 # The OpenAPI validator the tests run over the API's document.
 OPENAPI_VALIDATOR_SPEC := openapi-spec-validator>=0.7,<1
+# The Kubernetes schemas the tests check deploy/kubernetes against.
+KUBE_VALIDATE_SPEC := kubernetes-validate>=1.30,<2
 
 .PHONY: setup test-setup build release demo test soak fmt lint bench fuzz clean image image-base
 
@@ -73,12 +79,14 @@ setup:
 	@command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)"; exit 1; }
 
 test-setup: setup
-	$(call apt_install,$(TEST_PACKAGES) $(CONTAINER_PACKAGES),test-setup)
+	$(call apt_install,$(TEST_PACKAGES) $(CONTAINER_PACKAGES) $(KUBECTL_PACKAGE),test-setup)
 	@[ -x $(VENV)/bin/python ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -c "import moto.server" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(MOTO_SPEC)"
 	@$(VENV)/bin/python -c "import openapi_spec_validator" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(OPENAPI_VALIDATOR_SPEC)"
+	@[ -x $(VENV)/bin/kubernetes-validate ] || \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check "$(KUBE_VALIDATE_SPEC)"
 
 build: setup
 	cargo build

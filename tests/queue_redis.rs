@@ -510,3 +510,60 @@ fn a_dropped_redis_connection_fails_no_request() {
         );
     }
 }
+
+/// A worker alone answers its probes and metrics on `ROOMCAST_METRICS_LISTEN`, without the
+/// token and with nothing else there, and keeps answering them while it drains after SIGTERM
+/// (an orchestrator that saw them fail would kill it mid-drain).
+#[test]
+fn a_workers_probes_answer_until_its_drain_is_over() {
+    let dir = TempDir::new("worker-probes");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let api = api(dir.path(), &redis);
+    let probes = format!("127.0.0.1:{}", free_port());
+    let env = serve_env(
+        &dir.path().join("data-wp"),
+        &[
+            ("ROOMCAST_REDIS_URL", &redis.url()),
+            ("ROOMCAST_WORKER_ID", "wp"),
+            ("ROOMCAST_METRICS_LISTEN", &probes),
+        ],
+    );
+    let mut w = Service::start(&["worker"], &env, &dir.path().join("wp.log"), false);
+    let answers = |path: &str| {
+        std::net::TcpStream::connect(&probes)
+            .ok()
+            .map(|_| http(&probes, "GET", path, None, None))
+    };
+    let ready = wait_for(15.0, || answers("/readyz").filter(|(s, _)| *s == 200));
+    assert!(ready.is_some(), "not ready: {}", w.log_text());
+    assert_eq!(answers("/healthz").unwrap().0, 200);
+    let (s, metrics) = answers("/metrics").unwrap();
+    assert_eq!(s, 200);
+    assert!(metrics.contains("roomcast_workers 1"), "{metrics}");
+    let (s, v) = answers("/v1/jobs").unwrap();
+    assert_eq!(s, 404, "{v}");
+
+    register_room(&api, "probed", 2, "{}");
+    let (s, v) = start_recording(&api, "probed");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    std::thread::sleep(Duration::from_secs(3));
+    let (clean, during) = std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| w.terminate(60));
+        let mut during = 0;
+        while !stopping.is_finished() {
+            if answers("/healthz").is_some_and(|(s, _)| s == 200) {
+                during += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (stopping.join().unwrap(), during)
+    });
+    assert!(clean, "the worker did not end cleanly");
+    assert!(during > 0, "no probe answered while the worker drained");
+    assert!(answers("/healthz").is_none(), "probes outlive the worker");
+    // The drained job went back to the queue with its segment delivered.
+    let j = job(&api, &id);
+    assert_eq!(j["segments"][0]["status"], "local", "{j}");
+}

@@ -32,7 +32,7 @@ use tracing::info;
 pub use input::{parse_event_body, parse_room_body, MAX_BODY_BYTES};
 pub use janitor::queue_janitor;
 use state::{constant_time_eq, token_hash};
-pub use state::{state, ApiError, ApiState, OPENAPI};
+pub use state::{probe_state, state, ApiError, ApiState, OPENAPI};
 
 async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let given = req
@@ -120,6 +120,30 @@ pub fn scrape_router(st: Arc<ApiState>) -> Router {
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn(coded_answers))
         .with_state(st)
+}
+
+/// Serves [`scrape_router`] alone on `cfg.metrics_listen` (a worker's probes) until `shutdown`
+/// resolves; nothing when no such address is set.
+pub async fn serve_probes(
+    st: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let Some(at) = st.cfg.metrics_listen.clone() else {
+        return Ok(());
+    };
+    let l = tokio::net::TcpListener::bind(&at)
+        .await
+        .map_err(|e| crate::Error::io(format!("listening on {at}"), e))?;
+    let addr = l
+        .local_addr()
+        .map_err(|e| crate::Error::io("listener address", e))?;
+    info!(%addr, "metrics and probes listening (no token)");
+    println!(
+        "{}",
+        serde_json::json!({ "metrics_listening": addr.to_string() })
+    );
+    listen::run(l, scrape_router(st), shutdown).await;
+    Ok(())
 }
 
 /// Turns any error answer that is not already coded JSON (axum's own rejections: a path

@@ -111,6 +111,23 @@ pub fn state(
     }))
 }
 
+/// The state of a worker's probe address (`roomcast worker` with
+/// `ROOMCAST_METRICS_LISTEN`): metrics and probes only, so no token is taken.
+pub fn probe_state(
+    store: Store,
+    cfg: ServerConfig,
+    worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> Arc<ApiState> {
+    Arc::new(ApiState {
+        store,
+        // No token's SHA-256 (and no route behind the token is served here).
+        token_hash: [0; 32],
+        cfg,
+        hooks: None,
+        worker_alive,
+    })
+}
+
 pub(super) fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }

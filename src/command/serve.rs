@@ -109,9 +109,26 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
             tokio::spawn(crate::api::queue_janitor(st.clone(), !with_worker));
             crate::api::serve(st, stopped()).await?;
         }
+        // A worker alone answers its probes on ROOMCAST_METRICS_LISTEN until its drain is
+        // over: an orchestrator that saw them fail while it drains would kill it.
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let probes = (role == Role::Worker).then(|| {
+            let st = crate::api::probe_state(store.clone(), cfg.clone(), liveness.clone());
+            tokio::spawn(crate::api::serve_probes(st, async move {
+                let _ = drained_rx.await;
+            }))
+        });
         if let Some(w) = worker {
             if let Err(e) = w.await {
                 tracing::error!(error = %e, "worker task ended abnormally");
+            }
+        }
+        let _ = drained_tx.send(());
+        if let Some(p) = probes {
+            match p.await {
+                Ok(Err(e)) => return Err(e),
+                Err(e) => tracing::error!(error = %e, "probe task ended abnormally"),
+                Ok(Ok(())) => {}
             }
         }
         Ok(())

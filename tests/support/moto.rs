@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 /// The Python that has `moto[server]`: `ROOMCAST_TEST_PYTHON` (set by `make test`), else the
 /// project's `.tools/venv` when it exists, else `python3`.
-fn test_python() -> std::path::PathBuf {
+pub fn test_python() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("ROOMCAST_TEST_PYTHON") {
         return p.into();
     }
