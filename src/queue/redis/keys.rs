@@ -42,6 +42,27 @@ pub(super) static FENCED_SET: LazyLock<redis::Script> = LazyLock::new(|| {
     ))
 });
 
+/// Hands a job back to the shared stream at once, unless superseded (answers 0): writes its
+/// record (KEYS[1], ARGV[1]; attempt ARGV[2]) and lists its id (KEYS[2], ARGV[3]), acknowledges
+/// and deletes the stream entry its run held (KEYS[5], group ARGV[5], entry ARGV[4] if not
+/// empty), lists it as waiting (KEYS[3], numbered from KEYS[4] like every request) and adds a
+/// new entry for it: the next worker with room claims it now, not after the old entry's lease
+/// (requests already waiting in the stream are taken before it, as their numbers say).
+pub(super) static HAND_BACK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        unless_superseded!("ARGV[2]", "0"),
+        "redis.call('SET', KEYS[1], ARGV[1])\n",
+        "redis.call('SADD', KEYS[2], ARGV[3])\n",
+        "if ARGV[4] ~= '' then\n",
+        "  redis.call('XACK', KEYS[5], ARGV[5], ARGV[4])\n",
+        "  redis.call('XDEL', KEYS[5], ARGV[4])\n",
+        "end\n",
+        "redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[3])\n",
+        "redis.call('XADD', KEYS[5], '*', 'job', ARGV[3])\n",
+        "return 1\n"
+    ))
+});
+
 /// Takes a job's command list (KEYS[2]) unless superseded (answers `{0}`); else `{1, …}`.
 pub(super) static TAKE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(concat!(

@@ -194,9 +194,27 @@ impl RedisStore {
     }
 
     pub(in crate::queue) async fn hand_back(&self, _worker: &str, job: &Job) -> StoreResult<()> {
-        // The entry stays pending and unrefreshed: after the lease another worker's XAUTOCLAIM
-        // takes it.
-        self.put_job(job).await
+        let stream = stream_of(job);
+        if stream != key("queue") {
+            // A job bound to this worker (its files are here): the entry stays pending and
+            // unrefreshed, for this worker's next run to take back.
+            return self.put_job(job).await;
+        }
+        let _: i64 = HAND_BACK
+            .key(key(&format!("job:{}", job.id)))
+            .key(key("jobs"))
+            .key(key("waiting"))
+            .key(key("seq"))
+            .key(stream)
+            .arg(to_json(job)?)
+            .arg(job.attempts)
+            .arg(&job.id)
+            .arg(job.queue_entry.as_deref().unwrap_or(""))
+            .arg(GROUP)
+            .invoke_async(&mut self.con.clone())
+            .await
+            .map_err(e)?;
+        Ok(())
     }
 
     pub(in crate::queue) async fn release(&self, job: &Job) -> StoreResult<()> {
