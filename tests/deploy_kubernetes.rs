@@ -227,13 +227,7 @@ fn the_manifests_agree_with_what_roomcast_serves_and_measures() {
     register_room(&api, "scaled", 2, "{}");
     let (s, v) = start_recording(&api, "scaled");
     assert!(s == 201 || s == 202, "{v}");
-    let port = redis
-        .url()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let port = redis.port.to_string();
     for t in triggers {
         let m = &t["metadata"];
         let out = Command::new("redis-cli")

@@ -122,16 +122,10 @@ pub fn scrape_router(st: Arc<ApiState>) -> Router {
         .with_state(st)
 }
 
-/// Serves [`scrape_router`] alone on `cfg.metrics_listen` (a worker's probes) until `shutdown`
-/// resolves; nothing when no such address is set.
-pub async fn serve_probes(
-    st: Arc<ApiState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::Result<()> {
-    let Some(at) = st.cfg.metrics_listen.clone() else {
-        return Ok(());
-    };
-    let l = tokio::net::TcpListener::bind(&at)
+/// Binds the scrape address (`ROOMCAST_METRICS_LISTEN`) and announces it: a log line and
+/// `{"metrics_listening": …}` on standard output, for scripts that bind port 0.
+pub async fn bind_scrape(at: &str) -> crate::Result<tokio::net::TcpListener> {
+    let l = tokio::net::TcpListener::bind(at)
         .await
         .map_err(|e| crate::Error::io(format!("listening on {at}"), e))?;
     let addr = l
@@ -142,8 +136,16 @@ pub async fn serve_probes(
         "{}",
         serde_json::json!({ "metrics_listening": addr.to_string() })
     );
-    listen::run(l, scrape_router(st), shutdown).await;
-    Ok(())
+    Ok(l)
+}
+
+/// Serves [`scrape_router`] alone on `listener` (a worker's probes) until `shutdown` resolves.
+pub async fn serve_probes(
+    st: Arc<ApiState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    listen::run(listener, scrape_router(st), shutdown).await;
 }
 
 /// Turns any error answer that is not already coded JSON (axum's own rejections: a path
@@ -230,17 +232,7 @@ pub async fn serve(
     // Bound before the API's address is announced: whoever reads that line may scrape at once.
     let scrape = match &st.cfg.metrics_listen {
         Some(at) => {
-            let l = tokio::net::TcpListener::bind(at)
-                .await
-                .map_err(|e| crate::Error::io(format!("listening on {at}"), e))?;
-            let addr = l
-                .local_addr()
-                .map_err(|e| crate::Error::io("listener address", e))?;
-            info!(%addr, "metrics and probes listening (no token)");
-            println!(
-                "{}",
-                serde_json::json!({ "metrics_listening": addr.to_string() })
-            );
+            let l = bind_scrape(at).await?;
             Some(tokio::spawn(listen::run(
                 l,
                 scrape_router(st.clone()),

@@ -75,6 +75,12 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        // A worker alone serves its probes on ROOMCAST_METRICS_LISTEN: bound before it starts,
+        // so an address that cannot be had stops it here.
+        let probe_listener = match (&cfg.metrics_listen, role) {
+            (Some(at), Role::Worker) => Some(crate::api::bind_scrape(at).await?),
+            _ => None,
+        };
         let mut liveness = None;
         let worker = if with_worker {
             let w = Worker::new(
@@ -109,12 +115,12 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
             tokio::spawn(crate::api::queue_janitor(st.clone(), !with_worker));
             crate::api::serve(st, stopped()).await?;
         }
-        // A worker alone answers its probes on ROOMCAST_METRICS_LISTEN until its drain is
-        // over: an orchestrator that saw them fail while it drains would kill it.
+        // The probes answer until the drain is over: an orchestrator that saw them fail while
+        // the worker drains would kill it.
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let probes = (role == Role::Worker).then(|| {
+        let probes = probe_listener.map(|l| {
             let st = crate::api::probe_state(store.clone(), cfg.clone(), liveness.clone());
-            tokio::spawn(crate::api::serve_probes(st, async move {
+            tokio::spawn(crate::api::serve_probes(st, l, async move {
                 let _ = drained_rx.await;
             }))
         });
@@ -125,10 +131,8 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
         }
         let _ = drained_tx.send(());
         if let Some(p) = probes {
-            match p.await {
-                Ok(Err(e)) => return Err(e),
-                Err(e) => tracing::error!(error = %e, "probe task ended abnormally"),
-                Ok(Ok(())) => {}
+            if let Err(e) = p.await {
+                tracing::error!(error = %e, "probe task ended abnormally");
             }
         }
         Ok(())

@@ -1,0 +1,121 @@
+//! What one recording costs the shared Redis: commands and bytes per job-minute, measured from
+//! `INFO commandstats` and `INFO stats` around a recording, less the same span of an idle
+//! fleet (the API and a worker heart-beating and polling with nothing to do). The figures
+//! behind the README's capacity plan; run with
+//! `cargo test --release --test fleet_cost -- --ignored --nocapture`
+//! (`ROOMCAST_COST_SECS`, default 60).
+
+mod support;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::*;
+
+/// Calls per command and bytes in and out, as `INFO` says.
+fn redis_counters(port: &str) -> (BTreeMap<String, u64>, u64, u64) {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", port, "INFO", "all"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut calls = BTreeMap::new();
+    let (mut input, mut output) = (0, 0);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("cmdstat_") {
+            let (name, stats) = rest.split_once(':').unwrap();
+            let n = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            calls.insert(name.to_string(), n);
+        }
+        if let Some(v) = line.strip_prefix("total_net_input_bytes:") {
+            input = v.trim().parse().unwrap();
+        }
+        if let Some(v) = line.strip_prefix("total_net_output_bytes:") {
+            output = v.trim().parse().unwrap();
+        }
+    }
+    (calls, input, output)
+}
+
+fn delta(
+    a: &(BTreeMap<String, u64>, u64, u64),
+    b: &(BTreeMap<String, u64>, u64, u64),
+) -> (BTreeMap<String, u64>, u64, u64) {
+    let calls =
+        b.0.iter()
+            .map(|(k, v)| (k.clone(), v - a.0.get(k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+    (calls, b.1 - a.1, b.2 - a.2)
+}
+
+#[test]
+#[ignore]
+fn what_a_recording_costs_the_shared_redis() {
+    let secs: u64 = std::env::var("ROOMCAST_COST_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let dir = TempDir::new("fleet-cost");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let port = redis.port.to_string();
+    let env = serve_env(
+        &dir.path().join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
+    let wenv = serve_env(
+        &dir.path().join("data-w"),
+        &[
+            ("ROOMCAST_REDIS_URL", &redis.url()),
+            ("ROOMCAST_WORKER_ID", "w"),
+        ],
+    );
+    let _worker = Service::start(&["worker"], &wenv, &dir.path().join("w.log"), false);
+    let up = wait_for(15.0, || {
+        (api.call("GET", "/v1/health", None).1["workers"] == 1).then_some(())
+    });
+    assert!(up.is_some());
+
+    let t0 = redis_counters(&port);
+    std::thread::sleep(Duration::from_secs(secs));
+    let idle = delta(&t0, &redis_counters(&port));
+
+    register_room(&api, "cost", 4, "{}");
+    let (s, v) = start_recording(&api, "cost");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &id, "active", 20.0);
+    let t1 = redis_counters(&port);
+    std::thread::sleep(Duration::from_secs(secs));
+    let busy = delta(&t1, &redis_counters(&port));
+    assert_eq!(stop_recording(&api, "cost").1["result"], 0);
+    wait_state(&api, &id, "completed", 30.0);
+
+    let minutes = secs as f64 / 60.0;
+    let total = |d: &(BTreeMap<String, u64>, u64, u64)| d.0.values().sum::<u64>() as f64;
+    let per_min = |busy: f64, idle: f64| (busy - idle) / minutes;
+    println!(
+        "idle fleet (API + 1 worker): {:.0} commands/min, {:.1} kB/min in, {:.1} kB/min out",
+        total(&idle) / minutes,
+        idle.1 as f64 / 1e3 / minutes,
+        idle.2 as f64 / 1e3 / minutes
+    );
+    println!(
+        "one recording adds: {:.0} commands/job-minute, {:.1} kB/job-minute in, {:.1} kB/job-minute out",
+        per_min(total(&busy), total(&idle)),
+        per_min(busy.1 as f64, idle.1 as f64) / 1e3,
+        per_min(busy.2 as f64, idle.2 as f64) / 1e3
+    );
+    for (name, n) in &busy.0 {
+        let before = idle.0.get(name).copied().unwrap_or(0);
+        println!(
+            "  {name}: {:.0}/min recording, {:.0}/min idle",
+            *n as f64 / minutes,
+            before as f64 / minutes
+        );
+    }
+    assert!(total(&busy) > total(&idle), "a recording uses Redis");
+}
