@@ -9,19 +9,6 @@ use support::*;
 
 const RED: u32 = 0xd02020;
 
-/// Held while a test's namespace runs. These tests measure timing: two at once on two cores
-/// starve each other's decoders, and a flash whose frame reaches the compositor after its
-/// deadline is shown a frame (33 ms) late — seen once beside the lossy test, never alone.
-static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// [`in_network_namespace`], one test at a time.
-fn in_namespace_alone(test: &str) -> bool {
-    let _turn = TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    in_network_namespace(test)
-}
-
 /// Records `secs` of a room with the publisher `publish` makes (with `lossy`, 3 % of the
 /// packets reaching Janus and 1 % of those reaching the recorder dropped); returns the MP4 and
 /// the directory holding it.
@@ -133,7 +120,7 @@ fn check(tag: &str, offsets: &[(f64, f64)], median_ms: f64, worst_ms: f64) {
 
 #[test]
 fn a_webrtc_feed_keeps_the_senders_lip_sync() {
-    if !in_namespace_alone("a_webrtc_feed_keeps_the_senders_lip_sync") {
+    if !in_network_namespace("a_webrtc_feed_keeps_the_senders_lip_sync") {
         return;
     }
     let offsets = record_markers("lipsync", 12, 0, false);
@@ -152,7 +139,7 @@ fn a_webrtc_feed_keeps_the_senders_lip_sync() {
 /// two late).
 #[test]
 fn lip_sync_holds_under_loss_and_jitter() {
-    if !in_namespace_alone("lip_sync_holds_under_loss_and_jitter") {
+    if !in_network_namespace("lip_sync_holds_under_loss_and_jitter") {
         return;
     }
     // Long enough for ten pairs even when the recorder's handshakes under loss take until the
@@ -241,7 +228,7 @@ fn record_fast_microphone(tag: &str, secs: u64) -> (std::path::PathBuf, TempDir)
 /// sound is dropped or repeated and the offset holds. 80 s: one such drop would fall inside.
 #[test]
 fn a_fast_microphone_clock_loses_no_sound() {
-    if !in_namespace_alone("a_fast_microphone_clock_loses_no_sound") {
+    if !in_network_namespace("a_fast_microphone_clock_loses_no_sound") {
         return;
     }
     let (mp4, dir) = record_fast_microphone("fastmic", 80);
@@ -265,7 +252,7 @@ fn a_fast_microphone_clock_loses_no_sound() {
 #[test]
 #[ignore]
 fn a_fast_microphone_clock_keeps_lip_sync_for_ten_minutes() {
-    if !in_namespace_alone("a_fast_microphone_clock_keeps_lip_sync_for_ten_minutes") {
+    if !in_network_namespace("a_fast_microphone_clock_keeps_lip_sync_for_ten_minutes") {
         return;
     }
     let secs: u64 = std::env::var("ROOMCAST_DRIFT_SECS")

@@ -19,13 +19,23 @@ pub const ICE_ADDRESS: &str = "10.99.0.1";
 /// Set in the re-executed test process.
 const IN_NETNS: &str = "ROOMCAST_TEST_IN_NETNS";
 
+/// Held while a test's namespace runs: the tests of one binary take turns. Each runs a Janus,
+/// its publishers and a recorder, and checks what is heard and seen at given seconds; two at
+/// once on two cores starve each other. Seen with two at once: a flash's frame reaching the
+/// compositor after its deadline (shown a frame late), and once a publisher's first seconds
+/// of sound missing from the mix.
+static TURN: Mutex<()> = Mutex::new(());
+
 /// Runs the calling test inside a new network namespace: returns true in the inner run (go
-/// on with the test); in the outer run re-executes the test binary for `test` there, asserts
-/// it passed and returns false.
+/// on with the test); in the outer run waits for its turn ([`TURN`]), re-executes the test
+/// binary for `test` there, asserts it passed and returns false.
 pub fn in_network_namespace(test: &str) -> bool {
     if std::env::var_os(IN_NETNS).is_some() {
         return true;
     }
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("test binary");
     let setup = format!(
         "set -e; ip link set lo up; ip link add va type veth peer name vb; \
