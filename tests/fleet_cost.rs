@@ -10,15 +10,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use support::*;
 
-/// Calls per command and bytes in and out, as `INFO` says.
-fn redis_counters(port: &str) -> (BTreeMap<String, u64>, u64, u64) {
+/// Calls per command, bytes in and out, and the server's CPU time (µs), as `INFO` says.
+fn redis_counters(port: &str) -> (BTreeMap<String, u64>, u64, u64, u64) {
     let out = std::process::Command::new("redis-cli")
         .args(["-p", port, "INFO", "all"])
         .output()
         .expect("redis-cli");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut calls = BTreeMap::new();
-    let (mut input, mut output) = (0, 0);
+    let (mut input, mut output, mut cpu) = (0, 0, 0.0);
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_") {
             let (name, stats) = rest.split_once(':').unwrap();
@@ -35,20 +35,24 @@ fn redis_counters(port: &str) -> (BTreeMap<String, u64>, u64, u64) {
         if let Some(v) = line.strip_prefix("total_net_output_bytes:") {
             output = v.trim().parse().unwrap();
         }
+        for key in ["used_cpu_sys:", "used_cpu_user:"] {
+            if let Some(v) = line.strip_prefix(key) {
+                cpu += v.trim().parse::<f64>().unwrap();
+            }
+        }
     }
-    (calls, input, output)
+    (calls, input, output, (cpu * 1e6) as u64)
 }
 
-fn delta(
-    a: &(BTreeMap<String, u64>, u64, u64),
-    b: &(BTreeMap<String, u64>, u64, u64),
-) -> (BTreeMap<String, u64>, u64, u64) {
+type Counters = (BTreeMap<String, u64>, u64, u64, u64);
+
+fn delta(a: &Counters, b: &Counters) -> Counters {
     let calls =
         b.0.iter()
             .map(|(k, v)| (k.clone(), v - a.0.get(k).copied().unwrap_or(0)))
             .filter(|(_, v)| *v > 0)
             .collect();
-    (calls, b.1 - a.1, b.2 - a.2)
+    (calls, b.1 - a.1, b.2 - a.2, b.3 - a.3)
 }
 
 #[test]
@@ -95,19 +99,23 @@ fn what_a_recording_costs_the_shared_redis() {
     wait_state(&api, &id, "completed", 30.0);
 
     let minutes = secs as f64 / 60.0;
-    let total = |d: &(BTreeMap<String, u64>, u64, u64)| d.0.values().sum::<u64>() as f64;
+    let total = |d: &Counters| d.0.values().sum::<u64>() as f64;
     let per_min = |busy: f64, idle: f64| (busy - idle) / minutes;
     println!(
-        "idle fleet (API + 1 worker): {:.0} commands/min, {:.1} kB/min in, {:.1} kB/min out",
+        "idle fleet (API + 1 worker): {:.0} commands/min (scripts' inner calls counted), \
+         {:.1} kB/min in, {:.1} kB/min out, Redis CPU {:.1} ms/min",
         total(&idle) / minutes,
         idle.1 as f64 / 1e3 / minutes,
-        idle.2 as f64 / 1e3 / minutes
+        idle.2 as f64 / 1e3 / minutes,
+        idle.3 as f64 / 1e3 / minutes
     );
     println!(
-        "one recording adds: {:.0} commands/job-minute, {:.1} kB/job-minute in, {:.1} kB/job-minute out",
+        "one recording adds: {:.0} commands/job-minute, {:.1} kB/job-minute in, \
+         {:.1} kB/job-minute out, Redis CPU {:.1} ms/job-minute",
         per_min(total(&busy), total(&idle)),
         per_min(busy.1 as f64, idle.1 as f64) / 1e3,
-        per_min(busy.2 as f64, idle.2 as f64) / 1e3
+        per_min(busy.2 as f64, idle.2 as f64) / 1e3,
+        per_min(busy.3 as f64, idle.3 as f64) / 1e3
     );
     for (name, n) in &busy.0 {
         let before = idle.0.get(name).copied().unwrap_or(0);
