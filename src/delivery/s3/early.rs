@@ -9,8 +9,8 @@
 //! [`RESERVE`] bytes, which keep it above S3's 5 MiB minimum) and the tail are left to upload
 //! ([`finish`]). Before completing, every early part is checked against the finished file (an
 //! XXH3-64 of its bytes, taken when it was sent: the check reads the file at memory speed,
-//! where an MD5 of an hour's gigabyte took seconds); any difference, or any failure, and the upload is aborted and the file goes up whole
-//! as before. The chunks ([`crate::delivery::chunks`]) stay what keeps a lost machine's
+//! where an MD5 of an hour's gigabyte took seconds); any difference, or any failure, and the
+//! upload is aborted and the file goes up whole as before. The chunks ([`crate::delivery::chunks`]) stay what keeps a lost machine's
 //! recording: an unfinished multipart upload cannot be read; it is aborted by whoever finds it
 //! ([`abort_stray`]).
 
