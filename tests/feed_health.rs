@@ -145,6 +145,7 @@ fn feed_health_is_reported_and_losses_are_repaired() {
     let pcm = audio_mono(&path, 48_000);
     for (from, what) in [(1.0, "before"), (p.duration - 2.5, "after")] {
         let hum = tone_amplitude(window(&pcm, 48_000, from, from + 1.0), 440.0, 48_000);
-        assert!(hum > 0.02, "Ann's voice {what} the loss: {hum}");
+        // Sent at 0.42: 0.41–0.43 is found on every run.
+        assert!(hum > 0.2, "Ann's voice {what} the loss: {hum}");
     }
 }

@@ -124,19 +124,20 @@ fn hidden_recorder_records_joins_leaves_and_a_screen_share() {
         frame_has_color(&f, RED) && frame_has_color(&f, BLUE),
         "12.5 s: cameras beside it"
     );
-    // Audio: everyone's tone while they are there.
+    // Audio: everyone's tone while they are there, at the level sent (0.42 measured on
+    // every run, silence at 0.0002).
     let pcm = audio_mono(&path, 48_000);
     let w = |a: f64, b: f64| window(&pcm, 48_000, a, b);
     assert!(
-        tone_amplitude(w(1.0, 3.5), 330.0, 48_000) > 0.01,
+        tone_amplitude(w(1.0, 3.5), 330.0, 48_000) > 0.2,
         "Ann audible"
     );
     assert!(
-        tone_amplitude(w(1.0, 3.5), 440.0, 48_000) > 0.01,
+        tone_amplitude(w(1.0, 3.5), 440.0, 48_000) > 0.2,
         "Bob audible"
     );
     assert!(
-        tone_amplitude(w(5.0, 6.5), 550.0, 48_000) > 0.01,
+        tone_amplitude(w(5.0, 6.5), 550.0, 48_000) > 0.2,
         "Cat audible after joining"
     );
     assert!(
