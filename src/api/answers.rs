@@ -104,7 +104,7 @@ pub(super) async fn views(st: &ApiState, jobs: Vec<Job>) -> Result<Vec<Value>, A
     let pending = jobs.iter().any(|j| {
         j.segments
             .iter()
-            .any(|s| s.status == SegmentStatus::Spooled)
+            .any(|s| matches!(s.status, SegmentStatus::Spooled | SegmentStatus::HandedOver))
     });
     let archive = if pending {
         st.store.archive().await?

@@ -29,6 +29,9 @@ pub struct FeedHealth {
     /// Decoded frames (video) or buffers (audio) per second over the last interval; 0 while no
     /// tile shows the video.
     pub fps: f64,
+    /// Frames (video) or buffers (audio) the recording took since the subscription started.
+    #[serde(default)]
+    pub frames: u64,
     /// Received bitrate over the last interval, kbit/s.
     pub bitrate_kbps: f64,
     /// Times the picture stood still for more than [`FREEZE_GAP_MS`] while shown.
@@ -44,3 +47,38 @@ pub struct FeedHealth {
 
 /// The latest health of every track of a room, written by its connector, read by the job.
 pub type FeedBoard = Arc<Mutex<Vec<FeedHealth>>>;
+
+/// Whether every track that reached the recording in `earlier` (frames over the last
+/// interval) has reached it in `now` too: a job's next run records everyone its previous run
+/// recorded.
+pub fn covers(now: &[FeedHealth], earlier: &[FeedHealth]) -> bool {
+    earlier.iter().filter(|e| e.fps > 0.0).all(|e| {
+        now.iter()
+            .any(|n| n.participant == e.participant && n.kind == e.kind && n.frames > 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(who: &str, kind: &str, fps: f64) -> FeedHealth {
+        FeedHealth {
+            participant: who.into(),
+            kind: kind.into(),
+            fps,
+            frames: (fps > 0.0) as u64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_covers_the_tracks_with_frames_only() {
+        let earlier = [track("ann", "audio", 50.0), track("bob", "video", 0.0)];
+        assert!(!covers(&[], &earlier));
+        assert!(!covers(&[track("ann", "audio", 0.0)], &earlier));
+        assert!(!covers(&[track("ann", "video", 30.0)], &earlier));
+        assert!(covers(&[track("ann", "audio", 49.0)], &earlier));
+        assert!(covers(&[], &[track("bob", "video", 0.0)]));
+    }
+}

@@ -205,6 +205,10 @@ pub enum SegmentStatus {
     /// Finalized, but the spool could not take it (no space): kept where it was recorded and
     /// handed to the spool again until it can.
     Kept,
+    /// Handed over with its job by a stopping worker, which went on recording it until the
+    /// job's next worker had started its own segment, then finalized and delivered it (the
+    /// archive says where it went).
+    HandedOver,
 }
 
 /// One MP4 segment of a job.
@@ -389,6 +393,19 @@ impl Job {
             }
         };
         for seg in self.segments.iter_mut() {
+            if seg.status == SegmentStatus::HandedOver {
+                // Delivered by the worker that recorded it, which no longer writes the record.
+                if let Some(e) = archive
+                    .iter()
+                    .find(|e| e.job_id == *id && e.file_name == seg.file_name)
+                {
+                    seg.status = e.status;
+                    seg.url = e.url.clone();
+                    seg.size = e.size;
+                    seg.duration_s = e.duration_s;
+                    seg.ended_ms = Some(e.ended_ms);
+                }
+            }
             apply(
                 &seg.file_name,
                 &mut seg.status,

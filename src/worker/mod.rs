@@ -62,6 +62,8 @@ pub fn default_worker_id() -> String {
 
 struct Running {
     cost: f64,
+    /// A live recording: may be handed over while it goes on recording.
+    recording: bool,
     commands: mpsc::Sender<crate::job::JobCommand>,
     hand_back: Arc<AtomicBool>,
 }
@@ -180,6 +182,22 @@ impl Worker {
         matches!(self.store.get_job(id).await, Ok(Some(j)) if self.fits(j.spec.cost))
     }
 
+    /// Cores free on each other worker that takes jobs (none when the store does not answer).
+    async fn others_free(&self) -> Vec<f64> {
+        match self.store.workers().await {
+            Ok(ws) => ws
+                .iter()
+                .filter(|w| w.id != self.cfg.id)
+                .map(|w| w.free())
+                .filter(|f| *f > 0.0)
+                .collect(),
+            Err(e) => {
+                debug!(error = %e, "workers not read");
+                Vec::new()
+            }
+        }
+    }
+
     fn fits(&self, cost: f64) -> bool {
         !self.disk_low.load(Ordering::SeqCst) && self.used() + cost <= self.cfg.budget + 1e-9
     }
@@ -209,6 +227,7 @@ impl Worker {
             job.id.clone(),
             Running {
                 cost: job.spec.cost,
+                recording: job.spec.kind == crate::queue::JobKind::Recording,
                 commands: tx,
                 hand_back: hand_back.clone(),
             },
@@ -221,8 +240,10 @@ impl Worker {
         });
     }
 
-    /// Runs until `shutdown` resolves, then drains: claims nothing more, stops every running
-    /// job (finalizing and delivering its segment) and hands it back for another worker.
+    /// Runs until `shutdown` resolves, then drains: claims nothing more and hands every running
+    /// job back for another worker — a recording that another worker has room for goes on
+    /// until that worker records it (make before break), any other job first ends, finalizes
+    /// and delivers its segment.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         info!(worker = %self.cfg.id, budget = self.cfg.budget, store = self.store.kind(),
             "worker started");
@@ -308,18 +329,31 @@ impl Worker {
             }
         }
         self.heartbeat(None).await;
+        // Recordings go on while another worker with room starts each (make before break);
+        // the rest end their segment now and go back to the queue.
+        let mut room = self.others_free().await;
         let senders: Vec<_> = self
             .running
             .lock()
             .unwrap()
             .values()
             .map(|r| {
-                r.hand_back.store(true, Ordering::SeqCst);
-                r.commands.clone()
+                let taker = room.iter_mut().find(|f| **f >= r.cost);
+                let command = match taker {
+                    Some(free) if r.recording => {
+                        *free -= r.cost;
+                        crate::job::JobCommand::HandOver
+                    }
+                    _ => {
+                        r.hand_back.store(true, Ordering::SeqCst);
+                        crate::job::JobCommand::Stop
+                    }
+                };
+                (r.commands.clone(), command)
             })
             .collect();
-        for tx in senders {
-            let _ = tx.send(crate::job::JobCommand::Stop).await;
+        for (tx, command) in senders {
+            let _ = tx.send(command).await;
         }
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while tasks.join_next().await.is_some() {}

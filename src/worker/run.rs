@@ -3,8 +3,9 @@
 
 use super::Worker;
 use crate::job::files::records::{archive_entry, chat_archive_entry, chat_meta, segment_meta};
+use crate::job::spec::host::TakenUp;
 use crate::job::{execute, HandOff, JobCommand, JobEnv, JobHost, Poll};
-use crate::queue::{ArchiveEntry, Job, SegmentStatus, StoreResult};
+use crate::queue::{ArchiveEntry, Job, JobState, SegmentStatus, StoreResult};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,23 @@ impl JobHost for Worker {
     async fn hand_back(&self, job: &Job) {
         if let Err(e) = self.store.hand_back(&self.cfg.id, job).await {
             warn!(error = %e, "hand-back failed");
+        }
+    }
+
+    async fn taken_up(&self, job: &Job) -> TakenUp {
+        match self.store.get_job(&job.id).await {
+            Ok(None) => TakenUp::Ended,
+            Ok(Some(j)) if j.state.is_terminal() => TakenUp::Ended,
+            // Its next run records, and the tracks this run records reach that run's file too.
+            Ok(Some(j))
+                if j.attempts > job.attempts
+                    && j.state == JobState::Active
+                    && crate::model::feed::covers(&j.feeds, &job.feeds) =>
+            {
+                TakenUp::Recording
+            }
+            // Not yet, or the store is away for a moment: asked again at the next poll.
+            Ok(Some(_)) | Err(_) => TakenUp::Waiting,
         }
     }
 

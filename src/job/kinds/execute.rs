@@ -40,6 +40,8 @@ pub async fn execute<H: JobHost>(
         outcome: Outcome::default(),
         told: Default::default(),
         chunks: Default::default(),
+        handed_over: None,
+        taken_up_at: None,
     };
     run.run(plan, local, hand_back).instrument(span).await;
     (run.job, run.outcome)
@@ -93,6 +95,8 @@ impl<H: JobHost> Run<'_, H> {
         }
         self.job.state = JobState::Starting;
         self.job.msg = if resumed { "resuming" } else { "starting" }.into();
+        // The tracks an earlier run received are not this run's.
+        self.job.feeds.clear();
         self.save().await;
         match self.job.spec.kind {
             JobKind::Individual => return self.run_individual(local, hand_back).await,

@@ -71,6 +71,11 @@ pub(crate) struct Run<'a, H: JobHost> {
     pub(crate) told: std::collections::HashMap<u32, Transition>,
     /// Where the recording segment's chunks stand.
     pub(crate) chunks: crate::delivery::chunks::ChunkCursor,
+    /// When the job was handed over while this run went on recording: from then on the
+    /// record is the next run's, and this run no longer writes it.
+    pub(crate) handed_over: Option<std::time::Instant>,
+    /// When this run, after a hand-over, first saw the job's next run recording.
+    pub(crate) taken_up_at: Option<std::time::Instant>,
 }
 
 pub(crate) fn failure_code(kind: JobKind) -> Code {
@@ -91,7 +96,9 @@ pub(crate) fn failure_code_after_start(kind: JobKind) -> Code {
 
 impl<H: JobHost> Run<'_, H> {
     pub(crate) async fn save(&mut self) {
-        self.host.save(&mut self.job).await;
+        if self.handed_over.is_none() {
+            self.host.save(&mut self.job).await;
+        }
     }
 
     pub(crate) fn status(&self, subject: Subject, t: Transition, code: Option<Code>) {
@@ -106,6 +113,28 @@ impl<H: JobHost> Run<'_, H> {
         self.job.worker = None;
         self.job.updated_ms = now_ms();
         self.host.hand_back(&self.job).await;
+        self.outcome.handed_back = true;
+    }
+
+    /// Puts the job back in the queue for another worker while this run goes on recording
+    /// its segment, listed `handed_over` (this worker is stopping; it ends the segment once
+    /// the next run records, see [`super::live_run`]).
+    pub(crate) async fn hand_over(&mut self) {
+        info!("handing the job over; recording until its next worker records");
+        if let Some(seg) = self
+            .job
+            .segments
+            .last_mut()
+            .filter(|s| s.status == crate::queue::SegmentStatus::Recording)
+        {
+            seg.status = crate::queue::SegmentStatus::HandedOver;
+        }
+        self.job.state = JobState::Queued;
+        self.job.msg = "handed over by a stopping worker".into();
+        self.job.worker = None;
+        self.job.updated_ms = now_ms();
+        self.host.hand_back(&self.job).await;
+        self.handed_over = Some(std::time::Instant::now());
         self.outcome.handed_back = true;
     }
 

@@ -7,7 +7,7 @@ use crate::codes::Code;
 use crate::job::files::notify::{Subject, Transition};
 use crate::job::files::records::{discard_if_nothing_written, written};
 use crate::job::media::record_with_events;
-use crate::job::spec::host::{JobHost, Poll};
+use crate::job::spec::host::{JobHost, Poll, TakenUp};
 use crate::job::spec::plan::Plan;
 use crate::job::spec::platform::{apply_actions, Translator};
 use crate::job::spec::{EndReason, JobCommand, RecordingSpec};
@@ -19,6 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+/// Longest a run that handed its job over goes on recording while no other run records it.
+const HANDOVER_WAIT: Duration = Duration::from_secs(20);
+
+/// How long a run that handed its job over goes on recording once the next run's record says
+/// that run records everyone this one records. The record says so up to two report intervals
+/// (the feeds' and the job's, a second each) after it is true: the segments overlap by that
+/// wait and this margin, so no moment of the room falls between them.
+const HANDOVER_OVERLAP: Duration = Duration::from_millis(250);
 
 /// What the job does once a live run ended.
 pub enum After {
@@ -129,17 +138,28 @@ impl<H: JobHost> Run<'_, H> {
             tokio::select! {
                 r = &mut runner => break r,
                 cmd = local.recv(), if local_open => match cmd {
+                    Some(JobCommand::HandOver) if self.may_hand_over() => self.hand_over().await,
+                    Some(JobCommand::HandOver) => {
+                        // Ends here and goes back to the queue, as before hand-overs.
+                        hand_back.store(true, Ordering::SeqCst);
+                        let _ = cmd_tx.send(JobCommand::Stop).await;
+                    }
                     Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
                     None => local_open = false,
                 },
-                _ = poll.tick(), if !superseded => match self.host.poll(&self.job).await {
-                    Poll::Superseded => {
+                _ = poll.tick(), if !superseded => match self.poll_or_wait().await {
+                    None => {}
+                    Some(Poll::Superseded) if self.handed_over.is_some() => {
+                        superseded = true;
+                        let _ = cmd_tx.send(JobCommand::Stop).await;
+                    }
+                    Some(Poll::Superseded) => {
                         warn!("another worker took the job over (this one was cut off from \
                                the queue); finishing this segment here");
                         superseded = true;
                         let _ = cmd_tx.send(JobCommand::Stop).await;
                     }
-                    Poll::Commands(cmds) => {
+                    Some(Poll::Commands(cmds)) => {
                         // Room events that arrived together reach the runner as one batch
                         // (one layout pass for a burst of joins, not one per join).
                         let mut room = Vec::new();
@@ -283,6 +303,57 @@ impl<H: JobHost> Run<'_, H> {
             }
         }
         After::Done
+    }
+
+    /// Whether this run can go on recording while its job's next run starts: a recording
+    /// without RTMP destinations (two pushes to one destination collide) or HLS output (one
+    /// playlist), not already stopping.
+    fn may_hand_over(&self) -> bool {
+        self.job.spec.kind == JobKind::Recording
+            && self.job.spec.rtmp_urls.is_empty()
+            && self.job.spec.hls.is_none()
+            && self.job.state == JobState::Active
+    }
+
+    /// The job's commands; after a hand-over, instead, `Superseded` once this run should end
+    /// its segment (None until then: the commands are the next run's).
+    async fn poll_or_wait(&mut self) -> Option<Poll> {
+        if self.handed_over.is_none() {
+            return Some(self.host.poll(&self.job).await);
+        }
+        self.successor_records().await.then_some(Poll::Superseded)
+    }
+
+    /// After a hand-over: true once this run should end its segment — the next run has
+    /// recorded for [`HANDOVER_OVERLAP`] (or the job ended), or nobody took the job up within [`HANDOVER_WAIT`].
+    async fn successor_records(&mut self) -> bool {
+        let since = self.handed_over.map_or(Duration::ZERO, |t| t.elapsed());
+        match self.host.taken_up(&self.job).await {
+            TakenUp::Recording => {
+                let seen = *self.taken_up_at.get_or_insert_with(std::time::Instant::now);
+                if seen.elapsed() < HANDOVER_OVERLAP {
+                    return false;
+                }
+                info!(
+                    after_s = since.as_secs_f64(),
+                    "the job's next worker records: ending this segment"
+                );
+                true
+            }
+            TakenUp::Ended => {
+                info!("the job ended while handed over: ending this segment");
+                true
+            }
+            TakenUp::Waiting if since >= HANDOVER_WAIT => {
+                warn!(
+                    waited_s = since.as_secs_f64(),
+                    "no worker took the handed-over job up: \
+                      ending this segment; the job waits in the queue"
+                );
+                true
+            }
+            TakenUp::Waiting => false,
+        }
     }
 
     /// [`Run::fail`], for a run that ends there.

@@ -18,6 +18,17 @@ pub enum Poll {
     Superseded,
 }
 
+/// Where a job handed over to another worker stands, as its previous run sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenUp {
+    /// No other run records it yet.
+    Waiting,
+    /// Its next run records everyone this run records: this one may end its segment.
+    Recording,
+    /// The job ended (or its record is gone).
+    Ended,
+}
+
 /// The job's surroundings.
 pub trait JobHost: Send + Sync {
     /// Writes the job record (a host that lost the job to another holder keeps the record as
@@ -45,6 +56,9 @@ pub trait JobHost: Send + Sync {
     fn release(&self, job: &Job) -> impl Future<Output = ()> + Send;
     /// The host is stopping: put the job back in the queue for another run.
     fn hand_back(&self, job: &Job) -> impl Future<Output = ()> + Send;
+    /// After `job` (as this run last had it) was handed back while still recording: whether
+    /// its next run has started recording.
+    fn taken_up(&self, job: &Job) -> impl Future<Output = TakenUp> + Send;
     /// The job's estimated cost changed (cores).
     fn set_cost(&self, job_id: &str, cost: f64);
     /// A segment was spooled: a good moment to try delivering.
@@ -118,6 +132,10 @@ impl JobHost for MemoryHost {
     async fn release(&self, _job: &Job) {}
 
     async fn hand_back(&self, _job: &Job) {}
+
+    async fn taken_up(&self, _job: &Job) -> TakenUp {
+        TakenUp::Ended
+    }
 
     fn set_cost(&self, _job_id: &str, _cost: f64) {}
 

@@ -80,6 +80,9 @@ pub enum JobCommand {
     SetPage(Option<crate::model::page::PageSpec>),
     /// A chat message in the room (the custom view page is told).
     Chat(crate::model::page::ChatLine),
+    /// The worker is stopping: hand the job to another worker and go on recording until that
+    /// one records (taken by the job's run; the media run ignores it).
+    HandOver,
 }
 
 /// Why a recording ended.

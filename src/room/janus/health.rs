@@ -103,6 +103,7 @@ impl Tracker {
                 nacks_sent: s.nacks_sent,
                 plis_sent: s.plis_sent,
                 fps: if counts.shown { fps } else { 0.0 },
+                frames: counts.frames,
                 bitrate_kbps: kbps,
                 freezes: if is_video { counts.freezes } else { 0 },
                 frozen,

@@ -293,6 +293,7 @@ impl Session {
         let lead = i == 0;
         match cmd {
             JobCommand::Stop => return Ok(Some(Ok(EndReason::Stopped))),
+            JobCommand::HandOver => {}
             JobCommand::SetLayout(layout) => {
                 info!(layout = %layout.def().name, "layout changed");
                 self.job.layout = *layout;
