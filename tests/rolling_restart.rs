@@ -203,3 +203,149 @@ fn a_janus_recording_is_handed_over_with_no_moment_missing() {
         spans[0].2
     );
 }
+
+/// A worker lost while it hands its recording over — stopped once two chunks of its segment
+/// are in storage, then its process killed and its data folder deleted before the next worker
+/// (frozen meanwhile) took the job up: the segment it went on recording is rebuilt from the
+/// chunks that reached storage, delivered once with one webhook, and the job records on in
+/// the next segment.
+#[test]
+fn a_worker_lost_while_handing_over_loses_no_recording() {
+    const CHUNK_SECS: f64 = 4.0;
+    let dir = TempDir::new("handover-lost");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let hooks = Receiver::start(0);
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let api_env = serve_env(
+        &dir.path().join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["api"], &api_env, &dir.path().join("api.log"), true);
+    let hook_url = format!("http://127.0.0.1:{}/hook", hooks.port);
+    let storage = format!("file://{}", store.display());
+    let start = |id: &str| {
+        let env = serve_env(
+            &dir.path().join(format!("data-{id}")),
+            &[
+                ("ROOMCAST_REDIS_URL", &redis.url()),
+                ("ROOMCAST_WORKER_ID", id),
+                ("ROOMCAST_CPU_BUDGET", "0.6"),
+                ("ROOMCAST_STORAGE", &storage),
+                ("ROOMCAST_CHUNK_SECS", &CHUNK_SECS.to_string()),
+                ("ROOMCAST_WEBHOOK_URL", &hook_url),
+                ("ROOMCAST_WEBHOOK_SECRET", "handover-webhook-secret"),
+            ],
+        );
+        Service::start(
+            &["worker"],
+            &env,
+            &dir.path().join(format!("{id}.log")),
+            false,
+        )
+    };
+    let mut workers = [Some(start("wa")), Some(start("wb"))];
+    let up = wait_for(15.0, || {
+        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
+    });
+    assert!(up.is_some(), "two workers did not show up");
+    register_room(&api, "lost", 2, "{}");
+    let (s, v) = start_recording(&api, "lost");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 20.0);
+    let recorded = std::time::Instant::now();
+    let holder = j["worker"].as_str().unwrap().to_string();
+    let (h, other) = if holder == "wa" { (0, "wb") } else { (1, "wa") };
+    // Two chunks of the segment in storage first.
+    let chunks = || {
+        files_under(&store)
+            .iter()
+            .filter(|f| f.to_string_lossy().contains(".mp4.chunk"))
+            .count()
+    };
+    let two = wait_for(30.0, || (chunks() >= 2).then_some(()));
+    assert!(two.is_some(), "{} chunks stored", chunks());
+    let mut lost = workers[h].take().unwrap();
+    let next = workers[1 - h].as_ref().unwrap();
+    next.freeze(true);
+    let pid = lost.child.as_ref().unwrap().id().to_string();
+    tool_output(std::process::Command::new("kill").args(["-TERM", &pid]));
+    let handing = wait_for(5.0, || {
+        lost.log_text()
+            .contains("handing the job over")
+            .then_some(())
+    });
+    assert!(handing.is_some(), "not handed over: {}", lost.log_text());
+    let lived = recorded.elapsed().as_secs_f64();
+    lost.kill9();
+    std::fs::remove_dir_all(dir.path().join(format!("data-{holder}"))).unwrap();
+    next.freeze(false);
+    let taken = wait_for(20.0, || {
+        let j = job(&api, &id);
+        (j["worker"] == other && j["state"] == "active").then_some(())
+    });
+    assert!(taken.is_some(), "not taken up: {}", job(&api, &id));
+    // Long enough for the lost worker's heartbeat to lapse.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(stop_recording(&api, "lost").1["result"], 0);
+    let done = wait_state(&api, &id, "completed", 60.0);
+    let segs = done["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 2, "{done}");
+    let names: Vec<String> = segs
+        .iter()
+        .map(|s| s["file_name"].as_str().unwrap().to_string())
+        .collect();
+    let hooked = wait_for(60.0, || {
+        let h = hooks.of_type("live_recording");
+        (h.len() >= 2).then_some(h)
+    })
+    .unwrap_or_else(|| panic!("webhooks: {done}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut announced: Vec<String> = hooks
+        .of_type("live_recording")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    announced.sort();
+    assert_eq!(
+        announced,
+        names,
+        "one webhook per segment ({} first)",
+        hooked.len()
+    );
+    let mut stored: Vec<String> = files_under(&store)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored, names,
+        "storage holds the two recordings and no chunk"
+    );
+    let first = files_under(&store)
+        .into_iter()
+        .find(|f| f.file_name().unwrap().to_string_lossy() == names[0])
+        .unwrap();
+    let p = probe(&first);
+    eprintln!(
+        "recorded {lived:.1} s before the loss mid-hand-over; the rebuilt segment holds {:.1} s",
+        p.duration
+    );
+    // Everything the two chunks held (each cut at its last whole fragment), at most what
+    // was recorded.
+    assert!(
+        p.duration >= 2.0 * CHUNK_SECS - 1.5 && p.duration <= lived + 1.0,
+        "the rebuilt segment holds {:.1} s of {lived:.1} s",
+        p.duration
+    );
+}

@@ -240,6 +240,9 @@ pub struct SegmentRecord {
     /// The chat transcript of the segment (when the room chatted while it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatFile>,
+    /// The worker that went on recording the segment after handing its job over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_by: Option<String>,
 }
 
 impl SegmentRecord {
@@ -256,6 +259,7 @@ impl SegmentRecord {
             ended_ms: None,
             delivery_error: None,
             chat: None,
+            handed_over_by: None,
         }
     }
 }

@@ -103,6 +103,13 @@ impl JobHost for Worker {
         }
     }
 
+    async fn worker_alive(&self, id: &str) -> bool {
+        match self.store.workers().await {
+            Ok(ws) => ws.iter().any(|w| w.id == id),
+            Err(_) => true,
+        }
+    }
+
     fn set_cost(&self, job_id: &str, cost: f64) {
         Worker::set_cost(self, job_id, cost)
     }

@@ -60,6 +60,9 @@ impl<H: JobHost> Run<'_, H> {
         let died = matches!(self.job.state, JobState::Starting | JobState::Active);
         self.recover_folders().await;
         self.recover_segments().await;
+        if self.settle_handed_over().await {
+            self.recover_segments().await;
+        }
         if died {
             self.job.worker_deaths += 1;
             warn!(deaths = self.job.worker_deaths, previous = ?self.job.worker,

@@ -42,12 +42,12 @@ impl<H: JobHost> Run<'_, H> {
         else {
             return;
         };
-        let Some(seg) = self
-            .job
-            .segments
-            .last()
-            .filter(|s| s.status == SegmentStatus::Recording && s.file_name.ends_with(".mp4"))
-        else {
+        let Some(seg) = self.job.segments.last().filter(|s| {
+            matches!(
+                s.status,
+                SegmentStatus::Recording | SegmentStatus::HandedOver
+            ) && s.file_name.ends_with(".mp4")
+        }) else {
             return;
         };
         let cursor = &mut self.chunks;
@@ -142,6 +142,7 @@ impl<H: JobHost> Run<'_, H> {
     /// when the job was taken over are tried once more; what still cannot be read is listed
     /// `missing` (its chunks stay in storage).
     pub(crate) async fn retry_lost_segments(&mut self) {
+        self.settle_handed_over().await;
         if !self.job.segments.iter().any(lost) {
             return;
         }
@@ -150,6 +151,41 @@ impl<H: JobHost> Run<'_, H> {
             warn!(file = %seg.file_name, "a lost machine's segment could not be rebuilt: its chunks stay in storage");
             seg.status = SegmentStatus::Missing;
         }
+    }
+
+    /// Segments an earlier run handed over while it went on recording them: one its worker
+    /// delivered takes the archive's word; one whose worker is gone (no heartbeat) before it
+    /// delivered it is lost like a segment whose machine is gone — listed `recording` again,
+    /// to be rebuilt from its chunks. True if any was.
+    pub(crate) async fn settle_handed_over(&mut self) -> bool {
+        let handed = |s: &SegmentRecord| s.status == SegmentStatus::HandedOver;
+        if !self.job.segments.iter().any(handed) {
+            return false;
+        }
+        let archive = self.host.archived().await;
+        let mut orphaned = false;
+        for i in 0..self.job.segments.len() {
+            let seg = &self.job.segments[i];
+            let delivered = archive
+                .iter()
+                .any(|e| e.job_id == self.job.id && e.file_name == seg.file_name);
+            if !handed(seg) || delivered {
+                continue;
+            }
+            let by = seg.handed_over_by.clone();
+            let alive = match &by {
+                Some(w) => self.host.worker_alive(w).await,
+                None => false,
+            };
+            if !alive {
+                warn!(file = %seg.file_name, worker = ?by, "the worker that went on recording \
+                      this segment is gone and did not deliver it: rebuilding it from its chunks");
+                self.job.segments[i].status = SegmentStatus::Recording;
+                orphaned = true;
+            }
+        }
+        self.job.apply_deliveries(&archive);
+        orphaned
     }
 
     /// Removes the chunks in storage of a segment rebuilt from them and then found to hold

@@ -128,6 +128,7 @@ impl<H: JobHost> Run<'_, H> {
             .filter(|s| s.status == crate::queue::SegmentStatus::Recording)
         {
             seg.status = crate::queue::SegmentStatus::HandedOver;
+            seg.handed_over_by = self.job.worker.clone();
         }
         self.job.state = JobState::Queued;
         self.job.msg = "handed over by a stopping worker".into();

@@ -193,9 +193,10 @@ impl<H: JobHost> Run<'_, H> {
             self.outcome.reason = Some(rec.reason);
             self.outcome.destinations = rec.destinations.clone();
         }
-        if superseded {
-            // The new holder owns the record, the status and the queue entry; this run only
-            // delivers what it recorded (listed in the archive), so nothing is lost.
+        if superseded || self.handed_over.is_some() {
+            // The new holder owns the record, the status and the queue entry (a run that
+            // handed its job over, whatever ended its segment); this run only delivers what it
+            // recorded (listed in the archive), so nothing is lost.
             let file = match &result {
                 Ok(rec) => rec.file.clone(),
                 Err(_) => self.job.segments.last().and_then(written),

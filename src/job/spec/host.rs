@@ -59,6 +59,8 @@ pub trait JobHost: Send + Sync {
     /// After `job` (as this run last had it) was handed back while still recording: whether
     /// its next run has started recording.
     fn taken_up(&self, job: &Job) -> impl Future<Output = TakenUp> + Send;
+    /// Whether worker `id` heart-beats (when the store cannot tell: yes).
+    fn worker_alive(&self, id: &str) -> impl Future<Output = bool> + Send;
     /// The job's estimated cost changed (cores).
     fn set_cost(&self, job_id: &str, cost: f64);
     /// A segment was spooled: a good moment to try delivering.
@@ -135,6 +137,10 @@ impl JobHost for MemoryHost {
 
     async fn taken_up(&self, _job: &Job) -> TakenUp {
         TakenUp::Ended
+    }
+
+    async fn worker_alive(&self, _id: &str) -> bool {
+        false
     }
 
     fn set_cost(&self, _job_id: &str, _cost: f64) {}
