@@ -115,6 +115,8 @@ test: test-setup lint
 soak: test-setup
 	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python cargo test --release \
 	  --test lip_sync --test janus --test simulcast -- --ignored --nocapture --test-threads=1
+	ROOMCAST_TEST_PYTHON=$(VENV)/bin/python ROOMCAST_SOAK_ROOMS=$(SOAK_ROOMS) cargo test --release \
+	  --test soak -- --nocapture
 
 # Requests, room events, layout files and stored job records under libFuzzer (cargo-fuzz
 # needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them). The same checks
@@ -122,6 +124,8 @@ soak: test-setup
 # 20,000 deterministic mutations (tests/fuzz_inputs.rs), without a second build of every
 # dependency.
 FUZZ_SECS ?= 120
+# Rooms the fleet chaos soak records (`make soak`; `make test` records 4).
+SOAK_ROOMS ?= 20
 FUZZ_BUILD ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -349,3 +349,60 @@ fn a_worker_lost_while_handing_over_loses_no_recording() {
         p.duration
     );
 }
+
+/// A stop that arrives while a stopping worker hands its recording over (the next worker,
+/// frozen, has not taken it up): answered 0, the job completed, not cancelled as a waiting
+/// request; the stopping worker ends and delivers its segment at once.
+#[test]
+fn a_stop_during_a_hand_over_stops_the_recording() {
+    let dir = TempDir::new("handover-stop");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let env = serve_env(
+        &dir.path().join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
+    let mut workers = [
+        Some(worker(dir.path(), &redis, "wa")),
+        Some(worker(dir.path(), &redis, "wb")),
+    ];
+    let up = wait_for(15.0, || {
+        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
+    });
+    assert!(up.is_some(), "two workers did not show up");
+    register_room(&api, "stopped", 2, "{}");
+    let (s, v) = start_recording(&api, "stopped");
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let j = wait_state(&api, &id, "active", 20.0);
+    let h = if j["worker"] == "wa" { 0 } else { 1 };
+    std::thread::sleep(Duration::from_secs(4));
+    let mut holder = workers[h].take().unwrap();
+    let next = workers[1 - h].as_ref().unwrap();
+    next.freeze(true);
+    let pid = holder.child.as_ref().unwrap().id().to_string();
+    tool_output(std::process::Command::new("kill").args(["-TERM", &pid]));
+    let handing = wait_for(5.0, || {
+        holder
+            .log_text()
+            .contains("handing the job over")
+            .then_some(())
+    });
+    assert!(handing.is_some(), "not handed over: {}", holder.log_text());
+    let (status, v) = stop_recording(&api, "stopped");
+    assert_eq!((status, v["result"].as_u64()), (200, Some(0)), "{v}");
+    assert!(holder.terminate(30), "{}", holder.log_text());
+    next.freeze(false);
+    let j = wait_state(&api, &id, "completed", 10.0);
+    assert_eq!(j["result"], 0, "{j}");
+    let segs = j["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 1, "{j}");
+    assert_eq!(segs[0]["status"], "local", "{j}");
+    let p = probe(std::path::Path::new(segs[0]["path"].as_str().unwrap()));
+    assert!(p.duration >= 4.0, "{} s", p.duration);
+    // The other worker, thawed, does not start the stopped job.
+    std::thread::sleep(Duration::from_secs(2));
+    let j = job(&api, &id);
+    assert_eq!(j["state"], "completed", "{j}");
+    assert_eq!(j["segments"].as_array().unwrap().len(), 1, "{j}");
+}

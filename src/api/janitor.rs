@@ -129,7 +129,7 @@ pub(super) async fn end_waiting(
     Ok(true)
 }
 
-fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
+pub(super) fn status_hook(st: &ApiState, job: &Job, suffix: &str, code: Option<Code>) {
     let Some(q) = &st.hooks else { return };
     let kind = format!("{}-{suffix}", job.spec.kind.status_prefix());
     let ctx = EventContext {

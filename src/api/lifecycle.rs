@@ -3,7 +3,7 @@
 
 use super::answers::*;
 use super::input::{self, json_object, requester};
-use super::janitor::end_waiting;
+use super::janitor::{end_waiting, status_hook};
 use super::state::live_job;
 use super::state::{ApiError, ApiState};
 use crate::codes::Code;
@@ -104,6 +104,20 @@ pub(super) async fn stop(st: &ApiState, c: Checked, kind: JobKind, cancelled: Co
         }
         _ => cancelled.message(),
     };
+    if job.started_ms.is_some() && st.store.remove_waiting(&job.id).await? {
+        // It recorded before and waits to go on on another worker (handed back by a stopping
+        // worker, or handed over while that worker still records, which then ends its
+        // segment): it ends here, stopped, not cancelled.
+        job.end(
+            JobState::Completed,
+            0,
+            "stopped while it waited to go on on another worker",
+        );
+        st.store.put_job(&job).await?;
+        status_hook(st, &job, "off", None);
+        info!(job = %job.id, by = %c.who.client_id, "stopped while waiting to go on");
+        return ok("stopped", json!({ "job_id": job.id, "state": "completed" }));
+    }
     if end_waiting(st, &mut job, JobState::Cancelled, cancelled, msg).await? {
         let body = json!({ "job_id": job.id, "state": "cancelled" });
         return coded_saying(cancelled, msg, body);
