@@ -127,3 +127,72 @@ fn what_a_recording_costs_the_shared_redis() {
     }
     assert!(total(&busy) > total(&idle), "a recording uses Redis");
 }
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime), counted after the command name.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// What one API process serves: 16 clients reading a job's record as fast as they can (a new
+/// connection per request, as a platform's poller makes them) for `ROOMCAST_COST_SECS`
+/// (default 60): requests per second, latency and the API's CPU per thousand requests. Run
+/// with `cargo test --release --test fleet_cost api_capacity -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn api_capacity() {
+    let secs: u64 = std::env::var("ROOMCAST_COST_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let dir = TempDir::new("api-capacity");
+    let redis = Redis::start(&dir.path().join("redis"));
+    let env = serve_env(
+        &dir.path().join("data-api"),
+        &[("ROOMCAST_REDIS_URL", &redis.url())],
+    );
+    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
+    register_room(&api, "capacity", 2, "{}");
+    // No worker: the job waits, and its record is what the clients read.
+    let (_, v) = start_recording(&api, "capacity");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    let pid = api.child.as_ref().unwrap().id();
+    let cpu0 = cpu_secs(pid);
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let latencies = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                let mut mine = Vec::new();
+                while std::time::Instant::now() < deadline {
+                    let t = std::time::Instant::now();
+                    let (status, v) = api.call("GET", &format!("/v1/jobs/{id}"), None);
+                    assert_eq!(status, 200, "{v}");
+                    mine.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                latencies.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    let mut l = latencies.into_inner().unwrap();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let n = l.len();
+    let at = |q: f64| l[((n as f64 * q) as usize).min(n - 1)];
+    println!(
+        "API: {n} job reads in {wall:.1} s = {:.0}/s with 16 clients; latency p50 {:.1} ms, \
+         p99 {:.1} ms; API CPU {cpu:.1} s = {:.1} ms per 1000 reads ({:.2} cores)",
+        n as f64 / wall,
+        at(0.5),
+        at(0.99),
+        cpu * 1e6 / n as f64,
+        cpu / wall
+    );
+    assert!(n > 0);
+}
