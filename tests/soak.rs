@@ -30,8 +30,9 @@ struct Plan {
     length: (f64, f64),
     /// Starts spread over this many seconds.
     spread: f64,
-    /// When the chaos begins, seconds after the first start.
-    chaos_at: f64,
+    /// When the rolling update begins, the machine is lost and Redis restarts: seconds
+    /// after the first start (each waits for the one before).
+    chaos_at: (f64, f64, f64),
 }
 
 impl Plan {
@@ -46,14 +47,14 @@ impl Plan {
                 rooms,
                 length: (40.0, 55.0),
                 spread: 9.0,
-                chaos_at: 12.0,
+                chaos_at: (12.0, 18.0, 26.0),
             }
         } else {
             Plan {
                 rooms,
                 length: (30.0, 120.0),
                 spread: 240.0,
-                chaos_at: 60.0,
+                chaos_at: (60.0, 150.0, 210.0),
             }
         }
     }
@@ -172,6 +173,8 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
     let jobs: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let mut lost_jobs = Vec::new();
     let mut lost_worker = String::new();
+    // When the machine was lost, seconds since the epoch.
+    let mut lost_at = 0.0;
     std::thread::scope(|s| {
         // The rooms: each started and stopped on its own schedule.
         s.spawn(|| {
@@ -214,7 +217,7 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
         });
 
         // The chaos.
-        at(plan.chaos_at);
+        at(plan.chaos_at.0);
         let old: Vec<String> = fleet.workers.iter().map(|(w, _)| w.clone()).collect();
         for w in old {
             fleet.add();
@@ -231,6 +234,7 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
             );
         }
         // A machine lost: the worker holding the most jobs.
+        at(plan.chaos_at.1);
         let running: Vec<(String, String)> = jobs
             .lock()
             .unwrap()
@@ -253,6 +257,10 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
             .max_by_key(|(_, ids)| ids.len())
             .expect("a worker holding a job");
         fleet.take(&victim).kill9();
+        lost_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         std::fs::remove_dir_all(dir.path().join(format!("data-{victim}"))).unwrap();
         eprintln!(
             "machine lost: {victim} with {} job(s) at {:.1} s",
@@ -262,7 +270,7 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
         fleet.add();
         lost_jobs = held;
         lost_worker = victim;
-        std::thread::sleep(Duration::from_secs(8));
+        at(plan.chaos_at.2);
         redis.restart();
         eprintln!("redis restarted at {:.1} s", t0.elapsed().as_secs_f64());
     });
@@ -386,10 +394,14 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
         for w in spans.windows(2) {
             let (prev, next) = (&w[0], &w[1]);
             let gap = next.0 - prev.1;
-            // A segment of the lost machine between the two (nothing of it stored), or the
-            // first one recorded there: the machine loss is what lies between them.
+            // A segment of the lost machine between the two (nothing of it stored), or a job
+            // of the lost machine whose segments lie either side of the loss (the first one
+            // rebuilt from its chunks on the worker that took the job over).
             let lost_between = missing.iter().any(|t| *t >= prev.0 && *t < next.0);
-            let kind = if lost_between || recorder(&prev.2) == lost_worker {
+            let across = lost_jobs.iter().any(|id| j["id"] == id.as_str())
+                && prev.0 < lost_at
+                && next.0 > lost_at;
+            let kind = if lost_between || across {
                 "machine loss"
             } else if prev.2["handed_over_by"].is_string() {
                 "hand-over"
