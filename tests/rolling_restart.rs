@@ -8,10 +8,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn worker(dir: &std::path::Path, redis: &Redis, id: &str) -> Service {
-    worker_with(dir, redis, id, "0.6")
-}
-
 /// A worker with a CPU budget of `cores`.
 fn worker_with(dir: &std::path::Path, redis: &Redis, id: &str, cores: &str) -> Service {
     let env = serve_env(
@@ -25,34 +21,53 @@ fn worker_with(dir: &std::path::Path, redis: &Redis, id: &str, cores: &str) -> S
     Service::start(&["worker"], &env, &dir.join(format!("{id}.log")), false)
 }
 
-#[test]
-fn a_stopped_workers_recording_goes_on_at_once_on_another() {
-    let dir = TempDir::new("rolling");
-    let redis = Redis::start(&dir.path().join("redis"));
+/// Redis, the control API and two workers `wa` and `wb` of `cores` each, both heart-beating.
+fn fleet(dir: &std::path::Path, cores: &str) -> (Redis, Service, [Option<Service>; 2]) {
+    let redis = Redis::start(&dir.join("redis"));
     let env = serve_env(
-        &dir.path().join("data-api"),
+        &dir.join("data-api"),
         &[("ROOMCAST_REDIS_URL", &redis.url())],
     );
-    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
-    let mut workers = [
-        Some(worker(dir.path(), &redis, "wa")),
-        Some(worker(dir.path(), &redis, "wb")),
+    let api = Service::start(&["api"], &env, &dir.join("api.log"), true);
+    let workers = [
+        Some(worker_with(dir, &redis, "wa", cores)),
+        Some(worker_with(dir, &redis, "wb", cores)),
     ];
     let up = wait_for(15.0, || {
         (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
     });
     assert!(up.is_some(), "two workers did not show up");
-    register_room(&api, "rolling", 2, "{}");
-    let (s, v) = start_recording(&api, "rolling");
+    (redis, api, workers)
+}
+
+/// Starts recording `room`, lets it record 6 s and stops (SIGTERM, waiting for the drain) the
+/// worker recording it; returns the job id and the other worker.
+fn record_then_stop_its_worker(
+    api: &Service,
+    room: &str,
+    workers: &mut [Option<Service>; 2],
+) -> (String, &'static str) {
+    let (s, v) = start_recording(api, room);
     assert_eq!(s, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_string();
-    let j = wait_state(&api, &id, "active", 20.0);
-    let holder = j["worker"].as_str().unwrap().to_string();
+    let j = wait_state(api, &id, "active", 20.0);
     std::thread::sleep(Duration::from_secs(6));
-    let (stopped, other) = if holder == "wa" { (0, "wb") } else { (1, "wa") };
+    let (stopped, other) = if j["worker"] == "wa" {
+        (0, "wb")
+    } else {
+        (1, "wa")
+    };
     let mut w = workers[stopped].take().unwrap();
     assert!(w.terminate(60), "the stopped worker: {}", w.log_text());
+    (id, other)
+}
 
+#[test]
+fn a_stopped_workers_recording_goes_on_at_once_on_another() {
+    let dir = TempDir::new("rolling");
+    let (_redis, api, mut workers) = fleet(dir.path(), "0.6");
+    register_room(&api, "rolling", 2, "{}");
+    let (id, other) = record_then_stop_its_worker(&api, "rolling", &mut workers);
     let j = wait_for(20.0, || {
         let j = job(&api, &id);
         (j["worker"] == other
@@ -125,35 +140,14 @@ fn a_janus_recording_is_handed_over_with_no_moment_missing() {
         Codec::Vp8,
     ));
     rt.block_on(publisher.wait_connected());
-    let redis = Redis::start(&dir.path().join("redis"));
-    let env = serve_env(
-        &dir.path().join("data-api"),
-        &[("ROOMCAST_REDIS_URL", &redis.url())],
-    );
-    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
-    let mut workers = [
-        Some(worker_with(dir.path(), &redis, "wa", "1.0")),
-        Some(worker_with(dir.path(), &redis, "wb", "1.0")),
-    ];
-    let up = wait_for(15.0, || {
-        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
-    });
-    assert!(up.is_some(), "two workers did not show up");
+    let (_redis, api, mut workers) = fleet(dir.path(), "1.0");
     let room = format!(
         r#"{{"conf_num":"1","connector":{{"type":"janus","url":"{}","room":1,"ice_address":"{ICE_ADDRESS}"}}}}"#,
         janus.url()
     );
     let (status, v) = api.call("PUT", "/v1/rooms/r1", Some(&room));
     assert!(status == 200 || status == 201, "{status} {v}");
-    let (s, v) = start_recording(&api, "r1");
-    assert_eq!(s, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_string();
-    let j = wait_state(&api, &id, "active", 20.0);
-    let holder = j["worker"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_secs(6));
-    let (stopped, other) = if holder == "wa" { (0, "wb") } else { (1, "wa") };
-    let mut w = workers[stopped].take().unwrap();
-    assert!(w.terminate(60), "the stopped worker: {}", w.log_text());
+    let (id, other) = record_then_stop_its_worker(&api, "r1", &mut workers);
     let taken = wait_for(20.0, || {
         let j = job(&api, &id);
         (j["worker"] == other && j["state"] == "active").then_some(())
@@ -302,21 +296,7 @@ fn a_worker_lost_while_handing_over_loses_no_recording() {
     })
     .unwrap_or_else(|| panic!("webhooks: {done}"));
     std::thread::sleep(Duration::from_secs(2));
-    let mut announced: Vec<String> = hooks
-        .of_type("live_recording")
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            v["url"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    announced.sort();
+    let announced = hooks.announced_files("live_recording");
     assert_eq!(
         announced,
         names,
@@ -356,20 +336,7 @@ fn a_worker_lost_while_handing_over_loses_no_recording() {
 #[test]
 fn a_stop_during_a_hand_over_stops_the_recording() {
     let dir = TempDir::new("handover-stop");
-    let redis = Redis::start(&dir.path().join("redis"));
-    let env = serve_env(
-        &dir.path().join("data-api"),
-        &[("ROOMCAST_REDIS_URL", &redis.url())],
-    );
-    let api = Service::start(&["api"], &env, &dir.path().join("api.log"), true);
-    let mut workers = [
-        Some(worker(dir.path(), &redis, "wa")),
-        Some(worker(dir.path(), &redis, "wb")),
-    ];
-    let up = wait_for(15.0, || {
-        (api.call("GET", "/v1/health", None).1["workers"] == 2).then_some(())
-    });
-    assert!(up.is_some(), "two workers did not show up");
+    let (_redis, api, mut workers) = fleet(dir.path(), "0.6");
     register_room(&api, "stopped", 2, "{}");
     let (s, v) = start_recording(&api, "stopped");
     assert_eq!(s, 201, "{v}");

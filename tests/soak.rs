@@ -117,14 +117,6 @@ fn workers_up(api: &Service, n: usize) {
     assert!(up.is_some(), "{n} workers did not show up");
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// The worker that recorded a segment, from its path (`…/data-<worker>/recordings/…`).
 fn recorder(seg: &serde_json::Value) -> String {
     let path = seg["path"].as_str().unwrap_or_default();
@@ -324,21 +316,7 @@ fn a_fleet_survives_a_rolling_update_a_lost_machine_and_a_redis_restart() {
         names.len()
     );
     std::thread::sleep(Duration::from_secs(3));
-    let mut announced: Vec<String> = hooks
-        .of_type("live_recording")
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            v["url"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    announced.sort();
+    let announced = hooks.announced_files("live_recording");
     let mut expected = names.clone();
     expected.sort();
     assert_eq!(announced, expected, "one webhook per file");

@@ -84,6 +84,22 @@ impl Receiver {
             })
             .collect()
     }
+
+    /// The file names the `kind` webhooks received so far announce (the last part of each
+    /// `url`), sorted.
+    pub fn announced_files(&self, kind: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .of_type(kind)
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let url = v["url"].as_str().unwrap_or_default();
+                url.rsplit('/').next().unwrap_or_default().to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Drop for Receiver {
