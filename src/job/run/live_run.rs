@@ -204,7 +204,7 @@ impl<H: JobHost> Run<'_, H> {
             if let (Some(file), Some(mut seg)) = (file, self.job.segments.pop()) {
                 self.deliver_segment(&mut seg, &file).await;
             }
-            info!("segment delivered; the job record is its next run's (or the job ended)");
+            info!("segment delivered; the job goes on on its new worker");
             return After::Done;
         }
         // A stop asked for while the segment was ending (a stall's teardown can take seconds)
