@@ -338,16 +338,15 @@ impl Worker {
             .unwrap()
             .values()
             .map(|r| {
+                // A run that cannot hand over (any more) takes `HandOver` as a stop.
+                r.hand_back.store(true, Ordering::SeqCst);
                 let taker = room.iter_mut().find(|f| **f >= r.cost);
                 let command = match taker {
                     Some(free) if r.recording => {
                         *free -= r.cost;
                         crate::job::JobCommand::HandOver
                     }
-                    _ => {
-                        r.hand_back.store(true, Ordering::SeqCst);
-                        crate::job::JobCommand::Stop
-                    }
+                    _ => crate::job::JobCommand::Stop,
                 };
                 (r.commands.clone(), command)
             })

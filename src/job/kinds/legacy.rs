@@ -143,7 +143,9 @@ impl<H: JobHost> Run<'_, H> {
                     }
                     tokio::select! {
                         cmd = local.recv() => match cmd {
-                            Some(JobCommand::Stop) | None => break Stopped::By("system".into()),
+                            Some(JobCommand::Stop | JobCommand::HandOver) | None => {
+                                break Stopped::By("system".into())
+                            }
                             Some(_) => {}
                         },
                         _ = tokio::time::sleep(COMMAND_POLL) => match host.poll(&job).await {

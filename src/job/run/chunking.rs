@@ -162,14 +162,12 @@ impl<H: JobHost> Run<'_, H> {
         if !self.job.segments.iter().any(handed) {
             return false;
         }
-        let archive = self.host.archived().await;
+        // Those delivered take the archive's word and are handed over no more.
+        self.job.apply_deliveries(&self.host.archived().await);
         let mut orphaned = false;
         for i in 0..self.job.segments.len() {
             let seg = &self.job.segments[i];
-            let delivered = archive
-                .iter()
-                .any(|e| e.job_id == self.job.id && e.file_name == seg.file_name);
-            if !handed(seg) || delivered {
+            if !handed(seg) {
                 continue;
             }
             let by = seg.handed_over_by.clone();
@@ -184,7 +182,6 @@ impl<H: JobHost> Run<'_, H> {
                 orphaned = true;
             }
         }
-        self.job.apply_deliveries(&archive);
         orphaned
     }
 

@@ -108,12 +108,7 @@ impl<H: JobHost> Run<'_, H> {
     /// Puts the job back in the queue for another worker (this one is stopping).
     pub(crate) async fn hand_back(&mut self) {
         info!("handing the job back");
-        self.job.state = JobState::Queued;
-        self.job.msg = "handed back by a stopping worker".into();
-        self.job.worker = None;
-        self.job.updated_ms = now_ms();
-        self.host.hand_back(&self.job).await;
-        self.outcome.handed_back = true;
+        self.requeue("handed back by a stopping worker").await;
     }
 
     /// Puts the job back in the queue for another worker while this run goes on recording
@@ -130,12 +125,17 @@ impl<H: JobHost> Run<'_, H> {
             seg.status = crate::queue::SegmentStatus::HandedOver;
             seg.handed_over_by = self.job.worker.clone();
         }
+        self.requeue("handed over by a stopping worker").await;
+        self.handed_over = Some(std::time::Instant::now());
+    }
+
+    /// Writes the job back to the queue, waiting and held by no worker, saying `msg`.
+    async fn requeue(&mut self, msg: &str) {
         self.job.state = JobState::Queued;
-        self.job.msg = "handed over by a stopping worker".into();
+        self.job.msg = msg.into();
         self.job.worker = None;
         self.job.updated_ms = now_ms();
         self.host.hand_back(&self.job).await;
-        self.handed_over = Some(std::time::Instant::now());
         self.outcome.handed_back = true;
     }
 

@@ -139,23 +139,19 @@ impl<H: JobHost> Run<'_, H> {
                 r = &mut runner => break r,
                 cmd = local.recv(), if local_open => match cmd {
                     Some(JobCommand::HandOver) if self.may_hand_over() => self.hand_over().await,
-                    Some(JobCommand::HandOver) => {
-                        // Ends here and goes back to the queue, as before hand-overs.
-                        hand_back.store(true, Ordering::SeqCst);
-                        let _ = cmd_tx.send(JobCommand::Stop).await;
-                    }
+                    // Ends here and goes back to the queue (the drain marked the stop a
+                    // hand-back).
+                    Some(JobCommand::HandOver) => { let _ = cmd_tx.send(JobCommand::Stop).await; }
                     Some(cmd) => { let _ = cmd_tx.send(cmd).await; }
                     None => local_open = false,
                 },
                 _ = poll.tick(), if !superseded => match self.poll_or_wait().await {
                     None => {}
-                    Some(Poll::Superseded) if self.handed_over.is_some() => {
-                        superseded = true;
-                        let _ = cmd_tx.send(JobCommand::Stop).await;
-                    }
                     Some(Poll::Superseded) => {
-                        warn!("another worker took the job over (this one was cut off from \
-                               the queue); finishing this segment here");
+                        if self.handed_over.is_none() {
+                            warn!("another worker took the job over (this one was cut off \
+                                   from the queue); finishing this segment here");
+                        }
                         superseded = true;
                         let _ = cmd_tx.send(JobCommand::Stop).await;
                     }
