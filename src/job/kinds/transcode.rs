@@ -14,16 +14,18 @@ use crate::layout::{parse_color, Layout};
 use crate::model::manifest::{EventKind, FileKind, Manifest};
 use crate::model::Preset;
 use crate::pipeline::composite::Output;
+use crate::pipeline::composite::{ErrorOrigin, InputKey, InputRef};
 use crate::pipeline::gate::OutputGate;
 use crate::pipeline::source::file::FileTrack;
 use crate::pipeline::source::Timing;
 use crate::pipeline::{self, Composite, CompositeOptions, PipelineError};
 use crate::room::{ParticipantId, RoomEvent, TrackKind};
 use crate::{Error, Result};
+use futures::StreamExt;
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// What to transcode and how.
 #[derive(Debug, Clone)]
@@ -328,7 +330,10 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
                 break None;
             }
             if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-                break pipeline::bus::check(&msg).err();
+                match absorb_input_error(&mut job, &msg) {
+                    Ok(()) => continue,
+                    Err(e) => break Some(e),
+                }
             }
             if waited.elapsed() > STEP_LIMIT {
                 break Some(PipelineError::Timeout {
@@ -352,10 +357,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     // From here the bus is read as a stream; what it posted before is still in its queue.
     let mut stream = bus.stream();
     let limit = Duration::from_secs(120 + duration_ms / 1000 * 2);
-    let ended = match bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
-        Some(msg) => pipeline::bus::check(&msg),
-        None => pipeline::bus::wait_eos(&mut stream, limit, "finish the transcode", |_| true).await,
-    };
+    let ended = finish(&mut job, &bus, &mut stream, limit).await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = crate::util::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();
@@ -375,4 +377,58 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
         speed: media / wall.max(1e-3),
         cpu_s: cpu,
     })
+}
+
+/// Handles an error message during a transcode. A generated tile (a placeholder or the "+N"
+/// tile) that could not start is made again, as the live session does; an element already
+/// taken out does not matter; anything else (a track file that cannot be read, the mixers,
+/// encoders or muxer) ends the transcode with the error.
+fn absorb_input_error(job: &mut Job, msg: &gst::Message) -> Result<(), PipelineError> {
+    let Err(e) = pipeline::bus::check(msg) else {
+        return Ok(());
+    };
+    match msg.src().map(|s| job.composite.classify_error(s)) {
+        Some(ErrorOrigin::Detached) => Ok(()),
+        Some(ErrorOrigin::Input(
+            input @ InputRef::Tile(InputKey::Placeholder(_) | InputKey::Overflow),
+        )) => {
+            warn!(error = %e, ?input, "input failed, dropping it");
+            tokio::task::block_in_place(|| job.composite.drop_input(&input))?;
+            job.relayout()
+        }
+        _ => Err(e),
+    }
+}
+
+/// Waits for the end of the transcode's stream, making again generated tiles that fail on the
+/// way (see [`absorb_input_error`]).
+async fn finish(
+    job: &mut Job,
+    bus: &gst::Bus,
+    stream: &mut gst::bus::BusStream,
+    limit: Duration,
+) -> Result<(), PipelineError> {
+    // What the bus posted before it was read as a stream comes first.
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        if msg.type_() == gst::MessageType::Eos {
+            return Ok(());
+        }
+        absorb_input_error(job, &msg)?;
+    }
+    let wait = async {
+        while let Some(msg) = stream.next().await {
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(_) => absorb_input_error(job, &msg)?,
+                _ => {}
+            }
+        }
+        Err(PipelineError::setup("bus closed before EOS"))
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .unwrap_or(Err(PipelineError::Timeout {
+            what: "finish the transcode",
+            secs: limit.as_secs(),
+        }))
 }
