@@ -595,6 +595,11 @@ fn the_openapi_document_is_valid_and_served_as_written() {
         ("post", "/v1/rooms/{room_id}/recording"),
         ("patch", "/v1/rooms/{room_id}/streaming"),
         ("get", "/v1/recordings"),
+        ("get", "/v1/recordings/{job_id}/{file_name}/media"),
+        ("get", "/v1/workers"),
+        ("get", "/v1/jobs/{job_id}/thumbnail"),
+        ("post", "/console/sign-in"),
+        ("delete", "/console/session"),
     ] {
         assert!(
             written["paths"][path][method].is_object(),

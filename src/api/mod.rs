@@ -7,12 +7,15 @@
 //! read with a size limit and parsed here (not by an extractor), so malformed JSON, wrong types
 //! and oversized bodies get a coded 4xx like every other bad input.
 
+mod access;
 mod answers;
+mod console;
 mod handlers;
 pub mod input;
 mod janitor;
 mod lifecycle;
 pub mod listen;
+mod media;
 mod metrics;
 mod state;
 mod strict_json;
@@ -31,33 +34,7 @@ use tracing::info;
 
 pub use input::{parse_event_body, parse_room_body, MAX_BODY_BYTES};
 pub use janitor::queue_janitor;
-use state::{constant_time_eq, token_hash};
 pub use state::{probe_state, state, ApiError, ApiState, OPENAPI};
-
-async fn auth(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if constant_time_eq(&token_hash(t), &st.token_hash) => next.run(req).await,
-        _ => {
-            let mut r = ApiError::with_status(
-                Code::Generic,
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            r
-        }
-    }
-}
 
 /// The router with every route behind the token check.
 pub fn router(st: Arc<ApiState>) -> Router {
@@ -68,7 +45,13 @@ pub fn router(st: Arc<ApiState>) -> Router {
     // (wrong method, undecodable path), is `{"result": …, "msg": …}`.
     let probes = Router::new()
         .route("/healthz", get(alive))
-        .route("/readyz", get(ready));
+        .route("/readyz", get(ready))
+        // The console's own files and its sign-in answer without a token (the page asks for
+        // one); everything it shows comes through the routes behind it.
+        .route("/console", get(console::page))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
+        .route("/console/sign-in", axum::routing::post(console::sign_in));
     let guarded = Router::new()
         .route("/v1/health", get(healthz))
         .route("/metrics", get(metrics::metrics))
@@ -101,9 +84,22 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .route("/v1/jobs", get(all_jobs))
         .route("/v1/jobs/{job_id}", get(get_job).delete(cancel_job))
         .route("/v1/recordings", get(recordings))
+        .route(
+            "/v1/recordings/{job_id}/{file_name}/media",
+            get(media::media),
+        )
+        .route("/v1/workers", get(console::workers))
+        .route("/v1/jobs/{job_id}/thumbnail", get(console::thumbnail))
+        .route(
+            "/console/session",
+            get(console::whoami).delete(console::sign_out),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(st.clone(), auth));
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            access::auth,
+        ));
     probes
         .merge(guarded)
         .layer(axum::middleware::from_fn(coded_answers))

@@ -19,6 +19,10 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     pub(super) store: Store,
     pub(super) token_hash: [u8; 32],
+    /// The read-only token's hash, when there is one.
+    pub(super) read_token_hash: Option<[u8; 32]>,
+    /// What console sessions are signed with (see `access::session_key`).
+    pub(super) session_key: [u8; 32],
     pub(super) cfg: ServerConfig,
     pub(super) hooks: Option<WebhookQueue>,
     /// The in-process worker's loop clock (see `Worker::liveness`), when this process runs one.
@@ -102,9 +106,19 @@ pub fn state(
             })
         }
     };
+    let read_token_hash = cfg.read_token.as_ref().map(|t| token_hash(t.expose()));
+    if read_token_hash == Some(token_hash(&token)) {
+        return Err(crate::Error::Config {
+            setting: "ROOMCAST_READ_TOKEN".into(),
+            message: "the read-only token must differ from the API token".into(),
+            code: Code::Generic,
+        });
+    }
     Ok(Arc::new(ApiState {
         store,
         token_hash: token_hash(&token),
+        read_token_hash,
+        session_key: super::access::session_key(&token_hash(&token)),
         cfg,
         hooks,
         worker_alive,
@@ -122,6 +136,8 @@ pub fn probe_state(
         store,
         // No token's SHA-256 (and no route behind the token is served here).
         token_hash: [0; 32],
+        read_token_hash: None,
+        session_key: [0; 32],
         cfg,
         hooks: None,
         worker_alive,

@@ -100,6 +100,8 @@ pub struct ServerSection {
     pub listen: Option<String>,
     /// API bearer token (`ROOMCAST_API_TOKEN`).
     pub api_token: Option<Secret>,
+    /// A token that reads but cannot act (`ROOMCAST_READ_TOKEN`).
+    pub read_token: Option<Secret>,
     /// Redis URL; unset = embedded queue (`ROOMCAST_REDIS_URL`).
     pub redis_url: Option<Secret>,
     /// Worker CPU budget in cores (`ROOMCAST_CPU_BUDGET`).
@@ -128,6 +130,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// API bearer token.
     pub api_token: Option<Secret>,
+    /// A token (API and console) that sees everything and changes nothing.
+    pub read_token: Option<Secret>,
     /// Redis URL (None: embedded queue).
     pub redis_url: Option<Secret>,
     /// Worker CPU budget (cores).
@@ -235,6 +239,10 @@ impl ServerConfig {
             api_token: env("ROOMCAST_API_TOKEN")
                 .map(Secret::from)
                 .or(file.server.api_token)
+                .filter(|t| !t.expose().is_empty()),
+            read_token: env("ROOMCAST_READ_TOKEN")
+                .map(Secret::from)
+                .or(file.server.read_token)
                 .filter(|t| !t.expose().is_empty()),
             redis_url: env("ROOMCAST_REDIS_URL")
                 .map(Secret::from)

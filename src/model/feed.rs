@@ -43,6 +43,10 @@ pub struct FeedHealth {
     /// The simulcast layer received (0 the smallest), for video whose sender sends several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<u8>,
+    /// Generated where it is recorded (a synthetic room), not received over a network: only
+    /// `fps` and `frames` mean something.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
 }
 
 /// The latest health of every track of a room, written by its connector, read by the job.
@@ -51,11 +55,16 @@ pub type FeedBoard = Arc<Mutex<Vec<FeedHealth>>>;
 /// Whether every track that reached the recording in `earlier` (frames over the last
 /// interval) has reached it in `now` too: a job's next run records everyone its previous run
 /// recorded.
+///
+/// Generated tracks do not count: a next run generates them itself, from the same script.
 pub fn covers(now: &[FeedHealth], earlier: &[FeedHealth]) -> bool {
-    earlier.iter().filter(|e| e.fps > 0.0).all(|e| {
-        now.iter()
-            .any(|n| n.participant == e.participant && n.kind == e.kind && n.frames > 0)
-    })
+    earlier
+        .iter()
+        .filter(|e| e.fps > 0.0 && !e.generated)
+        .all(|e| {
+            now.iter()
+                .any(|n| n.participant == e.participant && n.kind == e.kind && n.frames > 0)
+        })
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod page;
 pub mod preview;
 pub mod recorder;
 pub mod rtmp;
+pub mod snapshot;
 pub mod source;
 pub(crate) mod tap;
 

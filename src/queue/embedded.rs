@@ -6,7 +6,7 @@
 
 use super::{
     archive_key, from_json, live_key, to_json, ArchiveEntry, Command, Enqueued, Job, RoomConfig,
-    StoreError, StoreResult, WorkerInfo, LEASE,
+    StoreError, StoreResult, WorkerInfo, LEASE, THUMBNAIL_TTL,
 };
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct Embedded {
     db: Database,
     claims: Mutex<HashMap<String, (String, Instant)>>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
+    /// Running jobs' latest pictures (kept in memory: see [`super::Store::put_thumbnail`]).
+    thumbnails: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
 
 fn e(err: impl Into<redb::Error>) -> StoreError {
@@ -56,6 +58,7 @@ impl Embedded {
             db,
             claims: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
+            thumbnails: Mutex::new(HashMap::new()),
         })
     }
 
@@ -385,6 +388,19 @@ impl Embedded {
 
     pub(super) fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
         self.values(ARCHIVE)?.iter().map(|s| from_json(s)).collect()
+    }
+
+    pub(super) fn put_thumbnail(&self, job: &str, jpeg: &[u8]) {
+        let mut all = self.thumbnails.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, (at, _)| at.elapsed() < THUMBNAIL_TTL);
+        all.insert(job.to_string(), (Instant::now(), jpeg.to_vec()));
+    }
+
+    pub(super) fn thumbnail(&self, job: &str) -> Option<Vec<u8>> {
+        let all = self.thumbnails.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(job)
+            .filter(|(at, _)| at.elapsed() < THUMBNAIL_TTL)
+            .map(|(_, jpeg)| jpeg.clone())
     }
 }
 

@@ -254,7 +254,30 @@ impl Store {
     pub async fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
         dispatch!(self, s => s.archive())
     }
+
+    /// Keeps the latest picture of a running job for [`THUMBNAIL_TTL`] (not durable: a
+    /// picture of the past is of no use).
+    pub async fn put_thumbnail(&self, job: &str, jpeg: &[u8]) -> StoreResult<()> {
+        match self {
+            Store::Embedded(s) => {
+                s.put_thumbnail(job, jpeg);
+                Ok(())
+            }
+            Store::Redis(s) => s.put_thumbnail(job, jpeg).await,
+        }
+    }
+
+    /// The latest picture of a running job, if one is younger than [`THUMBNAIL_TTL`].
+    pub async fn thumbnail(&self, job: &str) -> StoreResult<Option<Vec<u8>>> {
+        match self {
+            Store::Embedded(s) => Ok(s.thumbnail(job)),
+            Store::Redis(s) => s.thumbnail(job).await,
+        }
+    }
 }
+
+/// How long a job's thumbnail is kept after it was taken (a job writes one every 2 s).
+pub const THUMBNAIL_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     Ok(serde_json::to_string(v)?)

@@ -261,7 +261,14 @@ impl SyntheticRoom {
 
 impl RoomConnector for SyntheticRoom {
     async fn connect(&self) -> Result<RoomHandle, crate::Error> {
-        let mut events = self.timeline().into_iter().peekable();
+        let board = crate::model::feed::FeedBoard::default();
+        let counters = std::sync::Arc::new(FeedCounters::default());
+        let counting = counters.clone();
+        let timeline = self
+            .timeline()
+            .into_iter()
+            .map(move |(at, event)| (at, counting.count(event)));
+        let mut events = timeline.peekable();
         // Everything at time zero is in the channel when `connect` returns, so the recorder
         // builds the room as it is before its media clock starts; the script's clock starts when
         // the recorder has taken those events, so scripted times are times in the recording.
@@ -274,24 +281,33 @@ impl RoomConnector for SyntheticRoom {
             // Cannot fail: the channel is new, its receiver alive and it has room for all.
             let _ = tx.try_send(event);
         }
+        let feeds = board.clone();
         let task = tokio::spawn(async move {
             let waited = tokio::time::Instant::now();
             while tx.capacity() < tx.max_capacity() && waited.elapsed() < SCRIPT_START_WAIT {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let start = tokio::time::Instant::now();
-            for (at, event) in events {
-                tokio::time::sleep_until(start + at).await;
-                if tx.send(event).await.is_err() {
-                    return;
+            let mut report = tokio::time::interval(FEED_REPORT);
+            loop {
+                let next = events.peek().map(|(at, _)| start + *at);
+                tokio::select! {
+                    _ = report.tick() => counters.report(&feeds),
+                    _ = async { tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)).await }, if next.is_some() => {
+                        let Some((_, event)) = events.next() else { continue };
+                        if let RoomEvent::ParticipantLeft { id } = &event {
+                            counters.forget(&id.0);
+                        }
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
-            // Stay connected (the sender lives) until the job leaves.
-            std::future::pending::<()>().await;
         });
         Ok(RoomHandle {
             events: rx,
-            feeds: Default::default(),
+            feeds: board,
             shown: Default::default(),
             leave: Box::new(move || task.abort()),
         })
@@ -318,5 +334,88 @@ mod tests {
         assert_eq!(leaves.count(), 1);
         let colors: std::collections::HashSet<u32> = p.iter().map(|p| p.color).collect();
         assert_eq!(colors.len(), 4);
+    }
+}
+
+/// How often a synthetic room reports its tracks' figures.
+const FEED_REPORT: Duration = Duration::from_secs(1);
+
+/// What each generated camera and microphone gave the recording, reported as feed health
+/// (frames and rate; nothing travels over a network, so there is nothing else to report).
+#[derive(Default)]
+struct FeedCounters {
+    tracks: std::sync::Mutex<Vec<CountedTrack>>,
+}
+
+struct CountedTrack {
+    participant: String,
+    kind: &'static str,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    last: (u64, std::time::Instant),
+}
+
+impl FeedCounters {
+    /// `event`, its camera or microphone counted.
+    fn count(&self, event: RoomEvent) -> RoomEvent {
+        let RoomEvent::TrackPublished { id, kind, source } = event else {
+            return event;
+        };
+        let name = match kind {
+            TrackKind::Video => "video",
+            TrackKind::Audio => "audio",
+            _ => return RoomEvent::TrackPublished { id, kind, source },
+        };
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(CountedTrack {
+                participant: id.0.clone(),
+                kind: name,
+                count: count.clone(),
+                last: (0, std::time::Instant::now()),
+            });
+        RoomEvent::TrackPublished {
+            id,
+            kind,
+            source: Box::new(crate::pipeline::source::counted::CountedSource::new(
+                source, count,
+            )),
+        }
+    }
+
+    fn forget(&self, participant: &str) {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| t.participant != participant);
+    }
+
+    fn report(&self, board: &crate::model::feed::FeedBoard) {
+        use std::sync::atomic::Ordering;
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let health = tracks
+            .iter_mut()
+            .map(|t| {
+                let frames = t.count.load(Ordering::Relaxed);
+                let secs = now.duration_since(t.last.1).as_secs_f64();
+                let fps = if secs > 0.0 {
+                    frames.saturating_sub(t.last.0) as f64 / secs
+                } else {
+                    0.0
+                };
+                t.last = (frames, now);
+                crate::model::feed::FeedHealth {
+                    participant: t.participant.clone(),
+                    kind: t.kind.into(),
+                    fps: (fps * 10.0).round() / 10.0,
+                    frames,
+                    generated: true,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        *board.lock().unwrap_or_else(|e| e.into_inner()) = health;
     }
 }

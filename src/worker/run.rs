@@ -31,6 +31,12 @@ impl JobHost for Worker {
         }
     }
 
+    async fn thumbnail(&self, job_id: &str, jpeg: &[u8]) {
+        if let Err(e) = self.store.put_thumbnail(job_id, jpeg).await {
+            debug!(error = %e, "thumbnail not saved");
+        }
+    }
+
     async fn archive(&self, entry: &ArchiveEntry) {
         if let Err(e) = self.store.put_archive(entry).await {
             warn!(error = %e, "archive entry not saved");

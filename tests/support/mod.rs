@@ -3,6 +3,7 @@
 //! [`janus`] (its test publishers in `publisher`).
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod janus;
 mod media;
 mod moto;

@@ -162,8 +162,12 @@ impl<H: JobHost> Run<'_, H> {
                 participants,
                 feeds,
                 shared,
+                thumbnail,
             } => {
                 self.job.feeds = feeds;
+                if let Some(jpeg) = thumbnail {
+                    self.host.thumbnail(&self.job.id, &jpeg).await;
+                }
                 let rtmp = self.job.spec.rtmp_urls.len();
                 // A job fed from another job's composite pays only for its own outputs.
                 let cost = if shared {

@@ -68,6 +68,11 @@ pub trait JobHost: Send + Sync {
     /// Queues a job that follows from this one (a segment's transcode, a fall-back
     /// recording). `Ok(false)`: the room already has a live job of its kind.
     fn enqueue(&self, job: &Job) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// A small JPEG of what the job records now, for whoever looks at the running job
+    /// (nothing keeps it by default).
+    fn thumbnail(&self, _job_id: &str, _jpeg: &[u8]) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A host for one job run by the command line: the record and archive live in memory.

@@ -138,6 +138,8 @@ pub enum JobEvent {
         /// Another job of the room pays for the composite and encode this job's outputs are
         /// fed from (it costs only its outputs).
         shared: bool,
+        /// A small JPEG of the composed picture now (None: no video, or no new frame).
+        thumbnail: Option<std::sync::Arc<Vec<u8>>>,
     },
     /// The custom view page was shown, fell back or is loading again.
     Page(crate::model::page::PageStatus),

@@ -189,6 +189,8 @@ pub struct Composite {
     mp4_starts: Arc<Mutex<[Option<u64>; 2]>>,
     /// What a web page draws over the tiles (None: no page layer).
     page: Option<Arc<crate::pipeline::page::PageOverlay>>,
+    /// The latest composed picture, before the encoder (None: no video).
+    frames: Option<crate::pipeline::snapshot::FrameTap>,
 }
 
 impl Composite {
@@ -236,6 +238,7 @@ impl Composite {
             encoded: Arc::default(),
             mp4_starts: Arc::default(),
             page: opts.page_layer.then(Arc::default),
+            frames: None,
         };
         let is_png = matches!(opts.output, Output::Png(_));
         let mux = match &opts.output {
@@ -274,6 +277,11 @@ impl Composite {
                 gst::PadProbeReturn::Remove
             });
         }
+    }
+
+    /// The latest composed frame kept for a snapshot, if one was kept since the last call.
+    pub fn take_frame(&self) -> Option<gst::Sample> {
+        self.frames.as_ref().and_then(|f| f.take())
     }
 
     /// Whether the encoders have produced their first frame (the recording has begun).

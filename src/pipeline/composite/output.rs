@@ -152,6 +152,9 @@ impl Composite {
                 self.add(&[&q, &enc, &enc_caps, &parse])?;
                 gst::Element::link_many([&last, &q, &enc, &enc_caps, &parse])
                     .map_err(PipelineError::setup)?;
+                if let Some(pad) = q.static_pad("sink") {
+                    self.frames = Some(crate::pipeline::snapshot::FrameTap::install(&pad));
+                }
                 self.fan_out(&parse, mux, "video")?;
             }
             (Output::Mp4(_) | Output::Discard, None) => {}

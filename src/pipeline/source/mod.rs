@@ -5,6 +5,7 @@
 //! own webrtcbin pipeline, bridged in through appsrc). Rooms decide *which* tracks exist; only
 //! this module builds their elements.
 
+pub mod counted;
 pub mod file;
 pub mod generated;
 pub mod retime;

@@ -12,7 +12,8 @@
 //!   worker of the same id takes its own idle entries back; no other worker reads them.
 //! - `waiting` — sorted set of job ids by submission order (queue position, cancel arbiter).
 //! - `job:{id}`, `jobs` (set of ids), `room:{id}`, `cmd:{job}` (list of commands),
-//!   `workers` (hash: worker id → advertisement), `archive` (hash), `seq` (counter).
+//!   `workers` (hash: worker id → advertisement), `archive` (hash), `seq` (counter),
+//!   `thumb:{job}` (a running job's latest picture, expiring).
 
 //!
 //! Files: [`keys`] (keys, scripts, replies), [`lease`] (hand-out and leases); this file
@@ -248,5 +249,19 @@ impl RedisStore {
     pub(in crate::queue) async fn archive(&self) -> StoreResult<Vec<ArchiveEntry>> {
         let vals: Vec<String> = self.q(redis::cmd("HVALS").arg(key("archive"))).await?;
         vals.iter().map(|s| from_json(s)).collect()
+    }
+
+    pub(in crate::queue) async fn put_thumbnail(&self, job: &str, jpeg: &[u8]) -> StoreResult<()> {
+        self.q(redis::cmd("SET")
+            .arg(key(&format!("thumb:{job}")))
+            .arg(jpeg)
+            .arg("PX")
+            .arg(super::THUMBNAIL_TTL.as_millis() as u64))
+            .await
+    }
+
+    pub(in crate::queue) async fn thumbnail(&self, job: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.q(redis::cmd("GET").arg(key(&format!("thumb:{job}"))))
+            .await
     }
 }

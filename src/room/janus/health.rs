@@ -109,6 +109,7 @@ impl Tracker {
                 frozen,
                 degraded,
                 layer: None,
+                generated: false,
             });
         }
         out

@@ -40,6 +40,9 @@ pub(super) struct Session {
     pub(super) ended_early: Option<EndReason>,
 }
 
+/// Width of the thumbnail of what a job records (the console's picture of each job).
+pub const THUMBNAIL_WIDTH: u32 = 320;
+
 impl Session {
     /// A destination's or the page's news, to whom it concerns.
     pub(super) fn route(&self, ev: JobEvent) {
@@ -52,6 +55,14 @@ impl Session {
         let mut ends = Vec::new();
         let pos = self.pipeline.query_position::<gst::ClockTime>();
         let feeds = self.feeds.lock().map(|f| f.clone()).unwrap_or_default();
+        let thumbnail = self.job.composite.take_frame().and_then(|frame| {
+            tokio::task::block_in_place(|| {
+                crate::pipeline::snapshot::jpeg(&frame, THUMBNAIL_WIDTH)
+                    .map_err(|e| tracing::debug!(error = %e, "no thumbnail"))
+                    .ok()
+            })
+            .map(std::sync::Arc::new)
+        });
         for (i, m) in self.members.iter_mut().enumerate() {
             m.went_live |= self.job.destinations.iter().any(|d| {
                 m.destinations.contains(&d.id) && d.status().state == DestinationState::Live
@@ -92,6 +103,7 @@ impl Session {
                     participants: self.job.state.len(),
                     feeds: feeds.clone(),
                     shared: i > 0,
+                    thumbnail: thumbnail.clone(),
                 });
             }
         }

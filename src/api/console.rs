@@ -1,0 +1,189 @@
+//! The operator console: one page (HTML, script and style built into the binary, nothing
+//! loaded from elsewhere) that reads and acts through the same API as every other client, on
+//! the strength of a session cookie (see [`super::access`]); and the few reads only it needs:
+//! the fleet's workers and a running job's thumbnail.
+
+use super::access::{
+    same_origin, session_value, token_access, Access, SESSION_COOKIE, SESSION_SECS,
+};
+use super::answers::{ok, Reply};
+use super::state::{ApiError, ApiState};
+use crate::codes::Code;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde_json::json;
+use std::sync::Arc;
+
+type St = State<Arc<ApiState>>;
+
+const PAGE: &str = include_str!("console/index.html");
+const SCRIPT: &str = include_str!("console/console.js");
+const STYLE: &str = include_str!("console/console.css");
+
+/// What the page may load and where it may send: only this origin; no frames around it.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                      img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; \
+                      worker-src 'self' blob:; form-action 'self'; frame-ancestors 'none'; \
+                      base-uri 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(POLICY),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub(super) async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+pub(super) async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub(super) async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// Whether the session cookie may carry `Secure` (the request reached a proxy over HTTPS).
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `POST /console/sign-in` `{"token": "…"}`: signs in (a session cookie with the token's
+/// access). From another origin, or with a wrong token, nothing is set.
+pub(super) async fn sign_in(State(st): St, headers: HeaderMap, body: Body) -> Response {
+    let answer = async {
+        if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
+            return Err(ApiError::with_status(
+                Code::Generic,
+                StatusCode::FORBIDDEN,
+                "signing in from another site is refused",
+            ));
+        }
+        let bytes = axum::body::to_bytes(body, 4096).await.map_err(|_| {
+            ApiError::with_status(Code::Generic, StatusCode::BAD_REQUEST, "body too large")
+        })?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::with_status(
+                Code::Generic,
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"token\": \"…\"}}: {e}"),
+            )
+        })?;
+        let token = v.get("token").and_then(|t| t.as_str()).unwrap_or_default();
+        let access = token_access(&st, token).ok_or_else(|| {
+            ApiError::with_status(Code::Generic, StatusCode::UNAUTHORIZED, "wrong token")
+        })?;
+        let expires = crate::clock::now_ms() / 1000 + SESSION_SECS;
+        Ok((
+            access,
+            session_value(&st.session_key, access, expires),
+            expires,
+        ))
+    }
+    .await;
+    match answer {
+        Ok((access, value, expires)) => {
+            tracing::info!(access = access.as_str(), "console session opened");
+            let mut r = ok(
+                "signed in",
+                json!({ "access": access.as_str(), "expires": expires }),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(&value, SESSION_SECS, over_https(&headers)),
+            );
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /console/session`: what this session (or token) may do.
+pub(super) async fn whoami(Extension(access): Extension<Access>) -> Reply {
+    ok("ok", json!({ "access": access.as_str() }))
+}
+
+/// `DELETE /console/session`: signs out (the cookie is cleared).
+pub(super) async fn sign_out(headers: HeaderMap) -> Response {
+    let mut r = ok("signed out", json!({})).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", 0, over_https(&headers)),
+    );
+    r
+}
+
+/// `GET /v1/workers`: the fleet's workers (those that heart-beat lately), their budget, use
+/// and jobs.
+pub(super) async fn workers(State(st): St) -> Reply {
+    let mut workers = st.store.workers().await?;
+    workers.sort_by(|a, b| a.id.cmp(&b.id));
+    let list: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "budget": w.budget,
+                "used": w.used,
+                "free": w.free(),
+                "jobs": w.jobs,
+                "heartbeat_ms": w.heartbeat_ms,
+                "draining": w.draining,
+                "disk_low": w.disk_low,
+            })
+        })
+        .collect();
+    ok("ok", json!({ "workers": list }))
+}
+
+/// `GET /v1/jobs/{id}/thumbnail`: a small JPEG of what a running job records now (taken
+/// every 2 s); 404 when the job shows nothing (ended, audio only, not started).
+pub(super) async fn thumbnail(State(st): St, Path(id): Path<String>) -> Response {
+    match st.store.thumbnail(&id).await {
+        Ok(Some(jpeg)) => {
+            let mut r = jpeg.into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(None) => ApiError::with_status(
+            Code::Generic,
+            StatusCode::NOT_FOUND,
+            format!("no picture of job {id:?} (not running, or nothing to show)"),
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
