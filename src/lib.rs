@@ -16,6 +16,7 @@ pub mod layout;
 pub mod model;
 pub mod page;
 pub mod pipeline;
+pub mod progress;
 pub mod queue;
 pub mod room;
 pub mod util;

@@ -112,6 +112,12 @@ enum BenchCmd {
     Live(LiveBench),
     /// Record a synthetic room individually, then transcode it as fast as possible.
     Transcode(TranscodeBench),
+    /// What a running job's thumbnail costs (the frame tap and a JPEG every 2 s).
+    Snapshot {
+        /// Snapshots to encode.
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+    },
 }
 
 fn init_tracing(json: bool) {
@@ -133,6 +139,9 @@ fn main() -> ExitCode {
     command::tune_allocator();
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    // Servers log their jobs' progress as lines; commands run by hand may draw bars.
+    let server = matches!(cli.cmd, Cmd::Serve(_) | Cmd::Api(_) | Cmd::Worker { .. });
+    roomcast::progress::init(cli.log_json || server);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -176,6 +185,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             cmd: BenchCmd::Transcode(b),
         } => print(command::bench_transcode(b)?),
+        Cmd::Bench {
+            cmd: BenchCmd::Snapshot { count },
+        } => print(serde_json::to_value(
+            roomcast::bench::snapshot::snapshot_cost(count)?,
+        )?),
         Cmd::Deliver { wait } => print(command::deliver(Duration::from_secs_f64(
             wait.clamp(0.0, 86_400.0),
         ))?),

@@ -74,3 +74,55 @@ fn bench_live_checks_every_recording_it_ran() {
     let each = number(&v, "cores_per_job");
     assert!((total - 2.0 * each).abs() < 1e-6 && total > 0.0, "{v}");
 }
+
+#[test]
+fn long_commands_show_their_progress() {
+    let args = [
+        "bench",
+        "live",
+        "--jobs",
+        "1",
+        "--participants",
+        "2",
+        "--seconds",
+        "7",
+    ];
+    // Without a terminal: a progress line every few seconds on standard error, and the one
+    // JSON line on standard output as ever.
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(last_json(&out)["jobs"], 1, "{out}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("progress") && l.contains("bench live"))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        line.contains("percent=") && line.contains("left_s="),
+        "{line}"
+    );
+
+    // On a terminal (a pseudo-terminal made by `script`): a bar with percent and time left.
+    let cmd = format!("{} {} 2>&1 >/dev/null", bin(), args.join(" "));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("bench live [") && screen.contains('%') && screen.contains("left"),
+        "no progress bar on the terminal: {screen}"
+    );
+}
+
+#[test]
+fn bench_snapshot_reports_what_a_thumbnail_costs() {
+    let v = bench(&["bench", "snapshot", "--count", "5"]);
+    assert_eq!(v["frame"], "1280x720", "{v}");
+    assert!(number(&v, "jpeg_bytes") > 1000.0, "{v}");
+    assert!(number(&v, "cpu_ms_per_snapshot") > 0.0, "{v}");
+    assert!(number(&v, "tap_ns_per_frame") > 0.0, "{v}");
+    let cores = number(&v, "cores_per_job");
+    assert!(cores > 0.0 && cores < 1.0, "{v}");
+}

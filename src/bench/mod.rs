@@ -7,6 +7,7 @@
 
 pub mod live;
 mod probe;
+pub mod snapshot;
 
 use crate::layout::{parse_color, Layout, Tile, TileId};
 use crate::pipeline::composite::Output;

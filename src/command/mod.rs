@@ -34,7 +34,15 @@ pub fn deliver(wait: Duration) -> Result<Value> {
         }
     }
     let rt = runtime()?;
-    let (report, hooks) = rt.block_on(outbox.run_until_empty(&MemoryHost::new(), wait));
+    let spool = cfg.spool()?;
+    let queued = spool.list().len();
+    let (report, hooks) = crate::progress::watch(
+        "deliver",
+        queued as f64,
+        crate::progress::Unit::Files,
+        move || queued.saturating_sub(spool.list().len()) as f64,
+        || rt.block_on(outbox.run_until_empty(&MemoryHost::new(), wait)),
+    );
     Ok(json!({ "delivery": report, "webhooks_pending": hooks }))
 }
 
@@ -77,7 +85,17 @@ pub fn page_render(url: &str, width: u32, height: u32) -> Result<()> {
 
 /// Turns a recording left fragmented by a crash into a normal MP4.
 pub fn finalize(file: &Path) -> Result<Value> {
-    let seg = pipeline::mp4::finalize(file)?;
+    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let name = crate::util::file_name(file);
+    // The finalized copy is written beside the file, then renamed over it.
+    let copy = file.with_file_name(format!(".{name}.finalizing"));
+    let seg = crate::progress::watch(
+        "finalize",
+        total as f64,
+        crate::progress::Unit::Bytes,
+        move || std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0) as f64,
+        || pipeline::mp4::finalize(file),
+    )?;
     Ok(json!({
         "file": seg.path,
         "duration_s": seg.duration.mseconds() as f64 / 1000.0,
@@ -303,21 +321,29 @@ pub fn bench_live(b: LiveBench) -> Result<Value> {
         .map(crate::model::RtmpUrl::parse)
         .transpose()?;
     let rt = runtime()?;
-    let report = rt
-        .block_on(crate::bench::live::live(
-            b.jobs as usize,
-            b.participants as usize,
-            b.seconds,
-            &preset,
-            &layout,
-            rtmp,
-            b.hls.then(crate::model::hls::HlsSpec::default),
-            b.stream_job,
-        ))
-        .map_err(|e| Error::Job {
-            code: crate::codes::Code::Generic,
-            message: format!("{e:#}"),
-        })?;
+    let started = std::time::Instant::now();
+    let report = crate::progress::watch(
+        "bench live",
+        b.seconds as f64,
+        crate::progress::Unit::Seconds,
+        move || started.elapsed().as_secs_f64(),
+        || {
+            rt.block_on(crate::bench::live::live(
+                b.jobs as usize,
+                b.participants as usize,
+                b.seconds,
+                &preset,
+                &layout,
+                rtmp,
+                b.hls.then(crate::model::hls::HlsSpec::default),
+                b.stream_job,
+            ))
+        },
+    )
+    .map_err(|e| Error::Job {
+        code: crate::codes::Code::Generic,
+        message: format!("{e:#}"),
+    })?;
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 

@@ -321,6 +321,16 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     }
     tokio::task::block_in_place(|| pipeline.set_state(gst::State::Playing))
         .map_err(|_| PipelineError::setup("the transcode pipeline did not start"))?;
+    let progress = crate::progress::Progress::start(
+        "transcode",
+        duration_ms as f64 / 1000.0,
+        crate::progress::Unit::Seconds,
+    );
+    let report = || {
+        if let Some(pos) = pipeline.query_position::<gst::ClockTime>() {
+            progress.set(pos.mseconds() as f64 / 1000.0);
+        }
+    };
     while let Some((_, batch)) = steps.next() {
         // Until both outputs are at the gate; a pipeline error (an unreadable file) or the
         // limit ends the transcode.
@@ -329,6 +339,7 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
             if tokio::task::block_in_place(|| gate.reached(outputs.len(), STEP_POLL)) {
                 break None;
             }
+            report();
             if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
                 match absorb_input_error(&mut job, &msg) {
                     Ok(()) => continue,
@@ -357,7 +368,8 @@ pub async fn transcode(spec: &TranscodeSpec) -> Result<TranscodeReport> {
     // From here the bus is read as a stream; what it posted before is still in its queue.
     let mut stream = bus.stream();
     let limit = Duration::from_secs(120 + duration_ms / 1000 * 2);
-    let ended = finish(&mut job, &bus, &mut stream, limit).await;
+    let ended = finish(&mut job, &bus, &mut stream, limit, &report).await;
+    progress.finish();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = crate::util::cpu_seconds() - cpu0;
     let delay = job.composite.mp4_audio_delay();
@@ -407,6 +419,7 @@ async fn finish(
     bus: &gst::Bus,
     stream: &mut gst::bus::BusStream,
     limit: Duration,
+    report: &(dyn Fn() + Sync),
 ) -> Result<(), PipelineError> {
     // What the bus posted before it was read as a stream comes first.
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
@@ -416,14 +429,24 @@ async fn finish(
         absorb_input_error(job, &msg)?;
     }
     let wait = async {
-        while let Some(msg) = stream.next().await {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let msg = tokio::select! {
+                msg = stream.next() => msg,
+                _ = tick.tick() => {
+                    report();
+                    continue;
+                }
+            };
+            let Some(msg) = msg else {
+                return Err(PipelineError::setup("bus closed before EOS"));
+            };
             match msg.view() {
                 gst::MessageView::Eos(_) => return Ok(()),
                 gst::MessageView::Error(_) => absorb_input_error(job, &msg)?,
                 _ => {}
             }
         }
-        Err(PipelineError::setup("bus closed before EOS"))
     };
     tokio::time::timeout(limit, wait)
         .await
