@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_json);
     // Servers log their jobs' progress as lines; commands run by hand may draw bars.
     let server = matches!(cli.cmd, Cmd::Serve(_) | Cmd::Api(_) | Cmd::Worker { .. });
-    roomcast::progress::init(cli.log_json || server);
+    command::progress_lines_only(cli.log_json || server);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -187,9 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => print(command::bench_transcode(b)?),
         Cmd::Bench {
             cmd: BenchCmd::Snapshot { count },
-        } => print(serde_json::to_value(
-            roomcast::bench::snapshot::snapshot_cost(count)?,
-        )?),
+        } => print(command::bench_snapshot(count)?),
         Cmd::Deliver { wait } => print(command::deliver(Duration::from_secs_f64(
             wait.clamp(0.0, 86_400.0),
         ))?),

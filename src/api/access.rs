@@ -58,14 +58,6 @@ pub(super) fn token_access(st: &ApiState, token: &str) -> Option<Access> {
     }
 }
 
-/// The key sessions are signed with: derived from the API token, so that every API process
-/// of a fleet accepts the sessions of the others, and a new token ends every session.
-pub(super) fn session_key(token_hash: &[u8; 32]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(token_hash).expect("any key length");
-    mac.update(b"roomcast console session v1");
-    mac.finalize().into_bytes().into()
-}
-
 fn sign(key: &[u8; 32], payload: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
     mac.update(payload.as_bytes());
@@ -192,6 +184,7 @@ pub(super) async fn auth(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::state::session_key;
 
     #[test]
     fn a_session_holds_its_access_until_it_expires_and_only_with_its_signature() {

@@ -118,7 +118,7 @@ pub fn state(
         store,
         token_hash: token_hash(&token),
         read_token_hash,
-        session_key: super::access::session_key(&token_hash(&token)),
+        session_key: session_key(&token_hash(&token)),
         cfg,
         hooks,
         worker_alive,
@@ -142,6 +142,15 @@ pub fn probe_state(
         hooks: None,
         worker_alive,
     })
+}
+
+/// The key console sessions are signed with: derived from the API token, so that every API
+/// process of a fleet accepts the sessions of the others, and a new token ends every session.
+pub(super) fn session_key(token_hash: &[u8; 32]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(token_hash).expect("any key length");
+    mac.update(b"roomcast console session v1");
+    mac.finalize().into_bytes().into()
 }
 
 pub(super) fn token_hash(token: &str) -> [u8; 32] {

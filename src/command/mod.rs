@@ -410,6 +410,20 @@ pub struct TranscodeBench {
     pub layout: String,
 }
 
+/// `roomcast bench snapshot`: what a running job's thumbnail costs.
+pub fn bench_snapshot(count: u32) -> Result<Value> {
+    let report = crate::bench::snapshot::snapshot_cost(count).map_err(|e| Error::Job {
+        code: crate::codes::Code::Generic,
+        message: format!("{e:#}"),
+    })?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
+/// Whether long commands show progress as log lines only (servers, JSON logs), not bars.
+pub fn progress_lines_only(lines_only: bool) {
+    crate::progress::init(lines_only);
+}
+
 /// Runs the transcode bench: what recording individually cost (cores, including the synthetic
 /// senders' own encoders), then the transcode's speed and cores.
 pub fn bench_transcode(b: TranscodeBench) -> Result<Value> {
