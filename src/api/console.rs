@@ -22,6 +22,9 @@ type St = State<Arc<ApiState>>;
 const PAGE: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/console.js");
 const STYLE: &str = include_str!("console/console.css");
+/// hls.js 1.6.15 (Apache-2.0, `console/vendor/`), for the live HLS preview.
+const HLS_JS: &str = include_str!("console/vendor/hls.light.min.js");
+const HLS_JS_LICENSE: &str = include_str!("console/vendor/LICENSE-hls.js");
 
 /// What the page may load and where it may send: only this origin; no frames around it.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -60,6 +63,14 @@ pub(super) async fn script() -> Response {
 
 pub(super) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+pub(super) async fn hls_js() -> Response {
+    asset("text/javascript; charset=utf-8", HLS_JS)
+}
+
+pub(super) async fn hls_js_license() -> Response {
+    asset("text/plain; charset=utf-8", HLS_JS_LICENSE)
 }
 
 /// Whether the session cookie may carry `Secure` (the request reached a proxy over HTTPS).

@@ -1,6 +1,7 @@
-//! `GET /v1/recordings/{job_id}/{file_name}/media`: a recording's bytes, for a browser's
-//! player (byte ranges) or a download (`?download=1`). Only files the archive lists are
-//! served, found by job and file name (never by a path from the request).
+//! Files kept on the API's machine, for browsers: `GET /v1/recordings/{job_id}/{file_name}/media`
+//! (a recording, for a player — byte ranges — or a download, `?download=1`) and
+//! `GET /v1/jobs/{job_id}/hls/{file}` (a running job's live HLS). Only files the archive or the
+//! job record names are served (never a path from the request).
 
 use super::state::{ApiError, ApiState};
 use crate::codes::Code;
@@ -70,15 +71,70 @@ pub(super) async fn media(
             entry.url.as_deref().unwrap_or("no address yet")
         ));
     };
-    let path = std::path::PathBuf::from(path);
     let download = q.get("download").is_some_and(|v| v == "1");
-    let content_type = if file_name.ends_with(".mp4") {
-        "video/mp4"
-    } else if file_name.ends_with(".json") {
-        "application/json"
-    } else {
-        "application/octet-stream"
+    serve_file(
+        std::path::PathBuf::from(path),
+        &file_name,
+        headers,
+        download,
+    )
+    .await
+}
+
+/// `GET /v1/jobs/{job_id}/hls/{file}`: a running job's live HLS files (playlist, init and
+/// media segments) when they are kept on the API's machine (no storage), for the console's
+/// preview player; the playlist's relative names resolve to this same route.
+pub(super) async fn hls(
+    State(st): State<Arc<ApiState>>,
+    Path((job_id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let plain = !file.is_empty()
+        && !file.starts_with('.')
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && [".m3u8", ".m4s", ".mp4"].iter().any(|x| file.ends_with(x));
+    if !plain {
+        return not_here(format!("{file:?} is not an HLS file name"));
+    }
+    let job = match st.store.get_job(&job_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return not_here(format!("no job {job_id:?}")),
+        Err(e) => return ApiError::from(e).into_response(),
     };
+    let dir = job
+        .hls
+        .as_ref()
+        .and_then(|h| h.playlist_url.as_deref())
+        .and_then(|u| u.strip_prefix("file://"))
+        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()));
+    match dir {
+        Some(dir) => serve_file(dir.join(&file), &file, headers, false).await,
+        None => not_here(format!(
+            "job {job_id:?} has no live HLS kept on this machine (none, or it goes to storage)"
+        )),
+    }
+}
+
+fn content_type(file_name: &str) -> &'static str {
+    match file_name.rsplit('.').next() {
+        Some("mp4") => "video/mp4",
+        Some("m4s") => "video/iso.segment",
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `path`'s bytes (the range asked, at most [`MAX_PART`]), as `file_name`.
+async fn serve_file(
+    path: std::path::PathBuf,
+    file_name: &str,
+    headers: HeaderMap,
+    download: bool,
+) -> Response {
+    let content_type = content_type(file_name);
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut f = std::fs::File::open(&path)?;
         let len = f.metadata()?.len();
@@ -89,7 +145,14 @@ pub(super) async fn media(
             Ok(None) if len > MAX_PART => (0, MAX_PART - 1, true),
             Ok(None) => (0, len.saturating_sub(1), false),
         };
-        let mut buf = vec![0u8; (last + 1 - first) as usize];
+        let mut buf = vec![
+            0u8;
+            if len == 0 {
+                0
+            } else {
+                (last + 1 - first) as usize
+            }
+        ];
         if len > 0 {
             f.seek(SeekFrom::Start(first))?;
             f.read_exact(&mut buf)?;
@@ -123,10 +186,12 @@ pub(super) async fn media(
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=60"),
-    );
+    let cache = if file_name.ends_with(".m3u8") {
+        "no-cache"
+    } else {
+        "private, max-age=60"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if partial {
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
             h.insert(header::CONTENT_RANGE, v);

@@ -51,6 +51,8 @@ pub fn router(st: Arc<ApiState>) -> Router {
         .route("/console", get(console::page))
         .route("/console/console.js", get(console::script))
         .route("/console/console.css", get(console::style))
+        .route("/console/hls.light.min.js", get(console::hls_js))
+        .route("/console/LICENSE-hls.js", get(console::hls_js_license))
         .route("/console/sign-in", axum::routing::post(console::sign_in));
     let guarded = Router::new()
         .route("/v1/health", get(healthz))
@@ -88,6 +90,7 @@ pub fn router(st: Arc<ApiState>) -> Router {
             "/v1/recordings/{job_id}/{file_name}/media",
             get(media::media),
         )
+        .route("/v1/jobs/{job_id}/hls/{file}", get(media::hls))
         .route("/v1/workers", get(console::workers))
         .route("/v1/jobs/{job_id}/thumbnail", get(console::thumbnail))
         .route(

@@ -147,6 +147,7 @@ function renderJobs(jobs) {
     if (!running.some((j) => j.id === id)) {
       const img = $("img", card);
       if (img.src) URL.revokeObjectURL(img.src);
+      if (card.hls) card.hls.destroy();
       card.remove();
       state.cards.delete(id);
     }
@@ -235,6 +236,49 @@ function updateCard(card, job) {
     el("li", { textContent: `${s.file_name} — ${s.status}${s.duration_s ? `, ${secs(s.duration_s)}` : ""}` })));
   updateFeeds(card, job);
   updateThumbnail(card, job);
+  updatePreview(card, job);
+}
+
+// ---------- live HLS preview (hls.js, bundled) ----------
+let hlsLoading = null;
+function loadHls() {
+  if (!hlsLoading) {
+    hlsLoading = new Promise((resolve, reject) => {
+      const s = el("script", { src: "/console/hls.light.min.js" });
+      s.onload = () => resolve(window.Hls);
+      s.onerror = () => reject(new Error("hls.js did not load"));
+      document.head.append(s);
+    });
+  }
+  return hlsLoading;
+}
+
+async function updatePreview(card, job) {
+  const v = $("video.hls", card);
+  const local = job.hls && job.hls.playlist && (job.hls.playlist_url || "").startsWith("file://");
+  if (!local || job.hls.segments < 1 || v.dataset.started) return;
+  v.dataset.started = "1";
+  v.hidden = false;
+  const src = `/v1/jobs/${enc(job.id)}/hls/${enc(job.hls.playlist)}`;
+  // hls.js over Media Source Extensions wherever the browser has them; a browser's own HLS
+  // player (Safari) otherwise.
+  const Hls = await loadHls().catch(() => null);
+  if (!Hls || !Hls.isSupported()) {
+    if (v.canPlayType("application/vnd.apple.mpegurl")) {
+      v.src = src;
+      v.onerror = () => { v.dataset.error = v.error ? v.error.message || String(v.error.code) : "error"; };
+    } else {
+      v.replaceWith(el("p", { className: "muted", textContent: "This browser cannot play HLS." }));
+      return;
+    }
+  } else {
+    const hls = new Hls({ liveSyncDurationCount: 2 });
+    hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) v.dataset.error = d.details; });
+    hls.loadSource(src);
+    hls.attachMedia(v);
+    card.hls = hls;
+  }
+  v.play().catch(() => { /* muted autoplay may still be refused: the user presses play */ });
 }
 
 async function updateThumbnail(card, job) {
