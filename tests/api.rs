@@ -598,6 +598,9 @@ fn the_openapi_document_is_valid_and_served_as_written() {
         ("get", "/v1/recordings/{job_id}/{file_name}/media"),
         ("get", "/v1/workers"),
         ("get", "/v1/jobs/{job_id}/thumbnail"),
+        ("get", "/v1/jobs/{job_id}/hls/{file}"),
+        ("get", "/v1/webhooks"),
+        ("get", "/v1/layouts/{name}/preview.png"),
         ("post", "/console/sign-in"),
         ("delete", "/console/session"),
     ] {

@@ -20,8 +20,11 @@ const YELLOW: u32 = 0xd0b020;
 /// thumbnail is taken every 2 s of the job's clock, so it may catch the flash every time.
 const FLASH: u32 = 0xebebeb;
 
-fn serve(dir: &std::path::Path) -> Service {
-    let env = serve_env(&dir.join("data"), &[("ROOMCAST_READ_TOKEN", READ_TOKEN)]);
+/// `roomcast serve` with the read-only token and `extra` settings.
+fn serve(dir: &std::path::Path, extra: &[(&str, &str)]) -> Service {
+    let mut settings = vec![("ROOMCAST_READ_TOKEN", READ_TOKEN)];
+    settings.extend_from_slice(extra);
+    let env = serve_env(&dir.join("data"), &settings);
     Service::start(&["serve"], &env, &dir.join("serve.log"), true)
 }
 
@@ -65,6 +68,21 @@ fn card(job: &str) -> String {
     format!("article[data-job=\"{job}\"]")
 }
 
+/// Signs in with `token` and waits for job `job`'s card (in `state`, if given); its selector.
+fn open_card(b: &Browser, token: &str, job: &str, state: Option<&str>) -> String {
+    sign_in(b, token);
+    let sel = card(job);
+    let with_state = state
+        .map(|s| format!("[data-state=\"{s}\"]"))
+        .unwrap_or_default();
+    b.wait(
+        20.0,
+        "the job's card",
+        &format!("return document.querySelector('{sel}{with_state}') !== null"),
+    );
+    sel
+}
+
 /// The median colour of a patch in the middle of each quadrant of the job's thumbnail, read
 /// by the page from the picture it shows.
 const QUADRANTS: &str = r#"
@@ -96,7 +114,15 @@ fn near(rgb: &Value, want: u32) -> bool {
 #[test]
 fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
     let dir = TempDir::new("console");
-    let api = serve(dir.path());
+    // A webhook receiver that is down: its events wait in the queue, retried.
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let api = serve(
+        dir.path(),
+        &[
+            ("ROOMCAST_WEBHOOK_URL", &down),
+            ("ROOMCAST_WEBHOOK_SECRET", "console-secret"),
+        ],
+    );
     let job = recording(&api, "studio", true);
     let base = format!("http://{}", api.addr.as_deref().unwrap());
     let b = Browser::start(1280, 800);
@@ -109,13 +135,7 @@ fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
         "return document.querySelector('#sign-in-error').textContent.includes('Wrong token')",
     );
     screenshot(&b, "console-sign-in.png");
-    sign_in(&b, TOKEN);
-    let sel = card(&job);
-    b.wait(
-        20.0,
-        "the running job's card",
-        &format!("return document.querySelector('{sel}[data-state=\"active\"]') !== null"),
-    );
+    let sel = open_card(&b, TOKEN, &job, Some("active"));
 
     // The session is a cookie scripts cannot read; the token is kept nowhere in the page.
     let cookies = b.cookies();
@@ -200,7 +220,8 @@ fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
     );
     screenshot(&b, "console-jobs.png");
 
-    // A layout change from the page: one participant over the whole picture.
+    // A layout change from the page: its preview first, then one participant over the whole
+    // picture.
     b.js(
         &format!(
             "const s = document.querySelector('{sel} select.layout'); s.value = 'single'; \
@@ -208,6 +229,13 @@ fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
         ),
         json!([]),
     );
+    let preview = b.wait(
+        20.0,
+        "the layout's preview",
+        &format!("return document.querySelector('{sel} img.layout-preview').naturalWidth"),
+    );
+    assert_eq!(preview, 1280);
+    b.click(&format!("{sel} button.apply-layout"));
     let single = wait_for(15.0, || {
         let q = b.js(QUADRANTS, json!([sel]));
         let first = [RED, GREEN, BLUE, YELLOW, FLASH]
@@ -268,6 +296,17 @@ fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
     );
     assert_eq!(err, 0, "media error in the page");
     screenshot(&b, "console-archive.png");
+
+    // The webhooks the receiver never took: waiting, retried, with the reason.
+    b.click("#tabs button[data-tab=deliveries]");
+    b.wait(
+        30.0,
+        "the recording's webhooks waiting for their receiver",
+        "const rows = [...document.querySelectorAll('#webhook-list tbody tr')]; \
+         return rows.some((r) => r.cells[0].textContent === 'room-live-recording-on' \
+           && +r.cells[3].textContent >= 1 && r.cells[5].textContent.includes('request failed'))",
+    );
+    screenshot(&b, "console-deliveries.png");
 }
 
 /// A request as a browser on another page would send it, with `cookie` and `origin`.
@@ -310,18 +349,12 @@ fn other_site(html: String) -> String {
 #[test]
 fn a_read_only_session_cannot_act_and_another_site_cannot_use_a_session() {
     let dir = TempDir::new("console-access");
-    let api = serve(dir.path());
+    let api = serve(dir.path(), &[]);
     let addr = api.addr.clone().unwrap();
     let job = recording(&api, "hall", false);
     let b = Browser::start(1280, 800);
     b.goto(&format!("http://{addr}/console"));
-    sign_in(&b, READ_TOKEN);
-    let sel = card(&job);
-    b.wait(
-        20.0,
-        "the job's card",
-        &format!("return document.querySelector('{sel}') !== null"),
-    );
+    let sel = open_card(&b, READ_TOKEN, &job, None);
     assert_eq!(
         b.js(
             &format!("return document.querySelector('{sel} button.stop').disabled"),
@@ -352,12 +385,7 @@ fn a_read_only_session_cannot_act_and_another_site_cannot_use_a_session() {
     // An operator's session, and a page of another origin on the same site (cookies go with
     // its requests) trying to start a recording with it.
     b.click("#sign-out");
-    sign_in(&b, TOKEN);
-    b.wait(
-        20.0,
-        "the job's card",
-        &format!("return document.querySelector('{sel}') !== null"),
-    );
+    open_card(&b, TOKEN, &job, None);
     register_room(&api, "other", 2, "{}");
     let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
     let page = format!(
@@ -390,40 +418,19 @@ fn a_read_only_session_cannot_act_and_another_site_cannot_use_a_session() {
         .find(|c| c["name"] == "roomcast_session")
         .map(|c| c["value"].as_str().unwrap().to_string())
         .expect("the session cookie");
-    let path = "/v1/rooms/other/live-recording";
-    assert_eq!(
+    let start = |cookie: &str, origin: &str| {
         raw(
             &addr,
             "POST",
-            path,
-            &cookie,
-            &format!("http://{evil}"),
-            &body
-        ),
-        403
-    );
-    assert_eq!(
-        raw(
-            &addr,
-            "POST",
-            path,
-            &cookie,
-            &format!("http://{addr}"),
-            &body
-        ),
-        201
-    );
-    assert_eq!(
-        raw(
-            &addr,
-            "POST",
-            path,
-            "read.1.forged",
-            &format!("http://{addr}"),
-            &body
-        ),
-        401
-    );
+            "/v1/rooms/other/live-recording",
+            cookie,
+            origin,
+            &body,
+        )
+    };
+    assert_eq!(start(&cookie, &format!("http://{evil}")), 403);
+    assert_eq!(start(&cookie, &format!("http://{addr}")), 201);
+    assert_eq!(start("read.1.forged", &format!("http://{addr}")), 401);
 }
 
 fn job_state(api: &Service, id: &str) -> String {

@@ -178,6 +178,99 @@ pub(super) async fn workers(State(st): St) -> Reply {
     ok("ok", json!({ "workers": list }))
 }
 
+/// Rendered layout previews (PNG), by layout, participants and screen share.
+type Previews = std::sync::Mutex<std::collections::HashMap<(String, usize, bool), Vec<u8>>>;
+static PREVIEWS: std::sync::OnceLock<Previews> = std::sync::OnceLock::new();
+
+/// `GET /v1/layouts/{name}/preview.png?participants=N&screen_share=1`: a built-in layout
+/// drawn by the real compositor with numbered, coloured tiles (the console shows it before a
+/// layout change is sent). Rendered once per shape, then kept.
+pub(super) async fn layout_preview(
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let answer = async {
+        if !crate::layout::BUILTINS.contains(&name.as_str()) {
+            return Err(ApiError::new(
+                Code::UnsupportedLayout,
+                format!(
+                    "unknown layout {name:?}: expected one of {}",
+                    crate::layout::BUILTINS.join(", ")
+                ),
+            ));
+        }
+        let n = match q.get("participants").map(|v| v.parse::<usize>()) {
+            None => 4,
+            Some(Ok(n)) if (1..=49).contains(&n) => n,
+            Some(_) => {
+                return Err(ApiError::new(
+                    Code::RecordParamsMissing,
+                    "participants must be 1 to 49",
+                ))
+            }
+        };
+        let share = q
+            .get("screen_share")
+            .is_some_and(|v| v == "1" || v == "true");
+        let key = (name.clone(), n, share);
+        let cache = PREVIEWS.get_or_init(Default::default);
+        if let Some(png) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(png.clone());
+        }
+        let png = tokio::task::spawn_blocking(move || render_preview(&name, n, share))
+            .await
+            .map_err(|e| ApiError::new(Code::Generic, e.to_string()))??;
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, png.clone());
+        Ok(png)
+    }
+    .await;
+    match answer {
+        Ok(png) => {
+            let mut r = png.into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            );
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn render_preview(name: &str, n: usize, share: bool) -> Result<Vec<u8>, ApiError> {
+    let failed = |e: String| ApiError::new(Code::Generic, format!("preview: {e}"));
+    let layout = crate::layout::Layout::resolve(name).map_err(|e| failed(e.to_string()))?;
+    let preset = crate::model::Preset::resolve(crate::model::preset::DEFAULT_PRESET)
+        .map_err(|e| failed(e.to_string()))?;
+    let out = std::env::temp_dir().join(format!(
+        "roomcast-preview-{}-{name}-{n}-{share}.png",
+        std::process::id()
+    ));
+    let r = crate::pipeline::preview::render(&layout, &preset, n, share, &out, None)
+        .map_err(|e| failed(e.to_string()))
+        .and_then(|_| std::fs::read(&out).map_err(|e| failed(e.to_string())));
+    let _ = std::fs::remove_file(&out);
+    r
+}
+
+/// `GET /v1/webhooks`: this process's webhook queue — events waiting for their receiver
+/// (attempts, next try, last error) and those given up after the retry horizon.
+pub(super) async fn webhooks(State(st): St) -> Reply {
+    let hooks = match &st.hooks {
+        Some(q) => tokio::task::block_in_place(|| q.states()),
+        None => Vec::new(),
+    };
+    ok(
+        "ok",
+        json!({ "configured": st.hooks.is_some(), "webhooks": hooks }),
+    )
+}
+
 /// `GET /v1/jobs/{id}/thumbnail`: a small JPEG of what a running job records now (taken
 /// every 2 s); 404 when the job shows nothing (ended, audio only, not started).
 pub(super) async fn thumbnail(State(st): St, Path(id): Path<String>) -> Response {

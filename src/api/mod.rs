@@ -92,6 +92,11 @@ pub fn router(st: Arc<ApiState>) -> Router {
         )
         .route("/v1/jobs/{job_id}/hls/{file}", get(media::hls))
         .route("/v1/workers", get(console::workers))
+        .route("/v1/webhooks", get(console::webhooks))
+        .route(
+            "/v1/layouts/{name}/preview.png",
+            get(console::layout_preview),
+        )
         .route("/v1/jobs/{job_id}/thumbnail", get(console::thumbnail))
         .route(
             "/console/session",

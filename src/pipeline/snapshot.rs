@@ -66,25 +66,16 @@ pub fn jpeg(frame: &gst::Sample, width: u32) -> Result<Vec<u8>, PipelineError> {
     let enc = make("jpegenc", "snapshot_jpeg")?;
     enc.set_property("quality", 75i32);
     let sink = gst_app::AppSink::builder().sync(false).build();
-    pipeline
-        .add_many([
-            src.upcast_ref(),
-            &scale,
-            &convert,
-            &size,
-            &enc,
-            sink.upcast_ref(),
-        ])
-        .map_err(PipelineError::setup)?;
-    gst::Element::link_many([
+    let chain = [
         src.upcast_ref(),
         &scale,
         &convert,
         &size,
         &enc,
         sink.upcast_ref(),
-    ])
-    .map_err(PipelineError::setup)?;
+    ];
+    pipeline.add_many(chain).map_err(PipelineError::setup)?;
+    gst::Element::link_many(chain).map_err(PipelineError::setup)?;
     let result = (|| {
         pipeline
             .set_state(gst::State::Playing)

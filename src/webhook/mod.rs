@@ -139,6 +139,27 @@ pub struct WebhookReport {
     pub dead: usize,
 }
 
+/// A queued or given-up webhook, as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookState {
+    /// The event's id (`webhook-id`).
+    pub id: String,
+    /// Its type (`room-live-recording-on`, …).
+    pub event: String,
+    /// Its room.
+    pub room_id: String,
+    /// When it was queued.
+    pub created_unix_ms: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it is tried next (none once given up).
+    pub next_attempt_unix_ms: Option<u64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Retried past its horizon and kept in `dead/`.
+    pub given_up: bool,
+}
+
 /// The durable queue: one JSON file per event.
 pub struct WebhookQueue {
     dir: PathBuf,
@@ -188,7 +209,11 @@ impl WebhookQueue {
     }
 
     fn list(&self) -> Vec<(PathBuf, Queued)> {
-        let mut v: Vec<(PathBuf, Queued)> = std::fs::read_dir(&self.dir)
+        Self::read_all(&self.dir)
+    }
+
+    fn read_all(dir: &Path) -> Vec<(PathBuf, Queued)> {
+        let mut v: Vec<(PathBuf, Queued)> = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
@@ -212,6 +237,40 @@ impl WebhookQueue {
     /// Number of queued events.
     pub fn pending(&self) -> usize {
         self.list().len()
+    }
+
+    /// What is queued and what was given up, oldest first, without the bodies' data: for an
+    /// operator's view.
+    pub fn states(&self) -> Vec<WebhookState> {
+        let state = |q: Queued, given_up: bool| WebhookState {
+            event: q
+                .body
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            room_id: q
+                .body
+                .get("room_id")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            id: q.id,
+            created_unix_ms: q.created_unix_ms,
+            attempts: q.attempts,
+            next_attempt_unix_ms: (!given_up).then_some(q.next_attempt_unix_ms),
+            last_error: q.last_error,
+            given_up,
+        };
+        let dead = Self::read_all(&self.dir.join("dead"));
+        let mut out: Vec<WebhookState> = self
+            .list()
+            .into_iter()
+            .map(|(_, q)| state(q, false))
+            .chain(dead.into_iter().map(|(_, q)| state(q, true)))
+            .collect();
+        out.sort_by_key(|w| w.created_unix_ms);
+        out
     }
 
     /// Sends every due event once, oldest first. When the receiver does not answer at all

@@ -116,35 +116,29 @@ impl Browser {
         }
     }
 
-    /// Clicks the element `css` selects, as a user does (WebDriver element click).
-    pub fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    fn element(&self, css: &str) -> String {
         let el = self.cmd(
             "POST",
             "/element",
             Some(&json!({"using": "css selector", "value": css})),
         );
-        let id = el
-            .as_object()
+        el.as_object()
             .and_then(|o| o.values().next())
             .and_then(|v| v.as_str())
-            .expect("an element")
-            .to_string();
+            .unwrap_or_else(|| panic!("no element {css}: {el}"))
+            .to_string()
+    }
+
+    /// Clicks the element `css` selects, as a user does (WebDriver element click).
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
         self.cmd("POST", &format!("/element/{id}/click"), Some(&json!({})));
     }
 
     /// Types `text` into the element `css` selects.
     pub fn type_into(&self, css: &str, text: &str) {
-        let el = self.cmd(
-            "POST",
-            "/element",
-            Some(&json!({"using": "css selector", "value": css})),
-        );
-        let id = el
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|v| v.as_str())
-            .expect("an element")
-            .to_string();
+        let id = self.element(css);
         self.cmd(
             "POST",
             &format!("/element/{id}/value"),

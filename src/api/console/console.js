@@ -116,9 +116,9 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [jobs, health, workers, recordings] = await Promise.all([
+    const [jobs, health, workers, recordings, hooks] = await Promise.all([
       api("GET", "/v1/jobs"), api("GET", "/v1/health"), api("GET", "/v1/workers"),
-      api("GET", "/v1/recordings?kind=all"),
+      api("GET", "/v1/recordings?kind=all"), api("GET", "/v1/webhooks"),
     ]);
     state.jobs = jobs.jobs;
     state.archive = recordings.files || [];
@@ -126,6 +126,7 @@ async function refresh() {
     renderFleet(health, workers.workers, jobs.jobs, jobs.waiting);
     if (state.tab === "archive") renderArchive();
     renderDeliveries(jobs.jobs, state.archive);
+    renderWebhooks(hooks);
     $("#error").hidden = true;
     $("#updated").textContent = `updated ${time(Date.now())}`;
   } catch (e) {
@@ -176,7 +177,17 @@ function makeCard(job) {
   $(".layout-box", card).hidden = !["recording", "streaming"].includes(job.spec.kind);
   stop.addEventListener("click", () => act(card, "DELETE", `/v1/rooms/${enc(job.spec.room_id)}/${path}`,
     { requested_by: REQUESTER }, "stop sent"));
+  const apply = $(".apply-layout", card);
+  const preview = $(".layout-preview", card);
   layout.addEventListener("change", () => {
+    apply.disabled = !layout.value || state.access === "read";
+    preview.hidden = !layout.value;
+    if (!layout.value) return;
+    // What it will look like with this room's people, drawn by the real compositor.
+    const n = Math.min(49, Math.max(1, Number(card.dataset.people) || 4));
+    preview.src = `/v1/layouts/${enc(layout.value)}/preview.png?participants=${n}`;
+  });
+  apply.addEventListener("click", () => {
     if (!layout.value) return;
     const body = job.spec.kind === "streaming"
       ? { requested_by: REQUESTER, layout: layout.value }
@@ -220,6 +231,7 @@ function updateCard(card, job) {
   }
   const feeds = job.feeds || [];
   const people = new Set(feeds.map((f) => f.participant));
+  card.dataset.people = String(people.size);
   const sending = feeds.filter((f) => f.kind === "audio" && f.fps > 0).map((f) => f.participant);
   $(".meta", card).textContent = [
     `started ${time(job.started_ms)}`,
@@ -449,6 +461,22 @@ function renderDeliveries(jobs, archive) {
     el("td", { textContent: err ? err.code : "" }), el("td", { className: "num", textContent: err ? err.attempts : "" }),
     el("td", { textContent: err ? err.msg : "" }))));
   $("#no-deliveries").hidden = rows.length > 0;
+}
+
+function renderWebhooks(hooks) {
+  const rows = hooks.webhooks.map((w) => {
+    const row = el("tr", {},
+      el("td", { textContent: w.event }), el("td", { textContent: w.room_id }),
+      el("td", { textContent: time(w.created_unix_ms) }), el("td", { className: "num", textContent: w.attempts }),
+      el("td", { textContent: w.given_up ? "given up" : time(w.next_attempt_unix_ms) }),
+      el("td", { className: w.last_error ? "error" : "", textContent: w.last_error || "" }));
+    row.dataset.id = w.id;
+    return row;
+  });
+  $("#webhook-list tbody").replaceChildren(...rows);
+  const none = $("#no-webhooks");
+  none.hidden = rows.length > 0;
+  none.textContent = hooks.configured ? "No webhook waits for its receiver." : "No webhook receiver is configured (ROOMCAST_WEBHOOK_URL).";
 }
 
 // ---------- boot ----------
