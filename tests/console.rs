@@ -193,6 +193,16 @@ fn an_operator_watches_stops_and_replays_a_recording_in_the_console() {
             first.as_str().unwrap()
         ),
     );
+    // Who is in the room, by name.
+    let names = b.wait(
+        20.0,
+        "the participants' names",
+        &format!(
+            "const n = [...document.querySelectorAll('{sel} ul.people li')].map((l) => l.textContent); \
+             return n.length === 4 ? n.join(',') : ''"
+        ),
+    );
+    assert_eq!(names, "Alice,Bob,Carol,Dave");
     // The feed plots: every participant's camera and microphone, with points.
     b.wait(
         20.0,
@@ -438,4 +448,74 @@ fn job_state(api: &Service, id: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+#[test]
+fn an_operator_adds_and_removes_a_streams_destination_in_the_console() {
+    let dir = TempDir::new("console-rtmp");
+    let nginx = NginxRtmp::start(&dir.path().join("nginx"));
+    let api = serve(dir.path(), &[]);
+    register_room(&api, "stage", 2, "{}");
+    let (s, v) = api.call(
+        "POST",
+        "/v1/rooms/stage/streaming",
+        Some(&format!(
+            r#"{{"requested_by":{MODERATOR},"rtmp_urls":["{}"]}}"#,
+            nginx.url("first")
+        )),
+    );
+    assert_eq!(s, 201, "{v}");
+    let job = v["job_id"].as_str().unwrap().to_string();
+    wait_state(&api, &job, "active", 30.0);
+    let b = Browser::start(1280, 800);
+    b.goto(&format!("http://{}/console", api.addr.as_deref().unwrap()));
+    let sel = open_card(&b, TOKEN, &job, Some("active"));
+    let live = |n: usize| {
+        format!(
+            "const d = [...document.querySelectorAll('{sel} ul.destinations li')]; \
+             return d.length === {n} && d.every((l) => l.dataset.state === 'live') \
+               ? d.map((l) => l.dataset.id).join(',') : ''"
+        )
+    };
+    let first = b.wait(30.0, "the stream's destination live", &live(1));
+
+    // Add a second destination from the page; both go live.
+    b.type_into(&format!("{sel} form.rtmp-add input"), &nginx.url("second"));
+    b.click(&format!("{sel} form.rtmp-add button"));
+    b.wait(30.0, "two live destinations", &live(2));
+    // The stream key is not shown in the page.
+    let text = b.js("return document.body.innerText", json!([]));
+    assert!(!text.as_str().unwrap().contains("/second"), "{text}");
+
+    // Remove the first: the second goes on alone.
+    b.click(&format!(
+        "{sel} ul.destinations li[data-id=\"{}\"] button",
+        first.as_str().unwrap()
+    ));
+    let left = b.wait(30.0, "one destination left", &live(1));
+    assert_ne!(left, first);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (s, v) = api.call(
+        "DELETE",
+        "/v1/rooms/stage/streaming",
+        Some(&format!(r#"{{"requested_by":{MODERATOR}}}"#)),
+    );
+    assert_eq!(s, 200, "{v}");
+    wait_state(&api, &job, "completed", 60.0);
+
+    // What nginx received from each: H.264 and AAC, the second longer than the first lasted
+    // after it was added.
+    let recs = nginx.recordings();
+    let of = |name: &str| {
+        recs.iter()
+            .find(|p| p.to_string_lossy().contains(name))
+            .unwrap_or_else(|| panic!("nothing received for {name}: {recs:?}"))
+            .clone()
+    };
+    for name in ["first", "second"] {
+        let p = probe(&of(name));
+        assert_eq!(p.video_codec.as_deref(), Some("h264"), "{name}");
+        assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{name}");
+    }
+    assert!(probe(&of("second")).duration > 3.0);
 }

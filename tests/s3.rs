@@ -58,6 +58,15 @@ fn env(data: &Path, port: u16, hook: u16) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `roomcast serve` delivering to `s3`'s bucket `recordings`, webhooks to `rx`.
+fn serve_to_s3(dir: &Path, s3: &MotoS3, rx: &Receiver) -> Service {
+    let mut e = env(&dir.join("data"), s3.port, rx.port);
+    e.push(("ROOMCAST_API_TOKEN", TOKEN.into()));
+    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".into()));
+    e.push(("RUST_LOG", "info".into()));
+    Service::start(&["serve"], &e, &dir.join("serve.log"), true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_uploads_to_s3_and_the_object_reads_back() {
     let dir = TempDir::new("s3");
@@ -178,11 +187,7 @@ async fn an_individual_recording_and_its_transcode_read_back_from_s3() {
     let s3 = MotoS3::start_on(free_port());
     s3.create_bucket("recordings");
     let rx = Receiver::start(0);
-    let mut e = env(&dir.0.join("data"), s3.port, rx.port);
-    e.push(("ROOMCAST_API_TOKEN", TOKEN.into()));
-    e.push(("ROOMCAST_LISTEN", "127.0.0.1:0".into()));
-    e.push(("RUST_LOG", "info".into()));
-    let api = Service::start(&["serve"], &e, &dir.0.join("serve.log"), true);
+    let api = serve_to_s3(dir.path(), &s3, &rx);
     register_room(&api, "tracks", 2, r#"{"layout":"grid"}"#);
     let body = format!(r#"{{"requested_by":{MODERATOR}}}"#);
     let (s, v) = api.call("POST", "/v1/rooms/tracks/recording", Some(&body));
@@ -334,4 +339,49 @@ async fn an_object_whose_etag_does_not_match_is_not_counted_as_delivered() {
     // The same upload straight to the storage verifies.
     let honest = S3Target::parse(&format!("s3://lies?endpoint={}", s3.endpoint())).unwrap();
     honest.put(&path, &meta).await.expect("verified upload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_in_the_bucket_is_read_back_by_range_for_a_player() {
+    let dir = TempDir::new("s3-media");
+    let s3 = MotoS3::start_on(free_port());
+    s3.create_bucket("recordings");
+    let rx = Receiver::start(0);
+    let api = serve_to_s3(dir.path(), &s3, &rx);
+    let (id, name, entry) = record_delivered(&api, "lecture");
+    let url = entry["url"].as_str().unwrap();
+    let key = url.strip_prefix("s3://recordings/").expect("an s3 URL");
+    let object = s3.get("recordings", key).await;
+    let addr = api.addr.clone().unwrap();
+    let path = format!("/v1/recordings/{id}/{name}/media");
+
+    // What a player asks first, then a part in the middle: the bucket's bytes.
+    let (status, head, body) = get_bytes(&addr, &path, Some("bytes=0-"));
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, object, "{head}");
+    assert!(
+        head.contains(&format!(
+            "content-range: bytes 0-{}/{}",
+            object.len() - 1,
+            object.len()
+        )),
+        "{head}"
+    );
+    let (status, head, body) = get_bytes(&addr, &path, Some("bytes=1000-1999"));
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(body, &object[1000..2000]);
+    let (status, _, body) = get_bytes(&addr, &path, None);
+    assert_eq!(status, 200);
+    assert_eq!(hex_sha(&body), hex_sha(&object));
+    let (status, head, _) = get_bytes(&addr, &path, Some(&format!("bytes={}-", object.len())));
+    assert_eq!(status, 416, "{head}");
+    let (status, _, _) = get_bytes(&addr, &format!("/v1/recordings/{id}/other.mp4/media"), None);
+    assert_eq!(status, 404);
+    // The bytes decode: the player gets a real MP4.
+    let file = dir.0.join("read-back.mp4");
+    std::fs::write(&file, &body).unwrap();
+    let p = probe(&file);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+    assert!(p.duration > 2.0, "{}", p.duration);
 }

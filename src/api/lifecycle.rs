@@ -7,7 +7,8 @@ use super::janitor::{end_waiting, status_hook};
 use super::state::live_job;
 use super::state::{ApiError, ApiState};
 use crate::codes::Code;
-use crate::queue::{Command, JobKind, JobState, Requester, RoomConfig};
+use crate::model::RtmpUrl;
+use crate::queue::{Command, Job, JobKind, JobState, Requester, RoomConfig};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use serde_json::{json, Value};
@@ -327,16 +328,37 @@ pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body
         None | Some(Value::Null) => None,
         Some(l) => Some(input::layout(l)?),
     };
-    if urls.is_none() && layout.is_none() {
+    let edit = rtmp_edit(&c.body)?;
+    if urls.is_some() && edit.is_some() {
         return Err(ApiError::new(
             Code::StreamParamsMissing,
-            "give rtmp_urls and/or layout",
+            "rtmp_urls replaces the list: give it, or add_rtmp_urls/remove_destinations, not both",
+        ));
+    }
+    if urls.is_none() && layout.is_none() && edit.is_none() {
+        return Err(ApiError::new(
+            Code::StreamParamsMissing,
+            "give rtmp_urls (or add_rtmp_urls/remove_destinations) and/or layout",
         ));
     }
     let job = match live_job(&st.store.jobs().await?, &id, JobKind::Streaming) {
         Some(j) if matches!(j.state, JobState::Starting | JobState::Active) => j,
         _ => return Err(ApiError::new(Code::NotRunning, "no streaming is running")),
     };
+    if let Some((add, remove)) = edit {
+        allowed_rtmp(&st, &add)?;
+        check_edit(&job, &add, &remove)?;
+        for id in remove {
+            st.store
+                .push_command(&job.id, &Command::RemoveRtmp { id })
+                .await?;
+        }
+        for url in add {
+            st.store
+                .push_command(&job.id, &Command::AddRtmp { url })
+                .await?;
+        }
+    }
     if let Some(urls) = urls {
         st.store
             .push_command(&job.id, &Command::SetRtmp { urls })
@@ -348,6 +370,74 @@ pub(super) async fn change_streaming(State(st): St, Path(id): Path<String>, body
             .await?;
     }
     ok("streaming change sent", json!({ "job_id": job.id }))
+}
+
+/// URLs to add and destination ids (of the job record) to remove.
+type RtmpEdit = (Vec<String>, Vec<u32>);
+
+/// `add_rtmp_urls` (URLs) and `remove_destinations` (destination ids of the job record) of a
+/// streaming change, if given.
+fn rtmp_edit(body: &serde_json::Map<String, Value>) -> Result<Option<RtmpEdit>, ApiError> {
+    let add = match body.get("add_rtmp_urls") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let mut only = serde_json::Map::new();
+            only.insert("rtmp_urls".into(), body["add_rtmp_urls"].clone());
+            Some(input::rtmp_urls(&only)?)
+        }
+    };
+    let remove = match body.get("remove_destinations") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(ids)) => Some(
+            ids.iter()
+                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::StreamParamsMissing,
+                        "remove_destinations must be destination ids (numbers)",
+                    )
+                })?,
+        ),
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::StreamParamsMissing,
+                "remove_destinations must be an array of destination ids",
+            ))
+        }
+    };
+    Ok((add.is_some() || remove.is_some())
+        .then(|| (add.unwrap_or_default(), remove.unwrap_or_default())))
+}
+
+/// Whether removing `remove` (ids of the job record's destinations) and adding `add` leaves
+/// one to three valid destinations (7006, 7101, 7102).
+fn check_edit(job: &Job, add: &[String], remove: &[u32]) -> Result<(), ApiError> {
+    let active: Vec<&crate::model::DestinationStatus> = job
+        .destinations
+        .iter()
+        .filter(|d| d.state != crate::model::DestinationState::Stopped)
+        .collect();
+    if let Some(id) = remove
+        .iter()
+        .find(|id| !active.iter().any(|d| d.id == **id))
+    {
+        return Err(ApiError::new(
+            Code::StreamParamsMissing,
+            format!("the stream has no destination {id}"),
+        ));
+    }
+    let kept = active.iter().filter(|d| !remove.contains(&d.id)).count();
+    let mut after: Vec<String> = vec!["rtmp://kept/app/stream".into(); kept];
+    after.extend(add.iter().cloned());
+    if after.is_empty() {
+        return Err(ApiError::new(
+            Code::StreamUrlMissing,
+            "a stream keeps at least one destination (stop it instead)",
+        ));
+    }
+    RtmpUrl::parse_all(&after).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok(())
 }
 
 /// RTMP destinations must name hosts of `ROOMCAST_RTMP_HOSTS` when it is set (7102).

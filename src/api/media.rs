@@ -1,10 +1,12 @@
-//! Files kept on the API's machine, for browsers: `GET /v1/recordings/{job_id}/{file_name}/media`
-//! (a recording, for a player — byte ranges — or a download, `?download=1`) and
+//! Files for browsers: `GET /v1/recordings/{job_id}/{file_name}/media` (a recording kept on the
+//! API's machine or in the S3 or SFTP storage it is configured with, for a player — byte ranges — or a
+//! download, `?download=1`) and
 //! `GET /v1/jobs/{job_id}/hls/{file}` (a running job's live HLS). Only files the archive or the
 //! job record names are served (never a path from the request).
 
 use super::state::{ApiError, ApiState};
 use crate::codes::Code;
+use crate::delivery::{DeliveryError, Storage};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,20 +67,34 @@ pub(super) async fn media(
             "the archive lists no {file_name:?} of job {job_id:?}"
         ));
     };
-    let Some(path) = entry.url.as_deref().and_then(|u| u.strip_prefix("file://")) else {
-        return not_here(format!(
-            "{file_name:?} is stored at {}: read it from there",
-            entry.url.as_deref().unwrap_or("no address yet")
-        ));
-    };
     let download = q.get("download").is_some_and(|v| v == "1");
-    serve_file(
-        std::path::PathBuf::from(path),
-        &file_name,
-        headers,
-        download,
-    )
-    .await
+    let url = entry.url.as_deref().unwrap_or_default();
+    if let Some(path) = url.strip_prefix("file://") {
+        return serve_file(
+            std::path::PathBuf::from(path),
+            &file_name,
+            headers,
+            download,
+        )
+        .await;
+    }
+    // A file in a storage this API may read (its storage, or the backup).
+    let stored = st.storage.iter().find_map(|s| match s {
+        Storage::S3(t) => t.key_of(url).map(|k| Stored::S3(t, k)),
+        Storage::Sftp(t) => t.path_of(url).map(|p| Stored::Sftp(t, p)),
+        Storage::Local(_) => None,
+    });
+    match stored {
+        Some(at) => serve_stored(at, &file_name, headers, download).await,
+        None => not_here(format!(
+            "{file_name:?} is stored at {}: read it from there",
+            if url.is_empty() {
+                "no address yet"
+            } else {
+                url
+            }
+        )),
+    }
 }
 
 /// `GET /v1/jobs/{job_id}/hls/{file}`: a running job's live HLS files (playlist, init and
@@ -127,56 +143,37 @@ fn content_type(file_name: &str) -> &'static str {
     }
 }
 
-/// `path`'s bytes (the range asked, at most [`MAX_PART`]), as `file_name`.
-async fn serve_file(
-    path: std::path::PathBuf,
+/// What to send of a file of `len` bytes: its first and last byte and whether that is a
+/// part (206); Err for a range outside the file.
+fn plan(headers: &HeaderMap, len: u64) -> Result<(u64, u64, bool), ()> {
+    Ok(match range(headers, len)? {
+        Some((a, b)) => (a, b.min(a + MAX_PART - 1), true),
+        None if len > MAX_PART => (0, MAX_PART - 1, true),
+        None => (0, len.saturating_sub(1), false),
+    })
+}
+
+fn unsatisfiable(len: u64) -> Response {
+    let mut r = ApiError::with_status(
+        Code::Generic,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        format!("the file has {len} bytes"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    r
+}
+
+/// The answer carrying `buf`, bytes `first..=last` of `len`, as `file_name`.
+fn answer(
+    buf: Vec<u8>,
+    (first, last, partial): (u64, u64, bool),
+    len: u64,
     file_name: &str,
-    headers: HeaderMap,
     download: bool,
 ) -> Response {
-    let content_type = content_type(file_name);
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let mut f = std::fs::File::open(&path)?;
-        let len = f.metadata()?.len();
-        let wanted = range(&headers, len);
-        let (first, last, partial) = match wanted {
-            Err(()) => return Ok(Err(len)),
-            Ok(Some((a, b))) => (a, b.min(a + MAX_PART - 1), true),
-            Ok(None) if len > MAX_PART => (0, MAX_PART - 1, true),
-            Ok(None) => (0, len.saturating_sub(1), false),
-        };
-        let mut buf = vec![
-            0u8;
-            if len == 0 {
-                0
-            } else {
-                (last + 1 - first) as usize
-            }
-        ];
-        if len > 0 {
-            f.seek(SeekFrom::Start(first))?;
-            f.read_exact(&mut buf)?;
-        }
-        Ok(Ok((buf, first, last, len, partial)))
-    })
-    .await;
-    let (buf, first, last, len, partial) = match read {
-        Ok(Ok(Ok(part))) => part,
-        Ok(Ok(Err(len))) => {
-            let mut r = ApiError::with_status(
-                Code::Generic,
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("the file has {len} bytes"),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return r;
-        }
-        Ok(Err(e)) => return not_here(format!("{file_name:?} cannot be read here: {e}")),
-        Err(e) => return not_here(format!("{file_name:?} cannot be read here: {e}")),
-    };
     let mut r = buf.into_response();
     *r.status_mut() = if partial {
         StatusCode::PARTIAL_CONTENT
@@ -184,7 +181,10 @@ async fn serve_file(
         StatusCode::OK
     };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(file_name)),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let cache = if file_name.ends_with(".m3u8") {
         "no-cache"
@@ -207,6 +207,98 @@ async fn serve_file(
         }
     }
     r
+}
+
+/// `path`'s bytes (the range asked, at most [`MAX_PART`]), as `file_name`.
+async fn serve_file(
+    path: std::path::PathBuf,
+    file_name: &str,
+    headers: HeaderMap,
+    download: bool,
+) -> Response {
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        let Ok(part) = plan(&headers, len) else {
+            return Ok(Err(len));
+        };
+        let mut buf = vec![
+            0u8;
+            if len == 0 {
+                0
+            } else {
+                (part.1 + 1 - part.0) as usize
+            }
+        ];
+        if len > 0 {
+            f.seek(SeekFrom::Start(part.0))?;
+            f.read_exact(&mut buf)?;
+        }
+        Ok(Ok((buf, part, len)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Ok((buf, part, len)))) => answer(buf, part, len, file_name, download),
+        Ok(Ok(Err(len))) => unsatisfiable(len),
+        Ok(Err(e)) => not_here(format!("{file_name:?} cannot be read here: {e}")),
+        Err(e) => not_here(format!("{file_name:?} cannot be read here: {e}")),
+    }
+}
+
+/// Where a stored file is: an S3 object (target, key) or an SFTP file (target, path).
+enum Stored<'a> {
+    S3(&'a crate::delivery::s3::S3Target, &'a str),
+    Sftp(&'a crate::delivery::sftp::SftpTarget, &'a str),
+}
+
+impl Stored<'_> {
+    async fn size(&self) -> Result<u64, DeliveryError> {
+        match self {
+            Stored::S3(t, key) => t.size_of(key).await,
+            Stored::Sftp(t, path) => t.size_of(path).await,
+        }
+    }
+
+    async fn read(&self, first: u64, last: u64) -> Result<Vec<u8>, DeliveryError> {
+        match self {
+            Stored::S3(t, key) => t.read_range(key, first, last).await,
+            Stored::Sftp(t, path) => t.read_range(path, first, last).await,
+        }
+    }
+}
+
+/// A stored file (the range asked, at most [`MAX_PART`]), as `file_name`.
+async fn serve_stored(
+    at: Stored<'_>,
+    file_name: &str,
+    headers: HeaderMap,
+    download: bool,
+) -> Response {
+    let unreadable = |e: DeliveryError| {
+        ApiError::with_status(
+            e.code,
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{file_name:?} could not be read from its storage: {}",
+                e.message
+            ),
+        )
+        .into_response()
+    };
+    let len = match at.size().await {
+        Ok(len) => len,
+        Err(e) => return unreadable(e),
+    };
+    let Ok(part) = plan(&headers, len) else {
+        return unsatisfiable(len);
+    };
+    if len == 0 {
+        return answer(Vec::new(), part, len, file_name, download);
+    }
+    match at.read(part.0, part.1).await {
+        Ok(buf) => answer(buf, part, len, file_name, download),
+        Err(e) => unreadable(e),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct ApiState {
     pub(super) session_key: [u8; 32],
     pub(super) cfg: ServerConfig,
     pub(super) hooks: Option<WebhookQueue>,
+    /// Where recordings are stored (primary, backup): the archive's files are read back from
+    /// there for a player.
+    pub(super) storage: Vec<crate::delivery::Storage>,
     /// The in-process worker's loop clock (see `Worker::liveness`), when this process runs one.
     pub(super) worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -89,6 +92,7 @@ pub fn state(
     store: Store,
     cfg: ServerConfig,
     hooks: Option<WebhookQueue>,
+    storage: Vec<crate::delivery::Storage>,
     worker_alive: Option<Arc<std::sync::atomic::AtomicU64>>,
     insecure_dev: bool,
 ) -> crate::Result<Arc<ApiState>> {
@@ -121,6 +125,7 @@ pub fn state(
         session_key: session_key(&token_hash(&token)),
         cfg,
         hooks,
+        storage,
         worker_alive,
     }))
 }
@@ -140,6 +145,7 @@ pub fn probe_state(
         session_key: [0; 32],
         cfg,
         hooks: None,
+        storage: Vec::new(),
         worker_alive,
     })
 }

@@ -109,6 +109,12 @@ pub fn serve(opts: ServeArgs, role: Role) -> Result<()> {
                 store.clone(),
                 cfg.clone(),
                 hooks,
+                delivery
+                    .storage
+                    .iter()
+                    .chain(delivery.backup.iter())
+                    .cloned()
+                    .collect(),
                 liveness.clone(),
                 opts.insecure_dev,
             )?;

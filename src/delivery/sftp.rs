@@ -292,6 +292,55 @@ impl SftpTarget {
     }
 }
 
+impl SftpTarget {
+    /// The path of `url` (`sftp://user@host:port/path`) when it names this server and account.
+    pub fn path_of<'a>(&self, url: &'a str) -> Option<&'a str> {
+        let here = format!("sftp://{}@{}:{}", self.user, self.host, self.port);
+        url.strip_prefix(here.as_str())
+            .filter(|p| p.starts_with('/'))
+    }
+
+    /// The size of the file at `path`.
+    pub async fn size_of(&self, path: &str) -> Result<u64, DeliveryError> {
+        let sftp = self.session().await?;
+        let size = sftp
+            .metadata(path)
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("sftp stat: {e}")))?
+            .size
+            .unwrap_or(0);
+        let _ = sftp.close().await;
+        Ok(size)
+    }
+
+    /// Bytes `first..=last` of the file at `path`.
+    pub async fn read_range(
+        &self,
+        path: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<u8>, DeliveryError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let err =
+            |what: &str, e: std::io::Error| DeliveryError::retryable(format!("sftp {what}: {e}"));
+        let sftp = self.session().await?;
+        let mut file = sftp
+            .open(path)
+            .await
+            .map_err(|e| DeliveryError::retryable(format!("sftp open: {e}")))?;
+        file.seek(std::io::SeekFrom::Start(first))
+            .await
+            .map_err(|e| err("seek", e))?;
+        let mut buf = vec![0u8; (last + 1 - first) as usize];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(|e| err("read", e))?;
+        let _ = file.shutdown().await;
+        let _ = sftp.close().await;
+        Ok(buf)
+    }
+}
+
 /// What [`SftpTarget::each`] does with each file it finds.
 enum Each<'a> {
     /// Reads it, handing its content on.

@@ -30,6 +30,16 @@ pub enum Command {
         /// New destination list.
         urls: Vec<String>,
     },
+    /// Add one RTMP destination; the others go on untouched.
+    AddRtmp {
+        /// Checked URL.
+        url: String,
+    },
+    /// Take one RTMP destination out; the others go on untouched.
+    RemoveRtmp {
+        /// The destination's id in the job record.
+        id: u32,
+    },
     /// A room event from the platform.
     Room {
         /// The event.

@@ -49,6 +49,21 @@ pub struct FeedHealth {
     pub generated: bool,
 }
 
+/// Someone in the room, as the job sees them (the job record's `people`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    /// Participant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Talking now (the platform's or the connector's voice activity).
+    #[serde(default)]
+    pub talking: bool,
+    /// Heard in the mix (publishing audio, not muted, not paused).
+    #[serde(default)]
+    pub audible: bool,
+}
+
 /// The latest health of every track of a room, written by its connector, read by the job.
 pub type FeedBoard = Arc<Mutex<Vec<FeedHealth>>>;
 

@@ -348,6 +348,9 @@ pub struct Job {
     /// Health of the tracks received over the network, as last reported while running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feeds: Vec<crate::model::feed::FeedHealth>,
+    /// Who is in the room (names, talking, heard), reported with the feeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<crate::model::feed::Person>,
     /// The custom view page, while the job shows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<crate::model::page::PageStatus>,
@@ -482,6 +485,7 @@ impl Job {
             destinations: Vec::new(),
             realtime_factor: None,
             feeds: Vec::new(),
+            people: Vec::new(),
             page: None,
             hls: None,
             stall_restarts: 0,

@@ -415,3 +415,52 @@ pub fn used_cores(api: &Service) -> f64 {
         .and_then(|v| v.parse().ok())
         .expect("used cores in /metrics")
 }
+
+/// A GET with the bearer token and `range`: (status, headers, body bytes).
+pub fn get_bytes(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n{range}\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..at]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, head, out[at + 4..].to_vec())
+}
+
+/// Records synthetic room `room` (two people) for about 3 s through `api`, stops it and waits
+/// until the archive lists its segment delivered: (job id, file name, archive entry).
+pub fn record_delivered(api: &Service, room: &str) -> (String, String, serde_json::Value) {
+    register_room(api, room, 2, "{}");
+    let (s, v) = start_recording(api, room);
+    assert_eq!(s, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_string();
+    wait_state(api, &id, "active", 30.0);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop_recording(api, room);
+    let done = wait_state(api, &id, "completed", 60.0);
+    let name = done["segments"][0]["file_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let entry = wait_for(30.0, || {
+        let (_, r) = api.call("GET", &format!("/v1/recordings?room_id={room}"), None);
+        r["files"]
+            .as_array()?
+            .iter()
+            .find(|f| f["file_name"] == name.as_str() && f["status"] == "delivered")
+            .cloned()
+    })
+    .expect("the recording delivered to its storage");
+    (id, name, entry)
+}

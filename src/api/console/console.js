@@ -195,6 +195,15 @@ function makeCard(job) {
     act(card, "PATCH", `/v1/rooms/${enc(job.spec.room_id)}/${STOP_PATH[job.spec.kind]}`, body,
       `layout ${layout.value} sent`);
   });
+  const add = $(".rtmp-add", card);
+  add.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const url = $("input", add).value.trim();
+    if (!url) return;
+    act(card, "PATCH", `/v1/rooms/${enc(job.spec.room_id)}/streaming`,
+      { requested_by: REQUESTER, add_rtmp_urls: [url] }, "destination sent");
+    $("input", add).value = "";
+  });
   if (state.access === "read") card.querySelectorAll(".actions button, .actions select").forEach((b) => (b.disabled = true));
   return card;
 }
@@ -229,20 +238,40 @@ function updateCard(card, job) {
     tl.replaceChildren(...STEPS.map((s, i) =>
       el("li", { className: i < at ? "done" : i === at ? "now" : "", textContent: s })));
   }
-  const feeds = job.feeds || [];
-  const people = new Set(feeds.map((f) => f.participant));
-  card.dataset.people = String(people.size);
-  const sending = feeds.filter((f) => f.kind === "audio" && f.fps > 0).map((f) => f.participant);
+  const people = job.people || [];
+  card.dataset.people = String(people.length);
+  const talking = people.filter((p) => p.talking).map((p) => p.name);
   $(".meta", card).textContent = [
     `started ${time(job.started_ms)}`,
     job.started_ms ? `running ${secs((Date.now() - job.started_ms) / 1000)}` : null,
     `worker ${job.worker || "—"}`,
-    `${people.size} participant${people.size === 1 ? "" : "s"}`,
-    sending.length ? `audio from ${sending.join(", ")}` : null,
+    `${people.length} participant${people.length === 1 ? "" : "s"}`,
+    talking.length ? `talking: ${talking.join(", ")}` : null,
     job.realtime_factor ? `speed ${job.realtime_factor.toFixed(2)}×` : null,
   ].filter(Boolean).join(" · ");
-  $(".destinations", card).replaceChildren(...(job.destinations || []).map((d) =>
-    el("li", { textContent: `${d.url} — ${d.state}${d.last_error ? ` (${d.last_error})` : ""}` })));
+  $(".people", card).replaceChildren(...people.map((p) => {
+    const li = el("li", { textContent: p.name, title: p.talking ? "talking" : p.audible ? "heard" : "not heard (muted, paused or no microphone)" });
+    li.classList.toggle("talking", !!p.talking);
+    li.classList.toggle("silent", !p.audible);
+    li.dataset.id = p.id;
+    return li;
+  }));
+  const streaming = job.spec.kind === "streaming";
+  // Destinations taken out stay in the record as "stopped": the page shows the others.
+  const dests = (job.destinations || []).filter((d) => d.state !== "stopped" || !streaming);
+  $(".destinations", card).replaceChildren(...dests.map((d) => {
+    const li = el("li", { textContent: `${d.url} — ${d.state}${d.last_error ? ` (${d.last_error})` : ""}` });
+    li.dataset.id = String(d.id);
+    li.dataset.state = d.state;
+    if (streaming && dests.length > 1) {
+      const rm = el("button", { textContent: "Remove", disabled: state.access === "read" });
+      rm.addEventListener("click", () => act(card, "PATCH", `/v1/rooms/${enc(job.spec.room_id)}/streaming`,
+        { requested_by: REQUESTER, remove_destinations: [d.id] }, `destination ${d.id} removal sent`));
+      li.append(rm);
+    }
+    return li;
+  }));
+  $(".rtmp-add", card).hidden = !streaming || dests.length >= 3 || state.access === "read";
   const hls = job.hls ? [el("li", { textContent: `HLS: ${job.hls.state}, ${job.hls.segments} segments` })] : [];
   $(".segments", card).replaceChildren(...hls, ...(job.segments || []).map((s) =>
     el("li", { textContent: `${s.file_name} — ${s.status}${s.duration_s ? `, ${secs(s.duration_s)}` : ""}` })));
@@ -334,7 +363,8 @@ function updateFeeds(card, job) {
     if (!row) {
       row = el("tr");
       row.dataset.key = key;
-      row.append(el("td", { textContent: f.participant }), el("td", { textContent: f.kind }));
+      const who = (job.people || []).find((p) => p.id === f.participant);
+      row.append(el("td", { textContent: who ? who.name : f.participant }), el("td", { textContent: f.kind }));
       for (const [name, label] of SERIES) {
         const c = el("canvas", { width: 90, height: 22, title: label });
         c.dataset.series = name;
@@ -416,7 +446,7 @@ function renderArchive() {
   $("#recordings tbody").replaceChildren(...entries.map((e) => {
     const play = el("button", { textContent: "Play", disabled: !playable(e) });
     play.addEventListener("click", () => playEntry(e));
-    const link = e.url && e.url.startsWith("file://")
+    const link = readable(e)
       ? el("a", { href: `${mediaPath(e)}?download=1`, textContent: "download" })
       : el("span", { className: "muted", textContent: e.url || "—" });
     const row = el("tr", {},
@@ -428,10 +458,11 @@ function renderArchive() {
   }));
 }
 
-// Files kept on the API's machine play through the API (byte ranges); others are read where
-// they are stored.
+// Files kept on the API's machine or in its storage (S3, SFTP) play through the API (byte
+// ranges).
 const mediaPath = (e) => `/v1/recordings/${enc(e.job_id)}/${enc(e.file_name)}/media`;
-const playable = (e) => typeof e.url === "string" && e.url.startsWith("file://") && /\.mp4$/.test(e.file_name);
+const readable = (e) => typeof e.url === "string" && /^(file|s3|sftp):\/\//.test(e.url);
+const playable = (e) => readable(e) && /\.mp4$/.test(e.file_name);
 
 function playEntry(e) {
   const v = $("#player");

@@ -15,6 +15,7 @@ use md5::{Digest, Md5};
 use std::path::Path;
 
 pub mod early;
+mod read;
 
 /// Files larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;

@@ -100,6 +100,7 @@ impl<H: JobHost> Run<'_, H> {
         self.job.msg = if resumed { "resuming" } else { "starting" }.into();
         // The tracks an earlier run received are not this run's.
         self.job.feeds.clear();
+        self.job.people.clear();
         self.save().await;
         match self.job.spec.kind {
             JobKind::Individual => return self.run_individual(local, hand_back).await,

@@ -69,17 +69,21 @@ impl Job {
         Ok(())
     }
 
-    pub(crate) async fn remove_destination(&mut self, id: u32) {
-        if let Some(i) = self.destinations.iter().position(|d| d.id == id) {
-            let d = self.destinations.remove(i);
-            info!(destination = id, "removing RTMP destination");
-            let status = d.finish(self.composite.pipeline()).await;
-            info!(
-                destination = id,
-                connections = status.connections,
-                "RTMP destination removed"
-            );
-        }
+    pub(crate) async fn remove_destination(
+        &mut self,
+        id: u32,
+    ) -> Option<crate::model::DestinationStatus> {
+        let i = self.destinations.iter().position(|d| d.id == id)?;
+        let d = self.destinations.remove(i);
+        info!(destination = id, "removing RTMP destination");
+        let mut status = d.finish(self.composite.pipeline()).await;
+        info!(
+            destination = id,
+            connections = status.connections,
+            "RTMP destination removed"
+        );
+        status.state = crate::model::DestinationState::Stopped;
+        Some(status)
     }
 
     /// Shows `page` over the tiles from now on (None: none). A shown page stays until its

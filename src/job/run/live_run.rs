@@ -403,6 +403,33 @@ impl<H: JobHost> Run<'_, H> {
                 }
                 Err(e) => warn!(error = %e, "destination change refused"),
             },
+            Command::AddRtmp { url } => match RtmpUrl::parse(&url) {
+                Ok(parsed) => {
+                    let _ = tx.send(JobCommand::AddRtmp(parsed)).await;
+                    self.job.spec.rtmp_urls.push(url);
+                    self.save().await;
+                    self.status(Subject::Job, Transition::Updated, None);
+                }
+                Err(e) => warn!(error = %e, "destination not added"),
+            },
+            Command::RemoveRtmp { id } => {
+                let _ = tx.send(JobCommand::RemoveRtmp(id)).await;
+                // The list keeps what a next run reconnects: without this destination.
+                if let Some(d) = self.job.destinations.iter().find(|d| d.id == id) {
+                    let gone = d.url.clone();
+                    if let Some(k) = self
+                        .job
+                        .spec
+                        .rtmp_urls
+                        .iter()
+                        .position(|u| RtmpUrl::parse(u).is_ok_and(|p| p.redacted() == gone))
+                    {
+                        self.job.spec.rtmp_urls.remove(k);
+                    }
+                }
+                self.save().await;
+                self.status(Subject::Job, Transition::Updated, None);
+            }
             Command::Room { event } => apply_actions(tx, translator.translate(&event)).await,
         }
     }

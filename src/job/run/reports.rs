@@ -163,8 +163,10 @@ impl<H: JobHost> Run<'_, H> {
                 feeds,
                 shared,
                 thumbnail,
+                people,
             } => {
                 self.job.feeds = feeds;
+                self.job.people = people;
                 if let Some(jpeg) = thumbnail {
                     self.host.thumbnail(&self.job.id, &jpeg).await;
                 }

@@ -140,6 +140,8 @@ pub enum JobEvent {
         shared: bool,
         /// A small JPEG of the composed picture now (None: no video, or no new frame).
         thumbnail: Option<std::sync::Arc<Vec<u8>>>,
+        /// Who is in the room now.
+        people: Vec<crate::model::feed::Person>,
     },
     /// The custom view page was shown, fell back or is loading again.
     Page(crate::model::page::PageStatus),

@@ -131,6 +131,19 @@ impl RoomState {
         self.participants.is_empty()
     }
 
+    /// Who is present, by id: name, talking, heard.
+    pub fn people(&self) -> Vec<crate::model::feed::Person> {
+        self.participants
+            .iter()
+            .map(|(id, p)| crate::model::feed::Person {
+                id: id.0.clone(),
+                name: p.name.clone(),
+                talking: p.talking_since.is_some(),
+                audible: self.audible(id),
+            })
+            .collect()
+    }
+
     /// The tiles for the layout: one camera tile per participant (a placeholder when they have
     /// no video), plus one per live screen share.
     pub fn tiles(&self) -> Vec<Tile> {

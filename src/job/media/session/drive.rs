@@ -306,12 +306,17 @@ impl Session {
             JobCommand::RemoveRtmp(d) => {
                 if self.members[i].destinations.contains(&d) {
                     self.members[i].destinations.retain(|x| *x != d);
-                    self.job.remove_destination(d).await;
+                    // The job record shows it stopped.
+                    if let Some(status) = self.job.remove_destination(d).await {
+                        self.members[i].send(JobEvent::Streaming(status));
+                    }
                 }
             }
             JobCommand::SetRtmp(urls) => {
                 for d in std::mem::take(&mut self.members[i].destinations) {
-                    self.job.remove_destination(d).await;
+                    if let Some(status) = self.job.remove_destination(d).await {
+                        self.members[i].send(JobEvent::Streaming(status));
+                    }
                 }
                 for url in urls {
                     match self.job.add_destination(url) {

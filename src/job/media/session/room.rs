@@ -63,6 +63,7 @@ impl Session {
             })
             .map(std::sync::Arc::new)
         });
+        let people = self.job.state.people();
         for (i, m) in self.members.iter_mut().enumerate() {
             m.went_live |= self.job.destinations.iter().any(|d| {
                 m.destinations.contains(&d.id) && d.status().state == DestinationState::Live
@@ -104,6 +105,7 @@ impl Session {
                     feeds: feeds.clone(),
                     shared: i > 0,
                     thumbnail: thumbnail.clone(),
+                    people: people.clone(),
                 });
             }
         }
