@@ -494,6 +494,23 @@ fn an_operator_adds_and_removes_a_streams_destination_in_the_console() {
     ));
     let left = b.wait(30.0, "one destination left", &live(1));
     assert_ne!(left, first);
+    // The same edit through the API keeps its bounds: one to three destinations, known ids.
+    let left = left.as_str().unwrap().to_string();
+    let edit = |body: &str| {
+        let (_, v) = api.call(
+            "PATCH",
+            "/v1/rooms/stage/streaming",
+            Some(&format!(r#"{{"requested_by":{MODERATOR},{body}}}"#)),
+        );
+        v["result"].as_u64().unwrap_or_default()
+    };
+    let three = [1, 2, 3].map(|i| format!("\"{}\"", nginx.url(&format!("x{i}"))));
+    assert_eq!(
+        edit(&format!(r#""add_rtmp_urls":[{}]"#, three.join(","))),
+        7101
+    );
+    assert_eq!(edit(&format!(r#""remove_destinations":[{left}]"#)), 7006);
+    assert_eq!(edit(r#""remove_destinations":[99]"#), 7007);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let (s, v) = api.call(
         "DELETE",

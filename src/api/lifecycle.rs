@@ -7,7 +7,6 @@ use super::janitor::{end_waiting, status_hook};
 use super::state::live_job;
 use super::state::{ApiError, ApiState};
 use crate::codes::Code;
-use crate::model::RtmpUrl;
 use crate::queue::{Command, Job, JobKind, JobState, Requester, RoomConfig};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -411,7 +410,7 @@ fn rtmp_edit(body: &serde_json::Map<String, Value>) -> Result<Option<RtmpEdit>, 
 }
 
 /// Whether removing `remove` (ids of the job record's destinations) and adding `add` leaves
-/// one to three valid destinations (7006, 7101, 7102).
+/// one to three destinations (7006, 7101).
 fn check_edit(job: &Job, add: &[String], remove: &[u32]) -> Result<(), ApiError> {
     let active: Vec<&crate::model::DestinationStatus> = job
         .destinations
@@ -427,16 +426,18 @@ fn check_edit(job: &Job, add: &[String], remove: &[u32]) -> Result<(), ApiError>
             format!("the stream has no destination {id}"),
         ));
     }
-    let kept = active.iter().filter(|d| !remove.contains(&d.id)).count();
-    let mut after: Vec<String> = vec!["rtmp://kept/app/stream".into(); kept];
-    after.extend(add.iter().cloned());
-    if after.is_empty() {
+    // (Each URL of `add` was checked when the request was read.)
+    let after = active.iter().filter(|d| !remove.contains(&d.id)).count() + add.len();
+    if after == 0 {
         return Err(ApiError::new(
             Code::StreamUrlMissing,
             "a stream keeps at least one destination (stop it instead)",
         ));
     }
-    RtmpUrl::parse_all(&after).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    if after > crate::model::rtmp::MAX_DESTINATIONS {
+        let e = crate::model::RtmpUrlError::TooMany(after);
+        return Err(ApiError::new(e.code(), e.to_string()));
+    }
     Ok(())
 }
 

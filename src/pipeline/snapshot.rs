@@ -8,7 +8,7 @@ use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// The latest composed frame, for whoever takes it.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct FrameTap {
     latest: Arc<Mutex<Option<gst::Sample>>>,
 }
@@ -17,16 +17,21 @@ impl FrameTap {
     /// Watches the raw frames leaving `pad` (the composed picture, before the encoder). Each
     /// frame replaces the one kept before: a reference, no copy (the encoder only reads it).
     pub fn install(pad: &gst::Pad) -> FrameTap {
-        let latest: Arc<Mutex<Option<gst::Sample>>> = Arc::default();
-        let slot = latest.clone();
+        let tap = FrameTap::default();
+        let slot = tap.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             if let (Some(buffer), Some(caps)) = (info.buffer(), pad.current_caps()) {
-                let sample = gst::Sample::builder().buffer(buffer).caps(&caps).build();
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+                slot.keep(buffer, &caps);
             }
             gst::PadProbeReturn::Ok
         });
-        FrameTap { latest }
+        tap
+    }
+
+    /// Keeps `buffer` as the latest frame (what the probe does for each frame).
+    pub fn keep(&self, buffer: &gst::Buffer, caps: &gst::Caps) {
+        let sample = gst::Sample::builder().buffer(buffer).caps(caps).build();
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
     }
 
     /// Takes the latest frame (None until a new frame came since the last take).
